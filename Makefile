@@ -1,0 +1,36 @@
+# Two entry points: `make demo` (the main job) and `make test` (what CI runs).
+# Each creates .venv and installs what it needs on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q --disable-pip-version-check
+# The CPU build of torch: a plain `torch` requirement pulls a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) $(TORCH)
+	$(PIP) -e '.[s3,gcs,wandb,train,dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check artstore trainer tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
+
+test: lint
+	LANCE_LOG=error $(VENV)/bin/pytest -q -p no:cacheprovider
+
+demo: $(STAMP)
+	LANCE_LOG=error $(PY) -m trainer.demo
+
+bench: $(STAMP)
+	LANCE_LOG=error $(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .art .bench
