@@ -1,0 +1,3 @@
+from artstore.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""What every command shares: the --store and --storage-option options, and error handling."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from artstore.errors import ArtstoreError, InvalidNameError, RunNotFoundError
+from artstore.store import Run, Store, open_store
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Exit codes: 0 ok, 1 artstore error (bad input, storage), 2 usage (typer), 3 not found.
+EXIT_ERROR, EXIT_NOT_FOUND = 1, 3
+
+StoreOption = Annotated[str, typer.Option(
+    "--store", "-s", envvar="ARTSTORE_STORE",
+    help="The store: a folder (default .art), file://, s3://bucket/prefix or gs://bucket/prefix.")]
+StorageOption = Annotated[list[str] | None, typer.Option(
+    "--storage-option", "-o", metavar="KEY=VALUE",
+    help="A storage option as Lance spells it (aws_endpoint, aws_region, allow_http, ...). Repeatable.")]
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--storage-option")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def get_store(store: str, storage_option: list[str] | None) -> Store:
+    return open_store(store or os.environ.get("ARTSTORE_STORE", ".art"), parse_options(storage_option))
+
+
+def get_run(store: Store, ref: str, must_exist: bool = True) -> Run:
+    """PROJECT/MODEL -> Run."""
+    if ref.count("/") != 1:
+        raise InvalidNameError("run", f"{ref!r}: name a run as PROJECT/MODEL, e.g. email-search/agent-001")
+    project, name = ref.split("/")
+    run = store.run(project, name)
+    if must_exist and not run.exists():
+        raise RunNotFoundError(f"no run {ref} in {store.uri}; `artstore runs --store {store.uri}` lists them")
+    return run
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print artstore errors as one clear line and exit non-zero, instead of a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RunNotFoundError as e:
+            err_console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(EXIT_NOT_FOUND) from None
+        except ArtstoreError as e:
+            err_console.print(f"[red]error:[/red] {type(e).__name__}: {e}")
+            raise typer.Exit(EXIT_ERROR) from None
+    return wrapper

@@ -1,0 +1,60 @@
+"""The one exception tree of artstore. Every error says what went wrong and what to do next."""
+
+from __future__ import annotations
+
+
+class ArtstoreError(Exception):
+    """Root of every error artstore raises on purpose."""
+
+
+class ValidationError(ArtstoreError, ValueError):
+    """Bad input: names the offending field. Nothing was written."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class InvalidNameError(ValidationError):
+    """A project, model or split name that is not a simple path segment."""
+
+
+class StoreNotFoundError(ArtstoreError, LookupError):
+    """The store, run or table asked for does not exist."""
+
+
+class RunNotFoundError(StoreNotFoundError):
+    """No run with that project and model in the store."""
+
+
+class VersionNotFoundError(StoreNotFoundError):
+    """`as_of` named a version, tag or time the table does not have (or no longer has)."""
+
+
+class StorageError(ArtstoreError, OSError):
+    """The storage backend (disk, S3, GCS) failed after retries. The store is unchanged."""
+
+
+class CommitConflictError(StorageError):
+    """Too many concurrent writers raced for the same commit; retry the call."""
+
+
+class SqlError(ArtstoreError):
+    """A statement `Store.sql` refused or DuckDB could not run."""
+
+
+class BackendError(ArtstoreError):
+    """A training backend is missing or failed."""
+
+
+class CheckpointError(ArtstoreError):
+    """A checkpoint could not be registered, found, or pruned safely."""
+
+
+class RetentionError(CheckpointError):
+    """A retention policy cannot be applied as asked (e.g. its metric is missing). Nothing deleted."""
+
+
+class ImportFormatError(ArtstoreError):
+    """An ART folder could not be read; names the file. Nothing was imported."""

@@ -1,0 +1,162 @@
+"""Model and TrainableModel: ART's user API, a thin front over Store, Run and the writer.
+
+    model = TrainableModel(name="agent-001", project="email-search", base_model="Qwen/...")
+    await model.log(groups, split="val")           # one all-or-nothing commit
+    await model.train(groups, config=TrainConfig())  # needs `await model.register(backend)`
+
+The store is the record; wandb (when asked for) mirrors each history row after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import pydantic
+
+from artstore.errors import BackendError
+from artstore.names import check_segment
+from artstore.store import Run, Store
+from artstore.training import Backend, TrainConfig
+from artstore.wandb_mirror import WandbMirror, wants_wandb
+from artstore.writer import DEFAULT_RETENTION, LogRecord, as_groups, write_log
+
+
+class Model(pydantic.BaseModel):
+    """A model whose rollouts and metrics are logged to the store (ART's `art.Model`)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    project: str
+    entity: str | None = None
+    id: str | None = None
+    config: Any = None
+    trainable: bool = False
+    base_path: str = ".art"
+    report_metrics: list[str] | None = None
+    storage_options: dict[str, str] | None = pydantic.Field(default=None, exclude=True, repr=False)
+    allow_nonfinite_rewards: bool = False
+    retention: timedelta = DEFAULT_RETENTION
+
+    _store: Store | None = pydantic.PrivateAttr(default=None)
+    _mirror: WandbMirror | None = pydantic.PrivateAttr(default=None)
+    _backend: Any = pydantic.PrivateAttr(default=None)
+
+    @pydantic.field_validator("name", "project")
+    @classmethod
+    def _simple_name(cls, v: str, info: pydantic.ValidationInfo) -> str:
+        return check_segment("model" if info.field_name == "name" else "project", v)
+
+    @pydantic.field_validator("base_path", mode="before")
+    @classmethod
+    def _path(cls, v: Any) -> str:
+        return str(v)
+
+    # -- where the run lives -------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.base_path, self.storage_options, self.retention)
+        return self._store
+
+    @property
+    def run(self) -> Run:
+        """The read side of this model's run."""
+        return self.store.run(self.project, self.name)
+
+    # -- ART's API ------------------------------------------------------------------------------
+    async def get_step(self) -> int:
+        """The current training step: 0 for a model that is not trainable."""
+        return 0
+
+    def get_step_sync(self) -> int:
+        return 0
+
+    async def log(self, trajectories: Any = None, split: str = "val", *, metrics: Mapping[str, float] | None = None,
+                  step: int | None = None, log_id: str | None = None) -> LogRecord:
+        """Store trajectory groups (a group, a list of groups, or a list of trajectories) and their
+        metrics as one commit, then mirror the history row to wandb if asked. The default step
+        is `get_step()`. A retried call with the same `log_id` stores nothing new."""
+        groups = as_groups(trajectories)  # consume generators here, once, on the caller's thread
+        if step is None:
+            step = await self.get_step()
+        record = await asyncio.to_thread(self._write, groups, split, metrics, step, log_id)
+        self._report(record)
+        return record
+
+    def log_sync(self, trajectories: Any = None, split: str = "val", *, metrics: Mapping[str, float] | None = None,
+                 step: int | None = None, log_id: str | None = None) -> LogRecord:
+        """`log()` for scripts without an event loop."""
+        groups = as_groups(trajectories)
+        record = self._write(groups, split, metrics, self.get_step_sync() if step is None else step, log_id)
+        self._report(record)
+        return record
+
+    def history(self) -> Any:
+        """The run's history as a pyarrow.Table (see `Run.history`)."""
+        return self.run.history()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _write(self, groups: list, split: str, metrics: Mapping[str, float] | None, step: int,
+               log_id: str | None) -> LogRecord:
+        return write_log(self.run.location, groups, split=split, step=step, metrics=metrics, log_id=log_id,
+                         allow_nonfinite_rewards=self.allow_nonfinite_rewards, retention=self.retention)
+
+    def _report(self, record: LogRecord) -> None:
+        if not record.created or not wants_wandb(self.report_metrics):
+            return
+        if self._mirror is None:
+            self._mirror = WandbMirror(self.project, self.name, self._wandb_config())
+        self._mirror.log(record.metrics, record.step)
+
+    def _wandb_config(self) -> dict[str, Any]:
+        # storage_options is excluded: secrets never reach wandb.
+        return self.model_dump(mode="json", exclude={"storage_options", "retention"})
+
+
+class TrainableModel(Model):
+    """A model that is trained (ART's `art.TrainableModel`): its step is its latest checkpoint."""
+
+    trainable: bool = True
+    base_model: str
+
+    async def register(self, backend: Backend) -> None:
+        """Give the model a training backend (e.g. `trainer.LocalBackend()`)."""
+        self._backend = backend
+        await backend.register(self)
+
+    @property
+    def backend(self) -> Backend | None:
+        return self._backend
+
+    async def get_step(self) -> int:
+        """With a backend, the backend's step; else the latest ready checkpoint in the store (0 if none)."""
+        if self._backend is not None:
+            return await self._backend._get_step(self)
+        return await asyncio.to_thread(self.get_step_sync)
+
+    def get_step_sync(self) -> int:
+        return self.run.latest_checkpoint_step() or 0
+
+    async def train(self, trajectory_groups: Any, config: TrainConfig | None = None,
+                    _config: dict[str, Any] | None = None, verbose: bool = False) -> LogRecord | None:
+        """Log the groups (split "train") at the current step, train one step with the backend,
+        then log the training metrics (averaged over what the backend yields) at the new step."""
+        if self._backend is None:
+            raise BackendError(
+                f"{self.project}/{self.name} has no training backend: call "
+                "`await model.register(trainer.LocalBackend())` before train()"
+            )
+        groups = as_groups(trajectory_groups)
+        await self.log(groups, split="train")
+        sums: dict[str, list[float]] = {}
+        async for m in self._backend._train_model(self, groups, config or TrainConfig(), _config or {}, verbose):
+            for k, v in m.items():
+                sums.setdefault(k, []).append(float(v))
+        if not sums:
+            return None
+        averaged = {k: sum(v) / len(v) for k, v in sums.items()}
+        return await self.log(None, split="train", metrics=averaged, step=await self.get_step())

@@ -1,0 +1,34 @@
+"""Names that become path segments or ids: projects, models, splits, tags, log ids."""
+
+from __future__ import annotations
+
+import re
+
+from artstore.errors import InvalidNameError
+
+_LOG_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+
+
+def check_segment(field: str, name: object) -> str:
+    """`name` if it is a simple path segment: a non-empty str without '/', '\\', NUL or control
+    characters, not '.' or '..', at most 255 bytes. Raises InvalidNameError naming `field`."""
+    if not isinstance(name, str):
+        raise InvalidNameError(field, f"must be a string, got {type(name).__name__}")
+    if not name or name in {".", ".."}:
+        raise InvalidNameError(field, f"{name!r} is not a usable name; use letters, digits, '-', '_', '.'")
+    if any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidNameError(field, f"{name!r} must not contain '/', '\\', NUL or control characters")
+    if len(name.encode()) > 255:
+        raise InvalidNameError(field, "is longer than 255 bytes")
+    return name
+
+
+def check_log_id(log_id: object) -> str:
+    if not isinstance(log_id, str) or not _LOG_ID.match(log_id):
+        raise InvalidNameError("log_id", f"{log_id!r}: use 1-200 characters of letters, digits, '_', '.', ':', '-'")
+    return log_id
+
+
+def sql_quote(value: str) -> str:
+    """A string literal for a Lance filter (values are checked names or ids; quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,81 @@
+"""Files that are not tables (checkpoint adapters, exports), through fsspec.
+
+Writes go to a temporary name and are then moved into place, so a reader never sees a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+
+import fsspec
+
+from artstore.errors import StorageError
+from artstore.storage.location import Location
+
+
+def filesystem(loc: Location) -> fsspec.AbstractFileSystem:
+    protocol, kwargs = loc.fsspec_arguments()
+    return fsspec.filesystem(protocol, **kwargs)
+
+
+@contextlib.contextmanager
+def _errors(loc: Location, action: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        raise StorageError(f"{action} {loc.uri} failed: {loc.redact(str(e))}") from None
+
+
+def put_bytes(loc: Location, data: bytes) -> None:
+    """Write `data` at `loc` atomically (temporary name, then move)."""
+    fs, path = filesystem(loc), loc.path_for_fsspec()
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with _errors(loc, "write"):
+        fs.makedirs(fs._parent(path), exist_ok=True)
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
+
+
+def get_bytes(loc: Location) -> bytes:
+    with _errors(loc, "read"):
+        return filesystem(loc).cat_file(loc.path_for_fsspec())
+
+
+def exists(loc: Location) -> bool:
+    with _errors(loc, "check"):
+        return filesystem(loc).exists(loc.path_for_fsspec())
+
+
+def list_dir(loc: Location) -> list[str]:
+    """Names (not paths) of the entries directly under `loc`; [] when it does not exist."""
+    fs, path = filesystem(loc), loc.path_for_fsspec()
+    with _errors(loc, "list"):
+        if not fs.exists(path):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+
+
+def glob(loc: Location, pattern: str) -> list[str]:
+    """Paths below `loc` matching `pattern`, relative to `loc`."""
+    fs, path = filesystem(loc), loc.path_for_fsspec().rstrip("/")
+    with _errors(loc, "list"):
+        return sorted(p[len(path) + 1:] if p.startswith(path) else p for p in fs.glob(f"{path}/{pattern}"))
+
+
+def delete(loc: Location, recursive: bool = True) -> None:
+    """Delete `loc` (a file or folder); missing is fine."""
+    fs, path = filesystem(loc), loc.path_for_fsspec()
+    with _errors(loc, "delete"):
+        if fs.exists(path):
+            fs.rm(path, recursive=recursive)
+
+
+def size(loc: Location) -> int:
+    """Total bytes of a file or of every file under a folder."""
+    fs, path = filesystem(loc), loc.path_for_fsspec()
+    with _errors(loc, "size"):
+        return int(fs.du(path, total=True)) if fs.exists(path) else 0

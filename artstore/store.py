@@ -1,0 +1,206 @@
+"""Store and Run: where runs live, and the read API (with time travel).
+
+A run lives at `{store}/{project}/models/{name}/`, one Lance dataset per table. Readers see only
+rows of committed log calls (see `writer`), so every read is all-or-nothing per log call.
+`as_of` takes a version of the run (its `logs` table version), a tag, or a datetime.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from artstore.checkpoints import CheckpointTable
+from artstore.encoding import decode_groups
+from artstore.errors import RunNotFoundError, ValidationError
+from artstore.names import check_segment, sql_quote
+from artstore.records import TrajectoryGroup
+from artstore.schema import arrow_schema
+from artstore.storage import Location, files, tables
+from artstore.writer import DEFAULT_RETENTION
+
+AsOf = int | str | datetime | None
+
+
+def _filter(split: str | None, step: int | None) -> str | None:
+    parts = []
+    if split is not None:
+        parts.append(f"split = {sql_quote(check_segment('split', split))}")
+    if step is not None:
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ValidationError("step", f"must be an int, got {step!r}")
+        parts.append(f"step = {step}")
+    return " AND ".join(parts) or None
+
+
+class Run:
+    """One run (a model of a project): read access to everything it logged."""
+
+    def __init__(self, store: Store, project: str, name: str):
+        self.store = store
+        self.project = check_segment("project", project)
+        self.name = check_segment("model", name)
+        self.location = store.location.child(project, "models", name)
+
+    def __repr__(self) -> str:
+        return f"Run({self.project!r}, {self.name!r}, at {self.location.uri!r})"
+
+    def table_location(self, table: str) -> Location:
+        """Where the Lance dataset of `table` lives."""
+        return self.location.child(f"{table}.lance")
+
+    def exists(self) -> bool:
+        return tables.exists(self.table_location("logs"))
+
+    # -- visibility and time travel ---------------------------------------------------------
+    def logs(self, as_of: AsOf = None) -> pa.Table:
+        """The committed log calls, in commit order (one row per log() call)."""
+        version, asof = _as_of_args(as_of)
+        ds = tables.open_dataset(self.table_location("logs"), version=version, asof=asof)
+        if ds is None:
+            if as_of is not None and not self.exists():
+                raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
+            return arrow_schema("logs").empty_table()
+        with tables.storage_errors(self.table_location("logs"), "read"):
+            return ds.to_table()
+
+    def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
+                   as_of: AsOf = None) -> pa.Table:
+        """Visible rows of a log-written table (trajectories, groups, metrics), in commit order."""
+        committed = self.logs(as_of)
+        cols = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
+        data = tables.scan(self.table_location(table), columns=cols, filter=filter)
+        if data is None:
+            return arrow_schema(table).empty_table() if columns is None else \
+                arrow_schema(table).empty_table().select(columns)
+        visible = data.filter(pc.is_in(data["write_id"], value_set=committed["write_id"]))
+        return visible if columns is None else visible.select(columns)
+
+    # -- the read API ----------------------------------------------------------------------
+    def trajectories(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> pa.Table:
+        """Stored trajectories (one row each; typed columns, see schemas/trajectories.json)."""
+        return self.read_table("trajectories", filter=_filter(split, step), as_of=as_of)
+
+    def groups(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> list[TrajectoryGroup]:
+        """The groups logged, equal to what was logged; ordered by step, split, then position."""
+        committed = self.logs(as_of)
+        order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
+        where = _filter(split, step)
+        grp = self.read_table("groups", filter=where, as_of=as_of)
+        traj = self.read_table("trajectories", filter=where, as_of=as_of)
+        keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
+            grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
+            grp["group_index"].to_pylist(), strict=True)]
+        grp = grp.take(sorted(range(len(keys)), key=keys.__getitem__))
+        return decode_groups(grp, traj)
+
+    def metrics(self, as_of: AsOf = None) -> pa.Table:
+        """Every metric value (long form): log_id, step, split, name, value, recorded_at."""
+        return self.read_table("metrics", columns=["log_id", "step", "split", "name", "value", "recorded_at"],
+                               as_of=as_of)
+
+    def history(self, as_of: AsOf = None) -> pa.Table:
+        """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
+        column per metric name ever logged (null where a row lacks it), as ART's history.jsonl."""
+        logs = self.logs(as_of)
+        long = self.metrics(as_of)
+        row_of = {lid: i for i, lid in enumerate(logs["log_id"].to_pylist())}
+        names = list(dict.fromkeys(long["name"].to_pylist()))
+        col_of = {n: j for j, n in enumerate(names)}
+        grid = np.full((len(names), logs.num_rows), np.nan)
+        present = np.zeros_like(grid, dtype=bool)
+        rows = np.array([row_of[x] for x in long["log_id"].to_pylist()], dtype=np.int64)
+        cols = np.array([col_of[x] for x in long["name"].to_pylist()], dtype=np.int64)
+        grid[cols, rows] = long["value"].to_numpy(zero_copy_only=False)
+        present[cols, rows] = True
+        columns = {"step": logs["step"], "recorded_at": logs["recorded_at"]}
+        for n, j in col_of.items():
+            columns[n] = pa.array(grid[j], pa.float64(), mask=~present[j])
+        return pa.table(columns)
+
+    def latest_checkpoint_step(self) -> int | None:
+        """Step of the newest checkpoint whose files are ready, or None when there is none."""
+        latest = self.checkpoints_table().latest()
+        return None if latest is None else latest.step
+
+    def checkpoints_table(self) -> CheckpointTable:
+        """The run's checkpoints table (register, list, mark ready/deleted)."""
+        return CheckpointTable(self.location)
+
+    def checkpoints(self) -> pa.Table:
+        """Every checkpoint of the run: step, uri, status, sizes, times, why deleted."""
+        return self.checkpoints_table().table()
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Versions of the run (its `logs` table): [{version, timestamp (UTC), tags}], oldest first."""
+        return tables.versions(self.table_location("logs"))
+
+    def tag(self, name: str, version: int | None = None) -> int:
+        """Name a version of the run (default: the latest); tagged versions are never cleaned up."""
+        check_segment("tag", name)
+        return tables.create_tag(self.table_location("logs"), name, version)
+
+    def tags(self) -> dict[str, int]:
+        return tables.tags(self.table_location("logs"))
+
+    def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
+        """Compact every table and drop versions older than the store's retention window."""
+        return {t: tables.maintain(self.table_location(t), t, self.store.retention, force=force)
+                for t in self.store.table_names(self)}
+
+
+def _as_of_args(as_of: AsOf) -> tuple[int | str | None, datetime | None]:
+    if as_of is None:
+        return None, None
+    if isinstance(as_of, datetime):
+        if as_of.tzinfo is None:
+            raise ValidationError("as_of", "datetime must be timezone-aware (UTC)")
+        return None, as_of
+    if isinstance(as_of, bool) or not isinstance(as_of, (int, str)):
+        raise ValidationError("as_of", f"must be a version number, a tag or a datetime, got {type(as_of).__name__}")
+    return as_of, None
+
+
+class Store:
+    """A folder or bucket holding runs: `{uri}/{project}/models/{name}/`."""
+
+    def __init__(self, uri: str | os.PathLike[str] = ".art", storage_options: Mapping[str, Any] | None = None,
+                 retention: timedelta = DEFAULT_RETENTION):
+        self.location = Location.parse(uri, storage_options)
+        self.retention = retention
+
+    @property
+    def uri(self) -> str:
+        return self.location.uri
+
+    def __repr__(self) -> str:
+        return f"Store({self.location.uri!r})"
+
+    def run(self, project: str, name: str) -> Run:
+        """The run `project/name` (it need not exist yet; `Run.exists()` says)."""
+        return Run(self, project, name)
+
+    def runs(self, projects: list[str] | None = None) -> list[Run]:
+        """Every run in the store that has logged anything, sorted by project and name."""
+        found = []
+        for rel in files.glob(self.location, "*/models/*/logs.lance"):
+            project, _, name, _ = rel.split("/")
+            if projects is None or project in projects:
+                found.append(Run(self, project, name))
+        return sorted(found, key=lambda r: (r.project, r.name))
+
+    def table_names(self, run: Run) -> list[str]:
+        """Tables present in `run` (e.g. trajectories, groups, metrics, logs, checkpoints)."""
+        return [n[: -len(".lance")] for n in files.list_dir(run.location) if n.endswith(".lance")]
+
+
+def open_store(uri: str | os.PathLike[str] = ".art", storage_options: Mapping[str, Any] | None = None,
+               retention: timedelta = DEFAULT_RETENTION) -> Store:
+    """Open the store at `uri` (a path, file://, s3:// or gs://). Nothing is created until a write."""
+    return Store(uri, storage_options, retention)

@@ -1,0 +1,173 @@
+"""The log() commit protocol: all or nothing for every reader, idempotent on retry.
+
+One log call writes its rows to `trajectories`, `groups` and `metrics` tagged with a fresh
+`write_id`, then inserts one row into `logs` keyed by `log_id`. Readers see only rows whose
+write_id a `logs` row names, so a writer killed at any instant leaves nothing half-visible, and
+a retry with the same log_id (given, or derived from the content) is stored once: the logs
+table's primary key lets exactly one attempt commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from artstore import metrics as metrics_mod
+from artstore.encoding import encode_groups
+from artstore.errors import ValidationError
+from artstore.names import check_log_id, check_segment, sql_quote
+from artstore.records import Trajectory, TrajectoryGroup, check_reward
+from artstore.schema import arrow_schema
+from artstore.storage import Location, tables
+
+DATA_TABLES = ("trajectories", "groups", "metrics")
+MAINTAIN_EVERY = 16  # check compaction every this many versions of a table
+DEFAULT_RETENTION = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """What one log() call stored. `created` is False when the log_id was already stored."""
+
+    log_id: str
+    split: str
+    step: int
+    num_groups: int
+    num_trajectories: int
+    num_exceptions: int
+    recorded_at: datetime
+    metrics: dict[str, float] = field(default_factory=dict)
+    created: bool = True
+
+
+def as_groups(trajectories: Any) -> list[TrajectoryGroup]:
+    """A group, groups, or trajectories (one group) -> a list of groups. Consumes once."""
+    if trajectories is None:
+        return []
+    if isinstance(trajectories, TrajectoryGroup):
+        return [trajectories]
+    if isinstance(trajectories, Trajectory):
+        return [TrajectoryGroup([trajectories])]
+    if isinstance(trajectories, (str, bytes, Mapping)) or not isinstance(trajectories, Iterable):
+        raise ValidationError("trajectories", f"expected a TrajectoryGroup or a list of them, got {type(trajectories).__name__}")
+    items = list(trajectories)
+    if all(isinstance(i, TrajectoryGroup) for i in items):
+        return items
+    if all(isinstance(i, (Trajectory, BaseException)) for i in items):
+        return [TrajectoryGroup(items)]
+    bad = next(i for i in items if not isinstance(i, (Trajectory, TrajectoryGroup, BaseException)))
+    raise ValidationError("trajectories", f"expected TrajectoryGroup or Trajectory items, got {type(bad).__name__}")
+
+
+def _content_id(split: str, step: int, tables_: Sequence[pa.Table], extra: Mapping[str, float]) -> str:
+    h = hashlib.sha256(f"{split}\0{step}\0{sorted(extra.items())!r}".encode())
+    for t in tables_:
+        content = t.drop_columns([c for c in ("log_id", "write_id", "trajectory_id", "group_id", "recorded_at") if c in t.column_names])
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, content.schema) as w:
+            w.write_table(content)
+        h.update(sink.getvalue())
+    return "d-" + h.hexdigest()[:32]
+
+
+def _set_ids(t: pa.Table, log_id: str) -> pa.Table:
+    n = t.num_rows
+    t = t.set_column(t.schema.get_field_index("log_id"), t.schema.field("log_id"), pa.array([log_id] * n, pa.string()))
+    gid = pc.binary_join_element_wise(pa.scalar(log_id), pc.cast(t["group_index"], pa.string()), ":")
+    t = t.set_column(t.schema.get_field_index("group_id"), t.schema.field("group_id"), gid)
+    if "trajectory_id" in t.column_names:
+        tid = pc.binary_join_element_wise(gid, pc.cast(t["trajectory_index"], pa.string()), ":")
+        t = t.set_column(t.schema.get_field_index("trajectory_id"), t.schema.field("trajectory_id"), tid)
+    return t
+
+
+def find_log(run: Location, log_id: str) -> LogRecord | None:
+    """The committed log with this id, with its metrics, or None."""
+    found = tables.scan(run.child("logs.lance"), filter=f"log_id = {sql_quote(log_id)}")
+    if found is None or found.num_rows == 0:
+        return None
+    row = found.to_pylist()[0]
+    m = tables.scan(run.child("metrics.lance"), columns=["name", "value"],
+                    filter=f"write_id = {sql_quote(row['write_id'])}")
+    return LogRecord(
+        log_id=row["log_id"], split=row["split"], step=row["step"], num_groups=row["num_groups"],
+        num_trajectories=row["num_trajectories"], num_exceptions=row["num_exceptions"],
+        recorded_at=row["recorded_at"], metrics=dict(zip(*m.to_pydict().values(), strict=True)) if m else {},
+        created=False,
+    )
+
+
+def write_log(
+    run: Location,
+    trajectories: Any,
+    *,
+    split: str,
+    step: int,
+    metrics: Mapping[str, float] | None = None,
+    log_id: str | None = None,
+    allow_nonfinite_rewards: bool = False,
+    retention: timedelta = DEFAULT_RETENTION,
+) -> LogRecord:
+    """Store one log call in the run at `run`. See the module doc for the protocol."""
+    check_segment("split", split)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValidationError("step", f"must be a non-negative int, got {step!r}")
+    groups = as_groups(trajectories)
+    extra = dict(metrics or {})
+    for k, v in extra.items():
+        if not isinstance(k, str) or not k:
+            raise ValidationError("metrics", f"metric names must be non-empty strings, got {k!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValidationError(f"metrics[{k!r}]", f"must be a number, got {type(v).__name__}")
+    if not groups and not extra:
+        raise ValidationError("trajectories", "nothing to log: give trajectory groups and/or metrics=")
+    for gi, g in enumerate(groups):
+        for ti, t in enumerate(g.trajectories):
+            check_reward(t.reward, f"groups[{gi}].trajectories[{ti}].reward", allow_nonfinite_rewards)
+
+    values = metrics_mod.compute_metrics(groups, split, extra)
+    recorded_at = tables.now_utc()
+    write_id = uuid.uuid4().hex
+    traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
+    log_id = check_log_id(log_id) if log_id is not None else _content_id(split, step, (traj, grp), extra)
+
+    existing = find_log(run, log_id)
+    if existing is not None:
+        return existing
+    traj, grp = _set_ids(traj, log_id), _set_ids(grp, log_id)
+    metric_rows = pa.table({
+        "log_id": [log_id] * len(values), "write_id": [write_id] * len(values),
+        "step": [step] * len(values), "split": [split] * len(values),
+        "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * len(values),
+    }, schema=arrow_schema("metrics"))
+
+    versions: dict[str, int] = {}
+    message = f"log {log_id} ({split}, step {step})"
+    for name, rows in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows)):
+        if rows.num_rows:
+            versions[name] = tables.append(run.child(f"{name}.lance"), rows, message)
+
+    n_exc = sum(len(g.exceptions) for g in groups)
+    commit = pa.Table.from_pylist([{
+        "log_id": log_id, "write_id": write_id, "split": split, "step": step,
+        "num_groups": len(groups), "num_trajectories": traj.num_rows, "num_exceptions": n_exc,
+        "num_metrics": len(values), "table_versions": list(versions.items()), "recorded_at": recorded_at,
+    }], schema=arrow_schema("logs"))
+    inserted, logs_version = tables.insert_unique(run.child("logs.lance"), commit, "log_id")
+    if not inserted:  # a concurrent retry of the same log won; our rows stay invisible
+        return find_log(run, log_id)
+    versions["logs"] = logs_version
+    for name, version in versions.items():
+        if version % MAINTAIN_EVERY == 0:
+            tables.maintain(run.child(f"{name}.lance"), name, retention)
+    return LogRecord(
+        log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
+        num_exceptions=n_exc, recorded_at=recorded_at, metrics=values,
+    )
