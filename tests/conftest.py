@@ -9,6 +9,8 @@ from openai.types.chat.chat_completion import Choice
 
 import artstore as art
 
+pytest_plugins = ["tests.servers.fixtures"]
+
 os.environ.setdefault("LANCE_LOG", "error")
 os.environ.setdefault("WANDB_SILENT", "true")
 
