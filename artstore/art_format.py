@@ -171,6 +171,10 @@ def read_parquet_groups(data: bytes, where: str, dropped: Counter) -> tuple[list
                 trajectories.append(_trajectory(json_object(row["trajectory_json"], rw), rw, dropped))
             elif not v2 or row.get("trajectory_index") is not None:
                 trajectories.append(_v1_trajectory(row, rw))
+        if v2:
+            indexes = sorted(r["trajectory_index"] for r in rows if r.get("trajectory_index") is not None)
+            if indexes != list(range(len(indexes))):
+                raise ImportFormatError(f"{gw}: duplicate or missing trajectory_index {indexes}")
         payloads = {r.get("group_json") for r in rows} if v2 else {None}
         if len(payloads) != 1:
             raise ImportFormatError(f"{gw}: rows disagree on group_json")

@@ -293,6 +293,9 @@ def _merge(plan: RunPlan, history: list[HistoryRow],
         entries.append(((r.index, 0, ""), lg))
     for key in sorted(set(traj_files) - matched, key=lambda k: (k[1], k[0])):
         rel, groups, digest = traj_files[key]
+        if not groups:
+            plan.skipped.append(f"{rel}: no groups and no history row (nothing to store)")
+            continue
         before = max((r.index for r in history if r.step <= key[1]), default=-1)
         lg = PlannedLog(_log_id(f"{rel}:{digest}"), key[0], key[1], groups, {}, None, (rel,),
                         metrics_as_given=False)

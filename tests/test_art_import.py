@@ -321,3 +321,37 @@ def test_cli_import_with_link_warns_about_pruning_and_dry_run_writes_nothing(tmp
     bad.write_bytes(b"PAR1 not really")
     res = runner.invoke(app, ["import-art", str(src), "--store", str(tmp_path / "other")])
     assert res.exit_code == 1 and "0001.parquet" in " ".join(res.output.split())
+
+
+def test_empty_file_without_history_is_skipped_and_duplicate_indexes_are_refused(tmp_path):
+    import pyarrow as pa
+
+    from artstore.art_format import write_parquet_groups
+
+    src = _broken_copy(tmp_path, "0.5.23")
+    (src / MODEL / "trajectories" / "test").mkdir()
+    (src / MODEL / "trajectories" / "test" / "0007.parquet").write_bytes(write_parquet_groups([], "v2")[0])
+    (plan,) = plan_import(src)
+    assert "trajectories/test/0007.parquet: no groups and no history row (nothing to store)" in plan.skipped
+    bad = src / MODEL / "trajectories" / "val" / "0001.parquet"
+    table = pq.read_table(bad)
+    i = table.schema.get_field_index("trajectory_index")
+    pq.write_table(table.set_column(i, table.schema.field(i), pa.array([0] * table.num_rows, pa.int64())), bad)
+    with pytest.raises(art.ImportFormatError, match=r"val/0001\.parquet group 0: duplicate or missing trajectory_index"):
+        plan_import(src)
+
+
+def test_write_log_for_importers_keeps_names_and_times(tmp_path, make_trajectory):
+    from artstore.writer import write_log
+
+    run = art.open_store(tmp_path / "s").run("p", "m")
+    at = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rec = write_log(run.location, [art.TrajectoryGroup([make_trajectory(0.5)])], split="val", step=3,
+                    metrics={"training_step": 3, "val/group/judge_score": 0.25, "nan": float("nan")},
+                    metrics_as_given=True, recorded_at=at, log_id="art-x")
+    assert rec.metrics == {"training_step": 3.0, "val/group/judge_score": 0.25}  # nothing computed, NaN dropped
+    assert run.history().to_pylist() == [{"step": 3, "recorded_at": at, "training_step": 3.0,
+                                          "val/group/judge_score": 0.25}]
+    with pytest.raises(art.ValidationError, match="recorded_at"):
+        write_log(run.location, None, split="val", step=4, metrics={"a/b": 1.0}, metrics_as_given=True,
+                  recorded_at=datetime(2025, 1, 1))  # noqa: DTZ001 (naive on purpose)
