@@ -79,3 +79,37 @@ def size(loc: Location) -> int:
     fs, path = filesystem(loc), loc.path_for_fsspec()
     with _errors(loc, "size"):
         return int(fs.du(path, total=True)) if fs.exists(path) else 0
+
+
+def walk(loc: Location) -> list[str]:
+    """Paths of every file below `loc` (recursively), relative to `loc`, '/'-separated and sorted;
+    [] when `loc` does not exist."""
+    fs, path = filesystem(loc), loc.path_for_fsspec().rstrip("/")
+    with _errors(loc, "list"):
+        if not fs.exists(path) or not fs.isdir(path):
+            return []
+        found = fs.find(path, withdirs=False)
+    prefix = path + "/"
+    return sorted(p[len(prefix):] if p.startswith(prefix) else p for p in found)
+
+
+def copy_file(src: Location, dst: Location, chunk_bytes: int = 8 << 20) -> int:
+    """Copy one file from `src` to `dst` (any two storages), streamed in chunks and moved into
+    place atomically. Returns the bytes copied."""
+    sfs, dfs = filesystem(src), filesystem(dst)
+    spath, dpath = src.path_for_fsspec(), dst.path_for_fsspec()
+    tmp = f"{dpath}.tmp-{uuid.uuid4().hex}"
+    copied = 0
+    with _errors(dst, f"copy {src.uri} to"):
+        dfs.makedirs(dfs._parent(dpath), exist_ok=True)
+        with sfs.open(spath, "rb") as fin, dfs.open(tmp, "wb") as fout:
+            while chunk := fin.read(chunk_bytes):
+                fout.write(chunk)
+                copied += len(chunk)
+        dfs.mv(tmp, dpath)
+    return copied
+
+
+def copy_tree(src: Location, dst: Location) -> int:
+    """Copy every file below `src` to the same relative path below `dst`. Returns bytes copied."""
+    return sum(copy_file(src.child(*rel.split("/")), dst.child(*rel.split("/"))) for rel in walk(src))
