@@ -96,6 +96,16 @@ class CheckpointTable:
         self._upsert([c])
         return c
 
+    def register(self, step: int, *, base_model: str | None = None, table_versions: Mapping[str, int] | None = None,
+                 uri: str | None = None, linked: bool = False, size_bytes: int | None = None) -> Checkpoint:
+        """Record a checkpoint whose files are already complete: `begin` then `mark_ready`."""
+        self.begin(step, base_model=base_model, table_versions=table_versions, uri=uri, linked=linked)
+        return self.mark_ready(step, size_bytes)
+
+    def live(self) -> list[Checkpoint]:
+        """Checkpoints whose files exist (status saving or ready), ordered by step."""
+        return [c for c in self.list() if c.status != "deleted"]
+
     def mark_ready(self, step: int, size_bytes: int | None = None) -> Checkpoint:
         """Mark the checkpoint's files complete; measures their size when not given."""
         c = self.get(step)

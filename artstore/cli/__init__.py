@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from artstore.cli import art, runs
+from artstore.cli import art, checkpoints, runs
 
 app = typer.Typer(
     name="artstore",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 runs.register(app)
 art.register(app)
+checkpoints.register(app)
 
 
 def main() -> None:

@@ -7,8 +7,11 @@ half-written file.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import fsspec
 
@@ -113,3 +116,34 @@ def copy_file(src: Location, dst: Location, chunk_bytes: int = 8 << 20) -> int:
 def copy_tree(src: Location, dst: Location) -> int:
     """Copy every file below `src` to the same relative path below `dst`. Returns bytes copied."""
     return sum(copy_file(src.child(*rel.split("/")), dst.child(*rel.split("/"))) for rel in walk(src))
+
+
+def download_dir(loc: Location, dest: str | os.PathLike[str]) -> Path:
+    """Copy the folder (or single file) at `loc` to the local folder `dest`, atomically: files
+    land in a temporary folder beside `dest` that is then renamed. An existing `dest` is taken
+    as a complete earlier download and reused (checkpoint files never change once ready)."""
+    dest = Path(dest)
+    if dest.exists():
+        return dest
+    fs = filesystem(loc)
+    root = fs._strip_protocol(loc.path_for_fsspec()).rstrip("/")
+    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
+    with _errors(loc, "download"):
+        if not fs.exists(root):
+            raise FileNotFoundError(f"{loc.uri} does not exist")
+        try:
+            tmp.mkdir(parents=True)
+            remote = fs.find(root) if fs.isdir(root) else [root]
+            for path in remote:
+                rel = path[len(root) + 1:] if path != root else path.rsplit("/", 1)[-1]
+                target = tmp / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(path, str(target))
+            try:
+                tmp.rename(dest)
+            except OSError:
+                if not dest.exists():  # a concurrent download that won the rename is fine
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
