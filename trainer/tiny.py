@@ -105,6 +105,7 @@ def build_tiny_model_and_tokenizer(
     num_heads: int = 4,
     num_kv_heads: int = 2,
     max_positions: int = 1024,
+    init_std: float = 0.2,
     attn_implementation: str = "sdpa",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """A randomly initialised Qwen2 causal LM (float32, CPU, eval mode) and its tiny tokenizer.
@@ -121,6 +122,9 @@ def build_tiny_model_and_tokenizer(
         num_key_value_heads=num_kv_heads,
         max_position_embeddings=max_positions,
         tie_word_embeddings=True,
+        # Wider than HF's 0.02: with tied embeddings behind a frozen final norm, 0.02 caps every
+        # logit near 1, and no adapter could then make any answer likely.
+        initializer_range=init_std,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
