@@ -71,36 +71,37 @@ def open_dataset(loc: Location, version: int | str | None = None, asof: datetime
         raise storage_error(loc, "open", e) from None
 
 
-def _create(loc: Location, table: pa.Table, message: str = "") -> LanceDataset | None:
-    """Create the dataset with `table` as its first version; None when another writer created it
-    first. A create that failed for its own reason (storage down, credentials) raises."""
+def _create(loc: Location, table: pa.Table, fragments: list, message: str = "") -> LanceDataset | None:
+    """Make `fragments` (written from `table`) the first version of the dataset at `loc`; None when
+    another writer created it first. A create that failed for its own reason raises.
+
+    Committed with no retries: a create is an Overwrite, and Lance retries a conflicting Overwrite
+    as a later version that replaces the winner's rows (lance.write_dataset(mode="create") lost
+    one writer's rows that way when four processes created one dataset on S3 at once)."""
     try:
-        return lance.write_dataset(table, loc.uri, schema=table.schema, mode="create",
-                                   storage_options=loc.lance_options(), commit_message=message or None)
+        return LanceDataset.commit(loc.uri, LanceOperation.Overwrite(table.schema, fragments),
+                                   storage_options=loc.lance_options(), max_retries=0,
+                                   commit_message=message or None)
     except (OSError, ValueError):
         if open_dataset(loc) is None:
             raise
         return None
 
 
-def _open_or_create(loc: Location, table: pa.Table, message: str = "") -> tuple[LanceDataset, bool]:
-    """(dataset, True) when this call created it with `table`; else the existing (dataset, False)."""
-    ds = open_dataset(loc)
-    if ds is None:
-        created = _create(loc, table, message)
-        if created is not None:
-            return created, True
-        ds = open_dataset(loc)
-    return ds, False
+def _write(loc: Location, table: pa.Table) -> list:
+    return write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
 
 
 def append(loc: Location, table: pa.Table, message: str = "") -> int:
     """Append `table` as one commit; create the dataset on first use. Returns the new version."""
     with storage_errors(loc, "append to"):
-        ds, created = _open_or_create(loc, table, message)
-        if created:
-            return ds.version
-        fragments = write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
+        fragments = _write(loc, table)
+        ds = open_dataset(loc)
+        if ds is None:
+            created = _create(loc, table, fragments, message)
+            if created is not None:
+                return created.version
+            ds = open_dataset(loc)  # lost the create: append the same fragments
         return LanceDataset.commit(
             loc.uri, LanceOperation.Append(fragments), read_version=ds.version,
             storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
@@ -111,9 +112,12 @@ def insert_unique(loc: Location, table: pa.Table, key: str) -> tuple[bool, int]:
     """Insert rows whose `key` is not present yet (the key field is Lance's unenforced primary key,
     which makes this safe against concurrent writers). Returns (inserted any, version)."""
     with storage_errors(loc, "insert into"):
-        ds, created = _open_or_create(loc, table)
-        if created:
-            return True, ds.version
+        ds = open_dataset(loc)
+        if ds is None:
+            created = _create(loc, table, _write(loc, table))
+            if created is not None:
+                return True, created.version
+            ds = open_dataset(loc)  # lost the create: its unreferenced data files stay (a few KB)
         result = ds.merge_insert(key).when_not_matched_insert_all().conflict_retries(COMMIT_RETRIES).execute(table)
         return result["num_inserted_rows"] > 0, open_dataset(loc).version
 
@@ -121,9 +125,12 @@ def insert_unique(loc: Location, table: pa.Table, key: str) -> tuple[bool, int]:
 def upsert(loc: Location, table: pa.Table, key: str) -> int:
     """Insert rows, replacing rows with the same `key` (one commit). Returns the version."""
     with storage_errors(loc, "upsert into"):
-        ds, created = _open_or_create(loc, table)
-        if created:
-            return ds.version
+        ds = open_dataset(loc)
+        if ds is None:
+            created = _create(loc, table, _write(loc, table))
+            if created is not None:
+                return created.version
+            ds = open_dataset(loc)
         (ds.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
          .conflict_retries(COMMIT_RETRIES).execute(table))
         return open_dataset(loc).version
