@@ -6,6 +6,7 @@ Lance and fsspec fail with long texts (Rust source paths, XML bodies) or bare ex
 
 from __future__ import annotations
 
+import errno
 import re
 
 from artstore.errors import StorageError
@@ -17,6 +18,7 @@ _UNREACHABLE = re.compile(r"connection refused|error sending request|tcp connect
                           r"connecterror|connection reset|name or service not known|dns error", re.I)
 _UNAVAILABLE = re.compile(r"\b5\d\d\b|SlowDown|InternalError|ServiceUnavailable")
 _TIMED_OUT = re.compile(r"timed out|deadline has elapsed|ReadTimeout|ConnectTimeout", re.I)
+_BUSY = (errno.EBUSY, errno.EAGAIN, getattr(errno, "EREMOTEIO", errno.EIO))  # s3fs's 503 / 500
 _MAX_DETAIL = 600
 
 
@@ -35,7 +37,7 @@ def _hint(loc: Location, text: str, exc: BaseException) -> str:
                 f"(timeout={o.get('timeout', LANCE_DEFAULTS['timeout'])})")
     if isinstance(exc, ConnectionError) or _UNREACHABLE.search(text):
         return f"could not reach the server at {endpoint}"
-    if _UNAVAILABLE.search(text):
+    if _UNAVAILABLE.search(text) or getattr(exc, "errno", None) in _BUSY:
         retries = o.get("client_max_retries", LANCE_DEFAULTS["client_max_retries"])
         window = o.get("client_retry_timeout", LANCE_DEFAULTS["client_retry_timeout"])
         return (f"the server at {endpoint} kept failing after retries (client_max_retries={retries}, "
@@ -45,6 +47,7 @@ def _hint(loc: Location, text: str, exc: BaseException) -> str:
 
 def storage_error(loc: Location, action: str, exc: BaseException) -> StorageError:
     """A StorageError for `action` ("read", "append to", ...) on `loc`, secrets redacted."""
-    text = loc.redact(re.sub(r"\s+", " ", str(exc)).strip()) or type(exc).__name__
+    raw = str(exc) if exc.__cause__ is None else f"{exc} <- {exc.__cause__}"  # s3fs keeps botocore's text there
+    text = loc.redact(re.sub(r"\s+", " ", raw).strip()) or type(exc).__name__
     detail = text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + " ..."
     return StorageError(f"{action} {loc.uri} failed: {_hint(loc, text, exc)}. [{type(exc).__name__}: {detail}]")

@@ -36,7 +36,12 @@ _STORAGE_LIBRARIES = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "g
 def filesystem(loc: Location) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem of `loc` (instances are cached by fsspec per set of arguments)."""
     protocol, kwargs = loc.fsspec_arguments()
-    return fsspec.filesystem(protocol, **kwargs)
+    fs = fsspec.filesystem(protocol, **kwargs)
+    if protocol == "s3":
+        # botocore retries client_max_retries times (see Location.fsspec_arguments); s3fs's own
+        # loop (5 tries of botocore's tries for SlowDown) would multiply that to minutes.
+        fs.retries = 1
+    return fs
 
 
 def _is_storage_failure(e: BaseException) -> bool:
