@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from artstore.errors import ValidationError
+from artstore.storage import secrets as secret_registry
 
 # Retry and timeout defaults for Lance where the user gave none (Lance's own: 3 retries, a 180 s
 # retry window, 30 s per request). A persistent failure raises after about 5 retries with backoff
@@ -204,7 +205,7 @@ class Location:
         scheme, rest = _split_scheme(raw)
         scheme = _SCHEME_SPELLINGS.get(scheme, scheme)
         if scheme == "file":
-            return cls(os.path.abspath(os.path.expanduser(rest)), resolve_options("file", storage_options, environ))
+            return cls(os.path.abspath(os.path.expanduser(rest)), resolve_options("file", storage_options, environ))._registered()
         if scheme not in _REMOTE_SCHEMES:
             raise ValidationError("uri", f"unsupported scheme {scheme!r}; use a path, file://, s3:// or gs://")
         bucket = rest.split("/", 1)[0]
@@ -213,7 +214,11 @@ class Location:
                                          "give them in storage_options")
         if not bucket:
             raise ValidationError("uri", f"{scheme}:// URI without a bucket")
-        return cls(f"{scheme}://{rest.rstrip('/')}", resolve_options(scheme, storage_options, environ))
+        return cls(f"{scheme}://{rest.rstrip('/')}", resolve_options(scheme, storage_options, environ))._registered()
+
+    def _registered(self) -> Location:
+        secret_registry.register(self.secrets())  # so that log records never show them
+        return self
 
     @property
     def scheme(self) -> str:
