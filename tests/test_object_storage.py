@@ -64,7 +64,7 @@ for i in range(n):
 
 
 def test_four_processes_logging_to_one_run_on_s3_lose_and_duplicate_nothing(s3_bucket, tmp_path):
-    workers, per_worker = 4, 5
+    workers, per_worker = 4, 3
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, s3_bucket.uri, json.dumps(s3_bucket.storage_options),
                                str(w), str(per_worker), str(go)], cwd=REPO, stdout=subprocess.PIPE,

@@ -2,8 +2,9 @@
 
 A reader never sees a half-written file under its final name:
 
-- on local disk a file is written under a temporary name beside it (`.{name}.artstore-tmp-{id}`)
-  and then renamed into place (a rename within a folder is atomic); a failed write removes it;
+- on local disk a file is written under a temporary name beside it (`.{name}.artstore-tmp-{id}`),
+  fsynced, then renamed into place (a rename within a folder is atomic); a failed write removes
+  it. Other fsspec filesystems get the same through fsspec (temporary name, then `mv`);
 - on S3 and GCS the object store's own write is already atomic (a single PUT, or a multipart /
   resumable upload, becomes visible only once complete), so the file is written to its final
   name directly. A temporary name plus `mv` would add a server-side copy and a delete (S3 has no
