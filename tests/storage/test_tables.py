@@ -7,6 +7,7 @@ import threading
 import pyarrow as pa
 import pytest
 
+from artstore.errors import StorageError
 from artstore.storage import Location, tables
 
 SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False,
@@ -50,3 +51,14 @@ def test_writers_racing_to_create_a_table_lose_no_rows(store_location, op):
         _race(writers, write)
         keys = tables.scan(loc)["key"].to_pylist()
         assert sorted(keys) == sorted(f"k{i}-{j}" for i in range(writers) for j in range(3))
+
+
+def test_lance_on_gs_reaches_the_configured_endpoint_which_the_emulator_cannot_serve(gcs_bucket):
+    # Lance's GCS client speaks the XML API; fake-gcs-server serves the JSON API gcsfs uses. This
+    # proves the mapping routes Lance to google_endpoint (not to storage.googleapis.com), and pins
+    # down why Lance tables on gs:// stay untested here (docs/object-storage.md).
+    loc = Location.parse(gcs_bucket.uri, {"google_endpoint": gcs_bucket.endpoint, "google_skip_signature": True,
+                                          "client_max_retries": 0}).child("t.lance")
+    with pytest.raises(StorageError) as err:
+        tables.append(loc, pa.table({"key": ["a"], "writer": [0]}, schema=SCHEMA))
+    assert gcs_bucket.endpoint in str(err.value) and "invalid uploadType" in str(err.value)
