@@ -239,7 +239,9 @@ class Location:
         """storage_options for Lance (None for local paths): the resolved mapping without artstore's
         own keys, `allow_http` when the endpoint is http://, a GCS endpoint carried in the
         service-account key, and LANCE_DEFAULTS for the retry/timeout keys not given."""
-        if self.is_local or self.scheme == "memory":
+        if self.is_local:
+            return None
+        if self.scheme == "memory":
             return dict(self.storage_options) or None
         o = dict(self.storage_options)
         out = {k: v for k, v in o.items() if k not in _ARTSTORE_ONLY}
