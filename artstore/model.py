@@ -40,7 +40,8 @@ class Model(pydantic.BaseModel):
     trainable: bool = False
     base_path: str = ".art"
     report_metrics: list[str] | None = None
-    storage_options: dict[str, str] | None = pydantic.Field(default=None, exclude=True, repr=False)
+    # Spelled as Lance spells them (values may be str, int, float or bool); never dumped or printed.
+    storage_options: dict[str, str | int | float | bool] | None = pydantic.Field(default=None, exclude=True, repr=False)
     allow_nonfinite_rewards: bool = False
     retention: timedelta = DEFAULT_RETENTION
 
