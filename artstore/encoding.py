@@ -6,8 +6,10 @@ also keeps `raw`, the item as given minus its string content, so the round trip 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,10 +20,21 @@ from artstore.records import Choice, History, PydanticException, Trajectory, Tra
 from artstore.schema import arrow_schema
 
 _MAX_EXACT_INT = 2**53  # largest integer a float64 metric holds exactly
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small objects: a step of 512
+    trajectories makes ~100k dicts and lists, and collections of a large heap triggered by them
+    tripled the time of a read (measured: benchmarks/log_hot_path.py)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _text_of(content: Any) -> str | None:
@@ -114,6 +127,15 @@ def encode_groups(
 ) -> tuple[pa.Table, pa.Table]:
     """The `trajectories` and `groups` rows of one log call."""
     base = {"log_id": log_id, "write_id": write_id, "split": split, "step": step, "recorded_at": recorded_at}
+    with _gc_paused():
+        traj_rows, group_rows = _rows(groups, base, log_id)
+        return (
+            pa.Table.from_pylist(traj_rows, schema=arrow_schema("trajectories")),
+            pa.Table.from_pylist(group_rows, schema=arrow_schema("groups")),
+        )
+
+
+def _rows(groups: Sequence[TrajectoryGroup], base: dict[str, Any], log_id: str) -> tuple[list, list]:
     traj_rows, group_rows = [], []
     for gi, g in enumerate(groups):
         group_id = f"{log_id}:{gi}"
@@ -135,10 +157,7 @@ def encode_groups(
                 "initial_policy_version": t.initial_policy_version,
                 "final_policy_version": t.final_policy_version,
             })
-    return (
-        pa.Table.from_pylist(traj_rows, schema=arrow_schema("trajectories")),
-        pa.Table.from_pylist(group_rows, schema=arrow_schema("groups")),
-    )
+    return traj_rows, group_rows
 
 
 def _decode_history(row: Mapping[str, Any]) -> History:
@@ -165,6 +184,11 @@ def decode_trajectory(row: Mapping[str, Any]) -> Trajectory:
 
 def decode_groups(groups: pa.Table, trajectories: pa.Table) -> list[TrajectoryGroup]:
     """Groups rows plus their trajectory rows -> TrajectoryGroups, in the groups table's order."""
+    with _gc_paused():
+        return _decode_groups(groups, trajectories)
+
+
+def _decode_groups(groups: pa.Table, trajectories: pa.Table) -> list[TrajectoryGroup]:
     by_group: dict[str, list[tuple[int, Trajectory]]] = {}
     for row in trajectories.to_pylist():
         by_group.setdefault(row["group_id"], []).append((row["trajectory_index"], decode_trajectory(row)))

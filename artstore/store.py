@@ -73,7 +73,11 @@ class Run:
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
                    as_of: AsOf = None) -> pa.Table:
         """Visible rows of a log-written table (trajectories, groups, metrics), in commit order."""
-        committed = self.logs(as_of)
+        return self._visible(table, self.logs(as_of), filter=filter, columns=columns)
+
+    def _visible(self, table: str, committed: pa.Table, *, filter: str | None = None,
+                 columns: list[str] | None = None) -> pa.Table:
+        """Rows of `table` written by the `committed` log calls (rows of the logs table)."""
         cols = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
         data = tables.scan(self.table_location(table), columns=cols, filter=filter)
         if data is None:
@@ -89,11 +93,11 @@ class Run:
 
     def groups(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> list[TrajectoryGroup]:
         """The groups logged, equal to what was logged; ordered by step, split, then position."""
+        where = _filter(split, step)
         committed = self.logs(as_of)
         order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
-        where = _filter(split, step)
-        grp = self.read_table("groups", filter=where, as_of=as_of)
-        traj = self.read_table("trajectories", filter=where, as_of=as_of)
+        grp = self._visible("groups", committed, filter=where)
+        traj = self._visible("trajectories", committed, filter=where)
         keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
             grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
             grp["group_index"].to_pylist(), strict=True)]
@@ -102,14 +106,16 @@ class Run:
 
     def metrics(self, as_of: AsOf = None) -> pa.Table:
         """Every metric value (long form): log_id, step, split, name, value, recorded_at."""
-        return self.read_table("metrics", columns=["log_id", "step", "split", "name", "value", "recorded_at"],
-                               as_of=as_of)
+        return self._metrics(self.logs(as_of))
+
+    def _metrics(self, committed: pa.Table) -> pa.Table:
+        return self._visible("metrics", committed, columns=["log_id", "step", "split", "name", "value", "recorded_at"])
 
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
         column per metric name ever logged (null where a row lacks it), as ART's history.jsonl."""
         logs = self.logs(as_of)
-        long = self.metrics(as_of)
+        long = self._metrics(logs)
         row_of = {lid: i for i, lid in enumerate(logs["log_id"].to_pylist())}
         names = list(dict.fromkeys(long["name"].to_pylist()))
         col_of = {n: j for j, n in enumerate(names)}

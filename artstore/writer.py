@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -135,24 +136,27 @@ def write_log(
     values = metrics_mod.compute_metrics(groups, split, extra)
     recorded_at = tables.now_utc()
     write_id = uuid.uuid4().hex
-    traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
-    log_id = check_log_id(log_id) if log_id is not None else _content_id(split, step, (traj, grp), extra)
-
-    existing = find_log(run, log_id)
-    if existing is not None:
-        return existing
-    traj, grp = _set_ids(traj, log_id), _set_ids(grp, log_id)
-    metric_rows = pa.table({
-        "log_id": [log_id] * len(values), "write_id": [write_id] * len(values),
-        "step": [step] * len(values), "split": [split] * len(values),
-        "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * len(values),
-    }, schema=arrow_schema("metrics"))
-
-    versions: dict[str, int] = {}
-    message = f"log {log_id} ({split}, step {step})"
-    for name, rows in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows)):
-        if rows.num_rows:
-            versions[name] = tables.append(run.child(f"{name}.lance"), rows, message)
+    with ThreadPoolExecutor(max_workers=3) as pool:  # Lance releases the GIL: its I/O overlaps
+        # A caller-given id is looked up while the rows are encoded; a derived one needs them.
+        lookup = pool.submit(find_log, run, check_log_id(log_id)) if log_id is not None else None
+        traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
+        if lookup is None:
+            log_id = _content_id(split, step, (traj, grp), extra)
+            lookup = pool.submit(find_log, run, log_id)
+        existing = lookup.result()  # a retry: store nothing, write no orphan rows
+        if existing is not None:
+            return existing
+        traj, grp = _set_ids(traj, log_id), _set_ids(grp, log_id)
+        metric_rows = pa.table({
+            "log_id": [log_id] * len(values), "write_id": [write_id] * len(values),
+            "step": [step] * len(values), "split": [split] * len(values),
+            "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * len(values),
+        }, schema=arrow_schema("metrics"))
+        message = f"log {log_id} ({split}, step {step})"
+        appends = {name: pool.submit(tables.append, run.child(f"{name}.lance"), rows, message)
+                   for name, rows in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows))
+                   if rows.num_rows}
+        versions = {name: future.result() for name, future in appends.items()}
 
     n_exc = sum(len(g.exceptions) for g in groups)
     commit = pa.Table.from_pylist([{
@@ -171,3 +175,4 @@ def write_log(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values,
     )
+

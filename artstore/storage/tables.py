@@ -100,7 +100,7 @@ def insert_unique(loc: Location, table: pa.Table, key: str) -> tuple[bool, int]:
                 except (OSError, ValueError):
                     continue  # another writer created it first
             result = ds.merge_insert(key).when_not_matched_insert_all().conflict_retries(COMMIT_RETRIES).execute(table)
-            return result["num_inserted_rows"] > 0, open_dataset(loc).version
+            return result["num_inserted_rows"] > 0, ds.version  # execute() moves `ds` to its commit
         raise StorageError(f"could not create {loc.uri}")
 
 
