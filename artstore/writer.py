@@ -10,6 +10,7 @@ table's primary key lets exactly one attempt commit.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,14 +23,16 @@ import pyarrow.compute as pc
 
 from artstore import metrics as metrics_mod
 from artstore.encoding import encode_groups
-from artstore.errors import ValidationError
+from artstore.errors import ArtstoreError, ValidationError
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
 from artstore.storage import Location, tables
 
+logger = logging.getLogger(__name__)
+
 DATA_TABLES = ("trajectories", "groups", "metrics")
-MAINTAIN_EVERY = 16  # check compaction every this many versions of a table
+MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
 DEFAULT_RETENTION = timedelta(days=7)
 
 
@@ -168,11 +171,25 @@ def write_log(
     if not inserted:  # a concurrent retry of the same log won; our rows stay invisible
         return find_log(run, log_id)
     versions["logs"] = logs_version
-    for name, version in versions.items():
-        if version % MAINTAIN_EVERY == 0:
-            tables.maintain(run.child(f"{name}.lance"), name, retention)
+    maintain(run, versions, retention)
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values,
     )
 
+
+def maintain(run: Location, versions: Mapping[str, int], retention: timedelta) -> None:
+    """Compact and clean up each table whose new version is a multiple of MAINTAIN_EVERY.
+
+    Exactly one writer makes each version, so among many writers one does each round of upkeep,
+    and the fragment count stays bounded without anyone calling compaction by hand. The log is
+    committed before this runs: a failure here (e.g. losing a race with another compaction) is
+    logged and left to the next round, never raised.
+    """
+    for name, version in versions.items():
+        if version % MAINTAIN_EVERY:
+            continue
+        try:
+            tables.maintain(run.child(f"{name}.lance"), name, retention)
+        except ArtstoreError as e:
+            logger.warning("maintenance of %s skipped: %s", name, e)

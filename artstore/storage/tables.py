@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,11 +25,20 @@ from artstore.storage.location import Location
 os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on every dataset creation otherwise
 
 COMMIT_RETRIES = 1000
-# Compaction merges fragments smaller than this many rows: the fragment count stays bounded by
-# rows / TARGET_ROWS plus the few appends since the last compaction.
-TARGET_ROWS = {"trajectories": 16_384, "tokens": 16_384}
-DEFAULT_TARGET_ROWS = 262_144
-COMPACT_AFTER_FRAGMENTS = 24
+# Compaction: the largest fragment it makes, in rows, per table (tens of MB of its rows); full
+# fragments are never rewritten again. Smaller fragments are merged in tiers, the smallest
+# TIER_FACTOR times the smallest fragment (one append), each next TIER_FACTOR times larger, so a row
+# is rewritten about once per tier and the cost of one compaction does not grow with the run.
+TARGET_ROWS = {"trajectories": 16_384, "tokens": 16_384, "groups": 65_536, "logs": 65_536}
+DEFAULT_TARGET_ROWS = 262_144  # metrics, checkpoints
+TIER_FACTOR = 8
+# Compact once this many fragments are below the target size (not counting full ones).
+COMPACT_AFTER_FRAGMENTS = 8
+# Cleanup reads every manifest in the retention window, so its cost grows with the window: it
+# runs after a compaction (which leaves old files behind), and one process runs it on a table at
+# most once per this fraction of the window.
+CLEANUP_EVERY_FRACTION_OF_RETENTION = 1 / 8
+_last_cleanup: dict[str, float] = {}  # dataset uri -> time.monotonic() of this process's last cleanup
 
 
 @contextlib.contextmanager
@@ -179,26 +189,70 @@ def fragment_count(loc: Location) -> int:
     return 0 if ds is None else len(ds.get_fragments())
 
 
-def maintain(loc: Location, table: str, retention: timedelta, force: bool = False) -> dict[str, int]:
-    """Compact small fragments and remove versions older than `retention` (tags kept).
+def tiers(top: int, smallest: int) -> list[int]:
+    """Compaction targets in rows, smallest first: TIER_FACTOR x `smallest`, times TIER_FACTOR
+    each, ending at `top`."""
+    out = [max(1, smallest) * TIER_FACTOR]
+    while out[-1] < top:
+        out.append(out[-1] * TIER_FACTOR)
+    return [t for t in out if t < top] + [top]
 
-    Cheap when there is nothing to do: it only compacts past COMPACT_AFTER_FRAGMENTS fragments.
-    Safe beside concurrent writers (compaction commits like any writer; cleanup keeps files of
-    versions inside the window and unverified new files).
+
+def fragments_after(rows: list[int], target: int) -> int:
+    """How many fragments Lance's compaction to `target` leaves: every run of adjacent fragments
+    under `target` rows (two or more) is rewritten into fragments of `target` rows."""
+    out = run_rows = run_len = 0
+    for r in [*rows, None]:
+        if r is not None and r < target:
+            run_rows, run_len = run_rows + r, run_len + 1
+            continue
+        out += run_len if run_len < 2 else -(-run_rows // target)
+        run_rows = run_len = 0
+        out += r is not None
+    return out
+
+
+def compaction_target(rows: list[int], top: int, trigger: int = COMPACT_AFTER_FRAGMENTS) -> int | None:
+    """The smallest tier whose compaction leaves at most trigger/2 fragments under `top` rows,
+    or None while fewer than `trigger` fragments are under `top` (nothing to do yet)."""
+    full = sum(r >= top for r in rows)
+    if len(rows) - full < trigger:
+        return None
+    for target in tiers(top, min(rows)):
+        if fragments_after(rows, target) - full <= trigger // 2:
+            return target
+    return top
+
+
+def maintain(loc: Location, table: str, retention: timedelta, force: bool = False) -> dict[str, int]:
+    """Compact small fragments (tiered, see `compaction_target`) and remove versions older than
+    `retention` (tagged versions are kept).
+
+    Cheap when there is nothing to do: it opens the dataset and counts rows per fragment; cleanup
+    follows a compaction, at most once per CLEANUP_EVERY_FRACTION_OF_RETENTION of the window. Safe beside
+    concurrent writers (compaction commits like any writer; cleanup keeps the files of versions
+    inside the window and unverified new files). `force` compacts everything to the largest
+    size and cleans up now.
     """
     ds = open_dataset(loc)
     if ds is None:
-        return {"fragments": 0, "compacted": 0, "removed_versions": 0}
+        return {"fragments": 0, "compacted": 0, "rewritten_rows": 0, "removed_versions": 0}
     with storage_errors(loc, "compact"):
-        n = len(ds.get_fragments())
-        compacted = removed = 0
-        if force or n >= COMPACT_AFTER_FRAGMENTS:
-            m = ds.optimize.compact_files(target_rows_per_fragment=TARGET_ROWS.get(table, DEFAULT_TARGET_ROWS))
-            compacted = m.fragments_removed
-            stats = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False)
-            removed = stats.old_versions
-            n = len(open_dataset(loc).get_fragments())
-        return {"fragments": n, "compacted": compacted, "removed_versions": removed}
+        rows = {f.fragment_id: f.physical_rows for f in ds.get_fragments()}
+        top = TARGET_ROWS.get(table, DEFAULT_TARGET_ROWS)
+        target = top if force else compaction_target(list(rows.values()), top)
+        after, removed = rows, 0
+        if target is not None:
+            ds.optimize.compact_files(target_rows_per_fragment=target)
+            after = {f.fragment_id: f.physical_rows for f in open_dataset(loc).get_fragments()}
+        last = _last_cleanup.get(loc.uri)
+        if force or target is not None and (
+                last is None or time.monotonic() - last >= retention.total_seconds() * CLEANUP_EVERY_FRACTION_OF_RETENTION):
+            removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
+            _last_cleanup[loc.uri] = time.monotonic()
+        gone = rows.keys() - after.keys()
+        return {"fragments": len(after), "compacted": len(gone), "rewritten_rows": sum(rows[i] for i in gone),
+                "removed_versions": removed}
 
 
 def now_utc() -> datetime:
