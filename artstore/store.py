@@ -155,6 +155,14 @@ class Run:
     def tags(self) -> dict[str, int]:
         return tables.tags(self.table_location("logs"))
 
+    def validate(self) -> list[str]:
+        """Run Lance's consistency check on every table of the run; the tables checked. Raises
+        StorageError naming the table when one fails (e.g. a data file it needs is missing)."""
+        names = self.store.table_names(self)
+        for t in names:
+            tables.validate(self.table_location(t))
+        return names
+
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Compact every table and drop versions older than the store's retention window."""
         return {t: tables.maintain(self.table_location(t), t, self.store.retention, force=force)

@@ -189,6 +189,14 @@ def fragment_count(loc: Location) -> int:
     return 0 if ds is None else len(ds.get_fragments())
 
 
+def validate(loc: Location) -> None:
+    """Lance's own consistency check of the latest version; StorageError when it fails."""
+    ds = open_dataset(loc)
+    if ds is not None:
+        with storage_errors(loc, "validate"):
+            ds.validate()
+
+
 def tiers(top: int, smallest: int) -> list[int]:
     """Compaction targets in rows, smallest first: TIER_FACTOR x `smallest`, times TIER_FACTOR
     each, ending at `top`."""
