@@ -14,9 +14,17 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pydantic
 
 from artstore.errors import ValidationError
-from artstore.records import Choice, History, PydanticException, Trajectory, TrajectoryGroup
+from artstore.records import (
+    Choice,
+    History,
+    PydanticException,
+    Trajectory,
+    TrajectoryGroup,
+    field_path,
+)
 from artstore.schema import arrow_schema
 
 _MAX_EXACT_INT = 2**53  # largest integer a float64 metric holds exactly
@@ -129,10 +137,42 @@ def encode_groups(
     base = {"log_id": log_id, "write_id": write_id, "split": split, "step": step, "recorded_at": recorded_at}
     with _gc_paused():
         traj_rows, group_rows = _rows(groups, base, log_id)
-        return (
-            pa.Table.from_pylist(traj_rows, schema=arrow_schema("trajectories")),
-            pa.Table.from_pylist(group_rows, schema=arrow_schema("groups")),
-        )
+        try:
+            return (
+                pa.Table.from_pylist(traj_rows, schema=arrow_schema("trajectories")),
+                pa.Table.from_pylist(group_rows, schema=arrow_schema("groups")),
+            )
+        except (pa.ArrowException, UnicodeError) as e:  # the only such input: text that is not UTF-8
+            raise _not_utf8(groups, e) from None
+
+
+def _not_utf8(groups: Sequence[TrajectoryGroup], error: Exception) -> ValidationError:
+    """A ValidationError naming the first string of `groups` that UTF-8 cannot encode (a lone
+    surrogate, e.g. from a bad decode): Arrow strings are UTF-8. Only on the error path."""
+
+    def find(value: Any, where: str) -> str | None:
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return where
+            return None
+        if isinstance(value, pydantic.BaseModel):
+            value = {**value.__dict__, **(value.__pydantic_extra__ or {})}
+        if isinstance(value, Mapping):
+            items = [(field_path(where, str(k)), v) for k, v in value.items()]
+            items += [(where, k) for k in value]  # the keys themselves
+        elif isinstance(value, (list, tuple)):
+            items = [(field_path(where, i), v) for i, v in enumerate(value)]
+        else:
+            return None
+        return next((found for path, v in items if (found := find(v, path)) is not None), None)
+
+    for gi, g in enumerate(groups):
+        where = find(g, f"groups[{gi}]")
+        if where is not None:
+            return ValidationError(where, "is not valid UTF-8 text (a lone surrogate?); it cannot be stored")
+    return ValidationError("trajectories", f"cannot be stored: {error}")
 
 
 def _rows(groups: Sequence[TrajectoryGroup], base: dict[str, Any], log_id: str) -> tuple[list, list]:
