@@ -60,7 +60,9 @@ class Run:
 
     # -- visibility and time travel ---------------------------------------------------------
     def logs(self, as_of: AsOf = None) -> pa.Table:
-        """The committed log calls, in commit order (one row per log() call)."""
+        """The committed log calls, one row each, in the order they were logged (`recorded_at`,
+        then `log_id`). Not the order of the rows in the dataset: Lance's compaction moves the
+        fragments it rewrites after all others."""
         version, asof = _as_of_args(as_of)
         ds = tables.open_dataset(self.table_location("logs"), version=version, asof=asof)
         if ds is None:
@@ -68,22 +70,25 @@ class Run:
                 raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
             return arrow_schema("logs").empty_table()
         with tables.storage_errors(self.table_location("logs"), "read"):
-            return ds.to_table()
+            return ds.to_table().sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
                    as_of: AsOf = None) -> pa.Table:
-        """Visible rows of a log-written table (trajectories, groups, metrics), in commit order."""
+        """Visible rows of a log-written table (trajectories, groups, metrics), in the order of
+        `logs()`, each log's rows in the order it wrote them."""
         return self._visible(table, self.logs(as_of), filter=filter, columns=columns)
 
     def _visible(self, table: str, committed: pa.Table, *, filter: str | None = None,
                  columns: list[str] | None = None) -> pa.Table:
-        """Rows of `table` written by the `committed` log calls (rows of the logs table)."""
+        """Rows of `table` written by the `committed` log calls (rows of the logs table), in their
+        order (a stable sort: a log's rows stay together and in order through compaction)."""
         cols = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
         data = tables.scan(self.table_location(table), columns=cols, filter=filter)
         if data is None:
             return arrow_schema(table).empty_table() if columns is None else \
                 arrow_schema(table).empty_table().select(columns)
-        visible = data.filter(pc.is_in(data["write_id"], value_set=committed["write_id"]))
+        position = pc.index_in(data["write_id"], value_set=committed["write_id"])
+        visible = data.filter(pc.is_valid(position)).take(pc.sort_indices(position.drop_null()))
         return visible if columns is None else visible.select(columns)
 
     # -- the read API ----------------------------------------------------------------------
