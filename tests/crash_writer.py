@@ -66,7 +66,7 @@ def log_content(log_id: str) -> tuple[str, int, list[art.TrajectoryGroup]]:
 def write_forever(store: str, prefix: str, retry: str | None = None) -> None:
     """Log until killed. Maintenance runs often, so kills also land inside compaction/cleanup."""
     writer.MAINTAIN_EVERY = 2
-    tables.COMPACT_AFTER_FRAGMENTS = 4
+    tables.COMPACT_AFTER_FRAGMENTS, tables.COMPACT_TO_FRAGMENTS = 4, 2
     model = art.Model(name=MODEL, project=PROJECT, base_path=store, report_metrics=[],
                       retention=timedelta(seconds=0))
     ids = ([retry] if retry else []) + [f"{prefix}-{i}" for i in range(100_000)]
