@@ -15,6 +15,7 @@ from typing import Any
 
 import lance
 import pyarrow as pa
+import pyarrow.dataset as pads
 from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
@@ -48,9 +49,14 @@ def exists(loc: Location) -> bool:
 
 
 def open_dataset(loc: Location, version: int | str | None = None, asof: datetime | None = None) -> LanceDataset | None:
-    """The dataset at `loc` (latest, or at a version/tag/time), or None when it does not exist."""
+    """The dataset at `loc` (latest, or at a version/tag, or the newest version committed at or
+    before the timezone-aware `asof`), or None when it does not exist."""
+    if asof is not None and version is None:
+        version = _version_at(loc, asof)
+        if version is None:
+            return None
     try:
-        return lance.dataset(loc.uri, version=version, asof=asof, storage_options=loc.lance_options())
+        return lance.dataset(loc.uri, version=version, storage_options=loc.lance_options())
     except ValueError as e:  # Lance raises ValueError for a missing dataset
         text = str(e)
         if version is not None or asof is not None:
@@ -133,6 +139,38 @@ def scan(
         if ds is None:
             return None
         return ds.to_table(columns=columns, filter=filter)
+
+
+def arrow_dataset(loc: Location, version: int | str | None = None,
+                  asof: datetime | None = None) -> tuple[pads.Dataset, int] | None:
+    """The table at `loc` (latest, or at a version/tag/time) as a pyarrow Dataset, with the version
+    opened; None when it does not exist. A LanceDataset is a pyarrow Dataset: engines that scan
+    Arrow datasets (DuckDB) push their column projections and simple filters into Lance's scan."""
+    ds = open_dataset(loc, version=version, asof=asof)
+    return None if ds is None else (ds, ds.version)
+
+
+def version_timestamp(loc: Location, version: int) -> datetime:
+    """When `version` of the table at `loc` was committed (UTC)."""
+    ds = open_dataset(loc, version=version)
+    if ds is None:
+        raise VersionNotFoundError(f"{loc.uri} does not exist")
+    with storage_errors(loc, "read the version of"):
+        return _utc(ds.get_version()["timestamp"])
+
+
+def _version_at(loc: Location, when: datetime) -> int | None:
+    # Lance's own `asof` compares its naive local version times with the given datetime (a
+    # TypeError for an aware one) and excludes a version committed exactly at that time.
+    listed = versions(loc)
+    if not listed:
+        return None
+    found = [v["version"] for v in listed if v["timestamp"] <= when]
+    if not found:
+        raise VersionNotFoundError(
+            f"{loc.uri} has no version at or before {when.isoformat()} (its first is from "
+            f"{listed[0]['timestamp'].isoformat()})")
+    return max(found)
 
 
 def versions(loc: Location) -> list[dict[str, Any]]:
