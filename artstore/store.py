@@ -195,6 +195,16 @@ class Store:
                 found.append(Run(self, project, name))
         return sorted(found, key=lambda r: (r.project, r.name))
 
+    def sql(self, query: str, params: list[Any] | Mapping[str, Any] | None = None,
+            as_of: AsOf | Mapping[str, Any] = None, projects: list[str] | None = None) -> pa.Table:
+        """Run one read-only SELECT over views of every run (or of `projects`): runs, logs,
+        trajectories, groups, messages, metrics, history, checkpoints, tokens. `params` is a list for
+        `?` or a dict for `$name`; `as_of` a version, tag or datetime, or {"project/model": as_of}.
+        Anything but a SELECT raises SqlError. See `artstore.sql` for the views and guarantees."""
+        from artstore import sql  # imports duckdb, on first use only
+
+        return sql.query(self, query, params, as_of, projects)
+
     def table_names(self, run: Run) -> list[str]:
         """Tables present in `run` (e.g. trajectories, groups, metrics, logs, checkpoints)."""
         return [n[: -len(".lance")] for n in files.list_dir(run.location) if n.endswith(".lance")]

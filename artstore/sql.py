@@ -1,0 +1,402 @@
+"""SQL over the runs of a store, through DuckDB: read-only, time-travelling, pushed down into Lance.
+
+    store.sql("SELECT model, step, avg(reward) FROM trajectories WHERE split = ? GROUP BY ALL", ["val"])
+
+Views, each with `project` and `model` first (see VIEWS for their columns): `runs`, `logs`,
+`trajectories`, `groups`, `messages`, `metrics`, `history`, `checkpoints`, and `tokens` when a run
+has a tokens table.
+
+How a query reads the store:
+- Each run's Lance tables are registered with DuckDB as Arrow datasets (`storage.tables.arrow_dataset`),
+  so DuckDB pushes column projections and simple predicates (`=`, `<`, `IN`, `BETWEEN`, `AND`) into
+  Lance's scan. A view is a UNION ALL of one branch per run whose `project` and `model` are
+  constants: a query that names a run prunes every other branch, and a pruned run's tables are
+  never opened (they are opened when DuckDB first scans them).
+- Visibility: rows of `trajectories`, `groups` and `metrics` count only when their `write_id` is in
+  the run's `logs` table (a semi-join), so each log() call is seen whole or not at all. A run's
+  `logs` table is pinned first, and its other tables are opened after the pin.
+- Time travel: `as_of` is a version, tag or datetime of every run's `logs` table, or a mapping
+  {"project/model": as_of} per run (runs not named are read at their latest). `checkpoints` and
+  `tokens` (not part of a log call) are read as they were when that `logs` version was committed.
+  The result's schema metadata holds, under `artstore.versions`, the versions each run's tables were
+  read at, as JSON {"project/model": {table: version}}; that mapping is itself an `as_of`, so
+  `store.sql(q, as_of=versions_read(result))` reads the same versions again.
+- Read-only: one SELECT (or EXPLAIN of one) per call, checked with DuckDB's own parser; the connection
+  has external access off (no files, URLs, COPY, ATTACH, extension loading), no scans of Python
+  variables, and its configuration locked. Parameters are bound, never formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from artstore.errors import RunNotFoundError, SqlError, ValidationError, VersionNotFoundError
+from artstore.names import check_segment
+from artstore.schema import arrow_schema
+from artstore.storage import tables
+from artstore.store import Run, Store, _as_of_args
+
+VERSIONS_KEY = b"artstore.versions"
+GATED = ("trajectories", "groups", "metrics")  # rows visible only through a committed logs row
+STATIC = ("logs", *GATED, "checkpoints")  # tables with a schema file, registered for every run
+_CONFIG = {
+    "enable_external_access": False,  # no files or URLs: read_csv, glob, COPY, ATTACH, httpfs all fail
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "python_enable_replacements": False,  # a query cannot scan the caller's Python variables
+}
+
+VIEWS = {
+    "runs": "one row per run: uri, logs, latest_step, trajectories, groups, exceptions, metric_values, "
+            "first_logged_at, last_logged_at",
+    "logs": "one row per committed log() call: log_id, split, step, num_groups, num_trajectories, "
+            "num_exceptions, num_metrics, table_versions, recorded_at",
+    "trajectories": "one row per trajectory (schemas/trajectories.json, without write_id)",
+    "groups": "one row per trajectory group (schemas/groups.json, without write_id)",
+    "messages": "one row per message: log_id, split, step, group_id, trajectory_id, reward, message_index, "
+                "role, content, content_parts, name, tool_calls, tool_names (called), tool_name (answered), "
+                "tool_call_id, refusal, trainable, finish_reason, logprobs, recorded_at",
+    "metrics": "one row per metric value: log_id, step, split, name, value, recorded_at",
+    "history": "one row per log call: step, recorded_at, then one DOUBLE column per metric name",
+    "checkpoints": "one row per checkpoint (schemas/checkpoints.json)",
+    "tokens": "one row per training sequence, when a run has a tokens table",
+}
+
+_MESSAGES = """
+SELECT project, model, log_id, split, step, group_id, trajectory_id, reward, message_index,
+       m.role AS role, m.content AS content, m.content_parts AS content_parts, m.name AS name,
+       m.tool_calls AS tool_calls, list_transform(m.tool_calls, lambda c: c.name) AS tool_names,
+       CASE WHEN m.tool_call_id IS NOT NULL THEN
+         list_filter(flatten(list_transform(messages, lambda x: x.tool_calls)),
+                     lambda c: c.id = m.tool_call_id)[1].name END AS tool_name,
+       m.tool_call_id AS tool_call_id, m.refusal AS refusal, m.trainable AS trainable,
+       m.finish_reason AS finish_reason, m.logprobs AS logprobs, recorded_at
+FROM (SELECT *, unnest(messages) AS m, unnest(range(len(messages))) AS message_index FROM trajectories)
+"""
+
+_RUNS = """
+SELECT r.project, r.model, r.uri, count(*) AS logs, max(l.step) AS latest_step,
+       sum(l.num_trajectories)::BIGINT AS trajectories, sum(l.num_groups)::BIGINT AS groups,
+       sum(l.num_exceptions)::BIGINT AS exceptions, sum(l.num_metrics)::BIGINT AS metric_values,
+       min(l.recorded_at) AS first_logged_at, max(l.recorded_at) AS last_logged_at
+FROM _runs r JOIN logs l ON l.project = r.project AND l.model = r.model
+GROUP BY r.project, r.model, r.uri
+"""
+
+
+def versions_read(result: pa.Table) -> dict[str, dict[str, int]]:
+    """The versions a `Store.sql` result was read at: {"project/model": {table: version}}."""
+    raw = (result.schema.metadata or {}).get(VERSIONS_KEY)
+    return {} if raw is None else json.loads(raw)
+
+
+# -- checking a statement ----------------------------------------------------------------------
+_EXPLAIN = re.compile(r"\s*EXPLAIN(\s+ANALY[SZ]E)?\b", re.IGNORECASE)
+
+
+def check_read_only(query: str) -> None:
+    """Raise SqlError unless `query` is exactly one SELECT (or EXPLAIN of one), by DuckDB's parser."""
+    if not isinstance(query, str) or not query.strip():
+        raise SqlError("the query is empty: give one SELECT statement")
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as e:
+        raise SqlError(_one_line(e)) from None
+    if len(statements) != 1:
+        raise SqlError(f"one statement per call, got {len(statements)}")
+    kind = statements[0].type
+    if kind == duckdb.StatementType.EXPLAIN:
+        check_read_only(_EXPLAIN.sub("", query, count=1))
+    elif kind != duckdb.StatementType.SELECT:
+        name = kind.name if kind != duckdb.StatementType.MULTI else "PIVOT (give its values: PIVOT ... ON x IN (...))"
+        raise SqlError(f"the store is read-only through SQL: {name} statements are refused; write a SELECT")
+
+
+def _one_line(e: BaseException) -> str:
+    head = str(e).split("\n\n", 1)[0]
+    return " ".join(line.strip() for line in head.splitlines() if line.strip())
+
+
+def _params(params: Any) -> list[Any] | dict[str, Any] | None:
+    if params is None:
+        return None
+    if isinstance(params, Mapping):
+        return dict(params)
+    if isinstance(params, (list, tuple)):
+        return list(params)
+    raise ValidationError("params", f"give a list (for ?) or a dict (for $name), got {type(params).__name__}")
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+# -- what one query reads ----------------------------------------------------------------------
+class _RunSnapshot:
+    """One run as one query reads it: the `logs` table pinned at first use, every other table opened
+    after the pin (so it holds every row the pinned logs name), each opened at most once."""
+
+    def __init__(self, run: Run, as_of: Any):
+        self.run = run
+        self.as_of = as_of
+        self.read: dict[str, int] = {}
+        self._opened: dict[str, pads.Dataset | None] = {}
+        self._lock = threading.RLock()
+
+    def dataset(self, table: str) -> pads.Dataset | None:
+        with self._lock:
+            if table not in self._opened:
+                pinned = self.dataset("logs") if table != "logs" else None
+                self._opened[table] = self._open(table, pinned is not None)
+            return self._opened[table]
+
+    def _open(self, table: str, has_logs: bool) -> pads.Dataset | None:
+        spec = self.as_of
+        version, asof = None, None
+        if isinstance(spec, Mapping):
+            version = spec.get(table)
+        elif spec is not None:
+            if table == "logs":
+                version, asof = _as_of_args(spec)
+            elif table not in GATED:  # not part of a log call: as the store was at that logs version
+                if not has_logs:
+                    return None  # the run did not exist yet at that time
+                asof = spec if isinstance(spec, datetime) else \
+                    tables.version_timestamp(self.run.table_location("logs"), self.read["logs"])
+        try:
+            found = tables.arrow_dataset(self.run.table_location(table), version=version, asof=asof)
+        except VersionNotFoundError:
+            if asof is None:
+                raise
+            return None  # the table had no version yet at that time
+        if found is None:
+            return None
+        self.read[table] = found[1]
+        return found[0]
+
+
+class _Query:
+    """The state of one `Store.sql` call: per-run snapshots, and the first error a scan raised."""
+
+    def __init__(self, store: Store, as_of: Any):
+        self.store = store
+        self.as_of = as_of
+        self.error: BaseException | None = None
+        self._runs: dict[str, _RunSnapshot] = {}
+        self._lock = threading.Lock()
+
+    def snapshot(self, key: str) -> _RunSnapshot:
+        with self._lock:
+            if key not in self._runs:
+                spec = self.as_of.get(key) if isinstance(self.as_of, dict) else self.as_of
+                self._runs[key] = _RunSnapshot(self.store.run(*key.split("/")), spec)
+            return self._runs[key]
+
+    def versions(self) -> dict[str, dict[str, int]]:
+        return {k: dict(sorted(s.read.items())) for k, s in sorted(self._runs.items()) if s.read}
+
+
+class _LazyDataset(pads.Dataset):
+    """A pyarrow Dataset of `schema` whose table is opened only when scanned, by `open_()` (None when
+    the table does not exist: then it scans as empty). DuckDB reads `schema` to bind a query and
+    calls `scanner(columns=, filter=)` to run it, which Lance answers with its own pushed-down scan."""
+
+    def __init__(self, schema: pa.Schema, open_: Callable[[], pads.Dataset | None]):
+        self._schema = schema
+        self._open = open_
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
+        ds = self._open()
+        if ds is None:
+            ds = pads.dataset(self._schema.empty_table())
+        return ds.scanner(columns=self._schema.names if columns is None else list(columns), filter=filter, **kwargs)
+
+    def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
+        return self.scanner(columns, filter, **kwargs).to_table()
+
+    def count_rows(self, filter: Any = None, **kwargs: Any) -> int:
+        return self.to_table(columns=[], filter=filter).num_rows
+
+
+# -- the views, per store ----------------------------------------------------------------------
+class _Catalog:
+    """A DuckDB connection holding the views over a store's runs, kept between queries: each run's
+    tables are registered once (as lazy datasets), and views are rebuilt when the set of runs changes."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.lock = threading.Lock()
+        self.query: _Query | None = None
+        self.con = duckdb.connect(config=_CONFIG)
+        self.con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, as they are stored
+        self.con.execute("SET lock_configuration = true")  # no statement can undo any of this
+        self._ids: dict[str, int] = {}
+        self._viewed: tuple[str, ...] | None = None
+        self._tokens: dict[str, pa.Schema] = {}
+        for table in STATIC:
+            self.con.register(f"_empty_{table}", arrow_schema(table).empty_table())
+
+    def _open(self, key: str, table: str) -> pads.Dataset | None:
+        query = self.query
+        if query is None:
+            raise SqlError("a view was scanned outside Store.sql")
+        try:
+            return query.snapshot(key).dataset(table)
+        except BaseException as e:  # DuckDB reports it as its own error; Store.sql re-raises this one
+            query.error = query.error or e
+            raise
+
+    def _register(self, key: str, table: str, schema: pa.Schema) -> None:
+        opener = functools.partial(self._open, key, table)
+        self.con.register(f"_r{self._ids[key]}_{table}", _LazyDataset(schema, opener))
+
+    def sync(self, runs: list[Run]) -> None:
+        """Register new runs and rebuild the views when the runs differ from the last query's."""
+        keys = tuple(f"{r.project}/{r.name}" for r in runs)
+        if keys == self._viewed:
+            return
+        for key in keys:
+            if key not in self._ids:
+                self._ids[key] = len(self._ids)
+                for table in STATIC:
+                    self._register(key, table, arrow_schema(table))
+        self.con.register("_runs", pa.table({
+            "project": [r.project for r in runs], "model": [r.name for r in runs],
+            "uri": [r.location.uri for r in runs]}, schema=pa.schema(
+                [("project", pa.string()), ("model", pa.string()), ("uri", pa.string())])))
+        for table in STATIC:
+            branches = [self._branch(key, table) for key in keys] or [
+                f"SELECT NULL::VARCHAR AS project, NULL::VARCHAR AS model, * {self._exclude(table)} "
+                f"FROM _empty_{table}"]
+            self._view(table, "\nUNION ALL\n".join(branches))
+        self._view("messages", _MESSAGES)
+        self._view("runs", _RUNS)
+        self._viewed = keys
+
+    @staticmethod
+    def _exclude(table: str) -> str:
+        return "EXCLUDE (write_id)" if table in (*GATED, "logs") else ""
+
+    def _branch(self, key: str, table: str) -> str:
+        project, model = key.split("/")
+        rid = self._ids[key]
+        sql = (f"SELECT {_lit(project)} AS project, {_lit(model)} AS model, * {self._exclude(table)} "
+               f"FROM _r{rid}_{table}")
+        if table in GATED:
+            sql += f" WHERE write_id IN (SELECT write_id FROM _r{rid}_logs)"
+        return sql
+
+    def _view(self, name: str, body: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
+
+    def build_mentioned(self, query: str, runs: list[Run]) -> None:
+        """Build the views whose columns depend on the data (history, tokens) if `query` names them."""
+        words = {w.lower() for w in re.findall(r"[A-Za-z_]+", query)}
+        if "history" in words:
+            self._history()
+        if "tokens" in words:
+            self._tokens_view(runs)
+
+    def _history(self) -> None:
+        names = [r[0] for r in self.con.execute("SELECT DISTINCT name FROM metrics ORDER BY name").fetchall()]
+        pivot = "".join(f",\n  any_value(value) FILTER (WHERE name = {_lit(n)}) AS {_ident(n)}" for n in names)
+        columns = "".join(f", m.{_ident(n)}" for n in names)
+        self._view("history", f"""
+SELECT l.project, l.model, l.step, l.recorded_at{columns}
+FROM logs l LEFT JOIN (SELECT project, model, log_id{pivot} FROM metrics GROUP BY project, model, log_id) m
+  ON m.project = l.project AND m.model = l.model AND m.log_id = l.log_id
+ORDER BY l.project, l.model, l.recorded_at, l.step""")
+
+    def _tokens_view(self, runs: list[Run]) -> None:
+        branches = []
+        for run in runs:
+            key = f"{run.project}/{run.name}"
+            found = tables.arrow_dataset(run.table_location("tokens"))
+            if found is None:
+                continue
+            schema = found[0].schema
+            if self._tokens.get(key) != schema:
+                self._register(key, "tokens", schema)
+                self._tokens[key] = schema
+            branches.append(f"SELECT {_lit(run.project)} AS project, {_lit(run.name)} AS model, * "
+                            f"FROM _r{self._ids[key]}_tokens")
+        if branches:
+            self._view("tokens", "\nUNION ALL BY NAME\n".join(branches))
+        else:
+            self.con.execute("DROP VIEW IF EXISTS tokens")
+
+
+_catalogs: weakref.WeakKeyDictionary[Store, _Catalog] = weakref.WeakKeyDictionary()
+_catalogs_lock = threading.Lock()
+
+
+def _catalog(store: Store) -> _Catalog:
+    with _catalogs_lock:
+        if store not in _catalogs:
+            _catalogs[store] = _Catalog(store)
+        return _catalogs[store]
+
+
+def _as_of(as_of: Any, keys: set[str]) -> Any:
+    """Check `as_of`: one spec for every run, or {"project/model": spec} naming runs that exist."""
+    if not isinstance(as_of, Mapping):
+        return as_of
+    out = {}
+    for key, spec in as_of.items():
+        if not isinstance(key, str) or key.count("/") != 1:
+            raise ValidationError("as_of", f"name runs as 'project/model', got {key!r}")
+        if key not in keys:
+            raise RunNotFoundError(f"as_of names {key!r}, which is not a run of this store (or of `projects`)")
+        if isinstance(spec, Mapping):
+            bad = [t for t, v in spec.items() if not isinstance(v, int) or isinstance(v, bool)]
+            if bad:
+                raise ValidationError(f"as_of[{key!r}]", f"table versions must be ints, got {bad}")
+        out[key] = spec
+    return out
+
+
+def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
+          projects: Sequence[str] | None = None) -> pa.Table:
+    """Run one read-only SELECT over the store's views; see the module doc. Returns a pyarrow.Table
+    whose schema metadata holds the versions read (`versions_read`)."""
+    check_read_only(sql)
+    bound = _params(params)
+    if projects is not None:
+        projects = [check_segment("project", p) for p in ([projects] if isinstance(projects, str) else projects)]
+    catalog = _catalog(store)
+    with catalog.lock:
+        runs = store.runs(projects)
+        spec = _as_of(as_of, {f"{r.project}/{r.name}" for r in runs})
+        catalog.sync(runs)
+        catalog.query = q = _Query(store, spec)
+        try:
+            catalog.build_mentioned(sql, runs)
+            result = catalog.con.sql(sql, params=bound).to_arrow_table()
+        except duckdb.Error as e:
+            if q.error is not None:
+                raise q.error from None
+            raise SqlError(_one_line(e)) from None
+        finally:
+            catalog.query = None
+    meta = {**(result.schema.metadata or {}), VERSIONS_KEY: json.dumps(q.versions()).encode()}
+    return result.replace_schema_metadata(meta)
