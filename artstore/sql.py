@@ -124,6 +124,15 @@ def check_read_only(query: str) -> None:
         raise SqlError(f"the store is read-only through SQL: {name} statements are refused; write a SELECT")
 
 
+def named_parameters(query: str) -> set[str]:
+    """The `$name` parameters `query` binds, by DuckDB's parser (empty for `?` placeholders)."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as e:
+        raise SqlError(_one_line(e)) from None
+    return {n for s in statements for n in s.named_parameters if not n.isdigit()}
+
+
 def _one_line(e: BaseException) -> str:
     head = str(e).split("\n\n", 1)[0]
     return " ".join(line.strip() for line in head.splitlines() if line.strip())

@@ -149,6 +149,10 @@ class Run:
     def tags(self) -> dict[str, int]:
         return tables.tags(self.table_location("logs"))
 
+    def size_bytes(self) -> int:
+        """Bytes the run takes in storage: every table (all versions kept) and checkpoint file."""
+        return files.size(self.location)
+
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Compact every table and drop versions older than the store's retention window."""
         return {t: tables.maintain(self.table_location(t), t, self.store.retention, force=force)
