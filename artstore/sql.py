@@ -74,16 +74,21 @@ VIEWS = {
     "tokens": "one row per training sequence, when a run has a tokens table",
 }
 
+# The message fields the messages view shows; each reaches DuckDB as its own list column
+# (m_role, m_content, ...), so a query converts only the fields it uses.
+MESSAGE_FIELDS = ("role", "content", "content_parts", "name", "tool_calls", "tool_call_id", "refusal", "trainable",
+                  "finish_reason", "logprobs")
+_TRAJECTORY_COLUMNS = ("log_id", "write_id", "split", "step", "group_id", "trajectory_id", "reward", "recorded_at")
 _MESSAGES = """
-SELECT project, model, log_id, split, step, group_id, trajectory_id, reward, message_index,
-       m.role AS role, m.content AS content, m.content_parts AS content_parts, m.name AS name,
-       m.tool_calls AS tool_calls, list_transform(m.tool_calls, lambda c: c.name) AS tool_names,
-       CASE WHEN m.tool_call_id IS NOT NULL THEN
-         list_filter(flatten(list_transform(messages, lambda x: x.tool_calls)),
-                     lambda c: c.id = m.tool_call_id)[1].name END AS tool_name,
-       m.tool_call_id AS tool_call_id, m.refusal AS refusal, m.trainable AS trainable,
-       m.finish_reason AS finish_reason, m.logprobs AS logprobs, recorded_at
-FROM (SELECT *, unnest(messages) AS m, unnest(range(len(messages))) AS message_index FROM trajectories)
+SELECT project, model, log_id, split, step, group_id, trajectory_id, reward, i AS message_index,
+       m_role[i + 1] AS role, m_content[i + 1] AS content, m_content_parts[i + 1] AS content_parts,
+       m_name[i + 1] AS name, m_tool_calls[i + 1] AS tool_calls,
+       list_transform(m_tool_calls[i + 1], lambda c: c.name) AS tool_names,
+       CASE WHEN m_tool_call_id[i + 1] IS NOT NULL THEN
+         list_filter(flatten(m_tool_calls), lambda c: c.id = m_tool_call_id[i + 1])[1].name END AS tool_name,
+       m_tool_call_id[i + 1] AS tool_call_id, m_refusal[i + 1] AS refusal, m_trainable[i + 1] AS trainable,
+       m_finish_reason[i + 1] AS finish_reason, m_logprobs[i + 1] AS logprobs, recorded_at
+FROM (SELECT *, unnest(range(len(m_role))) AS i FROM _message_lists)
 """
 
 _RUNS = """
@@ -247,6 +252,44 @@ class _LazyDataset(pads.Dataset):
         return self.to_table(columns=[], filter=filter).num_rows
 
 
+def _message_lists_schema() -> pa.Schema:
+    trajectories = arrow_schema("trajectories")
+    message = trajectories.field("messages").type.value_type
+    return pa.schema([trajectories.field(c) for c in _TRAJECTORY_COLUMNS]
+                     + [pa.field(f"m_{f}", pa.list_(message.field(f).type)) for f in MESSAGE_FIELDS])
+
+
+class _MessageLists(_LazyDataset):
+    """The trajectories table with `messages` cut into one list column per message field (m_role,
+    m_content, ...), without copying: Lance decodes `messages` whole, but DuckDB receives and
+    converts only the fields a query uses."""
+
+    def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
+        columns = self._schema.names if columns is None else list(columns)
+        split = [c for c in columns if c.startswith("m_")]
+        physical = [c for c in columns if not c.startswith("m_")] + (["messages"] if split else [])
+        ds = self._open() or pads.dataset(arrow_schema("trajectories").empty_table())
+        # A filter on a cut column (DuckDB pushes none today) is applied after the cut.
+        late = filter is not None and "m_" in str(filter)
+        reader = ds.scanner(columns=physical, filter=None if late else filter, **kwargs).to_reader()
+        schema = pa.schema([self._schema.field(c) for c in columns])
+
+        def batches() -> Any:
+            for batch in reader:
+                out = []
+                for c in columns:
+                    if c.startswith("m_"):
+                        lists = batch.column("messages")
+                        out.append(pa.ListArray.from_arrays(lists.offsets, lists.values.field(c[2:]),
+                                                            mask=lists.is_null()))
+                    else:
+                        out.append(batch.column(c))
+                cut = pa.RecordBatch.from_arrays(out, schema=schema)
+                yield from (pads.dataset(pa.Table.from_batches([cut])).to_batches(filter=filter) if late else [cut])
+
+        return pads.Scanner.from_batches(batches(), schema=schema)
+
+
 # -- the views, per store ----------------------------------------------------------------------
 class _Catalog:
     """A DuckDB connection holding the views over a store's runs, kept between queries: each run's
@@ -264,6 +307,7 @@ class _Catalog:
         self._tokens: dict[str, pa.Schema] = {}
         for table in STATIC:
             self.con.register(f"_empty_{table}", arrow_schema(table).empty_table())
+        self.con.register("_empty_message_lists", _message_lists_schema().empty_table())
 
     def _open(self, key: str, table: str) -> pads.Dataset | None:
         query = self.query
@@ -289,6 +333,8 @@ class _Catalog:
                 self._ids[key] = len(self._ids)
                 for table in STATIC:
                     self._register(key, table, arrow_schema(table))
+                self.con.register(f"_r{self._ids[key]}_message_lists", _MessageLists(
+                    _message_lists_schema(), functools.partial(self._open, key, "trajectories")))
         self.con.register("_runs", pa.table({
             "project": [r.project for r in runs], "model": [r.name for r in runs],
             "uri": [r.location.uri for r in runs]}, schema=pa.schema(
@@ -298,20 +344,23 @@ class _Catalog:
                 f"SELECT NULL::VARCHAR AS project, NULL::VARCHAR AS model, * {self._exclude(table)} "
                 f"FROM _empty_{table}"]
             self._view(table, "\nUNION ALL\n".join(branches))
+        self._view("_message_lists", "\nUNION ALL\n".join(
+            [self._branch(key, "message_lists") for key in keys] or
+            ["SELECT NULL::VARCHAR AS project, NULL::VARCHAR AS model, * EXCLUDE (write_id) FROM _empty_message_lists"]))
         self._view("messages", _MESSAGES)
         self._view("runs", _RUNS)
         self._viewed = keys
 
     @staticmethod
     def _exclude(table: str) -> str:
-        return "EXCLUDE (write_id)" if table in (*GATED, "logs") else ""
+        return "EXCLUDE (write_id)" if table in (*GATED, "message_lists", "logs") else ""
 
     def _branch(self, key: str, table: str) -> str:
         project, model = key.split("/")
         rid = self._ids[key]
         sql = (f"SELECT {_lit(project)} AS project, {_lit(model)} AS model, * {self._exclude(table)} "
                f"FROM _r{rid}_{table}")
-        if table in GATED:
+        if table in (*GATED, "message_lists"):
             sql += f" WHERE write_id IN (SELECT write_id FROM _r{rid}_logs)"
         return sql
 

@@ -391,6 +391,21 @@ def test_messages_query_reads_only_the_columns_it_needs(store, scans):
     assert all(where.startswith("p1/b/") for where, _, _ in scans)
 
 
+def test_messages_view_converts_only_the_message_fields_a_query_uses(store, monkeypatch):
+    asked = []
+    real = sql_mod._MessageLists.scanner
+
+    def spy(self, columns=None, filter=None, **kw):
+        asked.append(sorted(columns))
+        return real(self, columns, filter, **kw)
+
+    monkeypatch.setattr(sql_mod._MessageLists, "scanner", spy)
+    got = store.sql("SELECT count(*) FROM messages WHERE role = 'tool' AND starts_with(content, 'ERROR') "
+                    "AND project = 'p2'")
+    assert got.column(0)[0].as_py() == 1  # p2/c holds rollouts 16..18: only 18 failed
+    assert asked == [["m_content", "m_role", "write_id"]]
+
+
 def test_explain_shows_the_filter_pushed_into_the_arrow_scan(store):
     plan = "".join(store.sql("EXPLAIN SELECT reward FROM trajectories WHERE model = 'a' AND step = 1").column(1)
                    .to_pylist())
