@@ -33,12 +33,14 @@ import json
 import re
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from artstore.errors import RunNotFoundError, SqlError, ValidationError, VersionNotFoundError
@@ -78,7 +80,7 @@ VIEWS = {
 # (m_role, m_content, ...), so a query converts only the fields it uses.
 MESSAGE_FIELDS = ("role", "content", "content_parts", "name", "tool_calls", "tool_call_id", "refusal", "trainable",
                   "finish_reason", "logprobs")
-_TRAJECTORY_COLUMNS = ("log_id", "write_id", "split", "step", "group_id", "trajectory_id", "reward", "recorded_at")
+_TRAJECTORY_COLUMNS = ("log_id", "split", "step", "group_id", "trajectory_id", "reward", "recorded_at")
 _MESSAGES = """
 SELECT project, model, log_id, split, step, group_id, trajectory_id, reward, i AS message_index,
        m_role[i + 1] AS role, m_content[i + 1] AS content, m_content_parts[i + 1] AS content_parts,
@@ -162,6 +164,11 @@ def _ident(text: str) -> str:
 
 
 # -- what one query reads ----------------------------------------------------------------------
+_COMMITTED: OrderedDict[tuple[str, int, str], pa.Array] = OrderedDict()  # (logs uri, version, time) -> write_ids
+_COMMITTED_MAX = 4096
+_COMMITTED_LOCK = threading.Lock()
+
+
 class _RunSnapshot:
     """One run as one query reads it: the `logs` table pinned at first use, every other table opened
     after the pin (so it holds every row the pinned logs name), each opened at most once."""
@@ -171,6 +178,7 @@ class _RunSnapshot:
         self.as_of = as_of
         self.read: dict[str, int] = {}
         self._opened: dict[str, pads.Dataset | None] = {}
+        self._committed: pa.Array | None = None
         self._lock = threading.RLock()
 
     def dataset(self, table: str) -> pads.Dataset | None:
@@ -179,6 +187,28 @@ class _RunSnapshot:
                 pinned = self.dataset("logs") if table != "logs" else None
                 self._opened[table] = self._open(table, pinned is not None)
             return self._opened[table]
+
+    def committed(self) -> pa.Array:
+        """The write_ids of the pinned logs: the rows of the data tables this query may see. Kept
+        between queries per logs version (a version never changes)."""
+        with self._lock:
+            if self._committed is None:
+                logs = self.dataset("logs")
+                if logs is None:
+                    self._committed = pa.array([], pa.string())
+                else:
+                    key = (self.run.table_location("logs").uri, self.read["logs"],
+                           str(tables.version_time(logs)))
+                    with _COMMITTED_LOCK:
+                        found = _COMMITTED.get(key)
+                    if found is None:
+                        found = logs.to_table(columns=["write_id"]).column("write_id").combine_chunks()
+                        with _COMMITTED_LOCK:
+                            _COMMITTED[key] = found
+                            while len(_COMMITTED) > _COMMITTED_MAX:
+                                _COMMITTED.popitem(last=False)
+                    self._committed = found
+            return self._committed
 
     def _open(self, table: str, has_logs: bool) -> pads.Dataset | None:
         spec = self.as_of
@@ -227,29 +257,73 @@ class _Query:
 
 
 class _LazyDataset(pads.Dataset):
-    """A pyarrow Dataset of `schema` whose table is opened only when scanned, by `open_()` (None when
-    the table does not exist: then it scans as empty). DuckDB reads `schema` to bind a query and
-    calls `scanner(columns=, filter=)` to run it, which Lance answers with its own pushed-down scan."""
+    """A pyarrow Dataset of `schema` over one run's table, opened only when DuckDB scans it.
 
-    def __init__(self, schema: pa.Schema, open_: Callable[[], pads.Dataset | None]):
+    DuckDB reads `schema` to bind a query and calls `scanner(columns=, filter=)` to run it: the
+    columns and filter go to Lance's scan (pushdown). `open_()` gives the table at the version the
+    query reads (None when missing: then it scans as empty). With `committed`, a callable giving the
+    write_ids of the run's committed log calls, only rows of those are let through: the semi-join
+    with the logs table, done in the scan rather than as a join in every run's branch of a view
+    (binding a hundred such joins costs more than a small query)."""
+
+    def __init__(self, schema: pa.Schema, open_: Callable[[], pads.Dataset | None],
+                 committed: Callable[[], pa.Array] | None = None):
         self._schema = schema
         self._open = open_
+        self._committed = committed
 
     @property
     def schema(self) -> pa.Schema:
         return self._schema
 
+    def _physical(self, columns: list[str]) -> list[str]:
+        """The stored columns that make `columns`."""
+        return columns
+
+    def _cut(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+        """The batch of `schema`'s columns from a batch of stored columns."""
+        return pa.RecordBatch.from_arrays([batch.column(n) for n in schema.names], schema=schema)
+
+    def _late(self, filter: Any) -> bool:
+        """Whether `filter` must be applied after `_cut` (it names a column Lance does not have)."""
+        return False
+
     def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
+        schema = self._schema if columns is None else pa.schema([self._schema.field(c) for c in columns])
         ds = self._open()
         if ds is None:
-            ds = pads.dataset(self._schema.empty_table())
-        return ds.scanner(columns=self._schema.names if columns is None else list(columns), filter=filter, **kwargs)
+            return pads.dataset(schema.empty_table()).scanner()
+        physical = self._physical(schema.names)
+        if self._committed is None and physical == schema.names:
+            return ds.scanner(columns=physical, filter=filter, **kwargs)
+        late = filter is not None and self._late(filter)
+        committed = None if self._committed is None else self._committed()
+        stored = [*physical, "write_id"] if committed is not None else physical
+        reader = ds.scanner(columns=list(dict.fromkeys(stored)), filter=None if late else filter, **kwargs).to_reader()
+
+        def batches() -> Any:
+            for batch in reader:
+                if committed is not None:
+                    batch = batch.filter(pc.is_in(batch.column("write_id"), value_set=committed))
+                cut = self._cut(batch, schema)
+                if late:
+                    yield from pads.dataset(pa.Table.from_batches([cut])).to_batches(filter=filter)
+                else:
+                    yield cut
+
+        return pads.Scanner.from_batches(batches(), schema=schema)
 
     def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
         return self.scanner(columns, filter, **kwargs).to_table()
 
     def count_rows(self, filter: Any = None, **kwargs: Any) -> int:
         return self.to_table(columns=[], filter=filter).num_rows
+
+
+def _view_schema(table: str) -> pa.Schema:
+    """The columns a run's table shows in the views: all but the internal write_id."""
+    schema = arrow_schema(table)
+    return schema.remove(schema.get_field_index("write_id")) if "write_id" in schema.names else schema
 
 
 def _message_lists_schema() -> pa.Schema:
@@ -264,30 +338,22 @@ class _MessageLists(_LazyDataset):
     m_content, ...), without copying: Lance decodes `messages` whole, but DuckDB receives and
     converts only the fields a query uses."""
 
-    def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
-        columns = self._schema.names if columns is None else list(columns)
-        split = [c for c in columns if c.startswith("m_")]
-        physical = [c for c in columns if not c.startswith("m_")] + (["messages"] if split else [])
-        ds = self._open() or pads.dataset(arrow_schema("trajectories").empty_table())
-        # A filter on a cut column (DuckDB pushes none today) is applied after the cut.
-        late = filter is not None and "m_" in str(filter)
-        reader = ds.scanner(columns=physical, filter=None if late else filter, **kwargs).to_reader()
-        schema = pa.schema([self._schema.field(c) for c in columns])
+    def _physical(self, columns: list[str]) -> list[str]:
+        return [c for c in columns if not c.startswith("m_")] + (
+            ["messages"] if any(c.startswith("m_") for c in columns) else [])
 
-        def batches() -> Any:
-            for batch in reader:
-                out = []
-                for c in columns:
-                    if c.startswith("m_"):
-                        lists = batch.column("messages")
-                        out.append(pa.ListArray.from_arrays(lists.offsets, lists.values.field(c[2:]),
-                                                            mask=lists.is_null()))
-                    else:
-                        out.append(batch.column(c))
-                cut = pa.RecordBatch.from_arrays(out, schema=schema)
-                yield from (pads.dataset(pa.Table.from_batches([cut])).to_batches(filter=filter) if late else [cut])
+    def _cut(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+        out = []
+        for name in schema.names:
+            if name.startswith("m_"):
+                lists = batch.column("messages")
+                out.append(pa.ListArray.from_arrays(lists.offsets, lists.values.field(name[2:]), mask=lists.is_null()))
+            else:
+                out.append(batch.column(name))
+        return pa.RecordBatch.from_arrays(out, schema=schema)
 
-        return pads.Scanner.from_batches(batches(), schema=schema)
+    def _late(self, filter: Any) -> bool:
+        return "m_" in str(filter)  # DuckDB pushes no filter on a list column today; be safe if it does
 
 
 # -- the views, per store ----------------------------------------------------------------------
@@ -305,23 +371,32 @@ class _Catalog:
         self._ids: dict[str, int] = {}
         self._viewed: tuple[str, ...] | None = None
         self._tokens: dict[str, pa.Schema] = {}
-        for table in STATIC:
-            self.con.register(f"_empty_{table}", arrow_schema(table).empty_table())
-        self.con.register("_empty_message_lists", _message_lists_schema().empty_table())
+        self._schemas = {t: _view_schema(t) for t in STATIC} | {"message_lists": _message_lists_schema()}
+        for name, schema in self._schemas.items():
+            self.con.register(f"_empty_{name}", schema.empty_table())
 
     def _open(self, key: str, table: str) -> pads.Dataset | None:
+        return self._in_query(lambda q: q.snapshot(key).dataset(table))
+
+    def _committed(self, key: str) -> pa.Array:
+        return self._in_query(lambda q: q.snapshot(key).committed())
+
+    def _in_query(self, fn: Callable[[_Query], Any]) -> Any:
         query = self.query
         if query is None:
             raise SqlError("a view was scanned outside Store.sql")
         try:
-            return query.snapshot(key).dataset(table)
+            return fn(query)
         except BaseException as e:  # DuckDB reports it as its own error; Store.sql re-raises this one
             query.error = query.error or e
             raise
 
-    def _register(self, key: str, table: str, schema: pa.Schema) -> None:
-        opener = functools.partial(self._open, key, table)
-        self.con.register(f"_r{self._ids[key]}_{table}", _LazyDataset(schema, opener))
+    def _register(self, key: str, name: str) -> None:
+        table = "trajectories" if name == "message_lists" else name
+        kind = _MessageLists if name == "message_lists" else _LazyDataset
+        committed = functools.partial(self._committed, key) if table in GATED else None
+        self.con.register(f"_r{self._ids[key]}_{name}", kind(
+            self._schemas[name], functools.partial(self._open, key, table), committed))
 
     def sync(self, runs: list[Run]) -> None:
         """Register new runs and rebuild the views when the runs differ from the last query's."""
@@ -331,38 +406,21 @@ class _Catalog:
         for key in keys:
             if key not in self._ids:
                 self._ids[key] = len(self._ids)
-                for table in STATIC:
-                    self._register(key, table, arrow_schema(table))
-                self.con.register(f"_r{self._ids[key]}_message_lists", _MessageLists(
-                    _message_lists_schema(), functools.partial(self._open, key, "trajectories")))
+                for name in self._schemas:
+                    self._register(key, name)
         self.con.register("_runs", pa.table({
             "project": [r.project for r in runs], "model": [r.name for r in runs],
             "uri": [r.location.uri for r in runs]}, schema=pa.schema(
                 [("project", pa.string()), ("model", pa.string()), ("uri", pa.string())])))
-        for table in STATIC:
-            branches = [self._branch(key, table) for key in keys] or [
-                f"SELECT NULL::VARCHAR AS project, NULL::VARCHAR AS model, * {self._exclude(table)} "
-                f"FROM _empty_{table}"]
-            self._view(table, "\nUNION ALL\n".join(branches))
-        self._view("_message_lists", "\nUNION ALL\n".join(
-            [self._branch(key, "message_lists") for key in keys] or
-            ["SELECT NULL::VARCHAR AS project, NULL::VARCHAR AS model, * EXCLUDE (write_id) FROM _empty_message_lists"]))
+        for name, schema in self._schemas.items():
+            columns = ", ".join(_ident(c) for c in schema.names)
+            branches = [f"SELECT {_lit(p)} AS project, {_lit(m)} AS model, {columns} FROM _r{self._ids[k]}_{name}"
+                        for k in keys for p, m in [k.split("/")]]
+            empty = f"SELECT NULL::VARCHAR AS project, NULL::VARCHAR AS model, {columns} FROM _empty_{name}"
+            self._view("_message_lists" if name == "message_lists" else name, "\nUNION ALL\n".join(branches or [empty]))
         self._view("messages", _MESSAGES)
         self._view("runs", _RUNS)
         self._viewed = keys
-
-    @staticmethod
-    def _exclude(table: str) -> str:
-        return "EXCLUDE (write_id)" if table in (*GATED, "message_lists", "logs") else ""
-
-    def _branch(self, key: str, table: str) -> str:
-        project, model = key.split("/")
-        rid = self._ids[key]
-        sql = (f"SELECT {_lit(project)} AS project, {_lit(model)} AS model, * {self._exclude(table)} "
-               f"FROM _r{rid}_{table}")
-        if table in (*GATED, "message_lists"):
-            sql += f" WHERE write_id IN (SELECT write_id FROM _r{rid}_logs)"
-        return sql
 
     def _view(self, name: str, body: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
@@ -394,7 +452,8 @@ ORDER BY l.project, l.model, l.recorded_at, l.step""")
                 continue
             schema = found[0].schema
             if self._tokens.get(key) != schema:
-                self._register(key, "tokens", schema)
+                self.con.register(f"_r{self._ids[key]}_tokens",
+                                  _LazyDataset(schema, functools.partial(self._open, key, "tokens")))
                 self._tokens[key] = schema
             branches.append(f"SELECT {_lit(run.project)} AS project, {_lit(run.name)} AS model, * "
                             f"FROM _r{self._ids[key]}_tokens")
