@@ -184,6 +184,22 @@ def test_rows_of_an_uncommitted_log_are_invisible(tmp_path):
     assert s.sql("SELECT count(*) FROM messages").column(0)[0].as_py() == 10
 
 
+def test_new_logs_and_a_recreated_run_are_seen_by_the_next_query(tmp_path):
+    import shutil
+
+    path = str(tmp_path)
+    model = art.Model(name="m", project="p", base_path=path, report_metrics=[])
+    model.log_sync([art.TrajectoryGroup([rollout(0.5, 0)])], split="val", step=0)
+    s = art.open_store(path)
+    q = "SELECT step, reward FROM trajectories ORDER BY step"
+    assert rows(s.sql(q)) == [(0, 0.5)]
+    model.log_sync([art.TrajectoryGroup([rollout(0.25, 1)])], split="val", step=1)
+    assert rows(s.sql(q)) == [(0, 0.5), (1, 0.25)]
+    shutil.rmtree(tmp_path / "p")  # the run is deleted, then logged again under the same name
+    model.log_sync([art.TrajectoryGroup([rollout(0.75, 2)])], split="val", step=7)
+    assert rows(s.sql(q)) == [(7, 0.75)]
+
+
 def test_as_of_a_version_sees_exactly_that_versions_data(tmp_path):
     path = str(tmp_path)
     model = art.Model(name="m", project="p", base_path=path, report_metrics=[])
