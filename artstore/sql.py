@@ -13,8 +13,12 @@ How a query reads the store:
   constants: a query that names a run prunes every other branch, and a pruned run's tables are
   never opened (they are opened when DuckDB first scans them).
 - Visibility: rows of `trajectories`, `groups` and `metrics` count only when their `write_id` is in
-  the run's `logs` table (a semi-join), so each log() call is seen whole or not at all. A run's
-  `logs` table is pinned first, and its other tables are opened after the pin.
+  the run's `logs` table, so each log() call is seen whole or not at all. That semi-join runs in
+  each run's scan (an Arrow `is_in` against the logs' write_ids), not as a join in every branch of
+  a view: binding a hundred joins cost more than answering a small query. A run's `logs` table is
+  pinned first, and its other tables are opened after the pin, so they hold every row it names.
+- The views, the registered datasets and the DuckDB connection are kept per Store between queries
+  (rebuilt when the set of runs changes); tables are opened afresh by every query.
 - Time travel: `as_of` is a version, tag or datetime of every run's `logs` table, or a mapping
   {"project/model": as_of} per run (runs not named are read at their latest). `checkpoints` and
   `tokens` (not part of a log call) are read as they were when that `logs` version was committed.
@@ -282,6 +286,8 @@ class _LazyDataset(pads.Dataset):
 
     def _cut(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         """The batch of `schema`'s columns from a batch of stored columns."""
+        if not schema.names:
+            return batch.select([])  # no columns, but the row count (count(*))
         return pa.RecordBatch.from_arrays([batch.column(n) for n in schema.names], schema=schema)
 
     def _late(self, filter: Any) -> bool:
@@ -343,6 +349,8 @@ class _MessageLists(_LazyDataset):
             ["messages"] if any(c.startswith("m_") for c in columns) else [])
 
     def _cut(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+        if not schema.names:
+            return batch.select([])
         out = []
         for name in schema.names:
             if name.startswith("m_"):

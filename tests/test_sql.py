@@ -6,6 +6,7 @@ import statistics
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.dataset
 import pytest
 from openai.types.chat.chat_completion import Choice
 
@@ -168,6 +169,13 @@ def test_views_exist_and_are_empty_in_an_empty_store(tmp_path):
         assert t.num_rows == 0 and t.column_names[:2] == ["project", "model"]
 
 
+def test_scans_without_columns_keep_their_row_count():
+    lazy = sql_mod._LazyDataset(pa.schema([("x", pa.int64())]), lambda: pa.dataset.dataset(
+        pa.table({"x": [1, 2, 3], "write_id": ["a", "b", "a"]})), committed=lambda: pa.array(["a"]))
+    assert lazy.scanner(columns=[]).to_table().num_rows == 2
+    assert lazy.scanner(columns=["x"]).to_table()["x"].to_pylist() == [1, 3]
+
+
 def test_projects_limits_the_runs(store):
     assert rows(store.sql("SELECT DISTINCT project FROM trajectories", projects=["p2"])) == [("p2",)]
     assert store.sql("SELECT count(*) FROM runs", projects=["nope"]).column(0)[0].as_py() == 0
@@ -322,6 +330,7 @@ REFUSED = [
 def test_writes_and_outside_reads_are_refused(store, tmp_path, statement):
     secret_python_variable = pa.table({"x": [1]})  # noqa: F841 - a query must not reach it
     before = store.sql("SELECT count(*) FROM trajectories").column(0)[0].as_py()
+    assert before > 0
     with pytest.raises(art.SqlError):
         store.sql(statement.format(tmp=tmp_path))
     assert list(tmp_path.iterdir()) == []  # nothing written outside
