@@ -369,8 +369,7 @@ class _Catalog:
     """A DuckDB connection holding the views over a store's runs, kept between queries: each run's
     tables are registered once (as lazy datasets), and views are rebuilt when the set of runs changes."""
 
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self) -> None:  # no reference to its Store: the cache below is weak on the Store
         self.lock = threading.Lock()
         self.query: _Query | None = None
         self.con = duckdb.connect(config=_CONFIG)
@@ -478,7 +477,7 @@ _catalogs_lock = threading.Lock()
 def _catalog(store: Store) -> _Catalog:
     with _catalogs_lock:
         if store not in _catalogs:
-            _catalogs[store] = _Catalog(store)
+            _catalogs[store] = _Catalog()
         return _catalogs[store]
 
 

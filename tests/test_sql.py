@@ -176,6 +176,19 @@ def test_scans_without_columns_keep_their_row_count():
     assert lazy.scanner(columns=["x"]).to_table()["x"].to_pylist() == [1, 3]
 
 
+def test_a_stores_catalog_goes_with_the_store(tmp_path):
+    import gc
+
+    log_all(str(tmp_path), {("p", "m"): {"train": {0: [[0.5]]}}})
+    s = art.open_store(tmp_path)
+    assert s.sql("SELECT count(*) FROM trajectories").column(0)[0].as_py() == 1
+    assert s in sql_mod._catalogs
+    before = len(sql_mod._catalogs)
+    del s
+    gc.collect()
+    assert len(sql_mod._catalogs) == before - 1
+
+
 def test_projects_limits_the_runs(store):
     assert rows(store.sql("SELECT DISTINCT project FROM trajectories", projects=["p2"])) == [("p2",)]
     assert store.sql("SELECT count(*) FROM runs", projects=["nope"]).column(0)[0].as_py() == 0
