@@ -37,24 +37,20 @@ import json
 import re
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from artstore.errors import RunNotFoundError, SqlError, ValidationError, VersionNotFoundError
+from artstore.errors import RunNotFoundError, SqlError, ValidationError
 from artstore.names import check_segment
-from artstore.schema import arrow_schema
+from artstore.scan import GATED, LazyDataset, MessageLists, Query, message_lists_schema, view_schema
 from artstore.storage import tables
-from artstore.store import Run, Store, _as_of_args
+from artstore.store import Run, Store
 
 VERSIONS_KEY = b"artstore.versions"
-GATED = ("trajectories", "groups", "metrics")  # rows visible only through a committed logs row
 STATIC = ("logs", *GATED, "checkpoints")  # tables with a schema file, registered for every run
 _CONFIG = {
     "enable_external_access": False,  # no files or URLs: read_csv, glob, COPY, ATTACH, httpfs all fail
@@ -80,11 +76,7 @@ VIEWS = {
     "tokens": "one row per training sequence, when a run has a tokens table",
 }
 
-# The message fields the messages view shows; each reaches DuckDB as its own list column
-# (m_role, m_content, ...), so a query converts only the fields it uses.
-MESSAGE_FIELDS = ("role", "content", "content_parts", "name", "tool_calls", "tool_call_id", "refusal", "trainable",
-                  "finish_reason", "logprobs")
-_TRAJECTORY_COLUMNS = ("log_id", "split", "step", "group_id", "trajectory_id", "reward", "recorded_at")
+# Over the message fields cut into lists (see scan.MessageLists): unused fields are never converted.
 _MESSAGES = """
 SELECT project, model, log_id, split, step, group_id, trajectory_id, reward, i AS message_index,
        m_role[i + 1] AS role, m_content[i + 1] AS content, m_content_parts[i + 1] AS content_parts,
@@ -167,203 +159,6 @@ def _ident(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-# -- what one query reads ----------------------------------------------------------------------
-_COMMITTED: OrderedDict[tuple[str, int, str], pa.Array] = OrderedDict()  # (logs uri, version, time) -> write_ids
-_COMMITTED_MAX = 4096
-_COMMITTED_LOCK = threading.Lock()
-
-
-class _RunSnapshot:
-    """One run as one query reads it: the `logs` table pinned at first use, every other table opened
-    after the pin (so it holds every row the pinned logs name), each opened at most once."""
-
-    def __init__(self, run: Run, as_of: Any):
-        self.run = run
-        self.as_of = as_of
-        self.read: dict[str, int] = {}
-        self._opened: dict[str, pads.Dataset | None] = {}
-        self._committed: pa.Array | None = None
-        self._lock = threading.RLock()
-
-    def dataset(self, table: str) -> pads.Dataset | None:
-        with self._lock:
-            if table not in self._opened:
-                pinned = self.dataset("logs") if table != "logs" else None
-                self._opened[table] = self._open(table, pinned is not None)
-            return self._opened[table]
-
-    def committed(self) -> pa.Array:
-        """The write_ids of the pinned logs: the rows of the data tables this query may see. Kept
-        between queries per logs version (a version never changes)."""
-        with self._lock:
-            if self._committed is None:
-                logs = self.dataset("logs")
-                if logs is None:
-                    self._committed = pa.array([], pa.string())
-                else:
-                    key = (self.run.table_location("logs").uri, self.read["logs"],
-                           str(tables.version_time(logs)))
-                    with _COMMITTED_LOCK:
-                        found = _COMMITTED.get(key)
-                    if found is None:
-                        found = logs.to_table(columns=["write_id"]).column("write_id").combine_chunks()
-                        with _COMMITTED_LOCK:
-                            _COMMITTED[key] = found
-                            while len(_COMMITTED) > _COMMITTED_MAX:
-                                _COMMITTED.popitem(last=False)
-                    self._committed = found
-            return self._committed
-
-    def _open(self, table: str, has_logs: bool) -> pads.Dataset | None:
-        spec = self.as_of
-        version, asof = None, None
-        if isinstance(spec, Mapping):
-            version = spec.get(table)
-        elif spec is not None:
-            if table == "logs":
-                version, asof = _as_of_args(spec)
-            elif table not in GATED:  # not part of a log call: as the store was at that logs version
-                if not has_logs:
-                    return None  # the run did not exist yet at that time
-                asof = spec if isinstance(spec, datetime) else \
-                    tables.version_timestamp(self.run.table_location("logs"), self.read["logs"])
-        try:
-            found = tables.arrow_dataset(self.run.table_location(table), version=version, asof=asof)
-        except VersionNotFoundError:
-            if asof is None:
-                raise
-            return None  # the table had no version yet at that time
-        if found is None:
-            return None
-        self.read[table] = found[1]
-        return found[0]
-
-
-class _Query:
-    """The state of one `Store.sql` call: per-run snapshots, and the first error a scan raised."""
-
-    def __init__(self, store: Store, as_of: Any):
-        self.store = store
-        self.as_of = as_of
-        self.error: BaseException | None = None
-        self._runs: dict[str, _RunSnapshot] = {}
-        self._lock = threading.Lock()
-
-    def snapshot(self, key: str) -> _RunSnapshot:
-        with self._lock:
-            if key not in self._runs:
-                spec = self.as_of.get(key) if isinstance(self.as_of, dict) else self.as_of
-                self._runs[key] = _RunSnapshot(self.store.run(*key.split("/")), spec)
-            return self._runs[key]
-
-    def versions(self) -> dict[str, dict[str, int]]:
-        return {k: dict(sorted(s.read.items())) for k, s in sorted(self._runs.items()) if s.read}
-
-
-class _LazyDataset(pads.Dataset):
-    """A pyarrow Dataset of `schema` over one run's table, opened only when DuckDB scans it.
-
-    DuckDB reads `schema` to bind a query and calls `scanner(columns=, filter=)` to run it: the
-    columns and filter go to Lance's scan (pushdown). `open_()` gives the table at the version the
-    query reads (None when missing: then it scans as empty). With `committed`, a callable giving the
-    write_ids of the run's committed log calls, only rows of those are let through: the semi-join
-    with the logs table, done in the scan rather than as a join in every run's branch of a view
-    (binding a hundred such joins costs more than a small query)."""
-
-    def __init__(self, schema: pa.Schema, open_: Callable[[], pads.Dataset | None],
-                 committed: Callable[[], pa.Array] | None = None):
-        self._schema = schema
-        self._open = open_
-        self._committed = committed
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self._schema
-
-    def _physical(self, columns: list[str]) -> list[str]:
-        """The stored columns that make `columns`."""
-        return columns
-
-    def _cut(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-        """The batch of `schema`'s columns from a batch of stored columns."""
-        if not schema.names:
-            return batch.select([])  # no columns, but the row count (count(*))
-        return pa.RecordBatch.from_arrays([batch.column(n) for n in schema.names], schema=schema)
-
-    def _late(self, filter: Any) -> bool:
-        """Whether `filter` must be applied after `_cut` (it names a column Lance does not have)."""
-        return False
-
-    def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
-        schema = self._schema if columns is None else pa.schema([self._schema.field(c) for c in columns])
-        ds = self._open()
-        if ds is None:
-            return pads.dataset(schema.empty_table()).scanner()
-        physical = self._physical(schema.names)
-        if self._committed is None and physical == schema.names:
-            return ds.scanner(columns=physical, filter=filter, **kwargs)
-        late = filter is not None and self._late(filter)
-        committed = None if self._committed is None else self._committed()
-        stored = [*physical, "write_id"] if committed is not None else physical
-        reader = ds.scanner(columns=list(dict.fromkeys(stored)), filter=None if late else filter, **kwargs).to_reader()
-
-        def batches() -> Any:
-            for batch in reader:
-                if committed is not None:
-                    batch = batch.filter(pc.is_in(batch.column("write_id"), value_set=committed))
-                cut = self._cut(batch, schema)
-                if late:
-                    yield from pads.dataset(pa.Table.from_batches([cut])).to_batches(filter=filter)
-                else:
-                    yield cut
-
-        return pads.Scanner.from_batches(batches(), schema=schema)
-
-    def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
-        return self.scanner(columns, filter, **kwargs).to_table()
-
-    def count_rows(self, filter: Any = None, **kwargs: Any) -> int:
-        return self.to_table(columns=[], filter=filter).num_rows
-
-
-def _view_schema(table: str) -> pa.Schema:
-    """The columns a run's table shows in the views: all but the internal write_id."""
-    schema = arrow_schema(table)
-    return schema.remove(schema.get_field_index("write_id")) if "write_id" in schema.names else schema
-
-
-def _message_lists_schema() -> pa.Schema:
-    trajectories = arrow_schema("trajectories")
-    message = trajectories.field("messages").type.value_type
-    return pa.schema([trajectories.field(c) for c in _TRAJECTORY_COLUMNS]
-                     + [pa.field(f"m_{f}", pa.list_(message.field(f).type)) for f in MESSAGE_FIELDS])
-
-
-class _MessageLists(_LazyDataset):
-    """The trajectories table with `messages` cut into one list column per message field (m_role,
-    m_content, ...), without copying: Lance decodes `messages` whole, but DuckDB receives and
-    converts only the fields a query uses."""
-
-    def _physical(self, columns: list[str]) -> list[str]:
-        return [c for c in columns if not c.startswith("m_")] + (
-            ["messages"] if any(c.startswith("m_") for c in columns) else [])
-
-    def _cut(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-        if not schema.names:
-            return batch.select([])
-        out = []
-        for name in schema.names:
-            if name.startswith("m_"):
-                lists = batch.column("messages")
-                out.append(pa.ListArray.from_arrays(lists.offsets, lists.values.field(name[2:]), mask=lists.is_null()))
-            else:
-                out.append(batch.column(name))
-        return pa.RecordBatch.from_arrays(out, schema=schema)
-
-    def _late(self, filter: Any) -> bool:
-        return "m_" in str(filter)  # DuckDB pushes no filter on a list column today; be safe if it does
-
-
 # -- the views, per store ----------------------------------------------------------------------
 class _Catalog:
     """A DuckDB connection holding the views over a store's runs, kept between queries: each run's
@@ -371,14 +166,14 @@ class _Catalog:
 
     def __init__(self) -> None:  # no reference to its Store: the cache below is weak on the Store
         self.lock = threading.Lock()
-        self.query: _Query | None = None
+        self.query: Query | None = None
         self.con = duckdb.connect(config=_CONFIG)
         self.con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, as they are stored
         self.con.execute("SET lock_configuration = true")  # no statement can undo any of this
         self._ids: dict[str, int] = {}
         self._viewed: tuple[str, ...] | None = None
         self._tokens: dict[str, pa.Schema] = {}
-        self._schemas = {t: _view_schema(t) for t in STATIC} | {"message_lists": _message_lists_schema()}
+        self._schemas = {t: view_schema(t) for t in STATIC} | {"message_lists": message_lists_schema()}
         for name, schema in self._schemas.items():
             self.con.register(f"_empty_{name}", schema.empty_table())
 
@@ -388,7 +183,7 @@ class _Catalog:
     def _committed(self, key: str) -> pa.Array:
         return self._in_query(lambda q: q.snapshot(key).committed())
 
-    def _in_query(self, fn: Callable[[_Query], Any]) -> Any:
+    def _in_query(self, fn: Callable[[Query], Any]) -> Any:
         query = self.query
         if query is None:
             raise SqlError("a view was scanned outside Store.sql")
@@ -400,7 +195,7 @@ class _Catalog:
 
     def _register(self, key: str, name: str) -> None:
         table = "trajectories" if name == "message_lists" else name
-        kind = _MessageLists if name == "message_lists" else _LazyDataset
+        kind = MessageLists if name == "message_lists" else LazyDataset
         committed = functools.partial(self._committed, key) if table in GATED else None
         self.con.register(f"_r{self._ids[key]}_{name}", kind(
             self._schemas[name], functools.partial(self._open, key, table), committed))
@@ -460,7 +255,7 @@ ORDER BY l.project, l.model, l.recorded_at, l.step""")
             schema = found[0].schema
             if self._tokens.get(key) != schema:
                 self.con.register(f"_r{self._ids[key]}_tokens",
-                                  _LazyDataset(schema, functools.partial(self._open, key, "tokens")))
+                                  LazyDataset(schema, functools.partial(self._open, key, "tokens")))
                 self._tokens[key] = schema
             branches.append(f"SELECT {_lit(run.project)} AS project, {_lit(run.name)} AS model, * "
                             f"FROM _r{self._ids[key]}_tokens")
@@ -512,7 +307,7 @@ def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
         runs = store.runs(projects)
         spec = _as_of(as_of, {f"{r.project}/{r.name}" for r in runs})
         catalog.sync(runs)
-        catalog.query = q = _Query(store, spec)
+        catalog.query = q = Query(store, spec)
         try:
             catalog.build_mentioned(sql, runs)
             result = catalog.con.sql(sql, params=bound).to_arrow_table()

@@ -6,11 +6,11 @@ import statistics
 from datetime import UTC, datetime
 
 import pyarrow as pa
-import pyarrow.dataset
 import pytest
 from openai.types.chat.chat_completion import Choice
 
 import artstore as art
+from artstore import scan
 from artstore import sql as sql_mod
 from artstore.sql import versions_read
 from artstore.storage import tables
@@ -167,13 +167,6 @@ def test_views_exist_and_are_empty_in_an_empty_store(tmp_path):
     for view in ("runs", "logs", "trajectories", "groups", "messages", "metrics", "history", "checkpoints"):
         t = s.sql(f"SELECT * FROM {view}")
         assert t.num_rows == 0 and t.column_names[:2] == ["project", "model"]
-
-
-def test_scans_without_columns_keep_their_row_count():
-    lazy = sql_mod._LazyDataset(pa.schema([("x", pa.int64())]), lambda: pa.dataset.dataset(
-        pa.table({"x": [1, 2, 3], "write_id": ["a", "b", "a"]})), committed=lambda: pa.array(["a"]))
-    assert lazy.scanner(columns=[]).to_table().num_rows == 2
-    assert lazy.scanner(columns=["x"]).to_table()["x"].to_pylist() == [1, 3]
 
 
 def test_a_stores_catalog_goes_with_the_store(tmp_path):
@@ -409,7 +402,7 @@ def scans(monkeypatch):
         recorded.append(("opened", where))
         return None if found is None else (_Recorder(found[0], where, recorded), found[1])
 
-    monkeypatch.setattr(sql_mod.tables, "arrow_dataset", spy)
+    monkeypatch.setattr(scan.tables, "arrow_dataset", spy)
     return recorded
 
 
@@ -432,13 +425,13 @@ def test_messages_query_reads_only_the_columns_it_needs(store, scans):
 
 def test_messages_view_converts_only_the_message_fields_a_query_uses(store, monkeypatch):
     asked = []
-    real = sql_mod._MessageLists.scanner
+    real = scan.MessageLists.scanner
 
     def spy(self, columns=None, filter=None, **kw):
         asked.append(sorted(columns))
         return real(self, columns, filter, **kw)
 
-    monkeypatch.setattr(sql_mod._MessageLists, "scanner", spy)
+    monkeypatch.setattr(scan.MessageLists, "scanner", spy)
     got = store.sql("SELECT count(*) FROM messages WHERE role = 'tool' AND starts_with(content, 'ERROR') "
                     "AND project = 'p2'")
     assert got.column(0)[0].as_py() == 1  # p2/c holds rollouts 16..18: only 18 failed
