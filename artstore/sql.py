@@ -44,7 +44,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from artstore.errors import RunNotFoundError, SqlError, ValidationError
+from artstore import sql_runs
+from artstore.errors import InvalidNameError, RunNotFoundError, SqlError, ValidationError
 from artstore.names import check_segment
 from artstore.scan import GATED, LazyDataset, MessageLists, Query, message_lists_schema, view_schema
 from artstore.storage import tables
@@ -88,6 +89,11 @@ SELECT project, model, log_id, split, step, group_id, trajectory_id, reward, i A
        m_finish_reason[i + 1] AS finish_reason, m_logprobs[i + 1] AS logprobs, recorded_at
 FROM (SELECT *, unnest(range(len(m_role))) AS i FROM _message_lists)
 """
+
+# Views in the order they must be built, and what each stands on.
+_BUILD_ORDER = ("logs", "trajectories", "groups", "metrics", "checkpoints", "_message_lists", "messages", "runs",
+                "history", "tokens")
+_NEEDS = {"messages": ("_message_lists",), "runs": ("logs",), "history": ("logs", "metrics")}
 
 _RUNS = """
 SELECT r.project, r.model, r.uri, count(*) AS logs, max(l.step) AS latest_step,
@@ -162,7 +168,8 @@ def _ident(text: str) -> str:
 # -- the views, per store ----------------------------------------------------------------------
 class _Catalog:
     """A DuckDB connection holding the views over a store's runs, kept between queries: each run's
-    tables are registered once (as lazy datasets), and views are rebuilt when the set of runs changes."""
+    tables are registered once (as lazy datasets), and a view is built when a query first names it
+    and rebuilt when the set of runs changes."""
 
     def __init__(self) -> None:  # no reference to its Store: the cache below is weak on the Store
         self.lock = threading.Lock()
@@ -170,8 +177,10 @@ class _Catalog:
         self.con = duckdb.connect(config=_CONFIG)
         self.con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, as they are stored
         self.con.execute("SET lock_configuration = true")  # no statement can undo any of this
-        self._ids: dict[str, int] = {}
-        self._viewed: tuple[str, ...] | None = None
+        self._ids: dict[str, int] = {}  # run -> its number in registered names
+        self._registered: set[tuple[str, str]] = set()  # (run, table) registered with DuckDB
+        self._keys: tuple[str, ...] | None = None  # the runs the views cover
+        self._built: set[str] = set()  # views built for those runs
         self._tokens: dict[str, pa.Schema] = {}
         self._schemas = {t: view_schema(t) for t in STATIC} | {"message_lists": message_lists_schema()}
         for name, schema in self._schemas.items():
@@ -193,6 +202,14 @@ class _Catalog:
             query.error = query.error or e
             raise
 
+    def reach(self, query: str, params: Any) -> list[sql_runs.Reach] | None:
+        """What `query` can read (see `sql_runs`), from DuckDB's syntax tree; None: every run."""
+        try:
+            tree = self.con.execute("SELECT json_serialize_sql(?)", [query]).fetchall()[0][0]
+            return sql_runs.reach(json.loads(tree), params)
+        except (duckdb.Error, ValueError, TypeError):
+            return None
+
     def _register(self, key: str, name: str) -> None:
         table = "trajectories" if name == "message_lists" else name
         kind = MessageLists if name == "message_lists" else LazyDataset
@@ -200,40 +217,52 @@ class _Catalog:
         self.con.register(f"_r{self._ids[key]}_{name}", kind(
             self._schemas[name], functools.partial(self._open, key, table), committed))
 
-    def sync(self, runs: list[Run]) -> None:
-        """Register new runs and rebuild the views when the runs differ from the last query's."""
+    def prepare(self, query: str, runs: list[Run]) -> None:
+        """Make the views `query` names (and those they stand on) cover exactly `runs`.
+
+        A view is built on first use and rebuilt when the runs change; each run's table is
+        registered once. Views a query does not name cost nothing: with a hundred runs, building
+        every view up front took seconds (a registration and a union branch per run and table).
+        """
         keys = tuple(f"{r.project}/{r.name}" for r in runs)
-        if keys == self._viewed:
-            return
+        if keys != self._keys:
+            self._keys, self._built = keys, set()
+            for key in keys:
+                self._ids.setdefault(key, len(self._ids))
+            self.con.register("_runs", pa.table({
+                "project": [r.project for r in runs], "model": [r.name for r in runs],
+                "uri": [r.location.uri for r in runs]}, schema=pa.schema(
+                    [("project", pa.string()), ("model", pa.string()), ("uri", pa.string())])))
+        words = {w.lower() for w in re.findall(r"[A-Za-z_]+", query)}  # every name the query could mean
+        for view in _BUILD_ORDER:
+            if view in words or any(view in _NEEDS.get(w, ()) for w in words):
+                if view == "history":
+                    self._history()
+                elif view == "tokens":
+                    self._tokens_view(runs)
+                elif view not in self._built:
+                    self._build(view, keys)
+                    self._built.add(view)
+
+    def _build(self, view: str, keys: tuple[str, ...]) -> None:
+        if view == "messages":
+            return self._view("messages", _MESSAGES)
+        if view == "runs":
+            return self._view("runs", _RUNS)
+        name = view.lstrip("_")
+        schema = self._schemas[name]
         for key in keys:
-            if key not in self._ids:
-                self._ids[key] = len(self._ids)
-                for name in self._schemas:
-                    self._register(key, name)
-        self.con.register("_runs", pa.table({
-            "project": [r.project for r in runs], "model": [r.name for r in runs],
-            "uri": [r.location.uri for r in runs]}, schema=pa.schema(
-                [("project", pa.string()), ("model", pa.string()), ("uri", pa.string())])))
-        for name, schema in self._schemas.items():
-            columns = ", ".join(_ident(c) for c in schema.names)
-            branches = [f"SELECT {_lit(p)} AS project, {_lit(m)} AS model, {columns} FROM _r{self._ids[k]}_{name}"
-                        for k in keys for p, m in [k.split("/")]]
-            empty = f"SELECT NULL::VARCHAR AS project, NULL::VARCHAR AS model, {columns} FROM _empty_{name}"
-            self._view("_message_lists" if name == "message_lists" else name, "\nUNION ALL\n".join(branches or [empty]))
-        self._view("messages", _MESSAGES)
-        self._view("runs", _RUNS)
-        self._viewed = keys
+            if (key, name) not in self._registered:
+                self._register(key, name)
+                self._registered.add((key, name))
+        columns = ", ".join(_ident(c) for c in schema.names)
+        branches = [f"SELECT {_lit(p)} AS project, {_lit(m)} AS model, {columns} FROM _r{self._ids[k]}_{name}"
+                    for k in keys for p, m in [k.split("/")]]
+        empty = f"SELECT NULL::VARCHAR AS project, NULL::VARCHAR AS model, {columns} FROM _empty_{name}"
+        return self._view(view, "\nUNION ALL\n".join(branches or [empty]))
 
     def _view(self, name: str, body: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
-
-    def build_mentioned(self, query: str, runs: list[Run]) -> None:
-        """Build the views whose columns depend on the data (history, tokens) if `query` names them."""
-        words = {w.lower() for w in re.findall(r"[A-Za-z_]+", query)}
-        if "history" in words:
-            self._history()
-        if "tokens" in words:
-            self._tokens_view(runs)
 
     def _history(self) -> None:
         names = [r[0] for r in self.con.execute("SELECT DISTINCT name FROM metrics ORDER BY name").fetchall()]
@@ -276,7 +305,7 @@ def _catalog(store: Store) -> _Catalog:
         return _catalogs[store]
 
 
-def _as_of(as_of: Any, keys: set[str]) -> Any:
+def _as_of(store: Store, as_of: Any, projects: list[str] | None) -> Any:
     """Check `as_of`: one spec for every run, or {"project/model": spec} naming runs that exist."""
     if not isinstance(as_of, Mapping):
         return as_of
@@ -284,7 +313,8 @@ def _as_of(as_of: Any, keys: set[str]) -> Any:
     for key, spec in as_of.items():
         if not isinstance(key, str) or key.count("/") != 1:
             raise ValidationError("as_of", f"name runs as 'project/model', got {key!r}")
-        if key not in keys:
+        project, model = key.split("/")
+        if (projects is not None and project not in projects) or not store.run(project, model).exists():
             raise RunNotFoundError(f"as_of names {key!r}, which is not a run of this store (or of `projects`)")
         if isinstance(spec, Mapping):
             bad = [t for t, v in spec.items() if not isinstance(v, int) or isinstance(v, bool)]
@@ -292,6 +322,26 @@ def _as_of(as_of: Any, keys: set[str]) -> Any:
                 raise ValidationError(f"as_of[{key!r}]", f"table versions must be ints, got {bad}")
         out[key] = spec
     return out
+
+
+def _runs_read(store: Store, reach: list[sql_runs.Reach] | None, projects: list[str] | None) -> list[Run]:
+    """The runs the views need branches for: those the query's WHERE pins, else every run."""
+    if reach is not None and all(p is not None and m is not None for p, m in reach):
+        keys = {(p, m) for ps, ms in reach for p in ps or () for m in ms or ()
+                if projects is None or p in projects}
+        found = []
+        for project, model in sorted(keys):
+            try:
+                run = store.run(project, model)
+            except InvalidNameError:
+                continue  # not a name a run can have
+            if run.exists():
+                found.append(run)
+        return found
+    runs = store.runs(projects)
+    if reach is None:
+        return runs
+    return [r for r in runs if any((ps is None or r.project in ps) and (ms is None or r.name in ms) for ps, ms in reach)]
 
 
 def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
@@ -302,14 +352,13 @@ def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
     bound = _params(params)
     if projects is not None:
         projects = [check_segment("project", p) for p in ([projects] if isinstance(projects, str) else projects)]
+    spec = _as_of(store, as_of, projects)
     catalog = _catalog(store)
     with catalog.lock:
-        runs = store.runs(projects)
-        spec = _as_of(as_of, {f"{r.project}/{r.name}" for r in runs})
-        catalog.sync(runs)
+        runs = _runs_read(store, catalog.reach(sql, bound), projects)
         catalog.query = q = Query(store, spec)
         try:
-            catalog.build_mentioned(sql, runs)
+            catalog.prepare(sql, runs)
             result = catalog.con.sql(sql, params=bound).to_arrow_table()
         except duckdb.Error as e:
             if q.error is not None:
