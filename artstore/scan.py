@@ -176,7 +176,9 @@ class LazyDataset(pads.Dataset):
         def batches() -> Any:
             for batch in reader:
                 if committed is not None:
-                    batch = batch.filter(pc.is_in(batch.column("write_id"), value_set=committed))
+                    keep = pc.is_in(batch.column("write_id"), value_set=committed)
+                    if not pc.all(keep).as_py():  # filtering copies every column: only when needed
+                        batch = batch.filter(keep)
                 cut = self._cut(batch, schema)
                 if late:
                     yield from pads.dataset(pa.Table.from_batches([cut])).to_batches(filter=filter)
