@@ -18,6 +18,7 @@ def test_only_rows_of_committed_writes_pass():
     assert _lazy().scanner(columns=["x"]).to_table()["x"].to_pylist() == [1, 3]
     assert _lazy().scanner(columns=["x"], filter=pads.field("x") > 1).to_table()["x"].to_pylist() == [3]
     assert _lazy(committed=None).scanner(columns=["x"]).to_table()["x"].to_pylist() == [1, 2, 3]
+    assert _lazy(committed=("a", "b")).scanner(columns=["x"]).to_table()["x"].to_pylist() == [1, 2, 3]
 
 
 def test_scans_without_columns_keep_their_row_count():
