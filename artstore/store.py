@@ -266,6 +266,10 @@ class Run:
             tables.validate(self.table_location(t))
         return names
 
+    def size_bytes(self) -> int:
+        """Bytes the run takes in storage: every table (all versions kept) and checkpoint file."""
+        return files.size(self.location)
+
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Compact every table and drop versions older than the store's retention window."""
         return {t: tables.maintain(self.table_location(t), t, self.store.retention, force=force)
@@ -311,6 +315,16 @@ class Store:
             if projects is None or project in projects:
                 found.append(Run(self, project, name))
         return sorted(found, key=lambda r: (r.project, r.name))
+
+    def sql(self, query: str, params: list[Any] | Mapping[str, Any] | None = None,
+            as_of: AsOf | Mapping[str, Any] = None, projects: list[str] | None = None) -> pa.Table:
+        """Run one read-only SELECT over views of every run (or of `projects`): runs, logs,
+        trajectories, groups, messages, metrics, history, checkpoints, tokens. `params` is a list for
+        `?` or a dict for `$name`; `as_of` a version, tag or datetime, or {"project/model": as_of}.
+        Anything but a SELECT raises SqlError. See `artstore.sql` for the views and guarantees."""
+        from artstore import sql  # imports duckdb, on first use only
+
+        return sql.query(self, query, params, as_of, projects)
 
     def table_names(self, run: Run) -> list[str]:
         """Tables present in `run` (e.g. trajectories, groups, metrics, logs, checkpoints)."""

@@ -80,7 +80,7 @@ def import_art(
 
     Every file is read and checked before anything is written; a malformed file stops the import
     with its name. Importing again changes nothing."""
-    s = get_store(store, storage_option)
+    s = get_store(store, storage_option, must_exist=False)  # the import creates it
     with _progress() as progress:
         plans = plan_import(src, project=project, model=model, storage_options=parse_options(storage_option),
                             progress=progress)

@@ -9,14 +9,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from artstore.errors import ArtstoreError, InvalidNameError, RunNotFoundError
+from artstore.errors import ArtstoreError, InvalidNameError, RunNotFoundError, StoreNotFoundError
 from artstore.store import Run, Store, open_store
 
 console = Console()
 err_console = Console(stderr=True)
 
-# Exit codes: 0 ok, 1 artstore error (bad input, storage), 2 usage (typer), 3 not found.
+# Exit codes: 0 ok, 1 artstore error (bad input, refused SQL, storage), 2 usage (typer), 3 not found
+# (store, run, version or tag).
 EXIT_ERROR, EXIT_NOT_FOUND = 1, 3
 
 StoreOption = Annotated[str, typer.Option(
@@ -37,8 +39,12 @@ def parse_options(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def get_store(store: str, storage_option: list[str] | None) -> Store:
-    return open_store(store or os.environ.get("ARTSTORE_STORE", ".art"), parse_options(storage_option))
+def get_store(store: str, storage_option: list[str] | None, must_exist: bool = True) -> Store:
+    """The store named on the command line; a local one must exist unless the command creates it."""
+    s = open_store(store or os.environ.get("ARTSTORE_STORE", ".art"), parse_options(storage_option))
+    if must_exist and s.location.is_local and not os.path.isdir(s.uri):
+        raise StoreNotFoundError(f"no store at {s.uri}; give one with --store PATH (or set ARTSTORE_STORE)")
+    return s
 
 
 def get_run(store: Store, ref: str, must_exist: bool = True) -> Run:
@@ -58,10 +64,15 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except RunNotFoundError as e:
-            err_console.print(f"[red]error:[/red] {e}")
+        except StoreNotFoundError as e:
+            _fail(e)
             raise typer.Exit(EXIT_NOT_FOUND) from None
         except ArtstoreError as e:
-            err_console.print(f"[red]error:[/red] {type(e).__name__}: {e}")
+            _fail(e)
             raise typer.Exit(EXIT_ERROR) from None
     return wrapper
+
+
+def _fail(e: ArtstoreError) -> None:
+    # One line: long errors (DuckDB's, storage paths) must not be wrapped onto several.
+    err_console.print(f"[red]error:[/red] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ many retries, so many concurrent writers don't fail on commit conflicts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import lance
 import pyarrow as pa
+import pyarrow.dataset as pads
 from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
@@ -63,10 +65,16 @@ def exists(loc: Location) -> bool:
     return open_dataset(loc) is not None
 
 
-def open_dataset(loc: Location, version: int | str | None = None, asof: datetime | None = None) -> LanceDataset | None:
-    """The dataset at `loc` (latest, or at a version/tag/time), or None when it does not exist."""
+def open_dataset(loc: Location, version: int | str | None = None, asof: datetime | None = None,
+                 session: lance.Session | None = None) -> LanceDataset | None:
+    """The dataset at `loc` (latest, or at a version/tag, or the newest version committed at or
+    before the timezone-aware `asof`), or None when it does not exist."""
+    if asof is not None and version is None:
+        version = _version_at(loc, asof)
+        if version is None:
+            return None
     try:
-        return lance.dataset(loc.uri, version=version, asof=asof, storage_options=loc.lance_options())
+        return lance.dataset(loc.uri, version=version, storage_options=loc.lance_options(), session=session)
     except ValueError as e:  # Lance raises ValueError for a missing dataset
         text = str(e)
         if version is not None or asof is not None:
@@ -159,6 +167,50 @@ def scan(
         if ds is None:
             return None
         return ds.to_table(columns=columns, filter=filter)
+
+
+def arrow_dataset(loc: Location, version: int | str | None = None,
+                  asof: datetime | None = None) -> tuple[pads.Dataset, int] | None:
+    """The table at `loc` (latest, or at a version/tag/time) as a pyarrow Dataset, with the version
+    opened; None when it does not exist. A LanceDataset is a pyarrow Dataset: engines that scan
+    Arrow datasets (DuckDB) push their column projections and simple filters into Lance's scan.
+    Datasets opened here share one Lance session, whose cache of file metadata makes repeated
+    reads of the same files (many queries over the same runs) cheaper."""
+    ds = open_dataset(loc, version=version, asof=asof, session=_read_session())
+    return None if ds is None else (ds, ds.version)
+
+
+def version_time(ds: pads.Dataset) -> datetime:
+    """When the version `ds` (from `arrow_dataset`) was committed (UTC); read from its manifest."""
+    return _utc(ds.get_version()["timestamp"])
+
+
+@functools.cache
+def _read_session() -> lance.Session:
+    return lance.Session()
+
+
+def version_timestamp(loc: Location, version: int) -> datetime:
+    """When `version` of the table at `loc` was committed (UTC)."""
+    ds = open_dataset(loc, version=version)
+    if ds is None:
+        raise VersionNotFoundError(f"{loc.uri} does not exist")
+    with storage_errors(loc, "read the version of"):
+        return version_time(ds)
+
+
+def _version_at(loc: Location, when: datetime) -> int | None:
+    # Lance's own `asof` compares its naive local version times with the given datetime (a
+    # TypeError for an aware one) and excludes a version committed exactly at that time.
+    listed = versions(loc)
+    if not listed:
+        return None
+    found = [v["version"] for v in listed if v["timestamp"] <= when]
+    if not found:
+        raise VersionNotFoundError(
+            f"{loc.uri} has no version at or before {when.isoformat()} (its first is from "
+            f"{listed[0]['timestamp'].isoformat()})")
+    return max(found)
 
 
 def versions(loc: Location) -> list[dict[str, Any]]:

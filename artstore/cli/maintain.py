@@ -1,0 +1,58 @@
+"""Maintenance: compact runs (merge small fragments, drop versions past the retention window)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from artstore.cli.common import (
+    StorageOption,
+    StoreOption,
+    console,
+    err_console,
+    get_run,
+    get_store,
+    handle_errors,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compact")(compact)
+
+
+@handle_errors
+def compact(
+    run: Annotated[str | None, typer.Argument(metavar="[PROJECT/MODEL]", help="The run to compact.")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Compact every run in the store.")] = False,
+    store: StoreOption = ".art",
+    storage_option: StorageOption = None,
+) -> None:
+    """Compact a run (or every run): merge small fragments, drop versions past retention.
+
+    Old versions go once older than the store's retention window (7 days by default); tagged
+    versions are kept. Safe beside running writers and readers inside the window.
+
+    Examples:
+
+        artstore compact email-search/agent-001
+
+        artstore compact --all --store s3://team-runs/art
+    """
+    if (run is None) == (not all_runs):
+        raise typer.BadParameter("give PROJECT/MODEL or --all (not both)", param_hint="PROJECT/MODEL")
+    s = get_store(store, storage_option)
+    runs = s.runs() if all_runs else [get_run(s, run)]
+    summary = Table("run", "table", "fragments", "fragments compacted", "versions removed", title="compacted")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("compacting", total=len(runs))
+        for r in runs:
+            progress.update(task, description=f"compacting {r.project}/{r.name}")
+            for table, stats in sorted(r.compact().items()):
+                summary.add_row(f"{r.project}/{r.name}", table, str(stats["fragments"]), str(stats["compacted"]),
+                                str(stats["removed_versions"]))
+            progress.advance(task)
+    console.print(summary)

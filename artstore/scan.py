@@ -1,0 +1,232 @@
+"""What one SQL query reads of a store: per-run snapshots and lazy Arrow datasets over Lance.
+
+`artstore.sql` registers a `LazyDataset` per run and table with DuckDB; a `Query` holds, for one
+`Store.sql` call, a `RunSnapshot` per run it touches:
+- the run's `logs` table is pinned first (at `as_of`, or latest), and every other table is opened
+  after the pin, so it holds every row the pinned logs name (data rows commit before their logs row);
+- rows of the log-written tables pass only when their `write_id` is one the pinned logs name
+  (the visibility semi-join, an Arrow `is_in` in the scan);
+- the versions opened are recorded, so the result can say what it read.
+No DuckDB here: this is Arrow and the storage layer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from artstore.errors import VersionNotFoundError
+from artstore.schema import arrow_schema
+from artstore.storage import tables
+from artstore.store import Run, Store, _as_of_args
+
+GATED = ("trajectories", "groups", "metrics")  # rows visible only through a committed logs row
+# The message fields the messages view shows; each reaches DuckDB as its own list column
+# (m_role, m_content, ...), so a query converts only the fields it uses.
+MESSAGE_FIELDS = ("role", "content", "content_parts", "name", "tool_calls", "tool_call_id", "refusal", "trainable",
+                  "finish_reason", "logprobs")
+TRAJECTORY_COLUMNS = ("log_id", "split", "step", "group_id", "trajectory_id", "reward", "recorded_at")
+
+_COMMITTED: OrderedDict[tuple[str, int, str], pa.Array] = OrderedDict()  # (logs uri, version, time) -> write_ids
+_COMMITTED_MAX = 4096
+_COMMITTED_LOCK = threading.Lock()
+
+
+class RunSnapshot:
+    """One run as one query reads it: the `logs` table pinned at first use, every other table opened
+    after the pin (so it holds every row the pinned logs name), each opened at most once."""
+
+    def __init__(self, run: Run, as_of: Any):
+        self.run = run
+        self.as_of = as_of
+        self.read: dict[str, int] = {}
+        self._opened: dict[str, pads.Dataset | None] = {}
+        self._committed: pa.Array | None = None
+        self._lock = threading.RLock()
+
+    def dataset(self, table: str) -> pads.Dataset | None:
+        with self._lock:
+            if table not in self._opened:
+                pinned = self.dataset("logs") if table != "logs" else None
+                self._opened[table] = self._open(table, pinned is not None)
+            return self._opened[table]
+
+    def committed(self) -> pa.Array:
+        """The write_ids of the pinned logs: the rows of the data tables this query may see. Kept
+        between queries per logs version (a version never changes)."""
+        with self._lock:
+            if self._committed is None:
+                logs = self.dataset("logs")
+                if logs is None:
+                    self._committed = pa.array([], pa.string())
+                else:
+                    key = (self.run.table_location("logs").uri, self.read["logs"],
+                           str(tables.version_time(logs)))
+                    with _COMMITTED_LOCK:
+                        found = _COMMITTED.get(key)
+                    if found is None:
+                        found = logs.to_table(columns=["write_id"]).column("write_id").combine_chunks()
+                        with _COMMITTED_LOCK:
+                            _COMMITTED[key] = found
+                            while len(_COMMITTED) > _COMMITTED_MAX:
+                                _COMMITTED.popitem(last=False)
+                    self._committed = found
+            return self._committed
+
+    def _open(self, table: str, has_logs: bool) -> pads.Dataset | None:
+        spec = self.as_of
+        version, asof = None, None
+        if isinstance(spec, Mapping):
+            version = spec.get(table)
+        elif spec is not None:
+            if table == "logs":
+                version, asof = _as_of_args(spec)
+            elif table not in GATED:  # not part of a log call: as the store was at that logs version
+                if not has_logs:
+                    return None  # the run did not exist yet at that time
+                asof = spec if isinstance(spec, datetime) else \
+                    tables.version_timestamp(self.run.table_location("logs"), self.read["logs"])
+        try:
+            found = tables.arrow_dataset(self.run.table_location(table), version=version, asof=asof)
+        except VersionNotFoundError:
+            if asof is None:
+                raise
+            return None  # the table had no version yet at that time
+        if found is None:
+            return None
+        self.read[table] = found[1]
+        return found[0]
+
+
+class Query:
+    """The state of one `Store.sql` call: per-run snapshots, and the first error a scan raised."""
+
+    def __init__(self, store: Store, as_of: Any):
+        self.store = store
+        self.as_of = as_of
+        self.error: BaseException | None = None
+        self._runs: dict[str, RunSnapshot] = {}
+        self._lock = threading.Lock()
+
+    def snapshot(self, key: str) -> RunSnapshot:
+        with self._lock:
+            if key not in self._runs:
+                spec = self.as_of.get(key) if isinstance(self.as_of, dict) else self.as_of
+                self._runs[key] = RunSnapshot(self.store.run(*key.split("/")), spec)
+            return self._runs[key]
+
+    def versions(self) -> dict[str, dict[str, int]]:
+        return {k: dict(sorted(s.read.items())) for k, s in sorted(self._runs.items()) if s.read}
+
+
+class LazyDataset(pads.Dataset):
+    """A pyarrow Dataset of `schema` over one run's table, opened only when DuckDB scans it.
+
+    DuckDB reads `schema` to bind a query and calls `scanner(columns=, filter=)` to run it: the
+    columns and filter go to Lance's scan (pushdown). `open_()` gives the table at the version the
+    query reads (None when missing: then it scans as empty). With `committed`, a callable giving the
+    write_ids of the run's committed log calls, only rows of those are let through: the semi-join
+    with the logs table, done in the scan rather than as a join in every run's branch of a view
+    (binding a hundred such joins costs more than a small query)."""
+
+    def __init__(self, schema: pa.Schema, open_: Callable[[], pads.Dataset | None],
+                 committed: Callable[[], pa.Array] | None = None):
+        self._schema = schema
+        self._open = open_
+        self._committed = committed
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def _physical(self, columns: list[str]) -> list[str]:
+        """The stored columns that make `columns`."""
+        return columns
+
+    def _cut(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+        """The batch of `schema`'s columns from a batch of stored columns."""
+        if not schema.names:
+            return batch.select([])  # no columns, but the row count (count(*))
+        return pa.RecordBatch.from_arrays([batch.column(n) for n in schema.names], schema=schema)
+
+    def _late(self, filter: Any) -> bool:
+        """Whether `filter` must be applied after `_cut` (it names a column Lance does not have)."""
+        return False
+
+    def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
+        schema = self._schema if columns is None else pa.schema([self._schema.field(c) for c in columns])
+        ds = self._open()
+        if ds is None:
+            return pads.dataset(schema.empty_table()).scanner()
+        physical = self._physical(schema.names)
+        if self._committed is None and physical == schema.names:
+            return ds.scanner(columns=physical, filter=filter, **kwargs)
+        late = filter is not None and self._late(filter)
+        committed = None if self._committed is None else self._committed()
+        stored = [*physical, "write_id"] if committed is not None else physical
+        reader = ds.scanner(columns=list(dict.fromkeys(stored)), filter=None if late else filter, **kwargs).to_reader()
+
+        def batches() -> Any:
+            for batch in reader:
+                if committed is not None:
+                    keep = pc.is_in(batch.column("write_id"), value_set=committed)
+                    if not pc.all(keep).as_py():  # filtering copies every column: only when needed
+                        batch = batch.filter(keep)
+                cut = self._cut(batch, schema)
+                if late:
+                    yield from pads.dataset(pa.Table.from_batches([cut])).to_batches(filter=filter)
+                else:
+                    yield cut
+
+        return pads.Scanner.from_batches(batches(), schema=schema)
+
+    def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
+        return self.scanner(columns, filter, **kwargs).to_table()
+
+    def count_rows(self, filter: Any = None, **kwargs: Any) -> int:
+        return self.to_table(columns=[], filter=filter).num_rows
+
+
+def view_schema(table: str) -> pa.Schema:
+    """The columns a run's table shows in the views: all but the internal write_id."""
+    schema = arrow_schema(table)
+    return schema.remove(schema.get_field_index("write_id")) if "write_id" in schema.names else schema
+
+
+def message_lists_schema() -> pa.Schema:
+    trajectories = arrow_schema("trajectories")
+    message = trajectories.field("messages").type.value_type
+    return pa.schema([trajectories.field(c) for c in TRAJECTORY_COLUMNS]
+                     + [pa.field(f"m_{f}", pa.list_(message.field(f).type)) for f in MESSAGE_FIELDS])
+
+
+class MessageLists(LazyDataset):
+    """The trajectories table with `messages` cut into one list column per message field (m_role,
+    m_content, ...), without copying: Lance decodes `messages` whole, but DuckDB receives and
+    converts only the fields a query uses."""
+
+    def _physical(self, columns: list[str]) -> list[str]:
+        return [c for c in columns if not c.startswith("m_")] + (
+            ["messages"] if any(c.startswith("m_") for c in columns) else [])
+
+    def _cut(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+        if not schema.names:
+            return batch.select([])
+        out = []
+        for name in schema.names:
+            if name.startswith("m_"):
+                lists = batch.column("messages")
+                out.append(pa.ListArray.from_arrays(lists.offsets, lists.values.field(name[2:]), mask=lists.is_null()))
+            else:
+                out.append(batch.column(name))
+        return pa.RecordBatch.from_arrays(out, schema=schema)
+
+    def _late(self, filter: Any) -> bool:
+        return "m_" in str(filter)  # DuckDB pushes no filter on a list column today; be safe if it does

@@ -1,0 +1,45 @@
+"""storage.tables: the parts the read side builds on (time travel by datetime, Arrow datasets)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+import artstore as art
+from artstore.storage import Location, tables
+
+
+def test_asof_a_timezone_aware_datetime_opens_the_version_committed_at_or_before_it(tmp_path):
+    loc = Location.parse(tmp_path / "t.lance")
+    for i in range(3):
+        tables.append(loc, pa.table({"x": [i]}))
+    listed = tables.versions(loc)
+    for v in listed:  # a version's own timestamp opens that version
+        assert tables.open_dataset(loc, asof=v["timestamp"]).version == v["version"]
+        assert tables.version_timestamp(loc, v["version"]) == v["timestamp"]
+    assert tables.open_dataset(loc, asof=datetime.now(UTC) + timedelta(days=1)).version == listed[-1]["version"]
+    with pytest.raises(art.VersionNotFoundError, match="no version at or before"):
+        tables.open_dataset(loc, asof=listed[0]["timestamp"] - timedelta(seconds=1))
+    assert tables.open_dataset(Location.parse(tmp_path / "missing.lance"), asof=datetime.now(UTC)) is None
+
+
+def test_arrow_dataset_is_a_pyarrow_dataset_with_its_version(tmp_path):
+    import pyarrow.dataset as pads
+
+    loc = Location.parse(tmp_path / "t.lance")
+    tables.append(loc, pa.table({"x": [1, 2]}))
+    tables.append(loc, pa.table({"x": [3]}))
+    ds, version = tables.arrow_dataset(loc, version=1)
+    assert isinstance(ds, pads.Dataset) and version == 1
+    assert ds.scanner(columns=["x"], filter=pads.field("x") > 1).to_table()["x"].to_pylist() == [2]
+    assert tables.arrow_dataset(Location.parse(tmp_path / "missing.lance")) is None
+
+
+async def test_run_reads_as_of_a_datetime(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    await model.log([art.TrajectoryGroup([make_trajectory(0.5)])])
+    between = datetime.now(UTC)
+    await model.log([art.TrajectoryGroup([make_trajectory(0.7, 1)])], step=1)
+    assert model.run.trajectories(as_of=between)["reward"].to_pylist() == [0.5]
