@@ -131,8 +131,8 @@ class DriverProcess:
         """Log a cached template step with every reward scaled (see ``synthetic.scaled_reward``)."""
         return self.call("log_template", step=step, template=template, scale=scale, split=split)
 
-    def bytes_on_disk(self) -> dict[str, Any]:
-        return self.call("bytes_on_disk")
+    def bytes_on_disk(self, **kw: Any) -> dict[str, Any]:
+        return self.call("bytes_on_disk", **kw)
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self, timeout: float = 10.0) -> None:

@@ -181,6 +181,8 @@ def bench_long_run(drivers: list[DriverProcess], sizes: Sizes, res: Results) -> 
             "bytes": data, "files": answer["files"], "parts": parts,
             "versions_bytes": answer.get("versions_bytes"),
             "transactions_bytes": answer.get("transactions_bytes")}
+        if d.side == "artstore":
+            res.facts["bytes_long_after_retention"] = d.bytes_on_disk(after_retention=True)
 
 
 def bench_art_loader(art: ArtDriver, res: Results) -> None:
@@ -420,6 +422,11 @@ def build_rows(res: Results, sizes: Sizes) -> list[Row]:
         rows.append(Row(f"bytes on disk, the {sizes.steps}-step run", b["ART"]["bytes"],
                         b["artstore"]["bytes"], "MiB", "<= 1x",
                         b["artstore"]["bytes"] <= b["ART"]["bytes"]))
+        after = res.facts.get("bytes_long_after_retention")
+        if after:
+            rows.append(Row("  the same, once artstore's 7-day version window has passed",
+                            b["ART"]["bytes"], after["bytes"], "MiB", "<= 1x",
+                            after["bytes"] <= b["ART"]["bytes"]))
     for n in list(res.samples):
         if n.startswith("small log") or n.startswith("read a step (8)"):
             timed(n)
@@ -526,6 +533,11 @@ def report(res: Results, sizes: Sizes, machine: dict[str, Any], total: float, qu
             parts = ", ".join(f"{k} {v / 2**20:.2f}" for k, v in sorted(b["parts"].items())
                               if k != "checkpoints")
             notes.append(f"bytes, {sizes.steps}-step run, {side} (MiB): {parts}.")
+    if "bytes_long_after_retention" in f:
+        parts = ", ".join(f"{k} {v / 2**20:.2f}" for k, v in
+                          sorted(f["bytes_long_after_retention"]["parts"].items()))
+        notes.append("bytes, artstore, after the version window (a copy, `open_store(copy, "
+                     f"retention=timedelta(0))` then `Run.compact()`) (MiB): {parts}.")
     if "bytes_small" in f:
         b = f["bytes_small"]["artstore"]
         notes.append(f"after {sizes.small_logs} small logs, artstore: {b['files']} files, "

@@ -21,8 +21,11 @@ answer the same questions through artstore's public API:
   every run of the project when ``project_wide``): ``Run.read_table("trajectories",
   columns=["split", "step", "reward"])`` per run, then DuckDB over the Arrow table.
 - ``warmup``: one small cycle in a scratch store (first-call costs).
-- ``bytes_on_disk``: bytes of the run folder, by table, and of the version metadata
-  (``_versions/``) and transaction files.
+- ``bytes_on_disk`` after_retention=False: bytes of the run folder, by table, and of the
+  version metadata (``_versions/``) and transaction files. ``after_retention``: the same for a
+  copy of the run once its retention window has passed (``open_store(copy,
+  retention=timedelta(0))``, then ``Run.compact()``: old versions and the files only they use
+  are gone).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import time
 import traceback
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -214,9 +218,15 @@ class Driver:
             shutil.rmtree(base, ignore_errors=True)
         return {"seconds": time.perf_counter() - t}
 
-    async def bytes_on_disk(self) -> dict[str, Any]:
+    async def bytes_on_disk(self, after_retention: bool = False) -> dict[str, Any]:
         t = time.perf_counter()
         root = self._dir()
+        if after_retention:
+            model = self._model()
+            copy = Path(tempfile.mkdtemp(prefix="retention-", dir=_SCRATCH))
+            shutil.copytree(root, copy / model.project / "models" / model.name)
+            artstore.open_store(copy, retention=timedelta(0)).run(model.project, model.name).compact()
+            root = copy / model.project / "models" / model.name
         parts: dict[str, int] = {}
         meta = {"_versions": 0, "_transactions": 0}
         files = 0
@@ -229,6 +239,8 @@ class Driver:
                 if len(rel) > 1 and rel[1] in meta:
                     meta[rel[1]] += size
                 files += 1
+        if after_retention:
+            shutil.rmtree(copy, ignore_errors=True)
         return {"seconds": time.perf_counter() - t, "bytes": sum(parts.values()), "files": files,
                 "parts": parts, "versions_bytes": meta["_versions"],
                 "transactions_bytes": meta["_transactions"]}
