@@ -20,8 +20,8 @@ from artstore.schema import arrow_schema
 _MAX_EXACT_INT = 2**53  # largest integer a float64 metric holds exactly
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+# One encoder for every call: json.dumps(value, **options) builds a new encoder each time.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _text_of(content: Any) -> str | None:
@@ -73,12 +73,12 @@ def encode_message(item: dict[str, Any] | Choice) -> dict[str, Any]:
 
 def decode_message(row: Mapping[str, Any]) -> dict[str, Any] | Choice:
     """Inverse of `encode_message`."""
+    if row["is_choice"]:  # `raw` always holds "message" (see encode_message)
+        choice = Choice.model_validate_json(row["raw"])
+        if row["content"] is not None and "content" not in choice.message.model_fields_set:
+            choice.message.content = row["content"]
+        return choice
     raw = json.loads(row["raw"])
-    if row["is_choice"]:
-        msg = raw.setdefault("message", {})
-        if "content" not in msg and row["content"] is not None:
-            msg["content"] = row["content"]
-        return Choice.model_validate(raw)
     if "content" not in raw and row["content"] is not None:
         raw["content"] = row["content"]
     return raw
