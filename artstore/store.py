@@ -71,9 +71,10 @@ class Run:
             return ds.to_table()
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
-                   as_of: AsOf = None) -> pa.Table:
-        """Visible rows of a log-written table (trajectories, groups, metrics), in commit order."""
-        committed = self.logs(as_of)
+                   as_of: AsOf = None, _committed: pa.Table | None = None) -> pa.Table:
+        """Visible rows of a log-written table (trajectories, groups, metrics), in commit order.
+        (`_committed`: the `logs(as_of)` table when the caller already read it.)"""
+        committed = self.logs(as_of) if _committed is None else _committed
         cols = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
         data = tables.scan(self.table_location(table), columns=cols, filter=filter)
         if data is None:
@@ -92,8 +93,8 @@ class Run:
         committed = self.logs(as_of)
         order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
         where = _filter(split, step)
-        grp = self.read_table("groups", filter=where, as_of=as_of)
-        traj = self.read_table("trajectories", filter=where, as_of=as_of)
+        grp = self.read_table("groups", filter=where, as_of=as_of, _committed=committed)
+        traj = self.read_table("trajectories", filter=where, as_of=as_of, _committed=committed)
         keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
             grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
             grp["group_index"].to_pylist(), strict=True)]
@@ -109,18 +110,16 @@ class Run:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
         column per metric name ever logged (null where a row lacks it), as ART's history.jsonl."""
         logs = self.logs(as_of)
-        long = self.metrics(as_of)
-        row_of = {lid: i for i, lid in enumerate(logs["log_id"].to_pylist())}
-        names = list(dict.fromkeys(long["name"].to_pylist()))
-        col_of = {n: j for j, n in enumerate(names)}
+        long = self.read_table("metrics", columns=["log_id", "name", "value"], as_of=as_of, _committed=logs)
+        names = pc.unique(long["name"])  # in order of first appearance
         grid = np.full((len(names), logs.num_rows), np.nan)
         present = np.zeros_like(grid, dtype=bool)
-        rows = np.array([row_of[x] for x in long["log_id"].to_pylist()], dtype=np.int64)
-        cols = np.array([col_of[x] for x in long["name"].to_pylist()], dtype=np.int64)
+        rows = pc.index_in(long["log_id"], value_set=logs["log_id"].combine_chunks()).to_numpy(zero_copy_only=False)
+        cols = pc.index_in(long["name"], value_set=names).to_numpy(zero_copy_only=False)
         grid[cols, rows] = long["value"].to_numpy(zero_copy_only=False)
         present[cols, rows] = True
         columns = {"step": logs["step"], "recorded_at": logs["recorded_at"]}
-        for n, j in col_of.items():
+        for j, n in enumerate(names.to_pylist()):
             columns[n] = pa.array(grid[j], pa.float64(), mask=~present[j])
         return pa.table(columns)
 
