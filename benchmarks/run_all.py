@@ -313,6 +313,7 @@ def ensure_analytics_data(base: Path, sizes: Sizes, res: Results) -> dict[str, A
 def bench_analytics(base: Path, sizes: Sizes, res: Results) -> None:
     marker = ensure_analytics_data(base, sizes, res)
     res.facts["analytics"] = marker
+    res.facts["analytics_dir"] = str(base.relative_to(REPO_ROOT)) + "/"
     name = f"mean reward per step per run ({marker['rows'] / 1e6:.2f}M traj)"
     with both(base, "analytics", "run-0") as (art, store):
         for d in (art, store):
@@ -490,12 +491,13 @@ def report(res: Results, sizes: Sizes, machine: dict[str, Any], total: float, qu
         render(rows),
         "",
     ]
-    notes = [
-        f"log @ step N: the median of the {sizes.window} full steps (512 trajectories, 32x16) "
-        f"logged from step N on. The run's other {sizes.steps - 3 * sizes.window} train steps "
-        "log 2 groups of 8, and every step logs a val eval of 1 group of 8, identically on both "
-        "sides, so that the run reaches step 1,000 in minutes.",
-    ]
+    notes = []
+    if any(n.startswith("log 512 @ step") for n in res.samples):
+        notes.append(
+            f"log @ step N: the median of the {sizes.window} full steps (512 trajectories, "
+            f"32x16) logged from step N on. The run's other {sizes.steps - 3 * sizes.window} "
+            "train steps log 2 groups of 8, and every step logs a val eval of 1 group of 8, "
+            f"identically on both sides, so that the run reaches step {sizes.steps:,} in minutes.")
     spikes = [f"{n} {max(res.values(n, 'artstore')) * 1000:.0f} / "
               f"{max(res.values(n, 'ART')) * 1000:.0f} ms"
               for n in res.samples if n.startswith(("log 512 @ step", "small log"))]
@@ -531,7 +533,7 @@ def report(res: Results, sizes: Sizes, machine: dict[str, Any], total: float, qu
             + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in f.get("bytes_analytics", {}).items())
             + f". Built once in {a['build_seconds'] / 60:.1f} min (artstore through real "
             "`model.log()` calls; ART's files are copies of 8 template steps written by its own "
-            "writer, rewards rescaled) and reused from .bench/analytics-1m/.")
+            f"writer, rewards rescaled) and reused from {f.get('analytics_dir', '.bench/')}.")
     if "art_loader" in f:
         lo = f["art_loader"]
         notes.append(
