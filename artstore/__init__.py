@@ -1,5 +1,6 @@
 """artstore: a versioned Lance/Arrow store for agent-RL runs, with OpenPipe ART's user API."""
 
+from artstore.checkpoints import Checkpoint
 from artstore.errors import (
     ArtstoreError,
     BackendError,
@@ -17,6 +18,19 @@ from artstore.errors import (
 )
 from artstore.model import Model, TrainableModel
 from artstore.records import Choice, History, PydanticException, Trajectory, TrajectoryGroup
+from artstore.retention import (
+    Decision,
+    Ema,
+    KeepBest,
+    KeepEvery,
+    KeepLast,
+    KeepSql,
+    KeepSteps,
+    Mean,
+    Plan,
+    Policy,
+    Window,
+)
 from artstore.store import Run, Store, open_store
 from artstore.training import Backend, TrainConfig
 from artstore.writer import LogRecord
@@ -28,4 +42,7 @@ __all__ = [
     "ImportFormatError", "InvalidNameError", "LogRecord", "Model", "PydanticException", "RetentionError", "Run",
     "RunNotFoundError", "SqlError", "StorageError", "Store", "StoreNotFoundError", "TrainConfig",
     "TrainableModel", "Trajectory", "TrajectoryGroup", "ValidationError", "VersionNotFoundError", "open_store",
+    # checkpoints and retention
+    "Checkpoint", "Decision", "Ema", "KeepBest", "KeepEvery", "KeepLast", "KeepSql", "KeepSteps", "Mean", "Plan",
+    "Policy", "Window",
 ]

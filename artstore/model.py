@@ -16,8 +16,11 @@ from typing import Any
 
 import pydantic
 
+from artstore import pruning
+from artstore.checkpoints import Checkpoint
 from artstore.errors import BackendError
 from artstore.names import check_segment
+from artstore.retention import Plan, Policy
 from artstore.store import Run, Store
 from artstore.training import Backend, TrainConfig
 from artstore.wandb_mirror import WandbMirror, wants_wandb
@@ -37,7 +40,8 @@ class Model(pydantic.BaseModel):
     trainable: bool = False
     base_path: str = ".art"
     report_metrics: list[str] | None = None
-    storage_options: dict[str, str] | None = pydantic.Field(default=None, exclude=True, repr=False)
+    # Spelled as Lance spells them (values may be str, int, float or bool); never dumped or printed.
+    storage_options: dict[str, str | int | float | bool] | None = pydantic.Field(default=None, exclude=True, repr=False)
     allow_nonfinite_rewards: bool = False
     retention: timedelta = DEFAULT_RETENTION
 
@@ -160,3 +164,38 @@ class TrainableModel(Model):
             return None
         averaged = {k: sum(v) / len(v) for k, v in sums.items()}
         return await self.log(None, split="train", metrics=averaged, step=await self.get_step())
+
+    # -- checkpoints and retention ----------------------------------------------------------
+    def register_checkpoint(self, step: int, *, uri: str | None = None, linked: bool = False,
+                            size_bytes: int | None = None) -> Checkpoint:
+        """Record the complete checkpoint of `step` (files at `run.checkpoint_uri(step)` unless `uri`)."""
+        return self.run.register_checkpoint(step, base_model=self.base_model, uri=uri, linked=linked,
+                                            size_bytes=size_bytes)
+
+    def retention_plan(self, policy: Policy | None = None) -> Plan:
+        """What `policy` (default: the run's stored policy) would keep and delete, and why."""
+        return self.run.retention_plan(policy)
+
+    async def apply_retention(self, plan_or_policy: Plan | Policy | None = None) -> Plan:
+        """Apply a plan or policy: finish interrupted prunes, record the intent, delete the files
+        (through the backend when one is registered, else through fsspec), then mark the rows
+        deleted with time, reason and policy. Returns the plan applied."""
+        run = self.run
+        target = plan_or_policy if isinstance(plan_or_policy, Plan) else run._policy(plan_or_policy)
+        return await asyncio.to_thread(pruning.apply, run, target, self._file_deleter(asyncio.get_running_loop()))
+
+    async def delete_checkpoints(self, best_checkpoint_metric: str = "val/reward") -> Plan:
+        """ART's rule: keep the latest checkpoint and the one with the best (highest) per-step mean
+        of `best_checkpoint_metric`; delete the other files. A metric absent from the run's metrics
+        (or no metrics at all) raises RetentionError and deletes nothing."""
+        return await self.apply_retention(Policy.art(best_checkpoint_metric))
+
+    def _file_deleter(self, loop: asyncio.AbstractEventLoop) -> pruning.DeleteFiles:
+        backend = self._backend
+        if backend is None:
+            return pruning.store_deleter(self.run)
+
+        def delete(steps: list[int], live_steps: list[int]) -> None:
+            keep = sorted(set(live_steps) - set(steps))
+            asyncio.run_coroutine_threadsafe(backend._delete_checkpoint_files(self, keep), loop).result()
+        return delete

@@ -7,20 +7,24 @@ rows of committed log calls (see `writer`), so every read is all-or-nothing per 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from artstore.checkpoints import CheckpointTable
+from artstore import pruning
+from artstore.checkpoints import Checkpoint, CheckpointTable, checkpoint_dir_name
 from artstore.encoding import decode_groups
-from artstore.errors import RunNotFoundError, ValidationError
+from artstore.errors import CheckpointError, RetentionError, RunNotFoundError, ValidationError
 from artstore.names import check_segment, sql_quote
 from artstore.records import TrajectoryGroup
+from artstore.retention import Plan, Policy, rank, step_means
 from artstore.schema import arrow_schema
 from artstore.storage import Location, files, tables
 from artstore.writer import DEFAULT_RETENTION
@@ -135,6 +139,100 @@ class Run:
     def checkpoints(self) -> pa.Table:
         """Every checkpoint of the run: step, uri, status, sizes, times, why deleted."""
         return self.checkpoints_table().table()
+
+    def table_versions(self) -> dict[str, int]:
+        """{table: latest version} of the run's logged tables (what a checkpoint is trained on)."""
+        out = {}
+        for t in self.store.table_names(self):
+            ds = None if t in ("checkpoints", "retention") else tables.open_dataset(self.table_location(t))
+            if ds is not None:
+                out[t] = ds.version
+        return out
+
+    def register_checkpoint(self, step: int, *, base_model: str | None = None, uri: str | None = None,
+                            linked: bool = False, size_bytes: int | None = None,
+                            table_versions: Mapping[str, int] | None = None) -> Checkpoint:
+        """Record the complete checkpoint of `step` (status `ready`; size measured when not given),
+        with the run's current table versions. Its files are at `uri` (default
+        `{run}/checkpoints/{step:04d}/`, see `checkpoint_uri`)."""
+        versions = self.table_versions() if table_versions is None else table_versions
+        return self.checkpoints_table().register(step, base_model=base_model, table_versions=versions, uri=uri,
+                                                 linked=linked, size_bytes=size_bytes)
+
+    def checkpoint_uri(self, step: int) -> str:
+        """Where the store keeps the files of the checkpoint of `step`."""
+        return self.checkpoints_table().files_location(step).uri
+
+    def checkpoint(self, which: Literal["best", "latest"] | int = "latest", metric: str = "val/reward",
+                   mode: Literal["max", "min"] = "max",
+                   cache_dir: str | os.PathLike[str] | None = None) -> tuple[Checkpoint, Path]:
+        """A ready checkpoint and a local path to its files: `which` is "latest", "best" (the ready
+        checkpoint with the best per-step mean of `metric`; ties go to the later step) or a step.
+        Files in a bucket are downloaded once to `cache_dir` (default $ARTSTORE_CACHE or
+        ~/.cache/artstore) and reused from there."""
+        ready = [c for c in self.checkpoints_table().list() if c.status == "ready"]
+        if which == "latest":
+            chosen = ready[-1] if ready else None
+        elif which == "best":
+            scores = step_means(self.metrics(), metric)
+            if not scores:
+                raise RetentionError(f"no values of {metric!r} in {self.project}/{self.name}: cannot pick the best")
+            order = rank(scores, [c.step for c in ready], mode)
+            chosen = next(c for c in ready if c.step == order[0]) if order else None
+        elif isinstance(which, int) and not isinstance(which, bool):
+            c = self.checkpoints_table().get(which)
+            if c is not None and c.status != "ready":
+                raise CheckpointError(f"checkpoint {which} of {self.project}/{self.name} is {c.status}"
+                                      + (f" ({c.deleted_reason})" if c.deleted_reason else ""))
+            chosen = c
+        else:
+            raise ValidationError("which", f"use 'best', 'latest' or a step, got {which!r}")
+        if chosen is None:
+            raise CheckpointError(f"no ready checkpoint ({which}) in {self.project}/{self.name}")
+        loc = Location.parse(chosen.uri, self.location.storage_options)
+        if loc.is_local:
+            return chosen, Path(loc.uri)
+        root = Path(cache_dir or os.environ.get("ARTSTORE_CACHE") or Path.home() / ".cache" / "artstore")
+        key = hashlib.sha256(loc.uri.encode()).hexdigest()[:16]
+        return chosen, files.download_dir(loc, root / "checkpoints" / key / checkpoint_dir_name(chosen.step))
+
+    # -- retention (see artstore.retention and artstore.pruning) -----------------------------
+    def pin_checkpoint(self, step: int, note: str | None = None) -> None:
+        """Keep the checkpoint of `step` under every retention policy until unpinned."""
+        c = self.checkpoints_table().get(step)
+        if c is None or c.status == "deleted":
+            raise CheckpointError(f"no live checkpoint {step} in {self.project}/{self.name} to pin")
+        pruning.RetentionLog(self.location).pin(step, note)
+
+    def unpin_checkpoint(self, step: int) -> None:
+        pruning.RetentionLog(self.location).unpin(step)
+
+    def pinned_checkpoints(self) -> dict[int, str | None]:
+        """{step: note} of the pinned checkpoints."""
+        return pruning.RetentionLog(self.location).pins()
+
+    def set_retention_policy(self, policy: Policy) -> None:
+        """Store `policy` with the run: the default of `retention_plan()` and `apply_retention()`."""
+        pruning.RetentionLog(self.location).set_policy(policy)
+
+    def retention_policy(self) -> Policy | None:
+        return pruning.RetentionLog(self.location).policy()
+
+    def _policy(self, policy: Policy | None) -> Policy:
+        policy = policy or self.retention_policy()
+        if policy is None:
+            raise RetentionError(f"{self.project}/{self.name} has no stored retention policy: give one")
+        return policy
+
+    def retention_plan(self, policy: Policy | None = None) -> Plan:
+        """What `policy` (default: the stored one) would keep and delete, and why. Deletes nothing."""
+        return pruning.plan(self, self._policy(policy))
+
+    def apply_retention(self, plan_or_policy: Plan | Policy | None = None) -> Plan:
+        """Apply a plan or policy, deleting files through fsspec (use `TrainableModel.apply_retention`
+        to delete through a training backend). Repairs interrupted prunes first."""
+        target = plan_or_policy if isinstance(plan_or_policy, Plan) else self._policy(plan_or_policy)
+        return pruning.apply(self, target, pruning.store_deleter(self))
 
     def versions(self) -> list[dict[str, Any]]:
         """Versions of the run (its `logs` table): [{version, timestamp (UTC), tags}], oldest first."""

@@ -10,6 +10,7 @@ table's primary key lets exactly one attempt commit.
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,8 +115,15 @@ def write_log(
     log_id: str | None = None,
     allow_nonfinite_rewards: bool = False,
     retention: timedelta = DEFAULT_RETENTION,
+    metrics_as_given: bool = False,
+    recorded_at: datetime | None = None,
 ) -> LogRecord:
-    """Store one log call in the run at `run`. See the module doc for the protocol."""
+    """Store one log call in the run at `run`. See the module doc for the protocol.
+
+    Importers of runs logged elsewhere pass `metrics_as_given=True` (store `metrics` under exactly
+    the names given and compute none from the groups: the source already holds the values it
+    computed) and `recorded_at` (when the source logged it; timezone-aware, default now).
+    """
     check_segment("split", split)
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise ValidationError("step", f"must be a non-negative int, got {step!r}")
@@ -132,8 +140,14 @@ def write_log(
         for ti, t in enumerate(g.trajectories):
             check_reward(t.reward, f"groups[{gi}].trajectories[{ti}].reward", allow_nonfinite_rewards)
 
-    values = metrics_mod.compute_metrics(groups, split, extra)
-    recorded_at = tables.now_utc()
+    if metrics_as_given:
+        values = {k: float(v) for k, v in extra.items() if not math.isnan(v)}
+    else:
+        values = metrics_mod.compute_metrics(groups, split, extra)
+    if recorded_at is None:
+        recorded_at = tables.now_utc()
+    elif recorded_at.tzinfo is None:
+        raise ValidationError("recorded_at", "must be timezone-aware (UTC)")
     write_id = uuid.uuid4().hex
     traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
     log_id = check_log_id(log_id) if log_id is not None else _content_id(split, step, (traj, grp), extra)

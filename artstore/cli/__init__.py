@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from artstore.cli import runs
+from artstore.cli import art, checkpoints, runs
 
 app = typer.Typer(
     name="artstore",
@@ -13,6 +13,8 @@ app = typer.Typer(
     add_completion=False,
 )
 runs.register(app)
+art.register(app)
+checkpoints.register(app)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
 from artstore.errors import CommitConflictError, StorageError, VersionNotFoundError
+from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
 
 os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on every dataset creation otherwise
@@ -36,11 +37,13 @@ def storage_errors(loc: Location, action: str) -> Iterator[None]:
     """Turn Lance/IO errors into StorageError naming the dataset, never a secret."""
     try:
         yield
+    except StorageError:
+        raise
     except (OSError, RuntimeError, ValueError) as e:
         text = loc.redact(str(e))
         if "conflict" in text.lower() and "retr" in text.lower():
             raise CommitConflictError(f"{action} {loc.uri}: too many concurrent commits; retry. ({text})") from None
-        raise StorageError(f"{action} {loc.uri} failed: {text}") from None
+        raise storage_error(loc, action, e) from None
 
 
 def exists(loc: Location) -> bool:
@@ -63,23 +66,42 @@ def open_dataset(loc: Location, version: int | str | None = None, asof: datetime
                 ) from None
         if "not found" in text.lower() or "does not exist" in text.lower():
             return None
-        raise StorageError(f"open {loc.uri} failed: {loc.redact(text)}") from None
+        raise storage_error(loc, "open", e) from None
     except OSError as e:
-        raise StorageError(f"open {loc.uri} failed: {loc.redact(str(e))}") from None
+        raise storage_error(loc, "open", e) from None
+
+
+def _create(loc: Location, table: pa.Table, fragments: list, message: str = "") -> LanceDataset | None:
+    """Make `fragments` (written from `table`) the first version of the dataset at `loc`; None when
+    another writer created it first. A create that failed for its own reason raises.
+
+    Committed with no retries: a create is an Overwrite, and Lance retries a conflicting Overwrite
+    as a later version that replaces the winner's rows (lance.write_dataset(mode="create") lost
+    one writer's rows that way when four processes created one dataset on S3 at once)."""
+    try:
+        return LanceDataset.commit(loc.uri, LanceOperation.Overwrite(table.schema, fragments),
+                                   storage_options=loc.lance_options(), max_retries=0,
+                                   commit_message=message or None)
+    except (OSError, ValueError):
+        if open_dataset(loc) is None:
+            raise
+        return None
+
+
+def _write(loc: Location, table: pa.Table) -> list:
+    return write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
 
 
 def append(loc: Location, table: pa.Table, message: str = "") -> int:
     """Append `table` as one commit; create the dataset on first use. Returns the new version."""
     with storage_errors(loc, "append to"):
+        fragments = _write(loc, table)
         ds = open_dataset(loc)
         if ds is None:
-            with contextlib.suppress(OSError, ValueError):  # lost a create race: append instead
-                return lance.write_dataset(
-                    table, loc.uri, schema=table.schema, mode="create",
-                    storage_options=loc.lance_options(), commit_message=message or None,
-                ).version
-            ds = open_dataset(loc)
-        fragments = write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
+            created = _create(loc, table, fragments, message)
+            if created is not None:
+                return created.version
+            ds = open_dataset(loc)  # lost the create: append the same fragments
         return LanceDataset.commit(
             loc.uri, LanceOperation.Append(fragments), read_version=ds.version,
             storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
@@ -90,35 +112,28 @@ def insert_unique(loc: Location, table: pa.Table, key: str) -> tuple[bool, int]:
     """Insert rows whose `key` is not present yet (the key field is Lance's unenforced primary key,
     which makes this safe against concurrent writers). Returns (inserted any, version)."""
     with storage_errors(loc, "insert into"):
-        for _ in range(3):
-            ds = open_dataset(loc)
-            if ds is None:
-                try:
-                    created = lance.write_dataset(table, loc.uri, schema=table.schema, mode="create",
-                                                  storage_options=loc.lance_options())
-                    return True, created.version
-                except (OSError, ValueError):
-                    continue  # another writer created it first
-            result = ds.merge_insert(key).when_not_matched_insert_all().conflict_retries(COMMIT_RETRIES).execute(table)
-            return result["num_inserted_rows"] > 0, open_dataset(loc).version
-        raise StorageError(f"could not create {loc.uri}")
+        ds = open_dataset(loc)
+        if ds is None:
+            created = _create(loc, table, _write(loc, table))
+            if created is not None:
+                return True, created.version
+            ds = open_dataset(loc)  # lost the create: its unreferenced data files stay (a few KB)
+        result = ds.merge_insert(key).when_not_matched_insert_all().conflict_retries(COMMIT_RETRIES).execute(table)
+        return result["num_inserted_rows"] > 0, open_dataset(loc).version
 
 
 def upsert(loc: Location, table: pa.Table, key: str) -> int:
     """Insert rows, replacing rows with the same `key` (one commit). Returns the version."""
     with storage_errors(loc, "upsert into"):
-        for _ in range(3):
+        ds = open_dataset(loc)
+        if ds is None:
+            created = _create(loc, table, _write(loc, table))
+            if created is not None:
+                return created.version
             ds = open_dataset(loc)
-            if ds is None:
-                try:
-                    return lance.write_dataset(table, loc.uri, schema=table.schema, mode="create",
-                                               storage_options=loc.lance_options()).version
-                except (OSError, ValueError):
-                    continue  # another writer created it first
-            (ds.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
-             .conflict_retries(COMMIT_RETRIES).execute(table))
-            return open_dataset(loc).version
-        raise StorageError(f"could not create {loc.uri}")
+        (ds.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
+         .conflict_retries(COMMIT_RETRIES).execute(table))
+        return open_dataset(loc).version
 
 
 def scan(
