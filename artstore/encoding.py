@@ -94,12 +94,12 @@ def encode_message(item: dict[str, Any] | Choice) -> dict[str, Any]:
 
 def decode_message(row: Mapping[str, Any]) -> dict[str, Any] | Choice:
     """Inverse of `encode_message`."""
+    if row["is_choice"]:  # `raw` always holds "message" (see encode_message)
+        choice = Choice.model_validate_json(row["raw"])
+        if row["content"] is not None and "content" not in choice.message.model_fields_set:
+            choice.message.content = row["content"]
+        return choice
     raw = json.loads(row["raw"])
-    if row["is_choice"]:
-        msg = raw.setdefault("message", {})
-        if "content" not in msg and row["content"] is not None:
-            msg["content"] = row["content"]
-        return Choice.model_validate(raw)
     if "content" not in raw and row["content"] is not None:
         raw["content"] = row["content"]
     return raw

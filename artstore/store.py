@@ -125,17 +125,15 @@ class Run:
         column per metric name ever logged (null where a row lacks it), as ART's history.jsonl."""
         logs = self.logs(as_of)
         long = self._metrics(logs)
-        row_of = {lid: i for i, lid in enumerate(logs["log_id"].to_pylist())}
-        names = list(dict.fromkeys(long["name"].to_pylist()))
-        col_of = {n: j for j, n in enumerate(names)}
+        names = pc.unique(long["name"])  # in order of first appearance
         grid = np.full((len(names), logs.num_rows), np.nan)
         present = np.zeros_like(grid, dtype=bool)
-        rows = np.array([row_of[x] for x in long["log_id"].to_pylist()], dtype=np.int64)
-        cols = np.array([col_of[x] for x in long["name"].to_pylist()], dtype=np.int64)
+        rows = pc.index_in(long["log_id"], value_set=logs["log_id"].combine_chunks()).to_numpy(zero_copy_only=False)
+        cols = pc.index_in(long["name"], value_set=names).to_numpy(zero_copy_only=False)
         grid[cols, rows] = long["value"].to_numpy(zero_copy_only=False)
         present[cols, rows] = True
         columns = {"step": logs["step"], "recorded_at": logs["recorded_at"]}
-        for n, j in col_of.items():
+        for j, n in enumerate(names.to_pylist()):
             columns[n] = pa.array(grid[j], pa.float64(), mask=~present[j])
         return pa.table(columns)
 

@@ -1,17 +1,22 @@
-"""Python 3.11 side of the ART benchmarks: start ``art_driver.py`` in ART's venv and talk to it.
+"""Python 3.11 side of the benchmarks: start a JSON-lines driver process and talk to it.
 
 >>> with ArtDriver(".bench/art-run", project="bench", name="agent-001") as art:
 ...     art.log(step=1, split="train", synthetic={"n_groups": 32, "group_size": 16})["seconds"]
 
-Each method sends one JSON line and returns the driver's answer (a dict with ``ok`` and
-``seconds``); an answer with ``ok: false`` raises :class:`ArtDriverError` carrying the driver's
-traceback. See ``art_driver.py`` for the protocol and what each command times.
+:class:`ArtDriver` runs ``art_driver.py`` in ART's venv; :class:`StoreDriver` runs
+``store_driver.py`` (artstore) with this interpreter. Both speak the same protocol and answer the
+same commands, so the benchmarks time both sides the same way: in a process of their own, each
+command timing only the library call. Each method sends one JSON line and returns the driver's
+answer (a dict with ``ok`` and ``seconds``); an answer with ``ok: false`` raises
+:class:`ArtDriverError` carrying the driver's traceback. See ``art_driver.py`` for the protocol.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,31 +24,35 @@ from typing import Any
 from benchmarks.art_env import ensure_art_env
 
 DRIVER = Path(__file__).resolve().parent / "art_driver.py"
+STORE_DRIVER = Path(__file__).resolve().parent / "store_driver.py"
 
 
 class ArtDriverError(RuntimeError):
     """The driver answered with an error, or died."""
 
 
-class ArtDriver:
-    """A running ART driver bound to one model folder ``{base_path}/{project}/models/{name}``.
+class DriverProcess:
+    """A running driver bound to one model ``{base_path}/{project}/models/{name}``.
 
-    ``python`` defaults to the interpreter of the benchmark venv, created on first use
-    (network needed once). ``start_seconds`` is the driver's own import time.
+    ``start_seconds`` is the driver's own import time. ``env`` entries are added to the
+    driver's environment.
     """
 
     def __init__(self, base_path: str | Path, project: str = "bench", name: str = "agent-001",
-                 *, python: str | Path | None = None, init: bool = True) -> None:
-        self.python = str(python or ensure_art_env())
+                 *, python: str | Path, driver: Path, init: bool = True,
+                 env: dict[str, str] | None = None) -> None:
+        self.python = str(python)
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self._proc = subprocess.Popen(
-            [self.python, str(DRIVER)],
+            [self.python, str(driver)],
+            env=None if env is None else {**os.environ, **env},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             text=True, bufsize=1,
         )
         self._next_id = 0
         ready = self._read()
-        self.art_version = ready.get("art_version")
+        self.version = ready.get("version") or ready.get("art_version")
+        self.art_version = self.version
         self.python_version = ready.get("python")
         self.start_seconds = ready.get("import_seconds")
         if init:
@@ -106,8 +115,10 @@ class ArtDriver:
                         steps: list[int] | None = None) -> dict[str, Any]:
         return self.call("best_checkpoint", metric=metric, steps=steps)
 
-    def analytics(self, engine: str = "duckdb") -> dict[str, Any]:
-        return self.call("analytics", engine=engine)
+    def analytics(self, engine: str = "duckdb", project_wide: bool = False) -> dict[str, Any]:
+        """Mean reward per (split, step); ``project_wide``: per (model, split, step) over every
+        model of the project."""
+        return self.call("analytics", engine=engine, project_wide=project_wide)
 
     def tool_failure_rate(self, prefix: str = "ERROR") -> dict[str, Any]:
         return self.call("tool_failure_rate", prefix=prefix)
@@ -115,8 +126,13 @@ class ArtDriver:
     def warmup(self) -> dict[str, Any]:
         return self.call("warmup")
 
-    def bytes_on_disk(self) -> dict[str, Any]:
-        return self.call("bytes_on_disk")
+    def log_template(self, step: int, template: dict[str, Any], scale: float,
+                     split: str = "train") -> dict[str, Any]:
+        """Log a cached template step with every reward scaled (see ``synthetic.scaled_reward``)."""
+        return self.call("log_template", step=step, template=template, scale=scale, split=split)
+
+    def bytes_on_disk(self, **kw: Any) -> dict[str, Any]:
+        return self.call("bytes_on_disk", **kw)
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self, timeout: float = 10.0) -> None:
@@ -136,8 +152,31 @@ class ArtDriver:
                 stream.close()
         self._stderr.close()
 
-    def __enter__(self) -> ArtDriver:
+    def __enter__(self) -> DriverProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ArtDriver(DriverProcess):
+    """``art_driver.py`` in ART's venv. ``python`` defaults to the interpreter of the benchmark
+    venv, created on first use (network needed once)."""
+
+    side = "ART"
+
+    def __init__(self, base_path: str | Path, project: str = "bench", name: str = "agent-001",
+                 *, python: str | Path | None = None, init: bool = True) -> None:
+        super().__init__(base_path, project, name, python=python or ensure_art_env(),
+                         driver=DRIVER, init=init)
+
+
+class StoreDriver(DriverProcess):
+    """``store_driver.py`` (artstore) with this interpreter (the project's environment)."""
+
+    side = "artstore"
+
+    def __init__(self, base_path: str | Path, project: str = "bench", name: str = "agent-001",
+                 *, python: str | Path | None = None, init: bool = True) -> None:
+        super().__init__(base_path, project, name, python=python or sys.executable,
+                         driver=STORE_DRIVER, init=init, env={"LANCE_LOG": "error"})

@@ -23,8 +23,16 @@ Commands (arguments with defaults):
 - ``best_checkpoint`` metric="val/reward", steps=None: creates ``checkpoints/NNNN/`` folders
   (default: every step in history), times ``await model.delete_checkpoints(metric)``; the stub
   backend records what it would delete. ``best_step_seconds`` times the history query alone.
-- ``analytics`` engine="art_loader" | "duckdb": mean reward per (split, step) over all parquet
-  files, with ART's ``load_trajectories`` + polars, or DuckDB over the parquet glob.
+- ``analytics`` engine="art_loader" | "duckdb", project_wide=False: mean reward per (split,
+  step) over all parquet files of the model, with ART's ``load_trajectories`` + polars, or DuckDB
+  over the parquet glob; ``project_wide``: per (model, split, step) over every model of the
+  project (rows ``[model, split, step, mean, n]``).
+- ``log_template`` step, template={n_groups, group_size, seed, step}, scale, split="train":
+  writes the step's parquet file as a copy of a template step with every reward rescaled
+  (``synthetic.scaled_reward``), for building large data sets fast. The template is written once
+  with ART's own ``write_trajectory_groups_parquet``; each copy patches the ``reward`` column
+  and the reward inside ``trajectory_json``, and is written with the call ART uses
+  (``pq.write_table(..., compression="zstd")``). history.jsonl is not written.
 - ``tool_failure_rate``: DuckDB over the parquet glob: failed tool messages / tool messages.
 - ``warmup``: one small log/read/history/load cycle in a scratch model (first-call costs).
 - ``bytes_on_disk``: bytes of the model folder, by part.
@@ -66,7 +74,10 @@ import polars as pl  # noqa: E402
 from art.trajectories import PydanticException  # noqa: E402
 from art.utils.benchmarking.load_trajectories import load_trajectories  # noqa: E402
 from art.utils.get_model_step import get_step_from_dir  # noqa: E402
-from art.utils.trajectory_logging import read_trajectory_groups_parquet  # noqa: E402
+from art.utils.trajectory_logging import (  # noqa: E402
+    read_trajectory_groups_parquet,
+    write_trajectory_groups_parquet,
+)
 from openai.types.chat.chat_completion import Choice  # noqa: E402
 
 _IMPORT_SECONDS = time.perf_counter() - _T0
@@ -152,6 +163,7 @@ class Driver:
     def __init__(self) -> None:
         self.model: art.TrainableModel | None = None
         self.backend = StubBackend()
+        self.templates: dict[str, Any] = {}
 
     # -- helpers ---------------------------------------------------------------------------
     def _model(self) -> art.TrainableModel:
@@ -241,29 +253,68 @@ class Driver:
         return {"seconds": seconds, "best_step_seconds": best_seconds, "best_step": best,
                 "n_checkpoints": len(steps), **self.backend.delete_calls[-1]}
 
-    async def analytics(self, engine: str = "duckdb") -> dict[str, Any]:
+    async def analytics(self, engine: str = "duckdb", project_wide: bool = False) -> dict[str, Any]:
         model = self._model()
+        keys = ["model", "split", "step"] if project_wide else ["split", "step"]
         t = time.perf_counter()
         if engine == "art_loader":
-            df = await load_trajectories(model.project, models=[model._storage_name()],
-                                         art_path=model.base_path)
-            out = (df.group_by("split", "step")
+            df = await load_trajectories(
+                model.project, models=None if project_wide else [model._storage_name()],
+                art_path=model.base_path)
+            out = (df.group_by(*keys)
                    .agg(pl.col("reward").mean().alias("mean_reward"), pl.len().alias("n"))
-                   .sort("split", "step"))
+                   .sort(*keys))
             rows = [list(r) for r in out.iter_rows()]
         elif engine == "duckdb":
+            glob = self._glob()
+            if project_wide:
+                glob = str(self._dir().parent / "*" / "trajectories" / "*" / "*.parquet")
+            model_col = ("regexp_extract(filename, '/models/([^/]+)/', 1) AS model, "
+                         if project_wide else "")
             with duckdb.connect(":memory:") as con:
                 rows = con.execute(
-                    "SELECT regexp_extract(filename, '/([^/]+)/[^/]+$', 1) AS split, "
+                    f"SELECT {model_col}"
+                    "regexp_extract(filename, '/([^/]+)/[^/]+$', 1) AS split, "
                     "CAST(regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS BIGINT) AS step, "
                     "avg(reward) AS mean_reward, count(reward) AS n "
-                    "FROM read_parquet(?, filename = true) GROUP BY ALL ORDER BY split, step",
-                    [self._glob()],
+                    "FROM read_parquet(?, filename = true) GROUP BY ALL ORDER BY ALL",
+                    [glob],
                 ).fetchall()
             rows = [list(r) for r in rows]
         else:
             raise ValueError(f"engine must be 'art_loader' or 'duckdb', not {engine!r}")
         return {"seconds": time.perf_counter() - t, "engine": engine, "rows": rows}
+
+    async def log_template(self, step: int, template: dict[str, Any], scale: float,
+                           split: str = "train") -> dict[str, Any]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from benchmarks.synthetic import make_step, scaled_reward
+
+        key = json.dumps(template, sort_keys=True)
+        if key not in self.templates:
+            spec = dict(template)
+            groups = build_groups(make_step(spec.pop("step"), spec.pop("n_groups"),
+                                            spec.pop("group_size"), spec.pop("seed"), **spec))
+            with tempfile.TemporaryDirectory(dir=_SCRATCH) as tmp:
+                write_trajectory_groups_parquet(groups, f"{tmp}/t.parquet")
+                self.templates[key] = pq.read_table(f"{tmp}/t.parquet")
+        table = self.templates[key]
+        path = self._dir() / "trajectories" / split / f"{step:04d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        old = table["reward"].to_pylist()
+        new = [scaled_reward(r, scale) for r in old]
+        docs = [doc.replace(f'"reward":{r!r}', f'"reward":{n!r}', 1)
+                for doc, r, n in zip(table["trajectory_json"].to_pylist(), old, new, strict=True)]
+        patched = table.set_column(table.schema.get_field_index("reward"), "reward",
+                                   pa.array(new, pa.float64()))
+        patched = patched.set_column(patched.schema.get_field_index("trajectory_json"),
+                                     "trajectory_json", pa.array(docs, pa.large_string()))
+        pq.write_table(patched, path, compression="zstd")
+        return {"seconds": time.perf_counter() - t, "n_trajectories": table.num_rows,
+                "mean_reward": sum(new) / len(new)}
 
     async def tool_failure_rate(self, prefix: str = "ERROR") -> dict[str, Any]:
         t = time.perf_counter()

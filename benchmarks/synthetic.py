@@ -436,3 +436,9 @@ def tool_call_stats(groups: list[dict[str, Any]]) -> tuple[int, int]:
 def count_trajectories(groups: list[dict[str, Any]]) -> int:
     """Number of trajectories in ``groups``."""
     return sum(len(group["trajectories"]) for group in groups)
+
+
+def scaled_reward(reward: float, scale: float) -> float:
+    """A template trajectory's reward rescaled for another step (both benchmark sides use this,
+    so they store the same rewards): ``round(reward * scale, 4)``."""
+    return round(reward * scale, 4)
