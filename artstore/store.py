@@ -160,6 +160,31 @@ class Run:
         return self.checkpoints_table().register(step, base_model=base_model, table_versions=versions, uri=uri,
                                                  linked=linked, size_bytes=size_bytes)
 
+    def save_checkpoint_files(self, step: int, local_dir: str | os.PathLike[str], *, base_model: str | None = None,
+                              table_versions: Mapping[str, int] | None = None) -> Checkpoint:
+        """Store the files of a local folder (e.g. a peft adapter) as the checkpoint of `step`:
+        record the row (`saving`), clear what an interrupted save of this step left, copy every
+        file to `checkpoint_uri(step)` (each moved into place whole), then mark the row `ready`
+        with its size. `table_versions` defaults to the run's current ones."""
+        src = Location.parse(os.fspath(local_dir))
+        if not src.is_local or not Path(src.uri).is_dir():
+            raise CheckpointError(f"{local_dir} is not a local folder")
+        versions = self.table_versions() if table_versions is None else table_versions
+        table = self.checkpoints_table()
+        table.begin(step, base_model=base_model, table_versions=versions)
+        dest = table.files_location(step)
+        files.delete(dest)
+        size_bytes = files.copy_tree(src, dest)
+        return table.mark_ready(step, size_bytes)
+
+    def delete_checkpoint_files(self, step: int) -> None:
+        """Delete the files of the checkpoint of `step` (wherever its row says they are) and leave
+        its row as it is: for training backends (`Backend._delete_checkpoint_files`); retention
+        marks the rows. A step without a row, or already without files, is fine."""
+        c = self.checkpoints_table().get(step)
+        if c is not None:
+            files.delete(Location.parse(c.uri, self.location.storage_options))
+
     def checkpoint_uri(self, step: int) -> str:
         """Where the store keeps the files of the checkpoint of `step`."""
         return self.checkpoints_table().files_location(step).uri
