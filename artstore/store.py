@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,7 @@ from artstore.records import TrajectoryGroup
 from artstore.retention import Plan, Policy, rank, step_means
 from artstore.schema import arrow_schema
 from artstore.storage import Location, files, tables
+from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 from artstore.writer import DEFAULT_RETENTION
 
 AsOf = int | str | datetime | None
@@ -221,6 +222,34 @@ class Run:
         root = Path(cache_dir or os.environ.get("ARTSTORE_CACHE") or Path.home() / ".cache" / "artstore")
         key = hashlib.sha256(loc.uri.encode()).hexdigest()[:16]
         return chosen, files.download_dir(loc, root / "checkpoints" / key / checkpoint_dir_name(chosen.step))
+
+    # -- training tokens (see artstore.tokens) ----------------------------------------------
+    def tokens_table(self) -> TokenTable:
+        """The run's tokens table: one row per training sequence (schemas/tokens.json)."""
+        return TokenTable(self.location)
+
+    def write_tokens(self, table_or_rows: Any) -> int:
+        """Validate and upsert training sequences by `sequence_id` (a retry replaces, never
+        duplicates); one commit. Bad input raises ValidationError naming the field and writes
+        nothing. Returns the tokens table version."""
+        return self.tokens_table().write(table_or_rows)
+
+    def tokens(self, step: int | None = None, split: str | None = None, columns: list[str] | None = None,
+               version: int | None = None) -> pa.Table:
+        """Stored training sequences of `step`/`split` (all when None), in storage order."""
+        return self.tokens_table().read(step, split, columns, version)
+
+    def token_count(self, step: int | None = None, split: str | None = None, version: int | None = None) -> int:
+        """How many training sequences match `step`/`split`."""
+        return self.tokens_table().count(step, split, version)
+
+    def token_batches(self, step: int | None = None, split: str | None = None, columns: list[str] | None = None,
+                      batch_size: int = DEFAULT_BATCH_SIZE, rank: int = 0, world_size: int = 1,
+                      version: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream `rank`'s shard of the matching sequences as record batches of exactly
+        `batch_size` rows (the last may be short). Shards are contiguous, cover every row once over
+        all ranks, and differ in size by at most one row (`artstore.shard_range`)."""
+        return self.tokens_table().batches(step, split, columns, batch_size, rank, world_size, version)
 
     # -- retention (see artstore.retention and artstore.pruning) -----------------------------
     def pin_checkpoint(self, step: int, note: str | None = None) -> None:
