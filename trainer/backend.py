@@ -110,7 +110,8 @@ class LocalBackend:
     ) -> AsyncIterator[dict[str, float]]:
         """Train one step on the trajectories the store holds for the current step (the groups
         given were just logged there by `train()`), save the checkpoint of the next step, and
-        yield the step's metrics."""
+        yield the step's metrics. A step with nothing to train (every group's rewards equal)
+        still advances: its checkpoint holds the same adapter, and grad norm and loss are 0."""
         policy = self.policy_of(model)
         metrics = await asyncio.to_thread(self._train_step, model, policy, config, dev_config, verbose)
         yield metrics
