@@ -60,6 +60,11 @@ class CheckpointTable:
         """Where the store keeps the files of the checkpoint at `step`."""
         return self.run_location.child("checkpoints", checkpoint_dir_name(step))
 
+    def location_of(self, uri: str) -> Location:
+        """Where checkpoint files named by `uri` live (a path, file://, s3:// or gs://), with the
+        run's storage_options: one mapping serves tables and files, on any scheme."""
+        return Location.parse(uri, self.run_location.storage_options)
+
     def table(self) -> pa.Table:
         """Every checkpoint row, ordered by step."""
         found = tables.scan(self.location)
@@ -89,7 +94,7 @@ class CheckpointTable:
         if existing is not None and existing.status == "ready":
             raise CheckpointError(f"checkpoint {step} of {self.run_location.uri} is already ready; use a new step")
         c = Checkpoint(
-            step=step, uri=uri or self.files_location(step).uri, status="saving", size_bytes=None,
+            step=step, uri=self.location_of(uri).uri if uri else self.files_location(step).uri, status="saving", size_bytes=None,
             base_model=base_model, table_versions=dict(table_versions or {}), linked=linked,
             created_at=tables.now_utc(), ready_at=None, deleted_at=None, deleted_reason=None, deleted_by_policy=None,
         )
@@ -112,7 +117,7 @@ class CheckpointTable:
         if c is None:
             raise CheckpointError(f"no checkpoint {step} in {self.run_location.uri}: call begin() first")
         if size_bytes is None:
-            size_bytes = files.size(Location.parse(c.uri, self.run_location.storage_options))
+            size_bytes = files.size(self.location_of(c.uri))
         ready = Checkpoint(**{**c.__dict__, "status": "ready", "size_bytes": size_bytes, "ready_at": tables.now_utc()})
         self._upsert([ready])
         return ready

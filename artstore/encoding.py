@@ -6,22 +6,43 @@ also keeps `raw`, the item as given minus its string content, so the round trip 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pydantic
 
 from artstore.errors import ValidationError
-from artstore.records import Choice, History, PydanticException, Trajectory, TrajectoryGroup
+from artstore.records import (
+    Choice,
+    History,
+    PydanticException,
+    Trajectory,
+    TrajectoryGroup,
+    field_path,
+)
 from artstore.schema import arrow_schema
 
 _MAX_EXACT_INT = 2**53  # largest integer a float64 metric holds exactly
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small objects: a step of 512
+    trajectories makes ~100k dicts and lists, and collections of a large heap triggered by them
+    tripled the time of a read (measured: benchmarks/log_hot_path.py)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _text_of(content: Any) -> str | None:
@@ -114,6 +135,47 @@ def encode_groups(
 ) -> tuple[pa.Table, pa.Table]:
     """The `trajectories` and `groups` rows of one log call."""
     base = {"log_id": log_id, "write_id": write_id, "split": split, "step": step, "recorded_at": recorded_at}
+    with _gc_paused():
+        traj_rows, group_rows = _rows(groups, base, log_id)
+        try:
+            return (
+                pa.Table.from_pylist(traj_rows, schema=arrow_schema("trajectories")),
+                pa.Table.from_pylist(group_rows, schema=arrow_schema("groups")),
+            )
+        except (pa.ArrowException, UnicodeError) as e:  # the only such input: text that is not UTF-8
+            raise _not_utf8(groups, e) from None
+
+
+def _not_utf8(groups: Sequence[TrajectoryGroup], error: Exception) -> ValidationError:
+    """A ValidationError naming the first string of `groups` that UTF-8 cannot encode (a lone
+    surrogate, e.g. from a bad decode): Arrow strings are UTF-8. Only on the error path."""
+
+    def find(value: Any, where: str) -> str | None:
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return where
+            return None
+        if isinstance(value, pydantic.BaseModel):
+            value = {**value.__dict__, **(value.__pydantic_extra__ or {})}
+        if isinstance(value, Mapping):
+            items = [(field_path(where, str(k)), v) for k, v in value.items()]
+            items += [(where, k) for k in value]  # the keys themselves
+        elif isinstance(value, (list, tuple)):
+            items = [(field_path(where, i), v) for i, v in enumerate(value)]
+        else:
+            return None
+        return next((found for path, v in items if (found := find(v, path)) is not None), None)
+
+    for gi, g in enumerate(groups):
+        where = find(g, f"groups[{gi}]")
+        if where is not None:
+            return ValidationError(where, "is not valid UTF-8 text (a lone surrogate?); it cannot be stored")
+    return ValidationError("trajectories", f"cannot be stored: {error}")
+
+
+def _rows(groups: Sequence[TrajectoryGroup], base: dict[str, Any], log_id: str) -> tuple[list, list]:
     traj_rows, group_rows = [], []
     for gi, g in enumerate(groups):
         group_id = f"{log_id}:{gi}"
@@ -135,10 +197,7 @@ def encode_groups(
                 "initial_policy_version": t.initial_policy_version,
                 "final_policy_version": t.final_policy_version,
             })
-    return (
-        pa.Table.from_pylist(traj_rows, schema=arrow_schema("trajectories")),
-        pa.Table.from_pylist(group_rows, schema=arrow_schema("groups")),
-    )
+    return traj_rows, group_rows
 
 
 def _decode_history(row: Mapping[str, Any]) -> History:
@@ -165,6 +224,11 @@ def decode_trajectory(row: Mapping[str, Any]) -> Trajectory:
 
 def decode_groups(groups: pa.Table, trajectories: pa.Table) -> list[TrajectoryGroup]:
     """Groups rows plus their trajectory rows -> TrajectoryGroups, in the groups table's order."""
+    with _gc_paused():
+        return _decode_groups(groups, trajectories)
+
+
+def _decode_groups(groups: pa.Table, trajectories: pa.Table) -> list[TrajectoryGroup]:
     by_group: dict[str, list[tuple[int, Trajectory]]] = {}
     for row in trajectories.to_pylist():
         by_group.setdefault(row["group_id"], []).append((row["trajectory_index"], decode_trajectory(row)))

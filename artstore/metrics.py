@@ -16,12 +16,19 @@ from artstore.records import TrajectoryGroup
 
 
 def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values)
+    """Exact-sum mean. Never raises on odd values (a huge or, when allowed, infinite reward must
+    not fail a log): a sum that overflows is scaled first; inf with -inf gives NaN (dropped)."""
+    try:
+        return math.fsum(values) / len(values)
+    except OverflowError:
+        return math.fsum(v / len(values) for v in values)
+    except ValueError:  # inf and -inf
+        return math.nan
 
 
 def _population_std(values: Sequence[float]) -> float:
     mean = _mean(values)
-    return math.sqrt(_mean([(v - mean) ** 2 for v in values]))
+    return math.sqrt(_mean([(v - mean) * (v - mean) for v in values]))  # inf, not OverflowError
 
 
 def _means_by_key(dicts: Sequence[Mapping[str, float | int | bool]]) -> dict[str, float]:

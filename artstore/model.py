@@ -20,6 +20,7 @@ from artstore import pruning
 from artstore.checkpoints import Checkpoint
 from artstore.errors import BackendError
 from artstore.names import check_segment
+from artstore.records import artstore_errors
 from artstore.retention import Plan, Policy
 from artstore.store import Run, Store
 from artstore.training import Backend, TrainConfig
@@ -40,7 +41,8 @@ class Model(pydantic.BaseModel):
     trainable: bool = False
     base_path: str = ".art"
     report_metrics: list[str] | None = None
-    storage_options: dict[str, str] | None = pydantic.Field(default=None, exclude=True, repr=False)
+    # Spelled as Lance spells them (values may be str, int, float or bool); never dumped or printed.
+    storage_options: dict[str, str | int | float | bool] | None = pydantic.Field(default=None, exclude=True, repr=False)
     allow_nonfinite_rewards: bool = False
     retention: timedelta = DEFAULT_RETENTION
 
@@ -48,10 +50,14 @@ class Model(pydantic.BaseModel):
     _mirror: WandbMirror | None = pydantic.PrivateAttr(default=None)
     _backend: Any = pydantic.PrivateAttr(default=None)
 
-    @pydantic.field_validator("name", "project")
+    def __init__(self, /, **data: Any) -> None:
+        with artstore_errors():  # InvalidNameError / ValidationError naming the field, not pydantic's
+            super().__init__(**data)
+
+    @pydantic.field_validator("name", "project", mode="before")
     @classmethod
-    def _simple_name(cls, v: str, info: pydantic.ValidationInfo) -> str:
-        return check_segment("model" if info.field_name == "name" else "project", v)
+    def _simple_name(cls, v: Any) -> str:
+        return check_segment("", v)  # the field's name is added by artstore_errors
 
     @pydantic.field_validator("base_path", mode="before")
     @classmethod

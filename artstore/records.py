@@ -8,9 +8,11 @@ output is kept as an `openai` `Choice` object, as in ART.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Annotated, Any
 
 import pydantic
@@ -20,30 +22,65 @@ from openai.types.chat.chat_completion import Choice
 from artstore.errors import ValidationError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+MAX_DEPTH = 200  # nesting of JSON values (metadata, tool schemas, message fields)
 
 __all__ = ["Choice", "History", "MessageOrChoice", "PydanticException", "Trajectory", "TrajectoryGroup"]
 
 
-def plain_json(value: Any, where: str) -> Any:
+def field_path(base: str, part: str | int) -> str:
+    """`base` extended by a key or an index: ("metadata", "k") -> "metadata.k", ("x", 0) -> "x[0]"."""
+    if isinstance(part, int):
+        return f"{base}[{part}]"
+    if not part:
+        return base
+    return base + part if part.startswith("[") or not base else f"{base}.{part}"
+
+
+def plain_json(value: Any, where: str = "", depth: int = 0) -> Any:
     """`value` as plain JSON values (dict with str keys, list, str, int, float, bool, None).
 
-    Tuples and other non-string iterables become lists; anything else raises a ValidationError
-    naming `where`.
+    Tuples and other non-string iterables become lists; anything else, or nesting deeper than
+    MAX_DEPTH, raises a ValidationError naming `where` (a path relative to the value checked).
     """
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
+    if depth >= MAX_DEPTH:
+        raise ValidationError(where, f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ValidationError(where, f"keys must be strings, got {type(k).__name__} {k!r}")
-            out[k] = plain_json(v, f"{where}.{k}")
+            out[k] = plain_json(v, field_path(where, k), depth + 1)
         return out
     if isinstance(value, pydantic.BaseModel):
-        return plain_json(value.model_dump(mode="json", exclude_unset=True), where)
+        return plain_json(value.model_dump(mode="json", exclude_unset=True), where, depth)
     if isinstance(value, Iterable) and not isinstance(value, (bytes, bytearray)):
-        return [plain_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [plain_json(v, field_path(where, i), depth + 1) for i, v in enumerate(value)]
     raise ValidationError(where, f"{type(value).__name__} is not a JSON value")
+
+
+def _artstore_error(e: pydantic.ValidationError) -> ValidationError:
+    """pydantic's first error as artstore's ValidationError (or the InvalidNameError etc. a
+    validator raised), naming the field by its full path."""
+    err = e.errors()[0]
+    where = ""
+    for part in err["loc"]:
+        where = field_path(where, part)
+    inner = (err.get("ctx") or {}).get("error")
+    if isinstance(inner, ValidationError):
+        return type(inner)(field_path(where, inner.field), inner.problem)
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return ValidationError(where or e.title, err["msg"] + more)
+
+
+@contextlib.contextmanager
+def artstore_errors() -> Iterator[None]:
+    """Raise artstore's ValidationError (naming the field) instead of pydantic's."""
+    try:
+        yield
+    except pydantic.ValidationError as e:
+        raise _artstore_error(e) from None
 
 
 def _message_or_choice(item: Any) -> dict[str, Any] | Choice:
@@ -52,42 +89,72 @@ def _message_or_choice(item: Any) -> dict[str, Any] | Choice:
     if isinstance(item, ChatCompletionMessage):  # a response's message, not sampled by us
         item = item.model_dump(mode="json", exclude_unset=True)
     if not isinstance(item, Mapping):
-        raise ValidationError("messages_and_choices", f"expected a message dict or Choice, got {type(item).__name__}")
+        raise ValidationError("", f"expected a message dict or Choice, got {type(item).__name__}")
     if "role" not in item and "message" in item:
         try:
             return Choice.model_validate(dict(item))
         except pydantic.ValidationError as e:
-            raise ValidationError("messages_and_choices", f"not a valid Choice: {e}") from None
+            raise ValidationError("", f"not a valid Choice: {e}") from None
     role = item.get("role")
     if role not in ROLES:
-        raise ValidationError("messages_and_choices.role", f"must be one of {sorted(ROLES)}, got {role!r}")
-    return plain_json(item, f"messages_and_choices[{role}]")
+        raise ValidationError("role", f"must be one of {sorted(ROLES)}, got {role!r}")
+    return plain_json(item)
 
 
 def _tools(value: Any) -> list[dict[str, Any]] | None:
     if value is None:
         return None
-    tools = plain_json(value, "tools")
+    tools = plain_json(value)
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise ValidationError("tools", "must be a list of tool schema objects")
+        raise ValidationError("", "must be a list of tool schema objects")
     return tools
 
 
 def _metadata(value: Any) -> dict[str, Any]:
-    meta = plain_json(value, "metadata")
+    meta = plain_json(value)
     if not isinstance(meta, dict):
-        raise ValidationError("metadata", f"must be an object, got {type(value).__name__}")
+        raise ValidationError("", f"must be an object, got {type(value).__name__}")
     return meta
+
+
+def _reward(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValidationError("", f"must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _metric_value(value: Any) -> float | int | bool:
+    """A metric is a number or a bool, kept as its kind (so ints and bools read back as such)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise ValidationError("", f"must be a number or a bool, got {type(value).__name__}")
 
 
 MessageOrChoice = Annotated[Any, pydantic.PlainValidator(_message_or_choice)]
 Tools = Annotated[Any, pydantic.PlainValidator(_tools)]
 Metadata = Annotated[Any, pydantic.PlainValidator(_metadata)]
-MetricValue = float | int | bool
+Reward = Annotated[float, pydantic.PlainValidator(_reward)]
+MetricValue = Annotated[float | int | bool, pydantic.PlainValidator(_metric_value)]
+PolicyVersion = Annotated[int, pydantic.Field(ge=-(2**63), lt=2**63)]  # stored as int64
 
 
 class _Model(pydantic.BaseModel):
+    """Bad input raises artstore's ValidationError naming the field, never pydantic's."""
+
     model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        with artstore_errors():
+            super().__init__(**data)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
+        with artstore_errors():
+            return super().model_validate(obj, **kwargs)
 
 
 class PydanticException(_Model):
@@ -119,9 +186,9 @@ class Trajectory(_Model):
     messages_and_choices: list[MessageOrChoice] = pydantic.Field(default_factory=list)
     tools: Tools = None
     additional_histories: list[History] = pydantic.Field(default_factory=list)
-    reward: float = 0.0
-    initial_policy_version: int | None = None
-    final_policy_version: int | None = None
+    reward: Reward = 0.0
+    initial_policy_version: PolicyVersion | None = None
+    final_policy_version: PolicyVersion | None = None
     metrics: dict[str, MetricValue] = pydantic.Field(default_factory=dict)
     metadata: Metadata = pydantic.Field(default_factory=dict)
     logs: list[str] = pydantic.Field(default_factory=list)

@@ -65,7 +65,9 @@ class Run:
 
     # -- visibility and time travel ---------------------------------------------------------
     def logs(self, as_of: AsOf = None) -> pa.Table:
-        """The committed log calls, in commit order (one row per log() call)."""
+        """The committed log calls, one row each, in the order they were logged (`recorded_at`,
+        then `log_id`). Not the order of the rows in the dataset: Lance's compaction moves the
+        fragments it rewrites after all others."""
         version, asof = _as_of_args(as_of)
         ds = tables.open_dataset(self.table_location("logs"), version=version, asof=asof)
         if ds is None:
@@ -73,18 +75,25 @@ class Run:
                 raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
             return arrow_schema("logs").empty_table()
         with tables.storage_errors(self.table_location("logs"), "read"):
-            return ds.to_table()
+            return ds.to_table().sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
                    as_of: AsOf = None) -> pa.Table:
-        """Visible rows of a log-written table (trajectories, groups, metrics), in commit order."""
-        committed = self.logs(as_of)
+        """Visible rows of a log-written table (trajectories, groups, metrics), in the order of
+        `logs()`, each log's rows in the order it wrote them."""
+        return self._visible(table, self.logs(as_of), filter=filter, columns=columns)
+
+    def _visible(self, table: str, committed: pa.Table, *, filter: str | None = None,
+                 columns: list[str] | None = None) -> pa.Table:
+        """Rows of `table` written by the `committed` log calls (rows of the logs table), in their
+        order (a stable sort: a log's rows stay together and in order through compaction)."""
         cols = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
         data = tables.scan(self.table_location(table), columns=cols, filter=filter)
         if data is None:
             return arrow_schema(table).empty_table() if columns is None else \
                 arrow_schema(table).empty_table().select(columns)
-        visible = data.filter(pc.is_in(data["write_id"], value_set=committed["write_id"]))
+        position = pc.index_in(data["write_id"], value_set=committed["write_id"])
+        visible = data.filter(pc.is_valid(position)).take(pc.sort_indices(position.drop_null()))
         return visible if columns is None else visible.select(columns)
 
     # -- the read API ----------------------------------------------------------------------
@@ -94,11 +103,11 @@ class Run:
 
     def groups(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> list[TrajectoryGroup]:
         """The groups logged, equal to what was logged; ordered by step, split, then position."""
+        where = _filter(split, step)
         committed = self.logs(as_of)
         order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
-        where = _filter(split, step)
-        grp = self.read_table("groups", filter=where, as_of=as_of)
-        traj = self.read_table("trajectories", filter=where, as_of=as_of)
+        grp = self._visible("groups", committed, filter=where)
+        traj = self._visible("trajectories", committed, filter=where)
         keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
             grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
             grp["group_index"].to_pylist(), strict=True)]
@@ -107,14 +116,16 @@ class Run:
 
     def metrics(self, as_of: AsOf = None) -> pa.Table:
         """Every metric value (long form): log_id, step, split, name, value, recorded_at."""
-        return self.read_table("metrics", columns=["log_id", "step", "split", "name", "value", "recorded_at"],
-                               as_of=as_of)
+        return self._metrics(self.logs(as_of))
+
+    def _metrics(self, committed: pa.Table) -> pa.Table:
+        return self._visible("metrics", committed, columns=["log_id", "step", "split", "name", "value", "recorded_at"])
 
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
         column per metric name ever logged (null where a row lacks it), as ART's history.jsonl."""
         logs = self.logs(as_of)
-        long = self.metrics(as_of)
+        long = self._metrics(logs)
         row_of = {lid: i for i, lid in enumerate(logs["log_id"].to_pylist())}
         names = list(dict.fromkeys(long["name"].to_pylist()))
         col_of = {n: j for j, n in enumerate(names)}
@@ -300,6 +311,14 @@ class Run:
 
     def tags(self) -> dict[str, int]:
         return tables.tags(self.table_location("logs"))
+
+    def validate(self) -> list[str]:
+        """Run Lance's consistency check on every table of the run; the tables checked. Raises
+        StorageError naming the table when one fails (e.g. a data file it needs is missing)."""
+        names = self.store.table_names(self)
+        for t in names:
+            tables.validate(self.table_location(t))
+        return names
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Compact every table and drop versions older than the store's retention window."""

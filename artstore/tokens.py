@@ -128,7 +128,7 @@ def conform(data: Any) -> pa.Table:
     for name in given.column_names:
         if target.get_field_index(name) < 0:
             raise ValidationError(name, "is not a column of the tokens table (see schemas/tokens.json)")
-    if given.column_names.count(KEY) > 1 or len(set(given.column_names)) != len(given.column_names):
+    if len(set(given.column_names)) != len(given.column_names):
         raise ValidationError("tokens", f"duplicate column names: {given.column_names}")
     missing = [f.name for f in target if f.name not in given.column_names and f.name not in DERIVED]
     if missing:

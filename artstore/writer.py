@@ -10,9 +10,11 @@ table's primary key lets exactly one attempt commit.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,14 +24,16 @@ import pyarrow.compute as pc
 
 from artstore import metrics as metrics_mod
 from artstore.encoding import encode_groups
-from artstore.errors import ValidationError
+from artstore.errors import ArtstoreError, ValidationError
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
 from artstore.storage import Location, tables
 
+logger = logging.getLogger(__name__)
+
 DATA_TABLES = ("trajectories", "groups", "metrics")
-MAINTAIN_EVERY = 16  # check compaction every this many versions of a table
+MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
 DEFAULT_RETENTION = timedelta(days=7)
 
 
@@ -149,24 +153,27 @@ def write_log(
     elif recorded_at.tzinfo is None:
         raise ValidationError("recorded_at", "must be timezone-aware (UTC)")
     write_id = uuid.uuid4().hex
-    traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
-    log_id = check_log_id(log_id) if log_id is not None else _content_id(split, step, (traj, grp), extra)
-
-    existing = find_log(run, log_id)
-    if existing is not None:
-        return existing
-    traj, grp = _set_ids(traj, log_id), _set_ids(grp, log_id)
-    metric_rows = pa.table({
-        "log_id": [log_id] * len(values), "write_id": [write_id] * len(values),
-        "step": [step] * len(values), "split": [split] * len(values),
-        "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * len(values),
-    }, schema=arrow_schema("metrics"))
-
-    versions: dict[str, int] = {}
-    message = f"log {log_id} ({split}, step {step})"
-    for name, rows in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows)):
-        if rows.num_rows:
-            versions[name] = tables.append(run.child(f"{name}.lance"), rows, message)
+    with ThreadPoolExecutor(max_workers=3) as pool:  # Lance releases the GIL: its I/O overlaps
+        # A caller-given id is looked up while the rows are encoded; a derived one needs them.
+        lookup = pool.submit(find_log, run, check_log_id(log_id)) if log_id is not None else None
+        traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
+        if lookup is None:
+            log_id = _content_id(split, step, (traj, grp), extra)
+            lookup = pool.submit(find_log, run, log_id)
+        existing = lookup.result()  # a retry: store nothing, write no orphan rows
+        if existing is not None:
+            return existing
+        traj, grp = _set_ids(traj, log_id), _set_ids(grp, log_id)
+        metric_rows = pa.table({
+            "log_id": [log_id] * len(values), "write_id": [write_id] * len(values),
+            "step": [step] * len(values), "split": [split] * len(values),
+            "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * len(values),
+        }, schema=arrow_schema("metrics"))
+        message = f"log {log_id} ({split}, step {step})"
+        appends = {name: pool.submit(tables.append, run.child(f"{name}.lance"), rows, message)
+                   for name, rows in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows))
+                   if rows.num_rows}
+        versions = {name: future.result() for name, future in appends.items()}
 
     n_exc = sum(len(g.exceptions) for g in groups)
     commit = pa.Table.from_pylist([{
@@ -178,10 +185,25 @@ def write_log(
     if not inserted:  # a concurrent retry of the same log won; our rows stay invisible
         return find_log(run, log_id)
     versions["logs"] = logs_version
-    for name, version in versions.items():
-        if version % MAINTAIN_EVERY == 0:
-            tables.maintain(run.child(f"{name}.lance"), name, retention)
+    maintain(run, versions, retention)
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values,
     )
+
+
+def maintain(run: Location, versions: Mapping[str, int], retention: timedelta) -> None:
+    """Compact and clean up each table whose new version is a multiple of MAINTAIN_EVERY.
+
+    Exactly one writer makes each version, so among many writers one does each round of upkeep,
+    and the fragment count stays bounded without anyone calling compaction by hand. The log is
+    committed before this runs: a failure here (e.g. losing a race with another compaction) is
+    logged and left to the next round, never raised.
+    """
+    for name, version in versions.items():
+        if version % MAINTAIN_EVERY:
+            continue
+        try:
+            tables.maintain(run.child(f"{name}.lance"), name, retention)
+        except ArtstoreError as e:
+            logger.warning("maintenance of %s skipped: %s", name, e)

@@ -1,8 +1,10 @@
-"""Shared fixtures: a fresh store folder per test, and builders of realistic trajectories."""
+"""Shared fixtures: a fresh store (a folder, or a bucket on S3) per test, and builders of
+realistic trajectories."""
 
 from __future__ import annotations
 
 import os
+from typing import Any, NamedTuple
 
 import pytest
 from openai.types.chat.chat_completion import Choice
@@ -46,3 +48,40 @@ def make_trajectory():
 def base_path(tmp_path):
     """A fresh store folder."""
     return str(tmp_path / "store")
+
+
+class StoreLocation(NamedTuple):
+    """Where a test's store lives: unpack as ``uri, storage_options = store_location``."""
+
+    uri: str
+    storage_options: dict[str, str] | None
+
+    @property
+    def kind(self) -> str:
+        return "s3" if self.uri.startswith("s3://") else "local"
+
+    def model(self, name: str = "test-model", project: str = "test-project", **kw: Any) -> art.Model:
+        """A Model on this store (``report_metrics=[]`` unless given)."""
+        kw.setdefault("report_metrics", [])
+        return art.Model(name=name, project=project, base_path=self.uri, storage_options=self.storage_options, **kw)
+
+    def store(self) -> art.Store:
+        return art.open_store(self.uri, self.storage_options)
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def store_location(request, tmp_path) -> StoreLocation:
+    """A fresh, empty store, once on local disk and once in a bucket on moto S3 (over HTTP on
+    127.0.0.1): a test that takes this fixture runs twice, and must hold on both.
+
+    Adopt it in a store-behaviour test by replacing ``base_path`` with
+    ``uri, opts = store_location`` and ``Model(..., base_path=uri, storage_options=opts)`` /
+    ``open_store(uri, opts)`` (or ``store_location.model(...)``, ``store_location.store()``).
+    Check files through ``artstore.storage`` (``files.exists(Location.parse(uri, opts).child(...))``),
+    not ``pathlib``. ``-m "not s3"`` skips the S3 runs. The S3 options carry short retry and
+    timeout knobs, so a broken server fails a test in seconds.
+    """
+    if request.param == "local":
+        return StoreLocation(str(tmp_path / "store"), None)
+    bucket = request.getfixturevalue("s3_bucket")
+    return StoreLocation(bucket.uri, bucket.storage_options)

@@ -1,6 +1,7 @@
 """ART's PR-era frontend-logging contract (its tests/unit/test_frontend_logging.py), held by artstore.
 
-ART checked parquet files; here the same content is checked in the Lance tables.
+ART checked parquet files; here the same content is checked in the Lance tables, on local disk
+and on S3 (moto) alike (`store_location`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,7 @@ import pytest
 
 import artstore as art
 from artstore import metrics as metrics_mod
-
-
-def _model(base_path, **kw):
-    kw.setdefault("report_metrics", [])
-    return art.Model(name=kw.pop("name", "test-model"), project=kw.pop("project", "test-project"),
-                     base_path=base_path, **kw)
+from artstore.storage import Location, files
 
 
 @pytest.fixture
@@ -27,16 +23,16 @@ def two_groups(make_trajectory):
     ]
 
 
-async def test_val_log_writes_step_zero_trajectories_of_the_run(base_path, two_groups):
-    model = _model(base_path)
+async def test_val_log_writes_step_zero_trajectories_of_the_run(store_location, two_groups):
+    model = store_location.model()
     await model.log(two_groups, split="val")
     groups = model.run.groups(split="val", step=0)
     assert [g.trajectories[0].reward for g in groups] == [0.8, 0.9]
     assert model.run.trajectories(split="val", step=0)["reward"].to_pylist() == [0.8, 0.9]
 
 
-async def test_stored_trajectory_columns_hold_group_and_trajectory_fields(base_path, two_groups):
-    model = _model(base_path)
+async def test_stored_trajectory_columns_hold_group_and_trajectory_fields(store_location, two_groups):
+    model = store_location.model()
     await model.log(two_groups, split="val")
     traj = model.run.trajectories()
     for col in ("group_index", "reward", "metrics", "metadata", "tools", "logs", "messages"):
@@ -47,8 +43,8 @@ async def test_stored_trajectory_columns_hold_group_and_trajectory_fields(base_p
     assert dict(grp["metrics"].to_pylist()[1]) == {"judge_score": 0.6}
 
 
-async def test_history_row_has_step_recorded_at_and_split_metrics(base_path, two_groups):
-    model = _model(base_path)
+async def test_history_row_has_step_recorded_at_and_split_metrics(store_location, two_groups):
+    model = store_location.model()
     await model.log(two_groups, split="val")
     h = model.history()
     assert h.column_names[:2] == ["step", "recorded_at"]
@@ -57,8 +53,8 @@ async def test_history_row_has_step_recorded_at_and_split_metrics(base_path, two
     assert all(c.startswith("val/") for c in h.column_names[2:])
 
 
-async def test_val_then_train_log_give_two_history_rows(base_path, two_groups):
-    model = _model(base_path)
+async def test_val_then_train_log_give_two_history_rows(store_location, two_groups):
+    model = store_location.model()
     await model.log(two_groups, split="val")
     await model.log(two_groups, split="train")
     h = model.history().to_pylist()
@@ -67,14 +63,19 @@ async def test_val_then_train_log_give_two_history_rows(base_path, two_groups):
     assert h[1]["train/reward"] is not None and h[1]["val/reward"] is None
 
 
-async def test_run_lives_at_project_models_name(tmp_path, two_groups):
-    model = art.Model(name="mymodel", project="myproj", base_path=str(tmp_path), report_metrics=[])
+async def test_run_lives_at_project_models_name(store_location, two_groups):
+    uri, opts = store_location
+    model = art.Model(name="mymodel", project="myproj", base_path=uri, storage_options=opts, report_metrics=[])
     await model.log(two_groups)
-    assert (tmp_path / "myproj" / "models" / "mymodel" / "trajectories.lance").is_dir()
+    run_dir = Location.parse(uri, opts).child("myproj", "models", "mymodel")
+    assert model.run.location == run_dir
+    assert "trajectories.lance" in files.list_dir(run_dir)
 
 
-async def test_trainable_model_logs_train_at_its_current_step(base_path, two_groups):
-    model = art.TrainableModel(name="m", project="p", base_model="base", base_path=base_path, report_metrics=[])
+async def test_trainable_model_logs_train_at_its_current_step(store_location, two_groups):
+    uri, opts = store_location
+    model = art.TrainableModel(name="m", project="p", base_model="base", base_path=uri, storage_options=opts,
+                               report_metrics=[])
     model.run.checkpoints_table().begin(42)
     model.run.checkpoints_table().mark_ready(42, size_bytes=0)
     assert await model.get_step() == 42
@@ -82,28 +83,28 @@ async def test_trainable_model_logs_train_at_its_current_step(base_path, two_gro
     assert set(model.run.trajectories()["step"].to_pylist()) == {42}
 
 
-async def test_reward_exception_rate_and_std_follow_art(base_path, make_trajectory):
-    model = _model(base_path)
+async def test_reward_exception_rate_and_std_follow_art(store_location, make_trajectory):
+    model = store_location.model()
     record = await model.log([art.TrajectoryGroup([make_trajectory(0.8), make_trajectory(0.6)])], split="val")
     assert record.metrics["val/reward"] == pytest.approx(0.7)
     assert record.metrics["val/exception_rate"] == 0.0
     assert record.metrics["val/reward_std_dev"] == pytest.approx(0.1)
 
 
-async def test_group_metric_is_mean_over_groups(base_path, two_groups):
-    record = await _model(base_path).log(two_groups, split="val")
+async def test_group_metric_is_mean_over_groups(store_location, two_groups):
+    record = await store_location.model().log(two_groups, split="val")
     assert record.metrics["val/group_metric_judge_score"] == pytest.approx(0.4)
 
 
-async def test_exception_rate_counts_group_exceptions(base_path, make_trajectory):
+async def test_exception_rate_counts_group_exceptions(store_location, make_trajectory):
     group = art.TrajectoryGroup([make_trajectory(1.0), RuntimeError("rollout timed out")])
-    record = await _model(base_path).log([group], split="val")
+    record = await store_location.model().log([group], split="val")
     assert record.metrics["val/exception_rate"] == 0.5
 
 
-async def test_generator_of_trajectories_is_consumed_once(base_path, make_trajectory):
+async def test_generator_of_trajectories_is_consumed_once(store_location, make_trajectory):
     group = art.TrajectoryGroup(make_trajectory(r) for r in (1.0, 3.0))
-    record = await _model(base_path).log([group], split="val")
+    record = await store_location.model().log([group], split="val")
     assert record.metrics["val/reward"] == 2.0
     assert len(group.trajectories) == 2
 

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from artstore import Run, shard_range
+from artstore import Run, ValidationError, shard_range
 
 
 def _spend_readonly_warning() -> None:
@@ -199,8 +199,10 @@ class TokenLoader:
         self.rank = default_rank if rank is None else rank
         self.world_size = default_world if world_size is None else world_size
         shard_range(0, self.rank, self.world_size)  # validates rank and world size
-        if prefetch < 0:
-            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationError("batch_size", f"must be an int >= 1, got {batch_size!r}")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ValidationError("prefetch", f"must be an int >= 0, got {prefetch!r}")
         self.prefetch = prefetch
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
@@ -224,6 +226,8 @@ class TokenLoader:
         item = to_tensors(batch)
         if self.pack is not None:
             item = self.pack(item)
+        if self.device.type == "cpu":
+            return item, None  # already there: the views themselves
         if not self.cuda:
             return map_tensors(item, lambda t: t.to(self.device)), None
         if self.pin_memory:

@@ -1,7 +1,16 @@
 """Files that are not tables (checkpoint adapters, exports), through fsspec.
 
-Writes go to a temporary name and are then moved into place, so a reader never sees a
-half-written file.
+A reader never sees a half-written file under its final name:
+
+- on local disk a file is written under a temporary name beside it (`.{name}.artstore-tmp-{id}`),
+  fsynced, then renamed into place (a rename within a folder is atomic); a failed write removes
+  it. Other fsspec filesystems get the same through fsspec (temporary name, then `mv`);
+- on S3 and GCS the object store's own write is already atomic (a single PUT, or a multipart /
+  resumable upload, becomes visible only once complete), so the file is written to its final
+  name directly. A temporary name plus `mv` would add a server-side copy and a delete (S3 has no
+  rename) and, when a writer dies between the two, a visible temporary object.
+
+Listings (`list_dir`, `glob`, `size`) skip temporary names.
 """
 
 from __future__ import annotations
@@ -10,42 +19,124 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import fsspec
 
-from artstore.errors import StorageError
+from artstore.errors import ArtstoreError
+from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
+
+TMP_MARK = ".artstore-tmp-"
+_ATOMIC_OBJECT_STORES = frozenset({"s3", "gs"})
+_STORAGE_LIBRARIES = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "requests",
+                                "urllib3", "fsspec"})
 
 
 def filesystem(loc: Location) -> fsspec.AbstractFileSystem:
+    """The fsspec filesystem of `loc` (instances are cached by fsspec per set of arguments)."""
     protocol, kwargs = loc.fsspec_arguments()
-    return fsspec.filesystem(protocol, **kwargs)
+    fs = fsspec.filesystem(protocol, **kwargs)
+    if protocol == "s3":
+        # botocore retries client_max_retries times (see Location.fsspec_arguments); s3fs's own
+        # loop (5 tries of botocore's tries for SlowDown) would multiply that to minutes.
+        fs.retries = 1
+    return fs
+
+
+def _is_storage_failure(e: BaseException) -> bool:
+    return isinstance(e, (OSError, ValueError, RuntimeError, TimeoutError)) or \
+        type(e).__module__.split(".")[0] in _STORAGE_LIBRARIES
 
 
 @contextlib.contextmanager
 def _errors(loc: Location, action: str) -> Iterator[None]:
     try:
         yield
-    except (OSError, ValueError) as e:
-        raise StorageError(f"{action} {loc.uri} failed: {loc.redact(str(e))}") from None
+    except ArtstoreError:
+        raise
+    except Exception as e:
+        if not _is_storage_failure(e):
+            raise
+        raise storage_error(loc, action, e) from None
+
+
+def _is_tmp(path: str) -> bool:
+    return TMP_MARK in path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _tmp_name(path: str) -> str:
+    parent, _, name = path.rpartition("/")
+    return f"{parent}/.{name}{TMP_MARK}{uuid.uuid4().hex}"
+
+
+def _write_local(path: str, fill: Callable[[BinaryIO], object]) -> None:
+    """Write a local file under a temporary name beside it, fsync, then rename into place."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _write_elsewhere(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[str], object]) -> None:
+    """Other filesystems: write a temporary name through fsspec, then move it into place."""
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        write(tmp)
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
 
 
 def put_bytes(loc: Location, data: bytes) -> None:
-    """Write `data` at `loc` atomically (temporary name, then move)."""
+    """Write `data` at `loc` atomically: readers see the old file, or all of the new one."""
     fs, path = filesystem(loc), loc.path_for_fsspec()
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     with _errors(loc, "write"):
-        fs.makedirs(fs._parent(path), exist_ok=True)
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        fs.mv(tmp, path)
+        if loc.scheme in _ATOMIC_OBJECT_STORES:
+            fs.pipe_file(path, data)
+        elif loc.is_local:
+            _write_local(path, lambda f: f.write(data))
+        else:
+            _write_elsewhere(fs, path, lambda tmp: fs.pipe_file(tmp, data))
+
+
+def put_file(loc: Location, local_path: str | os.PathLike[str]) -> None:
+    """Upload the local file `local_path` to `loc` atomically (streamed, never read whole)."""
+    fs, path, src = filesystem(loc), loc.path_for_fsspec(), os.fspath(local_path)
+    with _errors(loc, "write"):
+        if loc.scheme in _ATOMIC_OBJECT_STORES:
+            fs.put_file(src, path)
+        elif loc.is_local:
+            def copy(f: BinaryIO) -> None:
+                with open(src, "rb") as s:
+                    shutil.copyfileobj(s, f, 1 << 20)
+            _write_local(path, copy)
+        else:
+            _write_elsewhere(fs, path, lambda tmp: fs.put_file(src, tmp))
 
 
 def get_bytes(loc: Location) -> bytes:
     with _errors(loc, "read"):
         return filesystem(loc).cat_file(loc.path_for_fsspec())
+
+
+def get_file(loc: Location, local_path: str | os.PathLike[str]) -> None:
+    """Download `loc` to the local file `local_path` (streamed)."""
+    with _errors(loc, "read"):
+        filesystem(loc).get_file(loc.path_for_fsspec(), os.fspath(local_path))
 
 
 def exists(loc: Location) -> bool:
@@ -59,14 +150,15 @@ def list_dir(loc: Location) -> list[str]:
     with _errors(loc, "list"):
         if not fs.exists(path):
             return []
-        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if not _is_tmp(p))
 
 
 def glob(loc: Location, pattern: str) -> list[str]:
     """Paths below `loc` matching `pattern`, relative to `loc`."""
     fs, path = filesystem(loc), loc.path_for_fsspec().rstrip("/")
     with _errors(loc, "list"):
-        return sorted(p[len(path) + 1:] if p.startswith(path) else p for p in fs.glob(f"{path}/{pattern}"))
+        return sorted(p[len(path) + 1:] if p.startswith(path) else p
+                      for p in fs.glob(f"{path}/{pattern}") if not _is_tmp(p))
 
 
 def delete(loc: Location, recursive: bool = True) -> None:
@@ -78,10 +170,14 @@ def delete(loc: Location, recursive: bool = True) -> None:
 
 
 def size(loc: Location) -> int:
-    """Total bytes of a file or of every file under a folder."""
+    """Total bytes of a file, or of every file under a folder (0 when missing)."""
     fs, path = filesystem(loc), loc.path_for_fsspec()
     with _errors(loc, "size"):
-        return int(fs.du(path, total=True)) if fs.exists(path) else 0
+        if not fs.exists(path):
+            return 0
+        if fs.isfile(path):
+            return int(fs.size(path))
+        return sum(int(info.get("size") or 0) for p, info in fs.find(path, detail=True).items() if not _is_tmp(p))
 
 
 def walk(loc: Location) -> list[str]:
@@ -93,23 +189,34 @@ def walk(loc: Location) -> list[str]:
             return []
         found = fs.find(path, withdirs=False)
     prefix = path + "/"
-    return sorted(p[len(prefix):] if p.startswith(prefix) else p for p in found)
+    return sorted(p[len(prefix):] if p.startswith(prefix) else p for p in found if not _is_tmp(p))
 
 
 def copy_file(src: Location, dst: Location, chunk_bytes: int = 8 << 20) -> int:
-    """Copy one file from `src` to `dst` (any two storages), streamed in chunks and moved into
-    place atomically. Returns the bytes copied."""
+    """Copy one file from `src` to `dst` (any two storages), streamed in chunks, written as
+    atomically as `put_file` writes. Returns the bytes copied."""
     sfs, dfs = filesystem(src), filesystem(dst)
     spath, dpath = src.path_for_fsspec(), dst.path_for_fsspec()
-    tmp = f"{dpath}.tmp-{uuid.uuid4().hex}"
     copied = 0
-    with _errors(dst, f"copy {src.uri} to"):
-        dfs.makedirs(dfs._parent(dpath), exist_ok=True)
-        with sfs.open(spath, "rb") as fin, dfs.open(tmp, "wb") as fout:
+
+    def stream(fout: BinaryIO) -> None:
+        nonlocal copied
+        with sfs.open(spath, "rb") as fin:
             while chunk := fin.read(chunk_bytes):
                 fout.write(chunk)
                 copied += len(chunk)
-        dfs.mv(tmp, dpath)
+
+    def stream_to(path: str) -> None:
+        with dfs.open(path, "wb") as fout:
+            stream(fout)
+
+    with _errors(dst, f"copy {src.uri} to"):
+        if dst.scheme in _ATOMIC_OBJECT_STORES:
+            stream_to(dpath)
+        elif dst.is_local:
+            _write_local(dpath, stream)
+        else:
+            _write_elsewhere(dfs, dpath, stream_to)
     return copied
 
 

@@ -170,6 +170,10 @@ def test_rank_and_world_size_default_from_torchrun_env(run, monkeypatch):
     assert [b.sequence_ids for b in loader] == [["t0-4", "t0-5", "t0-6"]]
     with pytest.raises(art.ValidationError, match="^rank:"):
         TokenLoader(run, 0, 10, "cpu", rank=3)
+    with pytest.raises(art.ValidationError, match="^batch_size:"):
+        TokenLoader(run, 0, 0, "cpu")
+    with pytest.raises(art.ValidationError, match="^prefetch:"):
+        TokenLoader(run, 0, 1, "cpu", prefetch=-1)
 
 
 def test_columns_and_empty_step(run):

@@ -1,0 +1,64 @@
+"""Lance tables under concurrent first writes, on local disk and on moto S3."""
+
+from __future__ import annotations
+
+import threading
+
+import pyarrow as pa
+import pytest
+
+from artstore.errors import StorageError
+from artstore.storage import Location, tables
+
+SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False,
+                             metadata={"lance-schema:unenforced-primary-key": "true"}),
+                    pa.field("writer", pa.int64())])
+
+
+def _race(n: int, fn) -> None:
+    """Run fn(i) for i in range(n) in n threads released at the same instant."""
+    barrier, errors = threading.Barrier(n), []
+
+    def run(i):
+        barrier.wait()
+        try:
+            fn(i)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("op", ["append", "insert_unique", "upsert"])
+def test_writers_racing_to_create_a_table_lose_no_rows(store_location, op):
+    uri, opts = store_location
+    writers, rounds = 4, 3
+    for r in range(rounds):  # a fresh table each round: the race is on its creation
+        loc = Location.parse(uri, opts).child(f"{op}-{r}.lance")
+
+        def write(i, loc=loc):
+            rows = pa.table({"key": [f"k{i}-{j}" for j in range(3)], "writer": [i] * 3}, schema=SCHEMA)
+            if op == "append":
+                tables.append(loc, rows, f"writer {i}")
+            else:
+                getattr(tables, op)(loc, rows, "key")
+
+        _race(writers, write)
+        keys = tables.scan(loc)["key"].to_pylist()
+        assert sorted(keys) == sorted(f"k{i}-{j}" for i in range(writers) for j in range(3))
+
+
+def test_lance_on_gs_reaches_the_configured_endpoint_which_the_emulator_cannot_serve(gcs_bucket):
+    # Lance's GCS client speaks the XML API; fake-gcs-server serves the JSON API gcsfs uses. This
+    # proves the mapping routes Lance to google_endpoint (not to storage.googleapis.com), and pins
+    # down why Lance tables on gs:// stay untested here (docs/object-storage.md).
+    loc = Location.parse(gcs_bucket.uri, {"google_endpoint": gcs_bucket.endpoint, "google_skip_signature": True,
+                                          "client_max_retries": 0}).child("t.lance")
+    with pytest.raises(StorageError) as err:
+        tables.append(loc, pa.table({"key": ["a"], "writer": [0]}, schema=SCHEMA))
+    assert gcs_bucket.endpoint in str(err.value) and "invalid uploadType" in str(err.value)

@@ -1,0 +1,115 @@
+"""Invariant 1, retries: a log is stored once however often it is retried, by id or by content,
+after a crash between its data and its commit, or by racing threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import artstore as art
+from artstore import writer
+from artstore.storage import tables
+
+
+def _model(base_path):
+    return art.Model(name="m", project="p", base_path=base_path, report_metrics=[])
+
+
+def _groups(make_trajectory, offset=0.0):
+    return [art.TrajectoryGroup([make_trajectory(0.1 * i + offset, i) for i in range(3)], metrics={"judge": 0.5}),
+            art.TrajectoryGroup([make_trajectory(0.7 + offset, 9)])]
+
+
+def _raw_rows(run: art.Run, table: str) -> int:
+    """Rows physically in the table, visible or not."""
+    found = tables.scan(run.table_location(table), columns=["write_id"])
+    return 0 if found is None else found.num_rows
+
+
+def test_same_log_id_is_stored_once_and_the_retry_returns_the_stored_record(base_path, make_trajectory):
+    model = _model(base_path)
+    first = model.log_sync(_groups(make_trajectory), split="val", log_id="rollout-17")
+    history = model.history()
+    raw = {t: _raw_rows(model.run, t) for t in writer.DATA_TABLES}
+    again = model.log_sync(_groups(make_trajectory, offset=0.05), split="val", log_id="rollout-17")
+    assert first.created and not again.created
+    assert (again.log_id, again.step, again.num_trajectories, again.metrics) == \
+        (first.log_id, first.step, first.num_trajectories, first.metrics)
+    assert again.recorded_at == first.recorded_at
+    assert model.history().equals(history)
+    assert {t: _raw_rows(model.run, t) for t in writer.DATA_TABLES} == raw  # not even invisible rows
+    assert model.run.groups() == _groups(make_trajectory)
+
+
+async def test_same_content_logged_twice_is_stored_once_under_a_derived_id(base_path, make_trajectory):
+    model = _model(base_path)
+    first = await model.log(_groups(make_trajectory), split="train", step=3)
+    again = await model.log(_groups(make_trajectory), split="train", step=3)
+    assert first.log_id.startswith("d-") and again.log_id == first.log_id
+    assert first.created and not again.created
+    assert model.history().num_rows == 1
+    assert model.run.trajectories().num_rows == 4
+    other_step = await model.log(_groups(make_trajectory), split="train", step=4)
+    other_content = await model.log(_groups(make_trajectory, offset=0.01), split="train", step=3)
+    assert other_step.created and other_content.created
+    assert len({first.log_id, other_step.log_id, other_content.log_id}) == 3
+    assert model.history().num_rows == 3
+
+
+class _Died(BaseException):
+    """Stands for the process dying: not an Exception, so nothing on the way catches it."""
+
+
+def test_attempt_that_died_before_its_commit_is_invisible_and_its_retry_shows_once(
+        base_path, make_trajectory, monkeypatch):
+    model = _model(base_path)
+    model.log_sync(_groups(make_trajectory), split="val", step=0, log_id="before")
+
+    def die(*args, **kwargs):
+        raise _Died()
+
+    monkeypatch.setattr(tables, "insert_unique", die)
+    with pytest.raises(_Died):
+        model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="crashy")
+    monkeypatch.undo()
+    run = model.run
+    assert run.logs()["log_id"].to_pylist() == ["before"]
+    assert _raw_rows(run, "trajectories") == 8  # the dead attempt's rows are there ...
+    assert run.trajectories().num_rows == 4     # ... and invisible
+    assert run.history().num_rows == 1 and set(run.metrics()["log_id"].to_pylist()) == {"before"}
+
+    retry = model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="crashy")
+    assert retry.created
+    assert run.logs()["log_id"].to_pylist() == ["before", "crashy"]
+    assert run.trajectories(step=1).num_rows == 4
+    assert len(set(run.trajectories()["trajectory_id"].to_pylist())) == 8
+    assert run.groups(step=1) == _groups(make_trajectory, 0.2)
+    assert run.history().num_rows == 2
+    per_log = run.metrics()["log_id"].to_pylist()
+    assert per_log.count("crashy") == per_log.count("before") == len(retry.metrics)
+
+
+def test_threads_racing_to_log_the_same_id_commit_it_once(base_path, make_trajectory):
+    model = _model(base_path)
+    model.log_sync(_groups(make_trajectory), split="val", step=0, log_id="warm-up")  # tables exist
+    records, errors = [], []
+
+    def attempt():
+        try:
+            records.append(_model(base_path).log_sync(_groups(make_trajectory, 0.3), split="val", step=1,
+                                                      log_id="raced"))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(r.created for r in records) == [False, False, False, True]
+    assert model.run.logs()["log_id"].to_pylist() == ["warm-up", "raced"]
+    assert model.run.trajectories(step=1).num_rows == 4
+    assert model.run.groups(step=1) == _groups(make_trajectory, 0.3)
+    assert model.history().num_rows == 2
