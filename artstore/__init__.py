@@ -32,6 +32,7 @@ from artstore.retention import (
     Window,
 )
 from artstore.store import Run, Store, open_store
+from artstore.tokens import shard_range
 from artstore.training import Backend, TrainConfig
 from artstore.writer import LogRecord
 
@@ -45,4 +46,6 @@ __all__ = [
     # checkpoints and retention
     "Checkpoint", "Decision", "Ema", "KeepBest", "KeepEvery", "KeepLast", "KeepSql", "KeepSteps", "Mean", "Plan",
     "Policy", "Window",
+    # training tokens
+    "shard_range",
 ]

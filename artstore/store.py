@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,7 @@ from artstore.records import TrajectoryGroup
 from artstore.retention import Plan, Policy, rank, step_means
 from artstore.schema import arrow_schema
 from artstore.storage import Location, files, tables
+from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 from artstore.writer import DEFAULT_RETENTION
 
 AsOf = int | str | datetime | None
@@ -169,6 +170,31 @@ class Run:
         return self.checkpoints_table().register(step, base_model=base_model, table_versions=versions, uri=uri,
                                                  linked=linked, size_bytes=size_bytes)
 
+    def save_checkpoint_files(self, step: int, local_dir: str | os.PathLike[str], *, base_model: str | None = None,
+                              table_versions: Mapping[str, int] | None = None) -> Checkpoint:
+        """Store the files of a local folder (e.g. a peft adapter) as the checkpoint of `step`:
+        record the row (`saving`), clear what an interrupted save of this step left, copy every
+        file to `checkpoint_uri(step)` (each moved into place whole), then mark the row `ready`
+        with its size. `table_versions` defaults to the run's current ones."""
+        src = Location.parse(os.fspath(local_dir))
+        if not src.is_local or not Path(src.uri).is_dir():
+            raise CheckpointError(f"{local_dir} is not a local folder")
+        versions = self.table_versions() if table_versions is None else table_versions
+        table = self.checkpoints_table()
+        table.begin(step, base_model=base_model, table_versions=versions)
+        dest = table.files_location(step)
+        files.delete(dest)
+        size_bytes = files.copy_tree(src, dest)
+        return table.mark_ready(step, size_bytes)
+
+    def delete_checkpoint_files(self, step: int) -> None:
+        """Delete the files of the checkpoint of `step` (wherever its row says they are) and leave
+        its row as it is: for training backends (`Backend._delete_checkpoint_files`); retention
+        marks the rows. A step without a row, or already without files, is fine."""
+        c = self.checkpoints_table().get(step)
+        if c is not None:
+            files.delete(Location.parse(c.uri, self.location.storage_options))
+
     def checkpoint_uri(self, step: int) -> str:
         """Where the store keeps the files of the checkpoint of `step`."""
         return self.checkpoints_table().files_location(step).uri
@@ -205,6 +231,34 @@ class Run:
         root = Path(cache_dir or os.environ.get("ARTSTORE_CACHE") or Path.home() / ".cache" / "artstore")
         key = hashlib.sha256(loc.uri.encode()).hexdigest()[:16]
         return chosen, files.download_dir(loc, root / "checkpoints" / key / checkpoint_dir_name(chosen.step))
+
+    # -- training tokens (see artstore.tokens) ----------------------------------------------
+    def tokens_table(self) -> TokenTable:
+        """The run's tokens table: one row per training sequence (schemas/tokens.json)."""
+        return TokenTable(self.location)
+
+    def write_tokens(self, table_or_rows: Any) -> int:
+        """Validate and upsert training sequences by `sequence_id` (a retry replaces, never
+        duplicates); one commit. Bad input raises ValidationError naming the field and writes
+        nothing. Returns the tokens table version."""
+        return self.tokens_table().write(table_or_rows)
+
+    def tokens(self, step: int | None = None, split: str | None = None, columns: list[str] | None = None,
+               version: int | None = None) -> pa.Table:
+        """Stored training sequences of `step`/`split` (all when None), in storage order."""
+        return self.tokens_table().read(step, split, columns, version)
+
+    def token_count(self, step: int | None = None, split: str | None = None, version: int | None = None) -> int:
+        """How many training sequences match `step`/`split`."""
+        return self.tokens_table().count(step, split, version)
+
+    def token_batches(self, step: int | None = None, split: str | None = None, columns: list[str] | None = None,
+                      batch_size: int = DEFAULT_BATCH_SIZE, rank: int = 0, world_size: int = 1,
+                      version: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream `rank`'s shard of the matching sequences as record batches of exactly
+        `batch_size` rows (the last may be short). Shards are contiguous, cover every row once over
+        all ranks, and differ in size by at most one row (`artstore.shard_range`)."""
+        return self.tokens_table().batches(step, split, columns, batch_size, rank, world_size, version)
 
     # -- retention (see artstore.retention and artstore.pruning) -----------------------------
     def pin_checkpoint(self, step: int, note: str | None = None) -> None:

@@ -118,3 +118,34 @@ def test_pins(model):
     assert plan.decision(0).reason == "pinned: the paper's checkpoint"
     with pytest.raises(art.CheckpointError, match="no live checkpoint 1"):
         model.run.pin_checkpoint(1)
+
+
+def test_save_checkpoint_files_copies_a_local_folder_then_marks_ready(model, tmp_path):
+    model.log_sync(None, split="val", metrics={"reward": 0.5}, step=0)
+    src = tmp_path / "adapter"
+    write_files(str(src), 50)
+    (src / "sub").mkdir()
+    (src / "sub" / "extra.bin").write_bytes(b"x" * 7)
+    # What an interrupted save of this step left behind is cleared first.
+    write_files(model.run.checkpoint_uri(3), 10)
+    model.run.checkpoints_table().begin(3)
+    with fsspec.open(os.path.join(model.run.checkpoint_uri(3), "stale.tmp"), "wb") as f:
+        f.write(b"?")
+    c = model.run.save_checkpoint_files(3, src, base_model="tiny", table_versions={"trajectories": 4})
+    assert (c.status, c.size_bytes, c.base_model, c.table_versions) == ("ready", 65, "tiny", {"trajectories": 4})
+    _, path = model.run.checkpoint("latest")
+    assert sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()) == [
+        "adapter_config.json", "adapter_model.safetensors", "sub/extra.bin"]
+    with pytest.raises(art.CheckpointError, match="not a local folder"):
+        model.run.save_checkpoint_files(4, tmp_path / "missing")
+
+
+def test_delete_checkpoint_files_leaves_the_row(model, tmp_path):
+    model.log_sync(None, split="val", metrics={"reward": 0.5}, step=0)
+    write_files(str(tmp_path / "a"))
+    model.run.save_checkpoint_files(1, tmp_path / "a")
+    model.run.delete_checkpoint_files(1)
+    model.run.delete_checkpoint_files(1)  # already gone: fine
+    model.run.delete_checkpoint_files(9)  # no such checkpoint: fine
+    assert not os.path.exists(model.run.checkpoint_uri(1))
+    assert model.run.checkpoints_table().get(1).status == "ready"  # retention marks rows, not this

@@ -119,6 +119,14 @@ def tokenize_trajectory(
     return TokenizedTrajectory(input_ids, mask, logprobs)
 
 
+def template_messages(
+    messages: Sequence[Mapping[str, Any]], parse_tool_arguments: bool = True
+) -> list[dict[str, Any]]:
+    """`messages` as the chat template sees them when training (see `tokenize_trajectory`): a
+    sampler renders its prompt from these, so prompt tokens and training tokens agree."""
+    return [_template_message(m, parse_tool_arguments) for m in messages]
+
+
 def _template_message(message: Mapping[str, Any], parse_tool_arguments: bool) -> dict[str, Any]:
     """What the chat template sees: no store fields, no None-valued optional keys."""
     out = {k: v for k, v in message.items() if k not in STORE_FIELDS and v is not None}

@@ -16,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import lance
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
@@ -347,3 +349,57 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+# -- streaming reads (the trainer's loader) --------------------------------------------------
+def latest_version(loc: Location) -> int:
+    """The latest version of the dataset at `loc`; 0 when it does not exist."""
+    ds = open_dataset(loc)
+    return 0 if ds is None else ds.version
+
+
+def count_rows(loc: Location, filter: str | None = None, version: int | str | None = None) -> int:
+    """How many rows match the Lance SQL `filter` (0 when the dataset does not exist)."""
+    ds = open_dataset(loc, version=version)
+    if ds is None:
+        return 0
+    with storage_errors(loc, "count rows of"):
+        return ds.count_rows(filter=filter)
+
+
+def match_positions(loc: Location, filter: str | None = None, version: int | str | None = None) -> np.ndarray:
+    """Positions (0-based, in storage order: the order `scan_batches` reads) of the rows matching
+    the Lance SQL `filter`, as int64; empty when the dataset does not exist. Reads only the
+    columns the filter names."""
+    ds = open_dataset(loc, version=version)
+    if ds is None:
+        return np.zeros(0, np.int64)
+    with storage_errors(loc, "read"):
+        if filter is None:
+            return np.arange(ds.count_rows(), dtype=np.int64)
+        flags = ds.to_table(columns={"match": filter})["match"]
+        return np.flatnonzero(pc.fill_null(flags, False).to_numpy(zero_copy_only=False)).astype(np.int64)
+
+
+def scan_batches(
+    loc: Location,
+    *,
+    batch_size: int,
+    columns: list[str] | None = None,
+    filter: str | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+    version: int | str | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream rows `offset` to `offset + limit` of those matching `filter` (all rows when None), in
+    storage order (stable for one version), as record batches of exactly `batch_size` rows (the
+    last may be short). Without a filter Lance reads the row range directly, which is much faster
+    than filtering (no late materialisation).
+    Nothing is yielded when the dataset does not exist."""
+    ds = open_dataset(loc, version=version)
+    if ds is None:
+        return
+    with storage_errors(loc, "read"):
+        scanner = ds.scanner(columns=columns, filter=filter, offset=offset, limit=limit,
+                             batch_size=batch_size, strict_batch_size=True)
+        yield from scanner.to_batches()

@@ -1,0 +1,155 @@
+"""One training step, top to bottom: packed batches in, one AdamW update of the adapter out.
+
+    batches = step_batches(run, step, device=device, pad_token_id=tokenizer.pad_token_id)
+    result = train_step(model, optimizer, batches, learning_rate=1e-5, beta=0.0)
+
+The step's sequences come from the store (`tokens.lance`, written by `trainer.tokenize_step`)
+through `TokenLoader`, which reads them a batch of sequences at a time (prefetched in a thread,
+pinned and copied asynchronously on a GPU). Each batch it yields is a `PackedBatch`: whole sequences packed back to back into rows
+(no padding between them), kept apart by a block-diagonal causal mask, with each sequence's
+advantage and its sampler logprobs on its tokens. For every batch (a micro-batch):
+
+1. forward with the packed mask -> token logprobs of the policy (the adapter on);
+2. with `beta > 0`, the same forward with the adapter off (the base model: the reference policy,
+   no gradient) for the KL penalty;
+3. GRPO loss: clipped ratio against the sampler's logprobs (ratio 1 where they are unknown),
+   plus `beta` times the k3 KL estimate; backward of the token-weighted sum.
+
+Gradients are accumulated over all micro-batches and divided by the step's trainable token
+count (so the update is the mean over every trainable token of the step, however it was split),
+clipped to `max_grad_norm`, and applied once by AdamW at `learning_rate`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+import artstore as art
+from trainer.loader import TokenLoader, pack_rows
+from trainer.lora import trainable_parameters, with_adapter_disabled
+from trainer.loss import grpo_loss, token_logprobs
+from trainer.packing import PackedBatch
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one training step did. Losses are means over the step's trainable tokens."""
+
+    loss: float
+    policy_loss: float
+    kl: float  # mean k3 estimate of KL(policy || base); 0 when beta == 0
+    clip_fraction: float
+    grad_norm: float  # before clipping
+    learning_rate: float
+    num_tokens: int  # real tokens forwarded (prompts included, padding not)
+    num_trainable: int  # tokens in the loss
+    num_batches: int
+    tokens_per_s: float
+    seconds: float
+
+
+def step_batches(
+    run: art.Run,
+    step: int,
+    *,
+    device: torch.device | str,
+    pad_token_id: int,
+    row_length: int = 2048,
+    batch_size: int = 64,
+    version: int | None = None,
+    split: str = "train",
+) -> TokenLoader:
+    """The step's training sequences from the store, `batch_size` sequences per micro-batch,
+    each packed into rows of `row_length` tokens, on `device`. One process reads them all
+    (rank 0 of 1); `version` pins the tokens table version read."""
+    return TokenLoader(
+        run, step, batch_size, device, rank=0, world_size=1, split=split, version=version,
+        pack=pack_rows(row_length, pad_token_id),
+    )  # fmt: skip
+
+
+def make_optimizer(model: torch.nn.Module, learning_rate: float = 1e-5) -> torch.optim.AdamW:
+    """AdamW over the adapter's parameters, without weight decay (the rate is set per step)."""
+    return torch.optim.AdamW(trainable_parameters(model), lr=learning_rate, weight_decay=0.0)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[PackedBatch],
+    *,
+    learning_rate: float,
+    beta: float = 0.0,
+    clip_epsilon: float = 0.2,
+    max_grad_norm: float = 1.0,
+) -> StepResult:
+    """One optimizer step over every batch in `batches` (see the module docstring)."""
+    start = time.perf_counter()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    dtype = next(model.parameters()).dtype
+    totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
+    num_tokens = num_trainable = num_batches = 0
+
+    for batch in batches:
+        n = int(batch.assistant_mask.sum())
+        num_tokens += batch.num_tokens
+        num_batches += 1
+        if n == 0:
+            continue
+        inputs = dict(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            attention_mask=batch.attention_mask(dtype),
+        )
+        ref = None
+        if beta > 0:
+            with torch.no_grad(), with_adapter_disabled(model):
+                ref = token_logprobs(model(**inputs).logits, batch.input_ids)
+        new = token_logprobs(model(**inputs).logits, batch.input_ids)
+        loss, stats = grpo_loss(
+            new,
+            batch.old_logprobs,
+            batch.advantages,
+            batch.assistant_mask,
+            clip_epsilon=clip_epsilon,
+            kl_coef=beta,
+            ref_logprobs=ref,
+        )
+        (loss * n).backward()  # a token-weighted sum; divided by the step's count below
+        num_trainable += n
+        totals["loss"] += float(loss.detach()) * n
+        for k in ("policy_loss", "kl", "clip_fraction"):
+            totals[k] += stats[k] * n
+
+    grad_norm = 0.0
+    if num_trainable:
+        for p in params:
+            if p.grad is not None:
+                p.grad.div_(num_trainable)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    seconds = time.perf_counter() - start
+    mean = {k: v / max(num_trainable, 1) for k, v in totals.items()}
+    return StepResult(
+        loss=mean["loss"],
+        policy_loss=mean["policy_loss"],
+        kl=mean["kl"],
+        clip_fraction=mean["clip_fraction"],
+        grad_norm=grad_norm,
+        learning_rate=learning_rate,
+        num_tokens=num_tokens,
+        num_trainable=num_trainable,
+        num_batches=num_batches,
+        tokens_per_s=num_tokens / seconds if seconds > 0 else 0.0,
+        seconds=seconds,
+    )
