@@ -63,6 +63,12 @@ def log_content(log_id: str) -> tuple[str, int, list[art.TrajectoryGroup]]:
     return ("train" if rng.random() < 0.5 else "val"), step, groups
 
 
+def say(line: str) -> None:
+    """One line to stdout in one write(2): the fork server and its child share the pipe, and a
+    write of under PIPE_BUF bytes is never interleaved with another (print() may split it)."""
+    os.write(1, (line + "\n").encode())
+
+
 def write_forever(store: str, prefix: str, retry: str | None = None) -> None:
     """Log until killed. Maintenance runs often, so kills also land inside compaction/cleanup."""
     writer.MAINTAIN_EVERY = 2
@@ -72,9 +78,9 @@ def write_forever(store: str, prefix: str, retry: str | None = None) -> None:
     ids = ([retry] if retry else []) + [f"{prefix}-{i}" for i in range(100_000)]
     for log_id in ids:
         split, step, groups = log_content(log_id)
-        print(f"try {log_id}", flush=True)
+        say(f"try {log_id}")
         model.log_sync(groups, split=split, step=step, log_id=log_id)
-        print(f"ack {log_id}", flush=True)
+        say(f"ack {log_id}")
 
 
 def serve() -> None:
@@ -87,9 +93,9 @@ def serve() -> None:
                 write_forever(**json.loads(line))
             finally:
                 os._exit(0)
-        print(f"pid {pid}", flush=True)
+        say(f"pid {pid}")
         os.waitpid(pid, 0)
-        print(f"exit {pid}", flush=True)
+        say(f"exit {pid}")
 
 
 if __name__ == "__main__":
