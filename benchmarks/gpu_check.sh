@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The loader's GPU check, in one prepared script: run it from the repository root on a CUDA machine.
+#
+#   OUT=/some/dir bash benchmarks/gpu_check.sh        # on the device tool: carry [".lance-pack"]
+#
+# The machine has torch, transformers, peft, pyarrow, pytest and hypothesis but not lance, duckdb,
+# pydantic or openai. Those travel as .lance-pack/lance.tar.xz (made here by
+# benchmarks/pack_lance.sh); when it exists it is unpacked, and the packages the machine lacks are
+# put on PYTHONPATH (its own versions win where it has one). Steps, each with a time limit, each
+# logged to $OUT/<step>.txt, a failure not stopping the next:
+#   env           nvidia-smi, versions, what was unpacked
+#   loader_tests  tests/trainer/test_loader.py + tests/test_tokens.py (CUDA tests run here)
+#   loader_bench  python -m benchmarks.loader_bench on cuda ($SEQUENCES sequences, default 30000);
+#                 its RESULTS.md section lands in $OUT/RESULTS.md
+#   demo          python -m trainer.demo --device cuda --steps 3 (the trainer's GPU smoke test)
+# $OUT/summary.txt has one line per step with its exit status; the script exits non-zero if any
+# step failed. Total time limit about 9 minutes (set LIMIT_SCALE=0.5 to halve every limit).
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out/gpu-check}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+SEQUENCES=${SEQUENCES:-30000}
+SCALE=${LIMIT_SCALE:-1}
+export LANCE_LOG=error PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+: > "$OUT/summary.txt"
+failed=0
+
+log() { echo "[gpu_check $(date -u +%H:%M:%S)] $*" | tee -a "$OUT/summary.txt"; }
+limit() { "$PY" -c "print(max(10, int($1 * $SCALE)))"; }
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 seconds; seconds=$(limit "$2"); shift 2
+  log "start $name (limit ${seconds}s): $*"
+  local t0=$SECONDS
+  timeout --kill-after=10 "$seconds" "$@" > "$OUT/$name.txt" 2>&1
+  local rc=$?
+  [ "$rc" -ne 0 ] && failed=1
+  log "end $name rc=$rc in $((SECONDS - t0))s$([ "$rc" -eq 124 ] && echo ' (timed out)')"
+  tail -n 5 "$OUT/$name.txt" | sed 's/^/    /' | tee -a "$OUT/summary.txt"
+}
+
+# -- packages that travel: unpack, and put on the path only what this machine lacks -------------
+PACK=.lance-pack/lance.tar.xz
+SITE=${TMPDIR:-/tmp}/artstore-pack/site
+OVERLAY=${TMPDIR:-/tmp}/artstore-pack/overlay
+if [ -f "$PACK" ]; then
+  rm -rf "${TMPDIR:-/tmp}/artstore-pack" && mkdir -p "$OVERLAY"
+  tar -xJf "$PACK" -C "${TMPDIR:-/tmp}/artstore-pack"
+  [ -d "$SITE" ] || SITE=${TMPDIR:-/tmp}/artstore-pack
+  "$PY" - "$SITE" "$OVERLAY" > "$OUT/pack.txt" 2>&1 <<'EOF'
+import importlib.util, os, sys
+site, overlay = sys.argv[1:]
+for name in sorted(os.listdir(site)):
+    if name.endswith((".dist-info", ".pth")) or name.startswith(("_", ".")) and not name.startswith("_pydantic"):
+        continue
+    module = name.removesuffix(".py")
+    have = importlib.util.find_spec(module) is not None
+    print(f"{module}: {'the machine has it' if have else 'from the pack'}")
+    if not have:
+        os.symlink(os.path.join(site, name), os.path.join(overlay, name))
+        for d in os.listdir(site):  # its metadata too (importlib.metadata.version)
+            if d.endswith(".dist-info") and d.split("-")[0].lower().replace("_", "") in (
+                    module.lower().replace("_", ""), "py" + module.lower()):
+                os.symlink(os.path.join(site, d), os.path.join(overlay, d))
+EOF
+  export PYTHONPATH="$OVERLAY${PYTHONPATH:+:$PYTHONPATH}"
+  log "unpacked $PACK ($(du -sh "$PACK" | cut -f1)); see pack.txt"
+else
+  log "no $PACK: using the machine's own packages (make it with benchmarks/pack_lance.sh)"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+  nvidia-smi || true
+  "$PY" - <<'EOF'
+import importlib, platform
+print("python", platform.python_version())
+for m in ("torch", "pyarrow", "numpy", "lance", "pydantic", "openai", "transformers", "peft", "hypothesis",
+          "artstore", "trainer.loader"):
+    try:
+        mod = importlib.import_module(m)
+        print(f"{m}: {getattr(mod, '__version__', 'ok')}")
+    except Exception as e:  # noqa: BLE001
+        print(f"{m}: MISSING ({type(e).__name__}: {e})")
+import torch
+print("cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+EOF
+} > "$OUT/env.txt" 2>&1
+log "environment: $(grep -c MISSING "$OUT/env.txt") modules missing (env.txt)"
+
+cp benchmarks/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null || true
+step loader_tests 150 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -x tests/trainer/test_loader.py tests/test_tokens.py
+step loader_bench 240 "$PY" -m benchmarks.loader_bench --device cuda --sequences "$SEQUENCES" --repeat 3 \
+  --results "$OUT/RESULTS.md" --dir "${TMPDIR:-/tmp}/loader-bench"
+step demo 150 "$PY" -m trainer.demo --device cuda --steps 3
+log "done; failed=$failed"
+exit $failed
