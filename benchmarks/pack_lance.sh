@@ -5,7 +5,8 @@
 #   bash benchmarks/pack_lance.sh [PYTHON]     # PYTHON: the venv's python (default /work/main/.venv)
 #
 # Copies from this venv's site-packages the packages that are the same on any CPython 3 (lance's
-# extension is abi3; openai, pydantic, annotated_types, typing_inspection are pure Python), and
+# extension is abi3; openai, pydantic, annotated_types, typing_inspection, httpx2 (openai imports it)
+# and sniffio are pure Python; the machine's image has the rest: see KINDS.md's list), and
 # fetches pydantic-core, whose extension is per Python version, as a wheel for the machine's
 # Python (TARGET_PY, default 3.12) with pip (one download). lance's 214 MB extension is most of
 # the size: about 52 MiB compressed, which is why nothing else rides along.
@@ -16,11 +17,12 @@ TARGET_PY=${TARGET_PY:-3.12}
 SP=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 STAGE=.lance-pack/stage
 rm -rf "$STAGE" && mkdir -p "$STAGE/site"
-for pkg in lance openai pydantic annotated_types typing_inspection; do
+for pkg in lance openai pydantic annotated_types typing_inspection httpx2 sniffio; do
   cp -r "$SP/$pkg" "$STAGE/site/"
 done
 cp -r "$SP"/pylance-*.dist-info "$SP"/openai-*.dist-info "$SP"/pydantic-*.dist-info \
-  "$SP"/annotated_types-*.dist-info "$SP"/typing_inspection-*.dist-info "$STAGE/site/" 2>/dev/null || true
+  "$SP"/annotated_types-*.dist-info "$SP"/typing_inspection-*.dist-info "$SP"/httpx2-*.dist-info \
+  "$SP"/sniffio-*.dist-info "$STAGE/site/" 2>/dev/null || true
 find "$STAGE/site" -name __pycache__ -prune -exec rm -rf {} +
 CORE=$("$PY" -c "import pydantic_core; print(pydantic_core.__version__)")
 mkdir -p "$STAGE/wheels"
