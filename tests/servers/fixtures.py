@@ -15,6 +15,7 @@ killed and reaped when the session ends, failed tests or not.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 
 import pytest
@@ -28,24 +29,21 @@ from .moto_s3 import MotoS3Server
 from .seaweedfs import SeaweedFS
 
 
-def _started(server, *args):
-    """Start ``server``; if start fails half way, still kill what was spawned."""
+@contextmanager
+def _running(server):
+    """``server`` started, and stopped after, also when its start fails half way (so whatever it
+    spawned is still killed)."""
     try:
-        server.start(*args)
-    except BaseException:
+        server.start()
+        yield server
+    finally:
         server.stop()
-        raise
-    return server
 
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3Server]:
-    server = MotoS3Server(tmp_path_factory.mktemp("moto"))
-    _started(server)
-    try:
+    with _running(MotoS3Server(tmp_path_factory.mktemp("moto"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -60,12 +58,8 @@ def s3_bucket(moto_server: MotoS3Server) -> Iterator[S3Bucket]:
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
-    _started(server)
-    try:
+    with _running(SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -106,12 +100,8 @@ def faulty_s3(s3_bucket: S3Bucket, make_fault_proxy: Callable[[str], FaultProxy]
 
 @pytest.fixture(scope="session")
 def fake_gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcsServer]:
-    server = FakeGcsServer(tmp_path_factory.mktemp("fake_gcs"))
-    _started(server)
-    try:
+    with _running(FakeGcsServer(tmp_path_factory.mktemp("fake_gcs"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
