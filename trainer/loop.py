@@ -77,6 +77,37 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float = 1e-5) -> torch
     return torch.optim.AdamW(trainable_parameters(model), lr=learning_rate, weight_decay=0.0)
 
 
+def batch_loss(
+    model: torch.nn.Module,
+    batch: PackedBatch,
+    *,
+    beta: float = 0.0,
+    clip_epsilon: float = 0.2,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO loss of one packed batch (mean over its trainable tokens) and its stats. With
+    `beta` > 0 the reference logprobs come from the same model with the adapter disabled."""
+    inputs = dict(
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        attention_mask=batch.attention_mask(dtype),
+    )
+    ref = None
+    if beta > 0:
+        with torch.no_grad(), with_adapter_disabled(model):
+            ref = token_logprobs(model(**inputs).logits, batch.input_ids)
+    new = token_logprobs(model(**inputs).logits, batch.input_ids)
+    return grpo_loss(
+        new,
+        batch.old_logprobs,
+        batch.advantages,
+        batch.assistant_mask,
+        clip_epsilon=clip_epsilon,
+        kl_coef=beta,
+        ref_logprobs=ref,
+    )
+
+
 def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -104,25 +135,7 @@ def train_step(
         num_batches += 1
         if n == 0:
             continue
-        inputs = dict(
-            input_ids=batch.input_ids,
-            position_ids=batch.position_ids,
-            attention_mask=batch.attention_mask(dtype),
-        )
-        ref = None
-        if beta > 0:
-            with torch.no_grad(), with_adapter_disabled(model):
-                ref = token_logprobs(model(**inputs).logits, batch.input_ids)
-        new = token_logprobs(model(**inputs).logits, batch.input_ids)
-        loss, stats = grpo_loss(
-            new,
-            batch.old_logprobs,
-            batch.advantages,
-            batch.assistant_mask,
-            clip_epsilon=clip_epsilon,
-            kl_coef=beta,
-            ref_logprobs=ref,
-        )
+        loss, stats = batch_loss(model, batch, beta=beta, clip_epsilon=clip_epsilon, dtype=dtype)
         (loss * n).backward()  # a token-weighted sum; divided by the step's count below
         num_trainable += n
         totals["loss"] += float(loss.detach()) * n

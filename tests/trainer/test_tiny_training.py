@@ -7,7 +7,8 @@ is rare at first; GRPO with LoRA must make it common.
 
 import torch
 
-from trainer.lora import add_lora, trainable_parameters, with_adapter_disabled
+from trainer.loop import batch_loss
+from trainer.lora import add_lora, trainable_parameters
 from trainer.loss import group_advantages, grpo_loss, token_logprobs
 from trainer.packing import pack_sequences
 from trainer.tiny import build_tiny_model_and_tokenizer
@@ -79,24 +80,7 @@ def train_step(model, tokenizer, optimizer, trajectories, rewards, groups, kl_co
     batch = pack_sequences(
         sequences, advantages.tolist(), row_length=64, pad_token_id=tokenizer.pad_token_id
     )
-    inputs = dict(
-        input_ids=batch.input_ids,
-        position_ids=batch.position_ids,
-        attention_mask=batch.attention_mask(),
-    )
-    ref = None
-    if kl_coef:
-        with torch.no_grad(), with_adapter_disabled(model):
-            ref = token_logprobs(model(**inputs).logits, batch.input_ids)
-    new = token_logprobs(model(**inputs).logits, batch.input_ids)
-    loss, stats = grpo_loss(
-        new,
-        batch.old_logprobs,
-        batch.advantages,
-        batch.assistant_mask,
-        kl_coef=kl_coef,
-        ref_logprobs=ref,
-    )
+    loss, stats = batch_loss(model, batch, beta=kl_coef)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
