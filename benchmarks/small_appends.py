@@ -87,6 +87,18 @@ def fill(model: art.Model, logs: int, per_log: int, tag_at: int = 10, sample_eve
     return out
 
 
+def disk_usage(run_dir: Path) -> str:
+    """Bytes the run takes on disk: all, data files, manifests, transaction files; file count."""
+    found = [p for p in run_dir.rglob("*") if p.is_file()]
+
+    def mib(part: str) -> float:
+        return sum(p.stat().st_size for p in found if part in p.parts) / 2**20
+
+    total = sum(p.stat().st_size for p in found) / 2**20
+    return (f"bytes: {total:.1f} MiB in {len(found)} files; data {mib('data'):.1f} MiB, "
+            f"_versions {mib('_versions'):.1f} MiB, _transactions {mib('_transactions'):.1f} MiB")
+
+
 def read_ms(run: art.Run, steps: list[int], repeats: int = 3) -> float:
     """Median ms of `Run.groups(step=s)` over `steps`, each read `repeats` times."""
     times = []
@@ -135,6 +147,7 @@ def main() -> None:
     print(f"{a.logs} logs x {a.per_log} trajectories, retention {a.retention_s} s: {time.perf_counter() - t0:.1f} s "
           f"(wall per log: median {statistics.median(f.wall_ms):.1f} ms, max {max(f.wall_ms):.0f} ms)")
     report(f, a.logs, model.run)
+    print(disk_usage(Path(model.run.location.uri)))
     steps = list(range(0, a.logs, max(1, a.logs // 10)))
     live = read_ms(model.run, steps)
     compact = read_ms(compacted_copy(model.run, os.path.join(root, "compacted")), steps)
