@@ -59,8 +59,9 @@ class RunSnapshot:
             return self._opened[table]
 
     def committed(self) -> pa.Array:
-        """The write_ids of the pinned logs: the rows of the data tables this query may see. Kept
-        between queries per logs version (a version never changes)."""
+        """The write_ids of the pinned logs (the first committed row of each log_id, as
+        `Run.logs`): the rows of the data tables, and of the logs table itself, this query may
+        see. Kept between queries per logs version (a version never changes)."""
         with self._lock:
             if self._committed is None:
                 logs = self.dataset("logs")
@@ -72,7 +73,8 @@ class RunSnapshot:
                     with _COMMITTED_LOCK:
                         found = _COMMITTED.get(key)
                     if found is None:
-                        found = logs.to_table(columns=["write_id"]).column("write_id").combine_chunks()
+                        found = tables.first_per_key(self.run.table_location("logs"), logs, "log_id",
+                                                     columns=["write_id"]).column("write_id").combine_chunks()
                         with _COMMITTED_LOCK:
                             _COMMITTED[key] = found
                             while len(_COMMITTED) > _COMMITTED_MAX:

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from artstore import pruning
+from artstore import pruning, upkeep
 from artstore.checkpoints import Checkpoint, CheckpointTable, checkpoint_dir_name
 from artstore.encoding import decode_groups
 from artstore.errors import CheckpointError, RetentionError, RunNotFoundError, ValidationError
@@ -65,17 +65,17 @@ class Run:
 
     # -- visibility and time travel ---------------------------------------------------------
     def logs(self, as_of: AsOf = None) -> pa.Table:
-        """The committed log calls, one row each, in the order they were logged (`recorded_at`,
-        then `log_id`). Not the order of the rows in the dataset: Lance's compaction moves the
-        fragments it rewrites after all others."""
+        """The committed log calls, one row each (the first committed row of each log_id: see
+        `writer`), in the order they were logged (`recorded_at`, then `log_id`). Not the order of
+        the rows in the dataset: Lance's compaction moves the fragments it rewrites after all others."""
         version, asof = _as_of_args(as_of)
         ds = tables.open_dataset(self.table_location("logs"), version=version, asof=asof)
         if ds is None:
             if as_of is not None and not self.exists():
                 raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
             return arrow_schema("logs").empty_table()
-        with tables.storage_errors(self.table_location("logs"), "read"):
-            return ds.to_table().sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
+        committed = tables.first_per_key(self.table_location("logs"), ds, "log_id")
+        return committed.sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
                    as_of: AsOf = None) -> pa.Table:
@@ -321,6 +321,12 @@ class Run:
     def size_bytes(self) -> int:
         """Bytes the run takes in storage: every table (all versions kept) and checkpoint file."""
         return files.size(self.location)
+
+    def wait_for_upkeep(self, timeout: float | None = None) -> bool:
+        """Block until the background upkeep (compaction, cleanup) that this process's log() calls
+        asked for on this run is done; False when `timeout` seconds passed first. log() never
+        waits for it; call this before counting fragments or copying the run's files."""
+        return upkeep.wait(self.location, timeout)
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Compact every table and drop versions older than the store's retention window."""

@@ -1,4 +1,4 @@
-"""Lance datasets: open, append, unique insert, scan, versions, tags, compaction and cleanup.
+"""Lance datasets: open, append, first-per-key reads, scan, versions, tags, compaction and cleanup.
 
 Every Lance call of artstore goes through here, and every Lance error leaves as a
 `StorageError` (secrets redacted). Appends write their data files first and commit once, with
@@ -46,6 +46,9 @@ COMPACT_TO_FRAGMENTS = 5
 # runs after a compaction (which leaves old files behind), and one process runs it on a table at
 # most once per this fraction of the window.
 CLEANUP_EVERY_FRACTION_OF_RETENTION = 1 / 8
+# A cleanup beside a writer (a short retention window) can remove the version the writer read;
+# it then re-reads the latest and tries again, this many times.
+VANISHED_RETRIES = 3
 _last_cleanup: dict[str, float] = {}  # dataset uri -> time.monotonic() of this process's last cleanup
 
 
@@ -61,6 +64,12 @@ def storage_errors(loc: Location, action: str) -> Iterator[None]:
         if "conflict" in text.lower() and "retr" in text.lower():
             raise CommitConflictError(f"{action} {loc.uri}: too many concurrent commits; retry. ({text})") from None
         raise storage_error(loc, action, e) from None
+
+
+def vanished(e: BaseException) -> bool:
+    """Whether `e` says a file of the dataset was not found (a cleanup removed what was read)."""
+    text = str(e).lower()
+    return "not found" in text or "no such file" in text
 
 
 def exists(loc: Location) -> bool:
@@ -94,7 +103,8 @@ def open_dataset(loc: Location, version: int | str | None = None, asof: datetime
         raise storage_error(loc, "open", e) from None
 
 
-def _create(loc: Location, fragments: list, schema: pa.Schema, message: str) -> int | None:
+def _create(loc: Location, fragments: list, schema: pa.Schema, message: str,
+            stable_row_ids: bool = False) -> int | None:
     """Commit `fragments` as version 1 of a new dataset at `loc`; None when another writer
     created it first. Not `lance.write_dataset(mode="create")`: when two of those race, pylance
     14 retries the loser as an overwrite at the next version, silently dropping the winner's rows
@@ -103,6 +113,7 @@ def _create(loc: Location, fragments: list, schema: pa.Schema, message: str) -> 
         return LanceDataset.commit(
             loc.uri, LanceOperation.Overwrite(schema, fragments), max_retries=0,
             storage_options=loc.lance_options(), commit_message=message or None,
+            enable_stable_row_ids=stable_row_ids,
         ).version
     except (OSError, ValueError, RuntimeError):
         if open_dataset(loc) is None:
@@ -110,20 +121,28 @@ def _create(loc: Location, fragments: list, schema: pa.Schema, message: str) -> 
         return None
 
 
-def append(loc: Location, table: pa.Table, message: str = "") -> int:
-    """Append `table` as one commit; create the dataset on first use. Returns the new version."""
+def append(loc: Location, table: pa.Table, message: str = "", stable_row_ids: bool = False) -> int:
+    """Append `table` as one commit; create the dataset on first use (with Lance's stable row ids
+    when `stable_row_ids`: see `first_per_key`). Returns the new version."""
     with storage_errors(loc, "append to"):
         ds = open_dataset(loc)
         fragments = write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
         if ds is None:
-            version = _create(loc, fragments, table.schema, message)
+            version = _create(loc, fragments, table.schema, message, stable_row_ids)
             if version is not None:
                 return version
             ds = open_dataset(loc)  # lost the race to create it: append the same files
-        return LanceDataset.commit(
-            loc.uri, LanceOperation.Append(fragments), read_version=ds.version,
-            storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
-        ).version
+        for attempt in range(VANISHED_RETRIES + 1):
+            try:
+                return LanceDataset.commit(
+                    loc.uri, LanceOperation.Append(fragments), read_version=ds.version,
+                    storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
+                ).version
+            except OSError as e:
+                if attempt == VANISHED_RETRIES or not vanished(e):
+                    raise
+                ds = open_dataset(loc)  # a cleanup removed the version we read: commit on the latest
+        raise AssertionError("unreachable")
 
 
 def _merge_insert(loc: Location, table: pa.Table, key: str, update: bool) -> tuple[bool, int]:
@@ -155,6 +174,30 @@ def upsert(loc: Location, table: pa.Table, key: str) -> int:
     """Insert rows, replacing rows with the same `key` (one commit). Returns the version."""
     with storage_errors(loc, "upsert into"):
         return _merge_insert(loc, table, key, update=True)[1]
+
+
+def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] | None = None,
+                  filter: str | None = None) -> pa.Table:
+    """The rows of `ds` (the dataset at `loc`, opened here) matching `filter`, in commit order, keeping only
+    the first committed row of each `key` value: how a key made unique by "first commit wins" is
+    read (plain appends don't enforce uniqueness, and cost far less than a merge_insert).
+
+    Commit order is the order of Lance's stable row ids: they are assigned when a commit lands
+    (after any retry) and kept through compaction, which moves rewritten rows to the end of the
+    fragment list (so storage order is not commit order). A dataset created without stable row ids
+    never held a key twice (it was written with `insert_unique`): storage order serves there."""
+    cols = None if columns is None else list(dict.fromkeys([*columns, key]))
+    with storage_errors(loc, "read"):
+        if ds.has_stable_row_ids:
+            found = ds.to_table(columns=cols, filter=filter, with_row_id=True)
+            found = found.take(pc.sort_indices(found["_rowid"])).drop_columns(["_rowid"])
+        else:
+            found = ds.to_table(columns=cols, filter=filter)
+    keys = found[key].combine_chunks()
+    first = pc.index_in(pc.unique(keys), value_set=keys)  # index of each value's first row, ascending
+    if len(first) < found.num_rows:
+        found = found.take(first)
+    return found if columns is None else found.select(columns)
 
 
 def scan(
