@@ -197,9 +197,12 @@ class LazyDataset(pads.Dataset):
 
 
 def view_schema(table: str) -> pa.Schema:
-    """The columns a run's table shows in the views: all but the internal write_id."""
+    """The columns a run's table shows in the views: all but the internal write_id and commit_seq."""
     schema = arrow_schema(table)
-    return schema.remove(schema.get_field_index("write_id")) if "write_id" in schema.names else schema
+    for internal in ("write_id", tables.SEQ):
+        if internal in schema.names:
+            schema = schema.remove(schema.get_field_index(internal))
+    return schema
 
 
 def message_lists_schema() -> pa.Schema:

@@ -26,7 +26,7 @@ from artstore.names import check_segment, sql_quote
 from artstore.records import TrajectoryGroup
 from artstore.retention import Plan, Policy, rank, step_means
 from artstore.schema import arrow_schema
-from artstore.storage import Location, files, tables
+from artstore.storage import Location, compaction, files, tables
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 from artstore.writer import DEFAULT_RETENTION
 
@@ -323,14 +323,14 @@ class Run:
         return files.size(self.location)
 
     def wait_for_upkeep(self, timeout: float | None = None) -> bool:
-        """Block until the background upkeep (compaction, cleanup) that this process's log() calls
+        """Block until the background cleanup of old versions that this process's log() calls
         asked for on this run is done; False when `timeout` seconds passed first. log() never
-        waits for it; call this before counting fragments or copying the run's files."""
+        waits for it (it compacts inline); call this before counting files or copying the run."""
         return upkeep.wait(self.location, timeout)
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Compact every table and drop versions older than the store's retention window."""
-        return {t: tables.maintain(self.table_location(t), t, self.store.retention, force=force)
+        return {t: compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
                 for t in self.store.table_names(self)}
 
 

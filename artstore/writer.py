@@ -6,16 +6,19 @@ rows whose write_id a committed `logs` row names, so a writer killed at any inst
 half-visible. A retry with the same log_id (given, or derived from the content) is stored once:
 the writer looks the id up first and stores nothing when it is there; two attempts racing past that
 look-up both append a logs row, and the first committed row of a log_id wins for every reader
-(`tables.first_per_key`, used by `Run.logs` and the SQL scans), so the loser's rows stay invisible,
+(`tables.first_per_key`, by Lance fragment ids and the `commit_seq` column; used by `Run.logs` and
+the SQL scans), so the loser's rows stay invisible,
 like a crashed write's, and its caller gets the winner's record. A plain append, not a
 merge_insert: Lance stores a 16 KiB key filter in each merge_insert's transaction and manifest.
 
-Upkeep (compaction, cleanup) runs after the commit, in the background (`artstore.upkeep`).
+Upkeep runs after the commit: compaction here, cleanup of old versions in the background
+(`artstore.upkeep`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,11 +33,13 @@ import pyarrow.compute as pc
 from artstore import metrics as metrics_mod
 from artstore import upkeep
 from artstore.encoding import encode_groups
-from artstore.errors import StorageError, ValidationError
+from artstore.errors import ArtstoreError, StorageError, ValidationError
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
-from artstore.storage import Location, tables
+from artstore.storage import Location, compaction, tables
+
+logger = logging.getLogger(__name__)
 
 DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
@@ -99,7 +104,8 @@ def _set_ids(t: pa.Table, log_id: str) -> pa.Table:
 
 def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dict[str, Any] | None, int, bool]:
     """(the committed logs row of `log_id` or None, the logs version read (0: no table), whether
-    the table reads first-commit-wins: False for a logs table made by merge_insert, before 0.2)."""
+    the table reads first-commit-wins: False for a logs table made by merge_insert, without
+    `commit_seq`)."""
     loc = run.child("logs.lance")
     for attempt in range(tables.VANISHED_RETRIES + 1):
         ds = tables.open_dataset(loc, version=version)
@@ -107,7 +113,7 @@ def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dic
             return None, 0, True
         try:
             found = tables.first_per_key(loc, ds, "log_id", filter=f"log_id = {sql_quote(log_id)}")
-            return (found.to_pylist()[0] if found.num_rows else None), ds.version, ds.has_stable_row_ids
+            return (found.to_pylist()[0] if found.num_rows else None), ds.version, tables.SEQ in ds.schema.names
         except StorageError as e:  # a cleanup beside us removed files of the version opened
             if version is not None or attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
                 raise
@@ -137,8 +143,8 @@ def commit_log(run: Location, row: pa.Table, first_commit_wins: bool) -> tuple[b
     before first-commit-wins keeps its merge_insert, which appends nothing when the id is there."""
     loc = run.child("logs.lance")
     if first_commit_wins:
-        return True, tables.append(loc, row, f"log {row['log_id'][0]}", stable_row_ids=True)
-    return tables.insert_unique(loc, row, "log_id")
+        return True, tables.append(loc, row, f"log {row['log_id'][0]}")
+    return tables.insert_unique(loc, row.drop_columns([tables.SEQ]), "log_id")
 
 
 def write_log(
@@ -229,13 +235,23 @@ def write_log(
 
 
 def maintain(run: Location, versions: Mapping[str, int], retention: timedelta) -> None:
-    """Ask for upkeep (compaction, cleanup) of each table whose new version is a multiple of
-    MAINTAIN_EVERY; `artstore.upkeep` does it in the background.
+    """Compact each table whose new version is a multiple of MAINTAIN_EVERY (tiered, bounded
+    cost), and leave the cleanup of old versions that then falls due to `artstore.upkeep`'s
+    background thread.
 
-    Exactly one writer makes each version, so among many writers one asks for each round of
-    upkeep, and the fragment count stays bounded without anyone calling compaction by hand. The
-    log is committed before this runs: a failure of upkeep is logged and left to the next round.
+    Exactly one writer makes each version, so among many writers one does each round of upkeep,
+    and the fragment count stays bounded without anyone calling compaction by hand. The log is
+    committed before this runs: a failure here (e.g. losing a race with another compaction) is
+    logged and left to the next round, never raised.
     """
     for name, version in versions.items():
-        if version % MAINTAIN_EVERY == 0:
-            upkeep.request(run.child(f"{name}.lance"), name, retention)
+        if version % MAINTAIN_EVERY:
+            continue
+        loc = run.child(f"{name}.lance")
+        try:
+            done = compaction.maintain(loc, name, retention, cleanup=False)
+        except ArtstoreError as e:
+            logger.warning("maintenance of %s skipped: %s", name, e)
+            continue
+        if done["compacted"] and compaction.cleanup_due(loc, retention):
+            upkeep.request(loc, name, retention)

@@ -9,7 +9,7 @@ import pytest
 
 import artstore as art
 from artstore import writer
-from artstore.storage import tables
+from artstore.storage import compaction, tables
 
 
 def _model(base_path):
@@ -153,27 +153,32 @@ def test_an_attempt_that_raced_past_the_look_up_loses_to_the_first_commit_for_ev
         assert store.sql("SELECT count(*) AS n FROM history")["n"].to_pylist() == [2]
 
     visible()
-    import lance  # compaction of all but the loser's fragment puts the rewritten rows after it
-
-    for t in ("logs", *writer.DATA_TABLES):
-        uri = run.table_location(t).uri
-        last = lance.dataset(uri).get_fragments()[-1].fragment_id
-        lance.dataset(uri).optimize.compact_files(target_rows_per_fragment=10**6, excluded_fragment_ids=[last])
+    # compaction of the first two logs rows puts them after the loser's: storage order is not commit order
+    loc = run.table_location("logs")
+    ds = tables.open_dataset(loc)
+    compaction._rewrite_sequenced(loc, ds, [ds.get_fragments()[:2]])
     storage = _ids_in_storage_order(run)
     assert len(storage) == 3 and storage[0] not in run.logs()["write_id"].to_pylist()  # the loser is first now
+    visible()
+    run.compact()  # every table, the logs rows into one fragment
+    assert tables.fragment_count(loc) == 1
     visible()
     assert model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="raced").created is False
 
 
 def test_a_logs_table_made_before_first_commit_wins_keeps_its_unique_insert(base_path, make_trajectory, monkeypatch):
-    """A run written by an artstore whose logs table has no stable row ids (storage order is not
+    """A run whose logs table was written by an artstore before commit_seq (storage order is not
     commit order there) goes on inserting its logs rows with Lance's unique merge_insert."""
     real = tables.append
-    monkeypatch.setattr(tables, "append", lambda loc, t, message="", stable_row_ids=False: real(loc, t, message))
+
+    def without_seq(loc, t, message=""):
+        return real(loc, t.drop_columns([tables.SEQ]) if tables.SEQ in t.column_names else t, message)
+
+    monkeypatch.setattr(tables, "append", without_seq)
     model = _model(base_path)
     model.log_sync(_groups(make_trajectory), split="val", step=0, log_id="old")
     monkeypatch.undo()
-    assert not tables.open_dataset(model.run.table_location("logs")).has_stable_row_ids
+    assert tables.SEQ not in tables.open_dataset(model.run.table_location("logs")).schema.names
     real_winner = writer._winner
     monkeypatch.setattr(writer, "_winner", lambda run, log_id, version=None:
                         (None, 0, False) if version is None else real_winner(run, log_id, version))
@@ -182,3 +187,4 @@ def test_a_logs_table_made_before_first_commit_wins_keeps_its_unique_insert(base
     monkeypatch.undo()
     assert model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="new").created
     assert model.run.logs()["log_id"].to_pylist() == ["old", "new"]
+    assert model.run.groups(step=0) == _groups(make_trajectory)

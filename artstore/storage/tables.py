@@ -1,4 +1,5 @@
-"""Lance datasets: open, append, first-per-key reads, scan, versions, tags, compaction and cleanup.
+"""Lance datasets: open, append, first-per-key reads, scan, versions, tags (compaction and
+cleanup: `compaction`).
 
 Every Lance call of artstore goes through here, and every Lance error leaves as a
 `StorageError` (secrets redacted). Appends write their data files first and commit once, with
@@ -10,9 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import lance
@@ -30,26 +30,10 @@ from artstore.storage.location import Location
 os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on every dataset creation otherwise
 
 COMMIT_RETRIES = 1000
-# Compaction: the largest fragment it makes, in rows, per table (tens of MB of its rows); full
-# fragments are never rewritten again. Smaller fragments are merged in tiers, the smallest
-# TIER_FACTOR times the smallest fragment (one append), each next TIER_FACTOR times larger, so a row
-# is rewritten about once per tier and the cost of one compaction does not grow with the run.
-TARGET_ROWS = {"trajectories": 16_384, "tokens": 16_384, "groups": 65_536, "logs": 65_536}
-DEFAULT_TARGET_ROWS = 262_144  # metrics, checkpoints
-TIER_FACTOR = 16
-# Compact once this many fragments are below the target size (not counting full ones), down to
-# COMPACT_TO_FRAGMENTS. Chosen with benchmarks/compaction_policy.py (a simulation of this policy
-# over Lance's planner, `after_compaction`, that reproduced a real 2,000-log run exactly).
-COMPACT_AFTER_FRAGMENTS = 8
-COMPACT_TO_FRAGMENTS = 5
-# Cleanup reads every manifest in the retention window, so its cost grows with the window: it
-# runs after a compaction (which leaves old files behind), and one process runs it on a table at
-# most once per this fraction of the window.
-CLEANUP_EVERY_FRACTION_OF_RETENTION = 1 / 8
+SEQ = "commit_seq"  # see `first_per_key`
 # A cleanup beside a writer (a short retention window) can remove the version the writer read;
 # it then re-reads the latest and tries again, this many times.
 VANISHED_RETRIES = 3
-_last_cleanup: dict[str, float] = {}  # dataset uri -> time.monotonic() of this process's last cleanup
 
 
 @contextlib.contextmanager
@@ -103,8 +87,7 @@ def open_dataset(loc: Location, version: int | str | None = None, asof: datetime
         raise storage_error(loc, "open", e) from None
 
 
-def _create(loc: Location, fragments: list, schema: pa.Schema, message: str,
-            stable_row_ids: bool = False) -> int | None:
+def _create(loc: Location, fragments: list, schema: pa.Schema, message: str) -> int | None:
     """Commit `fragments` as version 1 of a new dataset at `loc`; None when another writer
     created it first. Not `lance.write_dataset(mode="create")`: when two of those race, pylance
     14 retries the loser as an overwrite at the next version, silently dropping the winner's rows
@@ -113,7 +96,6 @@ def _create(loc: Location, fragments: list, schema: pa.Schema, message: str,
         return LanceDataset.commit(
             loc.uri, LanceOperation.Overwrite(schema, fragments), max_retries=0,
             storage_options=loc.lance_options(), commit_message=message or None,
-            enable_stable_row_ids=stable_row_ids,
         ).version
     except (OSError, ValueError, RuntimeError):
         if open_dataset(loc) is None:
@@ -121,14 +103,13 @@ def _create(loc: Location, fragments: list, schema: pa.Schema, message: str,
         return None
 
 
-def append(loc: Location, table: pa.Table, message: str = "", stable_row_ids: bool = False) -> int:
-    """Append `table` as one commit; create the dataset on first use (with Lance's stable row ids
-    when `stable_row_ids`: see `first_per_key`). Returns the new version."""
+def append(loc: Location, table: pa.Table, message: str = "") -> int:
+    """Append `table` as one commit; create the dataset on first use. Returns the new version."""
     with storage_errors(loc, "append to"):
         ds = open_dataset(loc)
         fragments = write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
         if ds is None:
-            version = _create(loc, fragments, table.schema, message, stable_row_ids)
+            version = _create(loc, fragments, table.schema, message)
             if version is not None:
                 return version
             ds = open_dataset(loc)  # lost the race to create it: append the same files
@@ -178,19 +159,26 @@ def upsert(loc: Location, table: pa.Table, key: str) -> int:
 
 def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] | None = None,
                   filter: str | None = None) -> pa.Table:
-    """The rows of `ds` (the dataset at `loc`, opened here) matching `filter`, in commit order, keeping only
-    the first committed row of each `key` value: how a key made unique by "first commit wins" is
-    read (plain appends don't enforce uniqueness, and cost far less than a merge_insert).
+    """The rows of `ds` (the dataset at `loc`, opened here) matching `filter`, in commit order,
+    keeping only the first committed row of each `key` value: how a key made unique by "first
+    commit wins" is read (plain appends don't enforce uniqueness, and cost far less than a
+    merge_insert).
 
-    Commit order is the order of Lance's stable row ids: they are assigned when a commit lands
-    (after any retry) and kept through compaction, which moves rewritten rows to the end of the
-    fragment list (so storage order is not commit order). A dataset created without stable row ids
-    never held a key twice (it was written with `insert_unique`): storage order serves there."""
+    Commit order: Lance gives each appended fragment the next fragment id when its commit lands
+    (after any retry), but compaction moves rows into new fragments placed after the others. So a
+    dataset with a SEQ column (int64, null when appended) is compacted by `maintain` with
+    `_rewrite_sequenced`, which stores each row's original fragment id in SEQ; a row's commit order
+    is (SEQ, or else its fragment id; then its position). A dataset without SEQ never held a key
+    twice (it was written with `insert_unique`): storage order serves there."""
     cols = None if columns is None else list(dict.fromkeys([*columns, key]))
     with storage_errors(loc, "read"):
-        if ds.has_stable_row_ids:
-            found = ds.to_table(columns=cols, filter=filter, with_row_id=True)
-            found = found.take(pc.sort_indices(found["_rowid"])).drop_columns(["_rowid"])
+        if SEQ in ds.schema.names:
+            found = ds.to_table(columns=None if cols is None else list(dict.fromkeys([*cols, SEQ])),
+                                filter=filter, with_row_address=True)
+            fragment = pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64())
+            order = pa.table({"seq": pc.coalesce(found[SEQ], fragment), "at": found["_rowaddr"]})
+            found = found.take(pc.sort_indices(order, [("seq", "ascending"), ("at", "ascending")]))
+            found = found.drop_columns(["_rowaddr"])
         else:
             found = ds.to_table(columns=cols, filter=filter)
     keys = found[key].combine_chunks()
@@ -308,86 +296,6 @@ def validate(loc: Location) -> None:
     if ds is not None:
         with storage_errors(loc, "validate"):
             ds.validate()
-
-
-def tiers(top: int, smallest: int) -> list[int]:
-    """Compaction targets in rows, smallest first: TIER_FACTOR x `smallest`, times TIER_FACTOR
-    each, ending at `top`."""
-    out = [max(1, smallest) * TIER_FACTOR]
-    while out[-1] < top:
-        out.append(out[-1] * TIER_FACTOR)
-    return [t for t in out if t < top] + [top]
-
-
-def after_compaction(rows: list[int], target: int) -> list[int]:
-    """The fragments (their rows) that Lance's compaction to `target` leaves, in order (pylance
-    14's planner, checked against Lance by tests/test_small_appends.py): every run of two or more
-    adjacent fragments under `target` rows is cut, oldest first, into bins of at least `target`
-    rows (the last bin takes what is left); each bin becomes one fragment, placed after all the
-    fragments that were not rewritten."""
-    kept, written, run = [], [], []
-    for r in [*rows, None]:
-        if r is not None and r < target:
-            run.append(r)
-            continue
-        if len(run) == 1:
-            kept.append(run[0])
-        elif run:
-            acc, left = 0, sum(run)
-            for x in run:
-                acc, left = acc + x, left - x
-                if acc >= target and left >= target:
-                    written.append(acc)
-                    acc = 0
-            written.append(acc)
-        run = []
-        if r is not None:
-            kept.append(r)
-    return kept + written
-
-
-def compaction_target(rows: list[int], top: int) -> int | None:
-    """The smallest tier whose compaction leaves at most COMPACT_TO_FRAGMENTS fragments under
-    `top` rows, or None while fewer than COMPACT_AFTER_FRAGMENTS are (nothing to do yet)."""
-    full = sum(r >= top for r in rows)
-    if len(rows) - full < COMPACT_AFTER_FRAGMENTS:
-        return None
-    for target in tiers(top, min(rows)):
-        if len(after_compaction(rows, target)) - full <= COMPACT_TO_FRAGMENTS:
-            return target
-    return top
-
-
-def maintain(loc: Location, table: str, retention: timedelta, force: bool = False) -> dict[str, int]:
-    """Compact small fragments (tiered, see `compaction_target`) and remove versions older than
-    `retention` (tagged versions are kept).
-
-    Cheap when there is nothing to do: it opens the dataset and counts rows per fragment; cleanup
-    follows a compaction, at most once per CLEANUP_EVERY_FRACTION_OF_RETENTION of the window. Safe beside
-    concurrent writers (compaction commits like any writer; cleanup keeps the files of versions
-    inside the window and unverified new files). `force` compacts everything to the largest
-    size and cleans up now.
-    """
-    ds = open_dataset(loc)
-    if ds is None:
-        return {"fragments": 0, "compacted": 0, "rewritten_rows": 0, "removed_versions": 0}
-    with storage_errors(loc, "compact"):
-        rows = {f.fragment_id: f.physical_rows for f in ds.get_fragments()}
-        top = TARGET_ROWS.get(table, DEFAULT_TARGET_ROWS)
-        target = top if force else compaction_target(list(rows.values()), top)
-        after, removed = rows, 0
-        if target is not None:
-            # One thread: these are small rewrites beside a writer (measured 10-35% less time).
-            ds.optimize.compact_files(target_rows_per_fragment=target, num_threads=None if force else 1)
-            after = {f.fragment_id: f.physical_rows for f in open_dataset(loc).get_fragments()}
-        last = _last_cleanup.get(loc.uri)
-        if force or target is not None and (
-                last is None or time.monotonic() - last >= retention.total_seconds() * CLEANUP_EVERY_FRACTION_OF_RETENTION):
-            removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
-            _last_cleanup[loc.uri] = time.monotonic()
-        gone = rows.keys() - after.keys()
-        return {"fragments": len(after), "compacted": len(gone), "rewritten_rows": sum(rows[i] for i in gone),
-                "removed_versions": removed}
 
 
 def now_utc() -> datetime:
