@@ -75,6 +75,9 @@ class Run:
                 raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
             return arrow_schema("logs").empty_table()
         committed = tables.first_per_key(self.table_location("logs"), ds, "log_id")
+        if tables.SEQ not in committed.column_names:  # a logs table made before commit_seq
+            committed = committed.append_column(arrow_schema("logs").field(tables.SEQ),
+                                                pa.nulls(committed.num_rows, pa.int64()))
         return committed.sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,

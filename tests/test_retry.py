@@ -9,6 +9,7 @@ import pytest
 
 import artstore as art
 from artstore import writer
+from artstore.schema import arrow_schema
 from artstore.storage import compaction, tables
 
 
@@ -187,4 +188,5 @@ def test_a_logs_table_made_before_first_commit_wins_keeps_its_unique_insert(base
     monkeypatch.undo()
     assert model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="new").created
     assert model.run.logs()["log_id"].to_pylist() == ["old", "new"]
+    assert model.run.logs().schema.equals(arrow_schema("logs"), check_metadata=False)
     assert model.run.groups(step=0) == _groups(make_trajectory)
