@@ -59,8 +59,9 @@ class RunSnapshot:
             return self._opened[table]
 
     def committed(self) -> pa.Array:
-        """The write_ids of the pinned logs: the rows of the data tables this query may see. Kept
-        between queries per logs version (a version never changes)."""
+        """The write_ids of the pinned logs (the first committed row of each log_id, as
+        `Run.logs`): the rows of the data tables, and of the logs table itself, this query may
+        see. Kept between queries per logs version (a version never changes)."""
         with self._lock:
             if self._committed is None:
                 logs = self.dataset("logs")
@@ -72,7 +73,8 @@ class RunSnapshot:
                     with _COMMITTED_LOCK:
                         found = _COMMITTED.get(key)
                     if found is None:
-                        found = logs.to_table(columns=["write_id"]).column("write_id").combine_chunks()
+                        found = tables.first_per_key(self.run.table_location("logs"), logs, "log_id",
+                                                     columns=["write_id"]).column("write_id").combine_chunks()
                         with _COMMITTED_LOCK:
                             _COMMITTED[key] = found
                             while len(_COMMITTED) > _COMMITTED_MAX:
@@ -195,9 +197,12 @@ class LazyDataset(pads.Dataset):
 
 
 def view_schema(table: str) -> pa.Schema:
-    """The columns a run's table shows in the views: all but the internal write_id."""
+    """The columns a run's table shows in the views: all but the internal write_id and commit_seq."""
     schema = arrow_schema(table)
-    return schema.remove(schema.get_field_index("write_id")) if "write_id" in schema.names else schema
+    for internal in ("write_id", tables.SEQ):
+        if internal in schema.names:
+            schema = schema.remove(schema.get_field_index(internal))
+    return schema
 
 
 def message_lists_schema() -> pa.Schema:

@@ -3,6 +3,10 @@
 Each file names the table, a schema version, a doc string and its fields. A field's type is a
 name ("string", "int64", "int32", "float64", "float32", "bool", "timestamp" = microseconds UTC)
 or an object: {"list": T}, {"struct": [fields]}, {"map": [K, V]}.
+
+Field docs stay in the JSON files (`table_spec`, `field_doc`): they are not Arrow field metadata,
+because Lance copies a dataset's schema into every manifest and every data file it writes (a
+run's thousands of versions each repeated every doc string).
 """
 
 from __future__ import annotations
@@ -52,9 +56,7 @@ def _arrow_type(spec: Any) -> pa.DataType:
 
 
 def _arrow_field(spec: dict[str, Any]) -> pa.Field:
-    meta = {b"doc": spec.get("doc", "").encode()}
-    if spec.get("primary_key"):
-        meta.update(PRIMARY_KEY_META)
+    meta = PRIMARY_KEY_META if spec.get("primary_key") else None
     return pa.field(spec["name"], _arrow_type(spec["type"]), spec.get("nullable", True), meta)
 
 
@@ -69,10 +71,19 @@ def table_spec(table: str) -> dict[str, Any]:
 
 @cache
 def arrow_schema(table: str) -> pa.Schema:
-    """The Arrow schema of `table`, with each field's doc (and key marker) as field metadata."""
+    """The Arrow schema of `table`: names, types, nullability, and the key marker as field
+    metadata (docs: `field_doc`)."""
     spec = table_spec(table)
     meta = {b"artstore.table": table.encode(), b"artstore.schema_version": str(spec["schema_version"]).encode()}
     return pa.schema([_arrow_field(f) for f in spec["fields"]], metadata=meta)
+
+
+def field_doc(table: str, name: str) -> str:
+    """The doc string of a top-level field of `table`, from its schema file ("" when it has none)."""
+    for f in table_spec(table)["fields"]:
+        if f["name"] == name:
+            return f.get("doc", "")
+    raise ArtstoreError(f"table {table!r} has no field {name!r}")
 
 
 def table_names() -> list[str]:

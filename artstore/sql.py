@@ -213,7 +213,8 @@ class _Catalog:
     def _register(self, key: str, name: str) -> None:
         table = "trajectories" if name == "message_lists" else name
         kind = MessageLists if name == "message_lists" else LazyDataset
-        committed = functools.partial(self._committed, key) if table in GATED else None
+        # logs too: a log_id appended twice by racing attempts shows its first commit only
+        committed = functools.partial(self._committed, key) if table in (*GATED, "logs") else None
         self.con.register(f"_r{self._ids[key]}_{name}", kind(
             self._schemas[name], functools.partial(self._open, key, table), committed))
 

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from artstore import pruning
+from artstore import pruning, upkeep
 from artstore.checkpoints import Checkpoint, CheckpointTable, checkpoint_dir_name
 from artstore.encoding import decode_groups
 from artstore.errors import CheckpointError, RetentionError, RunNotFoundError, ValidationError
@@ -26,7 +26,7 @@ from artstore.names import check_segment, sql_quote
 from artstore.records import TrajectoryGroup
 from artstore.retention import Plan, Policy, rank, step_means
 from artstore.schema import arrow_schema
-from artstore.storage import Location, files, tables
+from artstore.storage import Location, compaction, files, tables
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 from artstore.writer import DEFAULT_RETENTION
 
@@ -65,17 +65,20 @@ class Run:
 
     # -- visibility and time travel ---------------------------------------------------------
     def logs(self, as_of: AsOf = None) -> pa.Table:
-        """The committed log calls, one row each, in the order they were logged (`recorded_at`,
-        then `log_id`). Not the order of the rows in the dataset: Lance's compaction moves the
-        fragments it rewrites after all others."""
+        """The committed log calls, one row each (the first committed row of each log_id: see
+        `writer`), in the order they were logged (`recorded_at`, then `log_id`). Not the order of
+        the rows in the dataset: Lance's compaction moves the fragments it rewrites after all others."""
         version, asof = _as_of_args(as_of)
         ds = tables.open_dataset(self.table_location("logs"), version=version, asof=asof)
         if ds is None:
             if as_of is not None and not self.exists():
                 raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
             return arrow_schema("logs").empty_table()
-        with tables.storage_errors(self.table_location("logs"), "read"):
-            return ds.to_table().sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
+        committed = tables.first_per_key(self.table_location("logs"), ds, "log_id")
+        if tables.SEQ not in committed.column_names:  # a logs table made before commit_seq
+            committed = committed.append_column(arrow_schema("logs").field(tables.SEQ),
+                                                pa.nulls(committed.num_rows, pa.int64()))
+        return committed.sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
                    as_of: AsOf = None) -> pa.Table:
@@ -322,9 +325,15 @@ class Run:
         """Bytes the run takes in storage: every table (all versions kept) and checkpoint file."""
         return files.size(self.location)
 
+    def wait_for_upkeep(self, timeout: float | None = None) -> bool:
+        """Block until the background cleanup of old versions that this process's log() calls
+        asked for on this run is done; False when `timeout` seconds passed first. log() never
+        waits for it (it compacts inline); call this before counting files or copying the run."""
+        return upkeep.wait(self.location, timeout)
+
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Compact every table and drop versions older than the store's retention window."""
-        return {t: tables.maintain(self.table_location(t), t, self.store.retention, force=force)
+        return {t: compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
                 for t in self.store.table_names(self)}
 
 

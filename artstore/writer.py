@@ -1,10 +1,18 @@
 """The log() commit protocol: all or nothing for every reader, idempotent on retry.
 
 One log call writes its rows to `trajectories`, `groups` and `metrics` tagged with a fresh
-`write_id`, then inserts one row into `logs` keyed by `log_id`. Readers see only rows whose
-write_id a `logs` row names, so a writer killed at any instant leaves nothing half-visible, and
-a retry with the same log_id (given, or derived from the content) is stored once: the logs
-table's primary key lets exactly one attempt commit.
+`write_id`, then appends one row to `logs` naming its `log_id` and `write_id`. Readers see only
+rows whose write_id a committed `logs` row names, so a writer killed at any instant leaves nothing
+half-visible. A retry with the same log_id (given, or derived from the content) is stored once:
+the writer looks the id up first and stores nothing when it is there; two attempts racing past that
+look-up both append a logs row, and the first committed row of a log_id wins for every reader
+(`tables.first_per_key`, by Lance fragment ids and the `commit_seq` column; used by `Run.logs` and
+the SQL scans), so the loser's rows stay invisible,
+like a crashed write's, and its caller gets the winner's record. A plain append, not a
+merge_insert: Lance stores a 16 KiB key filter in each merge_insert's transaction and manifest.
+
+Upkeep runs after the commit: compaction here, cleanup of old versions in the background
+(`artstore.upkeep`).
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore import metrics as metrics_mod
+from artstore import upkeep
 from artstore.encoding import encode_groups
-from artstore.errors import ArtstoreError, ValidationError
+from artstore.errors import ArtstoreError, StorageError, ValidationError
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
-from artstore.storage import Location, tables
+from artstore.storage import Location, compaction, tables
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +102,25 @@ def _set_ids(t: pa.Table, log_id: str) -> pa.Table:
     return t
 
 
-def find_log(run: Location, log_id: str) -> LogRecord | None:
-    """The committed log with this id, with its metrics, or None."""
-    found = tables.scan(run.child("logs.lance"), filter=f"log_id = {sql_quote(log_id)}")
-    if found is None or found.num_rows == 0:
-        return None
-    row = found.to_pylist()[0]
+def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dict[str, Any] | None, int, bool]:
+    """(the committed logs row of `log_id` or None, the logs version read (0: no table), whether
+    the table reads first-commit-wins: False for a logs table made by merge_insert, without
+    `commit_seq`)."""
+    loc = run.child("logs.lance")
+    for attempt in range(tables.VANISHED_RETRIES + 1):
+        ds = tables.open_dataset(loc, version=version)
+        if ds is None:
+            return None, 0, True
+        try:
+            found = tables.first_per_key(loc, ds, "log_id", filter=f"log_id = {sql_quote(log_id)}")
+            return (found.to_pylist()[0] if found.num_rows else None), ds.version, tables.SEQ in ds.schema.names
+        except StorageError as e:  # a cleanup beside us removed files of the version opened
+            if version is not None or attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _record(run: Location, row: dict[str, Any]) -> LogRecord:
     m = tables.scan(run.child("metrics.lance"), columns=["name", "value"],
                     filter=f"write_id = {sql_quote(row['write_id'])}")
     return LogRecord(
@@ -107,6 +129,22 @@ def find_log(run: Location, log_id: str) -> LogRecord | None:
         recorded_at=row["recorded_at"], metrics=dict(zip(*m.to_pydict().values(), strict=True)) if m else {},
         created=False,
     )
+
+
+def find_log(run: Location, log_id: str) -> LogRecord | None:
+    """The committed log with this id (the first committed, see the module doc), with its metrics,
+    or None."""
+    row = _winner(run, log_id)[0]
+    return None if row is None else _record(run, row)
+
+
+def commit_log(run: Location, row: pa.Table, first_commit_wins: bool) -> tuple[bool, int]:
+    """Append the logs row `row` (one commit); returns (appended, version). A logs table made
+    before first-commit-wins keeps its merge_insert, which appends nothing when the id is there."""
+    loc = run.child("logs.lance")
+    if first_commit_wins:
+        return True, tables.append(loc, row, f"log {row['log_id'][0]}")
+    return tables.insert_unique(loc, row.drop_columns([tables.SEQ]), "log_id")
 
 
 def write_log(
@@ -155,14 +193,14 @@ def write_log(
     write_id = uuid.uuid4().hex
     with ThreadPoolExecutor(max_workers=3) as pool:  # Lance releases the GIL: its I/O overlaps
         # A caller-given id is looked up while the rows are encoded; a derived one needs them.
-        lookup = pool.submit(find_log, run, check_log_id(log_id)) if log_id is not None else None
+        lookup = pool.submit(_winner, run, check_log_id(log_id)) if log_id is not None else None
         traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
         if lookup is None:
             log_id = _content_id(split, step, (traj, grp), extra)
-            lookup = pool.submit(find_log, run, log_id)
-        existing = lookup.result()  # a retry: store nothing, write no orphan rows
-        if existing is not None:
-            return existing
+            lookup = pool.submit(_winner, run, log_id)
+        existing, looked_at, first_commit_wins = lookup.result()
+        if existing is not None:  # a retry: store nothing, write no orphan rows
+            return _record(run, existing)
         traj, grp = _set_ids(traj, log_id), _set_ids(grp, log_id)
         metric_rows = pa.table({
             "log_id": [log_id] * len(values), "write_id": [write_id] * len(values),
@@ -181,9 +219,13 @@ def write_log(
         "num_groups": len(groups), "num_trajectories": traj.num_rows, "num_exceptions": n_exc,
         "num_metrics": len(values), "table_versions": list(versions.items()), "recorded_at": recorded_at,
     }], schema=arrow_schema("logs"))
-    inserted, logs_version = tables.insert_unique(run.child("logs.lance"), commit, "log_id")
-    if not inserted:  # a concurrent retry of the same log won; our rows stay invisible
-        return find_log(run, log_id)
+    inserted, logs_version = commit_log(run, commit, first_commit_wins)
+    # Another commit between our look-up and ours may hold the same id: then the first one wins,
+    # and our rows stay invisible. (Our version right after the look-up's: no other commit.)
+    if not inserted or logs_version > looked_at + 1:
+        winner = _winner(run, log_id, version=logs_version)[0]
+        if winner is None or winner["write_id"] != write_id:
+            return _record(run, winner) if winner is not None else find_log(run, log_id)
     versions["logs"] = logs_version
     maintain(run, versions, retention)
     return LogRecord(
@@ -193,7 +235,9 @@ def write_log(
 
 
 def maintain(run: Location, versions: Mapping[str, int], retention: timedelta) -> None:
-    """Compact and clean up each table whose new version is a multiple of MAINTAIN_EVERY.
+    """Compact each table whose new version is a multiple of MAINTAIN_EVERY (tiered, bounded
+    cost), and leave the cleanup of old versions that then falls due to `artstore.upkeep`'s
+    background thread.
 
     Exactly one writer makes each version, so among many writers one does each round of upkeep,
     and the fragment count stays bounded without anyone calling compaction by hand. The log is
@@ -203,7 +247,11 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta) -
     for name, version in versions.items():
         if version % MAINTAIN_EVERY:
             continue
+        loc = run.child(f"{name}.lance")
         try:
-            tables.maintain(run.child(f"{name}.lance"), name, retention)
+            done = compaction.maintain(loc, name, retention, cleanup=False)
         except ArtstoreError as e:
             logger.warning("maintenance of %s skipped: %s", name, e)
+            continue
+        if done["compacted"] and compaction.cleanup_due(loc, retention):
+            upkeep.request(loc, name, retention)

@@ -1,5 +1,5 @@
 """Simulate log()'s maintenance over many small appends, with Lance's compaction planner modelled
-by `tables.after_compaction` (tests/test_small_appends.py holds that model to Lance). Prints, per
+by `compaction.after_compaction` (tests/test_small_appends.py holds that model to Lance). Prints, per
 policy, how often each row is rewritten, the most small fragments a reader meets, and how many
 compactions ran. Fast: no Lance calls. It reproduced a real 2,000-log run exactly (561
 compactions per table, each row rewritten 14.5 times, for tiers of 16 down to 6 fragments).
@@ -15,7 +15,7 @@ import argparse
 import itertools
 
 from artstore import writer
-from artstore.storage import tables
+from artstore.storage import compaction
 
 
 def rewritten_rows(rows: list[int], target: int) -> int:
@@ -42,10 +42,10 @@ def simulate(appends: int, rows: int, top: int) -> tuple[float, int, int]:
         worst = max(worst, sum(r < top for r in frags))
         if version % writer.MAINTAIN_EVERY:
             continue
-        target = tables.compaction_target(frags, top)
+        target = compaction.compaction_target(frags, top)
         if target is not None:
             rewritten += rewritten_rows(frags, target)
-            frags = tables.after_compaction(frags, target)
+            frags = compaction.after_compaction(frags, target)
             compactions, version = compactions + 1, version + 2
     return rewritten / (appends * rows), worst, compactions
 
@@ -54,16 +54,16 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--appends", type=int, nargs="+", default=[2000, 10000])
     p.add_argument("--rows", type=int, nargs="+", default=[8, 1])
-    p.add_argument("--tier-factor", type=int, nargs="+", default=[tables.TIER_FACTOR])
-    p.add_argument("--compact-to", type=int, nargs="+", default=[tables.COMPACT_TO_FRAGMENTS])
-    p.add_argument("--compact-after", type=int, default=tables.COMPACT_AFTER_FRAGMENTS)
+    p.add_argument("--tier-factor", type=int, nargs="+", default=[compaction.TIER_FACTOR])
+    p.add_argument("--compact-to", type=int, nargs="+", default=[compaction.COMPACT_TO_FRAGMENTS])
+    p.add_argument("--compact-after", type=int, default=compaction.COMPACT_AFTER_FRAGMENTS)
     p.add_argument("--every", type=int, default=writer.MAINTAIN_EVERY, help="maintenance every N versions")
     a = p.parse_args()
-    tables.COMPACT_AFTER_FRAGMENTS, writer.MAINTAIN_EVERY = a.compact_after, a.every
+    compaction.COMPACT_AFTER_FRAGMENTS, writer.MAINTAIN_EVERY = a.compact_after, a.every
     for tf, keep in itertools.product(a.tier_factor, a.compact_to):
-        tables.TIER_FACTOR, tables.COMPACT_TO_FRAGMENTS = tf, keep
+        compaction.TIER_FACTOR, compaction.COMPACT_TO_FRAGMENTS = tf, keep
         for rows, n in itertools.product(a.rows, a.appends):
-            top = tables.TARGET_ROWS["trajectories"] if rows > 1 else tables.TARGET_ROWS["logs"]
+            top = compaction.TARGET_ROWS["trajectories"] if rows > 1 else compaction.TARGET_ROWS["logs"]
             amp, worst, comps = simulate(n, rows, top)
             print(f"tiers x{tf:<3d} down to {keep} fragments, {n:6d} appends of {rows} rows: each row rewritten "
                   f"{amp:5.1f} times, at most {worst:2d} small fragments, {comps:5d} compactions")

@@ -1,5 +1,6 @@
 """Small appends: N logs of K tool-call trajectories each to one run, with the automatic
-maintenance of `log()` (tiered compaction, cleanup outside the retention window).
+maintenance that `log()` asks for (tiered compaction, cleanup outside the retention window, done
+of old versions by a background thread: `artstore.upkeep`).
 
 Prints, per fifth of the run, the wall and CPU time per log and what maintenance rewrote; the
 largest fragment count and `_versions/` size seen per table (sampled every 50 logs); and the
@@ -22,7 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import artstore as art
-from artstore.storage import tables
+from artstore.storage import compaction, tables
 from benchmarks.log_hot_path import tool_call_trajectory
 
 TABLES = ("trajectories", "groups", "metrics", "logs")
@@ -32,13 +33,22 @@ def log_groups(i: int, per_log: int) -> art.TrajectoryGroup:
     return art.TrajectoryGroup([tool_call_trajectory(i, i * per_log + j) for j in range(per_log)])
 
 
+def _size(path: Path) -> int | None:
+    """Bytes of `path`; None when it went (a background cleanup may remove it meanwhile)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
 def table_stats(run: art.Run) -> dict[str, dict[str, int]]:
     """Fragments, manifests in `_versions/` and their bytes, per table (local stores)."""
     out = {}
     for t in TABLES:
-        files = list((Path(run.table_location(t).uri) / "_versions").iterdir())
-        out[t] = {"fragments": tables.fragment_count(run.table_location(t)), "manifests": len(files),
-                  "versions_bytes": sum(f.stat().st_size for f in files)}
+        sizes = [_size(f) for f in (Path(run.table_location(t).uri) / "_versions").iterdir()]
+        sizes = [n for n in sizes if n is not None]
+        out[t] = {"fragments": tables.fragment_count(run.table_location(t)), "manifests": len(sizes),
+                  "versions_bytes": sum(sizes)}
     return out
 
 
@@ -62,14 +72,14 @@ def fill(model: art.Model, logs: int, per_log: int, tag_at: int = 10, sample_eve
     """Log `logs` times to `model` (log ids `log-{i}`, step i); tag the run "early" after `tag_at`
     logs; sample `table_stats` every `sample_every` logs."""
     out = Fill()
-    maintain = tables.maintain
+    maintain = compaction.maintain
 
-    def recording(loc, table, retention, force=False):
-        result = maintain(loc, table, retention, force)
+    def recording(loc, table, retention, force=False, **kw):
+        result = maintain(loc, table, retention, force, **kw)
         out.maintenance.append((len(out.wall_ms), table, result))
         return result
 
-    tables.maintain = recording
+    compaction.maintain = recording
     try:
         for i in range(logs):
             g = log_groups(i, per_log)
@@ -81,10 +91,23 @@ def fill(model: art.Model, logs: int, per_log: int, tag_at: int = 10, sample_eve
                 model.run.tag("early")
             if (i + 1) % sample_every == 0:
                 out.see(table_stats(model.run))
+        model.run.wait_for_upkeep()  # the background cleanup the last logs asked for
     finally:
-        tables.maintain = maintain
+        compaction.maintain = maintain
     out.see(table_stats(model.run))
     return out
+
+
+def disk_usage(run_dir: Path) -> str:
+    """Bytes the run takes on disk: all, data files, manifests, transaction files; file count."""
+    found = {p: _size(p) for p in run_dir.rglob("*") if p.is_file()}
+
+    def mib(part: str) -> float:
+        return sum(n or 0 for p, n in found.items() if part in p.parts) / 2**20
+
+    total = sum(n or 0 for n in found.values()) / 2**20
+    return (f"bytes: {total:.1f} MiB in {len(found)} files; data {mib('data'):.1f} MiB, "
+            f"_versions {mib('_versions'):.1f} MiB, _transactions {mib('_transactions'):.1f} MiB")
 
 
 def read_ms(run: art.Run, steps: list[int], repeats: int = 3) -> float:
@@ -135,6 +158,7 @@ def main() -> None:
     print(f"{a.logs} logs x {a.per_log} trajectories, retention {a.retention_s} s: {time.perf_counter() - t0:.1f} s "
           f"(wall per log: median {statistics.median(f.wall_ms):.1f} ms, max {max(f.wall_ms):.0f} ms)")
     report(f, a.logs, model.run)
+    print(disk_usage(Path(model.run.location.uri)))
     steps = list(range(0, a.logs, max(1, a.logs // 10)))
     live = read_ms(model.run, steps)
     compact = read_ms(compacted_copy(model.run, os.path.join(root, "compacted")), steps)

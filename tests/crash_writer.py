@@ -28,7 +28,7 @@ from openai.types.chat.chat_completion import Choice  # noqa: E402
 
 import artstore as art  # noqa: E402
 from artstore import writer  # noqa: E402
-from artstore.storage import tables  # noqa: E402
+from artstore.storage import compaction  # noqa: E402
 
 PROJECT, MODEL = "crash", "writer"
 
@@ -72,7 +72,7 @@ def say(line: str) -> None:
 def write_forever(store: str, prefix: str, retry: str | None = None) -> None:
     """Log until killed. Maintenance runs often, so kills also land inside compaction/cleanup."""
     writer.MAINTAIN_EVERY = 2
-    tables.COMPACT_AFTER_FRAGMENTS, tables.COMPACT_TO_FRAGMENTS = 4, 2
+    compaction.COMPACT_AFTER_FRAGMENTS, compaction.COMPACT_TO_FRAGMENTS = 4, 2
     model = art.Model(name=MODEL, project=PROJECT, base_path=store, report_metrics=[],
                       retention=timedelta(seconds=0))
     ids = ([retry] if retry else []) + [f"{prefix}-{i}" for i in range(100_000)]

@@ -9,7 +9,8 @@ import pytest
 
 import artstore as art
 from artstore import writer
-from artstore.storage import tables
+from artstore.schema import arrow_schema
+from artstore.storage import compaction, tables
 
 
 def _model(base_path):
@@ -69,7 +70,7 @@ def test_attempt_that_died_before_its_commit_is_invisible_and_its_retry_shows_on
     def die(*args, **kwargs):
         raise _Died()
 
-    monkeypatch.setattr(tables, "insert_unique", die)
+    monkeypatch.setattr(writer, "commit_log", die)
     with pytest.raises(_Died):
         model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="crashy")
     monkeypatch.undo()
@@ -113,3 +114,79 @@ def test_threads_racing_to_log_the_same_id_commit_it_once(base_path, make_trajec
     assert model.run.trajectories(step=1).num_rows == 4
     assert model.run.groups(step=1) == _groups(make_trajectory, 0.3)
     assert model.history().num_rows == 2
+
+
+def _ids_in_storage_order(run: art.Run) -> list[str]:
+    return tables.scan(run.table_location("logs"), columns=["write_id"])["write_id"].to_pylist()
+
+
+def test_an_attempt_that_raced_past_the_look_up_loses_to_the_first_commit_for_every_reader(
+        base_path, make_trajectory, monkeypatch):
+    """Two attempts at one log_id that both miss the look-up both append a logs row: the first
+    committed wins for Run.logs, the data tables and SQL, even after compaction put the loser's
+    row first in storage; the loser's caller gets the winner's record."""
+    model = _model(base_path)
+    model.log_sync(_groups(make_trajectory, 0.1), split="val", step=0, log_id="before")
+    first = model.log_sync(_groups(make_trajectory), split="val", step=1, log_id="raced")
+    real = writer._winner
+
+    def missed(run, log_id, version=None):  # the look-up ran before the first attempt committed
+        return (None, 0, True) if version is None else real(run, log_id, version)
+
+    monkeypatch.setattr(writer, "_winner", missed)
+    late = model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="raced")
+    monkeypatch.undo()
+    assert first.created and not late.created
+    assert (late.recorded_at, late.metrics, late.num_trajectories) == \
+        (first.recorded_at, first.metrics, first.num_trajectories)
+    run = model.run
+    assert _raw_rows(run, "logs") == 3 and _raw_rows(run, "trajectories") == 12  # the loser's rows are there
+
+    def visible():
+        assert run.logs()["log_id"].to_pylist() == ["before", "raced"]
+        assert run.groups(step=1) == _groups(make_trajectory)
+        assert run.trajectories().num_rows == 8
+        assert run.history().num_rows == 2
+        assert run.metrics()["log_id"].to_pylist().count("raced") == len(first.metrics)
+        store = art.open_store(base_path)
+        assert store.sql("SELECT log_id FROM logs ORDER BY log_id")["log_id"].to_pylist() == ["before", "raced"]
+        assert store.sql("SELECT count(*) AS n FROM trajectories")["n"].to_pylist() == [8]
+        assert store.sql("SELECT count(*) AS n FROM history")["n"].to_pylist() == [2]
+
+    visible()
+    # compaction of the first two logs rows puts them after the loser's: storage order is not commit order
+    loc = run.table_location("logs")
+    ds = tables.open_dataset(loc)
+    compaction._rewrite_sequenced(loc, ds, [ds.get_fragments()[:2]])
+    storage = _ids_in_storage_order(run)
+    assert len(storage) == 3 and storage[0] not in run.logs()["write_id"].to_pylist()  # the loser is first now
+    visible()
+    run.compact()  # every table, the logs rows into one fragment
+    assert tables.fragment_count(loc) == 1
+    visible()
+    assert model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="raced").created is False
+
+
+def test_a_logs_table_made_before_first_commit_wins_keeps_its_unique_insert(base_path, make_trajectory, monkeypatch):
+    """A run whose logs table was written by an artstore before commit_seq (storage order is not
+    commit order there) goes on inserting its logs rows with Lance's unique merge_insert."""
+    real = tables.append
+
+    def without_seq(loc, t, message=""):
+        return real(loc, t.drop_columns([tables.SEQ]) if tables.SEQ in t.column_names else t, message)
+
+    monkeypatch.setattr(tables, "append", without_seq)
+    model = _model(base_path)
+    model.log_sync(_groups(make_trajectory), split="val", step=0, log_id="old")
+    monkeypatch.undo()
+    assert tables.SEQ not in tables.open_dataset(model.run.table_location("logs")).schema.names
+    real_winner = writer._winner
+    monkeypatch.setattr(writer, "_winner", lambda run, log_id, version=None:
+                        (None, 0, False) if version is None else real_winner(run, log_id, version))
+    again = model.log_sync(_groups(make_trajectory, 0.2), split="val", step=0, log_id="old")
+    assert not again.created and _raw_rows(model.run, "logs") == 1
+    monkeypatch.undo()
+    assert model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="new").created
+    assert model.run.logs()["log_id"].to_pylist() == ["old", "new"]
+    assert model.run.logs().schema.equals(arrow_schema("logs"), check_metadata=False)
+    assert model.run.groups(step=0) == _groups(make_trajectory)

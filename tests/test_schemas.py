@@ -1,5 +1,6 @@
 """Every Lance dataset a run holds has exactly the schema of its file in schemas/: names, types,
-nullability, field docs and the primary-key marker Lance's merge_insert relies on."""
+nullability and the primary-key marker Lance's merge_insert relies on. Field docs live in the
+schema files only: Lance would repeat them in every manifest and data file."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import artstore as art
-from artstore.schema import PRIMARY_KEY_META, arrow_schema, table_names
+from artstore.schema import PRIMARY_KEY_META, arrow_schema, field_doc, table_names, table_spec
 from artstore.storage import tables
 from tests.conftest import tool_call_trajectory
 from tests.token_rows import token_rows
@@ -34,7 +35,7 @@ def test_every_schema_file_names_a_table_the_tests_write():
 
 
 @pytest.mark.parametrize("table", table_names())
-def test_dataset_schema_is_its_schema_file_with_nullability_and_docs(run, table):
+def test_dataset_schema_is_its_schema_file_with_nullability_and_no_docs(run, table):
     if table not in WRITTEN_HERE:
         pytest.skip(f"no writer of {table!r} in this test")
     ds = tables.open_dataset(run.table_location(table))
@@ -45,10 +46,16 @@ def test_dataset_schema_is_its_schema_file_with_nullability_and_docs(run, table)
     for want, got in zip(expected, actual, strict=True):
         assert got.type == want.type, f"{table}.{want.name}: {got.type} != {want.type}"
         assert got.nullable == want.nullable, f"{table}.{want.name}: nullable {got.nullable}"
-        assert (got.metadata or {}).get(b"doc") == want.metadata[b"doc"], f"{table}.{want.name}: doc"
+        assert b"doc" not in (got.metadata or {}), f"{table}.{want.name}: a doc string in the Lance schema"
         key = PRIMARY_KEY_META.keys() & (want.metadata or {}).keys()
         assert {k: (got.metadata or {}).get(k) for k in key} == {k: want.metadata[k] for k in key}
     assert actual.equals(expected, check_metadata=False)
+
+
+@pytest.mark.parametrize("table", table_names())
+def test_every_field_has_a_doc_in_its_schema_file(table):
+    for f in table_spec(table)["fields"]:
+        assert field_doc(table, f["name"]).strip(), f"{table}.{f['name']} has no doc"
 
 
 @pytest.mark.parametrize("table", sorted(WRITTEN_HERE - {"checkpoints", "tokens"}))

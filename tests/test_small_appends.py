@@ -12,11 +12,11 @@ import pytest
 
 import artstore as art
 from artstore import writer
-from artstore.storage import tables
+from artstore.storage import compaction, tables
 from benchmarks.small_appends import compacted_copy, fill, log_groups, read_ms, report
 
 LOGS, PER_LOG = 2000, 8
-MAX_FRAGMENTS = tables.COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY  # 12: no table is ever this far behind
+MAX_FRAGMENTS = compaction.COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY  # 12: no table is ever this far behind
 MAX_MANIFESTS = 32               # without cleanup: one per version, 2,000+ per table
 MAX_VERSIONS_BYTES = 1 << 20     # without cleanup: ~20 KB per logs manifest x 2,000 versions = ~40 MB
 
@@ -69,12 +69,12 @@ def test_versions_inside_the_retention_window_stay_readable_after_maintenance(tm
 
 def test_compaction_waits_for_enough_small_fragments_then_picks_the_smallest_sufficient_tier():
     top = 16_384
-    assert tables.tiers(top, 8) == [128, 2048, top]
-    assert tables.compaction_target([8] * 7, top) is None
-    assert tables.compaction_target([top] * 20 + [8] * 7, top) is None  # full fragments don't count
-    assert tables.compaction_target([8] * 8, top) == 128
+    assert compaction.tiers(top, 8) == [128, 2048, top]
+    assert compaction.compaction_target([8] * 7, top) is None
+    assert compaction.compaction_target([top] * 20 + [8] * 7, top) is None  # full fragments don't count
+    assert compaction.compaction_target([8] * 8, top) == 128
     # merging only the four 8-row appends would leave 7 small fragments: the next tier merges the 128s too
-    assert tables.compaction_target([2048, 2048, 128, 128, 128, 128, 8, 8, 8, 8], top) == 2048
+    assert compaction.compaction_target([2048, 2048, 128, 128, 128, 128, 8, 8, 8, 8], top) == 2048
 
 
 @pytest.mark.parametrize(("rows", "target"), [
@@ -96,7 +96,7 @@ def test_the_planner_model_matches_lance(tmp_path, rows, target):
     ds = lance.dataset(uri)
     ds.optimize.compact_files(target_rows_per_fragment=target)
     after = lance.dataset(uri)
-    assert [f.physical_rows for f in after.get_fragments()] == tables.after_compaction(rows, target)
+    assert [f.physical_rows for f in after.get_fragments()] == compaction.after_compaction(rows, target)
     assert sorted(after.to_table()["x"].to_pylist()) == list(range(start))
 
 

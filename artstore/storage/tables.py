@@ -1,4 +1,5 @@
-"""Lance datasets: open, append, unique insert, scan, versions, tags, compaction and cleanup.
+"""Lance datasets: open, append, first-per-key reads, scan, versions, tags (compaction and
+cleanup: `compaction`).
 
 Every Lance call of artstore goes through here, and every Lance error leaves as a
 `StorageError` (secrets redacted). Appends write their data files first and commit once, with
@@ -10,9 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import lance
@@ -30,23 +30,10 @@ from artstore.storage.location import Location
 os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on every dataset creation otherwise
 
 COMMIT_RETRIES = 1000
-# Compaction: the largest fragment it makes, in rows, per table (tens of MB of its rows); full
-# fragments are never rewritten again. Smaller fragments are merged in tiers, the smallest
-# TIER_FACTOR times the smallest fragment (one append), each next TIER_FACTOR times larger, so a row
-# is rewritten about once per tier and the cost of one compaction does not grow with the run.
-TARGET_ROWS = {"trajectories": 16_384, "tokens": 16_384, "groups": 65_536, "logs": 65_536}
-DEFAULT_TARGET_ROWS = 262_144  # metrics, checkpoints
-TIER_FACTOR = 16
-# Compact once this many fragments are below the target size (not counting full ones), down to
-# COMPACT_TO_FRAGMENTS. Chosen with benchmarks/compaction_policy.py (a simulation of this policy
-# over Lance's planner, `after_compaction`, that reproduced a real 2,000-log run exactly).
-COMPACT_AFTER_FRAGMENTS = 8
-COMPACT_TO_FRAGMENTS = 5
-# Cleanup reads every manifest in the retention window, so its cost grows with the window: it
-# runs after a compaction (which leaves old files behind), and one process runs it on a table at
-# most once per this fraction of the window.
-CLEANUP_EVERY_FRACTION_OF_RETENTION = 1 / 8
-_last_cleanup: dict[str, float] = {}  # dataset uri -> time.monotonic() of this process's last cleanup
+SEQ = "commit_seq"  # see `first_per_key`
+# A cleanup beside a writer (a short retention window) can remove the version the writer read;
+# it then re-reads the latest and tries again, this many times.
+VANISHED_RETRIES = 3
 
 
 @contextlib.contextmanager
@@ -61,6 +48,12 @@ def storage_errors(loc: Location, action: str) -> Iterator[None]:
         if "conflict" in text.lower() and "retr" in text.lower():
             raise CommitConflictError(f"{action} {loc.uri}: too many concurrent commits; retry. ({text})") from None
         raise storage_error(loc, action, e) from None
+
+
+def vanished(e: BaseException) -> bool:
+    """Whether `e` says a file of the dataset was not found (a cleanup removed what was read)."""
+    text = str(e).lower()
+    return "not found" in text or "no such file" in text
 
 
 def exists(loc: Location) -> bool:
@@ -120,10 +113,17 @@ def append(loc: Location, table: pa.Table, message: str = "") -> int:
             if version is not None:
                 return version
             ds = open_dataset(loc)  # lost the race to create it: append the same files
-        return LanceDataset.commit(
-            loc.uri, LanceOperation.Append(fragments), read_version=ds.version,
-            storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
-        ).version
+        for attempt in range(VANISHED_RETRIES + 1):
+            try:
+                return LanceDataset.commit(
+                    loc.uri, LanceOperation.Append(fragments), read_version=ds.version,
+                    storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
+                ).version
+            except OSError as e:
+                if attempt == VANISHED_RETRIES or not vanished(e):
+                    raise
+                ds = open_dataset(loc)  # a cleanup removed the version we read: commit on the latest
+        raise AssertionError("unreachable")
 
 
 def _merge_insert(loc: Location, table: pa.Table, key: str, update: bool) -> tuple[bool, int]:
@@ -155,6 +155,37 @@ def upsert(loc: Location, table: pa.Table, key: str) -> int:
     """Insert rows, replacing rows with the same `key` (one commit). Returns the version."""
     with storage_errors(loc, "upsert into"):
         return _merge_insert(loc, table, key, update=True)[1]
+
+
+def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] | None = None,
+                  filter: str | None = None) -> pa.Table:
+    """The rows of `ds` (the dataset at `loc`, opened here) matching `filter`, in commit order,
+    keeping only the first committed row of each `key` value: how a key made unique by "first
+    commit wins" is read (plain appends don't enforce uniqueness, and cost far less than a
+    merge_insert).
+
+    Commit order: Lance gives each appended fragment the next fragment id when its commit lands
+    (after any retry), but compaction moves rows into new fragments placed after the others. So a
+    dataset with a SEQ column (int64, null when appended) is compacted by `maintain` with
+    `_rewrite_sequenced`, which stores each row's original fragment id in SEQ; a row's commit order
+    is (SEQ, or else its fragment id; then its position). A dataset without SEQ never held a key
+    twice (it was written with `insert_unique`): storage order serves there."""
+    cols = None if columns is None else list(dict.fromkeys([*columns, key]))
+    with storage_errors(loc, "read"):
+        if SEQ in ds.schema.names:
+            found = ds.to_table(columns=None if cols is None else list(dict.fromkeys([*cols, SEQ])),
+                                filter=filter, with_row_address=True)
+            fragment = pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64())
+            order = pa.table({"seq": pc.coalesce(found[SEQ], fragment), "at": found["_rowaddr"]})
+            found = found.take(pc.sort_indices(order, [("seq", "ascending"), ("at", "ascending")]))
+            found = found.drop_columns(["_rowaddr"])
+        else:
+            found = ds.to_table(columns=cols, filter=filter)
+    keys = found[key].combine_chunks()
+    first = pc.index_in(pc.unique(keys), value_set=keys)  # index of each value's first row, ascending
+    if len(first) < found.num_rows:
+        found = found.take(first)
+    return found if columns is None else found.select(columns)
 
 
 def scan(
@@ -265,86 +296,6 @@ def validate(loc: Location) -> None:
     if ds is not None:
         with storage_errors(loc, "validate"):
             ds.validate()
-
-
-def tiers(top: int, smallest: int) -> list[int]:
-    """Compaction targets in rows, smallest first: TIER_FACTOR x `smallest`, times TIER_FACTOR
-    each, ending at `top`."""
-    out = [max(1, smallest) * TIER_FACTOR]
-    while out[-1] < top:
-        out.append(out[-1] * TIER_FACTOR)
-    return [t for t in out if t < top] + [top]
-
-
-def after_compaction(rows: list[int], target: int) -> list[int]:
-    """The fragments (their rows) that Lance's compaction to `target` leaves, in order (pylance
-    14's planner, checked against Lance by tests/test_small_appends.py): every run of two or more
-    adjacent fragments under `target` rows is cut, oldest first, into bins of at least `target`
-    rows (the last bin takes what is left); each bin becomes one fragment, placed after all the
-    fragments that were not rewritten."""
-    kept, written, run = [], [], []
-    for r in [*rows, None]:
-        if r is not None and r < target:
-            run.append(r)
-            continue
-        if len(run) == 1:
-            kept.append(run[0])
-        elif run:
-            acc, left = 0, sum(run)
-            for x in run:
-                acc, left = acc + x, left - x
-                if acc >= target and left >= target:
-                    written.append(acc)
-                    acc = 0
-            written.append(acc)
-        run = []
-        if r is not None:
-            kept.append(r)
-    return kept + written
-
-
-def compaction_target(rows: list[int], top: int) -> int | None:
-    """The smallest tier whose compaction leaves at most COMPACT_TO_FRAGMENTS fragments under
-    `top` rows, or None while fewer than COMPACT_AFTER_FRAGMENTS are (nothing to do yet)."""
-    full = sum(r >= top for r in rows)
-    if len(rows) - full < COMPACT_AFTER_FRAGMENTS:
-        return None
-    for target in tiers(top, min(rows)):
-        if len(after_compaction(rows, target)) - full <= COMPACT_TO_FRAGMENTS:
-            return target
-    return top
-
-
-def maintain(loc: Location, table: str, retention: timedelta, force: bool = False) -> dict[str, int]:
-    """Compact small fragments (tiered, see `compaction_target`) and remove versions older than
-    `retention` (tagged versions are kept).
-
-    Cheap when there is nothing to do: it opens the dataset and counts rows per fragment; cleanup
-    follows a compaction, at most once per CLEANUP_EVERY_FRACTION_OF_RETENTION of the window. Safe beside
-    concurrent writers (compaction commits like any writer; cleanup keeps the files of versions
-    inside the window and unverified new files). `force` compacts everything to the largest
-    size and cleans up now.
-    """
-    ds = open_dataset(loc)
-    if ds is None:
-        return {"fragments": 0, "compacted": 0, "rewritten_rows": 0, "removed_versions": 0}
-    with storage_errors(loc, "compact"):
-        rows = {f.fragment_id: f.physical_rows for f in ds.get_fragments()}
-        top = TARGET_ROWS.get(table, DEFAULT_TARGET_ROWS)
-        target = top if force else compaction_target(list(rows.values()), top)
-        after, removed = rows, 0
-        if target is not None:
-            # One thread: these are small rewrites beside a writer (measured 10-35% less time).
-            ds.optimize.compact_files(target_rows_per_fragment=target, num_threads=None if force else 1)
-            after = {f.fragment_id: f.physical_rows for f in open_dataset(loc).get_fragments()}
-        last = _last_cleanup.get(loc.uri)
-        if force or target is not None and (
-                last is None or time.monotonic() - last >= retention.total_seconds() * CLEANUP_EVERY_FRACTION_OF_RETENTION):
-            removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
-            _last_cleanup[loc.uri] = time.monotonic()
-        gone = rows.keys() - after.keys()
-        return {"fragments": len(after), "compacted": len(gone), "rewritten_rows": sum(rows[i] for i in gone),
-                "removed_versions": removed}
 
 
 def now_utc() -> datetime:

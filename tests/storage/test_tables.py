@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pyarrow as pa
 import pytest
 
 from artstore.errors import StorageError
-from artstore.storage import Location, tables
+from artstore.storage import Location, compaction, tables
 
 SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False,
                              metadata={"lance-schema:unenforced-primary-key": "true"}),
@@ -62,3 +63,58 @@ def test_lance_on_gs_reaches_the_configured_endpoint_which_the_emulator_cannot_s
     with pytest.raises(StorageError) as err:
         tables.append(loc, pa.table({"key": ["a"], "writer": [0]}, schema=SCHEMA))
     assert gcs_bucket.endpoint in str(err.value) and "invalid uploadType" in str(err.value)
+
+
+def test_first_per_key_is_the_first_commit_even_when_commits_rebase_and_compaction_moves_rows(tmp_path):
+    """Fragment ids are given when a commit lands: an append prepared first but committed second
+    (rebased over the other) loses; compaction, which moves rewritten rows into new fragments
+    after the others, keeps each row's commit order in commit_seq, so the winner stays."""
+    from lance import LanceDataset, LanceOperation
+    from lance.fragment import write_fragments
+
+    loc = Location.parse(tmp_path / "k.lance")
+    schema = pa.schema([pa.field("key", pa.string(), False), pa.field("writer", pa.int64()),
+                        pa.field(tables.SEQ, pa.int64())])
+
+    def rows(keys, writer):
+        return pa.table({"key": keys, "writer": [writer] * len(keys), tables.SEQ: [None] * len(keys)}, schema=schema)
+
+    tables.append(loc, rows(["a"], 0))
+    read = tables.open_dataset(loc).version
+    prepared = {w: write_fragments(rows(["b", "c"], w), loc.uri, schema=schema) for w in (1, 2)}
+    for w in (2, 1):  # 2 commits first, 1 rebases over it
+        LanceDataset.commit(loc.uri, LanceOperation.Append(prepared[w]), read_version=read)
+    tables.append(loc, rows(["a", "d"], 3))
+    tables.append(loc, rows(["d", "b"], 4))
+
+    def winners():
+        got = tables.first_per_key(loc, tables.open_dataset(loc), "key")
+        return list(zip(got["key"].to_pylist(), got["writer"].to_pylist(), strict=True))
+
+    want = [("a", 0), ("b", 2), ("c", 2), ("d", 3)]
+    assert winners() == want
+    ds = tables.open_dataset(loc)
+    frags = ds.get_fragments()
+    compaction._rewrite_sequenced(loc, ds, [frags[:3]])  # a, 2's and 1's rows go after 3's and 4's
+    assert tables.scan(loc)["writer"].to_pylist()[:2] == [3, 3]  # storage order moved ...
+    assert winners() == want  # ... commit order did not
+    ds = tables.open_dataset(loc)
+    compaction._rewrite_sequenced(loc, ds, [ds.get_fragments()])  # everything into one fragment
+    assert tables.fragment_count(loc) == 1 and winners() == want
+    assert tables.first_per_key(loc, tables.open_dataset(loc), "key", columns=["writer"],
+                                filter="key = 'd'")["writer"].to_pylist() == [3]
+
+
+def test_maintain_compacts_a_sequenced_table_with_the_planner_bins(tmp_path):
+    loc = Location.parse(tmp_path / "s.lance")
+    schema = pa.schema([pa.field("key", pa.string(), False), pa.field(tables.SEQ, pa.int64())])
+    for i in range(compaction.COMPACT_AFTER_FRAGMENTS + 1):
+        tables.append(loc, pa.table({"key": [f"k{i}"], tables.SEQ: [None]}, schema=schema))
+    before = [f.physical_rows for f in tables.open_dataset(loc).get_fragments()]
+    target = compaction.compaction_target(before, compaction.TARGET_ROWS["logs"])
+    compaction.maintain(loc, "logs", timedelta(days=7))
+    after = [f.physical_rows for f in tables.open_dataset(loc).get_fragments()]
+    assert after == compaction.after_compaction(before, target) and len(after) < len(before)
+    got = tables.first_per_key(loc, tables.open_dataset(loc), "key")
+    assert got["key"].to_pylist() == [f"k{i}" for i in range(len(before))]
+    assert got[tables.SEQ].null_count == 0

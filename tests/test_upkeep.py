@@ -1,0 +1,81 @@
+"""Upkeep (artstore.upkeep, writer.maintain): log() compacts inline and leaves the cleanup of old
+versions to a background thread, which it does not wait for; the thread cleans one table at a
+time, and its failures never reach the caller."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+import artstore as art
+from artstore import writer
+from artstore.storage import compaction, tables
+
+RETENTION = timedelta(0)  # every compaction makes a cleanup due (see _fresh_cleanups)
+
+
+def _log(model: art.Model, i: int, make_trajectory) -> None:
+    model.log_sync(art.TrajectoryGroup([make_trajectory(i / 100, i)]), step=i, log_id=f"l{i}")
+
+
+def _logs_until_compaction() -> int:
+    return compaction.COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY
+
+
+def test_log_returns_before_the_cleanup_it_asked_for_and_wait_for_upkeep_sees_it_done(
+        base_path, make_trajectory, monkeypatch):
+    model = art.Model(name="m", project="p", base_path=base_path, report_metrics=[], retention=RETENTION)
+    gate, started, cleanups = threading.Event(), threading.Event(), []
+    real = compaction.maintain
+
+    def recording(loc, table, retention, force=False, *, compact=True, cleanup=True):
+        if not compact:  # a cleanup request
+            started.set()
+            gate.wait(30)
+            cleanups.append((table, threading.current_thread().name))
+        return real(loc, table, retention, force, compact=compact, cleanup=cleanup)
+
+    monkeypatch.setattr(compaction, "maintain", recording)
+    for i in range(_logs_until_compaction()):
+        _log(model, i, make_trajectory)
+    assert started.wait(10) and not cleanups  # asked for, and log() did not wait for it
+    assert not model.run.wait_for_upkeep(timeout=0.05)
+    gate.set()
+    assert model.run.wait_for_upkeep(timeout=60)
+    assert cleanups and {name for _, name in cleanups} == {"artstore-upkeep"}
+    assert model.run.trajectories().num_rows == _logs_until_compaction()
+
+
+def test_cleanup_in_the_background_removes_the_versions_outside_the_window(base_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=base_path, report_metrics=[], retention=RETENTION)
+    for i in range(_logs_until_compaction()):
+        _log(model, i, make_trajectory)
+    assert model.run.wait_for_upkeep(timeout=60)
+    for t in ("trajectories", "groups", "metrics", "logs"):
+        loc = model.run.table_location(t)
+        assert tables.fragment_count(loc) < compaction.COMPACT_AFTER_FRAGMENTS, t  # compacted inline
+        assert len(tables.versions(loc)) < _logs_until_compaction(), t  # and cleaned up
+    assert model.run.logs()["log_id"].to_pylist() == [f"l{i}" for i in range(_logs_until_compaction())]
+
+
+def test_a_cleanup_failure_is_logged_and_the_next_request_still_runs(base_path, make_trajectory, monkeypatch, caplog):
+    model = art.Model(name="m", project="p", base_path=base_path, report_metrics=[], retention=RETENTION)
+    real, calls = compaction.maintain, []
+
+    def flaky(loc, table, retention, force=False, *, compact=True, cleanup=True):
+        if not compact:
+            calls.append(table)
+            if len(calls) == 1:
+                raise RuntimeError("lost a race with another cleanup")
+        return real(loc, table, retention, force, compact=compact, cleanup=cleanup)
+
+    monkeypatch.setattr(compaction, "maintain", flaky)
+    monkeypatch.setattr(compaction, "CLEANUP_EVERY_FRACTION_OF_RETENTION", 0)
+    caplog.set_level(logging.WARNING, logger="artstore.upkeep")
+    for i in range(2 * _logs_until_compaction()):
+        _log(model, i, make_trajectory)
+        assert model.run.wait_for_upkeep(timeout=60)
+    assert "lost a race" in caplog.text
+    assert len(calls) > 1  # the worker outlived the failure
+    assert model.run.history().num_rows == 2 * _logs_until_compaction()
