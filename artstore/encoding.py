@@ -238,5 +238,5 @@ def check_layout(schema: pa.Schema) -> None:
     if "messages" in schema.names and "message_raw" not in schema.names:
         raise SchemaVersionError(
             "trajectories", 1, TRAJECTORIES_VERSION,
-            "export the run with the artstore that wrote it (`artstore export`, ART's format) and import it "
-            "into a new store with this one (`artstore import`)")
+            "export the run with the artstore that wrote it (`artstore export-art PROJECT/MODEL DEST`, ART's "
+            "lossless v2 format), then import DEST into a new store with this one (`artstore import-art DEST`)")
