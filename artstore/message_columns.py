@@ -60,8 +60,9 @@ class MessageColumns:
     """Accumulates the messages of many conversations as parallel lists, one entry per message.
 
     `add(conversation)` appends one conversation (a list of message dicts and Choices, as
-    validated by `records`); `lists(types)` or `struct(type)` gives the Arrow arrays. Strings that
-    are not UTF-8 make `pa.array` raise (ArrowException or UnicodeError): the caller names them.
+    validated by `records`); `lists(schema)` or `struct(list_type)` gives the Arrow arrays. Text
+    that is not UTF-8 (a lone surrogate) raises from `dumps` (PydanticSerializationError) or
+    `pa.array` (ArrowException, UnicodeError): the caller names the field.
     """
 
     def __init__(self) -> None:
