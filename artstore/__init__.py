@@ -10,6 +10,7 @@ from artstore.errors import (
     InvalidNameError,
     RetentionError,
     RunNotFoundError,
+    SchemaVersionError,
     SqlError,
     StorageError,
     StoreNotFoundError,
@@ -41,7 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArtstoreError", "Backend", "BackendError", "CheckpointError", "Choice", "CommitConflictError", "History",
     "ImportFormatError", "InvalidNameError", "LogRecord", "Model", "PydanticException", "RetentionError", "Run",
-    "RunNotFoundError", "SqlError", "StorageError", "Store", "StoreNotFoundError", "TrainConfig",
+    "RunNotFoundError", "SchemaVersionError", "SqlError", "StorageError", "Store", "StoreNotFoundError", "TrainConfig",
     "TrainableModel", "Trajectory", "TrajectoryGroup", "ValidationError", "VersionNotFoundError", "open_store",
     # checkpoints and retention
     "Checkpoint", "Decision", "Ema", "KeepBest", "KeepEvery", "KeepLast", "KeepSql", "KeepSteps", "Mean", "Plan",

@@ -1,7 +1,9 @@
 """Trajectories and groups <-> Arrow rows of the `trajectories` and `groups` tables.
 
-Typed columns hold what people query (role, content, tool calls, reward, metrics); each message
-also keeps `raw`, the item as given minus its string content, so the round trip is exact.
+Typed columns hold what people query (role, content, tool calls, reward, metrics); a trajectory's
+messages are parallel `message_*` list columns (see `artstore.message_columns`), each message
+keeping `raw`, the item as given minus its string content, so the round trip is exact. The
+trajectories table is built column by column; reading back parses JSON once per column.
 """
 
 from __future__ import annotations
@@ -15,20 +17,32 @@ from typing import Any
 
 import pyarrow as pa
 import pydantic
+import pydantic_core
 
-from artstore.errors import ValidationError
+from artstore.errors import SchemaVersionError, ValidationError
+from artstore.message_columns import (
+    READ_COLUMNS,
+    MessageColumns,
+    decode_lists,
+    decode_structs,
+    dumps,
+)
 from artstore.records import (
-    Choice,
     History,
     PydanticException,
     Trajectory,
     TrajectoryGroup,
     field_path,
 )
-from artstore.schema import arrow_schema
+from artstore.schema import arrow_schema, table_spec
+from artstore.storage import Location, tables
+
+TRAJECTORIES_VERSION = table_spec("trajectories")["schema_version"]
+# The trajectories columns `decode_groups` needs: not the message fields only SQL reads.
+DECODE_COLUMNS = ("group_id", "trajectory_index", "reward", "tools", "metrics", "metric_kinds", "metadata", "logs",
+                  "initial_policy_version", "final_policy_version", "additional_histories", *READ_COLUMNS)
 
 _MAX_EXACT_INT = 2**53  # largest integer a float64 metric holds exactly
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @contextlib.contextmanager
@@ -45,66 +59,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _text_of(content: Any) -> str | None:
-    if isinstance(content, str) or content is None:
-        return content
-    if isinstance(content, list):  # multi-part: the text parts, for search
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return None
-
-
-def encode_message(item: dict[str, Any] | Choice) -> dict[str, Any]:
-    """One message or Choice as a row of the message struct."""
-    is_choice = isinstance(item, Choice)
-    raw = item.model_dump(mode="json", exclude_unset=True) if is_choice else dict(item)
-    msg = raw.get("message", {}) if is_choice else raw
-    if is_choice:
-        raw["message"] = msg = dict(msg)
-    content = msg.get("content")
-    if isinstance(content, str):
-        del msg["content"]
-    tool_calls = [
-        {
-            "id": c.get("id"),
-            "type": c.get("type"),
-            "name": (c.get("function") or {}).get("name"),
-            "arguments": (c.get("function") or {}).get("arguments"),
-        }
-        for c in (msg.get("tool_calls") or [])
-        if isinstance(c, dict)
-    ]
-    logprobs = None
-    if is_choice and raw.get("logprobs") and raw["logprobs"].get("content"):
-        logprobs = [lp["logprob"] for lp in raw["logprobs"]["content"]]
-    return {
-        "role": msg.get("role"),
-        "content": _text_of(content),
-        "content_parts": _dumps(content) if isinstance(content, list) else None,
-        "name": msg.get("name") if isinstance(msg.get("name"), str) else None,
-        "tool_calls": tool_calls or None,
-        "tool_call_id": msg.get("tool_call_id") if isinstance(msg.get("tool_call_id"), str) else None,
-        "refusal": msg.get("refusal") if isinstance(msg.get("refusal"), str) else None,
-        "trainable": is_choice,
-        "is_choice": is_choice,
-        "finish_reason": raw.get("finish_reason") if is_choice else None,
-        "logprobs": logprobs,
-        "raw": _dumps(raw),
-    }
-
-
-def decode_message(row: Mapping[str, Any]) -> dict[str, Any] | Choice:
-    """Inverse of `encode_message`."""
-    if row["is_choice"]:  # `raw` always holds "message" (see encode_message)
-        choice = Choice.model_validate_json(row["raw"])
-        if row["content"] is not None and "content" not in choice.message.model_fields_set:
-            choice.message.content = row["content"]
-        return choice
-    raw = json.loads(row["raw"])
-    if "content" not in raw and row["content"] is not None:
-        raw["content"] = row["content"]
-    return raw
-
-
 def _metric_columns(metrics: Mapping[str, float | int | bool], where: str) -> tuple[list, str | None]:
     kinds = {}
     for k, v in metrics.items():
@@ -114,7 +68,7 @@ def _metric_columns(metrics: Mapping[str, float | int | bool], where: str) -> tu
             if abs(v) > _MAX_EXACT_INT:
                 raise ValidationError(f"{where}.metrics[{k!r}]", f"integer {v} is too large to store exactly")
             kinds[k] = "int"
-    return [(k, float(v)) for k, v in metrics.items()], (_dumps(kinds) if kinds else None)
+    return [(k, float(v)) for k, v in metrics.items()], (dumps(kinds) if kinds else None)
 
 
 def _metric_values(pairs: list[tuple[str, float]] | None, kinds_json: str | None) -> dict[str, Any]:
@@ -123,26 +77,17 @@ def _metric_values(pairs: list[tuple[str, float]] | None, kinds_json: str | None
     return {k: cast[kinds[k]](v) if k in kinds else v for k, v in (pairs or [])}
 
 
-def _encode_history(h: History) -> dict[str, Any]:
-    return {
-        "messages": [encode_message(m) for m in h.messages_and_choices],
-        "tools": None if h.tools is None else _dumps(h.tools),
-    }
-
-
 def encode_groups(
     groups: Sequence[TrajectoryGroup], *, log_id: str, write_id: str, split: str, step: int, recorded_at: datetime
 ) -> tuple[pa.Table, pa.Table]:
     """The `trajectories` and `groups` rows of one log call."""
     base = {"log_id": log_id, "write_id": write_id, "split": split, "step": step, "recorded_at": recorded_at}
     with _gc_paused():
-        traj_rows, group_rows = _rows(groups, base, log_id)
         try:
-            return (
-                pa.Table.from_pylist(traj_rows, schema=arrow_schema("trajectories")),
-                pa.Table.from_pylist(group_rows, schema=arrow_schema("groups")),
-            )
-        except (pa.ArrowException, UnicodeError) as e:  # the only such input: text that is not UTF-8
+            trajectories, group_rows = _rows(groups, base, log_id)
+            return trajectories, pa.Table.from_pylist(group_rows, schema=arrow_schema("groups"))
+        except (pa.ArrowException, UnicodeError, pydantic_core.PydanticSerializationError) as e:
+            # the only such input: text that is not UTF-8 (a lone surrogate)
             raise _not_utf8(groups, e) from None
 
 
@@ -175,63 +120,97 @@ def _not_utf8(groups: Sequence[TrajectoryGroup], error: Exception) -> Validation
     return ValidationError("trajectories", f"cannot be stored: {error}")
 
 
-def _rows(groups: Sequence[TrajectoryGroup], base: dict[str, Any], log_id: str) -> tuple[list, list]:
-    traj_rows, group_rows = [], []
+def _rows(groups: Sequence[TrajectoryGroup], base: dict[str, Any], log_id: str) -> tuple[pa.Table, list]:
+    """The trajectories table (built column by column: no dict per row or message) and the
+    groups rows (one dict per group: a step has few)."""
+    schema = arrow_schema("trajectories")
+    group_rows: list[dict[str, Any]] = []
+    cols: dict[str, list[Any]] = {n: [] for n in (
+        "trajectory_id", "group_id", "group_index", "trajectory_index", "reward", "tools", "metrics",
+        "metric_kinds", "metadata", "logs", "initial_policy_version", "final_policy_version")}
+    messages, histories, history_offsets, history_tools = MessageColumns(), MessageColumns(), [0], []
     for gi, g in enumerate(groups):
         group_id = f"{log_id}:{gi}"
         gm, gk = _metric_columns(g.metrics, f"groups[{gi}]")
         group_rows.append({
             **base, "group_id": group_id, "group_index": gi, "num_trajectories": len(g.trajectories),
-            "metadata": _dumps(g.metadata), "metrics": gm, "metric_kinds": gk, "logs": list(g.logs),
+            "metadata": dumps(g.metadata), "metrics": gm, "metric_kinds": gk, "logs": list(g.logs),
             "exceptions": [e.model_dump() for e in g.exceptions],
         })
         for ti, t in enumerate(g.trajectories):
             tm, tk = _metric_columns(t.metrics, f"groups[{gi}].trajectories[{ti}]")
-            traj_rows.append({
-                **base, "trajectory_id": f"{group_id}:{ti}", "group_id": group_id, "group_index": gi,
-                "trajectory_index": ti, "reward": t.reward,
-                "messages": [encode_message(m) for m in t.messages_and_choices],
-                "tools": None if t.tools is None else _dumps(t.tools),
-                "metrics": tm, "metric_kinds": tk, "metadata": _dumps(t.metadata), "logs": list(t.logs),
-                "additional_histories": [_encode_history(h) for h in t.additional_histories],
-                "initial_policy_version": t.initial_policy_version,
-                "final_policy_version": t.final_policy_version,
-            })
-    return traj_rows, group_rows
+            cols["trajectory_id"].append(f"{group_id}:{ti}")
+            cols["group_id"].append(group_id)
+            cols["group_index"].append(gi)
+            cols["trajectory_index"].append(ti)
+            cols["reward"].append(t.reward)
+            cols["tools"].append(None if t.tools is None else dumps(t.tools))
+            cols["metrics"].append(tm)
+            cols["metric_kinds"].append(tk)
+            cols["metadata"].append(dumps(t.metadata))
+            cols["logs"].append(t.logs)
+            cols["initial_policy_version"].append(t.initial_policy_version)
+            cols["final_policy_version"].append(t.final_policy_version)
+            messages.add(t.messages_and_choices)
+            for h in t.additional_histories:
+                histories.add(h.messages_and_choices)
+                history_tools.append(None if h.tools is None else dumps(h.tools))
+            history_offsets.append(len(history_tools))
+    n = len(cols["trajectory_id"])
+    arrays = {name: pa.array(values, schema.field(name).type) for name, values in cols.items()}
+    arrays |= {k: pa.array([v] * n, schema.field(k).type) for k, v in base.items()}
+    arrays |= messages.lists(schema)
+    history_type = schema.field("additional_histories").type
+    history = history_type.value_type
+    arrays["additional_histories"] = pa.ListArray.from_arrays(
+        pa.array(history_offsets, pa.int32()),
+        pa.StructArray.from_arrays([histories.struct(history.field("messages").type),
+                                    pa.array(history_tools, pa.string())], fields=list(history)),
+        type=history_type)
+    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema), group_rows
 
 
-def _decode_history(row: Mapping[str, Any]) -> History:
-    return History.model_construct(
-        messages_and_choices=[decode_message(m) for m in row["messages"] or []],
-        tools=None if row["tools"] is None else json.loads(row["tools"]),
-    )
-
-
-def decode_trajectory(row: Mapping[str, Any]) -> Trajectory:
-    """A stored trajectory row back into the Trajectory that was logged."""
-    return Trajectory.model_construct(
-        messages_and_choices=[decode_message(m) for m in row["messages"] or []],
-        tools=None if row["tools"] is None else json.loads(row["tools"]),
-        additional_histories=[_decode_history(h) for h in row["additional_histories"] or []],
-        reward=row["reward"],
-        initial_policy_version=row["initial_policy_version"],
-        final_policy_version=row["final_policy_version"],
-        metrics=_metric_values(row["metrics"], row["metric_kinds"]),
-        metadata=json.loads(row["metadata"]),
-        logs=list(row["logs"] or []),
-    )
+def decode_trajectories(table: pa.Table) -> list[Trajectory]:
+    """Stored trajectory rows (at least `DECODE_COLUMNS`) back into the Trajectories logged."""
+    conversations = decode_lists(table)
+    columns = {c: table.column(c).to_pylist() for c in (
+        "reward", "tools", "metrics", "metric_kinds", "metadata", "logs", "initial_policy_version",
+        "final_policy_version", "additional_histories")}
+    metadata = json.loads("[" + ",".join(columns["metadata"]) + "]")  # one parse for all rows
+    tools = json.loads("[" + ",".join("null" if t is None else t for t in columns["tools"]) + "]")
+    stored = [h or [] for h in columns["additional_histories"]]
+    histories = iter(decode_structs([h["messages"] for hs in stored for h in hs]))  # all rows' at once
+    out = []
+    for i, conversation in enumerate(conversations):
+        out.append(Trajectory.model_construct(
+            messages_and_choices=conversation,
+            tools=tools[i],
+            additional_histories=[History.model_construct(
+                messages_and_choices=next(histories), tools=None if h["tools"] is None else json.loads(h["tools"]))
+                for h in stored[i]],
+            reward=columns["reward"][i],
+            initial_policy_version=columns["initial_policy_version"][i],
+            final_policy_version=columns["final_policy_version"][i],
+            metrics=_metric_values(columns["metrics"][i], columns["metric_kinds"][i]),
+            metadata=metadata[i],
+            logs=columns["logs"][i] or [],
+        ))
+    return out
 
 
 def decode_groups(groups: pa.Table, trajectories: pa.Table) -> list[TrajectoryGroup]:
     """Groups rows plus their trajectory rows -> TrajectoryGroups, in the groups table's order."""
+    check_layout(trajectories.schema)
     with _gc_paused():
         return _decode_groups(groups, trajectories)
 
 
 def _decode_groups(groups: pa.Table, trajectories: pa.Table) -> list[TrajectoryGroup]:
     by_group: dict[str, list[tuple[int, Trajectory]]] = {}
-    for row in trajectories.to_pylist():
-        by_group.setdefault(row["group_id"], []).append((row["trajectory_index"], decode_trajectory(row)))
+    for gid, index, t in zip(trajectories.column("group_id").to_pylist(),
+                             trajectories.column("trajectory_index").to_pylist(),
+                             decode_trajectories(trajectories), strict=True):
+        by_group.setdefault(gid, []).append((index, t))
     out = []
     for g in groups.to_pylist():
         members = [t for _, t in sorted(by_group.get(g["group_id"], []), key=lambda p: p[0])]
@@ -243,3 +222,21 @@ def _decode_groups(groups: pa.Table, trajectories: pa.Table) -> list[TrajectoryG
             logs=list(g["logs"] or []),
         ))
     return out
+
+
+def check_stored_layout(trajectories: Location) -> None:
+    """`check_layout` of the trajectories table stored at `trajectories` (on an error path: it
+    opens the table)."""
+    ds = tables.open_dataset(trajectories)
+    if ds is not None:
+        check_layout(ds.schema)
+
+
+def check_layout(schema: pa.Schema) -> None:
+    """Raise SchemaVersionError for a trajectories table of schema version 1 (one `messages`
+    struct column; written by artstore 0.1.0 before the message_* columns)."""
+    if "messages" in schema.names and "message_raw" not in schema.names:
+        raise SchemaVersionError(
+            "trajectories", 1, TRAJECTORIES_VERSION,
+            "export the run with the artstore that wrote it (`artstore export-art PROJECT/MODEL DEST`, ART's "
+            "lossless v2 format), then import DEST into a new store with this one (`artstore import-art DEST`)")

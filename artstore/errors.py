@@ -32,6 +32,15 @@ class VersionNotFoundError(StoreNotFoundError):
     """`as_of` named a version, tag or time the table does not have (or no longer has)."""
 
 
+class SchemaVersionError(ArtstoreError):
+    """A table was written with a schema version this artstore does not read or write."""
+
+    def __init__(self, table: str, found: int, expected: int, what_to_do: str):
+        self.table, self.found, self.expected = table, found, expected
+        super().__init__(f"the {table} table has schema version {found}; this artstore reads and writes version "
+                         f"{expected}: {what_to_do}")
+
+
 class StorageError(ArtstoreError, OSError):
     """The storage backend (disk, S3, GCS) failed after retries. The store is unchanged."""
 

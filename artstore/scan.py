@@ -28,12 +28,6 @@ from artstore.storage import tables
 from artstore.store import Run, Store, _as_of_args
 
 GATED = ("trajectories", "groups", "metrics")  # rows visible only through a committed logs row
-# The message fields the messages view shows; each reaches DuckDB as its own list column
-# (m_role, m_content, ...), so a query converts only the fields it uses.
-MESSAGE_FIELDS = ("role", "content", "content_parts", "name", "tool_calls", "tool_call_id", "refusal", "trainable",
-                  "finish_reason", "logprobs")
-TRAJECTORY_COLUMNS = ("log_id", "split", "step", "group_id", "trajectory_id", "reward", "recorded_at")
-
 _COMMITTED: OrderedDict[tuple[str, int, str], pa.Array] = OrderedDict()  # (logs uri, version, time) -> write_ids
 _COMMITTED_MAX = 4096
 _COMMITTED_LOCK = threading.Lock()
@@ -203,35 +197,3 @@ def view_schema(table: str) -> pa.Schema:
         if internal in schema.names:
             schema = schema.remove(schema.get_field_index(internal))
     return schema
-
-
-def message_lists_schema() -> pa.Schema:
-    trajectories = arrow_schema("trajectories")
-    message = trajectories.field("messages").type.value_type
-    return pa.schema([trajectories.field(c) for c in TRAJECTORY_COLUMNS]
-                     + [pa.field(f"m_{f}", pa.list_(message.field(f).type)) for f in MESSAGE_FIELDS])
-
-
-class MessageLists(LazyDataset):
-    """The trajectories table with `messages` cut into one list column per message field (m_role,
-    m_content, ...), without copying: Lance decodes `messages` whole, but DuckDB receives and
-    converts only the fields a query uses."""
-
-    def _physical(self, columns: list[str]) -> list[str]:
-        return [c for c in columns if not c.startswith("m_")] + (
-            ["messages"] if any(c.startswith("m_") for c in columns) else [])
-
-    def _cut(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-        if not schema.names:
-            return batch.select([])
-        out = []
-        for name in schema.names:
-            if name.startswith("m_"):
-                lists = batch.column("messages")
-                out.append(pa.ListArray.from_arrays(lists.offsets, lists.values.field(name[2:]), mask=lists.is_null()))
-            else:
-                out.append(batch.column(name))
-        return pa.RecordBatch.from_arrays(out, schema=schema)
-
-    def _late(self, filter: Any) -> bool:
-        return "m_" in str(filter)  # DuckDB pushes no filter on a list column today; be safe if it does

@@ -47,7 +47,7 @@ import pyarrow.dataset as pads
 from artstore import sql_runs
 from artstore.errors import InvalidNameError, RunNotFoundError, SqlError, ValidationError
 from artstore.names import check_segment
-from artstore.scan import GATED, LazyDataset, MessageLists, Query, message_lists_schema, view_schema
+from artstore.scan import GATED, LazyDataset, Query, view_schema
 from artstore.storage import tables
 from artstore.store import Run, Store
 
@@ -77,23 +77,27 @@ VIEWS = {
     "tokens": "one row per training sequence, when a run has a tokens table",
 }
 
-# Over the message fields cut into lists (see scan.MessageLists): unused fields are never converted.
+# Over the trajectories view: its message_* columns are parallel lists (entry i is message i), so
+# DuckDB asks the scan for, and Lance decodes, only the message fields a query uses.
 _MESSAGES = """
 SELECT project, model, log_id, split, step, group_id, trajectory_id, reward, i AS message_index,
-       m_role[i + 1] AS role, m_content[i + 1] AS content, m_content_parts[i + 1] AS content_parts,
-       m_name[i + 1] AS name, m_tool_calls[i + 1] AS tool_calls,
-       list_transform(m_tool_calls[i + 1], lambda c: c.name) AS tool_names,
-       CASE WHEN m_tool_call_id[i + 1] IS NOT NULL THEN
-         list_filter(flatten(m_tool_calls), lambda c: c.id = m_tool_call_id[i + 1])[1].name END AS tool_name,
-       m_tool_call_id[i + 1] AS tool_call_id, m_refusal[i + 1] AS refusal, m_trainable[i + 1] AS trainable,
-       m_finish_reason[i + 1] AS finish_reason, m_logprobs[i + 1] AS logprobs, recorded_at
-FROM (SELECT *, unnest(range(len(m_role))) AS i FROM _message_lists)
+       message_role[i + 1] AS role, message_content[i + 1] AS content,
+       message_content_parts[i + 1] AS content_parts, message_name[i + 1] AS name,
+       message_tool_calls[i + 1] AS tool_calls,
+       list_transform(message_tool_calls[i + 1], lambda c: c.name) AS tool_names,
+       CASE WHEN message_tool_call_id[i + 1] IS NOT NULL THEN
+         list_filter(flatten(message_tool_calls), lambda c: c.id = message_tool_call_id[i + 1])[1].name
+       END AS tool_name,
+       message_tool_call_id[i + 1] AS tool_call_id, message_refusal[i + 1] AS refusal,
+       message_trainable[i + 1] AS trainable, message_finish_reason[i + 1] AS finish_reason,
+       message_logprobs[i + 1] AS logprobs, recorded_at
+FROM (SELECT *, unnest(range(len(message_role))) AS i FROM trajectories)
 """
 
 # Views in the order they must be built, and what each stands on.
-_BUILD_ORDER = ("logs", "trajectories", "groups", "metrics", "checkpoints", "_message_lists", "messages", "runs",
+_BUILD_ORDER = ("logs", "trajectories", "groups", "metrics", "checkpoints", "messages", "runs",
                 "history", "tokens")
-_NEEDS = {"messages": ("_message_lists",), "runs": ("logs",), "history": ("logs", "metrics")}
+_NEEDS = {"messages": ("trajectories",), "runs": ("logs",), "history": ("logs", "metrics")}
 
 _RUNS = """
 SELECT r.project, r.model, r.uri, count(*) AS logs, max(l.step) AS latest_step,
@@ -182,7 +186,7 @@ class _Catalog:
         self._keys: tuple[str, ...] | None = None  # the runs the views cover
         self._built: set[str] = set()  # views built for those runs
         self._tokens: dict[str, pa.Schema] = {}
-        self._schemas = {t: view_schema(t) for t in STATIC} | {"message_lists": message_lists_schema()}
+        self._schemas = {t: view_schema(t) for t in STATIC}
         for name, schema in self._schemas.items():
             self.con.register(f"_empty_{name}", schema.empty_table())
 
@@ -211,12 +215,10 @@ class _Catalog:
             return None
 
     def _register(self, key: str, name: str) -> None:
-        table = "trajectories" if name == "message_lists" else name
-        kind = MessageLists if name == "message_lists" else LazyDataset
         # logs too: a log_id appended twice by racing attempts shows its first commit only
-        committed = functools.partial(self._committed, key) if table in (*GATED, "logs") else None
-        self.con.register(f"_r{self._ids[key]}_{name}", kind(
-            self._schemas[name], functools.partial(self._open, key, table), committed))
+        committed = functools.partial(self._committed, key) if name in (*GATED, "logs") else None
+        self.con.register(f"_r{self._ids[key]}_{name}", LazyDataset(
+            self._schemas[name], functools.partial(self._open, key, name), committed))
 
     def prepare(self, query: str, runs: list[Run]) -> None:
         """Make the views `query` names (and those they stand on) cover exactly `runs`.

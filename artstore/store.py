@@ -20,8 +20,14 @@ import pyarrow.compute as pc
 
 from artstore import pruning, upkeep
 from artstore.checkpoints import Checkpoint, CheckpointTable, checkpoint_dir_name
-from artstore.encoding import decode_groups
-from artstore.errors import CheckpointError, RetentionError, RunNotFoundError, ValidationError
+from artstore.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
+from artstore.errors import (
+    CheckpointError,
+    RetentionError,
+    RunNotFoundError,
+    StorageError,
+    ValidationError,
+)
 from artstore.names import check_segment, sql_quote
 from artstore.records import TrajectoryGroup
 from artstore.retention import Plan, Policy, rank, step_means
@@ -110,7 +116,11 @@ class Run:
         committed = self.logs(as_of)
         order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
         grp = self._visible("groups", committed, filter=where)
-        traj = self._visible("trajectories", committed, filter=where)
+        try:
+            traj = self._visible("trajectories", committed, filter=where, columns=list(DECODE_COLUMNS))
+        except StorageError:
+            check_stored_layout(self.table_location("trajectories"))  # a version 1 table: say so
+            raise
         keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
             grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
             grp["group_index"].to_pylist(), strict=True)]

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from artstore import metrics as metrics_mod
 from artstore import upkeep
-from artstore.encoding import encode_groups
+from artstore.encoding import check_stored_layout, encode_groups
 from artstore.errors import ArtstoreError, StorageError, ValidationError
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import Trajectory, TrajectoryGroup, check_reward
@@ -211,7 +211,11 @@ def write_log(
         appends = {name: pool.submit(tables.append, run.child(f"{name}.lance"), rows, message)
                    for name, rows in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows))
                    if rows.num_rows}
-        versions = {name: future.result() for name, future in appends.items()}
+        try:
+            versions = {name: future.result() for name, future in appends.items()}
+        except StorageError:
+            check_stored_layout(run.child("trajectories.lance"))  # a version 1 table: say so
+            raise
 
     n_exc = sum(len(g.exceptions) for g in groups)
     commit = pa.Table.from_pylist([{

@@ -1,5 +1,7 @@
 """The hot path: `log_sync` of one step of 512 tool-call trajectories (8 messages each), then
-`Run.groups(step=...)` of that step read back. Prints median and min over repeats (ms).
+`Run.groups(step=...)` of that step read back. Prints median and min over repeats (ms), and the
+CPU of the Python part of each alone: `encode_groups` (rows -> Arrow) and `decode_groups`
+(Arrow -> objects), the rest being Lance.
 
     LANCE_LOG=error python -m benchmarks.log_hot_path [--steps 12] [--trajectories 512]
 """
@@ -10,10 +12,12 @@ import argparse
 import statistics
 import tempfile
 import time
+from datetime import UTC, datetime
 
 from openai.types.chat.chat_completion import Choice
 
 import artstore as art
+from artstore.encoding import DECODE_COLUMNS, decode_groups, encode_groups
 
 
 def tool_call_trajectory(step: int, i: int) -> art.Trajectory:
@@ -67,9 +71,21 @@ def main() -> None:
         read_cpu.append((time.process_time() - c) * 1000)
         assert back == groups
     print(f"{a.trajectories} trajectories x {a.steps} steps (first call: log {log_ms[0]:.0f} ms, read {read_ms[0]:.0f} ms)")
+    encode_cpu, decode_cpu = [], []
+    for s, groups in enumerate(data):
+        c = time.process_time()
+        traj, grp = encode_groups(groups, log_id="x", write_id="w", split="train", step=s,
+                                  recorded_at=datetime.now(UTC))
+        encode_cpu.append((time.process_time() - c) * 1000)
+        traj = traj.select(list(DECODE_COLUMNS))  # what Run.groups reads
+        c = time.process_time()
+        decode_groups(grp, traj)
+        decode_cpu.append((time.process_time() - c) * 1000)
     for name, wall, cpu in (("log_sync", log_ms, log_cpu), ("groups(step)", read_ms, read_cpu)):
         print(f"{name:13s} wall median {statistics.median(wall[1:]):6.1f} ms  min {min(wall[1:]):6.1f} ms  "
               f"cpu median {statistics.median(cpu[1:]):6.1f} ms (all threads)")
+    print(f"of which Python: encode_groups cpu median {statistics.median(encode_cpu[1:]):.1f} ms, "
+          f"decode_groups cpu median {statistics.median(decode_cpu[1:]):.1f} ms")
 
 
 if __name__ == "__main__":

@@ -565,15 +565,17 @@ def report(res: Results, sizes: Sizes, machine: dict[str, Any], total: float, qu
 
 
 FINDINGS = (
-    "log (512): about 60% of its CPU is Python building the rows (a dict per message, JSON of "
-    "`raw`/tools/metadata, `model_dump` of each Choice), 35% five Lance operations (three data "
-    "appends, the logs table's merge_insert, the log-id lookup). It grows with the run because "
+    "log (512): about 40% of its CPU is Python building the Arrow columns (built column by "
+    "column since schema version 2; what is left is per-message work: `model_dump` of each Choice, "
+    "JSON of `raw`/tools/metadata), the rest five Lance operations (three data appends, the logs "
+    "table's merge_insert, the log-id lookup). It grows with the run because "
     "log() also runs upkeep: `cleanup_old_versions` reads every manifest inside the 7-day window "
     "(0.2-0.3 s of CPU per table at 2,100 versions) and compaction rewrites the growing tail "
     "fragment; the log-id lookup and merge_insert scan the whole logs table.",
-    "read a step: about half its CPU is building the pydantic objects (json.loads of each "
-    "message's `raw`, validating each Choice); the rest is Lance scans: the logs table (which "
-    "log calls are visible) and the step filter over 20-40 unindexed fragments.",
+    "read a step: about half its CPU is building the objects (one JSON parse of all dict "
+    "messages, one validation call of all Choices, a model_construct per trajectory); the rest is "
+    "Lance scans: the logs table (which log calls are visible) and the step filter over 20-40 "
+    "unindexed fragments.",
     "best step: two Lance scans (logs, for visibility; metrics) cost ~20 ms at this size; ART "
     "parses one ~1 MB history.jsonl with polars in about twice that. 0.1x would need a stored "
     "per-step summary or an index, not a faster scan.",

@@ -35,7 +35,7 @@ async def test_stored_trajectory_columns_hold_group_and_trajectory_fields(store_
     model = store_location.model()
     await model.log(two_groups, split="val")
     traj = model.run.trajectories()
-    for col in ("group_index", "reward", "metrics", "metadata", "tools", "logs", "messages"):
+    for col in ("group_index", "reward", "metrics", "metadata", "tools", "logs", "message_role", "message_raw"):
         assert col in traj.column_names
     grp = model.run.read_table("groups")
     assert [g for g in grp["metadata"].to_pylist()] == ['{"g":0}', '{"g":1}']

@@ -84,8 +84,8 @@ def test_sql_table_csv_json_and_parquet(store, tmp_path):
     target = tmp_path / "out.parquet"
     run("sql", q, "--store", store, "--format", "parquet", "--output", str(target))
     assert pq.read_table(target).num_rows == 4
-    nested = run("sql", "SELECT messages FROM trajectories LIMIT 1", "--store", store, "--format", "csv").stdout
-    assert json.loads(next(csv.DictReader(io.StringIO(nested)))["messages"])[0]["role"] == "system"
+    nested = run("sql", "SELECT message_role FROM trajectories LIMIT 1", "--store", store, "--format", "csv").stdout
+    assert json.loads(next(csv.DictReader(io.StringIO(nested)))["message_role"])[0] == "system"
 
 
 def test_sql_params_as_of_and_versions(store):

@@ -30,7 +30,10 @@ import artstore as art
 from trainer.loss import group_advantages
 from trainer.tokenize import tokenize_trajectory
 
-COLUMNS = ("trajectory_id", "group_id", "log_id", "reward", "messages", "tools", "additional_histories")
+# The message fields `chat_message` reads: parallel lists, entry i of each is message i.
+MESSAGE_FIELDS = ("role", "content", "name", "tool_calls", "tool_call_id", "trainable", "logprobs")
+COLUMNS = ("trajectory_id", "group_id", "log_id", "reward", "tools", "additional_histories",
+           *(f"message_{f}" for f in MESSAGE_FIELDS))
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def tokenize_step(
         if skip_constant_groups and advantage is None:
             constant_groups.add(row["group_id"])
             continue
-        conversations = [(row["trajectory_id"], row["messages"], row["tools"])]
+        conversations = [(row["trajectory_id"], messages_of(row), row["tools"])]
         for k, history in enumerate(row["additional_histories"] or []):
             conversations.append((f"{row['trajectory_id']}/h{k}", history["messages"], history["tools"]))
         for sequence_id, messages, tools in conversations:
@@ -111,8 +114,14 @@ def _advantages(rows: list[dict[str, Any]], scale_by_std: bool) -> list[float | 
     return [a if len(spread[r["group_id"]]) > 1 else None for r, a in zip(rows, advantages, strict=True)]
 
 
+def messages_of(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A trajectories row's messages (its message_* lists) as one dict of fields per message."""
+    lists = [row[f"message_{f}"] or [] for f in MESSAGE_FIELDS]
+    return [dict(zip(MESSAGE_FIELDS, values, strict=True)) for values in zip(*lists, strict=True)]
+
+
 def chat_message(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One stored message (a struct of the trajectories table) as the chat dict that
+    """One stored message (from `messages_of`, or a struct of an additional history) as the chat dict that
     `tokenize_trajectory` takes: OpenAI's fields plus `trainable` and `logprobs`."""
     message: dict[str, Any] = {"role": row["role"], "content": row["content"]}
     if row.get("name"):
