@@ -189,8 +189,8 @@ class _Catalog:
     def _open(self, key: str, table: str) -> pads.Dataset | None:
         return self._in_query(lambda q: q.snapshot(key).dataset(table))
 
-    def _committed(self, key: str) -> pa.Array:
-        return self._in_query(lambda q: q.snapshot(key).committed())
+    def _gate(self, key: str, table: str) -> pa.Array | None:
+        return self._in_query(lambda q: q.snapshot(key).gate(table))
 
     def _in_query(self, fn: Callable[[Query], Any]) -> Any:
         query = self.query
@@ -213,9 +213,9 @@ class _Catalog:
     def _register(self, key: str, name: str) -> None:
         table = "trajectories" if name == "message_lists" else name
         kind = MessageLists if name == "message_lists" else LazyDataset
-        committed = functools.partial(self._committed, key) if table in GATED else None
+        gate = functools.partial(self._gate, key, table) if table in GATED else None
         self.con.register(f"_r{self._ids[key]}_{name}", kind(
-            self._schemas[name], functools.partial(self._open, key, table), committed))
+            self._schemas[name], functools.partial(self._open, key, table), gate))
 
     def prepare(self, query: str, runs: list[Run]) -> None:
         """Make the views `query` names (and those they stand on) cover exactly `runs`.

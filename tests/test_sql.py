@@ -419,7 +419,7 @@ def test_projection_and_filters_reach_lance_and_other_runs_are_not_opened(store,
 def test_messages_query_reads_only_the_columns_it_needs(store, scans):
     store.sql("SELECT step, count(*) FROM messages WHERE role = 'tool' AND model = 'b' GROUP BY step")
     ((_, columns, filt),) = [s for s in scans if s[0] == "p1/b/trajectories"]
-    assert set(columns) == {"write_id", "step", "messages"} and filt is None
+    assert set(columns) == {"step", "messages"} and filt is None  # no orphan rows: no write_id read
     assert all(s[1].startswith("p1/b/") for s in scans if s[0] == "opened")
 
 

@@ -1,0 +1,52 @@
+"""Visibility: which rows of the log-written tables a reader sees (the all-or-nothing rule).
+
+A log call appends its rows to `trajectories`, `groups` and `metrics` (the gated tables), each
+row carrying the call's `write_id`, and only then commits its one row to `logs` (see `writer`).
+A gated row is visible when the committed logs name its `write_id`; rows of a crashed call, of one
+still in flight, or of the loser of a duplicate `log_id` race stay invisible.
+
+Matching every row's `write_id` (a 32-character string) against the committed logs costs most
+of a large scan, so it is skipped when row counts prove it cannot remove anything: each committed
+logs row records how many rows its call wrote to each gated table (`num_trajectories`,
+`num_groups`, `num_metrics`), and data rows are committed before their logs row. So a gated table
+opened *after* the logs were pinned, at its latest version, holds every row the pinned logs name
+plus possibly others; when its row count equals the sum of the committed counts, there are no
+others and every row is visible. artstore never deletes rows of a gated table, which this needs.
+
+Both readers use this module: `Run.read_table` (store.py) and the SQL views (scan.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+GATED = ("trajectories", "groups", "metrics")  # rows visible only through a committed logs row
+ROW_COUNTS = {"trajectories": "num_trajectories", "groups": "num_groups", "metrics": "num_metrics"}
+GATE_COLUMNS = ["write_id", *ROW_COUNTS.values()]  # what a reader needs of the committed logs
+
+
+def committed_logs(logs: Any, columns: list[str] | None = None) -> pa.Table:
+    """The committed log calls, one row each, read from `logs` (a Lance/pyarrow dataset of a
+    run's logs table at one version): `columns` of them (all when None), in storage order.
+
+    Every reader's notion of "the committed logs rows" is this function: today each row of the
+    logs table is one committed call (`insert_unique` keeps `log_id` unique)."""
+    return logs.to_table(columns=columns)
+
+
+def all_visible(table: str, committed: pa.Table, rows: int) -> bool:
+    """Whether every one of the `rows` rows of gated `table` is visible to `committed` (rows of
+    the logs table holding the count columns), proven by counts alone.
+
+    Valid only for a table opened at its latest version after `committed` was read (so it holds
+    every row those logs name); a table opened at an older version must be filtered."""
+    return rows == (pc.sum(committed[ROW_COUNTS[table]]).as_py() or 0)
+
+
+def visible_mask(write_ids: pa.Array | pa.ChunkedArray, committed_ids: pa.Array) -> pa.Array | None:
+    """Which rows of a batch are visible (their write_id is committed); None when all are."""
+    keep = pc.is_in(write_ids, value_set=committed_ids)
+    return None if pc.all(keep).as_py() else keep
