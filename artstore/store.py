@@ -29,7 +29,7 @@ from artstore.schema import arrow_schema
 from artstore.step_summary import StepSummary
 from artstore.storage import Location, files, tables
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
-from artstore.visibility import all_visible, committed_logs
+from artstore.visibility import committed_logs, read_visible
 from artstore.writer import DEFAULT_RETENTION
 
 AsOf = int | str | datetime | None
@@ -88,29 +88,8 @@ class Run:
     def _visible(self, table: str, committed: pa.Table, *, filter: str | None = None,
                  columns: list[str] | None = None) -> pa.Table:
         """Rows of `table` written by the `committed` log calls (rows of the logs table, in the
-        order of `logs()`), in their order (a stable sort: a log's rows stay together and in
-        order through compaction). When counts prove every row visible (`visibility.all_visible`)
-        and no two committed calls share a `recorded_at`, rows are ordered by their own
-        `recorded_at` and no `write_id` is read."""
-        loc = self.table_location(table)
-        ds = tables.open_dataset(loc)  # opened after `committed` was read: holds all its rows
-        if ds is None:
-            return arrow_schema(table).empty_table() if columns is None else \
-                arrow_schema(table).empty_table().select(columns)
-        with tables.storage_errors(loc, "read"):
-            if all_visible(table, committed, ds.count_rows()) and \
-                    pc.count_distinct(committed["recorded_at"]).as_py() == committed.num_rows:
-                cols = None if columns is None else list(dict.fromkeys([*columns, "recorded_at"]))
-                data = ds.to_table(columns=cols, filter=filter)
-                at = data["recorded_at"].combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
-                if len(at) > 1 and not bool(np.all(at[1:] >= at[:-1])):
-                    data = data.take(pc.sort_indices(data["recorded_at"]))  # stable
-                return data if columns is None else data.select(columns)
-            cols = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
-            data = ds.to_table(columns=cols, filter=filter)
-        position = pc.index_in(data["write_id"], value_set=committed["write_id"])
-        visible = data.filter(pc.is_valid(position)).take(pc.sort_indices(position.drop_null()))
-        return visible if columns is None else visible.select(columns)
+        order of `logs()`), in that order (see `visibility.read_visible`)."""
+        return read_visible(self.table_location(table), table, committed, filter=filter, columns=columns)
 
     # -- the read API ----------------------------------------------------------------------
     def trajectories(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> pa.Table:

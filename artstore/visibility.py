@@ -20,8 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from artstore.schema import arrow_schema
+from artstore.storage import Location, tables
 
 GATED = ("trajectories", "groups", "metrics")  # rows visible only through a committed logs row
 ROW_COUNTS = {"trajectories": "num_trajectories", "groups": "num_groups", "metrics": "num_metrics"}
@@ -50,3 +54,32 @@ def visible_mask(write_ids: pa.Array | pa.ChunkedArray, committed_ids: pa.Array)
     """Which rows of a batch are visible (their write_id is committed); None when all are."""
     keep = pc.is_in(write_ids, value_set=committed_ids)
     return None if pc.all(keep).as_py() else keep
+
+
+def read_visible(loc: Location, table: str, committed: pa.Table, *, filter: str | None = None,
+                 columns: list[str] | None = None) -> pa.Table:
+    """The rows of gated `table` (at `loc`, opened now: after `committed` was read) written by
+    the `committed` log calls (logs rows sorted as `Run.logs()`), in that order; each call's rows
+    in the order it wrote them (a stable sort: they stay together and in order through compaction).
+
+    When `all_visible` holds and no two committed calls share a `recorded_at`, the rows are
+    ordered by their own `recorded_at` and no `write_id` is read; otherwise each row's `write_id`
+    is matched against `committed`."""
+    ds = tables.open_dataset(loc)
+    if ds is None:
+        empty = arrow_schema(table).empty_table()
+        return empty if columns is None else empty.select(columns)
+    with tables.storage_errors(loc, "read"):
+        if all_visible(table, committed, ds.count_rows()) and \
+                pc.count_distinct(committed["recorded_at"]).as_py() == committed.num_rows:
+            cols = None if columns is None else list(dict.fromkeys([*columns, "recorded_at"]))
+            data = ds.to_table(columns=cols, filter=filter)
+            at = data["recorded_at"].combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+            if len(at) > 1 and not bool(np.all(at[1:] >= at[:-1])):
+                data = data.take(pc.sort_indices(data["recorded_at"]))  # stable
+            return data if columns is None else data.select(columns)
+        cols = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
+        data = ds.to_table(columns=cols, filter=filter)
+    position = pc.index_in(data["write_id"], value_set=committed["write_id"])
+    visible = data.filter(pc.is_valid(position)).take(pc.sort_indices(position.drop_null()))
+    return visible if columns is None else visible.select(columns)
