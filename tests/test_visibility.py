@@ -102,3 +102,20 @@ def test_calls_sharing_a_recorded_at_are_ordered_by_log_id(tmp_path, read_column
     run = art.open_store(tmp_path).run("p", "m")
     assert run.read_table("trajectories", columns=["step"])["step"].to_pylist() == [0, 1]
     assert _read_write_id(read_columns)  # recorded_at cannot order them: the write_id path did
+
+
+def test_a_table_pinned_at_a_given_version_is_always_filtered(tmp_path, read_columns):
+    """Counts prove nothing for a table not opened after the logs pin: here trajectories at a version
+    with two orphan rows and without the last call's rows has as many rows as the logs wrote."""
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    for step in range(3):
+        _log(model, step, [0.5, 0.5])
+    run = art.open_store(tmp_path).run("p", "m")
+    orphan = run.read_table("trajectories").slice(0, 2).set_column(1, "write_id", pa.array(["crashed"] * 2))
+    with_orphans = tables.append(run.table_location("trajectories"), orphan)
+    _log(model, 3, [0.5, 0.5])
+    logs = run.versions()[-1]["version"]
+    as_of = {"p/m": {"logs": logs, "trajectories": with_orphans}}
+    assert [r["step"] for r in run.store.sql(SQL, as_of=as_of).to_pylist()] == [0, 1, 2]
+    assert [r["n"] for r in run.store.sql(SQL, as_of=as_of).to_pylist()] == [2, 2, 2]
+    assert _read_write_id(read_columns)

@@ -201,7 +201,7 @@ def same_rows_since(ds: LanceDataset, version: int, limit: int = 8) -> bool:
             if tx is None or (type(tx.operation).__name__ != "Rewrite" and now != fragments):
                 return False
             fragments = now
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):
         return False  # e.g. a version cleaned up meanwhile
     return True
 
