@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 _CACHE: OrderedDict[tuple[str, int, str], StepSummary] = OrderedDict()  # (logs uri, version, time) ->
 _NEWEST: dict[str, tuple[str, int, str]] = {}  # logs uri -> key of the newest summary built or extended
-_CACHE_MAX = 256
+_CACHE_MAX = 256  # summaries in all
+_PER_RUN = 4  # per run: the newest and the 3 most recently used others (as_of reads)
 _LOCK = threading.Lock()
 
 
@@ -97,6 +98,10 @@ def _remember(key: tuple[str, int, str], summary: StepSummary) -> None:
         newest = _NEWEST.get(key[0])
         if newest is None or newest[1] <= key[1]:
             _NEWEST[key[0]] = key
+        # Each log of this process makes a new version: keep a few per run, not one per version.
+        others = [k for k in _CACHE if k[0] == key[0] and k != _NEWEST[key[0]]]
+        for old in others[: max(0, len(others) - (_PER_RUN - 1))]:
+            del _CACHE[old]
         while len(_CACHE) > _CACHE_MAX:
             old, _ = _CACHE.popitem(last=False)
             if _NEWEST.get(old[0]) == old:

@@ -131,3 +131,14 @@ def test_retention_ranks_with_the_summary_and_a_missing_metric_is_an_error(model
     assert plan.keep == [1, 3] and plan.delete == [0, 2]
     with pytest.raises(art.RetentionError, match="no values of 'val/nope'.*Nothing was deleted"):
         run.retention_plan(art.Policy.art("val/nope"))
+
+
+def test_a_run_keeps_a_few_summaries_however_many_versions(model):
+    run = model.run
+    run.best_step()
+    for step in range(10, 20):
+        model.log_sync(None, split="val", step=step, metrics={"reward": 0.0})
+        run.best_step()
+    uri = run.table_location("logs").uri
+    assert sum(1 for k in step_summary._CACHE if k[0] == uri) <= step_summary._PER_RUN
+    assert run.best_step() == 1
