@@ -16,7 +16,7 @@ from typing import Any
 
 import pydantic
 
-from artstore import pruning
+from artstore import pruning, step_summary
 from artstore.checkpoints import Checkpoint
 from artstore.errors import BackendError
 from artstore.names import check_segment
@@ -111,8 +111,12 @@ class Model(pydantic.BaseModel):
     # -- internals ------------------------------------------------------------------------------
     def _write(self, groups: list, split: str, metrics: Mapping[str, float] | None, step: int,
                log_id: str | None) -> LogRecord:
-        return write_log(self.run.location, groups, split=split, step=step, metrics=metrics, log_id=log_id,
-                         allow_nonfinite_rewards=self.allow_nonfinite_rewards, retention=self.retention)
+        location = self.run.location
+        record = write_log(location, groups, split=split, step=step, metrics=metrics, log_id=log_id,
+                           allow_nonfinite_rewards=self.allow_nonfinite_rewards, retention=self.retention)
+        if record.created:  # keep a cached step summary current without reading (see step_summary)
+            step_summary.note_log(location, record.logs_version, record.step, record.metrics)
+        return record
 
     def _report(self, record: LogRecord) -> None:
         if not record.created or not wants_wandb(self.report_metrics):

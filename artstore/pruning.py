@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from artstore.errors import RetentionError
 from artstore.retention import Plan, Policy, make_plan
 from artstore.schema import arrow_schema
+from artstore.step_summary import StepSummary
 from artstore.storage import Location, files, tables
 
 if TYPE_CHECKING:
@@ -139,8 +140,7 @@ def _sql_steps(run: Run) -> Callable[[str], set[int]]:
 
 def plan(run: Run, policy: Policy) -> Plan:
     """The plan of `policy` for `run` now (reads checkpoints, pins and metrics; deletes nothing)."""
-    needs_metrics = bool(policy.ranked())
-    metrics = run.metrics() if needs_metrics else arrow_schema("metrics").empty_table()
+    metrics = run.step_summary() if policy.ranked() else StepSummary({})
     return make_plan(policy, run.checkpoints_table().list(), metrics, pins=RetentionLog(run.location).pins(),
                      sql_steps=_sql_steps(run), run=_run_name(run))
 

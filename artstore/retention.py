@@ -16,8 +16,9 @@ Whatever the rules say, a plan never deletes (invariant 5):
   rule says `unscored="delete"`;
 and a ranked metric absent from the run's metrics raises RetentionError (nothing is deleted).
 
-Scores are computed from the run's long metrics table, so a metric first logged late counts like
-any other. The per-step mean of metric M at step s is the mean of every value of M logged at s;
+Scores are computed from every visible metric value of the run (its step summary, see
+`artstore.step_summary`: kept in memory per version of the run), so a metric first logged late
+counts like any other. The per-step mean of metric M at step s is the mean of every value of M logged at s;
 smoothing runs over the steps that have a value, in step order:
 - `Mean()`: the per-step mean;
 - `Window(size=W)`: the mean of the per-step means of the last W steps with a value;
@@ -33,11 +34,11 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pydantic
 
 from artstore.checkpoints import Checkpoint
 from artstore.errors import RetentionError, ValidationError
+from artstore.step_summary import StepSummary
 from artstore.storage import tables
 
 _FROZEN = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -236,14 +237,15 @@ def parse_size(text: str) -> int:
 
 
 # -- scores ------------------------------------------------------------------------------------
-def step_means(metrics: pa.Table, metric: str) -> dict[int, float]:
-    """{step: mean of every value of `metric` logged at that step} from a long metrics table."""
-    rows = metrics.filter(pc.equal(metrics["name"], metric))
-    sums: dict[int, list[float]] = {}
-    for step, value in zip(rows["step"].to_pylist(), rows["value"].to_pylist(), strict=True):
-        if value is not None:
-            sums.setdefault(step, []).append(value)
-    return {s: sum(v) / len(v) for s, v in sorted(sums.items())}
+def summary_of(metrics: pa.Table | StepSummary) -> StepSummary:
+    """A long metrics table (step, name, value) as a StepSummary; a summary as it is."""
+    return metrics if isinstance(metrics, StepSummary) else StepSummary.from_metrics(metrics)
+
+
+def step_means(metrics: pa.Table | StepSummary, metric: str) -> dict[int, float]:
+    """{step: mean of every value of `metric` logged at that step}, in step order, from a long
+    metrics table or a run's step summary."""
+    return summary_of(metrics).means(metric)
 
 
 def smoothed(means: dict[int, float], smooth: Mean | Window | Ema) -> dict[int, float]:
@@ -264,15 +266,22 @@ def smoothed(means: dict[int, float], smooth: Mean | Window | Ema) -> dict[int, 
     return dict(zip(steps, values, strict=True))
 
 
+def best(scores: dict[int, float], mode: str) -> int:
+    """The best-scored step of non-empty `scores` (`rank`'s first over every step, in O(n))."""
+    sign = -1 if mode == "max" else 1
+    return min(scores, key=lambda s: (sign * scores[s], -s))
+
+
 def rank(scores: dict[int, float], steps: Iterable[int], mode: str) -> list[int]:
     """`steps` that have a score, best first (ties: the later step first)."""
     sign = -1 if mode == "max" else 1
     return sorted((s for s in steps if s in scores), key=lambda s: (sign * scores[s], -s))
 
 
-def rule_scores(policy: Policy, metrics: pa.Table, run: str = "the run") -> list[dict[int, float]]:
+def rule_scores(policy: Policy, metrics: pa.Table | StepSummary, run: str = "the run") -> list[dict[int, float]]:
     """One {step: score} per KeepBest rule; RetentionError when a rule's metric was never logged."""
-    names = set(metrics["name"].to_pylist()) if metrics.num_rows else set()
+    metrics = summary_of(metrics)
+    names = metrics.names()
     out = []
     for rule in policy.ranked():
         if rule.metric not in names:
@@ -288,13 +297,14 @@ def rule_scores(policy: Policy, metrics: pa.Table, run: str = "the run") -> list
 def make_plan(
     policy: Policy,
     checkpoints: Sequence[Checkpoint],
-    metrics: pa.Table,
+    metrics: pa.Table | StepSummary,
     *,
     pins: dict[int, str | None] | None = None,
     sql_steps: Callable[[str], set[int]] | None = None,
     run: str = "the run",
 ) -> Plan:
-    """Decide keep/delete for every checkpoint (pure: reads nothing but its arguments).
+    """Decide keep/delete for every checkpoint (pure: reads nothing but its arguments). `metrics`
+    is the run's long metrics table or its step summary (`Run.step_summary()`).
     `sql_steps(query)` runs a KeepSql rule's query; `pins` are the run's pinned steps."""
     pins = pins or {}
     scores = rule_scores(policy, metrics, run)

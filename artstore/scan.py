@@ -5,7 +5,8 @@
 - the run's `logs` table is pinned first (at `as_of`, or latest), and every other table is opened
   after the pin, so it holds every row the pinned logs name (data rows commit before their logs row);
 - rows of the log-written tables pass only when their `write_id` is one the pinned logs name
-  (the visibility semi-join, an Arrow `is_in` in the scan);
+  (the visibility semi-join, an Arrow `is_in` in the scan), unless row counts prove every row
+  visible: then no `write_id` is read (see `artstore.visibility`);
 - the versions opened are recorded, so the result can say what it read.
 No DuckDB here: this is Arrow and the storage layer.
 """
@@ -19,16 +20,16 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from artstore.errors import VersionNotFoundError
 from artstore.schema import arrow_schema
 from artstore.storage import tables
 from artstore.store import Run, Store, _as_of_args
+from artstore.visibility import GATE_COLUMNS, GATED, all_visible, committed_logs, visible_mask
 
-GATED = ("trajectories", "groups", "metrics")  # rows visible only through a committed logs row
-_COMMITTED: OrderedDict[tuple[str, int, str], pa.Array] = OrderedDict()  # (logs uri, version, time) -> write_ids
+# (logs uri, version, time) -> the committed logs rows (GATE_COLUMNS)
+_COMMITTED: OrderedDict[tuple[str, int, str], pa.Table] = OrderedDict()
 _COMMITTED_MAX = 4096
 _COMMITTED_LOCK = threading.Lock()
 
@@ -42,7 +43,9 @@ class RunSnapshot:
         self.as_of = as_of
         self.read: dict[str, int] = {}
         self._opened: dict[str, pads.Dataset | None] = {}
-        self._committed: pa.Array | None = None
+        self._latest: set[str] = set()  # tables opened at their latest version
+        self._committed: pa.Table | None = None
+        self._gates: dict[str, pa.Array | None] = {}
         self._lock = threading.RLock()
 
     def dataset(self, table: str) -> pads.Dataset | None:
@@ -52,29 +55,43 @@ class RunSnapshot:
                 self._opened[table] = self._open(table, pinned is not None)
             return self._opened[table]
 
-    def committed(self) -> pa.Array:
-        """The write_ids of the pinned logs (the first committed row of each log_id, as
-        `Run.logs`): the rows of the data tables, and of the logs table itself, this query may
-        see. Kept between queries per logs version (a version never changes)."""
+    def committed(self) -> pa.Table:
+        """The pinned logs' rows (`visibility.GATE_COLUMNS`; the first committed row of each
+        log_id, as `Run.logs`): which rows of the data tables, and of the logs table itself, this
+        query may see. Kept between queries per logs version (a version never changes)."""
         with self._lock:
             if self._committed is None:
                 logs = self.dataset("logs")
                 if logs is None:
-                    self._committed = pa.array([], pa.string())
+                    self._committed = arrow_schema("logs").empty_table().select(GATE_COLUMNS)
                 else:
                     key = (self.run.table_location("logs").uri, self.read["logs"],
                            str(tables.version_time(logs)))
                     with _COMMITTED_LOCK:
                         found = _COMMITTED.get(key)
                     if found is None:
-                        found = tables.first_per_key(self.run.table_location("logs"), logs, "log_id",
-                                                     columns=["write_id"]).column("write_id").combine_chunks()
+                        found = committed_logs(self.run.table_location("logs"), logs,
+                                               GATE_COLUMNS).combine_chunks()
                         with _COMMITTED_LOCK:
                             _COMMITTED[key] = found
                             while len(_COMMITTED) > _COMMITTED_MAX:
                                 _COMMITTED.popitem(last=False)
                     self._committed = found
             return self._committed
+
+    def gate(self, table: str) -> pa.Array | None:
+        """The write_ids a scan of gated `table` must match its rows against, or None when every
+        row is visible: the table was opened at its latest version after the logs pin and holds
+        exactly as many rows as the pinned logs wrote to it (`visibility.all_visible`)."""
+        with self._lock:
+            if table not in self._gates:
+                committed = self.committed()
+                ds = self.dataset(table)
+                if ds is not None and table in self._latest and all_visible(table, committed, ds.count_rows()):
+                    self._gates[table] = None
+                else:
+                    self._gates[table] = committed.column("write_id").combine_chunks()
+            return self._gates[table]
 
     def _open(self, table: str, has_logs: bool) -> pads.Dataset | None:
         spec = self.as_of
@@ -98,6 +115,8 @@ class RunSnapshot:
         if found is None:
             return None
         self.read[table] = found[1]
+        if version is None and asof is None:
+            self._latest.add(table)
         return found[0]
 
 
@@ -127,16 +146,17 @@ class LazyDataset(pads.Dataset):
 
     DuckDB reads `schema` to bind a query and calls `scanner(columns=, filter=)` to run it: the
     columns and filter go to Lance's scan (pushdown). `open_()` gives the table at the version the
-    query reads (None when missing: then it scans as empty). With `committed`, a callable giving the
-    write_ids of the run's committed log calls, only rows of those are let through: the semi-join
-    with the logs table, done in the scan rather than as a join in every run's branch of a view
-    (binding a hundred such joins costs more than a small query)."""
+    query reads (None when missing: then it scans as empty). With `gate`, a callable giving the
+    write_ids of the run's committed log calls (or None when counts prove every row visible), only
+    rows of those are let through: the semi-join with the logs table, done in the scan rather than
+    as a join in every run's branch of a view (binding a hundred such joins costs more than a
+    small query)."""
 
     def __init__(self, schema: pa.Schema, open_: Callable[[], pads.Dataset | None],
-                 committed: Callable[[], pa.Array] | None = None):
+                 gate: Callable[[], pa.Array | None] | None = None):
         self._schema = schema
         self._open = open_
-        self._committed = committed
+        self._gate = gate
 
     @property
     def schema(self) -> pa.Schema:
@@ -162,18 +182,18 @@ class LazyDataset(pads.Dataset):
         if ds is None:
             return pads.dataset(schema.empty_table()).scanner()
         physical = self._physical(schema.names)
-        if self._committed is None and physical == schema.names:
+        committed = None if self._gate is None else self._gate()
+        if committed is None and physical == schema.names:
             return ds.scanner(columns=physical, filter=filter, **kwargs)
         late = filter is not None and self._late(filter)
-        committed = None if self._committed is None else self._committed()
         stored = [*physical, "write_id"] if committed is not None else physical
         reader = ds.scanner(columns=list(dict.fromkeys(stored)), filter=None if late else filter, **kwargs).to_reader()
 
         def batches() -> Any:
             for batch in reader:
                 if committed is not None:
-                    keep = pc.is_in(batch.column("write_id"), value_set=committed)
-                    if not pc.all(keep).as_py():  # filtering copies every column: only when needed
+                    keep = visible_mask(batch.column("write_id"), committed)
+                    if keep is not None:  # filtering copies every column: only when needed
                         batch = batch.filter(keep)
                 cut = self._cut(batch, schema)
                 if late:

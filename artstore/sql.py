@@ -193,8 +193,8 @@ class _Catalog:
     def _open(self, key: str, table: str) -> pads.Dataset | None:
         return self._in_query(lambda q: q.snapshot(key).dataset(table))
 
-    def _committed(self, key: str) -> pa.Array:
-        return self._in_query(lambda q: q.snapshot(key).committed())
+    def _gate(self, key: str, table: str) -> pa.Array | None:
+        return self._in_query(lambda q: q.snapshot(key).gate(table))
 
     def _in_query(self, fn: Callable[[Query], Any]) -> Any:
         query = self.query
@@ -216,9 +216,9 @@ class _Catalog:
 
     def _register(self, key: str, name: str) -> None:
         # logs too: a log_id appended twice by racing attempts shows its first commit only
-        committed = functools.partial(self._committed, key) if name in (*GATED, "logs") else None
+        gate = functools.partial(self._gate, key, name) if name in (*GATED, "logs") else None
         self.con.register(f"_r{self._ids[key]}_{name}", LazyDataset(
-            self._schemas[name], functools.partial(self._open, key, name), committed))
+            self._schemas[name], functools.partial(self._open, key, name), gate))
 
     def prepare(self, query: str, runs: list[Run]) -> None:
         """Make the views `query` names (and those they stand on) cover exactly `runs`.

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from artstore import pruning, upkeep
+from artstore import pruning, step_summary, upkeep
 from artstore.checkpoints import Checkpoint, CheckpointTable, checkpoint_dir_name
 from artstore.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
 from artstore.errors import (
@@ -30,10 +30,12 @@ from artstore.errors import (
 )
 from artstore.names import check_segment, sql_quote
 from artstore.records import TrajectoryGroup
-from artstore.retention import Plan, Policy, rank, step_means
+from artstore.retention import Plan, Policy, best, rank
 from artstore.schema import arrow_schema
+from artstore.step_summary import StepSummary
 from artstore.storage import Location, compaction, files, tables
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
+from artstore.visibility import committed_logs, read_visible
 from artstore.writer import DEFAULT_RETENTION
 
 AsOf = int | str | datetime | None
@@ -80,11 +82,8 @@ class Run:
             if as_of is not None and not self.exists():
                 raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
             return arrow_schema("logs").empty_table()
-        committed = tables.first_per_key(self.table_location("logs"), ds, "log_id")
-        if tables.SEQ not in committed.column_names:  # a logs table made before commit_seq
-            committed = committed.append_column(arrow_schema("logs").field(tables.SEQ),
-                                                pa.nulls(committed.num_rows, pa.int64()))
-        return committed.sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
+        return committed_logs(self.table_location("logs"), ds).sort_by(
+            [("recorded_at", "ascending"), ("log_id", "ascending")])
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
                    as_of: AsOf = None) -> pa.Table:
@@ -94,16 +93,9 @@ class Run:
 
     def _visible(self, table: str, committed: pa.Table, *, filter: str | None = None,
                  columns: list[str] | None = None) -> pa.Table:
-        """Rows of `table` written by the `committed` log calls (rows of the logs table), in their
-        order (a stable sort: a log's rows stay together and in order through compaction)."""
-        cols = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
-        data = tables.scan(self.table_location(table), columns=cols, filter=filter)
-        if data is None:
-            return arrow_schema(table).empty_table() if columns is None else \
-                arrow_schema(table).empty_table().select(columns)
-        position = pc.index_in(data["write_id"], value_set=committed["write_id"])
-        visible = data.filter(pc.is_valid(position)).take(pc.sort_indices(position.drop_null()))
-        return visible if columns is None else visible.select(columns)
+        """Rows of `table` written by the `committed` log calls (rows of the logs table, in the
+        order of `logs()`), in that order (see `visibility.read_visible`)."""
+        return read_visible(self.table_location(table), table, committed, filter=filter, columns=columns)
 
     # -- the read API ----------------------------------------------------------------------
     def trajectories(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> pa.Table:
@@ -150,6 +142,24 @@ class Run:
         for j, n in enumerate(names.to_pylist()):
             columns[n] = pa.array(grid[j], pa.float64(), mask=~present[j])
         return pa.table(columns)
+
+    def step_summary(self, as_of: AsOf = None) -> StepSummary:
+        """Per-step sums and counts of every metric at the run's latest version (or `as_of`), kept
+        in memory per version: repeated calls cost one manifest read (see `artstore.step_summary`)."""
+        return step_summary.load(self, *_as_of_args(as_of))
+
+    def _step_means(self, metric: str, as_of: AsOf = None) -> dict[int, float]:
+        scores = self.step_summary(as_of).means(metric)
+        if not scores:
+            raise RetentionError(f"no values of {metric!r} in {self.project}/{self.name}: cannot rank its steps. "
+                                 "Log that metric or choose another.")
+        return scores
+
+    def best_step(self, metric: str = "val/reward", mode: Literal["max", "min"] = "max", as_of: AsOf = None) -> int:
+        """The step with the best per-step mean of `metric` (highest for max; ties go to the later
+        step), as `checkpoint("best")` and retention rank. RetentionError when `metric` has no
+        values. Fast: served from the run's step summary (one freshness check when warm)."""
+        return best(self._step_means(metric, as_of), mode)
 
     def latest_checkpoint_step(self) -> int | None:
         """Step of the newest checkpoint whose files are ready, or None when there is none."""
@@ -223,9 +233,7 @@ class Run:
         if which == "latest":
             chosen = ready[-1] if ready else None
         elif which == "best":
-            scores = step_means(self.metrics(), metric)
-            if not scores:
-                raise RetentionError(f"no values of {metric!r} in {self.project}/{self.name}: cannot pick the best")
+            scores = self._step_means(metric)
             order = rank(scores, [c.step for c in ready], mode)
             chosen = next(c for c in ready if c.step == order[0]) if order else None
         elif isinstance(which, int) and not isinstance(which, bool):

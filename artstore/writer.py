@@ -59,6 +59,7 @@ class LogRecord:
     recorded_at: datetime
     metrics: dict[str, float] = field(default_factory=dict)
     created: bool = True
+    logs_version: int | None = field(default=None, compare=False)  # the run version it committed (None: none)
 
 
 def as_groups(trajectories: Any) -> list[TrajectoryGroup]:
@@ -234,7 +235,7 @@ def write_log(
     maintain(run, versions, retention)
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
-        num_exceptions=n_exc, recorded_at=recorded_at, metrics=values,
+        num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, logs_version=logs_version,
     )
 
 

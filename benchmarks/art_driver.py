@@ -49,17 +49,17 @@ import shutil
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 _T0 = time.perf_counter()
 # litellm (imported by art) fetches a price list from GitHub at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.driver_protocol import build_timed, serve, take_stdout, trajectory_fields, warmup  # noqa: E402
+
 # Protocol on a private descriptor; fd 1 (print, tqdm, ...) goes to stderr from here on.
-_PROTO = os.fdopen(os.dup(1), "w", buffering=1)
-os.dup2(2, 1)
-sys.stdout = sys.stderr
+_PROTO = take_stdout()
 
 # load_trajectories makes "<repo root>/data/" at import, where the repo root is the first folder
 # above site-packages holding .git: that would be this worktree. Point it at a scratch folder.
@@ -81,7 +81,6 @@ from art.utils.trajectory_logging import (  # noqa: E402
 from openai.types.chat.chat_completion import Choice  # noqa: E402
 
 _IMPORT_SECONDS = time.perf_counter() - _T0
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 class StubBackend:
@@ -122,21 +121,7 @@ class StubBackend:
 
 
 def _trajectory(data: dict[str, Any]) -> art.Trajectory:
-    messages = [
-        Choice.model_validate(item) if "finish_reason" in item else item
-        for item in data["messages_and_choices"]
-    ]
-    return art.Trajectory(
-        messages_and_choices=messages,
-        tools=data.get("tools"),
-        reward=data["reward"],
-        metrics=data.get("metrics", {}),
-        metadata=data.get("metadata", {}),
-        logs=data.get("logs", []),
-        additional_histories=data.get("additional_histories", []),
-        initial_policy_version=data.get("initial_policy_version"),
-        final_policy_version=data.get("final_policy_version"),
-    )
+    return art.Trajectory(**trajectory_fields(data, Choice))
 
 
 def build_groups(groups: list[dict[str, Any]]) -> list[art.TrajectoryGroup]:
@@ -193,15 +178,7 @@ class Driver:
                   synthetic: dict[str, Any] | None = None,
                   metrics: dict[str, float] | None = None) -> dict[str, Any]:
         model = self._model()
-        if groups is None:
-            from benchmarks.synthetic import make_step
-
-            spec = dict(synthetic or {})
-            groups = make_step(step, spec.pop("n_groups", 32), spec.pop("group_size", 16),
-                               spec.pop("seed", 0), **spec)
-        t = time.perf_counter()
-        art_groups = build_groups(groups)
-        build = time.perf_counter() - t
+        art_groups, build = build_timed(build_groups, step, groups, synthetic)
         t = time.perf_counter()
         await model.log(art_groups, split=split, step=step, metrics=metrics)
         seconds = time.perf_counter() - t
@@ -328,25 +305,8 @@ class Driver:
                 "rate": failed / calls if calls else None}
 
     async def warmup(self) -> dict[str, Any]:
-        from benchmarks.synthetic import make_step
-
-        saved_model, saved_backend = self.model, self.backend
-        base = tempfile.mkdtemp(prefix="warmup-", dir=_SCRATCH)
-        t = time.perf_counter()
-        try:
-            await self.init(base, "warmup", "warmup")
-            for step in (0, 1):
-                await self.log(step, "val", groups=make_step(step, 2, 4, seed=99))
-            await self.read_step(1, "val")
-            await self.history()
-            await self.best_checkpoint()
-            await self.analytics("art_loader")
-            await self.analytics("duckdb")
-            await self.tool_failure_rate()
-        finally:
-            self.model, self.backend = saved_model, saved_backend
-            shutil.rmtree(base, ignore_errors=True)
-        return {"seconds": time.perf_counter() - t}
+        return await warmup(self, _SCRATCH, ("analytics", {"engine": "art_loader"}),
+                            ("analytics", {"engine": "duckdb"}), ("tool_failure_rate", {}))
 
     async def bytes_on_disk(self) -> dict[str, Any]:
         t = time.perf_counter()
@@ -363,35 +323,12 @@ class Driver:
                 "files": files, "parts": parts}
 
 
-def _reply(message: dict[str, Any]) -> None:
-    _PROTO.write(json.dumps(message, default=str) + "\n")
-    _PROTO.flush()
-
-
-async def serve() -> None:
-    """Answer requests from stdin until ``shutdown`` or end of input."""
-    driver = Driver()
-    _reply({"ok": True, "event": "ready", "art_version": importlib.metadata.version("openpipe-art"),
-            "python": sys.version.split()[0], "import_seconds": _IMPORT_SECONDS})
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        cmd, req_id = None, None
-        try:
-            request = json.loads(line)
-            cmd, req_id = request.pop("cmd"), request.pop("id", None)
-            if cmd == "shutdown":
-                _reply({"ok": True, "cmd": cmd, "id": req_id, "seconds": 0.0})
-                break
-            if cmd.startswith("_") or not hasattr(Driver, cmd):
-                raise ValueError(f"unknown command {cmd!r}")
-            result = await getattr(driver, cmd)(**request)
-            _reply({"ok": True, "cmd": cmd, "id": req_id, **result})
-        except Exception as exc:  # every failure is an answer, never a dead driver
-            _reply({"ok": False, "cmd": cmd, "id": req_id,
-                    "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+async def main() -> None:
+    """Answer requests from stdin until ``shutdown`` or end of input (see driver_protocol)."""
+    await serve(_PROTO, Driver(), {"art_version": importlib.metadata.version("openpipe-art"),
+                                   "python": sys.version.split()[0], "import_seconds": _IMPORT_SECONDS})
     shutil.rmtree(_SCRATCH, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    asyncio.run(main())

@@ -421,6 +421,14 @@ def make_step(
             gc.enable()
 
 
+def step_from_spec(step: int, spec: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``make_step`` from a driver's ``synthetic`` spec ({n_groups=32, group_size=16, seed=0,
+    step, and make_step's keywords}); ``spec["step"]``, when given, overrides ``step``."""
+    spec = dict(spec or {})
+    return make_step(spec.pop("step", step), spec.pop("n_groups", 32), spec.pop("group_size", 16),
+                     spec.pop("seed", 0), **spec)
+
+
 def tool_call_stats(groups: list[dict[str, Any]]) -> tuple[int, int]:
     """``(tool_calls, failed_tool_calls)`` over the tool messages of ``groups``."""
     calls = failed = 0

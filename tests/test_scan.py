@@ -11,7 +11,7 @@ from artstore import scan
 def _lazy(committed=("a",)):
     table = pa.table({"x": [1, 2, 3], "write_id": ["a", "b", "a"]})
     return scan.LazyDataset(pa.schema([("x", pa.int64())]), lambda: pads.dataset(table),
-                            committed=None if committed is None else lambda: pa.array(list(committed)))
+                            gate=None if committed is None else lambda: pa.array(list(committed)))
 
 
 def test_only_rows_of_committed_writes_pass():

@@ -419,7 +419,7 @@ def test_projection_and_filters_reach_lance_and_other_runs_are_not_opened(store,
 def test_messages_query_reads_only_the_columns_it_needs(store, scans):
     store.sql("SELECT step, count(*) FROM messages WHERE role = 'tool' AND model = 'b' GROUP BY step")
     ((_, columns, filt),) = [s for s in scans if s[0] == "p1/b/trajectories"]
-    assert set(columns) == {"write_id", "step", "message_role"} and filt is None
+    assert set(columns) == {"step", "message_role"} and filt is None  # no orphan rows: no write_id read
     assert all(s[1].startswith("p1/b/") for s in scans if s[0] == "opened")
 
 
@@ -428,7 +428,8 @@ def test_messages_view_reads_only_the_message_fields_a_query_uses(store, scans):
                     "AND project = 'p2'")
     assert got.column(0)[0].as_py() == 1  # p2/c holds rollouts 16..18: only 18 failed
     ((_, columns, _),) = [s for s in scans if s[0] == "p2/c/trajectories"]
-    assert set(columns) == {"write_id", "message_content", "message_role"}  # not message_raw, tool_calls...
+    # not message_raw, tool_calls...; and no write_id: every row is committed (visibility.all_visible)
+    assert set(columns) == {"message_content", "message_role"}
 
 
 def test_explain_shows_the_filter_pushed_into_the_arrow_scan(store):

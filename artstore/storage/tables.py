@@ -218,6 +218,25 @@ def version_time(ds: pads.Dataset) -> datetime:
     return _utc(ds.get_version()["timestamp"])
 
 
+def same_rows_since(ds: LanceDataset, version: int, limit: int = 8) -> bool:
+    """Whether `ds` holds exactly the rows it held at its earlier `version`: each of the (at most
+    `limit`) versions after it only compacted files (a Rewrite) or kept the fragments as they were
+    (e.g. reserving fragment ids). False when unsure; the caller then reads the table."""
+    if not 0 < ds.version - version <= limit:
+        return False
+    try:
+        fragments = [f.fragment_id for f in ds.checkout_version(version).get_fragments()]
+        for v in range(version + 1, ds.version + 1):
+            tx = ds.read_transaction(v)
+            now = [f.fragment_id for f in ds.checkout_version(v).get_fragments()]
+            if tx is None or (type(tx.operation).__name__ != "Rewrite" and now != fragments):
+                return False
+            fragments = now
+    except (OSError, ValueError, RuntimeError):
+        return False  # e.g. a version cleaned up meanwhile
+    return True
+
+
 @functools.cache
 def _read_session() -> lance.Session:
     return lance.Session()
