@@ -162,44 +162,26 @@ class LazyDataset(pads.Dataset):
     def schema(self) -> pa.Schema:
         return self._schema
 
-    def _physical(self, columns: list[str]) -> list[str]:
-        """The stored columns that make `columns`."""
-        return columns
-
-    def _cut(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-        """The batch of `schema`'s columns from a batch of stored columns."""
-        if not schema.names:
-            return batch.select([])  # no columns, but the row count (count(*))
-        return pa.RecordBatch.from_arrays([batch.column(n) for n in schema.names], schema=schema)
-
-    def _late(self, filter: Any) -> bool:
-        """Whether `filter` must be applied after `_cut` (it names a column Lance does not have)."""
-        return False
-
     def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
         schema = self._schema if columns is None else pa.schema([self._schema.field(c) for c in columns])
         ds = self._open()
         if ds is None:
             return pads.dataset(schema.empty_table()).scanner()
-        physical = self._physical(schema.names)
         committed = None if self._gate is None else self._gate()
-        if committed is None and physical == schema.names:
-            return ds.scanner(columns=physical, filter=filter, **kwargs)
-        late = filter is not None and self._late(filter)
-        stored = [*physical, "write_id"] if committed is not None else physical
-        reader = ds.scanner(columns=list(dict.fromkeys(stored)), filter=None if late else filter, **kwargs).to_reader()
+        if committed is None:
+            return ds.scanner(columns=schema.names, filter=filter, **kwargs)
+        stored = list(dict.fromkeys([*schema.names, "write_id"]))
+        reader = ds.scanner(columns=stored, filter=filter, **kwargs).to_reader()
 
         def batches() -> Any:
             for batch in reader:
-                if committed is not None:
-                    keep = visible_mask(batch.column("write_id"), committed)
-                    if keep is not None:  # filtering copies every column: only when needed
-                        batch = batch.filter(keep)
-                cut = self._cut(batch, schema)
-                if late:
-                    yield from pads.dataset(pa.Table.from_batches([cut])).to_batches(filter=filter)
+                keep = visible_mask(batch.column("write_id"), committed)
+                if keep is not None:  # filtering copies every column: only when needed
+                    batch = batch.filter(keep)
+                if not schema.names:
+                    yield batch.select([])  # no columns, but the row count (count(*))
                 else:
-                    yield cut
+                    yield pa.RecordBatch.from_arrays([batch.column(n) for n in schema.names], schema=schema)
 
         return pads.Scanner.from_batches(batches(), schema=schema)
 
