@@ -568,30 +568,33 @@ def report(res: Results, sizes: Sizes, machine: dict[str, Any], total: float, qu
 
 
 FINDINGS = (
-    "log (512): about 40% of its CPU is Python building the Arrow columns (built column by "
-    "column since schema version 2; what is left is per-message work: `model_dump` of each Choice, "
-    "JSON of `raw`/tools/metadata), the rest five Lance operations (three data appends, the logs "
-    "table's merge_insert, the log-id lookup). It grows with the run because "
-    "log() also runs upkeep: `cleanup_old_versions` reads every manifest inside the 7-day window "
-    "(0.2-0.3 s of CPU per table at 2,100 versions) and compaction rewrites the growing tail "
-    "fragment; the log-id lookup and merge_insert scan the whole logs table.",
-    "read a step: about half its CPU is building the objects (one JSON parse of all dict "
-    "messages, one validation call of all Choices, a model_construct per trajectory); the rest is "
-    "Lance scans: the logs table (which log calls are visible) and the step filter over 20-40 "
-    "unindexed fragments.",
-    "best step: built from storage (the first call after opening) it is two Lance scans (logs, "
-    "for visibility; metrics), ~20-25 ms at this size; warm, the step summary costs one read of "
-    "the logs table's latest manifest (~0.8 ms with 2,100 versions) and a lookup.",
-    "analytics: with the visibility filter skipped, `Store.sql` is bound by Lance reading the "
-    "three columns (split, step, reward) of 1M rows: ~50 ms on this machine when idle (the "
-    "`split` strings cost the most). DuckDB over ART's parquet reads one float column and a "
-    "footer per file. 20x would need a stored per-step aggregate, not a faster scan.",
-    "bytes: (a) a small append is a Lance file of ~47 KB for 8 trajectories (small pages are "
-    "not compressed; compacted, the same rows take ~180 B each), and compaction's inputs stay "
-    "for the 7-day time-travel window; (b) every log's merge_insert into logs.lance stores "
-    "Lance's fixed 16 KiB key-existence filter in its transaction file and again in its "
-    "manifest (~66 KB per log call); (c) every manifest repeats the schema with its field doc "
-    "strings. Once the window has passed, a run is smaller than ART's files.",
+    "log (512): about a third of its CPU is Python building the Arrow columns (column by column "
+    "since trajectories schema version 2; what is left is per-message work: `model_dump` of each "
+    "Choice, JSON of `raw`/tools/metadata); the rest is Lance: three data appends (concurrent), "
+    "the log-id lookup, the logs append, and on every 4th version of a table an inline "
+    "compaction. It no longer grows with the run: cleanup of old versions runs in a background "
+    "thread, and the logs table takes plain appends (first committed row of a log id wins) "
+    "instead of a merge_insert that scanned the whole table.",
+    "read a step: about 60% of its CPU is Lance: the logs table (which log calls are visible, "
+    "in commit order), then the groups and the trajectories tables filtered on the step over "
+    "their unindexed fragments; the rest is decoding (one JSON parse of all dict messages, one "
+    "validation call of all Choices, a model_construct per trajectory).",
+    "best step: warm, `Run.best_step` is a freshness check (Lance reads the logs table's latest "
+    "manifest, ~0.8 ms with 2,100 versions, so another process's log is never missed) plus a "
+    "lookup in the step summary; built from storage (the first call after opening) it is two "
+    "Lance scans (logs, metrics), ~20 ms. ART's polars over a 1 MB history.jsonl takes 7-15 ms "
+    "depending on the machine's load, so the ratio moves with it.",
+    "analytics: with the visibility filter skipped (row counts prove every row visible), "
+    "`Store.sql` is bound by Lance decoding the three columns (split, step, reward) of 1M rows: "
+    "~50 ms on this machine when idle (the `split` strings cost the most). DuckDB over ART's "
+    "parquet reads one float column and a footer per file. 20x would need a stored per-step "
+    "aggregate answering a different question than a scan of the trajectories, not a faster scan.",
+    "bytes: what is left is data files kept for the 7-day time-travel window: each log's own "
+    "small Lance file (~27 KB for 8 trajectories; compacted, the same rows take ~1.5 KB) and "
+    "every compaction output (a row is rewritten about 8 times over a 1,000-step run by the "
+    "tiered policy). The logs table's merge_insert filters (~66 KB per log) and the field doc "
+    "strings in every manifest are gone. Once the window has passed, a run is 0.43x ART's files; "
+    "`Model(retention=...)` / `open_store(retention=...)` trades time travel for bytes.",
 )
 
 
