@@ -139,6 +139,16 @@ def find_log(run: Location, log_id: str) -> LogRecord | None:
     return None if row is None else _record(run, row)
 
 
+def _discard(run: Location, written: Mapping[str, list]) -> None:
+    """Delete the uncommitted data files of a write that is not committed (best effort: files no
+    version names are invisible, and Lance's cleanup removes them after its safety window)."""
+    for name, fragments in written.items():
+        try:
+            tables.discard_files(run.child(f"{name}.lance"), fragments)
+        except ArtstoreError as e:
+            logger.warning("could not delete the uncommitted files of %s: %s", name, e)
+
+
 def commit_log(run: Location, row: pa.Table, first_commit_wins: bool) -> tuple[bool, int]:
     """Append the logs row `row` (one commit); returns (appended, version). A logs table made
     before first-commit-wins keeps its merge_insert, which appends nothing when the id is there."""
@@ -192,28 +202,34 @@ def write_log(
     elif recorded_at.tzinfo is None:
         raise ValidationError("recorded_at", "must be timezone-aware (UTC)")
     write_id = uuid.uuid4().hex
-    with ThreadPoolExecutor(max_workers=3) as pool:  # Lance releases the GIL: its I/O overlaps
+    with ThreadPoolExecutor(max_workers=4) as pool:  # Lance releases the GIL: its I/O overlaps
         # A caller-given id is looked up while the rows are encoded; a derived one needs them.
         lookup = pool.submit(_winner, run, check_log_id(log_id)) if log_id is not None else None
         traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
         if lookup is None:
             log_id = _content_id(split, step, (traj, grp), extra)
             lookup = pool.submit(_winner, run, log_id)
-        existing, looked_at, first_commit_wins = lookup.result()
-        if existing is not None:  # a retry: store nothing, write no orphan rows
-            return _record(run, existing)
         traj, grp = _set_ids(traj, log_id), _set_ids(grp, log_id)
         metric_rows = pa.table({
             "log_id": [log_id] * len(values), "write_id": [write_id] * len(values),
             "step": [step] * len(values), "split": [split] * len(values),
             "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * len(values),
         }, schema=arrow_schema("metrics"))
-        message = f"log {log_id} ({split}, step {step})"
-        appends = {name: pool.submit(tables.append, run.child(f"{name}.lance"), rows, message)
-                   for name, rows in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows))
-                   if rows.num_rows}
+        rows = {name: t for name, t in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows))
+                if t.num_rows}
+        # The data files are written while the id is looked up: uncommitted, no reader sees them,
+        # and a retry (the id is there) deletes them, so it still stores nothing.
+        writes = {name: pool.submit(tables.write_files, run.child(f"{name}.lance"), t) for name, t in rows.items()}
         try:
-            versions = {name: future.result() for name, future in appends.items()}
+            existing, looked_at, first_commit_wins = lookup.result()
+            written = {name: future.result() for name, future in writes.items()}
+            if existing is not None:  # a retry: store nothing, write no orphan rows
+                _discard(run, written)
+                return _record(run, existing)
+            message = f"log {log_id} ({split}, step {step})"
+            commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), written[name],
+                                         rows[name].schema, message) for name in written}
+            versions = {name: future.result() for name, future in commits.items()}
         except StorageError:
             check_stored_layout(run.child("trajectories.lance"))  # a version 1 table: say so
             raise

@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from lance import LanceDataset, LanceOperation
-from lance.fragment import write_fragments
+from lance.fragment import FragmentMetadata, write_fragments
 
 from artstore.errors import CommitConflictError, StorageError, VersionNotFoundError
+from artstore.storage import files
 from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
 
@@ -105,11 +106,25 @@ def _create(loc: Location, fragments: list, schema: pa.Schema, message: str) -> 
 
 def append(loc: Location, table: pa.Table, message: str = "") -> int:
     """Append `table` as one commit; create the dataset on first use. Returns the new version."""
+    return commit_files(loc, write_files(loc, table), table.schema, message)
+
+
+def write_files(loc: Location, table: pa.Table) -> list[FragmentMetadata]:
+    """Write the rows of `table` as new data files of the dataset at `loc`, without committing
+    them: no version names them, so no reader sees them, until `commit_files`. The first half of
+    `append`, for a writer that overlaps it with other work (`writer`); `discard_files` removes
+    the files of a write it then decides not to commit."""
+    with storage_errors(loc, "write to"):
+        return write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
+
+
+def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Schema, message: str = "") -> int:
+    """Commit `fragments` (from `write_files`, rows of `schema`) as one appending version of the
+    dataset at `loc`, creating it on first use. Returns the new version."""
     with storage_errors(loc, "append to"):
         ds = open_dataset(loc)
-        fragments = write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
         if ds is None:
-            version = _create(loc, fragments, table.schema, message)
+            version = _create(loc, fragments, schema, message)
             if version is not None:
                 return version
             ds = open_dataset(loc)  # lost the race to create it: append the same files
@@ -124,6 +139,14 @@ def append(loc: Location, table: pa.Table, message: str = "") -> int:
                     raise
                 ds = open_dataset(loc)  # a cleanup removed the version we read: commit on the latest
         raise AssertionError("unreachable")
+
+
+def discard_files(loc: Location, fragments: list[FragmentMetadata]) -> None:
+    """Delete the data files of `fragments`, written by `write_files` and never committed (so
+    nothing references them)."""
+    for fragment in fragments:
+        for data in fragment.data_files():
+            files.delete(loc.child("data", data.path), recursive=False)
 
 
 def _merge_insert(loc: Location, table: pa.Table, key: str, update: bool) -> tuple[bool, int]:
