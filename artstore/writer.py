@@ -4,7 +4,9 @@ One log call writes its rows to `trajectories`, `groups` and `metrics` tagged wi
 `write_id`, then appends one row to `logs` naming its `log_id` and `write_id`. Readers see only
 rows whose write_id a committed `logs` row names, so a writer killed at any instant leaves nothing
 half-visible. A retry with the same log_id (given, or derived from the content) is stored once:
-the writer looks the id up first and stores nothing when it is there; two attempts racing past that
+the writer looks the id up before it commits anything (writing its data files meanwhile, which
+no version names until it commits them) and stores nothing when the id is there (it deletes
+those files); two attempts racing past that
 look-up both append a logs row, and the first committed row of a log_id wins for every reader
 (`tables.first_per_key`, by Lance fragment ids and the `commit_seq` column; used by `Run.logs` and
 the SQL scans), so the loser's rows stay invisible,
