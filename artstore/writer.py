@@ -151,12 +151,13 @@ def _discard(run: Location, written: Mapping[str, list]) -> None:
             logger.warning("could not delete the uncommitted files of %s: %s", name, e)
 
 
-def commit_log(run: Location, row: pa.Table, first_commit_wins: bool) -> tuple[bool, int]:
-    """Append the logs row `row` (one commit); returns (appended, version). A logs table made
-    before first-commit-wins keeps its merge_insert, which appends nothing when the id is there."""
+def commit_log(run: Location, row: pa.Table, first_commit_wins: bool, read_version: int = 0) -> tuple[bool, int]:
+    """Append the logs row `row` (one commit, on `read_version` when the caller just read the
+    logs at it: see `tables.commit_files`); returns (appended, version). A logs table made before
+    first-commit-wins keeps its merge_insert, which appends nothing when the id is there."""
     loc = run.child("logs.lance")
     if first_commit_wins:
-        return True, tables.append(loc, row, f"log {row['log_id'][0]}")
+        return True, tables.append(loc, row, f"log {row['log_id'][0]}", read_version=read_version or None)
     return tables.insert_unique(loc, row.drop_columns([tables.SEQ]), "log_id")
 
 
@@ -242,7 +243,7 @@ def write_log(
         "num_groups": len(groups), "num_trajectories": traj.num_rows, "num_exceptions": n_exc,
         "num_metrics": len(values), "table_versions": list(versions.items()), "recorded_at": recorded_at,
     }], schema=arrow_schema("logs"))
-    inserted, logs_version = commit_log(run, commit, first_commit_wins)
+    inserted, logs_version = commit_log(run, commit, first_commit_wins, looked_at)
     # Another commit between our look-up and ours may hold the same id: then the first one wins,
     # and our rows stay invisible. (Our version right after the look-up's: no other commit.)
     if not inserted or logs_version > looked_at + 1:

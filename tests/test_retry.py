@@ -187,8 +187,8 @@ def test_a_logs_table_made_before_first_commit_wins_keeps_its_unique_insert(base
     commit order there) goes on inserting its logs rows with Lance's unique merge_insert."""
     real = tables.append
 
-    def without_seq(loc, t, message=""):
-        return real(loc, t.drop_columns([tables.SEQ]) if tables.SEQ in t.column_names else t, message)
+    def without_seq(loc, t, message="", read_version=None):
+        return real(loc, t.drop_columns([tables.SEQ]) if tables.SEQ in t.column_names else t, message, read_version)
 
     monkeypatch.setattr(tables, "append", without_seq)
     model = _model(base_path)
