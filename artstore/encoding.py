@@ -71,8 +71,16 @@ def _metric_columns(metrics: Mapping[str, float | int | bool], where: str) -> tu
     return [(k, float(v)) for k, v in metrics.items()], (dumps(kinds) if kinds else None)
 
 
-def _metric_values(pairs: list[tuple[str, float]] | None, kinds_json: str | None) -> dict[str, Any]:
-    kinds = json.loads(kinds_json) if kinds_json else {}
+def _metric_values(pairs: list[tuple[str, float]] | None, kinds_json: str | None,
+                   parsed: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """The metrics dict of a row; `parsed` memoizes `kinds_json` across the rows of one read (most
+    rows of a step share one, e.g. {"turns": "int", "correct": "bool"}). Its dicts are only read."""
+    if not kinds_json:
+        kinds = {}
+    elif parsed is None:
+        kinds = json.loads(kinds_json)
+    elif (kinds := parsed.get(kinds_json)) is None:
+        kinds = parsed[kinds_json] = json.loads(kinds_json)
     cast = {"bool": bool, "int": int}
     return {k: cast[kinds[k]](v) if k in kinds else v for k, v in (pairs or [])}
 
@@ -129,6 +137,8 @@ def _rows(groups: Sequence[TrajectoryGroup], base: dict[str, Any], log_id: str) 
         "trajectory_id", "group_id", "group_index", "trajectory_index", "reward", "tools", "metrics",
         "metric_kinds", "metadata", "logs", "initial_policy_version", "final_policy_version")}
     messages, histories, history_offsets, history_tools = MessageColumns(), MessageColumns(), [0], []
+    conversations: list[Sequence[Any]] = []
+    history_conversations: list[Sequence[Any]] = []
     for gi, g in enumerate(groups):
         group_id = f"{log_id}:{gi}"
         gm, gk = _metric_columns(g.metrics, f"groups[{gi}]")
@@ -151,11 +161,13 @@ def _rows(groups: Sequence[TrajectoryGroup], base: dict[str, Any], log_id: str) 
             cols["logs"].append(t.logs)
             cols["initial_policy_version"].append(t.initial_policy_version)
             cols["final_policy_version"].append(t.final_policy_version)
-            messages.add(t.messages_and_choices)
+            conversations.append(t.messages_and_choices)
             for h in t.additional_histories:
-                histories.add(h.messages_and_choices)
+                history_conversations.append(h.messages_and_choices)
                 history_tools.append(None if h.tools is None else dumps(h.tools))
             history_offsets.append(len(history_tools))
+    messages.add_all(conversations)
+    histories.add_all(history_conversations)
     n = len(cols["trajectory_id"])
     arrays = {name: pa.array(values, schema.field(name).type) for name, values in cols.items()}
     arrays |= {k: pa.array([v] * n, schema.field(k).type) for k, v in base.items()}
@@ -180,7 +192,7 @@ def decode_trajectories(table: pa.Table) -> list[Trajectory]:
     tools = json.loads("[" + ",".join("null" if t is None else t for t in columns["tools"]) + "]")
     stored = [h or [] for h in columns["additional_histories"]]
     histories = iter(decode_structs([h["messages"] for hs in stored for h in hs]))  # all rows' at once
-    out = []
+    out, kinds = [], {}
     for i, conversation in enumerate(conversations):
         out.append(Trajectory.model_construct(
             messages_and_choices=conversation,
@@ -191,7 +203,7 @@ def decode_trajectories(table: pa.Table) -> list[Trajectory]:
             reward=columns["reward"][i],
             initial_policy_version=columns["initial_policy_version"][i],
             final_policy_version=columns["final_policy_version"][i],
-            metrics=_metric_values(columns["metrics"][i], columns["metric_kinds"][i]),
+            metrics=_metric_values(columns["metrics"][i], columns["metric_kinds"][i], kinds),
             metadata=metadata[i],
             logs=columns["logs"][i] or [],
         ))

@@ -4,7 +4,9 @@ One log call writes its rows to `trajectories`, `groups` and `metrics` tagged wi
 `write_id`, then appends one row to `logs` naming its `log_id` and `write_id`. Readers see only
 rows whose write_id a committed `logs` row names, so a writer killed at any instant leaves nothing
 half-visible. A retry with the same log_id (given, or derived from the content) is stored once:
-the writer looks the id up first and stores nothing when it is there; two attempts racing past that
+the writer looks the id up before it commits anything (writing its data files meanwhile, which
+no version names until it commits them) and stores nothing when the id is there (it deletes
+those files); two attempts racing past that
 look-up both append a logs row, and the first committed row of a log_id wins for every reader
 (`tables.first_per_key`, by Lance fragment ids and the `commit_seq` column; used by `Run.logs` and
 the SQL scans), so the loser's rows stay invisible,
@@ -139,12 +141,23 @@ def find_log(run: Location, log_id: str) -> LogRecord | None:
     return None if row is None else _record(run, row)
 
 
-def commit_log(run: Location, row: pa.Table, first_commit_wins: bool) -> tuple[bool, int]:
-    """Append the logs row `row` (one commit); returns (appended, version). A logs table made
-    before first-commit-wins keeps its merge_insert, which appends nothing when the id is there."""
+def _discard(run: Location, written: Mapping[str, list]) -> None:
+    """Delete the uncommitted data files of a write that is not committed (best effort: files no
+    version names are invisible, and Lance's cleanup removes them after its safety window)."""
+    for name, fragments in written.items():
+        try:
+            tables.discard_files(run.child(f"{name}.lance"), fragments)
+        except ArtstoreError as e:
+            logger.warning("could not delete the uncommitted files of %s: %s", name, e)
+
+
+def commit_log(run: Location, row: pa.Table, first_commit_wins: bool, read_version: int = 0) -> tuple[bool, int]:
+    """Append the logs row `row` (one commit, on `read_version` when the caller just read the
+    logs at it: see `tables.commit_files`); returns (appended, version). A logs table made before
+    first-commit-wins keeps its merge_insert, which appends nothing when the id is there."""
     loc = run.child("logs.lance")
     if first_commit_wins:
-        return True, tables.append(loc, row, f"log {row['log_id'][0]}")
+        return True, tables.append(loc, row, f"log {row['log_id'][0]}", read_version=read_version or None)
     return tables.insert_unique(loc, row.drop_columns([tables.SEQ]), "log_id")
 
 
@@ -192,28 +205,34 @@ def write_log(
     elif recorded_at.tzinfo is None:
         raise ValidationError("recorded_at", "must be timezone-aware (UTC)")
     write_id = uuid.uuid4().hex
-    with ThreadPoolExecutor(max_workers=3) as pool:  # Lance releases the GIL: its I/O overlaps
+    with ThreadPoolExecutor(max_workers=4) as pool:  # Lance releases the GIL: its I/O overlaps
         # A caller-given id is looked up while the rows are encoded; a derived one needs them.
         lookup = pool.submit(_winner, run, check_log_id(log_id)) if log_id is not None else None
         traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
         if lookup is None:
             log_id = _content_id(split, step, (traj, grp), extra)
             lookup = pool.submit(_winner, run, log_id)
-        existing, looked_at, first_commit_wins = lookup.result()
-        if existing is not None:  # a retry: store nothing, write no orphan rows
-            return _record(run, existing)
         traj, grp = _set_ids(traj, log_id), _set_ids(grp, log_id)
         metric_rows = pa.table({
             "log_id": [log_id] * len(values), "write_id": [write_id] * len(values),
             "step": [step] * len(values), "split": [split] * len(values),
             "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * len(values),
         }, schema=arrow_schema("metrics"))
-        message = f"log {log_id} ({split}, step {step})"
-        appends = {name: pool.submit(tables.append, run.child(f"{name}.lance"), rows, message)
-                   for name, rows in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows))
-                   if rows.num_rows}
+        rows = {name: t for name, t in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows))
+                if t.num_rows}
+        # The data files are written while the id is looked up: uncommitted, no reader sees them,
+        # and a retry (the id is there) deletes them, so it still stores nothing.
+        writes = {name: pool.submit(tables.write_files, run.child(f"{name}.lance"), t) for name, t in rows.items()}
         try:
-            versions = {name: future.result() for name, future in appends.items()}
+            existing, looked_at, first_commit_wins = lookup.result()
+            written = {name: future.result() for name, future in writes.items()}
+            if existing is not None:  # a retry: store nothing, write no orphan rows
+                _discard(run, written)
+                return _record(run, existing)
+            message = f"log {log_id} ({split}, step {step})"
+            commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), written[name],
+                                         rows[name].schema, message) for name in written}
+            versions = {name: future.result() for name, future in commits.items()}
         except StorageError:
             check_stored_layout(run.child("trajectories.lance"))  # a version 1 table: say so
             raise
@@ -224,7 +243,7 @@ def write_log(
         "num_groups": len(groups), "num_trajectories": traj.num_rows, "num_exceptions": n_exc,
         "num_metrics": len(values), "table_versions": list(versions.items()), "recorded_at": recorded_at,
     }], schema=arrow_schema("logs"))
-    inserted, logs_version = commit_log(run, commit, first_commit_wins)
+    inserted, logs_version = commit_log(run, commit, first_commit_wins, looked_at)
     # Another commit between our look-up and ours may hold the same id: then the first one wins,
     # and our rows stay invisible. (Our version right after the look-up's: no other commit.)
     if not inserted or logs_version > looked_at + 1:

@@ -10,7 +10,7 @@ import pytest
 import artstore as art
 from artstore import writer
 from artstore.schema import arrow_schema
-from artstore.storage import compaction, tables
+from artstore.storage import compaction, files, tables
 
 
 def _model(base_path):
@@ -41,6 +41,21 @@ def test_same_log_id_is_stored_once_and_the_retry_returns_the_stored_record(base
     assert model.history().equals(history)
     assert {t: _raw_rows(model.run, t) for t in writer.DATA_TABLES} == raw  # not even invisible rows
     assert model.run.groups() == _groups(make_trajectory)
+
+
+def test_a_retry_leaves_no_data_files_behind(base_path, make_trajectory):
+    """The writer writes a log's data files while it looks the id up; a retry deletes them."""
+    model = _model(base_path)
+    model.log_sync(_groups(make_trajectory), split="val", log_id="rollout-17")
+    data = {t: model.run.location.child(f"{t}.lance", "data") for t in writer.DATA_TABLES}
+    before = {t: files.list_dir(loc) for t, loc in data.items()}
+    again = model.log_sync(_groups(make_trajectory, offset=0.05), split="val", log_id="rollout-17")
+    derived = model.log_sync(_groups(make_trajectory), split="val", step=2)
+    before_derived = {t: files.list_dir(loc) for t, loc in data.items()}
+    assert not model.log_sync(_groups(make_trajectory), split="val", step=2).created
+    assert not again.created and derived.created
+    assert {t: files.list_dir(loc) for t, loc in data.items()} == before_derived
+    assert all(set(before[t]) < set(before_derived[t]) for t in data)  # the derived log did write
 
 
 async def test_same_content_logged_twice_is_stored_once_under_a_derived_id(base_path, make_trajectory):
@@ -172,8 +187,8 @@ def test_a_logs_table_made_before_first_commit_wins_keeps_its_unique_insert(base
     commit order there) goes on inserting its logs rows with Lance's unique merge_insert."""
     real = tables.append
 
-    def without_seq(loc, t, message=""):
-        return real(loc, t.drop_columns([tables.SEQ]) if tables.SEQ in t.column_names else t, message)
+    def without_seq(loc, t, message="", read_version=None):
+        return real(loc, t.drop_columns([tables.SEQ]) if tables.SEQ in t.column_names else t, message, read_version)
 
     monkeypatch.setattr(tables, "append", without_seq)
     model = _model(base_path)

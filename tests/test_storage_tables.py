@@ -43,3 +43,31 @@ async def test_run_reads_as_of_a_datetime(tmp_path, make_trajectory):
     between = datetime.now(UTC)
     await model.log([art.TrajectoryGroup([make_trajectory(0.7, 1)])], step=1)
     assert model.run.trajectories(as_of=between)["reward"].to_pylist() == [0.5]
+
+
+def test_written_files_are_invisible_until_committed_and_discarding_removes_them(tmp_path):
+    from artstore.storage import files
+
+    loc = Location.parse(tmp_path / "t.lance")
+    tables.append(loc, pa.table({"x": [1]}))
+    kept, dropped = tables.write_files(loc, pa.table({"x": [2, 3]})), tables.write_files(loc, pa.table({"x": [4]}))
+    assert tables.open_dataset(loc).to_table()["x"].to_pylist() == [1]  # written, not committed
+    assert len(files.list_dir(loc.child("data"))) == 3
+    tables.discard_files(loc, dropped)
+    assert len(files.list_dir(loc.child("data"))) == 2
+    assert tables.commit_files(loc, kept, pa.schema([("x", pa.int64())]), "m") == 2
+    assert tables.open_dataset(loc).to_table()["x"].to_pylist() == [1, 2, 3]
+    new = Location.parse(tmp_path / "new.lance")  # the first commit creates the dataset
+    assert tables.commit_files(new, tables.write_files(new, pa.table({"x": [5]})), pa.schema([("x", pa.int64())])) == 1
+    assert tables.open_dataset(new).to_table()["x"].to_pylist() == [5]
+
+
+def test_committing_on_an_older_read_version_keeps_every_commit_since(tmp_path):
+    """`commit_files(read_version=)`: the writer read the table at v1, others appended since."""
+    loc = Location.parse(tmp_path / "t.lance")
+    read = tables.append(loc, pa.table({"x": [1]}))
+    mine = tables.write_files(loc, pa.table({"x": [9]}))
+    tables.append(loc, pa.table({"x": [2]}))
+    tables.append(loc, pa.table({"x": [3]}), read_version=read)
+    assert tables.commit_files(loc, mine, pa.schema([("x", pa.int64())]), read_version=read) == 4
+    assert sorted(tables.open_dataset(loc).to_table()["x"].to_pylist()) == [1, 2, 3, 9]
