@@ -44,12 +44,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from artstore import sql_runs
 from artstore.errors import InvalidNameError, RunNotFoundError, SqlError, ValidationError
 from artstore.names import check_segment
-from artstore.scan import GATED, LazyDataset, Query, view_schema
+from artstore.read import sql_runs
+from artstore.read.run import Run
+from artstore.read.scan import GATED, LazyDataset, Query, view_schema
+from artstore.read.store import Store
 from artstore.storage import tables
-from artstore.store import Run, Store
 
 VERSIONS_KEY = b"artstore.versions"
 STATIC = ("logs", *GATED, "checkpoints")  # tables with a schema file, registered for every run

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from artstore.log.visibility import committed_logs
 from artstore.storage import Location, tables
-from artstore.visibility import committed_logs
 
 if TYPE_CHECKING:
-    from artstore.store import Run
+    from artstore.read.run import Run
 
 _CACHE: OrderedDict[tuple[str, int, str], StepSummary] = OrderedDict()  # (logs uri, version, time) ->
 _NEWEST: dict[str, tuple[str, int, str]] = {}  # logs uri -> key of the newest summary built or extended
