@@ -153,7 +153,9 @@ class Run:
     def step_summary(self, as_of: AsOf = None) -> StepSummary:
         """Per-step sums and counts of every metric at the run's latest version (or `as_of`), kept
         in memory per version: repeated calls cost one manifest read (see `artstore.read.step_summary`)."""
-        return step_summary.load(self, *_as_of_args(as_of))
+        return step_summary.load(self.table_location("logs"),
+                                 lambda committed: self._visible("metrics", committed, columns=["step", "name", "value"]),
+                                 *_as_of_args(as_of))
 
     def _step_means(self, metric: str, as_of: AsOf = None) -> dict[int, float]:
         scores = self.step_summary(as_of).means(metric)
