@@ -76,14 +76,20 @@ def make_client(model: Model) -> AsyncOpenAI:
             f"{model.project}/{model.name}: its backend {type(model._backend).__name__} serves no inference "
             "(it has no _prepare_backend_for_training); set model.inference_base_url and "
             "model.inference_api_key to a server of yours, or use a backend that serves one")
-    import httpx
-    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+    from openai import (
+        DEFAULT_CONNECTION_LIMITS,
+        DEFAULT_TIMEOUT,
+        AsyncOpenAI,
+        DefaultAsyncHttpxClient,
+    )
 
+    # The timeout and limits types of the HTTP library this openai uses (httpx or httpx2).
     return AsyncOpenAI(
         base_url=model.inference_base_url,
         api_key=model.inference_api_key,
         http_client=DefaultAsyncHttpxClient(
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
+            timeout=type(DEFAULT_TIMEOUT)(timeout=REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+            limits=type(DEFAULT_CONNECTION_LIMITS)(max_connections=MAX_CONNECTIONS,
+                                                   max_keepalive_connections=MAX_CONNECTIONS),
         ),
     )

@@ -111,12 +111,19 @@ def record_metrics(context: GatherContext, trajectory: Trajectory) -> None:
 class _AwaitedGroup(Awaitable[TrajectoryGroup]):
     """What `TrajectoryGroup(<awaitables>)` returns: awaitable once; `_num_trajectories` sizes the bar."""
 
-    def __init__(self, coroutine: Coroutine[Any, Any, TrajectoryGroup], size: int):
-        self.coroutine = coroutine
-        self._num_trajectories = size
+    def __init__(self, coroutine: Coroutine[Any, Any, TrajectoryGroup], awaitables: list[Awaitable[Any]]):
+        self.coroutine, self.awaitables = coroutine, awaitables
+        self._num_trajectories = len(awaitables)
 
     def __await__(self) -> Generator[Any, None, TrajectoryGroup]:
         return self.coroutine.__await__()
+
+    def close(self) -> None:
+        """Never run it (and its rollouts): no 'never awaited' warning."""
+        self.coroutine.close()
+        for a in self.awaitables:
+            if callable(close := getattr(a, "close", None)):
+                close()
 
 
 def awaited_group(cls: type[TrajectoryGroup], awaitables: list[Awaitable[Any]], *,
@@ -141,7 +148,7 @@ def awaited_group(cls: type[TrajectoryGroup], awaitables: list[Awaitable[Any]], 
                     raise
         return cls(done, exceptions=failed, metadata=metadata, metrics=metrics, logs=logs)
 
-    return _AwaitedGroup(run(), len(awaitables))
+    return _AwaitedGroup(run(), awaitables)
 
 
 async def _group(awaitable: Awaitable[TrajectoryGroup]) -> TrajectoryGroup | None:
@@ -251,7 +258,11 @@ async def trajectory_group_batches(
     to `batch_size * max_concurrent_batches` groups running; the first `skip_batches` batches'
     groups are never started (resuming)."""
     del pbar_total_completion_tokens
-    unstarted = list(groups)[batch_size * skip_batches:]
+    unstarted = list(groups)
+    for skipped in unstarted[:batch_size * skip_batches]:  # resuming: these never run
+        if callable(close := getattr(skipped, "close", None)):
+            close()
+    unstarted = unstarted[batch_size * skip_batches:]
     pending: set[asyncio.Task[TrajectoryGroup | None]] = set()
     batch: list[TrajectoryGroup] = []
     context = GatherContext(max_exceptions=max_batch_exceptions, increment_pbar=False)
