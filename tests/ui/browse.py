@@ -7,8 +7,14 @@ from typing import Any
 
 
 def visit(page: Any, url: str, shot: Path | None = None) -> Any:
-    """Open `url`, wait until the page has rendered, fail on any error it shows or logs."""
-    page.goto(url)
+    """Open `url`, wait until the page has rendered, fail on any error it shows or logs. When the
+    app is already loaded from the same server, only its hash changes (as a click in it would):
+    the page is not loaded again."""
+    base, _, fragment = url.partition("#")
+    if page.url.partition("#")[0] == base and page.evaluate("typeof navigate") == "function":
+        page.evaluate("hash => navigate(hash)", fragment)
+    else:
+        page.goto(url)
     page.wait_for_selector("#page[data-state=ready]", timeout=30_000)
     page.wait_for_load_state("networkidle")
     assert_no_error(page)

@@ -50,9 +50,8 @@ def browser():
             b.close()
 
 
-@pytest.fixture
-def page(browser):
-    """A fresh page (its own context) at 1280x800; console errors collected in `page.errors`."""
+@pytest.fixture(scope="module")
+def shared_page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     p = context.new_page()
     p.errors = []
@@ -62,6 +61,15 @@ def page(browser):
         yield p
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(shared_page):
+    """The module's page at 1280x800 (loading the app once per module keeps the tests quick:
+    `browse.visit` changes only the hash); browser errors collected in `page.errors`, cleared
+    for each test."""
+    shared_page.errors.clear()
+    return shared_page
 
 
 def free_port() -> int:

@@ -52,6 +52,18 @@ function size(n) {  // 1000-based, as pydantic's ByteSize.human_readable(decimal
   return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
 }
 
+// plotly.min.js (4.8 MB, from the plotly wheel) is loaded on the first page that draws a chart.
+let PLOTLY = null;
+function plotly() {
+  if (!PLOTLY) PLOTLY = new Promise((resolve, reject) => {
+    const s = h("script", {src: "/static/plotly.min.js"});
+    s.onload = () => resolve(window.Plotly);
+    s.onerror = () => { PLOTLY = null; reject(new Error("could not load /static/plotly.min.js")); };
+    document.head.append(s);
+  });
+  return PLOTLY;
+}
+
 function errorBox(e) { return h("div", {class: "error"}, String(e && e.message || e)); }
 
 async function guard(target, fn) {
@@ -211,6 +223,7 @@ PAGES.charts = async (main, params) => {
   let runs = (params.get("runs") || "").split(",").filter(r => all.includes(r));
   if (!runs.length) runs = all.slice(0, 2);
   const asof = asOfMap();
+  const loading = plotly();
   const metricsData = await api("/api/metrics?" + qs({runs: runs.join(",")}));
   const metrics = metricsData.metrics;
   const metric = metrics.includes(params.get("metric")) ? params.get("metric") : (metrics.includes("val/reward") ? "val/reward" : metrics[0]);
@@ -248,6 +261,7 @@ PAGES.charts = async (main, params) => {
   for (const e of problems) main.append(errorBox(e));
   traces.sort((a, b) => a.sortKey.join() < b.sortKey.join() ? -1 : 1);
   traces.forEach(t => delete t.sortKey);
+  const Plotly = await loading;
   Plotly.newPlot(chart, traces, {margin: {t: 30, r: 20, b: 45, l: 60}, xaxis: {title: {text: "step"}}, yaxis: {title: {text: metric}},
                                  legend: {orientation: "h", y: -0.18}, title: {text: wanted.join(" vs "), font: {size: 14}}},
                  {responsive: true, displaylogo: false});
@@ -358,6 +372,7 @@ PAGES.rollouts = async (main, params) => {
       const key = by.value;
       const res = await api("/api/rollouts/scenario?" + qs(key ? {run, split, key, value: JSON.stringify(meta[key]), as_of: asof}
                                                                : {run, split, group_index: g.group_index, as_of: asof}));
+      const Plotly = await plotly();
       const chart = h("div", {class: "chart small", id: "compare-chart"});
       out.append(chart, dataTable([
         {key: "step", num: true}, {key: "group_index", label: "group", num: true}, {key: "trajectories", label: "n", num: true},
@@ -446,7 +461,7 @@ PAGES.sql = async (main, params) => {
     box, h("div", {class: "controls"}, h("button", {class: "primary", id: "sql-run", onclick: runQuery}, "Run"),
       h("select", {onchange: e => { box.value = e.target.value; }}, h("option", {value: box.value}, "examples…"), EXAMPLES.map(q => h("option", {value: q}, q.slice(0, 90))))));
   if (!params.get("q")) return;
-  const d = await api("/api/sql", {query: params.get("q")});
+  const [d, Plotly] = await Promise.all([api("/api/sql", {query: params.get("q")}), plotly()]);
   const cols = d.columns;
   main.append(h("div", {class: "muted", id: "sql-count"}, `${d.total} rows` + (d.truncated ? ` (first ${d.rows.length} shown)` : "")));
   const numeric = cols.filter(c => c.kind === "number").map(c => c.name);
