@@ -1,6 +1,21 @@
 """artstore: a versioned Lance/Arrow store for agent-RL runs, with OpenPipe ART's user API."""
 
-from artstore.checkpoints import Checkpoint
+from artstore.art.model import Model, TrainableModel
+from artstore.art.training import Backend, TrainConfig
+from artstore.checkpoints.retention import (
+    Decision,
+    Ema,
+    KeepBest,
+    KeepEvery,
+    KeepLast,
+    KeepSql,
+    KeepSteps,
+    Mean,
+    Plan,
+    Policy,
+    Window,
+)
+from artstore.checkpoints.table import Checkpoint
 from artstore.errors import (
     ArtstoreError,
     BackendError,
@@ -17,25 +32,17 @@ from artstore.errors import (
     ValidationError,
     VersionNotFoundError,
 )
-from artstore.model import Model, TrainableModel
-from artstore.records import Choice, History, PydanticException, Trajectory, TrajectoryGroup
-from artstore.retention import (
-    Decision,
-    Ema,
-    KeepBest,
-    KeepEvery,
-    KeepLast,
-    KeepSql,
-    KeepSteps,
-    Mean,
-    Plan,
-    Policy,
-    Window,
+from artstore.log.commit import LogRecord
+from artstore.read.run import Run
+from artstore.read.store import Store, open_store
+from artstore.records.trajectory import (
+    Choice,
+    History,
+    PydanticException,
+    Trajectory,
+    TrajectoryGroup,
 )
-from artstore.store import Run, Store, open_store
 from artstore.tokens import shard_range
-from artstore.training import Backend, TrainConfig
-from artstore.writer import LogRecord
 
 __version__ = "0.1.0"
 

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.driver_protocol import trajectory_fields
-from benchmarks.synthetic import make_step
 from benchmarks.sql_bench import machine
+from benchmarks.synthetic import make_step
 
 PROJECT, NAME = "ui-bench", "agent-1000-steps"
 RUN = f"{PROJECT}/{NAME}"

@@ -11,7 +11,7 @@ import os
 import pytest
 
 import artstore as art
-from artstore import metrics as metrics_mod
+from artstore.records import metrics as metrics_mod
 from artstore.storage import Location, files
 
 

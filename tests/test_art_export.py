@@ -22,8 +22,8 @@ from openai.types.chat.chat_completion import Choice
 from typer.testing import CliRunner
 
 import artstore as art
-from artstore.art_export import export_art
-from artstore.art_import import import_art
+from artstore.art.exporter import export_art
+from artstore.art.importer import import_art
 from artstore.cli import app
 
 FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures" / "art"

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 import artstore as art
-from artstore.art_import import find_models, import_art, plan_import
+from artstore.art.importer import find_models, import_art, plan_import
 from artstore.cli import app
-from artstore.records import Choice
+from artstore.records.trajectory import Choice
 from artstore.storage import Location
 
 FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures" / "art"
@@ -326,7 +326,7 @@ def test_cli_import_with_link_warns_about_pruning_and_dry_run_writes_nothing(tmp
 def test_empty_file_without_history_is_skipped_and_duplicate_indexes_are_refused(tmp_path):
     import pyarrow as pa
 
-    from artstore.art_format import write_parquet_groups
+    from artstore.art.format import write_parquet_groups
 
     src = _broken_copy(tmp_path, "0.5.23")
     (src / MODEL / "trajectories" / "test").mkdir()
@@ -342,7 +342,7 @@ def test_empty_file_without_history_is_skipped_and_duplicate_indexes_are_refused
 
 
 def test_write_log_for_importers_keeps_names_and_times(tmp_path, make_trajectory):
-    from artstore.writer import write_log
+    from artstore.log.commit import write_log
 
     run = art.open_store(tmp_path / "s").run("p", "m")
     at = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)

@@ -18,7 +18,7 @@ import fsspec
 import pytest
 
 import artstore as art
-from artstore.pruning import RetentionLog
+from artstore.checkpoints.pruning import RetentionLog
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path("/work/shared/fixtures/art")

@@ -7,16 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from artstore.cli.common import (
-    StorageOption,
-    StoreOption,
-    console,
-    get_run,
-    get_store,
-    handle_errors,
-)
-from artstore.errors import ValidationError
-from artstore.retention import (
+from artstore.checkpoints.retention import (
     KeepBest,
     KeepEvery,
     KeepLast,
@@ -27,6 +18,15 @@ from artstore.retention import (
     parse_size,
     parse_smoothing,
 )
+from artstore.cli.common import (
+    StorageOption,
+    StoreOption,
+    console,
+    get_run,
+    get_store,
+    handle_errors,
+)
+from artstore.errors import ValidationError
 
 RunArg = Annotated[str, typer.Argument(help="PROJECT/MODEL")]
 

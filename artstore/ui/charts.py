@@ -2,7 +2,7 @@
 
 A point is the per-step mean of the metric (every value logged at that step, as checkpoint
 ranking uses it), read from the run's step summary (kept in memory per version of the run).
-Smoothing is retention's own (`mean`, `window:N`, `ema:ALPHA`; see `artstore.retention`), so a
+Smoothing is retention's own (`mean`, `window:N`, `ema:ALPHA`; see `artstore.checkpoints.retention`), so a
 curve shows exactly the scores `KeepBest(smooth=...)` ranks by.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from artstore import Store, ValidationError
-from artstore.retention import parse_smoothing, smoothed
+from artstore.checkpoints.retention import parse_smoothing, smoothed
 from artstore.ui import jsonable, lookup
 
 

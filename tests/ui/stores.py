@@ -13,7 +13,7 @@ from openai.types.chat.chat_completion import Choice, ChoiceLogprobs
 from openai.types.chat.chat_completion_token_logprob import ChatCompletionTokenLogprob
 
 import artstore as art
-from artstore.art_import import import_art
+from artstore.art.importer import import_art
 
 PROJECT = "email-search"
 # Long names on purpose: the runs table must show them whole.

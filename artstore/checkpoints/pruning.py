@@ -20,19 +20,31 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from artstore.checkpoints.retention import Plan, Policy, make_plan
+from artstore.checkpoints.table import CheckpointTable
 from artstore.errors import RetentionError
-from artstore.retention import Plan, Policy, make_plan
+from artstore.read.step_summary import StepSummary
 from artstore.schema import arrow_schema
-from artstore.step_summary import StepSummary
 from artstore.storage import Location, files, tables
 
-if TYPE_CHECKING:
-    from artstore.store import Run
+
+class Run(Protocol):
+    """What pruning needs of a run (`artstore.Run` is one): its place, its metrics and its
+    checkpoints. Pruning takes this, not the facade, so the facade can delegate here."""
+
+    project: str
+    name: str
+    location: Location
+
+    def metrics(self) -> pa.Table: ...
+    def checkpoints(self) -> pa.Table: ...
+    def checkpoints_table(self) -> CheckpointTable: ...
+    def step_summary(self) -> StepSummary: ...
 
 # delete_files(steps_to_delete, live_steps): removes the files of `steps_to_delete`.
 DeleteFiles = Callable[[list[int], list[int]], None]
@@ -124,7 +136,7 @@ def _metrics_view(run: Run) -> pa.Table:
 
 def _sql_steps(run: Run) -> Callable[[str], set[int]]:
     def steps(query: str) -> set[int]:
-        from artstore.sql import query_tables  # duckdb only when a SQL rule runs
+        from artstore.read.sql import query_tables  # duckdb only when a SQL rule runs
 
         ck = run.checkpoints().select(["step", "status", "size_bytes", "created_at", "ready_at"])
         result = query_tables(query, {"metrics": _metrics_view(run), "checkpoints": ck})

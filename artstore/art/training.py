@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import pydantic
 
 if TYPE_CHECKING:
-    from artstore.model import TrainableModel
-    from artstore.records import TrajectoryGroup
+    from artstore.art.model import TrainableModel
+    from artstore.records.trajectory import TrajectoryGroup
 
 
 class TrainConfig(pydantic.BaseModel):

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import pydantic
 
 from artstore.errors import ImportFormatError, ValidationError
-from artstore.records import Choice, History, Trajectory, TrajectoryGroup
+from artstore.records.trajectory import Choice, History, Trajectory, TrajectoryGroup
 
 TRAJECTORY_SUFFIXES = {"parquet": "parquet", "jsonl": "jsonl", "yaml": "yaml", "yml": "yaml"}
 FORMAT_VERSIONS = ("v1", "v2")

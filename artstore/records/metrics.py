@@ -12,7 +12,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from artstore.records import TrajectoryGroup
+from artstore.records.trajectory import TrajectoryGroup
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -14,7 +14,7 @@ like a crashed write's, and its caller gets the winner's record. A plain append,
 merge_insert: Lance stores a 16 KiB key filter in each merge_insert's transaction and manifest.
 
 Upkeep runs after the commit: compaction here, cleanup of old versions in the background
-(`artstore.upkeep`).
+(`artstore.log.upkeep`).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from artstore import metrics as metrics_mod
-from artstore import upkeep
-from artstore.encoding import check_stored_layout, encode_groups
 from artstore.errors import ArtstoreError, StorageError, ValidationError
+from artstore.log import upkeep
 from artstore.names import check_log_id, check_segment, sql_quote
-from artstore.records import Trajectory, TrajectoryGroup, check_reward
+from artstore.records import metrics as metrics_mod
+from artstore.records.encoding import check_stored_layout, encode_groups
+from artstore.records.trajectory import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
 from artstore.storage import Location, compaction, tables
 
@@ -260,7 +260,7 @@ def write_log(
 
 def maintain(run: Location, versions: Mapping[str, int], retention: timedelta) -> None:
     """Compact each table whose new version is a multiple of MAINTAIN_EVERY (tiered, bounded
-    cost), and leave the cleanup of old versions that then falls due to `artstore.upkeep`'s
+    cost), and leave the cleanup of old versions that then falls due to `artstore.log.upkeep`'s
     background thread.
 
     Exactly one writer makes each version, so among many writers one does each round of upkeep,

@@ -17,7 +17,7 @@ Whatever the rules say, a plan never deletes (invariant 5):
 and a ranked metric absent from the run's metrics raises RetentionError (nothing is deleted).
 
 Scores are computed from every visible metric value of the run (its step summary, see
-`artstore.step_summary`: kept in memory per version of the run), so a metric first logged late
+`artstore.read.step_summary`: kept in memory per version of the run), so a metric first logged late
 counts like any other. The per-step mean of metric M at step s is the mean of every value of M logged at s;
 smoothing runs over the steps that have a value, in step order:
 - `Mean()`: the per-step mean;
@@ -36,9 +36,9 @@ from typing import Annotated, Literal
 import pyarrow as pa
 import pydantic
 
-from artstore.checkpoints import Checkpoint
+from artstore.checkpoints.table import Checkpoint
 from artstore.errors import RetentionError, ValidationError
-from artstore.step_summary import StepSummary
+from artstore.read.step_summary import StepSummary
 from artstore.storage import tables
 
 _FROZEN = pydantic.ConfigDict(extra="forbid", frozen=True)

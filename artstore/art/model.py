@@ -16,16 +16,18 @@ from typing import Any
 
 import pydantic
 
-from artstore import pruning, step_summary
-from artstore.checkpoints import Checkpoint
+from artstore.art.training import Backend, TrainConfig
+from artstore.checkpoints import pruning
+from artstore.checkpoints.retention import Plan, Policy
+from artstore.checkpoints.table import Checkpoint
 from artstore.errors import BackendError
+from artstore.log.commit import DEFAULT_RETENTION, LogRecord, as_groups, write_log
 from artstore.names import check_segment
-from artstore.records import artstore_errors
-from artstore.retention import Plan, Policy
-from artstore.store import Run, Store
-from artstore.training import Backend, TrainConfig
+from artstore.read import step_summary
+from artstore.read.run import Run
+from artstore.read.store import Store
+from artstore.records.trajectory import artstore_errors
 from artstore.wandb_mirror import WandbMirror, wants_wandb
-from artstore.writer import DEFAULT_RETENTION, LogRecord, as_groups, write_log
 
 
 class Model(pydantic.BaseModel):
