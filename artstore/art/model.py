@@ -31,6 +31,7 @@ from artstore.names import check_segment
 from artstore.read import step_summary
 from artstore.read.run import Run
 from artstore.read.store import Store
+from artstore.records.metric_names import is_cumulative
 from artstore.records.metrics import builder_for_split, check_extra, compute_metrics
 from artstore.records.metrics_builder import MetricsBuilder
 from artstore.records.trajectory import TrajectoryGroup, artstore_errors
@@ -260,7 +261,11 @@ class Model(pydantic.BaseModel):
             after = self._metrics.state_dict()
         if not values and groups is None:
             return None
-        record = write_log(location, groups or [], split=split, step=step, metrics=extra, values=values,
+        # The content id of a retried call must not depend on running sums or timings, but must
+        # tell apart two logs at one step that differ only in costs added to the builder.
+        same_call = {**extra, **{k: v for k, v in values.items() if not is_cumulative(k)
+                                 and not k.startswith(("time/", "throughput/"))}}
+        record = write_log(location, groups or [], split=split, step=step, metrics=same_call, values=values,
                            log_id=log_id, allow_nonfinite_rewards=self.allow_nonfinite_rewards,
                            retention=self.retention)
         if record.created:
