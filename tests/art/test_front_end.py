@@ -378,3 +378,14 @@ async def test_backend_that_times_steps_adds_wall_time_and_gpu_cost_once_per_ste
     again = await model.log(None, split="train", metrics={"loss/train": 0.1}, step=1)
     assert first.metrics["costs/gpu"] == pytest.approx(first.metrics["time/step_wall_s"])
     assert "time/step_wall_s" not in again.metrics and "costs/gpu" not in again.metrics
+
+
+async def test_trajectory_group_keeps_the_given_order_and_returns_exceptions_when_asked(make_trajectory):
+    group = await art.trajectory_group([rollout(3, make_trajectory), make_trajectory(9.0), rollout(1, make_trajectory)],
+                                       metadata={"s": 1})
+    assert [t.reward for t in group] == [3.0, 9.0, 1.0] and group.metadata == {"s": 1}
+    with pytest.raises(TimeoutError):
+        await art.trajectory_group([rollout(1, make_trajectory, fail=True), rollout(2, make_trajectory)])
+    kept = await art.trajectory_group([rollout(1, make_trajectory, fail=True), rollout(2, make_trajectory)],
+                                      return_exceptions=True)
+    assert [t.reward for t in kept] == [2.0] and [e.message for e in kept.exceptions] == ["rollout timed out"]
