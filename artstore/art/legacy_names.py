@@ -6,13 +6,7 @@ imported from 0.5.9 and continued under artstore is one series per metric.
 
 from __future__ import annotations
 
-import re
-
-# 0.5.23's metric sections: a key under one is a history column as given, whatever the split
-# (`Model._qualify_metric_key`); 0.5.9 prefixed them with the split all the same.
-SECTIONS = frozenset({"loss", "objective", "offpolicy", "pipeline", "pipeline_settings", "queue",
-                      "sample_efficiency", "throughput", "costs", "discarded", "time", "data", "vllm"})
-_OLD_GROUP = re.compile(r"^([^/]+)/group_metric_(.+)$")
+from artstore.records.metric_names import SECTIONS, current_name
 
 
 def current_metric_name(name: str) -> str:
@@ -21,8 +15,8 @@ def current_metric_name(name: str) -> str:
     -> `loss/train`, `train/data/step_num_<k>` -> `data/step_num_<k>`), except the per-split
     counts `s/data/step_num_<k>` 0.5.23 itself writes on splits other than train. Other names
     are unchanged."""
-    if m := _OLD_GROUP.match(name):
-        return f"{m[1]}/group/{m[2]}"
+    if (renamed := current_name(name)) != name:
+        return renamed  # the spellings every reader maps as well
     split, _, rest = name.partition("/")
     section = rest.split("/", 1)[0]
     if "/" in rest and section in SECTIONS and not (split != "train" and rest.startswith("data/step_num_")):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from artstore.cli import art, checkpoints, maintain, runs, sql, versions
+from artstore.cli import art, checkpoints, maintain, runs, sql, ui, versions
 
 app = typer.Typer(
     name="artstore",
@@ -24,6 +24,7 @@ sql.register(app)
 maintain.register(app)
 art.register(app)
 checkpoints.register(app)
+ui.register(app)
 
 
 def main() -> None:

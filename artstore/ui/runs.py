@@ -1,0 +1,95 @@
+"""The runs page: one row per run (project, model, step, last val/train reward, config, size,
+status), from `Store.sql` over the `runs`, `metrics` and `checkpoints` views.
+
+Sizes list every file of a run (on S3 a LIST per run), so they come from their own call
+(`sizes`), and the table shows before they are known.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from artstore import Store
+from artstore.ui import jsonable
+
+ACTIVE_WITHIN = timedelta(minutes=15)
+"""A run that logged within this long is `active`; older ones are `idle`."""
+
+# Columns of the `runs` view shown under these names, first; any other column of the view (e.g. a
+# run's configuration) follows them as it is.
+_FIRST = ["project", "model", "step", "val/reward", "train/reward"]
+_HIDDEN = {"uri", "latest_step", "first_logged_at"}
+
+_QUERY = """
+SELECT r.*, r.latest_step AS step, m.val_reward AS "val/reward", m.train_reward AS "train/reward",
+       coalesce(c.ready, 0) AS checkpoints_ready, coalesce(c.deleted, 0) AS checkpoints_deleted,
+       coalesce(c.saving, 0) AS checkpoints_saving
+FROM runs r
+LEFT JOIN (
+  SELECT project, model,
+         arg_max(value, recorded_at) FILTER (WHERE name = 'val/reward') AS val_reward,
+         arg_max(value, recorded_at) FILTER (WHERE name = 'train/reward') AS train_reward
+  FROM metrics WHERE name IN ('val/reward', 'train/reward') GROUP BY project, model) m
+  ON m.project = r.project AND m.model = r.model
+LEFT JOIN (
+  SELECT project, model, count(*) FILTER (WHERE status = 'ready') AS ready,
+         count(*) FILTER (WHERE status = 'deleted') AS deleted,
+         count(*) FILTER (WHERE status = 'saving') AS saving
+  FROM checkpoints GROUP BY project, model) c
+  ON c.project = r.project AND c.model = r.model
+ORDER BY r.project, r.model
+"""
+
+
+def status(last_logged_at: datetime | None, saving: int, now: datetime) -> str:
+    """`saving` while a checkpoint is being written, `active` when the run logged within
+    ACTIVE_WITHIN of `now`, else `idle`."""
+    if saving:
+        return "saving"
+    if last_logged_at is not None and now - last_logged_at <= ACTIVE_WITHIN:
+        return "active"
+    return "idle"
+
+
+def table(store: Store, now: datetime | None = None) -> dict[str, Any]:
+    """{columns: [names in display order], rows: [{column: value}]}: one row per run."""
+    now = now or datetime.now(UTC)
+    result = store.sql(_QUERY)
+    names = result.column_names
+    order = [c for c in _FIRST if c in names]
+    order += [c for c in names if c not in order and c not in _HIDDEN and not c.startswith("checkpoints_")]
+    order += ["checkpoints", "status"]
+    rows = []
+    for raw in result.to_pylist():
+        row = {c: jsonable.value(raw[c]) for c in order if c in raw}
+        row["checkpoints"] = f"{raw['checkpoints_ready']} ready, {raw['checkpoints_deleted']} deleted" + (
+            f", {raw['checkpoints_saving']} saving" if raw["checkpoints_saving"] else "")
+        row["status"] = status(raw.get("last_logged_at"), raw["checkpoints_saving"], now)
+        row["run"] = f"{raw['project']}/{raw['model']}"
+        rows.append(row)
+    return {"store": store.uri, "columns": [*order, "size"], "rows": rows}
+
+
+def sizes(store: Store) -> dict[str, int]:
+    """{"project/model": bytes in storage (every kept version and checkpoint file)}."""
+    runs = store.runs()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = list(pool.map(lambda r: r.size_bytes(), runs))
+    return {f"{r.project}/{r.name}": n for r, n in zip(runs, found, strict=True)}
+
+
+router = APIRouter()
+
+
+@router.get("/api/runs")
+def get_runs(request: Request) -> dict[str, Any]:
+    return table(request.app.state.store)
+
+
+@router.get("/api/runs/sizes")
+def get_sizes(request: Request) -> dict[str, int]:
+    return sizes(request.app.state.store)

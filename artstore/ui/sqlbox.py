@@ -1,0 +1,47 @@
+"""The SQL box: one read-only SELECT over the views of `Store.sql` (runs, logs, trajectories,
+groups, messages, metrics, history, checkpoints, tokens); the result as a table and a chart.
+
+`Store.sql` refuses anything but a SELECT, and its DuckDB connection reaches no file or URL, so
+the box cannot write to the store. At most MAX_ROWS rows come back (the total is reported).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from artstore import Store
+from artstore.ui import jsonable, lookup
+
+MAX_ROWS = 5000
+
+
+class SqlRequest(BaseModel):
+    query: str
+    run: str | None = None  # with as_of: the run that as_of applies to (others at their latest)
+    as_of: str | None = None
+
+
+def run_query(store: Store, query: str, run: str | None = None, as_of_text: str | None = None) -> dict[str, Any]:
+    """{columns: [{name, type, kind}], rows: [[...]], total, truncated}."""
+    at = lookup.as_of(as_of_text)
+    spec: Any = at
+    if at is not None and run:
+        lookup.run_of(store, run)  # a run that does not exist: say so
+        spec = {run: at}
+    result = store.sql(query, as_of=spec)
+    shown = result.slice(0, MAX_ROWS)
+    # by position: a result may repeat a column name
+    rows = [[jsonable.value(v) for v in row] for row in zip(*(c.to_pylist() for c in shown.columns), strict=True)]
+    return {"columns": jsonable.columns(shown), "rows": rows, "total": result.num_rows,
+            "truncated": result.num_rows > MAX_ROWS}
+
+
+router = APIRouter()
+
+
+@router.post("/api/sql")
+def post_sql(request: Request, body: SqlRequest) -> dict[str, Any]:
+    return run_query(request.app.state.store, body.query, body.run, body.as_of)
