@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[s3,gcs,wandb,train,dev]'
+	$(PIP) -e '.[s3,gcs,wandb,train,plot,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)

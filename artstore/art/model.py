@@ -22,6 +22,7 @@ from artstore.checkpoints.retention import Plan, Policy
 from artstore.checkpoints.table import Checkpoint
 from artstore.errors import BackendError
 from artstore.log.commit import DEFAULT_RETENTION, LogRecord, as_groups, write_log
+from artstore.log.configs import ConfigLog, as_json
 from artstore.names import check_segment
 from artstore.read import step_summary
 from artstore.read.run import Run
@@ -51,6 +52,7 @@ class Model(pydantic.BaseModel):
     _store: Store | None = pydantic.PrivateAttr(default=None)
     _mirror: WandbMirror | None = pydantic.PrivateAttr(default=None)
     _backend: Any = pydantic.PrivateAttr(default=None)
+    _stored_config: dict[str, str] = pydantic.PrivateAttr(default_factory=dict)  # source -> JSON last stored
 
     def __init__(self, /, **data: Any) -> None:
         with artstore_errors():  # InvalidNameError / ValidationError naming the field, not pydantic's
@@ -111,9 +113,19 @@ class Model(pydantic.BaseModel):
         return self.run.history()
 
     # -- internals ------------------------------------------------------------------------------
+    def _store_config(self, source: str, config: Any, step: int) -> None:
+        """Store `config` with the run when it differs from the last stored (see `artstore.log.configs`):
+        read once per model object and source, then compared in memory."""
+        text = as_json(config)
+        if self._stored_config.get(source) != text:
+            ConfigLog(self.run.location).record(source, text, step, known=self._stored_config.get(source))
+            self._stored_config[source] = text
+
     def _write(self, groups: list, split: str, metrics: Mapping[str, float] | None, step: int,
                log_id: str | None) -> LogRecord:
         location = self.run.location
+        if self.config is not None:
+            self._store_config("model", self.config, step)
         record = write_log(location, groups, split=split, step=step, metrics=metrics, log_id=log_id,
                            allow_nonfinite_rewards=self.allow_nonfinite_rewards, retention=self.retention)
         if record.created:  # keep a cached step summary current without reading (see step_summary)
@@ -166,9 +178,11 @@ class TrainableModel(Model):
                 "`await model.register(trainer.LocalBackend())` before train()"
             )
         groups = as_groups(trajectory_groups)
+        config = config or TrainConfig()
+        await asyncio.to_thread(self._store_config, "train", config, await self.get_step())
         await self.log(groups, split="train")
         sums: dict[str, list[float]] = {}
-        async for m in self._backend._train_model(self, groups, config or TrainConfig(), _config or {}, verbose):
+        async for m in self._backend._train_model(self, groups, config, _config or {}, verbose):
             for k, v in m.items():
                 sums.setdefault(k, []).append(float(v))
         if not sums:
