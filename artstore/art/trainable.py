@@ -130,9 +130,11 @@ class TrainableModel(Model):
         the training metrics (averaged over what the backend yields) at the new step."""
         backend = self._training_backend("train()")
         groups = as_groups(trajectory_groups)
+        config = config or TrainConfig()
+        await asyncio.to_thread(self._store_config, "train", config, await self.get_step())
         await self.log(groups, split="train")
         sums: dict[str, list[float]] = {}
-        async for m in backend._train_model(self, groups, config or TrainConfig(), _config or {}, verbose):
+        async for m in backend._train_model(self, groups, config, _config or {}, verbose):
             for k, v in m.items():
                 sums.setdefault(k, []).append(float(v))
         if not sums:
