@@ -19,9 +19,10 @@ from artstore.ui import jsonable
 ACTIVE_WITHIN = timedelta(minutes=15)
 """A run that logged within this long is `active`; older ones are `idle`."""
 
-# Columns of the `runs` view shown under these names, first; any other column of the view (e.g. a
-# run's configuration) follows them as it is.
+# Display order: these first, then any other column of the `runs` view as it is (e.g. a run's
+# configuration, once stored), then the counts at the end.
 _FIRST = ["project", "model", "step", "val/reward", "train/reward"]
+_LAST = ["trajectories", "exceptions", "logs", "groups", "metric_values", "last_logged_at"]
 _HIDDEN = {"uri", "latest_step", "first_logged_at"}
 
 _QUERY = """
@@ -61,8 +62,9 @@ def table(store: Store, now: datetime | None = None) -> dict[str, Any]:
     result = store.sql(_QUERY)
     names = result.column_names
     order = [c for c in _FIRST if c in names]
-    order += [c for c in names if c not in order and c not in _HIDDEN and not c.startswith("checkpoints_")]
-    order += ["checkpoints", "status"]
+    order += [c for c in names if c not in order and c not in _LAST and c not in _HIDDEN
+              and not c.startswith("checkpoints_")]
+    order += ["status", "checkpoints", *(c for c in _LAST if c in names)]
     rows = []
     for raw in result.to_pylist():
         row = {c: jsonable.value(raw[c]) for c in order if c in raw}
@@ -71,7 +73,7 @@ def table(store: Store, now: datetime | None = None) -> dict[str, Any]:
         row["status"] = status(raw.get("last_logged_at"), raw["checkpoints_saving"], now)
         row["run"] = f"{raw['project']}/{raw['model']}"
         rows.append(row)
-    return {"store": store.uri, "columns": [*order, "size"], "rows": rows}
+    return {"store": store.uri, "columns": order, "rows": rows}
 
 
 def sizes(store: Store) -> dict[str, int]:

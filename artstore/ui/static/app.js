@@ -41,7 +41,8 @@ function fmt(v) {
   if (v === null || v === undefined) return "";
   if (typeof v === "number") return Number.isInteger(v) ? String(v) : (Math.abs(v) >= 1e4 || Math.abs(v) < 1e-3) && v !== 0 ? v.toExponential(3) : v.toFixed(4).replace(/\.?0+$/, "");
   if (typeof v === "object") return JSON.stringify(v);
-  return String(v);
+  const t = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(\+00:00|Z)$/.exec(v);  // a UTC time: to the second
+  return t ? `${t[1]} ${t[2]}` : String(v);
 }
 
 function size(n) {  // 1000-based, as pydantic's ByteSize.human_readable(decimal=True)
@@ -76,7 +77,7 @@ function dataTable(columns, rows, opts = {}) {
   const wrap = h("div", {class: "table-wrap"});
   const tbody = h("tbody");
   const heads = columns.map(c => h("th", {onclick: () => {
-    desc = sortKey === c.key ? !desc : false; sortKey = c.key; draw(); }}, c.label || c.key));
+    desc = sortKey === c.key ? !desc : false; sortKey = c.key; draw(); }}, c.label ?? c.key));
   const table = h("table", {class: opts.class || null}, h("thead", {}, h("tr", {}, heads)), tbody);
   wrap.append(table);
   const val = (r, c) => c.value ? c.value(r) : r[c.key];
@@ -183,7 +184,7 @@ PAGES.runs = async (main) => {
   RUNS = data.rows.map(r => r.run);
   const sizes = {};
   const selected = new Set();
-  const columns = data.columns.filter(c => c !== "size").map(c => ({
+  const columns = data.columns.map(c => ({
     key: c, num: typeof (data.rows.find(r => r[c] !== null && r[c] !== undefined) || {})[c] === "number",
     render: c === "model" ? r => h("a", {href: "#rollouts?" + qs({run: r.run})}, r.model)
           : c === "status" ? r => h("span", {class: "badge " + r.status}, r.status) : null,
@@ -191,7 +192,8 @@ PAGES.runs = async (main) => {
   columns.unshift({key: "_pick", label: "", value: r => selected.has(r.run) ? 1 : 0, render: r =>
     h("input", {type: "checkbox", class: "pick", "data-run": r.run, checked: selected.has(r.run),
                 onclick: e => { e.stopPropagation(); e.target.checked ? selected.add(r.run) : selected.delete(r.run); }})});
-  columns.push({key: "size", value: r => sizes[r.run], num: true, render: r => size(sizes[r.run])});
+  columns.splice(columns.findIndex(c => c.key === "checkpoints") + 1, 0,
+                 {key: "size", value: r => sizes[r.run], num: true, render: r => size(sizes[r.run])});
   columns.push({key: "_links", label: "", render: r => h("span", {},
     h("a", {href: "#charts?" + qs({runs: r.run})}, "charts"), " · ",
     h("a", {href: "#checkpoints?" + qs({run: r.run})}, "checkpoints"), " · ",
@@ -422,7 +424,7 @@ PAGES.checkpoints = async (main, params) => {
     {key: "size_bytes", label: "size", num: true, render: c => size(c.size_bytes)},
     {key: "created_at", label: "created"}, {key: "deleted_at", label: "deleted"},
     {key: "plan", value: c => (plan[c.step] || {}).action}, {key: "why", wrap: true, value: c => (plan[c.step] || {}).reason || c.deleted_reason},
-    {key: "uri", wrap: true}],
+    {key: "uri"}],
     d.checkpoints, {class: "checkpoints", sortKey: "step", rowClass: c => (plan[c.step] || {}).action || (c.status === "deleted" ? "gone" : "")}));
 };
 
