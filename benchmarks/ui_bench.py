@@ -173,7 +173,7 @@ def pages(base: str, store: Any, reps: int) -> list[dict[str, Any]]:
                            "json_extract_string(metadata, '$.scenario_id') = $s GROUP BY step", {**p, "s": scenario})),
         ("checkpoints + retention plan", f"/api/checkpoints?run={q(RUN)}",
          lambda: (run.checkpoints(), run.retention_plan(art.Policy.art()))),
-        ("versions (newest 25)", f"/api/versions?run={q(RUN)}", lambda: run.versions()),
+        ("versions (newest 20)", f"/api/versions?run={q(RUN)}", lambda: run.versions()),
         ("SQL box: mean train reward per step", "POST /api/sql",
          lambda: store.sql("SELECT step, avg(reward) FROM trajectories WHERE split = 'train' GROUP BY step ORDER BY step")),
     ]

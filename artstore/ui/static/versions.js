@@ -9,8 +9,8 @@ PAGES.versions = async (main, params) => {
   const d = await api("/api/versions?" + qs({run, offset}));
   main.append(h("div", {class: "controls"}, await runPicker(run, r => go("versions", {run: r})),
     h("span", {class: "muted"}, `${d.total} versions; showing ${offset + 1}-${offset + d.versions.length}, newest first`),
-    h("button", {disabled: offset <= 0, onclick: () => go("versions", {run, offset: Math.max(0, offset - 25)})}, "newer"),
-    h("button", {disabled: offset + d.versions.length >= d.total, onclick: () => go("versions", {run, offset: offset + 25})}, "older")));
+    h("button", {disabled: offset <= 0, onclick: () => go("versions", {run, offset: Math.max(0, offset - 20)})}, "newer"),
+    h("button", {disabled: offset + d.versions.length >= d.total, onclick: () => go("versions", {run, offset: offset + 20})}, "older")));
   const tags = Object.entries(d.tags);
   main.append(h("h3", {}, "Tags"), tags.length ? h("div", {class: "kv", id: "tags"}, tags.map(([t, v]) => h("span", {}, h("b", {}, t), ` → version ${v} `,
     h("button", {onclick: () => setAsOf(run, t)}, "view as of")))) : h("div", {class: "muted"}, "none (artstore tag RUN NAME makes one)"));
