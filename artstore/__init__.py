@@ -1,7 +1,20 @@
 """artstore: a versioned Lance/Arrow store for agent-RL runs, with OpenPipe ART's user API."""
 
-from artstore.art.model import Model, TrainableModel
+from artstore.art.model import Model
+from artstore.art.retry import retry
+from artstore.art.trainable import TrainableModel
 from artstore.art.training import Backend, TrainConfig
+from artstore.art.types import (
+    LocalTrainResult,
+    LoRAConfig,
+    Message,
+    MessageOrChoice,
+    Messages,
+    MessagesAndChoices,
+    Tools,
+    TrainResult,
+    TrainSFTConfig,
+)
 from artstore.checkpoints.retention import (
     Decision,
     Ema,
@@ -22,19 +35,28 @@ from artstore.errors import (
     CheckpointError,
     CommitConflictError,
     ImportFormatError,
+    InferenceUnavailableError,
     InvalidNameError,
+    ModelNotRegisteredError,
     RetentionError,
     RunNotFoundError,
     SchemaVersionError,
     SqlError,
     StorageError,
     StoreNotFoundError,
+    UnsupportedError,
     ValidationError,
     VersionNotFoundError,
 )
 from artstore.log.commit import LogRecord
 from artstore.read.run import Run
 from artstore.read.store import Store, open_store
+from artstore.records.gather import (
+    gather_trajectories,
+    gather_trajectory_groups,
+    trajectory_group_batches,
+)
+from artstore.records.metrics_builder import MetricsBuilder
 from artstore.records.trajectory import (
     Choice,
     History,
@@ -56,4 +78,8 @@ __all__ = [
     "Policy", "Window",
     # training tokens
     "shard_range",
+    # ART 0.5.23's front end
+    "InferenceUnavailableError", "LoRAConfig", "LocalTrainResult", "Message", "MessageOrChoice", "Messages",
+    "MessagesAndChoices", "MetricsBuilder", "ModelNotRegisteredError", "Tools", "TrainResult", "TrainSFTConfig",
+    "UnsupportedError", "gather_trajectories", "gather_trajectory_groups", "retry", "trajectory_group_batches",
 ]

@@ -5,11 +5,12 @@
 
 The step's sequences come from the store (`tokens.lance`, written by `trainer.tokenize_step`)
 through `TokenLoader`, which reads them a batch of sequences at a time (prefetched in a thread,
-pinned and copied asynchronously on a GPU). Each batch it yields is a `PackedBatch`: whole sequences packed back to back into rows
-(no padding between them), kept apart by a block-diagonal causal mask, with each sequence's
-advantage and its sampler logprobs on its tokens. For every batch (a micro-batch):
+pinned and copied asynchronously on a GPU). Each batch it yields is a `PackedBatch`: whole
+sequences packed back to back into rows (no padding between them), kept apart by variable-length
+attention (`trainer.attention`: segment bounds, no mask), with each sequence's advantage and its
+sampler logprobs on its tokens. For every batch (a micro-batch):
 
-1. forward with the packed mask -> token logprobs of the policy (the adapter on);
+1. forward on the packed rows -> token logprobs of the policy (the adapter on);
 2. with `beta > 0`, the same forward with the adapter off (the base model: the reference policy,
    no gradient) for the KL penalty;
 3. GRPO loss: clipped ratio against the sampler's logprobs (ratio 1 where they are unknown),
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 import artstore as art
+from trainer.attention import use_varlen_attention
 from trainer.loader import TokenLoader, pack_rows
 from trainer.lora import trainable_parameters, with_adapter_disabled
 from trainer.loss import grpo_loss, token_logprobs
@@ -83,15 +85,11 @@ def batch_loss(
     *,
     beta: float = 0.0,
     clip_epsilon: float = 0.2,
-    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO loss of one packed batch (mean over its trainable tokens) and its stats. With
     `beta` > 0 the reference logprobs come from the same model with the adapter disabled."""
-    inputs = dict(
-        input_ids=batch.input_ids,
-        position_ids=batch.position_ids,
-        attention_mask=batch.attention_mask(dtype),
-    )
+    use_varlen_attention(model)
+    inputs = batch.model_inputs()
     ref = None
     if beta > 0:
         with torch.no_grad(), with_adapter_disabled(model):
@@ -125,7 +123,6 @@ def train_step(
         group["lr"] = learning_rate
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    dtype = next(model.parameters()).dtype
     totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
     num_tokens = num_trainable = num_batches = 0
 
@@ -135,7 +132,7 @@ def train_step(
         num_batches += 1
         if n == 0:
             continue
-        loss, stats = batch_loss(model, batch, beta=beta, clip_epsilon=clip_epsilon, dtype=dtype)
+        loss, stats = batch_loss(model, batch, beta=beta, clip_epsilon=clip_epsilon)
         (loss * n).backward()  # a token-weighted sum; divided by the step's count below
         num_trainable += n
         totals["loss"] += float(loss.detach()) * n

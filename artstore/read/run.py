@@ -36,6 +36,7 @@ from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.step_summary import StepSummary
 from artstore.records.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
+from artstore.records.metric_names import with_current_names
 from artstore.records.trajectory import TrajectoryGroup
 from artstore.schema import arrow_schema
 from artstore.storage import Location, compaction, files, tables
@@ -131,7 +132,9 @@ class Run:
         return self._metrics(self.logs(as_of))
 
     def _metrics(self, committed: pa.Table) -> pa.Table:
-        return self._visible("metrics", committed, columns=["log_id", "step", "split", "name", "value", "recorded_at"])
+        # 0.5.9's names read as 0.5.23's (a read-time mapping: stores are never rewritten)
+        return with_current_names(self._visible("metrics", committed,
+                                                columns=["log_id", "step", "split", "name", "value", "recorded_at"]))
 
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
@@ -154,7 +157,8 @@ class Run:
         """Per-step sums and counts of every metric at the run's latest version (or `as_of`), kept
         in memory per version: repeated calls cost one manifest read (see `artstore.read.step_summary`)."""
         return step_summary.load(self.table_location("logs"),
-                                 lambda committed: self._visible("metrics", committed, columns=["step", "name", "value"]),
+                                 lambda committed: with_current_names(
+                                     self._visible("metrics", committed, columns=["step", "name", "value"])),
                                  *_as_of_args(as_of))
 
     def _step_means(self, metric: str, as_of: AsOf = None) -> dict[int, float]:
