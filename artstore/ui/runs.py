@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from artstore import Store
 from artstore.ui import jsonable
@@ -88,10 +89,10 @@ router = APIRouter()
 
 
 @router.get("/api/runs")
-def get_runs(request: Request) -> dict[str, Any]:
-    return table(request.app.state.store)
+def get_runs(request: Request) -> JSONResponse:
+    return jsonable.reply(table(request.app.state.store))
 
 
 @router.get("/api/runs/sizes")
-def get_sizes(request: Request) -> dict[str, int]:
-    return sizes(request.app.state.store)
+def get_sizes(request: Request) -> JSONResponse:
+    return jsonable.reply(sizes(request.app.state.store))

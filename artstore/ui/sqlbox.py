@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from artstore import Store
@@ -43,5 +44,5 @@ router = APIRouter()
 
 
 @router.post("/api/sql")
-def post_sql(request: Request, body: SqlRequest) -> dict[str, Any]:
-    return run_query(request.app.state.store, body.query, body.run, body.as_of)
+def post_sql(request: Request, body: SqlRequest) -> JSONResponse:
+    return jsonable.reply(run_query(request.app.state.store, body.query, body.run, body.as_of))

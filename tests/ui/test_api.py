@@ -109,9 +109,12 @@ def test_time_travel_reads_the_run_as_of_a_version_and_a_tag(client):
     model.run.tag("three-steps", model.run.versions()[2]["version"])
     log_steps(model, range(4, 6), ["s-1"])
     versions = c.get("/api/versions", params={"run": RUN}).json()
-    assert versions["tags"] == {"three-steps": 3} and versions["versions"][0]["latest_step"] == 5
+    assert versions["tags"] == {"three-steps": 3}
+    newest = c.get("/api/versions/held", params={"run": RUN, "version": versions["versions"][0]["version"]}).json()
+    assert newest["latest_step"] == 5 and newest["logs"] == 6
     tagged = next(v for v in versions["versions"] if v["tags"] == ["three-steps"])
-    assert tagged["logs"] == 3 and tagged["latest_step"] == 2 and tagged["last_log"].startswith("val step 2")
+    held = c.get("/api/versions/held", params={"run": RUN, "version": tagged["version"]}).json()
+    assert held["logs"] == 3 and held["latest_step"] == 2 and held["last_log"].startswith("val step 2")
     now = c.get("/api/series", params={"run": RUN, "metric": "val/reward"}).json()
     then = c.get("/api/series", params={"run": RUN, "metric": "val/reward", "as_of": "three-steps"}).json()
     assert now["steps"] == list(range(6)) and then["steps"] == [0, 1, 2]

@@ -110,6 +110,7 @@ function dataTable(columns, rows, opts = {}) {
   }
   draw();
   wrap.setFilter = f => { filter = f; draw(); };
+  wrap.redraw = draw;
   return wrap;
 }
 
