@@ -220,7 +220,12 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
         else:
             lines.append(f"| {r['page']} | | | {r['base_median'] * 1000:,.1f} ms | | |")
     slowest = max((r for r in rows if "median" in r), key=lambda r: r["median"])
-    lines += ["", f"Slowest page (median): {slowest['page']}, {slowest['median'] * 1000:,.0f} ms."]
+    lines += ["", f"Slowest page (median): {slowest['page']}, {slowest['median'] * 1000:,.0f} ms.", "",
+              "Notes:",
+              "- Runs' sizes list every file of a run (`Run.size_bytes()`); the page shows the table first and "
+              "fills sizes in when they come.",
+              "- Not measured: the browser's own work (the page scripts, and plotly.min.js, 4.8 MB, loaded once on "
+              "the first chart)."]
     return "\n".join(lines) + "\n"
 
 
