@@ -142,3 +142,17 @@ def test_runs_table_status_and_json_safety():
     assert runs.status(now - timedelta(hours=3), 1, now) == "saving"
     assert jsonable.value([("a", math.nan), ("b", 1.5)]) == {"a": None, "b": 1.5}
     assert jsonable.value({"t": now, "x": [math.inf, 2]}) == {"t": "2026-12-06T12:00:00+00:00", "x": [None, 2]}
+
+
+def test_runs_table_has_a_column_per_config_key_that_differs_between_runs(tmp_path):
+    if not hasattr(art.Run, "config"):
+        pytest.skip("this artstore does not store run configurations yet (Model(config=...))")
+    for name, lr in (("lr-small", 5e-6), ("lr-large", 2e-5)):
+        model = art.Model(name=name, project="proj", base_path=str(tmp_path), report_metrics=[],
+                          config={"learning_rate": lr, "seed": 7})
+        model.log_sync([art.TrajectoryGroup([tool_call_trajectory(0.5)])], split="val", step=0)
+    got = runs.table(art.open_store(str(tmp_path)))
+    assert "model.learning_rate" in got["columns"] and "model.seed" not in got["columns"]
+    by_run = {r["model"]: r for r in got["rows"]}
+    assert by_run["lr-small"]["model.learning_rate"] == 5e-6 and by_run["lr-large"]["model.learning_rate"] == 2e-5
+    assert by_run["lr-small"]["config"] == {"model.learning_rate": 5e-6, "model.seed": 7}

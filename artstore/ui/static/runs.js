@@ -7,7 +7,7 @@ PAGES.runs = async (main) => {
   const sizes = {};
   const selected = new Set();
   const columns = data.columns.map(c => ({
-    key: c, num: typeof (data.rows.find(r => r[c] !== null && r[c] !== undefined) || {})[c] === "number",
+    key: c, num: typeof (data.rows.find(r => r[c] !== null && r[c] !== undefined) || {})[c] === "number", wrap: c === "config",
     render: c === "model" ? r => h("a", {href: "#rollouts?" + qs({run: r.run})}, r.model)
           : c === "status" ? r => h("span", {class: "badge " + r.status}, r.status) : null,
   }));
@@ -20,16 +20,12 @@ PAGES.runs = async (main) => {
     h("a", {href: "#charts?" + qs({runs: r.run})}, "charts"), " · ",
     h("a", {href: "#checkpoints?" + qs({run: r.run})}, "checkpoints"), " · ",
     h("a", {href: "#versions?" + qs({run: r.run})}, "versions"))});
-  let table = dataTable(columns, data.rows, {sortKey: "project"});
+  const table = dataTable(columns, data.rows, {sortKey: "project"});
   const filter = h("input", {id: "runs-filter", type: "search", placeholder: "filter runs", oninput: () => table.setFilter(filter.value)});
   main.append(
     h("div", {class: "controls"}, filter,
       h("button", {class: "primary", id: "chart-selected", onclick: () => go("charts", {runs: [...selected].join(",") || RUNS.join(",")})}, "Chart selected runs"),
       h("span", {class: "muted"}, `${data.rows.length} runs in ${data.store}`)),
     table);
-  api("/api/runs/sizes").then(s => {
-    Object.assign(sizes, s);
-    const fresh = dataTable(columns, data.rows, {sortKey: "project"});
-    table.replaceWith(fresh); table = fresh; table.setFilter(filter.value);
-  }).catch(e => main.append(errorBox(e)));
+  api("/api/runs/sizes").then(s => { Object.assign(sizes, s); table.redraw(); }).catch(e => main.append(errorBox(e)));
 };
