@@ -120,6 +120,9 @@ def test_time_travel_reads_the_run_as_of_a_version_and_a_tag(client):
     assert now["steps"] == list(range(6)) and then["steps"] == [0, 1, 2]
     steps = c.get("/api/rollouts/steps", params={"run": RUN, "as_of": "3"}).json()["splits"]["val"]
     assert [s["step"] for s in steps] == [0, 1, 2]
+    query = {"query": "SELECT max(step) FROM trajectories"}
+    assert c.post("/api/sql", json=query).json()["rows"] == [[5]]
+    assert c.post("/api/sql", json={**query, "as_of": {RUN: "three-steps"}}).json()["rows"] == [[2]]
 
 
 def test_checkpoints_show_ranks_and_the_plan_without_deleting(client, tmp_path):

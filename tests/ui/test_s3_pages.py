@@ -12,7 +12,7 @@ from tests.conftest import tool_call_trajectory
 from tests.ui.browse import drawn_lines, traces, visit
 from tests.ui.conftest import serving
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
 def test_pages_of_a_store_in_a_bucket(s3_bucket, page, tmp_path):

@@ -16,7 +16,9 @@ PAGES.sql = async (main, params) => {
     box, h("div", {class: "controls"}, h("button", {class: "primary", id: "sql-run", onclick: runQuery}, "Run"),
       h("select", {onchange: e => { box.value = e.target.value; }}, h("option", {value: box.value}, "examples…"), EXAMPLES.map(q => h("option", {value: q}, q.slice(0, 90))))));
   if (!params.get("q")) return;
-  const [d, Plotly] = await Promise.all([api("/api/sql", {query: params.get("q")}), plotly()]);
+  const asof = asOfMap();  // runs viewed as of a version or tag are queried as of it too
+  if (Object.keys(asof).length) main.append(h("div", {class: "note"}, "Queried as of: " + Object.entries(asof).map(([r, v]) => `${r}@${v}`).join(", ")));
+  const [d, Plotly] = await Promise.all([api("/api/sql", {query: params.get("q"), as_of: asof}), plotly()]);
   const cols = d.columns;
   main.append(h("div", {class: "muted", id: "sql-count"}, `${d.total} rows` + (d.truncated ? ` (first ${d.rows.length} shown)` : "")));
   const numeric = cols.filter(c => c.kind === "number").map(c => c.name);
