@@ -39,6 +39,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ("dense mask", "varlen")
 TITLE = "Packed-row memory, dense mask vs varlen attention"
+NOTES = """What it shows: the dense mask's memory grows with T^2 (a [T, T] float32 mask plus its boolean
+intermediates while it is built), the varlen path's with T (activations and logits; attention runs
+per sequence in SDPA's fused causal kernel, which keeps no [n, n] scores even for the 16k-token
+sequence). The varlen rows also skip the attention work across sequences, hence the shorter times
+(timings on a shared, loaded machine: compare within a run). Before = `PackedBatch.attention_mask()`
+into the model's SDPA, as `trainer.loop` did before issue 14; after = `PackedBatch.model_inputs()`
+on `trainer.attention.VARLEN`, as it does now."""
 
 
 def row_lengths(tokens: int, shortest: int = 512) -> list[int]:
@@ -169,7 +176,7 @@ def write_section(path: Path, device: str, report: str) -> None:
     """Replace (or append) this device's section of `path` between its BEGIN/END markers."""
     name = "packing_memory" if device == "cpu" else f"packing_memory_{device.split(':')[0]}"
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    section = f"{begin}\n## {TITLE}, {device}: `benchmarks/packing_memory.py`\n\n{report}\n{end}\n"
+    section = f"{begin}\n## {TITLE}, {device}: `benchmarks/packing_memory.py`\n\n{report}\n\n{NOTES}\n{end}\n"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)

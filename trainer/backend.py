@@ -61,6 +61,9 @@ class LocalBackend:
     out of training and counted); `batch_size`: sequences per micro-batch. `clip_epsilon`,
     `max_grad_norm`, `scale_rewards` (divide advantages by the group's std) are the GRPO
     settings; `dev_config` keys of the same names override them per `train()` call.
+
+    Under torchrun (`trainer.distributed`), rank 0 calls `model.train` and the other ranks
+    `train_shard`: every rank trains its shard of the step, rank 0 alone logs and saves.
     """
 
     def __init__(
