@@ -30,6 +30,7 @@ import torch
 
 import artstore as art
 from trainer.checkpoint import load_latest_checkpoint, save_checkpoint
+from trainer.distributed import is_main, on_main
 from trainer.loop import make_optimizer, step_batches, train_step
 from trainer.lora import add_lora
 from trainer.tiny import load_model_and_tokenizer
@@ -60,6 +61,9 @@ class LocalBackend:
     out of training and counted); `batch_size`: sequences per micro-batch. `clip_epsilon`,
     `max_grad_norm`, `scale_rewards` (divide advantages by the group's std) are the GRPO
     settings; `dev_config` keys of the same names override them per `train()` call.
+
+    Under torchrun (`trainer.distributed`), rank 0 calls `model.train` and the other ranks
+    `train_shard`: every rank trains its shard of the step, rank 0 alone logs and saves.
     """
 
     def __init__(
@@ -116,6 +120,17 @@ class LocalBackend:
         metrics = await asyncio.to_thread(self._train_step, model, policy, config, dev_config, verbose)
         yield metrics
 
+    async def train_shard(self, model: art.TrainableModel) -> dict[str, float]:
+        """Under torchrun, on every rank but 0: train this rank's shard of the step rank 0 is
+        training. Rank 0 calls `model.train(groups, config)` (it alone logs, tokenizes and saves,
+        and its config holds for all ranks); each other rank calls this once per such call.
+        Returns the step's metrics, the ones rank 0 logs."""
+        if is_main():
+            raise art.BackendError("rank 0 trains with `await model.train(groups)`; train_shard() is "
+                                   "what the other ranks call meanwhile")
+        policy = self.policy_of(model)
+        return await asyncio.to_thread(self._train_step, model, policy, art.TrainConfig(), {}, False)
+
     async def _delete_checkpoint_files(self, model: art.TrainableModel, steps_to_keep: list[int]) -> None:
         """Delete the files of every ready checkpoint whose step is not in `steps_to_keep`; rows
         stay as they are (retention marks them). Checkpoints still saving are never touched."""
@@ -170,21 +185,29 @@ class LocalBackend:
                     dev_config: dict[str, Any], verbose: bool) -> dict[str, float]:
         settings = {**self.defaults, **{k: v for k, v in dev_config.items() if k in self.defaults}}
         run = model.run
-        step = run.latest_checkpoint_step() or 0
+
+        def tokenize() -> tuple:  # on rank 0 only; every rank gets what it returns (and its settings)
+            step = run.latest_checkpoint_step() or 0
+            tokens = tokenize_step(run, policy.tokenizer, step, scale_by_std=settings["scale_rewards"],
+                                   max_length=self.row_length)
+            tokenized = f"{tokens.num_sequences} sequences ({tokens.skipped_groups} groups without signal skipped)"
+            return step, tokens.version, tokenized, config, settings
+
+        step, version, tokenized, config, settings = on_main(tokenize)
         if step != policy.step:  # another process trained this run meanwhile: catch up
             policy.step = load_latest_checkpoint(run, policy.model, policy.optimizer) or 0
-        tokens = tokenize_step(run, policy.tokenizer, step, scale_by_std=settings["scale_rewards"],
-                               max_length=self.row_length)
         batches = step_batches(run, step, device=self.device, pad_token_id=policy.tokenizer.pad_token_id,
-                               row_length=self.row_length, batch_size=self.batch_size, version=tokens.version)
+                               row_length=self.row_length, batch_size=self.batch_size, version=version)
         result = train_step(policy.model, policy.optimizer, batches, learning_rate=config.learning_rate,
                             beta=config.beta, clip_epsilon=settings["clip_epsilon"],
                             max_grad_norm=settings["max_grad_norm"])
-        save_checkpoint(run, policy.model, step + 1, base_model=policy.base_model, optimizer=policy.optimizer)
+        on_main(lambda: save_checkpoint(run, policy.model, step + 1, base_model=policy.base_model,
+                                        optimizer=policy.optimizer).step)
+        if not is_main():  # rank 0 saved it: load it, so every rank holds the stored adapter
+            load_latest_checkpoint(run, policy.model, policy.optimizer)
         policy.step = step + 1
-        if verbose:
-            log.info("step %d: %d sequences (%d groups without signal skipped), %s", step,
-                     tokens.num_sequences, tokens.skipped_groups, result)
+        if verbose and is_main():
+            log.info("step %d: %s, %s", step, tokenized, result)
         metrics = {
             "loss/train": result.loss,
             "loss/grad_norm": result.grad_norm,

@@ -18,7 +18,10 @@ sampler logprobs on its tokens. For every batch (a micro-batch):
 
 Gradients are accumulated over all micro-batches and divided by the step's trainable token
 count (so the update is the mean over every trainable token of the step, however it was split),
-clipped to `max_grad_norm`, and applied once by AdamW at `learning_rate`.
+clipped to `max_grad_norm`, and applied once by AdamW at `learning_rate`. Under torchrun each rank
+trains its own shard; the gradient sums, token counts and loss sums are summed across ranks in
+one collective before the division, so N ranks make the update one process makes (float
+rounding aside), and ranks with unequal numbers of micro-batches never wait on each other.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 
 import artstore as art
 from trainer.attention import use_varlen_attention
+from trainer.distributed import all_reduce_sum_, rank_world
 from trainer.loader import TokenLoader, pack_rows
 from trainer.lora import trainable_parameters, with_adapter_disabled
 from trainer.loss import grpo_loss, token_logprobs
@@ -39,7 +43,8 @@ from trainer.packing import PackedBatch
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one training step did. Losses are means over the step's trainable tokens."""
+    """What one training step did. Losses are means over the step's trainable tokens; under
+    torchrun, every figure is the whole step's (all ranks), the same on every rank."""
 
     loss: float
     policy_loss: float
@@ -66,10 +71,12 @@ def step_batches(
     split: str = "train",
 ) -> TokenLoader:
     """The step's training sequences from the store, `batch_size` sequences per micro-batch,
-    each packed into rows of `row_length` tokens, on `device`. One process reads them all
-    (rank 0 of 1); `version` pins the tokens table version read."""
+    each packed into rows of `row_length` tokens, on `device`: this rank's contiguous shard of
+    them under torchrun (`trainer.distributed`), all of them in one process. `version` pins the
+    tokens table version read (give every rank the same one)."""
+    rank, world_size = rank_world()
     return TokenLoader(
-        run, step, batch_size, device, rank=0, world_size=1, split=split, version=version,
+        run, step, batch_size, device, rank=rank, world_size=world_size, split=split, version=version,
         pack=pack_rows(row_length, pad_token_id),
     )  # fmt: skip
 
@@ -139,11 +146,22 @@ def train_step(
         for k in ("policy_loss", "kl", "clip_fraction"):
             totals[k] += stats[k] * n
 
+    # Sum across ranks (no-op in one process): every rank then holds the step's global sums.
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    device = params[0].device if params else torch.device("cpu")
+    counts = torch.tensor([num_tokens, num_trainable, num_batches, *totals.values()], dtype=torch.float64,
+                          device=device)
+    all_reduce_sum_(grads)
+    all_reduce_sum_([counts])
+    num_tokens, num_trainable, num_batches = (int(x) for x in counts[:3].tolist())
+    totals = dict(zip(totals, counts[3:].tolist(), strict=True))
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+
     grad_norm = 0.0
     if num_trainable:
         for p in params:
-            if p.grad is not None:
-                p.grad.div_(num_trainable)
+            p.grad.div_(num_trainable)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
