@@ -1,25 +1,21 @@
 """artstore: a versioned Lance/Arrow store for agent-RL runs, with OpenPipe ART's user API."""
 
-from artstore.checkpoints import Checkpoint
-from artstore.errors import (
-    ArtstoreError,
-    BackendError,
-    CheckpointError,
-    CommitConflictError,
-    ImportFormatError,
-    InvalidNameError,
-    RetentionError,
-    RunNotFoundError,
-    SchemaVersionError,
-    SqlError,
-    StorageError,
-    StoreNotFoundError,
-    ValidationError,
-    VersionNotFoundError,
+from artstore.art.model import Model
+from artstore.art.retry import retry
+from artstore.art.trainable import TrainableModel
+from artstore.art.training import Backend, TrainConfig
+from artstore.art.types import (
+    LocalTrainResult,
+    LoRAConfig,
+    Message,
+    MessageOrChoice,
+    Messages,
+    MessagesAndChoices,
+    Tools,
+    TrainResult,
+    TrainSFTConfig,
 )
-from artstore.model import Model, TrainableModel
-from artstore.records import Choice, History, PydanticException, Trajectory, TrajectoryGroup
-from artstore.retention import (
+from artstore.checkpoints.retention import (
     Decision,
     Ema,
     KeepBest,
@@ -32,10 +28,43 @@ from artstore.retention import (
     Policy,
     Window,
 )
-from artstore.store import Run, Store, open_store
+from artstore.checkpoints.table import Checkpoint
+from artstore.errors import (
+    ArtstoreError,
+    BackendError,
+    CheckpointError,
+    CommitConflictError,
+    ImportFormatError,
+    InferenceUnavailableError,
+    InvalidNameError,
+    ModelNotRegisteredError,
+    RetentionError,
+    RunNotFoundError,
+    SchemaVersionError,
+    SqlError,
+    StorageError,
+    StoreNotFoundError,
+    UnsupportedError,
+    ValidationError,
+    VersionNotFoundError,
+)
+from artstore.log.commit import LogRecord
+from artstore.read.run import Run
+from artstore.read.store import Store, open_store
+from artstore.records.gather import (
+    gather_trajectories,
+    gather_trajectory_groups,
+    trajectory_group_batches,
+)
+from artstore.records.metrics_builder import MetricsBuilder
+from artstore.records.trajectory import (
+    Choice,
+    History,
+    PydanticException,
+    Trajectory,
+    TrajectoryGroup,
+)
 from artstore.tokens import shard_range
-from artstore.training import Backend, TrainConfig
-from artstore.writer import LogRecord
 
 __version__ = "0.1.0"
 
@@ -49,4 +78,8 @@ __all__ = [
     "Policy", "Window",
     # training tokens
     "shard_range",
+    # ART 0.5.23's front end
+    "InferenceUnavailableError", "LoRAConfig", "LocalTrainResult", "Message", "MessageOrChoice", "Messages",
+    "MessagesAndChoices", "MetricsBuilder", "ModelNotRegisteredError", "Tools", "TrainResult", "TrainSFTConfig",
+    "UnsupportedError", "gather_trajectories", "gather_trajectory_groups", "retry", "trajectory_group_batches",
 ]

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from artstore.art_export import export_art
-from artstore.art_format import FORMAT_VERSIONS
-from artstore.art_import import RunPlan, apply_import, plan_import
+from artstore.art.exporter import export_art
+from artstore.art.format import FORMAT_VERSIONS
+from artstore.art.importer import RunPlan, apply_import, plan_import
 from artstore.cli.common import (
     StorageOption,
     StoreOption,

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from artstore.errors import ArtstoreError, InvalidNameError, RunNotFoundError, StoreNotFoundError
-from artstore.store import Run, Store, open_store
+from artstore.read.run import Run
+from artstore.read.store import Store, open_store
 
 console = Console()
 err_console = Console(stderr=True)

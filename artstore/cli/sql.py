@@ -11,7 +11,7 @@ import typer
 
 from artstore.cli.common import StorageOption, StoreOption, err_console, get_store, handle_errors
 from artstore.cli.output import Format, FormatOption, OutputOption, render
-from artstore.sql import VIEWS, named_parameters, versions_read
+from artstore.read.sql import VIEWS, named_parameters, versions_read
 
 _INT = re.compile(r"-?[0-9]+")
 _FLOAT = re.compile(r"-?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|-?[0-9]+[eE][-+]?[0-9]+")

@@ -121,7 +121,7 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
     Cheap when there is nothing to do: it opens the dataset and counts rows per fragment. Cleanup
     reads every manifest inside the window, so it runs only when `cleanup_due` (after a compaction,
     at most once per CLEANUP_EVERY_FRACTION_OF_RETENTION of the window; `log()` runs it in the
-    background: `artstore.upkeep`). Safe beside concurrent writers (compaction commits like any
+    background: `artstore.log.upkeep`). Safe beside concurrent writers (compaction commits like any
     writer; cleanup keeps the files of versions inside the window and unverified new files).
     `force` compacts everything to the largest size and cleans up now.
     """

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pydantic
 import pydantic_core
 
-from artstore.records import ROLES, Choice
+from artstore.records.trajectory import ROLES, Choice
 
 # The message fields, in schema order; the trajectories table stores each as `message_{field}`.
 FIELDS = ("role", "content", "content_parts", "name", "tool_calls", "tool_call_id", "refusal", "trainable",

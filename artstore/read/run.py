@@ -1,8 +1,8 @@
-"""Store and Run: where runs live, and the read API (with time travel).
+"""Run: one run's read API (with time travel), a facade over the services that do the work.
 
 A run lives at `{store}/{project}/models/{name}/`, one Lance dataset per table. Readers see only
-rows of committed log calls (see `writer`), so every read is all-or-nothing per log call.
-`as_of` takes a version of the run (its `logs` table version), a tag, or a datetime.
+rows of committed log calls (see `artstore.log.commit`), so every read is all-or-nothing per log
+call. `as_of` takes a version of the run (its `logs` table version), a tag, or a datetime.
 """
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from artstore import pruning, step_summary, upkeep
-from artstore.checkpoints import Checkpoint, CheckpointTable, checkpoint_dir_name
-from artstore.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
+from artstore.checkpoints import pruning
+from artstore.checkpoints.retention import Plan, Policy, best, rank
+from artstore.checkpoints.table import Checkpoint, CheckpointTable, checkpoint_dir_name
 from artstore.errors import (
     CheckpointError,
     RetentionError,
@@ -29,18 +28,22 @@ from artstore.errors import (
     StorageError,
     ValidationError,
 )
+from artstore.log import upkeep
+from artstore.log.visibility import committed_logs, read_visible
 from artstore.names import check_segment, sql_quote
-from artstore.records import TrajectoryGroup
-from artstore.retention import Plan, Policy, best, rank
+from artstore.read import step_summary
+from artstore.read.as_of import AsOf
+from artstore.read.as_of import as_of_args as _as_of_args
+from artstore.read.step_summary import StepSummary
+from artstore.records.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
+from artstore.records.metric_names import with_current_names
+from artstore.records.trajectory import TrajectoryGroup
 from artstore.schema import arrow_schema
-from artstore.step_summary import StepSummary
 from artstore.storage import Location, compaction, files, tables
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
-from artstore.visibility import committed_logs, read_visible
-from artstore.writer import DEFAULT_RETENTION
 
-AsOf = int | str | datetime | None
-
+if TYPE_CHECKING:
+    from artstore.read.store import Store
 
 def _filter(split: str | None, step: int | None) -> str | None:
     parts = []
@@ -129,7 +132,9 @@ class Run:
         return self._metrics(self.logs(as_of))
 
     def _metrics(self, committed: pa.Table) -> pa.Table:
-        return self._visible("metrics", committed, columns=["log_id", "step", "split", "name", "value", "recorded_at"])
+        # 0.5.9's names read as 0.5.23's (a read-time mapping: stores are never rewritten)
+        return with_current_names(self._visible("metrics", committed,
+                                                columns=["log_id", "step", "split", "name", "value", "recorded_at"]))
 
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
@@ -150,8 +155,11 @@ class Run:
 
     def step_summary(self, as_of: AsOf = None) -> StepSummary:
         """Per-step sums and counts of every metric at the run's latest version (or `as_of`), kept
-        in memory per version: repeated calls cost one manifest read (see `artstore.step_summary`)."""
-        return step_summary.load(self, *_as_of_args(as_of))
+        in memory per version: repeated calls cost one manifest read (see `artstore.read.step_summary`)."""
+        return step_summary.load(self.table_location("logs"),
+                                 lambda committed: with_current_names(
+                                     self._visible("metrics", committed, columns=["step", "name", "value"])),
+                                 *_as_of_args(as_of))
 
     def _step_means(self, metric: str, as_of: AsOf = None) -> dict[int, float]:
         scores = self.step_summary(as_of).means(metric)
@@ -286,7 +294,7 @@ class Run:
         all ranks, and differ in size by at most one row (`artstore.shard_range`)."""
         return self.tokens_table().batches(step, split, columns, batch_size, rank, world_size, version)
 
-    # -- retention (see artstore.retention and artstore.pruning) -----------------------------
+    # -- retention (see artstore.checkpoints.retention and artstore.checkpoints.pruning) -----------------------------
     def pin_checkpoint(self, step: int, note: str | None = None) -> None:
         """Keep the checkpoint of `step` under every retention policy until unpinned."""
         c = self.checkpoints_table().get(step)
@@ -358,64 +366,3 @@ class Run:
         """Compact every table and drop versions older than the store's retention window."""
         return {t: compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
                 for t in self.store.table_names(self)}
-
-
-def _as_of_args(as_of: AsOf) -> tuple[int | str | None, datetime | None]:
-    if as_of is None:
-        return None, None
-    if isinstance(as_of, datetime):
-        if as_of.tzinfo is None:
-            raise ValidationError("as_of", "datetime must be timezone-aware (UTC)")
-        return None, as_of
-    if isinstance(as_of, bool) or not isinstance(as_of, (int, str)):
-        raise ValidationError("as_of", f"must be a version number, a tag or a datetime, got {type(as_of).__name__}")
-    return as_of, None
-
-
-class Store:
-    """A folder or bucket holding runs: `{uri}/{project}/models/{name}/`."""
-
-    def __init__(self, uri: str | os.PathLike[str] = ".art", storage_options: Mapping[str, Any] | None = None,
-                 retention: timedelta = DEFAULT_RETENTION):
-        self.location = Location.parse(uri, storage_options)
-        self.retention = retention
-
-    @property
-    def uri(self) -> str:
-        return self.location.uri
-
-    def __repr__(self) -> str:
-        return f"Store({self.location.uri!r})"
-
-    def run(self, project: str, name: str) -> Run:
-        """The run `project/name` (it need not exist yet; `Run.exists()` says)."""
-        return Run(self, project, name)
-
-    def runs(self, projects: list[str] | None = None) -> list[Run]:
-        """Every run in the store that has logged anything, sorted by project and name."""
-        found = []
-        for rel in files.glob(self.location, "*/models/*/logs.lance"):
-            project, _, name, _ = rel.split("/")
-            if projects is None or project in projects:
-                found.append(Run(self, project, name))
-        return sorted(found, key=lambda r: (r.project, r.name))
-
-    def sql(self, query: str, params: list[Any] | Mapping[str, Any] | None = None,
-            as_of: AsOf | Mapping[str, Any] = None, projects: list[str] | None = None) -> pa.Table:
-        """Run one read-only SELECT over views of every run (or of `projects`): runs, logs,
-        trajectories, groups, messages, metrics, history, checkpoints, tokens. `params` is a list for
-        `?` or a dict for `$name`; `as_of` a version, tag or datetime, or {"project/model": as_of}.
-        Anything but a SELECT raises SqlError. See `artstore.sql` for the views and guarantees."""
-        from artstore import sql  # imports duckdb, on first use only
-
-        return sql.query(self, query, params, as_of, projects)
-
-    def table_names(self, run: Run) -> list[str]:
-        """Tables present in `run` (e.g. trajectories, groups, metrics, logs, checkpoints)."""
-        return [n[: -len(".lance")] for n in files.list_dir(run.location) if n.endswith(".lance")]
-
-
-def open_store(uri: str | os.PathLike[str] = ".art", storage_options: Mapping[str, Any] | None = None,
-               retention: timedelta = DEFAULT_RETENTION) -> Store:
-    """Open the store at `uri` (a path, file://, s3:// or gs://). Nothing is created until a write."""
-    return Store(uri, storage_options, retention)

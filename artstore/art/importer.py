@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from artstore.art_format import (
+from artstore.art.format import (
     CANNOT_HOLD,
     TRAJECTORY_SUFFIXES,
     HistoryRow,
@@ -34,13 +34,13 @@ from artstore.art_format import (
     read_parquet_groups,
     sha256,
 )
-from artstore.encoding import encode_groups
 from artstore.errors import ImportFormatError, ValidationError
+from artstore.log.commit import write_log
 from artstore.names import check_segment
-from artstore.records import TrajectoryGroup
+from artstore.read.store import Store
+from artstore.records.encoding import encode_groups
+from artstore.records.trajectory import TrajectoryGroup
 from artstore.storage import Location, files
-from artstore.store import Store
-from artstore.writer import write_log
 
 ART_FILES_DIR = "art"  # the run's folder for ART's own files (model.json, state.json)
 ART_FILES = ("model.json", "state.json")

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from artstore.art_format import FORMAT_VERSIONS, history_line, write_parquet_groups
-from artstore.art_import import ART_FILES, ART_FILES_DIR
-from artstore.checkpoints import checkpoint_dir_name
+from artstore.art.format import FORMAT_VERSIONS, history_line, write_parquet_groups
+from artstore.art.importer import ART_FILES, ART_FILES_DIR
+from artstore.checkpoints.table import checkpoint_dir_name
 from artstore.errors import ValidationError
+from artstore.read.run import Run
 from artstore.storage import Location, files
-from artstore.store import Run
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 

@@ -38,18 +38,21 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from artstore import sql_runs
 from artstore.errors import InvalidNameError, RunNotFoundError, SqlError, ValidationError
 from artstore.names import check_segment
-from artstore.scan import GATED, LazyDataset, Query, view_schema
+from artstore.read import sql_runs
+from artstore.read.scan import GATED, LazyDataset, Query, view_schema
 from artstore.storage import tables
-from artstore.store import Run, Store
+
+if TYPE_CHECKING:  # the facade calls this service, never the other way
+    from artstore.read.run import Run
+    from artstore.read.store import Store
 
 VERSIONS_KEY = b"artstore.versions"
 STATIC = ("logs", *GATED, "checkpoints")  # tables with a schema file, registered for every run

@@ -1,7 +1,7 @@
 """Trajectories and groups <-> Arrow rows of the `trajectories` and `groups` tables.
 
 Typed columns hold what people query (role, content, tool calls, reward, metrics); a trajectory's
-messages are parallel `message_*` list columns (see `artstore.message_columns`), each message
+messages are parallel `message_*` list columns (see `artstore.records.message_columns`), each message
 keeping `raw`, the item as given minus its string content, so the round trip is exact. The
 trajectories table is built column by column; reading back parses JSON once per column.
 """
@@ -20,14 +20,14 @@ import pydantic
 import pydantic_core
 
 from artstore.errors import SchemaVersionError, ValidationError
-from artstore.message_columns import (
+from artstore.records.message_columns import (
     READ_COLUMNS,
     MessageColumns,
     decode_lists,
     decode_structs,
     dumps,
 )
-from artstore.records import (
+from artstore.records.trajectory import (
     History,
     PydanticException,
     Trajectory,

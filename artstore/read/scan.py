@@ -1,12 +1,12 @@
 """What one SQL query reads of a store: per-run snapshots and lazy Arrow datasets over Lance.
 
-`artstore.sql` registers a `LazyDataset` per run and table with DuckDB; a `Query` holds, for one
+`artstore.read.sql` registers a `LazyDataset` per run and table with DuckDB; a `Query` holds, for one
 `Store.sql` call, a `RunSnapshot` per run it touches:
 - the run's `logs` table is pinned first (at `as_of`, or latest), and every other table is opened
   after the pin, so it holds every row the pinned logs name (data rows commit before their logs row);
 - rows of the log-written tables pass only when their `write_id` is one the pinned logs name
   (the visibility semi-join, an Arrow `is_in` in the scan), unless row counts prove every row
-  visible: then no `write_id` is read (see `artstore.visibility`);
+  visible: then no `write_id` is read (see `artstore.log.visibility`);
 - the versions opened are recorded, so the result can say what it read.
 No DuckDB here: this is Arrow and the storage layer.
 """
@@ -17,16 +17,20 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 
 from artstore.errors import VersionNotFoundError
+from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, committed_logs, visible_mask
+from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.schema import arrow_schema
 from artstore.storage import tables
-from artstore.store import Run, Store, _as_of_args
-from artstore.visibility import GATE_COLUMNS, GATED, all_visible, committed_logs, visible_mask
+
+if TYPE_CHECKING:  # the facade calls this service, never the other way
+    from artstore.read.run import Run
+    from artstore.read.store import Store
 
 # (logs uri, version, time) -> the committed logs rows (GATE_COLUMNS)
 _COMMITTED: OrderedDict[tuple[str, int, str], pa.Table] = OrderedDict()
