@@ -54,6 +54,7 @@ from artstore.read.store import Store, open_store
 from artstore.records.gather import (
     gather_trajectories,
     gather_trajectory_groups,
+    trajectory,
     trajectory_group,
     trajectory_group_batches,
 )
@@ -82,6 +83,6 @@ __all__ = [
     # ART 0.5.23's front end
     "InferenceUnavailableError", "LoRAConfig", "LocalTrainResult", "Message", "MessageOrChoice", "Messages",
     "MessagesAndChoices", "MetricsBuilder", "ModelNotRegisteredError", "Tools", "TrainResult", "TrainSFTConfig",
-    "UnsupportedError", "gather_trajectories", "gather_trajectory_groups", "retry", "trajectory_group",
+    "UnsupportedError", "gather_trajectories", "gather_trajectory_groups", "retry", "trajectory", "trajectory_group",
     "trajectory_group_batches",
 ]
