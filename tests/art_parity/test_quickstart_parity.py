@@ -94,9 +94,10 @@ def in_attempt_order(group: dict) -> dict:
     awaitables in completion order, and rollouts that finish in the same event-loop turn are
     ordered by each library's scheduling; an exception's traceback runs through each library's own
     files, so only its last line (type and message) is compared (see docs/switching-from-art.md)."""
-    exceptions = [{**e, "traceback": e["traceback"].strip().splitlines()[-1]} for e in group["exceptions"]]
-    return {**group, "trajectories": sorted(group["trajectories"], key=lambda t: t["metadata"]["attempt"]),
-            "exceptions": exceptions}
+    out = {**group, "trajectories": sorted(group["trajectories"], key=lambda t: t["metadata"]["attempt"])}
+    if group.get("exceptions"):
+        out["exceptions"] = [{**e, "traceback": e["traceback"].strip().splitlines()[-1]} for e in group["exceptions"]]
+    return out
 
 
 def test_art_reads_an_artstore_export_as_it_reads_its_own_files(sides, tmp_path):
