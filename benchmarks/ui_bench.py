@@ -7,8 +7,8 @@ steps, each a log of PER_STEP tool-calling email-search rollouts (groups of 8, f
 benchmarks/synthetic.py: four template steps, rewards rescaled per step, so scenarios recur every
 4 steps), a val log every VAL_EVERY steps (8 groups of 8) and a checkpoint row every VAL_EVERY
 steps: 1,000 x 496 + 100 x 64 = 502,400 trajectories by default. Then starts the UI's server
-(uvicorn on 127.0.0.1, in this process) and times each page's API call over HTTP: the first call
-(cold: a new process, nothing cached) and the median of REPS more, beside the median of the
+(`artstore ui`, a process of its own on 127.0.0.1) and times each page's API call over HTTP: the
+first call (cold: a new server process, nothing cached) and the median of REPS more, beside the median of the
 Store.sql query (or Run call) a person would write for the same answer, in the same process.
 With --results FILE the figures and the command go into that file's section for this benchmark.
 """
@@ -21,7 +21,6 @@ import random
 import shutil
 import statistics
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -92,22 +91,26 @@ def build(root: Path, steps: int, per_step: int, val_every: int) -> dict[str, An
 
 
 # -- timing ---------------------------------------------------------------------------------------
-def _serve(store: Any) -> tuple[str, Any]:
+def _serve(store_uri: str) -> tuple[str, Any]:
+    """`artstore ui` in a process of its own, as a user starts it; (base URL, the process)."""
+    import os
     import socket
-
-    import uvicorn
-
-    from artstore.ui.server import create_app
+    import subprocess
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server
+    proc = subprocess.Popen([sys.executable, "-m", "artstore", "ui", "--store", store_uri, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, env={**os.environ, "LANCE_LOG": "error"})
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(base + "/api/store", timeout=1).close()
+            return base, proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("artstore ui did not start")
 
 
 def _get(url: str, body: dict[str, Any] | None = None) -> Any:
@@ -140,6 +143,7 @@ def pages(base: str, store: Any, reps: int) -> list[dict[str, Any]]:
     groups = _get(f"{base}/api/rollouts/groups?run={q(RUN)}&split=train&step={last}")["groups"]
     gid = groups[3]["group_id"]
     scenario = groups[3]["metadata"]["scenario_id"]
+    old = run.versions()[-30]["version"]
     pin = "project = $p AND model = $m"
     p = {"p": PROJECT, "m": NAME}
     cases = [
@@ -173,7 +177,9 @@ def pages(base: str, store: Any, reps: int) -> list[dict[str, Any]]:
                            "json_extract_string(metadata, '$.scenario_id') = $s GROUP BY step", {**p, "s": scenario})),
         ("checkpoints + retention plan", f"/api/checkpoints?run={q(RUN)}",
          lambda: (run.checkpoints(), run.retention_plan(art.Policy.art()))),
-        ("versions (newest 25)", f"/api/versions?run={q(RUN)}", lambda: run.versions()),
+        ("versions (newest 20)", f"/api/versions?run={q(RUN)}", lambda: run.versions()),
+        ("  what one version held", f"/api/versions/held?run={q(RUN)}&version={old}",
+         lambda: store.sql(f"SELECT count(*), max(step) FROM logs WHERE {pin}", p, as_of={RUN: old})),
         ("SQL box: mean train reward per step", "POST /api/sql",
          lambda: store.sql("SELECT step, avg(reward) FROM trajectories WHERE split = 'train' GROUP BY step ORDER BY step")),
     ]
@@ -201,8 +207,8 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
         f"{info['steps'] + info['steps'] // info['val_every']:,} log calls, a checkpoint row every {info['val_every']} "
         f"steps; {info['bytes'] / 2**20:,.0f} MiB on disk (every version kept). Built through `Model.log` in "
         f"{info['build_s']:,.0f} s ({info['model_log_s']:,.0f} s inside log).", "",
-        f"Each page's API call over HTTP to the UI's server (uvicorn, 127.0.0.1, same process): the first call (cold: "
-        f"nothing cached) and the median of {reps} more; beside it the median of the Store.sql query (or Run call) that "
+        f"Each page's API call over HTTP to `artstore ui` (its own process, 127.0.0.1): the first call (cold: "
+        f"a new server, nothing cached) and the median of {reps} more; beside it the median of the Store.sql query (or Run call) that "
         "gives the same answer, in the same process. Ratio = page / baseline.", "",
         "| page | first call | median | baseline (median) | ratio | JSON |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -214,7 +220,12 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
         else:
             lines.append(f"| {r['page']} | | | {r['base_median'] * 1000:,.1f} ms | | |")
     slowest = max((r for r in rows if "median" in r), key=lambda r: r["median"])
-    lines += ["", f"Slowest page (median): {slowest['page']}, {slowest['median'] * 1000:,.0f} ms."]
+    lines += ["", f"Slowest page (median): {slowest['page']}, {slowest['median'] * 1000:,.0f} ms.", "",
+              "Notes:",
+              "- Runs' sizes list every file of a run (`Run.size_bytes()`); the page shows the table first and "
+              "fills sizes in when they come.",
+              "- Not measured: the browser's own work (the page scripts, and plotly.min.js, 4.8 MB, loaded once on "
+              "the first chart)."]
     return "\n".join(lines) + "\n"
 
 
@@ -250,11 +261,12 @@ def main() -> None:
     import artstore as art
 
     store = art.open_store(str(args.out / "store"))
-    base, server = _serve(store)
+    base, server = _serve(store.uri)
     try:
         rows = pages(base, store, args.reps)
     finally:
-        server.should_exit = True
+        server.terminate()
+        server.wait(30)
     command = "python -m benchmarks.ui_bench " + " ".join(sys.argv[1:])
     text = report(info, rows, command, args.reps)
     print(text)

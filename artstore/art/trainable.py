@@ -49,7 +49,14 @@ class TrainableModel(Model):
     run_name: str = ""  # "" -> `name` (ART 0.5.23 requires it; see the module doc)
     lora_config: LoRAConfig | None = None
 
-    _cost_calculator: CostCalculator = pydantic.PrivateAttr(default=_no_costs)
+    _cost_calculator: CostCalculator | None = pydantic.PrivateAttr(default=None)  # None: no costs
+    # ART's unstable `_internal_config` (engine and serving settings): kept for the backend to read.
+    _internal_config: dict[str, Any] | None = pydantic.PrivateAttr(default=None)
+
+    def __init__(self, /, **data: Any) -> None:
+        internal = data.pop("_internal_config", None)
+        super().__init__(**data)
+        self._internal_config = internal
 
     @pydantic.model_validator(mode="after")
     def _default_run_name(self) -> TrainableModel:
@@ -93,12 +100,12 @@ class TrainableModel(Model):
     # -- costs ----------------------------------------------------------------------------------
     @property
     def cost_calculator(self) -> CostCalculator:
-        return self._cost_calculator
+        return self._cost_calculator or _no_costs
 
     def set_cost_calculator(self, calculator: CostCalculator | None) -> None:
         """`calculator(prompt_tokens, completion_tokens, cost_context) -> {"costs/...": usd}`;
         `record_completion_costs` adds its result to the active metrics builder."""
-        self._cost_calculator = calculator or _no_costs
+        self._cost_calculator = calculator
 
     def record_completion_costs(self, response: Any) -> None:
         """Add the cost of one chat completion (its `usage`) to the active metrics builder, if
@@ -111,7 +118,7 @@ class TrainableModel(Model):
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0) * max(len(getattr(response, "choices", None) or []), 1)
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
         context = builder.cost_context.strip("/")
-        for key, usd in (self._cost_calculator(prompt, completion, context) if context else {}).items():
+        for key, usd in (self.cost_calculator(prompt, completion, context) if context else {}).items():
             if key.startswith("costs/"):
                 builder.add_cost(key.removeprefix("costs/"), float(usd))
 
@@ -123,9 +130,11 @@ class TrainableModel(Model):
         the training metrics (averaged over what the backend yields) at the new step."""
         backend = self._training_backend("train()")
         groups = as_groups(trajectory_groups)
+        config = config or TrainConfig()
+        await asyncio.to_thread(self._store_config, "train", config, await self.get_step())
         await self.log(groups, split="train")
         sums: dict[str, list[float]] = {}
-        async for m in backend._train_model(self, groups, config or TrainConfig(), _config or {}, verbose):
+        async for m in backend._train_model(self, groups, config, _config or {}, verbose):
             for k, v in m.items():
                 sums.setdefault(k, []).append(float(v))
         if not sums:

@@ -48,6 +48,7 @@ from artstore.errors import InvalidNameError, RunNotFoundError, SqlError, Valida
 from artstore.names import check_segment
 from artstore.read import sql_runs
 from artstore.read.scan import GATED, LazyDataset, Query, view_schema
+from artstore.read.views import VIEWS  # noqa: F401  (re-exported: the views and their docs)
 from artstore.storage import tables
 
 if TYPE_CHECKING:  # the facade calls this service, never the other way
@@ -55,29 +56,13 @@ if TYPE_CHECKING:  # the facade calls this service, never the other way
     from artstore.read.store import Store
 
 VERSIONS_KEY = b"artstore.versions"
-STATIC = ("logs", *GATED, "checkpoints")  # tables with a schema file, registered for every run
+STATIC = ("logs", *GATED, "checkpoints", "configs")  # tables with a schema file, registered for every run
 _CONFIG = {
     "enable_external_access": False,  # no files or URLs: read_csv, glob, COPY, ATTACH, httpfs all fail
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
     "python_enable_replacements": False,  # a query cannot scan the caller's Python variables
-}
-
-VIEWS = {
-    "runs": "one row per run: uri, logs, latest_step, trajectories, groups, exceptions, metric_values, "
-            "first_logged_at, last_logged_at",
-    "logs": "one row per committed log() call: log_id, split, step, num_groups, num_trajectories, "
-            "num_exceptions, num_metrics, table_versions, recorded_at",
-    "trajectories": "one row per trajectory (schemas/trajectories.json, without write_id)",
-    "groups": "one row per trajectory group (schemas/groups.json, without write_id)",
-    "messages": "one row per message: log_id, split, step, group_id, trajectory_id, reward, message_index, "
-                "role, content, content_parts, name, tool_calls, tool_names (called), tool_name (answered), "
-                "tool_call_id, refusal, trainable, finish_reason, logprobs, recorded_at",
-    "metrics": "one row per metric value: log_id, step, split, name, value, recorded_at",
-    "history": "one row per log call: step, recorded_at, then one DOUBLE column per metric name",
-    "checkpoints": "one row per checkpoint (schemas/checkpoints.json)",
-    "tokens": "one row per training sequence, when a run has a tokens table",
 }
 
 # Over the trajectories view: its message_* columns are parallel lists (entry i is message i), so
@@ -98,7 +83,7 @@ FROM (SELECT *, unnest(range(len(message_role))) AS i FROM trajectories)
 """
 
 # Views in the order they must be built, and what each stands on.
-_BUILD_ORDER = ("logs", "trajectories", "groups", "metrics", "checkpoints", "messages", "runs",
+_BUILD_ORDER = ("logs", "trajectories", "groups", "metrics", "checkpoints", "configs", "messages", "runs",
                 "history", "tokens")
 _NEEDS = {"messages": ("trajectories",), "runs": ("logs",), "history": ("logs", "metrics")}
 
@@ -152,6 +137,27 @@ def named_parameters(query: str) -> set[str]:
 def _one_line(e: BaseException) -> str:
     head = str(e).split("\n\n", 1)[0]
     return " ".join(line.strip() for line in head.splitlines() if line.strip())
+
+
+_INTERNAL = re.compile(r"\b_(?:r[0-9]+|empty)_([a-z]+)\b")
+_MISSING = re.compile(r'Table with name (\S+) does not exist!.*', re.DOTALL)
+
+
+def public_message(message: str) -> str:
+    """DuckDB's error as a user can act on it: internal table names (`_r3_metrics`,
+    `_empty_trajectories`) shown as the view they belong to, and a mistyped view name answered
+    with the closest view, not with DuckDB's guess among internal names."""
+    missing = _MISSING.search(message)
+    if missing:
+        import difflib
+
+        name = missing.group(1).strip('"')
+        close = [] if _INTERNAL.fullmatch(name) else difflib.get_close_matches(name.lower(), list(VIEWS), n=2,
+                                                                               cutoff=0.5)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        return _INTERNAL.sub(lambda m: m.group(1), message[: missing.start()]) + \
+            f"no view named {name}.{hint} Views: {', '.join(VIEWS)}."
+    return _INTERNAL.sub(lambda m: m.group(1), message)
 
 
 def _params(params: Any) -> list[Any] | dict[str, Any] | None:
@@ -351,9 +357,10 @@ def _runs_read(store: Store, reach: list[sql_runs.Reach] | None, projects: list[
 
 
 def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
-          projects: Sequence[str] | None = None) -> pa.Table:
+          projects: Sequence[str] | None = None, runs: Sequence[str] | None = None) -> pa.Table:
     """Run one read-only SELECT over the store's views; see the module doc. Returns a pyarrow.Table
-    whose schema metadata holds the versions read (`versions_read`)."""
+    whose schema metadata holds the versions read (`versions_read`). `runs` ("project/model")
+    limits the views to those runs."""
     check_read_only(sql)
     bound = _params(params)
     if projects is not None:
@@ -361,15 +368,17 @@ def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
     spec = _as_of(store, as_of, projects)
     catalog = _catalog(store)
     with catalog.lock:
-        runs = _runs_read(store, catalog.reach(sql, bound), projects)
+        read = _runs_read(store, catalog.reach(sql, bound), projects)
+        if runs is not None:
+            read = [r for r in read if f"{r.project}/{r.name}" in set(runs)]
         catalog.query = q = Query(store, spec)
         try:
-            catalog.prepare(sql, runs)
+            catalog.prepare(sql, read)
             result = catalog.con.sql(sql, params=bound).to_arrow_table()
         except duckdb.Error as e:
             if q.error is not None:
                 raise q.error from None
-            raise SqlError(_one_line(e)) from None
+            raise SqlError(public_message(_one_line(e))) from None
         finally:
             catalog.query = None
     meta = {**(result.schema.metadata or {}), VERSIONS_KEY: json.dumps(q.versions()).encode()}

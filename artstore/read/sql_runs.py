@@ -16,8 +16,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-VIEW_NAMES = frozenset({"runs", "logs", "trajectories", "groups", "messages", "metrics", "history", "checkpoints",
-                        "tokens"})
+from artstore.read.views import VIEWS
+
+VIEW_NAMES = frozenset(VIEWS)
 PINNED = ("project", "model")
 
 # One reference to a view: the projects and models it can read (None: any).

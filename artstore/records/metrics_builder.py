@@ -176,11 +176,17 @@ class MetricsBuilder:
             return {"cum_state": dict(self._shared.cum), "unique_scenario_ids": sorted(self._shared.unique_ids)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the running sums with `state`'s and drop any pending step values."""
+        self.load_sums(state)
+        with self._shared.lock:
+            self._shared.pending.clear()
+            self._shared.pending_ids.clear()
+
+    def load_sums(self, state: dict[str, Any]) -> None:
+        """Replace the running sums with `state`'s; values added this step stay pending."""
         with self._shared.lock:
             self._shared.cum = {str(k): float(v) for k, v in (state.get("cum_state") or {}).items()}
             self._shared.unique_ids = {str(v) for v in state.get("unique_scenario_ids") or []}
-            self._shared.pending.clear()
-            self._shared.pending_ids.clear()
 
 
 def _rollups(costs: dict[str, float]) -> dict[str, float]:

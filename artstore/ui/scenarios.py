@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from artstore import Store, ValidationError
 from artstore.ui import jsonable, lookup
@@ -48,9 +49,11 @@ def across_steps(store: Store, ref: str, split: str, *, group_index: int | None 
             filters.append(pattern)
     else:
         raise ValidationError("scenario", "give group_index, or key and value of a metadata entry")
-    rows = run.read_table("trajectories", filter=" AND ".join(filters), columns=_COLUMNS,
+    by_metadata = group_index is None
+    columns = _COLUMNS if by_metadata else [c for c in _COLUMNS if c != "metadata"]
+    rows = run.read_table("trajectories", filter=" AND ".join(filters), columns=columns,
                           as_of=lookup.as_of(as_of_text)).to_pylist()
-    if key and group_index is None:
+    if by_metadata:
         rows = [r for r in rows if _matches(r["metadata"], key, value)]
     found: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -79,8 +82,8 @@ router = APIRouter()
 
 @router.get("/api/rollouts/scenario")
 def get_scenario(request: Request, run: str, split: str, group_index: int | None = None, key: str | None = None,
-                 value: str | None = None, as_of: str | None = None) -> dict[str, Any]:
+                 value: str | None = None, as_of: str | None = None) -> JSONResponse:
     """`value` is JSON (a string value in quotes); a value that is not JSON is taken as a string."""
     parsed = None if value is None else jsonable.parse_json(value)
-    return across_steps(request.app.state.store, run, split, group_index=group_index, key=key, value=parsed,
-                        as_of_text=as_of)
+    return jsonable.reply(across_steps(request.app.state.store, run, split, group_index=group_index, key=key,
+                                       value=parsed, as_of_text=as_of))

@@ -127,6 +127,8 @@ def test_versions_page_time_travels_to_a_tag(demo, page):
     visit(page, f"{url}/#versions?run={quote(RUN_A)}", shots / "versions.png")
     assert "before-step-4" in page.locator("#tags").inner_text()
     assert page.locator("table.versions tbody tr").count() > 5
+    tagged = page.locator("table.versions tbody tr", has_text="before-step-4").inner_text()
+    assert "train step 3 (0 trajectories)" in tagged and "\t9\t" in tagged  # 3 log calls a step
     page.locator("#tags button").click()
     settle(page)
     assert "before-step-4" in page.locator("#asof-banner").inner_text()
