@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from artstore import writer
+from artstore.log import commit as writer
 from artstore.storage import compaction
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from openai.types.chat.chat_completion import Choice
 
 import artstore as art
-from artstore.encoding import DECODE_COLUMNS, decode_groups, encode_groups
+from artstore.records.encoding import DECODE_COLUMNS, decode_groups, encode_groups
 
 
 def tool_call_trajectory(step: int, i: int) -> art.Trajectory:

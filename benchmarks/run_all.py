@@ -532,7 +532,7 @@ def report(res: Results, sizes: Sizes, machine: dict[str, Any], total: float, qu
             f"{max(a['steps'])} steps ({f.get('analytics_groups', '?')} (run, step) groups, both "
             "answers equal). ART: DuckDB over its parquet files (step from the file name). "
             "artstore: `Store.sql` over the trajectories view (no write_id is read when row "
-            "counts prove every row visible, see artstore.visibility). Bytes: "
+            "counts prove every row visible, see artstore.log.visibility). Bytes: "
             + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in f.get("bytes_analytics", {}).items())
             + f". Built once in {a['build_seconds'] / 60:.1f} min (artstore through real "
             "`model.log()` calls; ART's files are copies of 8 template steps written by its own "

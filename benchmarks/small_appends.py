@@ -1,6 +1,6 @@
 """Small appends: N logs of K tool-call trajectories each to one run, with the automatic
 maintenance that `log()` asks for (tiered compaction, cleanup outside the retention window, done
-of old versions by a background thread: `artstore.upkeep`).
+of old versions by a background thread: `artstore.log.upkeep`).
 
 Prints, per fifth of the run, the wall and CPU time per log and what maintenance rewrote; the
 largest fragment count and `_versions/` size seen per table (sampled every 50 logs); and the

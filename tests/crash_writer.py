@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from openai.types.chat.chat_completion import Choice  # noqa: E402
 
 import artstore as art  # noqa: E402
-from artstore import writer  # noqa: E402
+from artstore.log import commit as writer  # noqa: E402
 from artstore.storage import compaction  # noqa: E402
 
 PROJECT, MODEL = "crash", "writer"

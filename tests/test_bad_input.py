@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from openai.types.chat.chat_completion import Choice
 
 import artstore as art
-from artstore.records import MAX_DEPTH, ROLES
+from artstore.records.trajectory import MAX_DEPTH, ROLES
 from artstore.storage import tables
 
 # Derandomized (the same examples on every run) and unshrunk (a failure prints its example

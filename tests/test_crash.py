@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import artstore as art
-from artstore.metrics import compute_metrics
+from artstore.records.metrics import compute_metrics
 from artstore.storage import tables
 from tests.crash_writer import MODEL, PROJECT, log_content
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import artstore as art
-from artstore.metrics import compute_metrics
+from artstore.records.metrics import compute_metrics
 from tests.crash_writer import log_content
 
 WRITERS, LOGS_EACH, SHARED = 4, 25, 5

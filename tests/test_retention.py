@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import artstore as art
-from artstore.retention import (
+from artstore.checkpoints.retention import (
     Ema,
     KeepBest,
     KeepEvery,

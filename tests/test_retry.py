@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import artstore as art
-from artstore import writer
+from artstore.log import commit as writer
 from artstore.schema import arrow_schema
 from artstore.storage import compaction, files, tables
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from openai.types.chat.chat_completion import Choice
 
 import artstore as art
-from artstore.message_columns import COLUMNS, dumps
+from artstore.records.message_columns import COLUMNS, dumps
 from artstore.schema import arrow_schema
 from artstore.storage import tables
 

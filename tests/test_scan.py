@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from artstore import scan
+from artstore.read import scan
 
 
 def _lazy(committed=("a",)):

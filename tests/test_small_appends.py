@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 import artstore as art
-from artstore import writer
+from artstore.log import commit as writer
 from artstore.storage import compaction, tables
 from benchmarks.small_appends import compacted_copy, fill, log_groups, read_ms, report
 

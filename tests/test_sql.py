@@ -10,9 +10,9 @@ import pytest
 from openai.types.chat.chat_completion import Choice
 
 import artstore as art
-from artstore import scan
-from artstore import sql as sql_mod
-from artstore.sql import versions_read
+from artstore.read import scan
+from artstore.read import sql as sql_mod
+from artstore.read.sql import versions_read
 from artstore.storage import tables
 
 REWARDS = {  # (project, model) -> split -> step -> rewards per group

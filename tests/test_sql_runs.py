@@ -8,8 +8,8 @@ import duckdb
 import pytest
 
 import artstore as art
-from artstore import sql_runs
-from artstore.sql import versions_read
+from artstore.read import sql_runs
+from artstore.read.sql import versions_read
 from tests.test_sql import log_all
 
 RUNS = {("p1", "a"): {"train": {0: [[0.1, 0.2]], 1: [[0.3]]}, "val": {1: [[0.9]]}},

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 
 import artstore as art
-from artstore import step_summary
+from artstore.log.commit import write_log
+from artstore.read import step_summary
+from artstore.read.run import Run
 from artstore.storage import tables
-from artstore.store import Run
-from artstore.writer import write_log
 
 ROOT = Path(__file__).resolve().parent.parent
 

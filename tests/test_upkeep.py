@@ -1,4 +1,4 @@
-"""Upkeep (artstore.upkeep, writer.maintain): log() compacts inline and leaves the cleanup of old
+"""Upkeep (artstore.log.upkeep, writer.maintain): log() compacts inline and leaves the cleanup of old
 versions to a background thread, which it does not wait for; the thread cleans one table at a
 time, and its failures never reach the caller."""
 
@@ -9,7 +9,7 @@ import threading
 from datetime import timedelta
 
 import artstore as art
-from artstore import writer
+from artstore.log import commit as writer
 from artstore.storage import compaction, tables
 
 RETENTION = timedelta(0)  # every compaction makes a cleanup due (see _fresh_cleanups)
@@ -72,7 +72,7 @@ def test_a_cleanup_failure_is_logged_and_the_next_request_still_runs(base_path, 
 
     monkeypatch.setattr(compaction, "maintain", flaky)
     monkeypatch.setattr(compaction, "CLEANUP_EVERY_FRACTION_OF_RETENTION", 0)
-    caplog.set_level(logging.WARNING, logger="artstore.upkeep")
+    caplog.set_level(logging.WARNING, logger="artstore.log.upkeep")
     for i in range(2 * _logs_until_compaction()):
         _log(model, i, make_trajectory)
         assert model.run.wait_for_upkeep(timeout=60)

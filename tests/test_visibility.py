@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 import artstore as art
+from artstore.log.commit import write_log
 from artstore.storage import tables
-from artstore.writer import write_log
 
 
 @pytest.fixture

@@ -27,8 +27,9 @@ rounding aside), and ranks with unequal numbers of micro-batches never wait on e
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -92,16 +93,21 @@ def batch_loss(
     *,
     beta: float = 0.0,
     clip_epsilon: float = 0.2,
+    objective: Callable[..., Any] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO loss of one packed batch (mean over its trainable tokens) and its stats. With
-    `beta` > 0 the reference logprobs come from the same model with the adapter disabled."""
+    `beta` > 0 the reference logprobs come from the same model with the adapter disabled.
+    `objective` (e.g. `trainer.art_loss.ArtObjective`) replaces the GRPO loss: it is called as
+    objective(new, old, advantages, mask, ref), with ref when its `uses_reference` is true."""
     use_varlen_attention(model)
     inputs = batch.model_inputs()
     ref = None
-    if beta > 0:
+    if beta > 0 or getattr(objective, "uses_reference", False):
         with torch.no_grad(), with_adapter_disabled(model):
             ref = token_logprobs(model(**inputs).logits, batch.input_ids)
     new = token_logprobs(model(**inputs).logits, batch.input_ids)
+    if objective is not None:
+        return objective(new, batch.old_logprobs, batch.advantages, batch.assistant_mask, ref)
     return grpo_loss(
         new,
         batch.old_logprobs,
@@ -122,8 +128,10 @@ def train_step(
     beta: float = 0.0,
     clip_epsilon: float = 0.2,
     max_grad_norm: float = 1.0,
+    objective: Callable[..., Any] | None = None,
 ) -> StepResult:
-    """One optimizer step over every batch in `batches` (see the module docstring)."""
+    """One optimizer step over every batch in `batches` (see the module docstring); `objective`
+    replaces the GRPO loss (see `batch_loss`)."""
     start = time.perf_counter()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for group in optimizer.param_groups:
@@ -139,7 +147,7 @@ def train_step(
         num_batches += 1
         if n == 0:
             continue
-        loss, stats = batch_loss(model, batch, beta=beta, clip_epsilon=clip_epsilon)
+        loss, stats = batch_loss(model, batch, beta=beta, clip_epsilon=clip_epsilon, objective=objective)
         (loss * n).backward()  # a token-weighted sum; divided by the step's count below
         num_trainable += n
         totals["loss"] += float(loss.detach()) * n

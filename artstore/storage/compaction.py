@@ -17,7 +17,7 @@ from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
 from artstore.storage.location import Location
-from artstore.storage.tables import COMMIT_RETRIES, SEQ, open_dataset, storage_errors
+from artstore.storage.tables import CLEANUP_LOCK, COMMIT_RETRIES, SEQ, open_dataset, storage_errors
 
 # Compaction: the largest fragment it makes, in rows, per table (tens of MB of its rows); full
 # fragments are never rewritten again. Smaller fragments are merged in tiers, the smallest
@@ -121,7 +121,7 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
     Cheap when there is nothing to do: it opens the dataset and counts rows per fragment. Cleanup
     reads every manifest inside the window, so it runs only when `cleanup_due` (after a compaction,
     at most once per CLEANUP_EVERY_FRACTION_OF_RETENTION of the window; `log()` runs it in the
-    background: `artstore.upkeep`). Safe beside concurrent writers (compaction commits like any
+    background: `artstore.log.upkeep`). Safe beside concurrent writers (compaction commits like any
     writer; cleanup keeps the files of versions inside the window and unverified new files).
     `force` compacts everything to the largest size and cleans up now.
     """
@@ -144,7 +144,8 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
             after = {f.fragment_id: f.physical_rows for f in open_dataset(loc).get_fragments()}
         if force or cleanup and (target is not None or not compact) and cleanup_due(loc, retention):
             _last_cleanup[loc.uri] = time.monotonic()
-            removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
+            with CLEANUP_LOCK:  # no tag is made while the versions to remove are chosen and removed
+                removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
         gone = rows.keys() - after.keys()
         return {"fragments": len(after), "compacted": len(gone), "rewritten_rows": sum(rows[i] for i in gone),
                 "removed_versions": removed}

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from artstore.checkpoints import CheckpointTable
+from artstore.checkpoints.table import CheckpointTable
 from artstore.errors import StorageError
 from artstore.storage import Location, files
 from artstore.storage.location import LANCE_DEFAULTS

@@ -1,0 +1,297 @@
+"""The log() commit protocol: all or nothing for every reader, idempotent on retry.
+
+One log call writes its rows to `trajectories`, `groups` and `metrics` tagged with a fresh
+`write_id`, then appends one row to `logs` naming its `log_id` and `write_id`. Readers see only
+rows whose write_id a committed `logs` row names, so a writer killed at any instant leaves nothing
+half-visible. A retry with the same log_id (given, or derived from the content) is stored once:
+the writer looks the id up before it commits anything (writing its data files meanwhile, which
+no version names until it commits them) and stores nothing when the id is there (it deletes
+those files); two attempts racing past that
+look-up both append a logs row, and the first committed row of a log_id wins for every reader
+(`tables.first_per_key`, by Lance fragment ids and the `commit_seq` column; used by `Run.logs` and
+the SQL scans), so the loser's rows stay invisible,
+like a crashed write's, and its caller gets the winner's record. A plain append, not a
+merge_insert: Lance stores a 16 KiB key filter in each merge_insert's transaction and manifest.
+
+Upkeep runs after the commit: compaction here, cleanup of old versions in the background
+(`artstore.log.upkeep`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from artstore.errors import ArtstoreError, StorageError, ValidationError, VersionNotFoundError
+from artstore.log import registry, upkeep
+from artstore.names import check_log_id, check_segment, sql_quote
+from artstore.records import metrics as metrics_mod
+from artstore.records.encoding import check_stored_layout, encode_groups
+from artstore.records.trajectory import Trajectory, TrajectoryGroup, check_reward
+from artstore.schema import arrow_schema
+from artstore.storage import Location, compaction, tables
+
+logger = logging.getLogger(__name__)
+
+DATA_TABLES = ("trajectories", "groups", "metrics")
+MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
+DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """What one log() call stored. `created` is False when the log_id was already stored."""
+
+    log_id: str
+    split: str
+    step: int
+    num_groups: int
+    num_trajectories: int
+    num_exceptions: int
+    recorded_at: datetime
+    metrics: dict[str, float] = field(default_factory=dict)
+    created: bool = True
+    logs_version: int | None = field(default=None, compare=False)  # the run version it committed (None: none)
+
+
+def as_groups(trajectories: Any) -> list[TrajectoryGroup]:
+    """A group, groups, or trajectories (one group) -> a list of groups. Consumes once."""
+    if trajectories is None:
+        return []
+    if isinstance(trajectories, TrajectoryGroup):
+        return [trajectories]
+    if isinstance(trajectories, Trajectory):
+        return [TrajectoryGroup([trajectories])]
+    if isinstance(trajectories, (str, bytes, Mapping)) or not isinstance(trajectories, Iterable):
+        raise ValidationError("trajectories", f"expected a TrajectoryGroup or a list of them, got {type(trajectories).__name__}")
+    items = list(trajectories)
+    if all(isinstance(i, TrajectoryGroup) for i in items):
+        return items
+    if all(isinstance(i, (Trajectory, BaseException)) for i in items):
+        return [TrajectoryGroup(items)]
+    bad = next(i for i in items if not isinstance(i, (Trajectory, TrajectoryGroup, BaseException)))
+    raise ValidationError("trajectories", f"expected TrajectoryGroup or Trajectory items, got {type(bad).__name__}")
+
+
+def _content_id(split: str, step: int, tables_: Sequence[pa.Table], extra: Mapping[str, float]) -> str:
+    h = hashlib.sha256(f"{split}\0{step}\0{sorted(extra.items())!r}".encode())
+    for t in tables_:
+        content = t.drop_columns([c for c in ("log_id", "write_id", "trajectory_id", "group_id", "recorded_at") if c in t.column_names])
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, content.schema) as w:
+            w.write_table(content)
+        h.update(sink.getvalue())
+    return "d-" + h.hexdigest()[:32]
+
+
+def _set_ids(t: pa.Table, log_id: str) -> pa.Table:
+    n = t.num_rows
+    t = t.set_column(t.schema.get_field_index("log_id"), t.schema.field("log_id"), pa.array([log_id] * n, pa.string()))
+    gid = pc.binary_join_element_wise(pa.scalar(log_id), pc.cast(t["group_index"], pa.string()), ":")
+    t = t.set_column(t.schema.get_field_index("group_id"), t.schema.field("group_id"), gid)
+    if "trajectory_id" in t.column_names:
+        tid = pc.binary_join_element_wise(gid, pc.cast(t["trajectory_index"], pa.string()), ":")
+        t = t.set_column(t.schema.get_field_index("trajectory_id"), t.schema.field("trajectory_id"), tid)
+    return t
+
+
+def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dict[str, Any] | None, int, bool]:
+    """(the committed logs row of `log_id` or None, the logs version read (0: no table), whether
+    the table reads first-commit-wins: False for a logs table made by merge_insert, without
+    `commit_seq`)."""
+    loc = run.child("logs.lance")
+    for attempt in range(tables.VANISHED_RETRIES + 1):
+        try:
+            ds = tables.open_dataset(loc, version=version)
+        except VersionNotFoundError:
+            # A cleanup beside us removed that version (a short window). The first committed row
+            # of a log_id never changes once committed, so the latest version answers the same.
+            version = None
+            continue
+        if ds is None:
+            return None, 0, True
+        try:
+            found = tables.first_per_key(loc, ds, "log_id", filter=f"log_id = {sql_quote(log_id)}")
+            return (found.to_pylist()[0] if found.num_rows else None), ds.version, tables.SEQ in ds.schema.names
+        except StorageError as e:  # a cleanup beside us removed files of the version opened
+            if version is not None or attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _record(run: Location, row: dict[str, Any]) -> LogRecord:
+    m = tables.scan(run.child("metrics.lance"), columns=["name", "value"],
+                    filter=f"write_id = {sql_quote(row['write_id'])}")
+    return LogRecord(
+        log_id=row["log_id"], split=row["split"], step=row["step"], num_groups=row["num_groups"],
+        num_trajectories=row["num_trajectories"], num_exceptions=row["num_exceptions"],
+        recorded_at=row["recorded_at"], metrics=dict(zip(*m.to_pydict().values(), strict=True)) if m else {},
+        created=False,
+    )
+
+
+def find_log(run: Location, log_id: str) -> LogRecord | None:
+    """The committed log with this id (the first committed, see the module doc), with its metrics,
+    or None."""
+    row = _winner(run, log_id)[0]
+    return None if row is None else _record(run, row)
+
+
+def _discard(run: Location, written: Mapping[str, list]) -> None:
+    """Delete the uncommitted data files of a write that is not committed (best effort: files no
+    version names are invisible, and Lance's cleanup removes them after its safety window)."""
+    for name, fragments in written.items():
+        try:
+            tables.discard_files(run.child(f"{name}.lance"), fragments)
+        except ArtstoreError as e:
+            logger.warning("could not delete the uncommitted files of %s: %s", name, e)
+
+
+def _register(run: Location) -> None:
+    """Record the run at `run` (`{store}/{project}/models/{model}`) in its store's registry; a
+    location outside that layout has no store to record it in."""
+    parts = run.uri.rstrip("/").rsplit("/", 3)
+    if len(parts) == 4 and parts[2] == "models" and parts[0]:
+        registry.register(Location(parts[0], run.storage_options), parts[1], parts[3])
+
+
+def commit_log(run: Location, row: pa.Table, first_commit_wins: bool, read_version: int = 0) -> tuple[bool, int]:
+    """Append the logs row `row` (one commit, on `read_version` when the caller just read the
+    logs at it: see `tables.commit_files`); returns (appended, version). A logs table made before
+    first-commit-wins keeps its merge_insert, which appends nothing when the id is there."""
+    loc = run.child("logs.lance")
+    if first_commit_wins:
+        return True, tables.append(loc, row, f"log {row['log_id'][0]}", read_version=read_version or None)
+    return tables.insert_unique(loc, row.drop_columns([tables.SEQ]), "log_id")
+
+
+def write_log(
+    run: Location,
+    trajectories: Any,
+    *,
+    split: str,
+    step: int,
+    metrics: Mapping[str, float] | None = None,
+    log_id: str | None = None,
+    allow_nonfinite_rewards: bool = False,
+    retention: timedelta = DEFAULT_RETENTION,
+    metrics_as_given: bool = False,
+    recorded_at: datetime | None = None,
+    values: Mapping[str, float] | None = None,
+) -> LogRecord:
+    """Store one log call in the run at `run`. See the module doc for the protocol.
+
+    Importers of runs logged elsewhere pass `metrics_as_given=True` (store `metrics` under exactly
+    the names given and compute none from the groups: the source already holds the values it
+    computed) and `recorded_at` (when the source logged it; timezone-aware, default now).
+    `Model.log` passes `values`: the history row it computed (with the model's running sums);
+    they are stored as given, while the log id still derives from the caller's `metrics`.
+    """
+    check_segment("split", split)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValidationError("step", f"must be a non-negative int, got {step!r}")
+    groups = as_groups(trajectories)
+    extra = metrics_mod.check_extra(metrics)
+    for gi, g in enumerate(groups):
+        for ti, t in enumerate(g.trajectories):
+            check_reward(t.reward, f"groups[{gi}].trajectories[{ti}].reward", allow_nonfinite_rewards)
+
+    if metrics_as_given:
+        values = {k: float(v) for k, v in extra.items() if not math.isnan(v)}
+    elif values is not None:
+        values = {k: float(v) for k, v in values.items() if not math.isnan(v)}
+    else:
+        values = metrics_mod.compute_metrics(None if trajectories is None else groups, split, extra, step=step)
+    if not groups and not values:
+        raise ValidationError("trajectories", "nothing to log: give trajectory groups and/or metrics=")
+    if recorded_at is None:
+        recorded_at = tables.now_utc()
+    elif recorded_at.tzinfo is None:
+        raise ValidationError("recorded_at", "must be timezone-aware (UTC)")
+    write_id = uuid.uuid4().hex
+    with ThreadPoolExecutor(max_workers=4) as pool:  # Lance releases the GIL: its I/O overlaps
+        # A caller-given id is looked up while the rows are encoded; a derived one needs them.
+        lookup = pool.submit(_winner, run, check_log_id(log_id)) if log_id is not None else None
+        traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
+        if lookup is None:
+            log_id = _content_id(split, step, (traj, grp), extra)
+            lookup = pool.submit(_winner, run, log_id)
+        traj, grp = _set_ids(traj, log_id), _set_ids(grp, log_id)
+        metric_rows = pa.table({
+            "log_id": [log_id] * len(values), "write_id": [write_id] * len(values),
+            "step": [step] * len(values), "split": [split] * len(values),
+            "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * len(values),
+        }, schema=arrow_schema("metrics"))
+        rows = {name: t for name, t in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows))
+                if t.num_rows}
+        # The data files are written while the id is looked up: uncommitted, no reader sees them,
+        # and a retry (the id is there) deletes them, so it still stores nothing.
+        writes = {name: pool.submit(tables.write_files, run.child(f"{name}.lance"), t) for name, t in rows.items()}
+        try:
+            existing, looked_at, first_commit_wins = lookup.result()
+            written = {name: future.result() for name, future in writes.items()}
+            if existing is not None:  # a retry: store nothing, write no orphan rows
+                _discard(run, written)
+                return _record(run, existing)
+            if looked_at == 0:  # the run's first log: in the store's registry before it commits
+                _register(run)
+            message = f"log {log_id} ({split}, step {step})"
+            commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), written[name],
+                                         rows[name].schema, message) for name in written}
+            versions = {name: future.result() for name, future in commits.items()}
+        except StorageError:
+            check_stored_layout(run.child("trajectories.lance"))  # a version 1 table: say so
+            raise
+
+    n_exc = sum(len(g.exceptions) for g in groups)
+    commit = pa.Table.from_pylist([{
+        "log_id": log_id, "write_id": write_id, "split": split, "step": step,
+        "num_groups": len(groups), "num_trajectories": traj.num_rows, "num_exceptions": n_exc,
+        "num_metrics": len(values), "table_versions": list(versions.items()), "recorded_at": recorded_at,
+    }], schema=arrow_schema("logs"))
+    inserted, logs_version = commit_log(run, commit, first_commit_wins, looked_at)
+    # Another commit between our look-up and ours may hold the same id: then the first one wins,
+    # and our rows stay invisible. (Our version right after the look-up's: no other commit.)
+    if not inserted or logs_version > looked_at + 1:
+        winner = _winner(run, log_id, version=logs_version)[0]
+        if winner is None or winner["write_id"] != write_id:
+            return _record(run, winner) if winner is not None else find_log(run, log_id)
+    versions["logs"] = logs_version
+    maintain(run, versions, retention)
+    return LogRecord(
+        log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
+        num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, logs_version=logs_version,
+    )
+
+
+def maintain(run: Location, versions: Mapping[str, int], retention: timedelta) -> None:
+    """Compact each table whose new version is a multiple of MAINTAIN_EVERY (tiered, bounded
+    cost), and leave the cleanup of old versions that then falls due to `artstore.log.upkeep`'s
+    background thread.
+
+    Exactly one writer makes each version, so among many writers one does each round of upkeep,
+    and the fragment count stays bounded without anyone calling compaction by hand. The log is
+    committed before this runs: a failure here (e.g. losing a race with another compaction) is
+    logged and left to the next round, never raised.
+    """
+    for name, version in versions.items():
+        if version % MAINTAIN_EVERY:
+            continue
+        loc = run.child(f"{name}.lance")
+        try:
+            done = compaction.maintain(loc, name, retention, cleanup=False)
+        except ArtstoreError as e:
+            logger.warning("maintenance of %s skipped: %s", name, e)
+            continue
+        if done["compacted"] and compaction.cleanup_due(loc, retention):
+            upkeep.request(loc, name, retention)

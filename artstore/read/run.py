@@ -1,0 +1,381 @@
+"""Run: one run's read API (with time travel), a facade over the services that do the work.
+
+A run lives at `{store}/{project}/models/{name}/`, one Lance dataset per table. Readers see only
+rows of committed log calls (see `artstore.log.commit`), so every read is all-or-nothing per log
+call. `as_of` takes a version of the run (its `logs` table version), a tag, or a datetime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from artstore.checkpoints import pruning
+from artstore.checkpoints.retention import Plan, Policy, best, rank
+from artstore.checkpoints.table import Checkpoint, CheckpointTable, checkpoint_dir_name
+from artstore.errors import (
+    CheckpointError,
+    RetentionError,
+    RunNotFoundError,
+    StorageError,
+    ValidationError,
+)
+from artstore.log import upkeep
+from artstore.log.configs import ConfigLog
+from artstore.log.visibility import committed_logs, read_visible
+from artstore.names import check_segment, sql_quote
+from artstore.read import step_summary
+from artstore.read.as_of import AsOf
+from artstore.read.as_of import as_of_args as _as_of_args
+from artstore.read.step_summary import StepSummary
+from artstore.records.metric_names import with_current_names
+from artstore.schema import arrow_schema
+from artstore.storage import Location, compaction, files, tables
+from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
+
+if TYPE_CHECKING:
+    from artstore.read.store import Store
+    from artstore.records.trajectory import TrajectoryGroup
+
+def _filter(split: str | None, step: int | None) -> str | None:
+    parts = []
+    if split is not None:
+        parts.append(f"split = {sql_quote(check_segment('split', split))}")
+    if step is not None:
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ValidationError("step", f"must be an int, got {step!r}")
+        parts.append(f"step = {step}")
+    return " AND ".join(parts) or None
+
+
+class Run:
+    """One run (a model of a project): read access to everything it logged."""
+
+    def __init__(self, store: Store, project: str, name: str):
+        self.store = store
+        self.project = check_segment("project", project)
+        self.name = check_segment("model", name)
+        self.location = store.location.child(project, "models", name)
+
+    def __repr__(self) -> str:
+        return f"Run({self.project!r}, {self.name!r}, at {self.location.uri!r})"
+
+    def table_location(self, table: str) -> Location:
+        """Where the Lance dataset of `table` lives."""
+        return self.location.child(f"{table}.lance")
+
+    def exists(self) -> bool:
+        return tables.exists(self.table_location("logs"))
+
+    # -- visibility and time travel ---------------------------------------------------------
+    def logs(self, as_of: AsOf = None) -> pa.Table:
+        """The committed log calls, one row each (the first committed row of each log_id: see
+        `writer`), in the order they were logged (`recorded_at`, then `log_id`). Not the order of
+        the rows in the dataset: Lance's compaction moves the fragments it rewrites after all others."""
+        version, asof = _as_of_args(as_of)
+        ds = tables.open_dataset(self.table_location("logs"), version=version, asof=asof)
+        if ds is None:
+            if as_of is not None and not self.exists():
+                raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
+            return arrow_schema("logs").empty_table()
+        return committed_logs(self.table_location("logs"), ds).sort_by(
+            [("recorded_at", "ascending"), ("log_id", "ascending")])
+
+    def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
+                   as_of: AsOf = None) -> pa.Table:
+        """Visible rows of a log-written table (trajectories, groups, metrics), in the order of
+        `logs()`, each log's rows in the order it wrote them."""
+        return self._visible(table, self.logs(as_of), filter=filter, columns=columns)
+
+    def _visible(self, table: str, committed: pa.Table, *, filter: str | None = None,
+                 columns: list[str] | None = None) -> pa.Table:
+        """Rows of `table` written by the `committed` log calls (rows of the logs table, in the
+        order of `logs()`), in that order (see `visibility.read_visible`)."""
+        return read_visible(self.table_location(table), table, committed, filter=filter, columns=columns)
+
+    # -- the read API ----------------------------------------------------------------------
+    def trajectories(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> pa.Table:
+        """Stored trajectories (one row each; typed columns, see schemas/trajectories.json)."""
+        return self.read_table("trajectories", filter=_filter(split, step), as_of=as_of)
+
+    def groups(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> list[TrajectoryGroup]:
+        """The groups logged, equal to what was logged; ordered by step, split, then position."""
+        # Imported here: the records (with openai's message types) cost ~1 s to import, which
+        # readers of tables and SQL (and the command line) need not pay.
+        from artstore.records.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
+
+        where = _filter(split, step)
+        committed = self.logs(as_of)
+        order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
+        # Both tables are opened after `committed` was read (visibility needs that); Lance releases
+        # the GIL, so the two scans overlap (~3 ms of ~35 ms at 512 trajectories).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._visible, "trajectories", committed, filter=where, columns=list(DECODE_COLUMNS))
+            grp = self._visible("groups", committed, filter=where)
+            try:
+                traj = pending.result()
+            except StorageError:
+                check_stored_layout(self.table_location("trajectories"))  # a version 1 table: say so
+                raise
+        keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
+            grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
+            grp["group_index"].to_pylist(), strict=True)]
+        grp = grp.take(sorted(range(len(keys)), key=keys.__getitem__))
+        return decode_groups(grp, traj)
+
+    def metrics(self, as_of: AsOf = None) -> pa.Table:
+        """Every metric value (long form): log_id, step, split, name, value, recorded_at."""
+        return self._metrics(self.logs(as_of))
+
+    def _metrics(self, committed: pa.Table) -> pa.Table:
+        # 0.5.9's names read as 0.5.23's (a read-time mapping: stores are never rewritten)
+        return with_current_names(self._visible("metrics", committed,
+                                                columns=["log_id", "step", "split", "name", "value", "recorded_at"]))
+
+    def history(self, as_of: AsOf = None) -> pa.Table:
+        """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
+        column per metric name ever logged (null where a row lacks it), as ART's history.jsonl."""
+        logs = self.logs(as_of)
+        long = self._metrics(logs)
+        names = pc.unique(long["name"])  # in order of first appearance
+        grid = np.full((len(names), logs.num_rows), np.nan)
+        present = np.zeros_like(grid, dtype=bool)
+        rows = pc.index_in(long["log_id"], value_set=logs["log_id"].combine_chunks()).to_numpy(zero_copy_only=False)
+        cols = pc.index_in(long["name"], value_set=names).to_numpy(zero_copy_only=False)
+        grid[cols, rows] = long["value"].to_numpy(zero_copy_only=False)
+        present[cols, rows] = True
+        columns = {"step": logs["step"], "recorded_at": logs["recorded_at"]}
+        for j, n in enumerate(names.to_pylist()):
+            columns[n] = pa.array(grid[j], pa.float64(), mask=~present[j])
+        return pa.table(columns)
+
+    def step_summary(self, as_of: AsOf = None) -> StepSummary:
+        """Per-step sums and counts of every metric at the run's latest version (or `as_of`), kept
+        in memory per version: repeated calls cost one manifest read (see `artstore.read.step_summary`)."""
+        return step_summary.load(self.table_location("logs"),
+                                 lambda committed: with_current_names(
+                                     self._visible("metrics", committed, columns=["step", "name", "value"])),
+                                 *_as_of_args(as_of))
+
+    def _step_means(self, metric: str, as_of: AsOf = None) -> dict[int, float]:
+        scores = self.step_summary(as_of).means(metric)
+        if not scores:
+            raise RetentionError(f"no values of {metric!r} in {self.project}/{self.name}: cannot rank its steps. "
+                                 "Log that metric or choose another.")
+        return scores
+
+    def best_step(self, metric: str = "val/reward", mode: Literal["max", "min"] = "max", as_of: AsOf = None) -> int:
+        """The step with the best per-step mean of `metric` (highest for max; ties go to the later
+        step), as `checkpoint("best")` and retention rank. RetentionError when `metric` has no
+        values. Fast: served from the run's step summary (one freshness check when warm)."""
+        return best(self._step_means(metric, as_of), mode)
+
+    def latest_checkpoint_step(self) -> int | None:
+        """Step of the newest checkpoint whose files are ready, or None when there is none."""
+        latest = self.checkpoints_table().latest()
+        return None if latest is None else latest.step
+
+    def checkpoints_table(self) -> CheckpointTable:
+        """The run's checkpoints table (register, list, mark ready/deleted)."""
+        return CheckpointTable(self.location)
+
+    def checkpoints(self) -> pa.Table:
+        """Every checkpoint of the run: step, uri, status, sizes, times, why deleted."""
+        return self.checkpoints_table().table()
+
+    def table_versions(self) -> dict[str, int]:
+        """{table: latest version} of the run's logged tables (what a checkpoint is trained on)."""
+        out = {}
+        for t in self.store.table_names(self):
+            ds = None if t in ("checkpoints", "retention") else tables.open_dataset(self.table_location(t))
+            if ds is not None:
+                out[t] = ds.version
+        return out
+
+    def register_checkpoint(self, step: int, *, base_model: str | None = None, uri: str | None = None,
+                            linked: bool = False, size_bytes: int | None = None,
+                            table_versions: Mapping[str, int] | None = None) -> Checkpoint:
+        """Record the complete checkpoint of `step` (status `ready`; size measured when not given),
+        with the run's current table versions. Its files are at `uri` (default
+        `{run}/checkpoints/{step:04d}/`, see `checkpoint_uri`)."""
+        versions = self.table_versions() if table_versions is None else table_versions
+        return self.checkpoints_table().register(step, base_model=base_model, table_versions=versions, uri=uri,
+                                                 linked=linked, size_bytes=size_bytes)
+
+    def save_checkpoint_files(self, step: int, local_dir: str | os.PathLike[str], *, base_model: str | None = None,
+                              table_versions: Mapping[str, int] | None = None) -> Checkpoint:
+        """Store the files of a local folder (e.g. a peft adapter) as the checkpoint of `step`:
+        record the row (`saving`), clear what an interrupted save of this step left, copy every
+        file to `checkpoint_uri(step)` (each moved into place whole), then mark the row `ready`
+        with its size. `table_versions` defaults to the run's current ones."""
+        src = Location.parse(os.fspath(local_dir))
+        if not src.is_local or not Path(src.uri).is_dir():
+            raise CheckpointError(f"{local_dir} is not a local folder")
+        versions = self.table_versions() if table_versions is None else table_versions
+        table = self.checkpoints_table()
+        table.begin(step, base_model=base_model, table_versions=versions)
+        dest = table.files_location(step)
+        files.delete(dest)
+        size_bytes = files.copy_tree(src, dest)
+        return table.mark_ready(step, size_bytes)
+
+    def delete_checkpoint_files(self, step: int) -> None:
+        """Delete the files of the checkpoint of `step` (wherever its row says they are) and leave
+        its row as it is: for training backends (`Backend._delete_checkpoint_files`); retention
+        marks the rows. A step without a row, or already without files, is fine."""
+        c = self.checkpoints_table().get(step)
+        if c is not None:
+            files.delete(Location.parse(c.uri, self.location.storage_options))
+
+    def checkpoint_uri(self, step: int) -> str:
+        """Where the store keeps the files of the checkpoint of `step`."""
+        return self.checkpoints_table().files_location(step).uri
+
+    def checkpoint(self, which: Literal["best", "latest"] | int = "latest", metric: str = "val/reward",
+                   mode: Literal["max", "min"] = "max",
+                   cache_dir: str | os.PathLike[str] | None = None) -> tuple[Checkpoint, Path]:
+        """A ready checkpoint and a local path to its files: `which` is "latest", "best" (the ready
+        checkpoint with the best per-step mean of `metric`; ties go to the later step) or a step.
+        Files in a bucket are downloaded once to `cache_dir` (default $ARTSTORE_CACHE or
+        ~/.cache/artstore) and reused from there."""
+        ready = [c for c in self.checkpoints_table().list() if c.status == "ready"]
+        if which == "latest":
+            chosen = ready[-1] if ready else None
+        elif which == "best":
+            scores = self._step_means(metric)
+            order = rank(scores, [c.step for c in ready], mode)
+            chosen = next(c for c in ready if c.step == order[0]) if order else None
+        elif isinstance(which, int) and not isinstance(which, bool):
+            c = self.checkpoints_table().get(which)
+            if c is not None and c.status != "ready":
+                raise CheckpointError(f"checkpoint {which} of {self.project}/{self.name} is {c.status}"
+                                      + (f" ({c.deleted_reason})" if c.deleted_reason else ""))
+            chosen = c
+        else:
+            raise ValidationError("which", f"use 'best', 'latest' or a step, got {which!r}")
+        if chosen is None:
+            raise CheckpointError(f"no ready checkpoint ({which}) in {self.project}/{self.name}")
+        loc = Location.parse(chosen.uri, self.location.storage_options)
+        if loc.is_local:
+            return chosen, Path(loc.uri)
+        root = Path(cache_dir or os.environ.get("ARTSTORE_CACHE") or Path.home() / ".cache" / "artstore")
+        key = hashlib.sha256(loc.uri.encode()).hexdigest()[:16]
+        return chosen, files.download_dir(loc, root / "checkpoints" / key / checkpoint_dir_name(chosen.step))
+
+    # -- training tokens (see artstore.tokens) ----------------------------------------------
+    def tokens_table(self) -> TokenTable:
+        """The run's tokens table: one row per training sequence (schemas/tokens.json)."""
+        return TokenTable(self.location)
+
+    def write_tokens(self, table_or_rows: Any) -> int:
+        """Validate and upsert training sequences by `sequence_id` (a retry replaces, never
+        duplicates); one commit. Bad input raises ValidationError naming the field and writes
+        nothing. Returns the tokens table version."""
+        return self.tokens_table().write(table_or_rows)
+
+    def tokens(self, step: int | None = None, split: str | None = None, columns: list[str] | None = None,
+               version: int | None = None) -> pa.Table:
+        """Stored training sequences of `step`/`split` (all when None), in storage order."""
+        return self.tokens_table().read(step, split, columns, version)
+
+    def token_count(self, step: int | None = None, split: str | None = None, version: int | None = None) -> int:
+        """How many training sequences match `step`/`split`."""
+        return self.tokens_table().count(step, split, version)
+
+    def token_batches(self, step: int | None = None, split: str | None = None, columns: list[str] | None = None,
+                      batch_size: int = DEFAULT_BATCH_SIZE, rank: int = 0, world_size: int = 1,
+                      version: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream `rank`'s shard of the matching sequences as record batches of exactly
+        `batch_size` rows (the last may be short). Shards are contiguous, cover every row once over
+        all ranks, and differ in size by at most one row (`artstore.shard_range`)."""
+        return self.tokens_table().batches(step, split, columns, batch_size, rank, world_size, version)
+
+    # -- retention (see artstore.checkpoints.retention and artstore.checkpoints.pruning) -----------------------------
+    def pin_checkpoint(self, step: int, note: str | None = None) -> None:
+        """Keep the checkpoint of `step` under every retention policy until unpinned."""
+        c = self.checkpoints_table().get(step)
+        if c is None or c.status == "deleted":
+            raise CheckpointError(f"no live checkpoint {step} in {self.project}/{self.name} to pin")
+        pruning.RetentionLog(self.location).pin(step, note)
+
+    def unpin_checkpoint(self, step: int) -> None:
+        pruning.RetentionLog(self.location).unpin(step)
+
+    def pinned_checkpoints(self) -> dict[int, str | None]:
+        """{step: note} of the pinned checkpoints."""
+        return pruning.RetentionLog(self.location).pins()
+
+    def set_retention_policy(self, policy: Policy) -> None:
+        """Store `policy` with the run: the default of `retention_plan()` and `apply_retention()`."""
+        pruning.RetentionLog(self.location).set_policy(policy)
+
+    def retention_policy(self) -> Policy | None:
+        return pruning.RetentionLog(self.location).policy()
+
+    def _policy(self, policy: Policy | None) -> Policy:
+        policy = policy or self.retention_policy()
+        if policy is None:
+            raise RetentionError(f"{self.project}/{self.name} has no stored retention policy: give one")
+        return policy
+
+    def retention_plan(self, policy: Policy | None = None) -> Plan:
+        """What `policy` (default: the stored one) would keep and delete, and why. Deletes nothing."""
+        return pruning.plan(self, self._policy(policy))
+
+    def apply_retention(self, plan_or_policy: Plan | Policy | None = None) -> Plan:
+        """Apply a plan or policy, deleting files through fsspec (use `TrainableModel.apply_retention`
+        to delete through a training backend). Repairs interrupted prunes first."""
+        target = plan_or_policy if isinstance(plan_or_policy, Plan) else self._policy(plan_or_policy)
+        return pruning.apply(self, target, pruning.store_deleter(self))
+
+    def config(self, as_of: AsOf = None) -> dict[str, Any]:
+        """The run's stored configuration: {"model": Model(config=...), "train": the last TrainConfig
+        used (a dict)}, each key present once stored; as of a version, tag or time of the run (the
+        last stored before that version was committed). See `artstore.log.configs`."""
+        version, asof = _as_of_args(as_of)
+        if version is not None:
+            asof = tables.version_timestamp(self.table_location("logs"), version)  # type: ignore[arg-type]
+        return ConfigLog(self.location).latest(before=asof)
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Versions of the run (its `logs` table): [{version, timestamp (UTC), tags}], oldest first."""
+        return tables.versions(self.table_location("logs"))
+
+    def tag(self, name: str, version: int | None = None) -> int:
+        """Name a version of the run (default: the latest); tagged versions are never cleaned up."""
+        check_segment("tag", name)
+        return tables.create_tag(self.table_location("logs"), name, version)
+
+    def tags(self) -> dict[str, int]:
+        return tables.tags(self.table_location("logs"))
+
+    def validate(self) -> list[str]:
+        """Run Lance's consistency check on every table of the run; the tables checked. Raises
+        StorageError naming the table when one fails (e.g. a data file it needs is missing)."""
+        names = self.store.table_names(self)
+        for t in names:
+            tables.validate(self.table_location(t))
+        return names
+
+    def size_bytes(self) -> int:
+        """Bytes the run takes in storage: every table (all versions kept) and checkpoint file."""
+        return files.size(self.location)
+
+    def wait_for_upkeep(self, timeout: float | None = None) -> bool:
+        """Block until the background cleanup of old versions that this process's log() calls
+        asked for on this run is done; False when `timeout` seconds passed first. log() never
+        waits for it (it compacts inline); call this before counting files or copying the run."""
+        return upkeep.wait(self.location, timeout)
+
+    def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
+        """Compact every table and drop versions older than the store's retention window."""
+        return {t: compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
+                for t in self.store.table_names(self)}

@@ -1,0 +1,205 @@
+"""What one SQL query reads of a store: per-run snapshots and lazy Arrow datasets over Lance.
+
+`artstore.read.sql` registers a `LazyDataset` per run and table with DuckDB; a `Query` holds, for one
+`Store.sql` call, a `RunSnapshot` per run it touches:
+- the run's `logs` table is pinned first (at `as_of`, or latest), and every other table is opened
+  after the pin, so it holds every row the pinned logs name (data rows commit before their logs row);
+- rows of the log-written tables pass only when their `write_id` is one the pinned logs name
+  (the visibility semi-join, an Arrow `is_in` in the scan), unless row counts prove every row
+  visible: then no `write_id` is read (see `artstore.log.visibility`);
+- the versions opened are recorded, so the result can say what it read.
+No DuckDB here: this is Arrow and the storage layer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from artstore.errors import VersionNotFoundError
+from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, committed_logs, visible_mask
+from artstore.read.as_of import as_of_args as _as_of_args
+from artstore.schema import arrow_schema
+from artstore.storage import tables
+
+if TYPE_CHECKING:  # the facade calls this service, never the other way
+    from artstore.read.run import Run
+    from artstore.read.store import Store
+
+# (logs uri, version, time) -> the committed logs rows (GATE_COLUMNS)
+_COMMITTED: OrderedDict[tuple[str, int, str], pa.Table] = OrderedDict()
+_COMMITTED_MAX = 4096
+_COMMITTED_LOCK = threading.Lock()
+
+
+class RunSnapshot:
+    """One run as one query reads it: the `logs` table pinned at first use, every other table opened
+    after the pin (so it holds every row the pinned logs name), each opened at most once."""
+
+    def __init__(self, run: Run, as_of: Any):
+        self.run = run
+        self.as_of = as_of
+        self.read: dict[str, int] = {}
+        self._opened: dict[str, pads.Dataset | None] = {}
+        self._latest: set[str] = set()  # tables opened at their latest version
+        self._committed: pa.Table | None = None
+        self._gates: dict[str, pa.Array | None] = {}
+        self._lock = threading.RLock()
+
+    def dataset(self, table: str) -> pads.Dataset | None:
+        with self._lock:
+            if table not in self._opened:
+                pinned = self.dataset("logs") if table != "logs" else None
+                self._opened[table] = self._open(table, pinned is not None)
+            return self._opened[table]
+
+    def committed(self) -> pa.Table:
+        """The pinned logs' rows (`visibility.GATE_COLUMNS`; the first committed row of each
+        log_id, as `Run.logs`): which rows of the data tables, and of the logs table itself, this
+        query may see. Kept between queries per logs version (a version never changes)."""
+        with self._lock:
+            if self._committed is None:
+                logs = self.dataset("logs")
+                if logs is None:
+                    self._committed = arrow_schema("logs").empty_table().select(GATE_COLUMNS)
+                else:
+                    key = (self.run.table_location("logs").uri, self.read["logs"],
+                           str(tables.version_time(logs)))
+                    with _COMMITTED_LOCK:
+                        found = _COMMITTED.get(key)
+                    if found is None:
+                        found = committed_logs(self.run.table_location("logs"), logs,
+                                               GATE_COLUMNS).combine_chunks()
+                        with _COMMITTED_LOCK:
+                            _COMMITTED[key] = found
+                            while len(_COMMITTED) > _COMMITTED_MAX:
+                                _COMMITTED.popitem(last=False)
+                    self._committed = found
+            return self._committed
+
+    def gate(self, table: str) -> pa.Array | None:
+        """The write_ids a scan of gated `table` must match its rows against, or None when every
+        row is visible: the table was opened at its latest version after the logs pin and holds
+        exactly as many rows as the pinned logs wrote to it (`visibility.all_visible`)."""
+        with self._lock:
+            if table not in self._gates:
+                committed = self.committed()
+                ds = self.dataset(table)
+                if ds is not None and table in self._latest and all_visible(table, committed, ds.count_rows()):
+                    self._gates[table] = None
+                else:
+                    self._gates[table] = committed.column("write_id").combine_chunks()
+            return self._gates[table]
+
+    def _open(self, table: str, has_logs: bool) -> pads.Dataset | None:
+        spec = self.as_of
+        version, asof = None, None
+        if isinstance(spec, Mapping):
+            version = spec.get(table)
+        elif spec is not None:
+            if table == "logs":
+                version, asof = _as_of_args(spec)
+            elif table not in GATED:  # not part of a log call: as the store was at that logs version
+                if not has_logs:
+                    return None  # the run did not exist yet at that time
+                asof = spec if isinstance(spec, datetime) else \
+                    tables.version_timestamp(self.run.table_location("logs"), self.read["logs"])
+        try:
+            found = tables.arrow_dataset(self.run.table_location(table), version=version, asof=asof)
+        except VersionNotFoundError:
+            if asof is None:
+                raise
+            return None  # the table had no version yet at that time
+        if found is None:
+            return None
+        self.read[table] = found[1]
+        if version is None and asof is None:
+            self._latest.add(table)
+        return found[0]
+
+
+class Query:
+    """The state of one `Store.sql` call: per-run snapshots, and the first error a scan raised."""
+
+    def __init__(self, store: Store, as_of: Any):
+        self.store = store
+        self.as_of = as_of
+        self.error: BaseException | None = None
+        self._runs: dict[str, RunSnapshot] = {}
+        self._lock = threading.Lock()
+
+    def snapshot(self, key: str) -> RunSnapshot:
+        with self._lock:
+            if key not in self._runs:
+                spec = self.as_of.get(key) if isinstance(self.as_of, dict) else self.as_of
+                self._runs[key] = RunSnapshot(self.store.run(*key.split("/")), spec)
+            return self._runs[key]
+
+    def versions(self) -> dict[str, dict[str, int]]:
+        return {k: dict(sorted(s.read.items())) for k, s in sorted(self._runs.items()) if s.read}
+
+
+class LazyDataset(pads.Dataset):
+    """A pyarrow Dataset of `schema` over one run's table, opened only when DuckDB scans it.
+
+    DuckDB reads `schema` to bind a query and calls `scanner(columns=, filter=)` to run it: the
+    columns and filter go to Lance's scan (pushdown). `open_()` gives the table at the version the
+    query reads (None when missing: then it scans as empty). With `gate`, a callable giving the
+    write_ids of the run's committed log calls (or None when counts prove every row visible), only
+    rows of those are let through: the semi-join with the logs table, done in the scan rather than
+    as a join in every run's branch of a view (binding a hundred such joins costs more than a
+    small query)."""
+
+    def __init__(self, schema: pa.Schema, open_: Callable[[], pads.Dataset | None],
+                 gate: Callable[[], pa.Array | None] | None = None):
+        self._schema = schema
+        self._open = open_
+        self._gate = gate
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
+        schema = self._schema if columns is None else pa.schema([self._schema.field(c) for c in columns])
+        ds = self._open()
+        if ds is None:
+            return pads.dataset(schema.empty_table()).scanner()
+        committed = None if self._gate is None else self._gate()
+        if committed is None:
+            return ds.scanner(columns=schema.names, filter=filter, **kwargs)
+        stored = list(dict.fromkeys([*schema.names, "write_id"]))
+        reader = ds.scanner(columns=stored, filter=filter, **kwargs).to_reader()
+
+        def batches() -> Any:
+            for batch in reader:
+                keep = visible_mask(batch.column("write_id"), committed)
+                if keep is not None:  # filtering copies every column: only when needed
+                    batch = batch.filter(keep)
+                if not schema.names:
+                    yield batch.select([])  # no columns, but the row count (count(*))
+                else:
+                    yield pa.RecordBatch.from_arrays([batch.column(n) for n in schema.names], schema=schema)
+
+        return pads.Scanner.from_batches(batches(), schema=schema)
+
+    def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
+        return self.scanner(columns, filter, **kwargs).to_table()
+
+    def count_rows(self, filter: Any = None, **kwargs: Any) -> int:
+        return self.to_table(columns=[], filter=filter).num_rows
+
+
+def view_schema(table: str) -> pa.Schema:
+    """The columns a run's table shows in the views: all but the internal write_id and commit_seq."""
+    schema = arrow_schema(table)
+    for internal in ("write_id", tables.SEQ):
+        if internal in schema.names:
+            schema = schema.remove(schema.get_field_index(internal))
+    return schema
