@@ -23,17 +23,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-_RUNS = """
-SELECT r.project, r.model, r.latest_step AS step, last.val_reward AS "val/reward",
-       last.train_reward AS "train/reward", r.logs, r.trajectories
-FROM runs r LEFT JOIN (
-  SELECT project, model,
-         arg_max(value, recorded_at) FILTER (WHERE name = 'val/reward') AS val_reward,
-         arg_max(value, recorded_at) FILTER (WHERE name = 'train/reward') AS train_reward
-  FROM metrics WHERE name IN ('val/reward', 'train/reward') GROUP BY project, model) last
-  ON last.project = r.project AND last.model = r.model
-ORDER BY r.project, r.model
-"""
 # The metrics `history` shows by default, when logged: rewards first, then training's own
 # (exception rates only when some rollout failed).
 KEY_METRICS = ("val/reward", "train/reward", "test/reward", "train/loss", "train/grad_norm", "val/exception_rate",
@@ -76,11 +65,13 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
     from artstore.sizes import format_size
 
     s = get_store(store, storage_option)
-    table = s.sql(_RUNS)
-    found = {(r.project, r.name): r for r in s.runs()}
-    keys = list(zip(table["project"].to_pylist(), table["model"].to_pylist(), strict=True))
-    configs = [found[k].config() if k in found else {} for k in keys]
-    size = [found[k].size_bytes() if k in found else 0 for k in keys]
+    listed = [(r, _summary(r)) for r in s.runs()]
+    listed = [(r, row) for r, row in listed if row is not None]
+    table = pa.Table.from_pylist([row for _, row in listed], schema=pa.schema([
+        ("project", pa.string()), ("model", pa.string()), ("step", pa.int64()), ("val/reward", pa.float64()),
+        ("train/reward", pa.float64()), ("logs", pa.int64()), ("trajectories", pa.int64())]))
+    configs = [r.config() for r, _ in listed]
+    size = [r.size_bytes() for r, _ in listed]
     fmt = resolve(fmt, output)
     if fmt == Format.table:
         table = table.append_column("config", pa.array([config_text(c) for c in configs], pa.string()))
@@ -95,6 +86,24 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
         write_json(objects, output)
         return
     render(table, fmt, output, title=f"runs in {s.uri}")
+
+
+def _summary(r: Any) -> dict[str, Any] | None:
+    """One row of `runs` (None for a run with no committed log): read through the run's API, not
+    SQL, so listing runs does not import DuckDB (a third of the command's start-up)."""
+    import pyarrow.compute as pc
+
+    logs = r.logs()
+    if logs.num_rows == 0:
+        return None
+    last = {}
+    metrics = r.read_table("metrics", filter="name IN ('val/reward', 'train/reward')",
+                           columns=["name", "value", "recorded_at"])
+    for name, value in zip(metrics["name"].to_pylist(), metrics["value"].to_pylist(), strict=True):
+        last[name] = value  # in log order: the last one logged wins
+    return {"project": r.project, "model": r.name, "step": pc.max(logs["step"]).as_py(),
+            "val/reward": last.get("val/reward"), "train/reward": last.get("train/reward"),
+            "logs": logs.num_rows, "trajectories": pc.sum(logs["num_trajectories"]).as_py()}
 
 
 def _when(t: Any) -> str:
