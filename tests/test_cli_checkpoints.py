@@ -98,3 +98,28 @@ def test_prune_errors_are_one_clear_line(store):
     assert code == 3
     code, out = cli("prune", "email-search/agent-001", "--store", store)  # no rules, no stored policy
     assert code == 0 and "would be deleted (0B)" in out
+
+
+def test_prune_unscored_keep_is_the_default_and_delete_frees_them(base_path):
+    model = art.TrainableModel(name="agent-001", project="email-search", base_model="b", base_path=base_path,
+                               report_metrics=[])
+    for step, v in {0: 0.2, 2: 0.9, 4: 0.1}.items():  # val every 2 steps; checkpoints every step
+        model.log_sync(None, split="val", metrics={"reward": v}, step=step)
+    for s in range(6):
+        d = Path(model.run.checkpoint_uri(s))
+        d.mkdir(parents=True)
+        (d / "adapter_model.safetensors").write_bytes(b"w" * 1000)
+        model.register_checkpoint(s)
+    run = ["prune", "email-search/agent-001", "--store", base_path, "--keep-best", "val/reward"]
+    code, out = cli(*run)
+    assert code == 0, out
+    actions = {r[0]: r[1] for r in lines(out)[:6]}
+    assert actions == {"0": "delete", "1": "keep", "2": "keep", "3": "keep", "4": "delete", "5": "keep"}
+    assert lines(out)[1][2] == "unranked: no val/reward at step 1"
+    code, out = cli(*run, "--unscored", "delete", "--apply")
+    assert code == 0, out
+    actions = {r[0]: r[1] for r in lines(out)[:6]}
+    assert actions == {"0": "deleted", "1": "deleted", "2": "keep", "3": "deleted", "4": "deleted", "5": "keep"}
+    assert "deleted 4 checkpoint(s), 4KB freed" in out
+    code, out = cli("prune", "email-search/agent-001", "--store", base_path, "--unscored", "delete")
+    assert code != 0 and "--unscored" in out and "--keep-best" in out

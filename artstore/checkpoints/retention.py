@@ -13,7 +13,8 @@ Whatever the rules say, a plan never deletes (invariant 5):
 - the newest checkpoint, nor a checkpoint still saving, nor a pinned one;
 - anything at all while the newest checkpoint is still saving;
 - a checkpoint a ranked rule cannot score (no value of its metric at its step), unless that
-  rule says `unscored="delete"`;
+  rule says `unscored="delete"` (as `Policy.art()`, ART's `delete_checkpoints`, does: with val
+  every N steps, the checkpoints between vals are what it frees);
 and a ranked metric absent from the run's metrics raises RetentionError (nothing is deleted).
 
 Scores are computed from every visible metric value of the run (its step summary, see
@@ -116,9 +117,14 @@ class KeepBest(pydantic.BaseModel):
     unscored: Literal["keep", "delete"] = pydantic.Field(
         "keep", description="A checkpoint with no value of the metric at its step: 'keep' (never deleted) "
                             "or 'delete' (this rule does not keep it, and it ranks last).")
+    rank_over: Literal["checkpoints", "history"] = pydantic.Field(
+        "checkpoints", description="Rank among the live checkpoints that have a score ('checkpoints'), or "
+                                   "among every step of the history with a value ('history', ART's rule: "
+                                   "when the best step has no checkpoint, this rule keeps none).")
 
     def describe(self) -> str:
-        return f"{self.metric} ({self.mode}, {self.smooth.describe()})"
+        over = ", over the history" if self.rank_over == "history" else ""
+        return f"{self.metric} ({self.mode}, {self.smooth.describe()}{over})"
 
 
 class KeepEvery(pydantic.BaseModel):
@@ -166,8 +172,11 @@ class Policy(pydantic.BaseModel):
 
     @classmethod
     def art(cls, best_checkpoint_metric: str = "val/reward") -> Policy:
-        """ART's delete_checkpoints rule: the latest and the best per-step mean of the metric."""
-        return cls(rules=(KeepLast(n=1), KeepBest(metric=best_checkpoint_metric)))
+        """ART's delete_checkpoints rule: keep the latest checkpoint and the step with the best
+        (highest) per-step mean of the metric over the whole history; delete every other
+        checkpoint, those without a value at their own step included."""
+        return cls(rules=(KeepLast(n=1), KeepBest(metric=best_checkpoint_metric, unscored="delete",
+                                                   rank_over="history")))
 
     def ranked(self) -> list[KeepBest]:
         return [r for r in self.rules if isinstance(r, KeepBest)]
@@ -317,7 +326,7 @@ def make_plan(
             for s in live_steps:
                 (keep if s in last else missed)[s].append(f"{'among' if s in last else 'not in'} the last {rule.n}")
         elif isinstance(rule, KeepBest):
-            order = rank(sc, live_steps, rule.mode)
+            order = rank(sc, sc if rule.rank_over == "history" else live_steps, rule.mode)
             for s in live_steps:
                 if s not in sc:
                     if rule.unscored == "delete":

@@ -80,7 +80,7 @@ def pin(
     console.print(f"checkpoint {step} of {run} {'unpinned' if unpin else 'pinned'}", markup=False)
 
 
-def _keep_best(spec: str, k: int, smooth: str | None) -> KeepBest:
+def _keep_best(spec: str, k: int, smooth: str | None, unscored: str = "keep") -> KeepBest:
     from artstore.checkpoints.retention import KeepBest, parse_smoothing
 
     metric, mode = spec, "max"
@@ -88,7 +88,9 @@ def _keep_best(spec: str, k: int, smooth: str | None) -> KeepBest:
         metric, mode = spec.rsplit(":", 1)
     if not metric:
         raise ValidationError("--keep-best", f"{spec!r}: give METRIC, METRIC:max or METRIC:min")
-    return KeepBest(metric=metric, mode=mode, k=k, smooth=parse_smoothing(smooth or "mean"))
+    if unscored not in ("keep", "delete"):
+        raise ValidationError("--unscored", f"{unscored!r}: use keep or delete")
+    return KeepBest(metric=metric, mode=mode, k=k, smooth=parse_smoothing(smooth or "mean"), unscored=unscored)
 
 
 @handle_errors
@@ -102,6 +104,10 @@ def prune(
         "--smooth", metavar="mean|window:N|ema:ALPHA",
         help="Rank --keep-best by the per-step mean (default), a moving average over N steps with a value, "
              "or an EMA (ALPHA weighs the newest step).")] = None,
+    unscored: Annotated[str | None, typer.Option(
+        "--unscored", metavar="keep|delete",
+        help="A checkpoint with no --keep-best metric value at its step: keep it (default) or let it be "
+             "deleted (ART's delete_checkpoints deletes it).")] = None,
     keep_every: Annotated[int | None, typer.Option("--keep-every", min=1, help="Keep steps divisible by N.")] = None,
     max_size: Annotated[str | None, typer.Option(
         "--max-size", metavar="SIZE", help="Size budget, e.g. 50GB: evict the worst-ranked first.")] = None,
@@ -116,18 +122,20 @@ def prune(
     """Plan (and with --apply, carry out) a checkpoint pruning: one line per checkpoint, with why.
 
     With no rule options, the run's stored policy is used, else nothing is deleted. The latest
-    checkpoint, one still saving, a pinned one and one a --keep-best metric cannot rank are kept."""
+    checkpoint, one still saving and a pinned one are kept; so is one a --keep-best metric cannot
+    rank (no value at its step), unless --unscored delete."""
     from artstore.checkpoints.retention import KeepEvery, KeepLast, KeepSql, Policy
     from artstore.sizes import parse_size
 
     r = get_run(get_store(store, storage_option), run)
-    if smooth is not None and keep_best is None:
-        raise ValidationError("--smooth", "only applies to --keep-best")
+    for flag, value in (("--smooth", smooth), ("--unscored", unscored)):
+        if value is not None and keep_best is None:
+            raise ValidationError(flag, "only applies to --keep-best")
     rules: list = []
     if keep_last is not None:
         rules.append(KeepLast(n=keep_last))
     if keep_best is not None:
-        rules.append(_keep_best(keep_best, best_k, smooth))
+        rules.append(_keep_best(keep_best, best_k, smooth, unscored or "keep"))
     if keep_every is not None:
         rules.append(KeepEvery(n=keep_every))
     if sql is not None:

@@ -32,7 +32,8 @@ def compact(
 ) -> None:
     """Compact a run (or every run): merge small fragments, drop versions past retention.
 
-    Old versions go once older than the store's retention window (7 days by default); tagged
+    With --all, runs an older artstore created are first recorded in the store's registry of
+    runs. Old versions go once older than the store's retention window (7 days by default); tagged
     versions are kept. Safe beside running writers and readers inside the window.
 
     Examples:
@@ -47,6 +48,8 @@ def compact(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     s = get_store(store, storage_option)
+    if all_runs and (found := s.rescan_runs()):
+        err_console.print(f"registered {found} run(s) the store's registry of runs lacked")
     runs = s.runs() if all_runs else [get_run(s, run)]
     summary = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

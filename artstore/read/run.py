@@ -36,6 +36,7 @@ from artstore.read import step_summary
 from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.step_summary import StepSummary
+from artstore.records.metric_names import with_current_names
 from artstore.schema import arrow_schema
 from artstore.storage import Location, compaction, files, tables
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
@@ -135,7 +136,9 @@ class Run:
         return self._metrics(self.logs(as_of))
 
     def _metrics(self, committed: pa.Table) -> pa.Table:
-        return self._visible("metrics", committed, columns=["log_id", "step", "split", "name", "value", "recorded_at"])
+        # 0.5.9's names read as 0.5.23's (a read-time mapping: stores are never rewritten)
+        return with_current_names(self._visible("metrics", committed,
+                                                columns=["log_id", "step", "split", "name", "value", "recorded_at"]))
 
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
@@ -157,7 +160,10 @@ class Run:
     def step_summary(self, as_of: AsOf = None) -> StepSummary:
         """Per-step sums and counts of every metric at the run's latest version (or `as_of`), kept
         in memory per version: repeated calls cost one manifest read (see `artstore.read.step_summary`)."""
-        return step_summary.load(self, *_as_of_args(as_of))
+        return step_summary.load(self.table_location("logs"),
+                                 lambda committed: with_current_names(
+                                     self._visible("metrics", committed, columns=["step", "name", "value"])),
+                                 *_as_of_args(as_of))
 
     def _step_means(self, metric: str, as_of: AsOf = None) -> dict[int, float]:
         scores = self.step_summary(as_of).means(metric)

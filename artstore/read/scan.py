@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -25,10 +25,12 @@ import pyarrow.dataset as pads
 from artstore.errors import VersionNotFoundError
 from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, committed_logs, visible_mask
 from artstore.read.as_of import as_of_args as _as_of_args
-from artstore.read.run import Run
-from artstore.read.store import Store
 from artstore.schema import arrow_schema
 from artstore.storage import tables
+
+if TYPE_CHECKING:  # the facade calls this service, never the other way
+    from artstore.read.run import Run
+    from artstore.read.store import Store
 
 # (logs uri, version, time) -> the committed logs rows (GATE_COLUMNS)
 _COMMITTED: OrderedDict[tuple[str, int, str], pa.Table] = OrderedDict()

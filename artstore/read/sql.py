@@ -38,7 +38,7 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -47,11 +47,13 @@ import pyarrow.dataset as pads
 from artstore.errors import InvalidNameError, RunNotFoundError, SqlError, ValidationError
 from artstore.names import check_segment
 from artstore.read import sql_runs
-from artstore.read.run import Run
 from artstore.read.scan import GATED, LazyDataset, Query, view_schema
-from artstore.read.store import Store
 from artstore.read.views import VIEWS  # noqa: F401  (re-exported: the views and their docs)
 from artstore.storage import tables
+
+if TYPE_CHECKING:  # the facade calls this service, never the other way
+    from artstore.read.run import Run
+    from artstore.read.store import Store
 
 VERSIONS_KEY = b"artstore.versions"
 STATIC = ("logs", *GATED, "checkpoints", "configs")  # tables with a schema file, registered for every run

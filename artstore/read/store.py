@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from artstore.log import registry
 from artstore.log.upkeep import DEFAULT_RETENTION
 from artstore.read.as_of import AsOf
 from artstore.read.run import Run
@@ -35,13 +36,17 @@ class Store:
         return Run(self, project, name)
 
     def runs(self, projects: list[str] | None = None) -> list[Run]:
-        """Every run in the store that has logged anything, sorted by project and name."""
-        found = []
-        for rel in files.glob(self.location, "*/models/*/logs.lance"):
-            project, _, name, _ = rel.split("/")
-            if projects is None or project in projects:
-                found.append(Run(self, project, name))
-        return sorted(found, key=lambda r: (r.project, r.name))
+        """Every run in the store that has logged anything, sorted by project and name: read from the
+        store's registry of runs (`artstore.log.registry`), or found by listing a store without one."""
+        found = registry.read(self.location)
+        if found is None:
+            found = registry.walk(self.location)
+        return [Run(self, project, name) for project, name in found if projects is None or project in projects]
+
+    def rescan_runs(self) -> int:
+        """Record in the store's registry the runs found by listing the store that it lacks (runs an
+        older artstore created); returns how many. `artstore compact --all` does this first."""
+        return registry.rescan(self.location)
 
     def sql(self, query: str, params: list[Any] | Mapping[str, Any] | None = None,
             as_of: AsOf | Mapping[str, Any] = None, projects: list[str] | None = None,
