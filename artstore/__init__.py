@@ -14,8 +14,9 @@ __version__ = "0.1.0"
 
 # the module that defines them -> the public names
 _MODULES = {
-    "artstore.art.model": ("Model",),
-    "artstore.art.trainable": ("TrainableModel",),
+    # TrainableModel through model: model.py imports trainable.py at its end, and trainable.py
+    # imports model.py first, so importing trainable.py first would be circular
+    "artstore.art.model": ("Model", "TrainableModel"),
     "artstore.art.retry": ("retry",),
     "artstore.art.training": ("Backend", "TrainConfig"),
     "artstore.art.types": ("LocalTrainResult", "LoRAConfig", "Message", "MessageOrChoice", "Messages",

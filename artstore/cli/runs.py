@@ -35,16 +35,34 @@ def register(app: typer.Typer) -> None:
     app.command("history")(history)
 
 
-def config_text(config: dict[str, Any]) -> str:
-    """A run's stored configuration on one line: `key=value` of the training config, then the model's."""
-    parts = []
+def config_items(config: dict[str, Any]) -> dict[str, str]:
+    """A run's stored configuration as {key: text}: the training config's keys, then the model's
+    (`model.` before a key both have); keys without a value are left out."""
+    out: dict[str, str] = {}
     for source in ("train", "model"):
         value = config.get(source)
         if isinstance(value, dict):
-            parts += [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in value.items()]
+            for k, v in value.items():
+                if v is not None:
+                    out[f"model.{k}" if k in out else k] = v if isinstance(v, str) else json.dumps(v)
         elif value is not None:
-            parts.append(f"{source}={json.dumps(value)}")
-    return " ".join(parts)
+            out[source] = json.dumps(value)
+    return out
+
+
+def config_text(config: dict[str, Any], keys: set[str] | None = None) -> str:
+    """A run's stored configuration on one line, `key=value ...` (only `keys` when given)."""
+    return " ".join(f"{k}={v}" for k, v in config_items(config).items() if keys is None or k in keys)
+
+
+def _differing(configs: list[dict[str, Any]]) -> set[str] | None:
+    """The config keys whose values differ between runs (None: show every key, one run or no difference)."""
+    items = [config_items(c) for c in configs if c]
+    if len(items) < 2:
+        return None
+    keys = {k for i in items for k in i}
+    differ = {k for k in keys if len({i.get(k) for i in items}) > 1}
+    return differ or None
 
 
 @handle_errors
@@ -54,7 +72,7 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
 
     `step` is the latest step logged; the rewards are the last logged; `logs` counts log() calls and
     `trajectories` their rows; `config` is the run's stored configuration (Model(config=...) and
-    the last TrainConfig); the size counts every kept version and checkpoint file (KiB = 1024 bytes).
+    the last TrainConfig; in a table, the keys whose values differ between runs); the size counts every kept version and checkpoint file (KiB = 1024 bytes).
 
     Example:
 
@@ -74,7 +92,8 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
     size = [r.size_bytes() for r, _ in listed]
     fmt = resolve(fmt, output)
     if fmt == Format.table:
-        table = table.append_column("config", pa.array([config_text(c) for c in configs], pa.string()))
+        differ = _differing(configs)  # in a table, what tells the runs apart
+        table = table.append_column("config", pa.array([config_text(c, differ) for c in configs], pa.string()))
         table = table.append_column("size", pa.array([format_size(n) for n in size], pa.string()))
     else:
         table = table.append_column("config", pa.array([json.dumps(c) if c else None for c in configs], pa.string()))
