@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 
 # the module that defines them -> the public names
 _MODULES = {
-    # TrainableModel through model.py: it imports trainable.py last (importing trainable.py first is circular)
-    "artstore.art.model": ("Model", "TrainableModel"),
+    "artstore.art.model": ("Model",),
+    "artstore.art.trainable": ("TrainableModel",),
     "artstore.art.retry": ("retry",),
     "artstore.art.training": ("Backend", "TrainConfig"),
     "artstore.art.types": ("LocalTrainResult", "LoRAConfig", "Message", "MessageOrChoice", "Messages",
