@@ -175,6 +175,11 @@ def pages(base: str, store: Any, reps: int) -> list[dict[str, Any]]:
          f"/api/rollouts/scenario?run={q(RUN)}&split=train&key=scenario_id&value={q(json.dumps(scenario))}",
          lambda: store.sql(f"SELECT step, avg(reward) FROM trajectories WHERE {pin} AND split = 'train' AND "
                            "json_extract_string(metadata, '$.scenario_id') = $s GROUP BY step", {**p, "s": scenario})),
+        ("rollouts: same group scenario_id, 1,000 steps",
+         f"/api/rollouts/scenario?run={q(RUN)}&split=train&level=group&key=scenario_id&value={q(json.dumps(scenario))}",
+         lambda: store.sql(f"SELECT t.step, avg(t.reward) FROM trajectories t JOIN groups g USING (project, model, group_id) "
+                           f"WHERE t.{pin.replace(' AND ', ' AND t.')} AND t.split = 'train' AND "
+                           "json_extract_string(g.metadata, '$.scenario_id') = $s GROUP BY t.step", {**p, "s": scenario})),
         ("checkpoints + retention plan", f"/api/checkpoints?run={q(RUN)}",
          lambda: (run.checkpoints(), run.retention_plan(art.Policy.art()))),
         ("versions (newest 20)", f"/api/versions?run={q(RUN)}", lambda: run.versions()),
