@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -120,19 +121,31 @@ def _get(url: str, body: dict[str, Any] | None = None) -> Any:
         return json.loads(r.read())
 
 
-def _time(fn: Any, reps: int) -> tuple[float, float, Any]:
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system, every thread) of process `pid` (None: this process). /proc's
+    figures tick every 10 ms, so callers read it around many calls, not one."""
+    if pid is None:
+        return time.process_time()
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _time(fn: Any, reps: int, pid: int | None = None) -> tuple[float, float, float, Any]:
+    """(first call's wall time, median wall time of `reps` more, mean CPU time of those in
+    process `pid` (None: this one), the first call's result)."""
     t = time.perf_counter()
     out = fn()
     first = time.perf_counter() - t
     times = []
+    cpu = _cpu_seconds(pid)
     for _ in range(reps):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return first, statistics.median(times), out
+    return first, statistics.median(times), (_cpu_seconds(pid) - cpu) / reps, out
 
 
-def pages(base: str, store: Any, reps: int) -> list[dict[str, Any]]:
+def pages(base: str, store: Any, reps: int, server_pid: int) -> list[dict[str, Any]]:
     """(page, API call, baseline) rows, each timed: first call and median of `reps`."""
     import artstore as art
 
@@ -194,9 +207,9 @@ def pages(base: str, store: Any, reps: int) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"page": name, "call": path or ""}
         if path:
             call = (lambda: _get(f"{base}/api/sql", sql_body)) if path.startswith("POST") else (lambda u=base + path: _get(u))
-            row["first"], row["median"], out = _time(call, reps)
+            row["first"], row["median"], row["cpu"], out = _time(call, reps, server_pid)
             row["bytes"] = len(json.dumps(out))
-        row["base_first"], row["base_median"], _ = _time(baseline, reps)
+        row["base_first"], row["base_median"], row["base_cpu"], _ = _time(baseline, reps)
         rows.append(row)
         print(f"  {name:42s} {row.get('median', float('nan')) * 1000:8.1f} ms  (baseline {row['base_median'] * 1000:.1f} ms)",
               file=sys.stderr, flush=True)
@@ -213,22 +226,34 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
         f"steps; {info['bytes'] / 2**20:,.0f} MiB on disk (every version kept). Built through `Model.log` in "
         f"{info['build_s']:,.0f} s ({info['model_log_s']:,.0f} s inside log).", "",
         f"Each page's API call over HTTP to `artstore ui` (its own process, 127.0.0.1): the first call (cold: "
-        f"a new server, nothing cached) and the median of {reps} more; beside it the median of the Store.sql query (or Run call) that "
-        "gives the same answer, in the same process. Ratio = page / baseline.", "",
-        "| page | first call | median | baseline (median) | ratio | JSON |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"a new server, nothing cached), the median wall time of {reps} more, and the server process's CPU time per "
+        "call (mean over those); beside it the same for the Store.sql query (or Run call) that gives the same answer, "
+        "in the benchmark's process. CPU time is the steadier figure on a shared machine. Ratio = page / baseline "
+        "(CPU).", "",
+        "| page | first call | median wall | CPU / call | baseline wall | baseline CPU | ratio (CPU) | JSON |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
+        base = f"{r['base_median'] * 1000:,.1f} ms | {r['base_cpu'] * 1000:,.1f} ms"
         if "median" in r:
             lines.append(f"| {r['page']} | {r['first'] * 1000:,.0f} ms | {r['median'] * 1000:,.1f} ms | "
-                         f"{r['base_median'] * 1000:,.1f} ms | {r['median'] / r['base_median']:.2f} | {r['bytes'] / 1000:,.0f} kB |")
+                         f"{r['cpu'] * 1000:,.1f} ms | {base} | {r['cpu'] / max(r['base_cpu'], 1e-9):.2f} | "
+                         f"{r['bytes'] / 1000:,.0f} kB |")
         else:
-            lines.append(f"| {r['page']} | | | {r['base_median'] * 1000:,.1f} ms | | |")
+            lines.append(f"| {r['page']} | | | | {base} | | |")
     slowest = max((r for r in rows if "median" in r), key=lambda r: r["median"])
     lines += ["", f"Slowest page (median): {slowest['page']}, {slowest['median'] * 1000:,.0f} ms.", "",
               "Notes:",
-              "- Runs' sizes list every file of a run (`Run.size_bytes()`); the page shows the table first and "
-              "fills sizes in when they come.",
+              "- The issue asks for pages that open in under a second. Runs' sizes are the one call near it: they "
+              "list every file of the run (`Run.size_bytes()`, the baseline, costs as much); the page shows the "
+              "table first and fills sizes in when they come.",
+              "- The pages read only what they show: a step's groups and a group's trajectories are Lance filters "
+              "on split, step and group; the versions list comes first, and what each version held is one call "
+              "per row shown.",
+              "- Replies are `JSONResponse`s: with FastAPI's default encoder walking each reply again, the SQL "
+              "box's 1,000 rows took 0.35 s over HTTP against 0.04 s for the query.",
+              "- On a machine shared with other jobs (see the load average above) wall times move by 2-3x "
+              "between runs; CPU times much less.",
               "- Not measured: the browser's own work (the page scripts, and plotly.min.js, 4.8 MB, loaded once on "
               "the first chart)."]
     return "\n".join(lines) + "\n"
@@ -268,7 +293,7 @@ def main() -> None:
     store = art.open_store(str(args.out / "store"))
     base, server = _serve(store.uri)
     try:
-        rows = pages(base, store, args.reps)
+        rows = pages(base, store, args.reps, server.pid)
     finally:
         server.terminate()
         server.wait(30)
