@@ -1,6 +1,6 @@
 """How fast the pages of `artstore ui` open on a big run, beside the equivalent Store.sql query.
 
-    python -m benchmarks.ui_bench [--steps 1000 --per-step 496 --val-every 10] [--reps 5]
+    python -m benchmarks.ui_bench [--steps 1000 --per-step 496 --val-every 10] [--reps 5] [--browser]
 
 Builds once (kept under --out, default .bench/ui/; --rebuild starts over) one run of STEPS train
 steps, each a log of PER_STEP tool-calling email-search rollouts (groups of 8, from
@@ -10,7 +10,8 @@ steps: 1,000 x 496 + 100 x 64 = 502,400 trajectories by default. Then starts the
 (`artstore ui`, a process of its own on 127.0.0.1) and times each page's API call over HTTP: the
 first call (cold: a new server process, nothing cached) and the median of REPS more, beside the median of the
 Store.sql query (or Run call) a person would write for the same answer, in the same process.
-With --results FILE the figures and the command go into that file's section for this benchmark.
+With --browser, each page is also timed in headless chromium until it has rendered. With --results
+FILE the figures and the command go into that file's section for this benchmark.
 """
 
 from __future__ import annotations
@@ -216,7 +217,57 @@ def pages(base: str, store: Any, reps: int, server_pid: int) -> list[dict[str, A
     return rows
 
 
-def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps: int) -> str:
+_WAIT_READY = """async hash => {
+  const t = performance.now();
+  navigate(hash);  // marks the page loading at once (see core.js)
+  while (document.getElementById('page').dataset.state !== 'ready') await new Promise(r => setTimeout(r, 2));
+  return performance.now() - t;
+}"""
+
+
+def browser_pages(base: str, reps: int) -> list[dict[str, Any]]:
+    """Each page in headless chromium (Debian's, driven by playwright), until it has rendered
+    (`data-state=ready`: its data fetched and drawn, charts included): a cold load (a new
+    browser context: scripts, plotly.min.js and data fetched afresh) and the median of `reps`
+    renders inside the loaded app (as a click on a tab does). A page that shows an error fails."""
+    from playwright.sync_api import sync_playwright
+
+    q = urllib.parse.quote
+    sql = "SELECT step, avg(reward) AS reward FROM trajectories WHERE split = 'train' GROUP BY step ORDER BY step"
+    cases = [
+        ("runs table", "runs"),
+        ("chart: train/reward vs val/reward, ema:0.9", f"charts?runs={q(RUN)}&metric=train/reward&pair=1&smooth=ema:0.9"),
+        ("rollouts: last step, its first group", f"rollouts?run={q(RUN)}&split=train&step=999"),
+        ("checkpoints + retention plan", f"checkpoints?run={q(RUN)}"),
+        ("versions", f"versions?run={q(RUN)}"),
+        ("SQL box: table + chart", f"sql?q={q(sql)}"),
+    ]
+    rows = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+        try:
+            for name, fragment in cases:
+                context = browser.new_context(viewport={"width": 1280, "height": 800})
+                page = context.new_page()
+                t = time.perf_counter()
+                page.goto(f"{base}/#{fragment}")
+                page.wait_for_selector("#page[data-state=ready]", timeout=120_000)
+                cold = time.perf_counter() - t
+                warm = [page.evaluate(_WAIT_READY, fragment) / 1000 for _ in range(reps)]
+                errors = page.locator(".error").all_inner_texts()
+                context.close()
+                if errors:
+                    raise RuntimeError(f"{name}: the page shows {errors}")
+                rows.append({"page": name, "cold": cold, "warm": statistics.median(warm)})
+                print(f"  browser: {name:42s} cold {cold * 1000:7.0f} ms, warm {rows[-1]['warm'] * 1000:7.0f} ms",
+                      file=sys.stderr, flush=True)
+        finally:
+            browser.close()
+    return rows
+
+
+def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps: int,
+           browser: list[dict[str, Any]] | None = None) -> str:
     lines = [
         f"Command: `{command}`", "",
         f"Machine: {machine()}", "",
@@ -241,6 +292,13 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
                          f"{r['bytes'] / 1000:,.0f} kB |")
         else:
             lines.append(f"| {r['page']} | | | | {base} | | |")
+    if browser:
+        lines += ["", "In the browser (headless chromium on the same machine): from navigation until the page has "
+                  "rendered (its data fetched, tables and charts drawn). Cold: a new browser context (scripts, "
+                  f"plotly.min.js and data fetched afresh); warm: the median of {reps} renders inside the loaded app, "
+                  "as a click on a tab does.", "",
+                  "| page | cold load | warm render |", "| --- | ---: | ---: |"]
+        lines += [f"| {b['page']} | {b['cold'] * 1000:,.0f} ms | {b['warm'] * 1000:,.0f} ms |" for b in browser]
     slowest = max((r for r in rows if "median" in r), key=lambda r: r["median"])
     lines += ["", f"Slowest page (median): {slowest['page']}, {slowest['median'] * 1000:,.0f} ms.", "",
               "Notes:",
@@ -254,8 +312,8 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
               "box's 1,000 rows took 0.35 s over HTTP against 0.04 s for the query.",
               "- On a machine shared with other jobs (see the load average above) wall times move by 2-3x "
               "between runs; CPU times much less.",
-              "- Not measured: the browser's own work (the page scripts, and plotly.min.js, 4.8 MB, loaded once on "
-              "the first chart)."]
+              "- plotly.min.js (4.8 MB) is loaded on the first page that draws a chart, so the cold loads of the "
+              "chart pages include it."]
     return "\n".join(lines) + "\n"
 
 
@@ -281,6 +339,7 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--results", type=Path, default=None)
+    ap.add_argument("--browser", action="store_true", help="also time each page in headless chromium (/usr/bin/chromium)")
     args = ap.parse_args()
     if args.rebuild and args.out.exists():
         shutil.rmtree(args.out)
@@ -294,11 +353,12 @@ def main() -> None:
     base, server = _serve(store.uri)
     try:
         rows = pages(base, store, args.reps, server.pid)
+        browser = browser_pages(base, args.reps) if args.browser else None
     finally:
         server.terminate()
         server.wait(30)
     command = "python -m benchmarks.ui_bench " + " ".join(sys.argv[1:])
-    text = report(info, rows, command, args.reps)
+    text = report(info, rows, command, args.reps, browser)
     print(text)
     if args.results:
         write_section(args.results, "## UI pages (`benchmarks/ui_bench.py`)\n\n" + text)
