@@ -44,9 +44,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from artstore.errors import InvalidNameError, RunNotFoundError, SqlError, ValidationError
+from artstore.errors import InvalidNameError, SqlError, ValidationError
 from artstore.names import check_segment
 from artstore.read import sql_runs
+from artstore.read.as_of import check_as_of
 from artstore.read.scan import GATED, LazyDataset, Query, view_schema
 from artstore.read.views import VIEWS  # noqa: F401  (re-exported: the views and their docs)
 from artstore.storage import tables
@@ -317,25 +318,6 @@ def _catalog(store: Store) -> _Catalog:
         return _catalogs[store]
 
 
-def _as_of(store: Store, as_of: Any, projects: list[str] | None) -> Any:
-    """Check `as_of`: one spec for every run, or {"project/model": spec} naming runs that exist."""
-    if not isinstance(as_of, Mapping):
-        return as_of
-    out = {}
-    for key, spec in as_of.items():
-        if not isinstance(key, str) or key.count("/") != 1:
-            raise ValidationError("as_of", f"name runs as 'project/model', got {key!r}")
-        project, model = key.split("/")
-        if (projects is not None and project not in projects) or not store.run(project, model).exists():
-            raise RunNotFoundError(f"as_of names {key!r}, which is not a run of this store (or of `projects`)")
-        if isinstance(spec, Mapping):
-            bad = [t for t, v in spec.items() if not isinstance(v, int) or isinstance(v, bool)]
-            if bad:
-                raise ValidationError(f"as_of[{key!r}]", f"table versions must be ints, got {bad}")
-        out[key] = spec
-    return out
-
-
 def _runs_read(store: Store, reach: list[sql_runs.Reach] | None, projects: list[str] | None) -> list[Run]:
     """The runs the views need branches for: those the query's WHERE pins, else every run."""
     if reach is not None and all(p is not None and m is not None for p, m in reach):
@@ -365,7 +347,7 @@ def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
     bound = _params(params)
     if projects is not None:
         projects = [check_segment("project", p) for p in ([projects] if isinstance(projects, str) else projects)]
-    spec = _as_of(store, as_of, projects)
+    spec = check_as_of(store, as_of, projects)
     catalog = _catalog(store)
     with catalog.lock:
         read = _runs_read(store, catalog.reach(sql, bound), projects)
