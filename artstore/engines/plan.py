@@ -172,3 +172,11 @@ def _and(user: str | None, gate: str | None) -> str | None:
     if user is None or gate is None:
         return gate if user is None else user
     return f"({user}) AND ({gate})"
+
+
+def plan(store: Store, table: str, *, projects: Sequence[str] | None = None, runs: Sequence[str] | None = None,
+         as_of: Any = None, columns: Sequence[str] | None = None, filter: str | None = None,
+         rows_per_part: int = ROWS_PER_PART) -> tuple[list[ScanPart], pa.Schema]:
+    """One table's parts, and the schema each part's `read()` returns: what every adapter reads."""
+    snap = Snapshot(store, projects, runs, as_of, rows_per_part)
+    return snap.scan_parts(table, columns, filter), snap.schema(table, columns)

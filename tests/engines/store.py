@@ -79,10 +79,11 @@ def truth(store: art.Store, table: str, as_of=None) -> dict[str, tuple[int, floa
 
 def tally(name: str, table) -> dict[str, tuple[int, float]]:
     """The same per-run figures of a pyarrow Table of `name` read through an engine."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     out = {}
-    keys = pc.binary_join_element_wise(table["project"], table["model"], "/")
+    keys = pc.binary_join_element_wise(pc.cast(table["project"], pa.string()), pc.cast(table["model"], pa.string()), "/")
     for run in sorted(set(keys.to_pylist())):
         rows = table.filter(pc.equal(keys, run))
         out[run] = (rows.num_rows, round(float(pc.sum(rows[SUMS[name]]).as_py()), 6))
