@@ -11,7 +11,7 @@ import pytest
 from tests.art_parity.harness import SCRIPTS, run_art, run_artstore
 from tests.art_venv import build_art_venv
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the first use builds the ART venv (~3 min)
 SCRIPT = SCRIPTS / "delete_checkpoints_edges.py"
 
 
