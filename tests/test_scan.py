@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
-from artstore.read import views
+from artstore.read import view_datasets as views
 
 
 @pytest.mark.parametrize(("expr", "kept"), [

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 import artstore as art
 from artstore.log.commit import write_log
 from artstore.read import sql as sql_mod
-from artstore.read import views
+from artstore.read import view_datasets as views
 from artstore.read.scan import view_schema
+from artstore.read.views import VIEWS
 from artstore.storage import tables
 from tests.test_sql import log_all
 
@@ -152,8 +153,7 @@ def test_no_internal_table_is_listed_or_reachable(path):
     store = art.open_store(path)
     store.sql("SELECT count(*) FROM trajectories", projects=["email-search"])
     listed = {r["name"] for r in store.sql("SHOW TABLES").to_pylist()}
-    assert listed <= {"runs", "logs", "trajectories", "groups", "messages", "metrics", "history", "checkpoints",
-                      "tokens"}
+    assert listed <= set(VIEWS)
     names = {r["table_name"] for r in store.sql(
         "SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views() "
         "WHERE NOT internal").to_pylist()}

@@ -35,6 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import artstore as art
+from trainer import distributed
 from trainer.backend import LocalBackend
 from trainer.rollout import hf, vllm
 
@@ -136,6 +137,7 @@ def _fmt(v: Any) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     console = Console()
+    distributed.init_from_env(args.device)  # under torchrun: join the other ranks (else a no-op)
     if args.device in (None, "cpu") and not torch.cuda.is_available():
         torch.set_num_threads(args.threads)
     model = art.TrainableModel(name=args.name, project=args.project, base_model=args.model,
@@ -143,7 +145,12 @@ async def main(args: argparse.Namespace) -> None:
     backend = LocalBackend(args.model, device=args.device, lora_r=8, lora_alpha=16, seed=args.seed,
                            row_length=1024, batch_size=64)  # fmt: skip
     await model.register(backend)
-    start = await model.get_step()
+    step_here = await model.get_step()
+    start = distributed.on_main(lambda: step_here)  # under torchrun every rank starts at rank 0's step
+    if not distributed.is_main():  # torchrun: rank 0 samples, logs and saves; every rank trains its shard
+        for _ in range(start, args.steps):
+            await backend.train_shard(model)
+        return
     sampler, reload_adapter = make_sampler(args, backend, model)
     learning_rate = args.learning_rate or (1e-2 if args.model == "tiny" else 1e-5)
     config = art.TrainConfig(learning_rate=learning_rate, beta=args.beta)

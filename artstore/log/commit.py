@@ -32,8 +32,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from artstore.errors import ArtstoreError, StorageError, ValidationError
-from artstore.log import upkeep
+from artstore.errors import ArtstoreError, StorageError, ValidationError, VersionNotFoundError
+from artstore.log import registry, upkeep
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import metrics as metrics_mod
 from artstore.records.encoding import check_stored_layout, encode_groups
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
-DEFAULT_RETENTION = timedelta(days=7)
+DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,13 @@ def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dic
     `commit_seq`)."""
     loc = run.child("logs.lance")
     for attempt in range(tables.VANISHED_RETRIES + 1):
-        ds = tables.open_dataset(loc, version=version)
+        try:
+            ds = tables.open_dataset(loc, version=version)
+        except VersionNotFoundError:
+            # A cleanup beside us removed that version (a short window). The first committed row
+            # of a log_id never changes once committed, so the latest version answers the same.
+            version = None
+            continue
         if ds is None:
             return None, 0, True
         try:
@@ -151,6 +157,14 @@ def _discard(run: Location, written: Mapping[str, list]) -> None:
             logger.warning("could not delete the uncommitted files of %s: %s", name, e)
 
 
+def _register(run: Location) -> None:
+    """Record the run at `run` (`{store}/{project}/models/{model}`) in its store's registry; a
+    location outside that layout has no store to record it in."""
+    parts = run.uri.rstrip("/").rsplit("/", 3)
+    if len(parts) == 4 and parts[2] == "models" and parts[0]:
+        registry.register(Location(parts[0], run.storage_options), parts[1], parts[3])
+
+
 def commit_log(run: Location, row: pa.Table, first_commit_wins: bool, read_version: int = 0) -> tuple[bool, int]:
     """Append the logs row `row` (one commit, on `read_version` when the caller just read the
     logs at it: see `tables.commit_files`); returns (appended, version). A logs table made before
@@ -173,33 +187,33 @@ def write_log(
     retention: timedelta = DEFAULT_RETENTION,
     metrics_as_given: bool = False,
     recorded_at: datetime | None = None,
+    values: Mapping[str, float] | None = None,
 ) -> LogRecord:
     """Store one log call in the run at `run`. See the module doc for the protocol.
 
     Importers of runs logged elsewhere pass `metrics_as_given=True` (store `metrics` under exactly
     the names given and compute none from the groups: the source already holds the values it
     computed) and `recorded_at` (when the source logged it; timezone-aware, default now).
+    `Model.log` passes `values`: the history row it computed (with the model's running sums);
+    they are stored as given, while the log id still derives from the caller's `metrics`.
     """
     check_segment("split", split)
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise ValidationError("step", f"must be a non-negative int, got {step!r}")
     groups = as_groups(trajectories)
-    extra = dict(metrics or {})
-    for k, v in extra.items():
-        if not isinstance(k, str) or not k:
-            raise ValidationError("metrics", f"metric names must be non-empty strings, got {k!r}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValidationError(f"metrics[{k!r}]", f"must be a number, got {type(v).__name__}")
-    if not groups and not extra:
-        raise ValidationError("trajectories", "nothing to log: give trajectory groups and/or metrics=")
+    extra = metrics_mod.check_extra(metrics)
     for gi, g in enumerate(groups):
         for ti, t in enumerate(g.trajectories):
             check_reward(t.reward, f"groups[{gi}].trajectories[{ti}].reward", allow_nonfinite_rewards)
 
     if metrics_as_given:
         values = {k: float(v) for k, v in extra.items() if not math.isnan(v)}
+    elif values is not None:
+        values = {k: float(v) for k, v in values.items() if not math.isnan(v)}
     else:
-        values = metrics_mod.compute_metrics(groups, split, extra)
+        values = metrics_mod.compute_metrics(None if trajectories is None else groups, split, extra, step=step)
+    if not groups and not values:
+        raise ValidationError("trajectories", "nothing to log: give trajectory groups and/or metrics=")
     if recorded_at is None:
         recorded_at = tables.now_utc()
     elif recorded_at.tzinfo is None:
@@ -229,6 +243,8 @@ def write_log(
             if existing is not None:  # a retry: store nothing, write no orphan rows
                 _discard(run, written)
                 return _record(run, existing)
+            if looked_at == 0:  # the run's first log: in the store's registry before it commits
+                _register(run)
             message = f"log {log_id} ({split}, step {step})"
             commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), written[name],
                                          rows[name].schema, message) for name in written}

@@ -1,6 +1,6 @@
 """What one SQL query reads of a store: per-run snapshots and lazy Arrow datasets over Lance.
 
-The datasets behind the SQL views (`artstore.read.views`) read through a `Query`, which holds, for
+The datasets behind the SQL views (`artstore.read.view_datasets`) read through a `Query`, which holds, for
 one `Store.sql` call, a `RunSnapshot` per run it touches:
 - the run's `logs` table is pinned first (at `as_of`, or latest), and every other table is opened
   after the pin, so it holds every row the pinned logs name (data rows commit before their logs row);
@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -25,10 +25,12 @@ import pyarrow.dataset as pads
 from artstore.errors import VersionNotFoundError
 from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, committed_logs
 from artstore.read.as_of import as_of_args as _as_of_args
-from artstore.read.run import Run
-from artstore.read.store import Store
 from artstore.schema import arrow_schema
 from artstore.storage import tables
+
+if TYPE_CHECKING:  # the facade calls this service, never the other way
+    from artstore.read.run import Run
+    from artstore.read.store import Store
 
 # (logs uri, version, time) -> the committed logs rows (GATE_COLUMNS)
 _COMMITTED: OrderedDict[tuple[str, int, str], pa.Table] = OrderedDict()
@@ -127,10 +129,12 @@ class Query:
     per run it reads, values computed once per query, the readers it opened (closed by `close`),
     and the first error a scan raised."""
 
-    def __init__(self, store: Store, as_of: Any, projects: Sequence[str] | None = None):
+    def __init__(self, store: Store, as_of: Any, projects: Sequence[str] | None = None,
+                 runs: Sequence[str] | None = None):
         self.store = store
         self.as_of = as_of
         self.projects = None if projects is None else list(projects)
+        self.only = None if runs is None else set(runs)  # "project/model": the views hold these runs only
         self.error: BaseException | None = None
         self._runs: dict[str, RunSnapshot] = {}
         self._keys: list[str] | None = None
@@ -139,10 +143,11 @@ class Query:
         self._lock = threading.RLock()
 
     def keys(self) -> list[str]:
-        """The runs ("project/model", sorted) of the store (or of `projects`), listed once."""
+        """The runs ("project/model", sorted) of the store (or of `projects`, `runs`), listed once."""
         with self._lock:
             if self._keys is None:
-                self._keys = [f"{r.project}/{r.name}" for r in self.store.runs(self.projects)]
+                keys = [f"{r.project}/{r.name}" for r in self.store.runs(self.projects)]
+                self._keys = [k for k in keys if self.only is None or k in self.only]
             return self._keys
 
     def snapshot(self, key: str) -> RunSnapshot:

@@ -8,7 +8,7 @@ has a tokens table.
 
 How a query reads the store:
 - Each view is one Arrow dataset registered with DuckDB under the view's name
-  (`artstore.read.views`), spanning every run of the store (or of `projects`): no query shape can
+  (`artstore.read.view_datasets`), spanning every run of the store (or of `projects`): no query shape can
   make a view cover too few runs, and there are no per-run tables to reach. A scan keeps only the
   runs whose `project` and `model` can satisfy DuckDB's pushed-down filter (decided by pyarrow's
   partition pruning), so a pruned run's tables are never opened. The runs are listed once per
@@ -40,41 +40,28 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
 from artstore.errors import RunNotFoundError, SqlError, ValidationError
 from artstore.names import check_segment
-from artstore.read import views
+from artstore.read import view_datasets as views
 from artstore.read.scan import GATED, Query, view_schema
-from artstore.read.store import Store
+from artstore.read.views import VIEWS  # noqa: F401  (re-exported: the views and their docs)
+
+if TYPE_CHECKING:  # the facade calls this service, never the other way
+    from artstore.read.store import Store
 
 VERSIONS_KEY = b"artstore.versions"
-STATIC = ("logs", *GATED, "checkpoints")  # tables with a schema file, registered for every run
+STATIC = ("logs", *GATED, "checkpoints", "configs")  # tables with a schema file, registered for every run
 _CONFIG = {
     "enable_external_access": False,  # no files or URLs: read_csv, glob, COPY, ATTACH, httpfs all fail
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
     "python_enable_replacements": False,  # a query cannot scan the caller's Python variables
-}
-
-VIEWS = {
-    "runs": "one row per run: uri, logs, latest_step, trajectories, groups, exceptions, metric_values, "
-            "first_logged_at, last_logged_at",
-    "logs": "one row per committed log() call: log_id, split, step, num_groups, num_trajectories, "
-            "num_exceptions, num_metrics, table_versions, recorded_at",
-    "trajectories": "one row per trajectory (schemas/trajectories.json, without write_id)",
-    "groups": "one row per trajectory group (schemas/groups.json, without write_id)",
-    "messages": "one row per message: log_id, split, step, group_id, trajectory_id, reward, message_index, "
-                "role, content, content_parts, name, tool_calls, tool_names (called), tool_name (answered), "
-                "tool_call_id, refusal, trainable, finish_reason, logprobs, recorded_at",
-    "metrics": "one row per metric value: log_id, step, split, name, value, recorded_at",
-    "history": "one row per log call: step, recorded_at, then one DOUBLE column per metric name",
-    "checkpoints": "one row per checkpoint (schemas/checkpoints.json)",
-    "tokens": "one row per training sequence, when a run has a tokens table",
 }
 
 # Over the trajectories view: its message_* columns are parallel lists (entry i is message i), so
@@ -146,6 +133,27 @@ def _one_line(e: BaseException) -> str:
     return " ".join(line.strip() for line in head.splitlines() if line.strip())
 
 
+_INTERNAL = re.compile(r"\b_(?:r[0-9]+|empty)_([a-z]+)\b")
+_MISSING = re.compile(r'Table with name (\S+) does not exist!.*', re.DOTALL)
+
+
+def public_message(message: str) -> str:
+    """DuckDB's error as a user can act on it: internal table names (`_r3_metrics`,
+    `_empty_trajectories`) shown as the view they belong to, and a mistyped view name answered
+    with the closest view, not with DuckDB's guess among internal names."""
+    missing = _MISSING.search(message)
+    if missing:
+        import difflib
+
+        name = missing.group(1).strip('"')
+        close = [] if _INTERNAL.fullmatch(name) else difflib.get_close_matches(name.lower(), list(VIEWS), n=2,
+                                                                               cutoff=0.5)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        return _INTERNAL.sub(lambda m: m.group(1), message[: missing.start()]) + \
+            f"no view named {name}.{hint} Views: {', '.join(VIEWS)}."
+    return _INTERNAL.sub(lambda m: m.group(1), message)
+
+
 def _params(params: Any) -> list[Any] | dict[str, Any] | None:
     if params is None:
         return None
@@ -167,7 +175,7 @@ def _ident(text: str) -> str:
 # -- the views, per store ----------------------------------------------------------------------
 class _Catalog:
     """A DuckDB connection holding the views over a store's runs, kept between queries. Each view
-    is one Arrow dataset registered under the view's name (`artstore.read.views`): it spans every
+    is one Arrow dataset registered under the view's name (`artstore.read.view_datasets`): it spans every
     run of the query that scans it, so no query shape can make it cover too few runs, and there is
     no per-run name to reach. `messages` and `runs` are SQL views over those."""
 
@@ -245,9 +253,10 @@ def _as_of(store: Store, as_of: Any, projects: list[str] | None) -> Any:
 
 
 def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
-          projects: Sequence[str] | None = None) -> pa.Table:
+          projects: Sequence[str] | None = None, runs: Sequence[str] | None = None) -> pa.Table:
     """Run one read-only SELECT over the store's views; see the module doc. Returns a pyarrow.Table
-    whose schema metadata holds the versions read (`versions_read`)."""
+    whose schema metadata holds the versions read (`versions_read`). `runs` ("project/model")
+    limits the views to those runs."""
     check_read_only(sql)
     bound = _params(params)
     if projects is not None:
@@ -255,7 +264,7 @@ def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
     spec = _as_of(store, as_of, projects)
     catalog = _catalog(store)
     with catalog.lock:
-        catalog.query = q = Query(store, spec, projects)
+        catalog.query = q = Query(store, spec, projects, runs)
         try:
             result = _run(catalog, q, sql, bound)
         finally:
@@ -284,7 +293,7 @@ def _run(catalog: _Catalog, q: Query, sql: str, bound: Any) -> pa.Table:
                 if found is not None:
                     catalog.register("tokens", found)
                     continue
-            raise SqlError(_one_line(e)) from None
+            raise SqlError(public_message(_one_line(e))) from None
     raise AssertionError("unreachable")
 
 

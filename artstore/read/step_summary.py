@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pyarrow as pa
 
+from artstore.errors import VersionNotFoundError
 from artstore.log.visibility import committed_logs
 from artstore.storage import Location, tables
-
-if TYPE_CHECKING:
-    from artstore.read.run import Run
 
 _CACHE: OrderedDict[tuple[str, int, str], StepSummary] = OrderedDict()  # (logs uri, version, time) ->
 _NEWEST: dict[str, tuple[str, int, str]] = {}  # logs uri -> key of the newest summary built or extended
@@ -108,10 +106,12 @@ def _remember(key: tuple[str, int, str], summary: StepSummary) -> None:
                 del _NEWEST[old[0]]
 
 
-def load(run: Run, version: int | str | None = None, asof: Any = None) -> StepSummary:
-    """The summary of `run` at its latest version, or at `version` (a number or tag) / `asof` (a
-    timezone-aware datetime). Empty when the run has no logs (then, or at that time)."""
-    logs_loc = run.table_location("logs")
+def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
+         version: int | str | None = None, asof: Any = None) -> StepSummary:
+    """The summary of the run whose logs table is at `logs_loc`, at its latest version, or at
+    `version` (a number or tag) / `asof` (a timezone-aware datetime). `visible_metrics(committed)`
+    reads the `step`, `name`, `value` of the metrics rows those committed logs made visible. Empty
+    when the run has no logs (then, or at that time)."""
     found = tables.arrow_dataset(logs_loc, version=version, asof=asof)  # the freshness check
     if found is None:
         return StepSummary({})
@@ -127,7 +127,7 @@ def load(run: Run, version: int | str | None = None, asof: Any = None) -> StepSu
     if summary is None:
         with tables.storage_errors(logs_loc, "read"):
             committed = committed_logs(logs_loc, ds)
-        summary = StepSummary.from_metrics(run._visible("metrics", committed, columns=["step", "name", "value"]))
+        summary = StepSummary.from_metrics(visible_metrics(committed))
         _remember(key, summary)
     return summary
 
@@ -135,7 +135,10 @@ def load(run: Run, version: int | str | None = None, asof: Any = None) -> StepSu
 def _unchanged_since(logs_loc: Location, ds: Any, key: tuple[str, int, str]) -> bool:
     """Whether `ds` (the logs at a later version) has the rows of the version `key` names, and that
     version is the one the key was made from (not the same number of a run since recreated)."""
-    then = tables.arrow_dataset(logs_loc, version=key[1])
+    try:
+        then = tables.arrow_dataset(logs_loc, version=key[1])
+    except VersionNotFoundError:  # cleaned up since: rebuild from the latest
+        return False
     return then is not None and _key(logs_loc.uri, then[0]) == key and tables.same_rows_since(ds, key[1])
 
 
@@ -151,6 +154,9 @@ def note_log(run_location: Location, logs_version: int | None, step: int, values
         base = None if newest is None or newest[1] != logs_version - 1 else _CACHE.get(newest)
     if base is None:
         return
-    found = tables.arrow_dataset(logs_loc, version=logs_version)
+    try:
+        found = tables.arrow_dataset(logs_loc, version=logs_version)
+    except VersionNotFoundError:  # a cleanup beside us removed it (a short window): the next load rebuilds
+        return
     if found is not None:
         _remember(_key(logs_loc.uri, found[0]), base.extended(step, values))
