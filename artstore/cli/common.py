@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from artstore.read.run import Run
     from artstore.read.store import Store
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # lines are not cut at 80 columns when piped; tables still fit the width
+err_console = Console(stderr=True, soft_wrap=True)
 
 # Exit codes (README, "Exit codes"): 0 ok (also when the reader of a pipe stops early, as `| head`
 # does), 1 an artstore error (bad input, refused SQL, storage failure), 2 usage (typer), 3 not found
