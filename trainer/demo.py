@@ -141,7 +141,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.device in (None, "cpu") and not torch.cuda.is_available():
         torch.set_num_threads(args.threads)
     model = art.TrainableModel(name=args.name, project=args.project, base_model=args.model,
-                               base_path=args.base_path, report_metrics=[])  # fmt: skip
+                               base_path=args.base_path, report_metrics=[], config=vars(args))  # fmt: skip
     backend = LocalBackend(args.model, device=args.device, lora_r=8, lora_alpha=16, seed=args.seed,
                            row_length=1024, batch_size=64)  # fmt: skip
     await model.register(backend)
