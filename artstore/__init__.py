@@ -14,9 +14,8 @@ __version__ = "0.1.0"
 
 # the module that defines them -> the public names
 _MODULES = {
-    # TrainableModel through model: model.py imports trainable.py at its end, and trainable.py
-    # imports model.py first, so importing trainable.py first would be circular
-    "artstore.art.model": ("Model", "TrainableModel"),
+    "artstore.art.model": ("Model",),
+    "artstore.art.trainable": ("TrainableModel",),
     "artstore.art.retry": ("retry",),
     "artstore.art.training": ("Backend", "TrainConfig"),
     "artstore.art.types": ("LocalTrainResult", "LoRAConfig", "Message", "MessageOrChoice", "Messages",
@@ -32,7 +31,7 @@ _MODULES = {
     "artstore.log.commit": ("LogRecord",),
     "artstore.read.run": ("Run",),
     "artstore.read.store": ("Store", "open_store"),
-    "artstore.records.gather": ("gather_trajectories", "gather_trajectory_groups", "trajectory_group",
+    "artstore.records.gather": ("gather_trajectories", "gather_trajectory_groups", "trajectory", "trajectory_group",
                                 "trajectory_group_batches"),
     "artstore.records.metrics_builder": ("MetricsBuilder",),
     "artstore.records.trajectory": ("Choice", "History", "PydanticException", "Trajectory", "TrajectoryGroup"),

@@ -371,7 +371,6 @@ class LocalBackend:
                     learning_rate: float, beta: float, clip_epsilon: float, max_grad_norm: float, objective: Any,
                     row_length: int, save_optimizer_every: int, verbose: bool) -> dict[str, float]:
         run = model.run
-        run = model.run
         # Rank 0's settings hold for every rank (the others call train_shard with defaults).
         settings = dict(learning_rate=learning_rate, beta=beta, clip_epsilon=clip_epsilon, max_grad_norm=max_grad_norm,
                         objective=objective, row_length=row_length, save_optimizer_every=save_optimizer_every)
@@ -408,7 +407,7 @@ class LocalBackend:
             "perf/tokens_per_s": result.tokens_per_s,
             "perf/seconds": result.seconds,
         }
-        if beta > 0 or getattr(objective, "uses_reference", False):
+        if settings["beta"] > 0 or getattr(settings["objective"], "uses_reference", False):
             metrics["loss/kl"] = result.kl
         return metrics
 

@@ -63,8 +63,8 @@ def add_lora(
         bias="none",
         task_type="CAUSAL_LM",
     )
-    with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing`
-        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, config)
 
 

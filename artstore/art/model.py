@@ -298,9 +298,3 @@ class Model(pydantic.BaseModel):
     def _wandb_dump(self) -> dict[str, Any]:
         # storage_options and the inference key are excluded: secrets never reach wandb.
         return self.model_dump(mode="json", exclude={"storage_options", "retention", "inference_api_key"})
-
-
-# `from artstore.art.model import TrainableModel` keeps working (it lives in its own module).
-from artstore.art.trainable import TrainableModel  # noqa: E402
-
-__all__ = ["Model", "TrainableModel"]

@@ -128,7 +128,7 @@ class Run:
         keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
             grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
             grp["group_index"].to_pylist(), strict=True)]
-        grp = grp.take(sorted(range(len(keys)), key=keys.__getitem__))
+        grp = grp.take(pa.array(sorted(range(len(keys)), key=keys.__getitem__), pa.int64()))  # typed when empty
         return decode_groups(grp, traj)
 
     def metrics(self, as_of: AsOf = None) -> pa.Table:
@@ -152,10 +152,11 @@ class Run:
         cols = pc.index_in(long["name"], value_set=names).to_numpy(zero_copy_only=False)
         grid[cols, rows] = long["value"].to_numpy(zero_copy_only=False)
         present[cols, rows] = True
-        columns = {"step": logs["step"], "recorded_at": logs["recorded_at"]}
-        for j, n in enumerate(names.to_pylist()):
-            columns[n] = pa.array(grid[j], pa.float64(), mask=~present[j])
-        return pa.table(columns)
+        # from_arrays, not a dict: a metric may be named `step` or `recorded_at` too
+        metric_names = names.to_pylist()
+        arrays = [pa.array(grid[j], pa.float64(), mask=~present[j]) for j in range(len(metric_names))]
+        return pa.Table.from_arrays([logs["step"], logs["recorded_at"], *arrays],
+                                    names=["step", "recorded_at", *metric_names])
 
     def step_summary(self, as_of: AsOf = None) -> StepSummary:
         """Per-step sums and counts of every metric at the run's latest version (or `as_of`), kept

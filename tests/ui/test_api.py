@@ -99,6 +99,9 @@ def test_scenario_across_steps_matches_metadata_exactly(client):
                                                       "value": json.dumps(value)}).json()["groups"]
         assert [g["step"] for g in got] == [0, 1, 2, 3], value
         assert all(g["trajectories"] == 3 for g in got)  # never the groups of "s-10" for "s-1"
+        by_group = c.get("/api/rollouts/scenario", params={"run": RUN, "split": "val", "key": "scenario", "level": "group",
+                                                           "value": json.dumps(value)}).json()["groups"]
+        assert [(g["step"], g["trajectories"]) for g in by_group] == [(s, 3) for s in range(4)], value
     by_index = c.get("/api/rollouts/scenario", params={"run": RUN, "split": "val", "group_index": 1}).json()["groups"]
     assert [(g["step"], g["group_index"], g["best"]) for g in by_index] == [(s, 1, 2) for s in range(4)]
     assert c.get("/api/rollouts/scenario", params={"run": RUN, "split": "val"}).status_code == 400

@@ -96,9 +96,10 @@ def test_rollout_viewer_shows_a_tool_call_conversation(demo, page):
     page.wait_for_function("() => (document.getElementById('compare-chart') || {}).data")
     plotted = traces(page, "#compare-chart")
     assert plotted[0]["points"] == stores.STEPS
-    page.select_option("#compare-by", "scenario_id")
-    page.wait_for_function("() => (document.getElementById('compare-chart') || {}).data")
-    assert traces(page, "#compare-chart")[0]["points"] == stores.STEPS
+    for by in ("trajectory:scenario_id", "group:scenario"):
+        page.select_option("#compare-by", by)
+        page.wait_for_function("() => (document.getElementById('compare-chart') || {}).data")
+        assert traces(page, "#compare-chart")[0]["points"] == stores.STEPS
     page.screenshot(path=str(shots / "rollouts-compare.png"), full_page=False)
     assert not page.errors
 
