@@ -23,6 +23,7 @@ from artstore.checkpoints.retention import Plan, Policy, best, rank
 from artstore.checkpoints.table import Checkpoint, CheckpointTable, checkpoint_dir_name
 from artstore.errors import (
     CheckpointError,
+    CommitConflictError,
     RetentionError,
     RunNotFoundError,
     StorageError,
@@ -377,6 +378,17 @@ class Run:
         return upkeep.wait(self.location, timeout)
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
-        """Compact every table and drop versions older than the store's retention window."""
-        return {t: compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
-                for t in self.store.table_names(self)}
+        """Compact every table and drop versions older than the store's retention window. A table
+        that fails does not stop the others; then a StorageError names each that failed."""
+        done, failed = {}, {}
+        for t in self.store.table_names(self):
+            try:
+                done[t] = compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
+            except StorageError as e:
+                failed[t] = e
+        if failed:
+            kind = CommitConflictError if all(isinstance(e, CommitConflictError) for e in failed.values()) \
+                else StorageError
+            raise kind(f"compaction of {self.project}/{self.name} failed for {', '.join(failed)} (the other tables "
+                       f"were compacted: {', '.join(done) or 'none'}); run it again. " + str(next(iter(failed.values()))))
+        return done
