@@ -38,6 +38,7 @@ from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.step_summary import StepSummary
 from artstore.records.metric_names import with_current_names
+from artstore.records.numbers import as_int64
 from artstore.schema import arrow_schema
 from artstore.storage import Location, compaction, files, tables
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
@@ -51,9 +52,7 @@ def _filter(split: str | None, step: int | None) -> str | None:
     if split is not None:
         parts.append(f"split = {sql_quote(check_segment('split', split))}")
     if step is not None:
-        if not isinstance(step, int) or isinstance(step, bool):
-            raise ValidationError("step", f"must be an int, got {step!r}")
-        parts.append(f"step = {step}")
+        parts.append(f"step = {as_int64('step', step)}")
     return " AND ".join(parts) or None
 
 
