@@ -28,7 +28,7 @@ from artstore.errors import (
     StorageError,
     ValidationError,
 )
-from artstore.log import upkeep
+from artstore.log import fold, journal, upkeep
 from artstore.log.visibility import committed_logs, read_visible
 from artstore.names import check_segment, sql_quote
 from artstore.read import step_summary
@@ -79,13 +79,20 @@ class Run:
         """The committed log calls, one row each (the first committed row of each log_id: see
         `writer`), in the order they were logged (`recorded_at`, then `log_id`). Not the order of
         the rows in the dataset: Lance's compaction moves the fragments it rewrites after all others."""
+        return self._logs(as_of)
+
+    def _logs(self, as_of: AsOf = None, with_metrics: bool = False) -> pa.Table:
+        """`logs()`; `with_metrics`: a journal's rows also hold their metric names and values."""
         version, asof = _as_of_args(as_of)
         ds = tables.open_dataset(self.table_location("logs"), version=version, asof=asof)
         if ds is None:
             if as_of is not None and not self.exists():
                 raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
-            return arrow_schema("logs").empty_table()
-        return committed_logs(self.table_location("logs"), ds).sort_by(
+            return arrow_schema("logs").empty_table().select(journal.log_columns())
+        columns = journal.log_columns()
+        if with_metrics and journal.is_journal(ds.schema):
+            columns = [*columns, "metric_names", "metric_values"]
+        return committed_logs(self.table_location("logs"), ds, columns).sort_by(
             [("recorded_at", "ascending"), ("log_id", "ascending")])
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
@@ -123,20 +130,23 @@ class Run:
         keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
             grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
             grp["group_index"].to_pylist(), strict=True)]
-        grp = grp.take(sorted(range(len(keys)), key=keys.__getitem__))
+        grp = grp.take(pa.array(sorted(range(len(keys)), key=keys.__getitem__), pa.int64()))
         return decode_groups(grp, traj)
 
     def metrics(self, as_of: AsOf = None) -> pa.Table:
         """Every metric value (long form): log_id, step, split, name, value, recorded_at."""
-        return self._metrics(self.logs(as_of))
+        return self._metrics(self._logs(as_of, with_metrics=True))
 
     def _metrics(self, committed: pa.Table) -> pa.Table:
+        if "metric_names" in committed.column_names:  # a journal's rows hold their metrics: one read
+            return journal.payload_rows("metrics", committed).select(
+                ["log_id", "step", "split", "name", "value", "recorded_at"])
         return self._visible("metrics", committed, columns=["log_id", "step", "split", "name", "value", "recorded_at"])
 
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
         column per metric name ever logged (null where a row lacks it), as ART's history.jsonl."""
-        logs = self.logs(as_of)
+        logs = self._logs(as_of, with_metrics=True)
         long = self._metrics(logs)
         names = pc.unique(long["name"])  # in order of first appearance
         grid = np.full((len(names), logs.num_rows), np.nan)
@@ -357,6 +367,10 @@ class Run:
         return upkeep.wait(self.location, timeout)
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
-        """Compact every table and drop versions older than the store's retention window."""
+        """Fold the run's journal into its data tables (`artstore.log.fold`), then compact every
+        table and drop versions older than the store's retention window."""
+        upkeep.wait(self.location)  # a background fold or compaction of this process first
+        while any(fold.fold(self.location, max_logs=fold.MAX_LOGS).values()):
+            pass
         return {t: compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
                 for t in self.store.table_names(self)}

@@ -197,6 +197,9 @@ class _Catalog:
     def _gate(self, key: str, table: str) -> pa.Array | None:
         return self._in_query(lambda q: q.snapshot(key).gate(table))
 
+    def _tail(self, key: str, table: str) -> pa.Table | None:
+        return self._in_query(lambda q: q.snapshot(key).tail(table))
+
     def _in_query(self, fn: Callable[[Query], Any]) -> Any:
         query = self.query
         if query is None:
@@ -218,8 +221,9 @@ class _Catalog:
     def _register(self, key: str, name: str) -> None:
         # logs too: a log_id appended twice by racing attempts shows its first commit only
         gate = functools.partial(self._gate, key, name) if name in (*GATED, "logs") else None
+        tail = functools.partial(self._tail, key, name) if name in GATED else None  # a journal's unfolded rows
         self.con.register(f"_r{self._ids[key]}_{name}", LazyDataset(
-            self._schemas[name], functools.partial(self._open, key, name), gate))
+            self._schemas[name], functools.partial(self._open, key, name), gate, tail))
 
     def prepare(self, query: str, runs: list[Run]) -> None:
         """Make the views `query` names (and those they stand on) cover exactly `runs`.
