@@ -67,3 +67,15 @@ class RetentionError(CheckpointError):
 
 class ImportFormatError(ArtstoreError):
     """An ART folder could not be read; names the file. Nothing was imported."""
+
+
+class ModelNotRegisteredError(BackendError, ValueError):
+    """The model has no backend yet: call `await model.register(backend)` first."""
+
+
+class InferenceUnavailableError(BackendError, ValueError):
+    """No inference endpoint is known for the model (its backend serves none, or none was given)."""
+
+
+class UnsupportedError(ArtstoreError, NotImplementedError):
+    """Something OpenPipe ART does that artstore does not do (yet); the message says what instead."""

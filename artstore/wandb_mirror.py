@@ -65,6 +65,16 @@ class WandbMirror:
             logger.warning("wandb mirror failed", exc_info=True)
             return False
 
+    def update_config(self, config: Mapping[str, Any]) -> None:
+        """Merge `config` into the run's config (now if the wandb run has started, else at start)."""
+        self.config.update(config)
+        if self._run is None or self._broken:
+            return
+        try:
+            self._run.config.update(dict(config))
+        except Exception as e:  # noqa: BLE001 - wandb failures must never break the caller
+            warnings.warn(f"wandb config update failed ({type(e).__name__}: {e})", stacklevel=3)
+
     def close(self) -> None:
         if self._run is not None:
             try:

@@ -1,18 +1,12 @@
 """export-art: runs out as ART model folders, checked by re-import and by the real openpipe-art.
 
-The openpipe-art test builds (once, cached) a Python 3.12 venv with `openpipe-art==0.5.23` plus
-`duckdb` and `pyarrow` (its parquet reader's backend-extra needs) at $ARTSTORE_ART_VENV, default
-~/.cache/artstore-test/art-venv-0.5.23, and skips with the reason when that cannot be done.
+The openpipe-art test runs ART's readers in the cached Python 3.12 venv of `tests/art_venv.py`
+(built once; the test skips with the reason when that cannot be done).
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -24,14 +18,21 @@ from typer.testing import CliRunner
 import artstore as art
 from artstore.art.exporter import export_art
 from artstore.art.importer import import_art
+from artstore.art.legacy_names import current_metric_name
 from artstore.cli import app
+from tests.art_fixtures import ART_FIXTURES
+from tests.art_venv import ART_VERSION, art_python, run_with_art
 
-FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures" / "art"
+FIXTURES = ART_FIXTURES
 MODEL = Path("fixture-proj", "models", "agent-001")
-ART_VERSION = "0.5.23"
-ART_VENV = Path(os.environ.get("ARTSTORE_ART_VENV", Path.home() / ".cache" / "artstore-test" / f"art-venv-{ART_VERSION}"))
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"ART fixtures not found at {FIXTURES}")
+
+
+def as_stored(version: str, row: dict) -> dict:
+    """A history row of the fixture of `version` as the store holds it: import-art gives 0.5.9's
+    names 0.5.23's (`val/group_metric_judge_score` -> `val/group/judge_score`, ...)."""
+    return {current_metric_name(k): v for k, v in row.items()} if version == "0.5.9" else row
 
 
 def imported_run(tmp_path, version: str, name: str = "store") -> art.Run:
@@ -82,7 +83,7 @@ def test_exported_files_have_arts_layout_and_schema(tmp_path, version):
         assert pq.read_schema(exported) == pq.read_schema(p)
         assert pq.read_schema(exported).metadata == pq.read_schema(p).metadata
     lines = [json.loads(x) for x in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]
-    assert lines == [json.loads(x) for x in (src / "history.jsonl").read_text().splitlines()]
+    assert lines == [as_stored(version, json.loads(x)) for x in (src / "history.jsonl").read_text().splitlines()]
 
 
 def test_v1_export_says_what_it_cannot_hold(tmp_path):
@@ -147,58 +148,8 @@ def test_cli_export(tmp_path):
 
 
 # -- the real openpipe-art reads what we export -----------------------------------------------------
-def _python312() -> str | None:
-    candidates = [os.environ.get("ARTSTORE_PYTHON312"), shutil.which("python3.12"),
-                  *sorted(glob.glob(str(Path.home() / ".pyenv" / "versions" / "3.12*" / "bin" / "python3.12")))]
-    for c in filter(None, candidates):
-        try:
-            out = subprocess.run([c, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
-                                 capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if out.stdout.strip() == "True":
-            return c
-    return None
-
-
-def art_python(capsys) -> str:
-    """The cached openpipe-art venv's python; builds it on first use (the install time is kept
-    beside it and reported)."""
-    py = ART_VENV / "bin" / "python"
-    stamp = ART_VENV / "artstore-install-seconds"
-    if not stamp.exists():
-        base = _python312()
-        if base is None:
-            pytest.skip("no Python 3.12 found (openpipe-art 0.5.23 needs it); set ARTSTORE_PYTHON312")
-        tmp = ART_VENV  # built in place; the stamp written last marks it complete
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        start = time.monotonic()
-        try:
-            subprocess.run([base, "-m", "venv", str(tmp)], check=True, capture_output=True, timeout=300)
-            subprocess.run([str(tmp / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                            f"openpipe-art=={ART_VERSION}", "duckdb", "pyarrow"],
-                           check=True, capture_output=True, text=True, timeout=1200)
-        except subprocess.CalledProcessError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            pytest.skip(f"could not install openpipe-art=={ART_VERSION} (no network?): {(e.stderr or '')[-300:]}")
-        except subprocess.TimeoutExpired:
-            shutil.rmtree(tmp, ignore_errors=True)
-            pytest.skip(f"installing openpipe-art=={ART_VERSION} timed out")
-        stamp.write_text(f"{time.monotonic() - start:.0f}")
-        note = f"built in {stamp.read_text()} s"
-    else:
-        note = f"cached; built in {stamp.read_text()} s"
-    with capsys.disabled():  # shown in every run's output
-        print(f"\nopenpipe-art {ART_VERSION} venv at {ART_VENV}: {note}")
-    return str(py)
-
-
 def read_with_art(python: str, *folders: Path) -> list[dict]:
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "WANDB_MODE": "disabled"}
-    out = subprocess.run([python, str(Path(__file__).with_name("art_reader.py")), *map(str, folders)],
-                         capture_output=True, text=True, timeout=600, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_with_art(python, str(Path(__file__).with_name("art_reader.py")), *map(str, folders))
     result = json.loads(out.stdout)
     assert result["openpipe_art"] == ART_VERSION
     return result["folders"]
@@ -213,8 +164,8 @@ def test_openpipe_art_reads_our_exports_as_it_reads_its_own_files(tmp_path, caps
         export_art(imported_run(tmp_path, version, f"store-{version}-{fmt}"), out, format=fmt)
         folders += [FIXTURES / f"art-{version}" / MODEL, out]
     seen = read_with_art(python, *folders)
-    for theirs, ours in zip(seen[0::2], seen[1::2], strict=True):
-        assert ours["history"] == theirs["history"]
+    for version, theirs, ours in zip(("0.5.23", "0.5.9", "0.5.9"), seen[0::2], seen[1::2], strict=True):
+        assert ours["history"] == [as_stored(version, row) for row in theirs["history"]]
         assert ours["best_step"] == theirs["best_step"] == 2
         assert ours["checkpoints"] == theirs["checkpoints"] == ["0002", "0003"]
         assert ours["trajectories"].keys() == theirs["trajectories"].keys()

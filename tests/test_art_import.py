@@ -16,11 +16,13 @@ from typer.testing import CliRunner
 
 import artstore as art
 from artstore.art.importer import find_models, import_art, plan_import
+from artstore.art.legacy_names import current_metric_name
 from artstore.cli import app
 from artstore.records.trajectory import Choice
 from artstore.storage import Location
+from tests.art_fixtures import ART_FIXTURES
 
-FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures" / "art"
+FIXTURES = ART_FIXTURES
 VERSIONS = ["0.5.9", "0.5.23"]
 MODEL = Path("fixture-proj", "models", "agent-001")
 
@@ -124,6 +126,26 @@ def test_v1_holds_what_v2_holds_except_what_it_cannot(tmp_path):
     assert all(not g.exceptions for g in v1)
 
 
+def as_0_5_23(version: str, name: str) -> str:
+    """A history column of the fixture of `version` as 0.5.23 names it (what import-art stores)."""
+    return {"train/group_metric_judge_score": "train/group/judge_score",
+            "val/group_metric_judge_score": "val/group/judge_score",
+            "train/loss/train": "loss/train", "train/loss/grad_norm": "loss/grad_norm",
+            "train/loss/learning_rate": "loss/learning_rate"}.get(name, name) if version == "0.5.9" else name
+
+
+def test_0_5_9_names_are_imported_as_0_5_23_names(tmp_path):
+    old = set(imported(tmp_path, "0.5.9").history().column_names)
+    new = set(imported(tmp_path, "0.5.23").history().column_names)
+    assert old <= new  # 0.5.23 has more columns (counts, cumulative, training_step), never other names
+    assert {"val/group/judge_score", "train/group/judge_score", "loss/train", "loss/grad_norm"} <= old
+    assert not {n for n in old if "group_metric_" in n or n.startswith("train/loss/")}
+    assert current_metric_name("val/data/step_num_scenarios") == "val/data/step_num_scenarios"  # 0.5.23 writes it
+    assert current_metric_name("train/data/step_num_scenarios") == "data/step_num_scenarios"
+    assert current_metric_name("train/costs/train/sample") == "costs/train/sample"
+    assert current_metric_name("val/judge/score") == "val/judge/score"
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_history_rows_land_with_arts_names_steps_and_times(tmp_path, version):
     run = imported(tmp_path, version)
@@ -134,9 +156,9 @@ def test_history_rows_land_with_arts_names_steps_and_times(tmp_path, version):
         assert got["step"] == want["step"]
         assert got["recorded_at"] == datetime.fromisoformat(want["recorded_at"]).replace(tzinfo=UTC)
         metrics = {k: v for k, v in got.items() if k not in ("step", "recorded_at") and v is not None}
-        assert metrics == {k: float(v) for k, v in want.items() if k not in ("step", "recorded_at")}
+        assert metrics == {as_0_5_23(version, k): float(v) for k, v in want.items() if k not in ("step", "recorded_at")}
     names = set(run.history().column_names[2:])
-    assert names == set(manifest(version)["history_columns"]) - {"step", "recorded_at"}
+    assert names == {as_0_5_23(version, k) for k in manifest(version)["history_columns"]} - {"step", "recorded_at"}
     # each row is the log() call that wrote its trajectory file: one log per row, split from the file
     assert run.logs()["split"].to_pylist() == ["val", "train", "val", "train", "val", "train", "val"]
 

@@ -116,6 +116,103 @@ async def test_missing_metric_or_history_is_an_error_that_deletes_nothing(base_p
     assert RetentionLog(model.run.location).open_intents() == []
 
 
+async def test_val_every_4_steps_keeps_exactly_best_and_latest(base_path):
+    """The ordinary loop: a checkpoint every step, val every 4 steps. Checkpoints with no
+    val/reward at their own step are deleted too, as ART deletes them: 20 steps leave 2."""
+    model = new_model(base_path)
+    val = {s: 0.9 - abs(s - 12) * 0.05 for s in range(0, 21, 4)}  # best at 12
+    for step in range(1, 21):
+        add_checkpoint(model, step)
+        model.log_sync(None, split="train", metrics={"reward": 0.1 * step}, step=step)
+        if step in val:
+            model.log_sync(None, split="val", metrics={"reward": val[step]}, step=step)
+    plan = await model.delete_checkpoints()
+    assert plan.keep == [12, 20] and folders(model) == ["0012", "0020"]
+    assert plan.delete == [s for s in range(1, 21) if s not in (12, 20)]
+    assert "no val/reward at step 5" in plan.decision(5).reason
+    assert "not best 1" in plan.decision(8).reason
+    assert [s for s, st in statuses(model).items() if st == "ready"] == [12, 20]
+
+
+async def test_best_step_without_a_checkpoint_leaves_only_the_latest(base_path):
+    """ART ranks every step of the history: when the best has no checkpoint (step 0, the base
+    model), only the latest is kept."""
+    model = new_model(base_path)
+    log_values(model, {0: 0.9, 1: 0.2, 2: 0.5, 3: 0.3})
+    for s in (1, 2, 3):
+        add_checkpoint(model, s)
+    plan = await model.delete_checkpoints()
+    assert plan.keep == [3] and plan.delete == [1, 2] and folders(model) == ["0003"]
+
+
+class FolderBackend:
+    """A user's backend that writes checkpoint folders itself and never tells the store (as a
+    custom ART backend does): its step is its newest folder, and it deletes folders itself."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def register(self, model):
+        pass
+
+    async def _get_step(self, model):
+        return max([int(n) for n in folders(model)], default=0)
+
+    async def _delete_checkpoint_files(self, model, steps_to_keep):
+        self.calls.append(sorted(steps_to_keep))
+        root = Path(model.run.location.child("checkpoints").uri)
+        for d in root.iterdir():
+            if int(d.name) not in steps_to_keep:
+                for f in d.iterdir():
+                    f.unlink()
+                d.rmdir()
+
+
+def write_folder(model, step):
+    d = Path(model.run.checkpoint_uri(step))
+    d.mkdir(parents=True)
+    (d / "adapter_config.json").write_text('{"r": 8}')
+
+
+async def test_folders_without_rows_are_deleted_through_the_backend_and_get_rows(base_path):
+    model = new_model(base_path)
+    backend = FolderBackend()
+    await model.register(backend)
+    log_values(model, {0: 0.1, 2: 0.8, 4: 0.3})
+    for s in range(1, 6):
+        write_folder(model, s)
+    assert statuses(model) == {}
+    plan = model.retention_plan(art.Policy.art())  # a dry run sees them, and writes nothing
+    assert plan.keep == [2, 5] and statuses(model) == {}
+    plan = await model.delete_checkpoints()
+    assert backend.calls == [[2, 5]]
+    assert plan.delete == [1, 3, 4] and folders(model) == ["0002", "0005"]
+    assert statuses(model) == {1: "deleted", 2: "ready", 3: "deleted", 4: "deleted", 5: "ready"}
+    assert model.run.checkpoints_table().get(2).size_bytes == len('{"r": 8}')
+    assert await model.get_step() == 5
+
+
+async def test_folders_without_rows_and_without_a_backend_are_deleted_through_fsspec(base_path):
+    model = new_model(base_path)
+    log_values(model, {1: 0.9, 2: 0.1, 3: 0.2})
+    for s in (1, 2, 3):
+        write_folder(model, s)
+    plan = await model.delete_checkpoints()
+    assert plan.keep == [1, 3] and folders(model) == ["0001", "0003"]
+    assert statuses(model) == {1: "ready", 2: "deleted", 3: "ready"}
+
+
+async def test_a_keep_best_policy_still_keeps_unscored_checkpoints_by_default(base_path):
+    model = new_model(base_path)
+    log_values(model, {0: 0.1, 2: 0.8, 4: 0.3})
+    for s in range(5):
+        add_checkpoint(model, s)
+    policy = art.Policy(rules=(art.KeepLast(n=1), art.KeepBest(metric="val/reward")))
+    assert model.retention_plan(policy).delete == [0]  # 1 and 3 are unranked: kept
+    delete = art.Policy(rules=(art.KeepLast(n=1), art.KeepBest(metric="val/reward", unscored="delete")))
+    assert model.retention_plan(delete).delete == [0, 1, 3]
+
+
 class FakeBackend:
     """ART's backend interface; deletes every checkpoint folder not kept, as ART's LocalBackend."""
 
@@ -239,6 +336,33 @@ def test_a_half_deleted_checkpoint_is_finished_by_the_next_prune(base_path):
     assert folders(model) == ["0001", "0002"] and statuses(model)[0] == "deleted"
     assert "(completed after an interrupted prune)" in model.run.checkpoints_table().get(0).deleted_reason
     assert RetentionLog(model.run.location).open_intents() == []
+
+
+def test_a_save_abandoned_past_its_lease_is_deleted_by_the_next_prune(base_path):
+    from datetime import timedelta
+
+    from artstore.checkpoints import pruning
+
+    model = new_model(base_path)
+    log_values(model, {0: 0.1, 1: 0.8, 2: 0.3, 3: 0.5})
+    for s in (0, 1):
+        add_checkpoint(model, s)
+    table = model.run.checkpoints_table()
+    for s in (2, 3):  # saves killed after writing part of their files
+        table.begin(s)
+        d = Path(model.run.checkpoint_uri(s))
+        d.mkdir(parents=True)
+        (d / "adapter_model.safetensors").write_bytes(b"w" * 10)
+    time.sleep(1.2)
+    (Path(model.run.checkpoint_uri(3)) / "adapter_model.safetensors").write_bytes(b"w" * 20)  # still written
+    table.begin(4)  # a save that just began
+    keep_all = art.Policy(rules=(art.KeepLast(n=10),))
+    pruning.apply(model.run, keep_all, pruning.store_deleter(model.run), save_lease=timedelta(seconds=1))
+    assert statuses(model) == {0: "ready", 1: "ready", 2: "deleted", 3: "saving", 4: "saving"}
+    assert folders(model) == ["0000", "0001", "0003"]
+    assert "abandoned save" in table.get(2).deleted_reason
+    model.run.apply_retention(keep_all)  # the default lease (an hour): nothing more is abandoned
+    assert statuses(model)[3] == "saving"
 
 
 # -- a prune killed with SIGKILL ---------------------------------------------------------------------

@@ -15,7 +15,6 @@ import artstore as art
 from artstore.errors import VersionNotFoundError
 from artstore.log import upkeep
 from artstore.log.commit import write_log
-from artstore.read import step_summary
 from artstore.storage import compaction, tables
 
 NO_WINDOW = timedelta(0)
@@ -53,7 +52,7 @@ def test_best_step_rebuilds_when_its_cached_summary_version_was_cleaned_up(tmp_p
     with pytest.raises(VersionNotFoundError):
         tables.open_dataset(run.table_location("logs"), version=cached)  # the cached version is gone
     assert run.best_step() == 29
-    assert step_summary.load(run).means("val/reward")[29] == pytest.approx(2.9)
+    assert run.step_summary().means("val/reward")[29] == pytest.approx(2.9)
 
 
 def test_a_tag_set_while_cleanup_runs_keeps_its_version_or_raises(tmp_path, make_trajectory):

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pydantic
 
+from artstore.art.legacy_names import current_metric_name
 from artstore.errors import ImportFormatError, ValidationError
 from artstore.records.trajectory import Choice, History, Trajectory, TrajectoryGroup
 
@@ -242,7 +243,9 @@ def _naive_as_utc(text: Any, where: str) -> datetime | None:
 
 
 def read_history(data: bytes, where: str) -> list[HistoryRow]:
-    """ART's history.jsonl -> one row per line (blank lines skipped)."""
+    """ART's history.jsonl -> one row per line (blank lines skipped). A row without
+    `training_step` was written before openpipe-art 0.5.23: its names are mapped onto 0.5.23's
+    (`current_metric_name`), so a run imported from 0.5.9 and continued is one series."""
     rows = []
     try:
         text = data.decode("utf-8")
@@ -266,6 +269,8 @@ def read_history(data: bytes, where: str) -> list[HistoryRow]:
                 raise ImportFormatError(f"{where}:{n}: metric {k!r} is not a number: {v!r}")
             if not math.isnan(v):
                 metrics[k] = float(v)
+        if "training_step" not in metrics:
+            metrics = {current_metric_name(k): v for k, v in metrics.items()}
         rows.append(HistoryRow(len(rows), step, recorded_at, metrics, sha256(line)))
     return rows
 

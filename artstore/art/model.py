@@ -1,46 +1,66 @@
-"""Model and TrainableModel: ART's user API, a thin front over Store, Run and the writer.
+"""Model: ART 0.5.23's `art.Model`, a thin front over Store, Run and the writer.
 
-    model = TrainableModel(name="agent-001", project="email-search", base_model="Qwen/...")
-    await model.log(groups, split="val")           # one all-or-nothing commit
-    await model.train(groups, config=TrainConfig())  # needs `await model.register(backend)`
+    model = Model(name="gpt-4.1", project="email-search",
+                  inference_base_url="https://api.openai.com/v1", inference_api_key=key)
+    await model.log(groups, split="val")           # one all-or-nothing commit, 0.5.23's metric names
 
-The store is the record; wandb (when asked for) mirrors each history row after the commit.
+The store is the record: trajectories, the history row and the run's state (`read_state`,
+`merge_state`, the metrics builder's running sums) all live in the run's Lance tables; wandb,
+when asked for, mirrors each history row after the commit. `TrainableModel` is in
+`artstore.art.trainable`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+import warnings
 from collections.abc import Mapping
+from contextvars import Token
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from artstore.art.training import Backend, TrainConfig
-from artstore.checkpoints import pruning
-from artstore.checkpoints.retention import Plan, Policy
-from artstore.checkpoints.table import Checkpoint
-from artstore.errors import BackendError
+from artstore.art import inference
+from artstore.art import state as state_mod
+from artstore.errors import ModelNotRegisteredError, ValidationError
 from artstore.log.commit import DEFAULT_RETENTION, LogRecord, as_groups, write_log
+from artstore.log.configs import ConfigLog, as_json
 from artstore.names import check_segment
 from artstore.read import step_summary
 from artstore.read.run import Run
 from artstore.read.store import Store
-from artstore.records.trajectory import artstore_errors
+from artstore.records.metric_names import is_cumulative
+from artstore.records.metrics import builder_for_split, check_extra, compute_metrics
+from artstore.records.metrics_builder import MetricsBuilder
+from artstore.records.trajectory import TrajectoryGroup, artstore_errors
 from artstore.wandb_mirror import WandbMirror, wants_wandb
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+    from artstore.art.training import Backend
 
 
 class Model(pydantic.BaseModel):
-    """A model whose rollouts and metrics are logged to the store (ART's `art.Model`)."""
+    """A model whose rollouts and metrics are logged to the store (ART's `art.Model`). Its run
+    lives at `{base_path}/{project}/models/{name}/`."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=True)
 
     name: str
     project: str
     entity: str | None = None
     id: str | None = None
+    run_id: str | None = None
     config: Any = None
     trainable: bool = False
+    # Where inference runs: given by the user for a prompted model, by the backend for a trained one.
+    inference_api_key: str | None = pydantic.Field(default=None, repr=False)
+    inference_base_url: str | None = None
+    inference_model_name: str | None = None  # sent instead of `name` when set
     base_path: str = ".art"
     report_metrics: list[str] | None = None
     # Spelled as Lance spells them (values may be str, int, float or bool); never dumped or printed.
@@ -51,6 +71,14 @@ class Model(pydantic.BaseModel):
     _store: Store | None = pydantic.PrivateAttr(default=None)
     _mirror: WandbMirror | None = pydantic.PrivateAttr(default=None)
     _backend: Any = pydantic.PrivateAttr(default=None)
+    _stored_config: dict[str, str] = pydantic.PrivateAttr(default_factory=dict)  # source -> JSON last stored
+    _openai_client: Any = pydantic.PrivateAttr(default=None)
+    _wandb_config: dict[str, Any] = pydantic.PrivateAttr(default_factory=dict)
+    _metrics: MetricsBuilder = pydantic.PrivateAttr(default_factory=lambda: MetricsBuilder("train"))
+    _metrics_lock: Any = pydantic.PrivateAttr(default_factory=threading.Lock)
+    _metrics_stored: bool = pydantic.PrivateAttr(default=False)
+    _last_train_log: float = pydantic.PrivateAttr(default_factory=time.monotonic)  # for time/step_wall_s
+    _last_train_step: int | None = pydantic.PrivateAttr(default=None)
 
     def __init__(self, /, **data: Any) -> None:
         with artstore_errors():  # InvalidNameError / ValidationError naming the field, not pydantic's
@@ -67,6 +95,10 @@ class Model(pydantic.BaseModel):
         return str(v)
 
     # -- where the run lives -------------------------------------------------------------------
+    def _storage_name(self) -> str:
+        """The run's folder name (ART's): `name` here, `run_name` for a TrainableModel."""
+        return self.name
+
     @property
     def store(self) -> Store:
         if self._store is None:
@@ -76,9 +108,90 @@ class Model(pydantic.BaseModel):
     @property
     def run(self) -> Run:
         """The read side of this model's run."""
-        return self.store.run(self.project, self.name)
+        return self.store.run(self.project, self._storage_name())
 
-    # -- ART's API ------------------------------------------------------------------------------
+    # -- backend and inference (ART 0.5.23) -----------------------------------------------------
+    def backend(self) -> Backend:
+        """The registered backend; ModelNotRegisteredError before `await model.register(...)`."""
+        if self._backend is None:
+            raise ModelNotRegisteredError(
+                f"{self.project}/{self.name} is not registered with a backend: call `await model.register(backend)`")
+        return self._backend
+
+    async def register(self, backend: Backend) -> None:
+        """Give the model a backend and let the backend know the model."""
+        if self.config is not None and hasattr(self.config, "model_dump_json"):
+            try:
+                self.config.model_dump_json()
+            except Exception as e:  # noqa: BLE001 - any serialisation failure means the same thing
+                raise ValidationError("config", f"cannot be serialized to JSON: {e}") from e
+        self._backend = backend
+        await backend.register(self)
+
+    def openai_client(self) -> AsyncOpenAI:
+        """An AsyncOpenAI client for the model's inference endpoint (made once, then reused). A
+        trainable model's client adds each chat completion's cost to the active metrics builder
+        (see `TrainableModel.set_cost_calculator`)."""
+        if self._openai_client is None:
+            self._openai_client = inference.make_client(self)
+            if self.trainable:
+                self._openai_client = inference.CostRecordingClient(self._openai_client, self.record_completion_costs)
+        return self._openai_client
+
+    def record_completion_costs(self, response: Any) -> None:
+        """Hook: a trainable model prices completions (`TrainableModel.record_completion_costs`)."""
+
+    def safe_model_dump(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """`model_dump` with `config` set to None (ART's: a config may not serialise)."""
+        return {**self.model_dump(*args, **kwargs), "config": None}
+
+    def litellm_completion_params(self, step: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for `litellm.completion` (a step's checkpoint when `step` is given)."""
+        return inference.litellm_params(self, step)
+
+    def get_inference_name(self, step: int | None = None) -> str:
+        """The model name to send to the inference endpoint (see `artstore.art.inference`)."""
+        return inference.inference_name(self, step)
+
+    # -- persistent state (in the store, safe with several writers) ----------------------------
+    def read_state(self) -> dict[str, Any] | None:
+        """The run's state (a JSON object), None when none was ever written."""
+        return state_mod.read(self.run.location)[1]
+
+    def overwrite_state(self, state: dict[str, Any]) -> None:
+        """Replace the whole state with `state` (prefer `merge_state`)."""
+        state_mod.dumps(state)  # a bad state raises here, before any read
+        state_mod.update(self.run.location, lambda _current: dict(state))
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Deprecated in ART 0.5.23: use `overwrite_state()` or `merge_state()`."""
+        warnings.warn("write_state() is deprecated. Use overwrite_state() or merge_state() instead.",
+                      DeprecationWarning, stacklevel=2)
+        self.overwrite_state(state)
+
+    def merge_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Deep-merge `state` into the stored state atomically; returns the merged state."""
+        state_mod.dumps(state)
+        return state_mod.update(self.run.location, lambda current: state_mod.deep_merge(current or {}, state))
+
+    # -- metrics builder and wandb -------------------------------------------------------------
+    def metrics_builder(self, cost_context: str | None = None) -> MetricsBuilder:
+        """The model's builder of step costs/times/counts (flushed into the next `log()`)."""
+        return self._metrics if cost_context is None else self._metrics.for_cost_context(cost_context)
+
+    def activate_metrics_context(self, cost_context: str) -> Token[MetricsBuilder]:
+        return self.metrics_builder(cost_context).activate()
+
+    def update_wandb_config(self, config: dict[str, Any]) -> None:
+        """Merge `config` into the wandb run's config (now, or when the run starts). A key already
+        set to another value raises ValidationError: wandb config is immutable once set."""
+        if not isinstance(config, dict):
+            raise ValidationError("config", f"must be a dict, got {type(config).__name__}")
+        self._wandb_config = state_mod.merge_immutable(self._wandb_config, config)
+        if self._mirror is not None:
+            self._mirror.update_config(config)
+
+    # -- logging -------------------------------------------------------------------------------
     async def get_step(self) -> int:
         """The current training step: 0 for a model that is not trainable."""
         return 0
@@ -87,22 +200,23 @@ class Model(pydantic.BaseModel):
         return 0
 
     async def log(self, trajectories: Any = None, split: str = "val", *, metrics: Mapping[str, float] | None = None,
-                  step: int | None = None, log_id: str | None = None) -> LogRecord:
-        """Store trajectory groups (a group, a list of groups, or a list of trajectories) and their
-        metrics as one commit, then mirror the history row to wandb if asked. The default step
-        is `get_step()`. A retried call with the same `log_id` stores nothing new."""
-        groups = as_groups(trajectories)  # consume generators here, once, on the caller's thread
+                  step: int | None = None, log_id: str | None = None) -> LogRecord | None:
+        """Store trajectory groups (a group, a list of groups, or a list of trajectories) and the
+        history row ART 0.5.23 computes from them (`artstore.records.metrics`) as one commit,
+        then mirror the row to wandb if asked. The default step is `get_step()`. A retried call
+        with the same `log_id` stores nothing new. Nothing to log (no groups, no metrics): None."""
+        groups = None if trajectories is None else as_groups(trajectories)  # consumed once, here
         if step is None:
             step = await self.get_step()
-        record = await asyncio.to_thread(self._write, groups, split, metrics, step, log_id)
+        record = await asyncio.to_thread(self._log, groups, split, metrics, step, log_id)
         self._report(record)
         return record
 
     def log_sync(self, trajectories: Any = None, split: str = "val", *, metrics: Mapping[str, float] | None = None,
-                 step: int | None = None, log_id: str | None = None) -> LogRecord:
+                 step: int | None = None, log_id: str | None = None) -> LogRecord | None:
         """`log()` for scripts without an event loop."""
-        groups = as_groups(trajectories)
-        record = self._write(groups, split, metrics, self.get_step_sync() if step is None else step, log_id)
+        groups = None if trajectories is None else as_groups(trajectories)
+        record = self._log(groups, split, metrics, self.get_step_sync() if step is None else step, log_id)
         self._report(record)
         return record
 
@@ -111,102 +225,76 @@ class Model(pydantic.BaseModel):
         return self.run.history()
 
     # -- internals ------------------------------------------------------------------------------
-    def _write(self, groups: list, split: str, metrics: Mapping[str, float] | None, step: int,
-               log_id: str | None) -> LogRecord:
+    def _store_config(self, source: str, config: Any, step: int) -> None:
+        """Store `config` with the run when it differs from the last stored (see `artstore.log.configs`):
+        read once per model object and source, then compared in memory."""
+        text = as_json(config)
+        if self._stored_config.get(source) != text:
+            ConfigLog(self.run.location).record(source, text, step, known=self._stored_config.get(source))
+            self._stored_config[source] = text
+
+    def _automatic_metrics(self, split: str, step: int, provided: set[str]) -> dict[str, float]:
+        """For a backend whose `supports_automatic_train_step_metrics()` is true, ART adds to the
+        first train log of each step `time/step_wall_s` (seconds since the previous one, or since
+        the model was made) and, when the backend prices its GPU
+        (`automatic_gpu_cost_per_hour_usd(model)`), `costs/gpu` in USD."""
+        backend = self._backend
+        supports = getattr(backend, "supports_automatic_train_step_metrics", None)
+        if split != "train" or not callable(supports) or not supports() or self._last_train_step == step:
+            return {}
+        now = time.monotonic()
+        wall_s = max(0.0, now - self._last_train_log)
+        self._last_train_log, self._last_train_step = now, step
+        out = {} if "time/step_wall_s" in provided else {"time/step_wall_s": wall_s}
+        price = getattr(backend, "automatic_gpu_cost_per_hour_usd", None)
+        if callable(price) and "costs/gpu" not in provided:
+            usd_per_hour = price(self)
+            if isinstance(usd_per_hour, (int, float)) and not isinstance(usd_per_hour, bool):
+                out["costs/gpu"] = wall_s * float(usd_per_hour) / 3600.0
+        return out
+
+    def _log(self, groups: list[TrajectoryGroup] | None, split: str, metrics: Mapping[str, float] | None,
+             step: int, log_id: str | None) -> LogRecord | None:
+        if groups is None and metrics is None:
+            return None
+        check_segment("split", split)
+        extra = check_extra(metrics)
         location = self.run.location
-        record = write_log(location, groups, split=split, step=step, metrics=metrics, log_id=log_id,
-                           allow_nonfinite_rewards=self.allow_nonfinite_rewards, retention=self.retention)
-        if record.created:  # keep a cached step summary current without reading (see step_summary)
+        with self._metrics_lock:  # the builder's sums: one log computes at a time in this process
+            stored = state_mod.read(location)[1] or {}
+            self._metrics_stored = state_mod.load_builder(self._metrics, stored)
+            before = self._metrics.state_dict()
+            scoped = builder_for_split(self._metrics, split)
+            for key, value in self._automatic_metrics(split, step, set(extra)).items():
+                scoped.add_metric(key, value)
+            values = compute_metrics(groups, split, extra, step=step, builder=self._metrics)
+            after = self._metrics.state_dict()
+        if not values and groups is None:
+            return None
+        # The content id of a retried call must not depend on running sums or timings, but must
+        # tell apart two logs at one step that differ only in costs added to the builder.
+        same_call = {**extra, **{k: v for k, v in values.items() if not is_cumulative(k)
+                                 and not k.startswith(("time/", "throughput/"))}}
+        if self.config is not None:
+            self._store_config("model", self.config, step)
+        record = write_log(location, groups or [], split=split, step=step, metrics=same_call, values=values,
+                           log_id=log_id, allow_nonfinite_rewards=self.allow_nonfinite_rewards,
+                           retention=self.retention)
+        if record.created:
+            if after != before or not self._metrics_stored:
+                state_mod.store_builder_delta(location, before, after)
+                self._metrics_stored = True
+            # keep a cached step summary current without reading (see step_summary)
             step_summary.note_log(location, record.logs_version, record.step, record.metrics)
         return record
 
-    def _report(self, record: LogRecord) -> None:
-        if not record.created or not wants_wandb(self.report_metrics):
+    def _report(self, record: LogRecord | None) -> None:
+        if record is None or not record.created or not wants_wandb(self.report_metrics):
             return
         if self._mirror is None:
-            self._mirror = WandbMirror(self.project, self.name, self._wandb_config())
+            self._mirror = WandbMirror(self.project, self._storage_name(), {**self._wandb_dump(), **self._wandb_config})
         self._mirror.log(record.metrics, record.step)
 
-    def _wandb_config(self) -> dict[str, Any]:
-        # storage_options is excluded: secrets never reach wandb.
-        return self.model_dump(mode="json", exclude={"storage_options", "retention"})
-
-
-class TrainableModel(Model):
-    """A model that is trained (ART's `art.TrainableModel`): its step is its latest checkpoint."""
-
-    trainable: bool = True
-    base_model: str
-
-    async def register(self, backend: Backend) -> None:
-        """Give the model a training backend (e.g. `trainer.LocalBackend()`)."""
-        self._backend = backend
-        await backend.register(self)
-
-    @property
-    def backend(self) -> Backend | None:
-        return self._backend
-
-    async def get_step(self) -> int:
-        """With a backend, the backend's step; else the latest ready checkpoint in the store (0 if none)."""
-        if self._backend is not None:
-            return await self._backend._get_step(self)
-        return await asyncio.to_thread(self.get_step_sync)
-
-    def get_step_sync(self) -> int:
-        return self.run.latest_checkpoint_step() or 0
-
-    async def train(self, trajectory_groups: Any, config: TrainConfig | None = None,
-                    _config: dict[str, Any] | None = None, verbose: bool = False) -> LogRecord | None:
-        """Log the groups (split "train") at the current step, train one step with the backend,
-        then log the training metrics (averaged over what the backend yields) at the new step."""
-        if self._backend is None:
-            raise BackendError(
-                f"{self.project}/{self.name} has no training backend: call "
-                "`await model.register(trainer.LocalBackend())` before train()"
-            )
-        groups = as_groups(trajectory_groups)
-        await self.log(groups, split="train")
-        sums: dict[str, list[float]] = {}
-        async for m in self._backend._train_model(self, groups, config or TrainConfig(), _config or {}, verbose):
-            for k, v in m.items():
-                sums.setdefault(k, []).append(float(v))
-        if not sums:
-            return None
-        averaged = {k: sum(v) / len(v) for k, v in sums.items()}
-        return await self.log(None, split="train", metrics=averaged, step=await self.get_step())
-
-    # -- checkpoints and retention ----------------------------------------------------------
-    def register_checkpoint(self, step: int, *, uri: str | None = None, linked: bool = False,
-                            size_bytes: int | None = None) -> Checkpoint:
-        """Record the complete checkpoint of `step` (files at `run.checkpoint_uri(step)` unless `uri`)."""
-        return self.run.register_checkpoint(step, base_model=self.base_model, uri=uri, linked=linked,
-                                            size_bytes=size_bytes)
-
-    def retention_plan(self, policy: Policy | None = None) -> Plan:
-        """What `policy` (default: the run's stored policy) would keep and delete, and why."""
-        return self.run.retention_plan(policy)
-
-    async def apply_retention(self, plan_or_policy: Plan | Policy | None = None) -> Plan:
-        """Apply a plan or policy: finish interrupted prunes, record the intent, delete the files
-        (through the backend when one is registered, else through fsspec), then mark the rows
-        deleted with time, reason and policy. Returns the plan applied."""
-        run = self.run
-        target = plan_or_policy if isinstance(plan_or_policy, Plan) else run._policy(plan_or_policy)
-        return await asyncio.to_thread(pruning.apply, run, target, self._file_deleter(asyncio.get_running_loop()))
-
-    async def delete_checkpoints(self, best_checkpoint_metric: str = "val/reward") -> Plan:
-        """ART's rule: keep the latest checkpoint and the one with the best (highest) per-step mean
-        of `best_checkpoint_metric`; delete the other files. A metric absent from the run's metrics
-        (or no metrics at all) raises RetentionError and deletes nothing."""
-        return await self.apply_retention(Policy.art(best_checkpoint_metric))
-
-    def _file_deleter(self, loop: asyncio.AbstractEventLoop) -> pruning.DeleteFiles:
-        backend = self._backend
-        if backend is None:
-            return pruning.store_deleter(self.run)
-
-        def delete(steps: list[int], live_steps: list[int]) -> None:
-            keep = sorted(set(live_steps) - set(steps))
-            asyncio.run_coroutine_threadsafe(backend._delete_checkpoint_files(self, keep), loop).result()
-        return delete
+    def _wandb_dump(self) -> dict[str, Any]:
+        # storage_options and the inference key are excluded: secrets never reach wandb.
+        return self.model_dump(mode="json", exclude={"storage_options", "retention", "inference_api_key"})

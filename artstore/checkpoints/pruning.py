@@ -1,7 +1,8 @@
 """Applying retention plans to a run, safely: the retention log, file deletion, crash repair.
 
 Protocol of one prune (`apply`):
-1. repair: finish every earlier prune whose intent has no `done` event (see `repair`);
+1. repair: finish every earlier prune whose intent has no `done` event (see `repair`); write
+   `ready` rows for checkpoint folders that have none (a user's backend wrote them);
 2. plan (or check that a given plan is still safe to apply);
 3. record an `intent` event in `retention.lance` holding the whole plan (with its policy);
 4. delete the files of the plan's `delete` steps (through the backend, or fsspec);
@@ -19,20 +20,37 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.checkpoints.retention import Plan, Policy, make_plan
+from artstore.checkpoints.table import CheckpointTable
 from artstore.errors import RetentionError
 from artstore.read.step_summary import StepSummary
 from artstore.schema import arrow_schema
 from artstore.storage import Location, files, tables
 
-if TYPE_CHECKING:
-    from artstore.read.run import Run
+
+class Run(Protocol):
+    """What pruning needs of a run (`artstore.Run` is one): its place, its metrics and its
+    checkpoints. Pruning takes this, not the facade, so the facade can delegate here."""
+
+    project: str
+    name: str
+    location: Location
+
+    def metrics(self) -> pa.Table: ...
+    def checkpoints(self) -> pa.Table: ...
+    def checkpoints_table(self) -> CheckpointTable: ...
+    def step_summary(self) -> StepSummary: ...
+
+# A checkpoint save that is still `saving` this long after it began, with no file written for as
+# long, was abandoned (its writer was killed): pruning deletes its files and marks its row.
+SAVE_LEASE = timedelta(hours=1)
 
 # delete_files(steps_to_delete, live_steps): removes the files of `steps_to_delete`.
 DeleteFiles = Callable[[list[int], list[int]], None]
@@ -139,9 +157,12 @@ def _sql_steps(run: Run) -> Callable[[str], set[int]]:
 
 
 def plan(run: Run, policy: Policy) -> Plan:
-    """The plan of `policy` for `run` now (reads checkpoints, pins and metrics; deletes nothing)."""
+    """The plan of `policy` for `run` now (reads checkpoints, pins and metrics; deletes nothing).
+    Checkpoint folders without a row (a user's backend wrote them) are planned as ready ones."""
     metrics = run.step_summary() if policy.ranked() else StepSummary({})
-    return make_plan(policy, run.checkpoints_table().list(), metrics, pins=RetentionLog(run.location).pins(),
+    table = run.checkpoints_table()
+    checkpoints = table.list() + table.unrecorded()  # folders without a row count, as in ART
+    return make_plan(policy, checkpoints, metrics, pins=RetentionLog(run.location).pins(),
                      sql_steps=_sql_steps(run), run=_run_name(run))
 
 
@@ -215,9 +236,33 @@ def repair(run: Run, delete_files: DeleteFiles) -> list[int]:
     return marked
 
 
-def apply(run: Run, plan_or_policy: Plan | Policy, delete_files: DeleteFiles) -> Plan:
-    """Repair, plan (or check the plan given), record the intent, delete files, mark rows, done."""
+def abandon_stale_saves(run: Run, delete_files: DeleteFiles, lease: timedelta = SAVE_LEASE) -> list[int]:
+    """Treat as failed every checkpoint still `saving` whose row was written more than `lease`
+    ago and whose files have not changed for as long (no writer is alive: a killed save): delete
+    its files and mark its row deleted, saying why. Returns those steps."""
+    table = run.checkpoints_table()
+    cutoff = tables.now_utc() - lease
+    stale = [c for c in table.list() if c.status == "saving" and c.created_at < cutoff]
+    abandoned: dict[int, str] = {}
+    for c in stale:
+        written = files.last_modified(Location.parse(c.uri, run.location.storage_options))
+        if written is not None and written >= cutoff:
+            continue  # its files are still being written: a live writer
+        live = [x.step for x in table.list() if x.status != "deleted"]
+        delete_files([c.step], live)
+        abandoned[c.step] = (f"abandoned save: still saving {lease} after it began, with no file written since "
+                             "(its writer was killed or failed)")
+    table.mark_deleted(abandoned)
+    return sorted(abandoned)
+
+
+def apply(run: Run, plan_or_policy: Plan | Policy, delete_files: DeleteFiles,
+          save_lease: timedelta = SAVE_LEASE) -> Plan:
+    """Repair, plan (or check the plan given), record the intent, delete files, mark rows, done.
+    A save older than `save_lease` with no live writer counts as failed (`abandon_stale_saves`)."""
     repair(run, delete_files)
+    abandon_stale_saves(run, delete_files, save_lease)
+    run.checkpoints_table().record_unrecorded()  # a folder without a row gets one before it is planned
     if isinstance(plan_or_policy, Plan):
         planned = plan_or_policy
         check_still_safe(run, planned)

@@ -13,7 +13,8 @@ Whatever the rules say, a plan never deletes (invariant 5):
 - the newest checkpoint, nor a checkpoint still saving, nor a pinned one;
 - anything at all while the newest checkpoint is still saving;
 - a checkpoint a ranked rule cannot score (no value of its metric at its step), unless that
-  rule says `unscored="delete"`;
+  rule says `unscored="delete"` (as `Policy.art()`, ART's `delete_checkpoints`, does: with val
+  every N steps, the checkpoints between vals are what it frees);
 and a ranked metric absent from the run's metrics raises RetentionError (nothing is deleted).
 
 Scores are computed from every visible metric value of the run (its step summary, see
@@ -28,7 +29,6 @@ Ranks break ties in favour of the later step.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Literal
@@ -39,6 +39,7 @@ import pydantic
 from artstore.checkpoints.table import Checkpoint
 from artstore.errors import RetentionError, ValidationError
 from artstore.read.step_summary import StepSummary
+from artstore.sizes import format_size, parse_size  # noqa: F401  (parse_size: imported from here by callers)
 from artstore.storage import tables
 
 _FROZEN = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -116,9 +117,14 @@ class KeepBest(pydantic.BaseModel):
     unscored: Literal["keep", "delete"] = pydantic.Field(
         "keep", description="A checkpoint with no value of the metric at its step: 'keep' (never deleted) "
                             "or 'delete' (this rule does not keep it, and it ranks last).")
+    rank_over: Literal["checkpoints", "history"] = pydantic.Field(
+        "checkpoints", description="Rank among the live checkpoints that have a score ('checkpoints'), or "
+                                   "among every step of the history with a value ('history', ART's rule: "
+                                   "when the best step has no checkpoint, this rule keeps none).")
 
     def describe(self) -> str:
-        return f"{self.metric} ({self.mode}, {self.smooth.describe()})"
+        over = ", over the history" if self.rank_over == "history" else ""
+        return f"{self.metric} ({self.mode}, {self.smooth.describe()}{over})"
 
 
 class KeepEvery(pydantic.BaseModel):
@@ -166,8 +172,11 @@ class Policy(pydantic.BaseModel):
 
     @classmethod
     def art(cls, best_checkpoint_metric: str = "val/reward") -> Policy:
-        """ART's delete_checkpoints rule: the latest and the best per-step mean of the metric."""
-        return cls(rules=(KeepLast(n=1), KeepBest(metric=best_checkpoint_metric)))
+        """ART's delete_checkpoints rule: keep the latest checkpoint and the step with the best
+        (highest) per-step mean of the metric over the whole history; delete every other
+        checkpoint, those without a value at their own step included."""
+        return cls(rules=(KeepLast(n=1), KeepBest(metric=best_checkpoint_metric, unscored="delete",
+                                                   rank_over="history")))
 
     def ranked(self) -> list[KeepBest]:
         return [r for r in self.rules if isinstance(r, KeepBest)]
@@ -212,28 +221,6 @@ class Plan(pydantic.BaseModel):
 
     def decision(self, step: int) -> Decision:
         return next(d for d in self.decisions if d.step == step)
-
-
-def format_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """'50GB', '1.5GiB', '1000' -> bytes (KB, MB, GB, TB are powers of 1000; KiB... of 1024)."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).upper() not in _UNITS:
-        raise ValidationError("max_size", f"{text!r}: use a number of bytes with an optional unit, e.g. 50GB")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
 # -- scores ------------------------------------------------------------------------------------
@@ -339,7 +326,7 @@ def make_plan(
             for s in live_steps:
                 (keep if s in last else missed)[s].append(f"{'among' if s in last else 'not in'} the last {rule.n}")
         elif isinstance(rule, KeepBest):
-            order = rank(sc, live_steps, rule.mode)
+            order = rank(sc, sc if rule.rank_over == "history" else live_steps, rule.mode)
             for s in live_steps:
                 if s not in sc:
                     if rule.unscored == "delete":

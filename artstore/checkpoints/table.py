@@ -107,6 +107,30 @@ class CheckpointTable:
         self.begin(step, base_model=base_model, table_versions=table_versions, uri=uri, linked=linked)
         return self.mark_ready(step, size_bytes)
 
+    def unrecorded(self) -> list[Checkpoint]:
+        """Checkpoint folders under `{run}/checkpoints/` (named by their step, as ART names them)
+        that have no row: written by a user's backend, or copied in by hand. Returned as `ready`
+        rows not yet written (see `record_unrecorded`); a folder whose row says `deleted` is
+        not returned (its row holds why). Sizes are measured."""
+        known = {c.step for c in self.list()}
+        found = []
+        for name in files.list_dir(self.run_location.child("checkpoints")):
+            if not name.isdigit() or int(name) in known:
+                continue
+            loc = self.files_location(int(name))
+            now = tables.now_utc()
+            found.append(Checkpoint(step=int(name), uri=loc.uri, status="ready", size_bytes=files.size(loc),
+                                    base_model=None, table_versions={}, linked=False, created_at=now,
+                                    ready_at=now, deleted_at=None, deleted_reason=None, deleted_by_policy=None))
+        return found
+
+    def record_unrecorded(self) -> list[int]:
+        """Write rows for the checkpoint folders that have none (see `unrecorded`); their steps."""
+        found = self.unrecorded()
+        if found:
+            self._upsert(found)
+        return [c.step for c in found]
+
     def live(self) -> list[Checkpoint]:
         """Checkpoints whose files exist (status saving or ready), ordered by step."""
         return [c for c in self.list() if c.status != "deleted"]

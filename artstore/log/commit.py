@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
-DEFAULT_RETENTION = timedelta(days=7)
+DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
 
 
 @dataclass(frozen=True)
@@ -202,33 +202,33 @@ def write_log(
     retention: timedelta = DEFAULT_RETENTION,
     metrics_as_given: bool = False,
     recorded_at: datetime | None = None,
+    values: Mapping[str, float] | None = None,
 ) -> LogRecord:
     """Store one log call in the run at `run`. See the module doc for the protocol.
 
     Importers of runs logged elsewhere pass `metrics_as_given=True` (store `metrics` under exactly
     the names given and compute none from the groups: the source already holds the values it
     computed) and `recorded_at` (when the source logged it; timezone-aware, default now).
+    `Model.log` passes `values`: the history row it computed (with the model's running sums);
+    they are stored as given, while the log id still derives from the caller's `metrics`.
     """
     check_segment("split", split)
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise ValidationError("step", f"must be a non-negative int, got {step!r}")
     groups = as_groups(trajectories)
-    extra = dict(metrics or {})
-    for k, v in extra.items():
-        if not isinstance(k, str) or not k:
-            raise ValidationError("metrics", f"metric names must be non-empty strings, got {k!r}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValidationError(f"metrics[{k!r}]", f"must be a number, got {type(v).__name__}")
-    if not groups and not extra:
-        raise ValidationError("trajectories", "nothing to log: give trajectory groups and/or metrics=")
+    extra = metrics_mod.check_extra(metrics)
     for gi, g in enumerate(groups):
         for ti, t in enumerate(g.trajectories):
             check_reward(t.reward, f"groups[{gi}].trajectories[{ti}].reward", allow_nonfinite_rewards)
 
     if metrics_as_given:
         values = {k: float(v) for k, v in extra.items() if not math.isnan(v)}
+    elif values is not None:
+        values = {k: float(v) for k, v in values.items() if not math.isnan(v)}
     else:
-        values = metrics_mod.compute_metrics(groups, split, extra)
+        values = metrics_mod.compute_metrics(None if trajectories is None else groups, split, extra, step=step)
+    if not groups and not values:
+        raise ValidationError("trajectories", "nothing to log: give trajectory groups and/or metrics=")
     if recorded_at is None:
         recorded_at = tables.now_utc()
     elif recorded_at.tzinfo is None:

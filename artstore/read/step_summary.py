@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pyarrow as pa
 
@@ -33,9 +33,6 @@ from artstore.errors import VersionNotFoundError
 from artstore.log import journal
 from artstore.log.visibility import committed_logs
 from artstore.storage import Location, tables
-
-if TYPE_CHECKING:
-    from artstore.read.run import Run
 
 _CACHE: OrderedDict[tuple[str, int, str], StepSummary] = OrderedDict()  # (logs uri, version, time) ->
 _NEWEST: dict[str, tuple[str, int, str]] = {}  # logs uri -> key of the newest summary built or extended
@@ -110,10 +107,12 @@ def _remember(key: tuple[str, int, str], summary: StepSummary) -> None:
                 del _NEWEST[old[0]]
 
 
-def load(run: Run, version: int | str | None = None, asof: Any = None) -> StepSummary:
-    """The summary of `run` at its latest version, or at `version` (a number or tag) / `asof` (a
-    timezone-aware datetime). Empty when the run has no logs (then, or at that time)."""
-    logs_loc = run.table_location("logs")
+def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
+         version: int | str | None = None, asof: Any = None) -> StepSummary:
+    """The summary of the run whose logs table is at `logs_loc`, at its latest version, or at
+    `version` (a number or tag) / `asof` (a timezone-aware datetime). `visible_metrics(committed)`
+    reads the `step`, `name`, `value` of the metrics rows those committed logs made visible. Empty
+    when the run has no logs (then, or at that time)."""
     found = tables.arrow_dataset(logs_loc, version=version, asof=asof)  # the freshness check
     if found is None:
         return StepSummary({})
@@ -132,7 +131,7 @@ def load(run: Run, version: int | str | None = None, asof: Any = None) -> StepSu
             if journal.is_journal(ds.schema):  # its rows hold their metrics: no other read
                 columns = [*columns, "metric_names", "metric_values"]
             committed = committed_logs(logs_loc, ds, columns)
-        summary = StepSummary.from_metrics(run._metrics(committed))
+        summary = StepSummary.from_metrics(visible_metrics(committed))
         _remember(key, summary)
     return summary
 

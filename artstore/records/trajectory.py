@@ -9,10 +9,13 @@ output is kept as an `openai` `Choice` object, as in ART.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import numbers
+import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pydantic
@@ -180,6 +183,36 @@ class History(_Model):
     tools: Tools = None
 
 
+class _StartTime:
+    """When a trajectory object was made (for `finish()`). Not data: equal to any other, so a
+    trajectory read back from the store equals the one logged."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = datetime.now(UTC)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _StartTime)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def message_of(item: dict[str, Any] | Choice) -> dict[str, Any]:
+    """A message or Choice as a chat message to send back to a model (ART's `messages()`): a
+    Choice becomes its assistant message (content "" when None, tool calls kept); a message's
+    None content becomes ""."""
+    if isinstance(item, Choice):
+        message: dict[str, Any] = {"role": "assistant", "content": item.message.content or ""}
+        if item.message.tool_calls:
+            message["tool_calls"] = [c.model_dump(mode="json") for c in item.message.tool_calls]
+        return message
+    message = copy.copy(item)
+    if message.get("content") is None:
+        message["content"] = ""
+    return message
+
+
 class Trajectory(_Model):
     """One rollout: its conversation, reward and bookkeeping. Fields as in ART."""
 
@@ -192,17 +225,64 @@ class Trajectory(_Model):
     metrics: dict[str, MetricValue] = pydantic.Field(default_factory=dict)
     metadata: Metadata = pydantic.Field(default_factory=dict)
     logs: list[str] = pydantic.Field(default_factory=list)
+    _start: _StartTime = pydantic.PrivateAttr(default_factory=_StartTime)
+
+    @property
+    def start_time(self) -> datetime:
+        """When this object was made (UTC): `finish()` measures from it."""
+        return self._start.at
 
     def log(self, message: str) -> None:
         self.logs.append(message)
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation as chat messages (Choices as assistant messages), ART's `messages()`."""
+        return [message_of(m) for m in self.messages_and_choices]
+
+    def finish(self) -> Trajectory:
+        """Set the `duration` metric: seconds since the trajectory was made. Returns self."""
+        self.metrics["duration"] = (datetime.now(UTC) - self.start_time).total_seconds()
+        return self
+
+    @contextlib.asynccontextmanager
+    async def track_duration(self, metric_name: str) -> AsyncIterator[None]:
+        """Add the block's seconds to the `{metric_name}_duration` metric (summed over uses)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            key = f"{metric_name}_duration"
+            self.metrics[key] = self.metrics.get(key, 0.0) + time.monotonic() - started
+
+    def __str__(self) -> str:
+        return f"Trajectory(reward={self.reward}, metrics={self.metrics}, metadata={self.metadata})"
+
+
+_PREPARED = "_artstore_prepared_items"  # items consumed by __new__, handed to __init__
 
 
 class TrajectoryGroup(_Model):
     """Trajectories of one scenario, compared against each other by GRPO.
 
     Built, as in ART, from an iterable that may mix trajectories and exceptions; the iterable is
-    consumed exactly once.
+    consumed exactly once. Built from awaitables of trajectories (ART's rollout pattern,
+    `TrajectoryGroup(rollout(s) for _ in range(n))`), it is an awaitable of the group instead:
+    awaited (usually by `gather_trajectory_groups`), it runs them, keeps the trajectories in the
+    order they finish and records the failures as the group's exceptions.
     """
+
+    def __new__(cls, trajectories: Iterable[Any] = (), **kwargs: Any) -> Any:
+        items = list(trajectories)
+        waits = [i for i in items if isinstance(i, Awaitable) and not isinstance(i, pydantic.BaseModel)]
+        if waits:
+            if len(waits) != len(items):
+                raise ValidationError("trajectories", "cannot mix trajectories and awaitables in one group")
+            from artstore.records.gather import awaited_group  # gather builds groups: import on use
+
+            return awaited_group(cls, waits, **kwargs)
+        group = super().__new__(cls)
+        object.__setattr__(group, _PREPARED, items)
+        return group
 
     trajectories: list[Trajectory]
     exceptions: list[PydanticException] = pydantic.Field(default_factory=list)
@@ -221,7 +301,8 @@ class TrajectoryGroup(_Model):
     ) -> None:
         kept: list[Any] = []
         errors: list[Any] = []
-        for item in trajectories:  # one pass: generators are consumed once
+        prepared = self.__dict__.pop(_PREPARED, None)
+        for item in trajectories if prepared is None else prepared:  # one pass: generators are consumed once
             (errors if isinstance(item, BaseException) else kept).append(item)
         errors = [*errors, *exceptions]
         super().__init__(
@@ -234,6 +315,28 @@ class TrajectoryGroup(_Model):
 
     def __len__(self) -> int:
         return len(self.trajectories)
+
+    def __iter__(self) -> Iterator[Trajectory]:  # type: ignore[override]
+        """The trajectories (as in ART), not pydantic's (field, value) pairs."""
+        return iter(self.trajectories)
+
+    def __copy__(self) -> TrajectoryGroup:
+        """A new group with its own lists and dicts (the trajectories themselves are shared)."""
+        return type(self).model_construct(
+            trajectories=self.trajectories[:], exceptions=self.exceptions[:], metadata=dict(self.metadata),
+            metrics=dict(self.metrics), logs=self.logs[:])
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> TrajectoryGroup:
+        memo = {} if memo is None else memo
+        if id(self) in memo:
+            return memo[id(self)]
+        copied = type(self).model_construct(**{k: copy.deepcopy(getattr(self, k), memo)
+                                               for k in ("trajectories", "exceptions", "metadata", "metrics", "logs")})
+        memo[id(self)] = copied
+        return copied
+
+    def log(self, message: str) -> None:
+        self.logs.append(message)
 
 
 def check_reward(reward: float, where: str, allow_nonfinite: bool) -> None:
