@@ -27,11 +27,11 @@ async def served(tmp_path):
     await backend.close()
 
 
-async def ask(model, **kw):
-    kw.setdefault("model", model.get_inference_name())
+async def ask(art_model, **kw):
+    kw.setdefault("model", art_model.get_inference_name())
     kw.setdefault("messages", MESSAGES)
     kw.setdefault("max_tokens", 6)
-    return await model.openai_client().chat.completions.create(**kw)
+    return await art_model.openai_client().chat.completions.create(**kw)
 
 
 async def test_register_gives_the_model_an_endpoint_and_art_names(served):
