@@ -8,13 +8,13 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[s3,gcs,wandb,train,dev]'
+	$(PIP) -e '.[s3,gcs,wandb,train,ui,plot,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -23,7 +23,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check artstore trainer tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 
-test: lint
+# The UI tests drive Debian's chromium with playwright (playwright's own browser download is not used).
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
+
+test: lint chromium
 	LANCE_LOG=error $(VENV)/bin/pytest -q -p no:cacheprovider
 
 demo: $(STAMP)

@@ -44,6 +44,7 @@ import torch
 import artstore as art
 from trainer import train_options
 from trainer.checkpoint import load_latest_checkpoint, save_checkpoint
+from trainer.distributed import is_main, on_main
 from trainer.group_tokens import write_group_tokens
 from trainer.loop import make_optimizer, step_batches, train_step
 from trainer.lora import add_lora
@@ -87,6 +88,9 @@ class LocalBackend:
     settings; `dev_config` keys of the same names override them per call. `serve`: "hf" (FastAPI
     in process, HF generate), "vllm" (vLLM's server; needs vllm and a GPU), "off", or "auto"
     (vllm when available for a real model, else hf).
+
+    Under torchrun (`trainer.distributed`), rank 0 calls `model.train` (or `train`) and the other
+    ranks `train_shard`: every rank trains its shard of the step, rank 0 alone logs and saves.
     """
 
     def __init__(
@@ -277,6 +281,23 @@ class LocalBackend:
             row_length=self.row_length, save_optimizer_every=1, verbose=verbose)  # fmt: skip
         yield metrics
 
+    async def train_shard(self, model: art.TrainableModel) -> dict[str, float]:
+        """Under torchrun, on every rank but 0: train this rank's shard of the step rank 0 is
+        training. Rank 0 calls `model.train(groups, config)` (it alone logs, tokenizes and saves,
+        and its config holds for all ranks); each other rank calls this once per such call.
+        Returns the step's metrics, the ones rank 0 logs."""
+        if is_main():
+            raise art.BackendError("rank 0 trains with `await model.train(groups)`; train_shard() is "
+                                   "what the other ranks call meanwhile")
+        policy = self.policy_of(model)
+        def tokenize(step: int) -> TokenizedStep:
+            raise AssertionError("only rank 0 tokenizes")  # on_main never calls it here
+
+        return await asyncio.to_thread(
+            self._train_step, model, policy, tokenize, learning_rate=0.0, beta=0.0, clip_epsilon=0.0,
+            max_grad_norm=0.0, objective=None, row_length=self.row_length, save_optimizer_every=1,
+            verbose=False)  # fmt: skip
+
     async def _delete_checkpoint_files(self, model: art.TrainableModel, steps_to_keep: list[int]) -> None:
         """Delete the files of every ready checkpoint whose step is not in `steps_to_keep`; rows
         stay as they are (retention marks them). Checkpoints still saving are never touched."""
@@ -352,24 +373,35 @@ class LocalBackend:
                     learning_rate: float, beta: float, clip_epsilon: float, max_grad_norm: float, objective: Any,
                     row_length: int, save_optimizer_every: int, verbose: bool) -> dict[str, float]:
         run = model.run
-        with policy.served.lock:  # no request samples from a half-updated adapter
+        # Rank 0's settings hold for every rank (the others call train_shard with defaults).
+        settings = dict(learning_rate=learning_rate, beta=beta, clip_epsilon=clip_epsilon, max_grad_norm=max_grad_norm,
+                        objective=objective, row_length=row_length, save_optimizer_every=save_optimizer_every)
+
+        def tokenize_on_main() -> tuple:  # rank 0 only; every rank gets what it returns
             step = run.latest_checkpoint_step() or 0
+            tokens = tokenize(step)
+            return step, tokens.version, tokens.num_sequences, tokens.skipped_groups, settings
+
+        with policy.served.lock:  # no request samples from a half-updated adapter
+            step, version, num_sequences, skipped, settings = on_main(tokenize_on_main)
             if step != policy.step:  # another process trained this run meanwhile: catch up
                 policy.step = load_latest_checkpoint(run, policy.model, policy.optimizer) or 0
-            tokens = tokenize(step)
             batches = step_batches(run, step, device=self.device, pad_token_id=policy.tokenizer.pad_token_id,
-                                   row_length=row_length, batch_size=self.batch_size, version=tokens.version)
-            result = train_step(policy.model, policy.optimizer, batches, learning_rate=learning_rate, beta=beta,
-                                clip_epsilon=clip_epsilon, max_grad_norm=max_grad_norm, objective=objective)
-            keep_optimizer = (step + 1) % save_optimizer_every == 0
-            save_checkpoint(run, policy.model, step + 1, base_model=policy.base_model,
-                            optimizer=policy.optimizer if keep_optimizer else None)
+                                   row_length=settings["row_length"], batch_size=self.batch_size, version=version)
+            result = train_step(policy.model, policy.optimizer, batches, learning_rate=settings["learning_rate"],
+                                beta=settings["beta"], clip_epsilon=settings["clip_epsilon"],
+                                max_grad_norm=settings["max_grad_norm"], objective=settings["objective"])
+            keep_optimizer = (step + 1) % settings["save_optimizer_every"] == 0
+            on_main(lambda: save_checkpoint(run, policy.model, step + 1, base_model=policy.base_model,
+                                            optimizer=policy.optimizer if keep_optimizer else None).step)
+            if not is_main():  # rank 0 saved it: load it, so every rank holds the stored adapter
+                load_latest_checkpoint(run, policy.model, policy.optimizer)
             policy.step = policy.served.step = step + 1
-        if self._vllm is not None:
+        if self._vllm is not None and is_main():
             self._vllm_load(model, policy)
-        if verbose:
-            log.info("step %d: %d sequences (%d groups without signal skipped), %s", step,
-                     tokens.num_sequences, tokens.skipped_groups, result)
+        if verbose and is_main():
+            log.info("step %d: %d sequences (%d groups without signal skipped), %s", step, num_sequences, skipped,
+                     result)
         metrics = {
             "loss/train": result.loss,
             "loss/grad_norm": result.grad_norm,
@@ -377,7 +409,7 @@ class LocalBackend:
             "perf/tokens_per_s": result.tokens_per_s,
             "perf/seconds": result.seconds,
         }
-        if beta > 0 or getattr(objective, "uses_reference", False):
+        if settings["beta"] > 0 or getattr(settings["objective"], "uses_reference", False):
             metrics["loss/kl"] = result.kl
         return metrics
 

@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 import artstore as art
+from trainer import distributed
 from trainer.backend import LocalBackend
 from trainer.demo_tasks import ADDITION, CODE_LOOKUP, Task, rollout_group
 
@@ -91,6 +92,7 @@ def _fmt(v: Any) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     console = Console()
+    distributed.init_from_env(args.device)  # under torchrun: join the other ranks (else a no-op)
     if args.device in (None, "cpu") and not torch.cuda.is_available():
         torch.set_num_threads(args.threads)
     preset = PRESETS["tiny" if args.model == "tiny" else "real"]
@@ -105,7 +107,12 @@ async def main(args: argparse.Namespace) -> None:
                            serve=args.serve)  # fmt: skip
     began = time.perf_counter()
     await model.register(backend)
-    start = await model.get_step()
+    step_here = await model.get_step()
+    start = distributed.on_main(lambda: step_here)  # under torchrun every rank starts at rank 0's step
+    if not distributed.is_main():  # torchrun: rank 0 samples, logs and saves; every rank trains its shard
+        for _ in range(start, args.steps):
+            await backend.train_shard(model)
+        return
     learning_rate = args.learning_rate or preset["learning_rate"]
     console.print(f"{model.project}/{model.name}: {args.model} on {backend.device}, serving {backend.base_url}, "
                   f"loaded in {time.perf_counter() - began:.0f} s")  # fmt: skip

@@ -1,17 +1,18 @@
-"""Pack variable-length token sequences into fixed-length rows, and the mask that keeps them apart.
+"""Pack variable-length token sequences into fixed-length rows, kept apart without a mask.
 
 A row of length T holds several whole sequences back to back, then padding to T. Inside a row,
-`position_ids` restart at 0 for each sequence and the attention mask is block-diagonal causal, so
-every token sees only the earlier tokens of its own sequence: the logits are those each sequence
-would get on its own. The mask is a 4D additive float tensor [B, 1, T, T] (0 where attention is
-allowed, the dtype's minimum elsewhere), which Hugging Face models take as-is for both the eager
-and the SDPA attention (they add it to the attention scores).
+`position_ids` restart at 0 for each sequence, and `cu_seq_lens` marks where each sequence (and
+each row's padding) starts in the flattened [B * T] token stream: variable-length attention
+(`trainer.attention`) attends causally inside each span only, so every token sees only the earlier
+tokens of its own sequence and the logits are those each sequence would get on its own. Memory is
+linear in T: nothing of size T x T is built (`dense_attention_mask` is the O(T^2) reference that
+training used before, kept for tests and the memory benchmark).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -28,7 +29,12 @@ class TokenSequence(Protocol):
 
 @dataclass
 class PackedBatch:
-    """B rows of T tokens. Padding has seq_ids -1, mask False, advantage 0, old logprob NaN."""
+    """B rows of T tokens. Padding has seq_ids -1, mask False, advantage 0, old logprob NaN.
+
+    `cu_seq_lens` [S + 1] int32 are the segment starts in the flattened [B * T] stream (every
+    sequence, and each row's padding, is a segment; the last entry is B * T), `max_length` the
+    longest segment: flash-attention's varlen arguments.
+    """
 
     input_ids: torch.Tensor  # [B, T] int64
     position_ids: torch.Tensor  # [B, T] int64, 0 at the first token of each sequence
@@ -36,26 +42,40 @@ class PackedBatch:
     assistant_mask: torch.Tensor  # [B, T] bool, tokens that enter the loss
     advantages: torch.Tensor  # [B, T] float32, the sequence's advantage on each of its tokens
     old_logprobs: torch.Tensor  # [B, T] float32, sampler logprobs (nats), NaN when unknown
+    cu_seq_lens: torch.Tensor  # [S + 1] int32, segment starts in the flattened stream
+    max_length: int  # tokens in the longest segment
 
     @property
     def num_tokens(self) -> int:
         """Real (non-padding) tokens in the batch."""
         return int((self.seq_ids >= 0).sum())
 
-    def attention_mask(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The block-diagonal causal mask for these rows, [B, 1, T, T] (see module docstring)."""
-        return packed_attention_mask(self.seq_ids, dtype)
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedBatch:
-        return PackedBatch(
-            **{
-                f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                for f in fields(self)
-            }
+    def model_inputs(self) -> dict[str, torch.Tensor | int]:
+        """Keyword arguments for a transformers causal LM's forward on these rows, for a model on
+        `trainer.attention.VARLEN` or flash-attention (no attention mask: the segments say it)."""
+        return dict(
+            input_ids=self.input_ids,
+            position_ids=self.position_ids,
+            cu_seq_lens_q=self.cu_seq_lens,
+            cu_seq_lens_k=self.cu_seq_lens,
+            max_length_q=self.max_length,
+            max_length_k=self.max_length,
         )
 
+    def attention_mask(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dense block-diagonal causal mask for these rows, [B, 1, T, T]: O(T^2), reference
+        only (see `dense_attention_mask`)."""
+        return dense_attention_mask(self.seq_ids, dtype)
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> PackedBatch:
+        return PackedBatch(**{f.name: (fn(v) if isinstance(v := getattr(self, f.name), torch.Tensor) else v)
+                              for f in fields(self)})
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedBatch:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
     def pin_memory(self) -> PackedBatch:
-        return PackedBatch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+        return self._map(torch.Tensor.pin_memory)
 
 
 def plan_rows(lengths: Sequence[int], row_length: int) -> list[list[int]]:
@@ -104,7 +124,10 @@ def pack_sequences(
         assistant_mask=torch.zeros(shape, dtype=torch.bool),
         advantages=torch.zeros(shape, dtype=torch.float32),
         old_logprobs=torch.full(shape, math.nan, dtype=torch.float32),
+        cu_seq_lens=torch.zeros(0, dtype=torch.int32),
+        max_length=0,
     )
+    starts: list[int] = []
     for r, members in enumerate(rows):
         at = 0
         for i in members:
@@ -114,6 +137,7 @@ def pack_sequences(
                     f"sequence {i}: input_ids, assistant_mask, logprobs differ in length"
                 )
             span = slice(at, at + n)
+            starts.append(r * row_length + at)
             batch.input_ids[r, span] = torch.as_tensor(seq.input_ids, dtype=torch.long)
             batch.position_ids[r, span] = torch.arange(n)
             batch.seq_ids[r, span] = i
@@ -122,17 +146,24 @@ def pack_sequences(
             batch.advantages[r, span] = float(advantages[i])
             batch.old_logprobs[r, span] = torch.as_tensor(seq.logprobs, dtype=torch.float32)
             at += n
-        # Padding counts up from 0 too, so that position ids stay within the model's range.
+        # Padding counts up from 0 too, so that position ids stay within the model's range; it is
+        # a segment of its own (it attends to itself only, and never enters the loss).
         batch.position_ids[r, at:] = torch.arange(row_length - at)
+        if at < row_length:
+            starts.append(r * row_length + at)
+    bounds = torch.tensor([*starts, len(rows) * row_length], dtype=torch.int32)
+    batch.cu_seq_lens = bounds
+    batch.max_length = int(bounds.diff().max()) if len(bounds) > 1 else 0
     return batch
 
 
-def packed_attention_mask(
+def dense_attention_mask(
     seq_ids: torch.Tensor, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Additive block-diagonal causal mask [B, 1, T, T] from segment ids [B, T].
 
-    Query t may attend key s when s <= t and both belong to the same segment. Padding (-1) is one
+    O(T^2) memory: the reference for tests and `benchmarks/packing_memory.py`, not for training
+    (which uses `cu_seq_lens`). Query t may attend key s when s <= t and both belong to the same segment. Padding (-1) is one
     more segment: its rows are never empty, so softmax has no all-masked row (no NaN).
     """
     t = seq_ids.shape[-1]

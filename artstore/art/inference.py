@@ -9,6 +9,7 @@ optionally `inference_model_name`) by the user; a `TrainableModel` gets them fro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from artstore.errors import InferenceUnavailableError
@@ -93,3 +94,48 @@ def make_client(model: Model) -> AsyncOpenAI:
                                                    max_keepalive_connections=MAX_CONNECTIONS),
         ),
     )
+
+
+class _CostRecordingCompletions:
+    def __init__(self, completions: Any, record: Callable[[Any], None]):
+        self._completions, self._record = completions, record
+
+    async def create(self, *args: Any, **kwargs: Any) -> Any:
+        response = await self._completions.create(*args, **kwargs)
+        if not kwargs.get("stream"):  # a stream has no usage until consumed
+            self._record(response)
+        return response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._completions, name)
+
+
+class _CostRecordingChat:
+    def __init__(self, chat: Any, record: Callable[[Any], None]):
+        self._chat = chat
+        self.completions = _CostRecordingCompletions(chat.completions, record)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chat, name)
+
+
+class CostRecordingClient:
+    """An AsyncOpenAI client whose `chat.completions.create` passes each response to `record`
+    (ART's managed client: costs of a trained model's own inference)."""
+
+    def __init__(self, client: Any, record: Callable[[Any], None]):
+        self._client, self._record = client, record
+        self.chat = _CostRecordingChat(client.chat, record)
+
+    def with_options(self, *args: Any, **kwargs: Any) -> CostRecordingClient:
+        return CostRecordingClient(self._client.with_options(*args, **kwargs), self._record)
+
+    async def __aenter__(self) -> CostRecordingClient:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(self, *args: Any) -> Any:
+        return await self._client.__aexit__(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import warnings
 from collections.abc import Mapping
 from contextvars import Token
@@ -26,10 +27,12 @@ from artstore.art import inference
 from artstore.art import state as state_mod
 from artstore.errors import ModelNotRegisteredError, ValidationError
 from artstore.log.commit import DEFAULT_RETENTION, LogRecord, as_groups, write_log
+from artstore.log.configs import ConfigLog, as_json
 from artstore.names import check_segment
 from artstore.read import step_summary
 from artstore.read.run import Run
 from artstore.read.store import Store
+from artstore.records.metric_names import is_cumulative
 from artstore.records.metrics import builder_for_split, check_extra, compute_metrics
 from artstore.records.metrics_builder import MetricsBuilder
 from artstore.records.trajectory import TrajectoryGroup, artstore_errors
@@ -68,11 +71,14 @@ class Model(pydantic.BaseModel):
     _store: Store | None = pydantic.PrivateAttr(default=None)
     _mirror: WandbMirror | None = pydantic.PrivateAttr(default=None)
     _backend: Any = pydantic.PrivateAttr(default=None)
+    _stored_config: dict[str, str] = pydantic.PrivateAttr(default_factory=dict)  # source -> JSON last stored
     _openai_client: Any = pydantic.PrivateAttr(default=None)
     _wandb_config: dict[str, Any] = pydantic.PrivateAttr(default_factory=dict)
     _metrics: MetricsBuilder = pydantic.PrivateAttr(default_factory=lambda: MetricsBuilder("train"))
     _metrics_lock: Any = pydantic.PrivateAttr(default_factory=threading.Lock)
     _metrics_stored: bool = pydantic.PrivateAttr(default=False)
+    _last_train_log: float = pydantic.PrivateAttr(default_factory=time.monotonic)  # for time/step_wall_s
+    _last_train_step: int | None = pydantic.PrivateAttr(default=None)
 
     def __init__(self, /, **data: Any) -> None:
         with artstore_errors():  # InvalidNameError / ValidationError naming the field, not pydantic's
@@ -123,10 +129,21 @@ class Model(pydantic.BaseModel):
         await backend.register(self)
 
     def openai_client(self) -> AsyncOpenAI:
-        """An AsyncOpenAI client for the model's inference endpoint (made once, then reused)."""
+        """An AsyncOpenAI client for the model's inference endpoint (made once, then reused). A
+        trainable model's client adds each chat completion's cost to the active metrics builder
+        (see `TrainableModel.set_cost_calculator`)."""
         if self._openai_client is None:
             self._openai_client = inference.make_client(self)
+            if self.trainable:
+                self._openai_client = inference.CostRecordingClient(self._openai_client, self.record_completion_costs)
         return self._openai_client
+
+    def record_completion_costs(self, response: Any) -> None:
+        """Hook: a trainable model prices completions (`TrainableModel.record_completion_costs`)."""
+
+    def safe_model_dump(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """`model_dump` with `config` set to None (ART's: a config may not serialise)."""
+        return {**self.model_dump(*args, **kwargs), "config": None}
 
     def litellm_completion_params(self, step: int | None = None) -> dict[str, Any]:
         """Keyword arguments for `litellm.completion` (a step's checkpoint when `step` is given)."""
@@ -208,9 +225,33 @@ class Model(pydantic.BaseModel):
         return self.run.history()
 
     # -- internals ------------------------------------------------------------------------------
+    def _store_config(self, source: str, config: Any, step: int) -> None:
+        """Store `config` with the run when it differs from the last stored (see `artstore.log.configs`):
+        read once per model object and source, then compared in memory."""
+        text = as_json(config)
+        if self._stored_config.get(source) != text:
+            ConfigLog(self.run.location).record(source, text, step, known=self._stored_config.get(source))
+            self._stored_config[source] = text
+
     def _automatic_metrics(self, split: str, step: int, provided: set[str]) -> dict[str, float]:
-        """Hook for backends that time train steps (ART's `supports_automatic_train_step_metrics`)."""
-        return {}
+        """For a backend whose `supports_automatic_train_step_metrics()` is true, ART adds to the
+        first train log of each step `time/step_wall_s` (seconds since the previous one, or since
+        the model was made) and, when the backend prices its GPU
+        (`automatic_gpu_cost_per_hour_usd(model)`), `costs/gpu` in USD."""
+        backend = self._backend
+        supports = getattr(backend, "supports_automatic_train_step_metrics", None)
+        if split != "train" or not callable(supports) or not supports() or self._last_train_step == step:
+            return {}
+        now = time.monotonic()
+        wall_s = max(0.0, now - self._last_train_log)
+        self._last_train_log, self._last_train_step = now, step
+        out = {} if "time/step_wall_s" in provided else {"time/step_wall_s": wall_s}
+        price = getattr(backend, "automatic_gpu_cost_per_hour_usd", None)
+        if callable(price) and "costs/gpu" not in provided:
+            usd_per_hour = price(self)
+            if isinstance(usd_per_hour, (int, float)) and not isinstance(usd_per_hour, bool):
+                out["costs/gpu"] = wall_s * float(usd_per_hour) / 3600.0
+        return out
 
     def _log(self, groups: list[TrajectoryGroup] | None, split: str, metrics: Mapping[str, float] | None,
              step: int, log_id: str | None) -> LogRecord | None:
@@ -230,7 +271,13 @@ class Model(pydantic.BaseModel):
             after = self._metrics.state_dict()
         if not values and groups is None:
             return None
-        record = write_log(location, groups or [], split=split, step=step, metrics=extra, values=values,
+        # The content id of a retried call must not depend on running sums or timings, but must
+        # tell apart two logs at one step that differ only in costs added to the builder.
+        same_call = {**extra, **{k: v for k, v in values.items() if not is_cumulative(k)
+                                 and not k.startswith(("time/", "throughput/"))}}
+        if self.config is not None:
+            self._store_config("model", self.config, step)
+        record = write_log(location, groups or [], split=split, step=step, metrics=same_call, values=values,
                            log_id=log_id, allow_nonfinite_rewards=self.allow_nonfinite_rewards,
                            retention=self.retention)
         if record.created:
@@ -251,9 +298,3 @@ class Model(pydantic.BaseModel):
     def _wandb_dump(self) -> dict[str, Any]:
         # storage_options and the inference key are excluded: secrets never reach wandb.
         return self.model_dump(mode="json", exclude={"storage_options", "retention", "inference_api_key"})
-
-
-# `from artstore.art.model import TrainableModel` keeps working (it lives in its own module).
-from artstore.art.trainable import TrainableModel  # noqa: E402
-
-__all__ = ["Model", "TrainableModel"]

@@ -24,9 +24,7 @@ def load_builder(builder: MetricsBuilder, state: dict[str, Any]) -> bool:
     whether the state holds builder sums at all."""
     stored = state.get(STATE_KEY)
     sums = stored if isinstance(stored, dict) else {}
-    pending = builder._shared.pending, builder._shared.pending_ids
-    builder.load_state_dict(sums)
-    builder._shared.pending, builder._shared.pending_ids = pending
+    builder.load_sums(sums)
     return isinstance(stored, dict)
 
 

@@ -32,8 +32,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from artstore.errors import ArtstoreError, StorageError, ValidationError
-from artstore.log import upkeep
+from artstore.errors import ArtstoreError, StorageError, ValidationError, VersionNotFoundError
+from artstore.log import registry, upkeep
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import metrics as metrics_mod
 from artstore.records.encoding import check_stored_layout, encode_groups
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
-DEFAULT_RETENTION = timedelta(days=7)
+DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,13 @@ def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dic
     `commit_seq`)."""
     loc = run.child("logs.lance")
     for attempt in range(tables.VANISHED_RETRIES + 1):
-        ds = tables.open_dataset(loc, version=version)
+        try:
+            ds = tables.open_dataset(loc, version=version)
+        except VersionNotFoundError:
+            # A cleanup beside us removed that version (a short window). The first committed row
+            # of a log_id never changes once committed, so the latest version answers the same.
+            version = None
+            continue
         if ds is None:
             return None, 0, True
         try:
@@ -149,6 +155,14 @@ def _discard(run: Location, written: Mapping[str, list]) -> None:
             tables.discard_files(run.child(f"{name}.lance"), fragments)
         except ArtstoreError as e:
             logger.warning("could not delete the uncommitted files of %s: %s", name, e)
+
+
+def _register(run: Location) -> None:
+    """Record the run at `run` (`{store}/{project}/models/{model}`) in its store's registry; a
+    location outside that layout has no store to record it in."""
+    parts = run.uri.rstrip("/").rsplit("/", 3)
+    if len(parts) == 4 and parts[2] == "models" and parts[0]:
+        registry.register(Location(parts[0], run.storage_options), parts[1], parts[3])
 
 
 def commit_log(run: Location, row: pa.Table, first_commit_wins: bool, read_version: int = 0) -> tuple[bool, int]:
@@ -229,6 +243,8 @@ def write_log(
             if existing is not None:  # a retry: store nothing, write no orphan rows
                 _discard(run, written)
                 return _record(run, existing)
+            if looked_at == 0:  # the run's first log: in the store's registry before it commits
+                _register(run)
             message = f"log {log_id} ({split}, step {step})"
             commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), written[name],
                                          rows[name].schema, message) for name in written}

@@ -29,6 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from artstore.errors import VersionNotFoundError
 from artstore.log.visibility import committed_logs
 from artstore.storage import Location, tables
 
@@ -134,7 +135,10 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
 def _unchanged_since(logs_loc: Location, ds: Any, key: tuple[str, int, str]) -> bool:
     """Whether `ds` (the logs at a later version) has the rows of the version `key` names, and that
     version is the one the key was made from (not the same number of a run since recreated)."""
-    then = tables.arrow_dataset(logs_loc, version=key[1])
+    try:
+        then = tables.arrow_dataset(logs_loc, version=key[1])
+    except VersionNotFoundError:  # cleaned up since: rebuild from the latest
+        return False
     return then is not None and _key(logs_loc.uri, then[0]) == key and tables.same_rows_since(ds, key[1])
 
 
@@ -150,6 +154,9 @@ def note_log(run_location: Location, logs_version: int | None, step: int, values
         base = None if newest is None or newest[1] != logs_version - 1 else _CACHE.get(newest)
     if base is None:
         return
-    found = tables.arrow_dataset(logs_loc, version=logs_version)
+    try:
+        found = tables.arrow_dataset(logs_loc, version=logs_version)
+    except VersionNotFoundError:  # a cleanup beside us removed it (a short window): the next load rebuilds
+        return
     if found is not None:
         _remember(_key(logs_loc.uri, found[0]), base.extended(step, values))

@@ -9,7 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from artstore.log.commit import DEFAULT_RETENTION
+from artstore.log import registry
+from artstore.log.upkeep import DEFAULT_RETENTION
 from artstore.read.as_of import AsOf
 from artstore.read.run import Run
 from artstore.storage import Location, files
@@ -35,23 +36,29 @@ class Store:
         return Run(self, project, name)
 
     def runs(self, projects: list[str] | None = None) -> list[Run]:
-        """Every run in the store that has logged anything, sorted by project and name."""
-        found = []
-        for rel in files.glob(self.location, "*/models/*/logs.lance"):
-            project, _, name, _ = rel.split("/")
-            if projects is None or project in projects:
-                found.append(Run(self, project, name))
-        return sorted(found, key=lambda r: (r.project, r.name))
+        """Every run in the store that has logged anything, sorted by project and name: read from the
+        store's registry of runs (`artstore.log.registry`), or found by listing a store without one."""
+        found = registry.read(self.location)
+        if found is None:
+            found = registry.walk(self.location)
+        return [Run(self, project, name) for project, name in found if projects is None or project in projects]
+
+    def rescan_runs(self) -> int:
+        """Record in the store's registry the runs found by listing the store that it lacks (runs an
+        older artstore created); returns how many. `artstore compact --all` does this first."""
+        return registry.rescan(self.location)
 
     def sql(self, query: str, params: list[Any] | Mapping[str, Any] | None = None,
-            as_of: AsOf | Mapping[str, Any] = None, projects: list[str] | None = None) -> pa.Table:
+            as_of: AsOf | Mapping[str, Any] = None, projects: list[str] | None = None,
+            runs: list[str] | None = None) -> pa.Table:
         """Run one read-only SELECT over views of every run (or of `projects`): runs, logs,
-        trajectories, groups, messages, metrics, history, checkpoints, tokens. `params` is a list for
-        `?` or a dict for `$name`; `as_of` a version, tag or datetime, or {"project/model": as_of}.
+        trajectories, groups, messages, metrics, history, checkpoints, configs, tokens. `params` is a list
+        for `?` or a dict for `$name`; `as_of` a version, tag or datetime, or {"project/model": as_of};
+        `runs` ("project/model", ...) limits the views to those runs.
         Anything but a SELECT raises SqlError. See `artstore.read.sql` for the views and guarantees."""
         from artstore.read import sql  # imports duckdb, on first use only
 
-        return sql.query(self, query, params, as_of, projects)
+        return sql.query(self, query, params, as_of, projects, runs)
 
     def table_names(self, run: Run) -> list[str]:
         """Tables present in `run` (e.g. trajectories, groups, metrics, logs, checkpoints)."""

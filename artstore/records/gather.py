@@ -34,6 +34,7 @@ from typing import Any
 from openai.types.chat.chat_completion import Choice
 from tqdm import auto as tqdm
 
+from artstore.errors import UnsupportedError
 from artstore.records.trajectory import Trajectory, TrajectoryGroup
 
 COMPLETION_TOKENS_KEY = "art_completion_tokens"  # a Choice's generated-token count, as ART's client attaches it
@@ -287,3 +288,60 @@ async def trajectory_group_batches(
             context.pbar.close()
         if batch:
             yield batch
+
+
+async def trajectory_group(
+    trajectories: Iterable[Trajectory | BaseException | Awaitable[Trajectory]],
+    *,
+    exceptions: Iterable[Any] = (),
+    metadata: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    logs: list[str] | None = None,
+    return_exceptions: bool = False,
+) -> TrajectoryGroup:
+    """ART 0.5.23's `await art.trajectory_group(...)`: run the awaitables concurrently and build
+    the group with the trajectories in the order given. A rollout that raises fails the call
+    (the others are cancelled), or, with `return_exceptions=True`, becomes one of the group's
+    exceptions. An exception that is not an `Exception` (KeyboardInterrupt, ...) always raises."""
+    results: list[Any] = []
+    pending: dict[asyncio.Future[Any], list[int]] = {}
+    futures: dict[int, asyncio.Future[Any]] = {}  # one task per awaitable object, even if given twice
+    try:
+        for item in trajectories:
+            if isinstance(item, (Trajectory, BaseException)):
+                if isinstance(item, BaseException) and not isinstance(item, Exception):
+                    raise item
+                results.append(item)
+                continue
+            results.append(None)
+            task = futures.get(id(item))
+            if task is None:
+                task = futures[id(item)] = asyncio.ensure_future(item)
+                pending[task] = []
+            pending[task].append(len(results) - 1)
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                indexes = pending.pop(task)
+                try:
+                    result = task.result()
+                except Exception as e:
+                    if not return_exceptions:
+                        raise
+                    result = e
+                for i in indexes:
+                    results[i] = result
+    except BaseException:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        raise
+    return TrajectoryGroup(results, exceptions=exceptions, metadata=metadata, metrics=metrics, logs=logs or ())
+
+
+async def trajectory(coroutine: Coroutine[Any, Any, object]) -> Trajectory:
+    """ART 0.5.23 builds a Trajectory from the OpenAI calls a rollout makes (its `exchanges`);
+    artstore does not capture calls: UnsupportedError, which says what to do instead."""
+    coroutine.close()
+    raise UnsupportedError("art.trajectory(...) captures a rollout's OpenAI calls, which artstore does not do: "
+                           "build art.Trajectory(messages_and_choices=[...], reward=...) in the rollout and return it")

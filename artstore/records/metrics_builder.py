@@ -99,6 +99,14 @@ class MetricsBuilder:
             "add_response_cost needs ART's provider price tables, which artstore does not carry: compute the "
             f"cost yourself and call add_cost('{self.cost_context}/{source}', usd)")
 
+    def register_cost_extractor(self, provider: str, extractor: Any) -> None:
+        raise UnsupportedError("provider cost extractors price responses for add_response_cost, which artstore "
+                               "does not do: compute costs yourself and call add_cost(path, usd)")
+
+    def register_model_pricing(self, model_name: str, **_: Any) -> None:
+        raise UnsupportedError("model pricing feeds add_response_cost, which artstore does not do: compute costs "
+                               "yourself and call add_cost(path, usd), or TrainableModel.set_cost_calculator(...)")
+
     @contextlib.contextmanager
     def measure(self, key: str) -> Iterator[None]:
         """Add the seconds the block takes to `key` (e.g. `time/step_eval_s`)."""
@@ -176,11 +184,17 @@ class MetricsBuilder:
             return {"cum_state": dict(self._shared.cum), "unique_scenario_ids": sorted(self._shared.unique_ids)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the running sums with `state`'s and drop any pending step values."""
+        self.load_sums(state)
+        with self._shared.lock:
+            self._shared.pending.clear()
+            self._shared.pending_ids.clear()
+
+    def load_sums(self, state: dict[str, Any]) -> None:
+        """Replace the running sums with `state`'s; values added this step stay pending."""
         with self._shared.lock:
             self._shared.cum = {str(k): float(v) for k, v in (state.get("cum_state") or {}).items()}
             self._shared.unique_ids = {str(v) for v in state.get("unique_scenario_ids") or []}
-            self._shared.pending.clear()
-            self._shared.pending_ids.clear()
 
 
 def _rollups(costs: dict[str, float]) -> dict[str, float]:

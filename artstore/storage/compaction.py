@@ -17,7 +17,7 @@ from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
 from artstore.storage.location import Location
-from artstore.storage.tables import COMMIT_RETRIES, SEQ, open_dataset, storage_errors
+from artstore.storage.tables import CLEANUP_LOCK, COMMIT_RETRIES, SEQ, open_dataset, storage_errors
 
 # Compaction: the largest fragment it makes, in rows, per table (tens of MB of its rows); full
 # fragments are never rewritten again. Smaller fragments are merged in tiers, the smallest
@@ -144,7 +144,8 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
             after = {f.fragment_id: f.physical_rows for f in open_dataset(loc).get_fragments()}
         if force or cleanup and (target is not None or not compact) and cleanup_due(loc, retention):
             _last_cleanup[loc.uri] = time.monotonic()
-            removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
+            with CLEANUP_LOCK:  # no tag is made while the versions to remove are chosen and removed
+                removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
         gone = rows.keys() - after.keys()
         return {"fragments": len(after), "compacted": len(gone), "rewritten_rows": sum(rows[i] for i in gone),
                 "removed_versions": removed}

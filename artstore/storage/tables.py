@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -27,8 +27,6 @@ from artstore.errors import CommitConflictError, StorageError, VersionNotFoundEr
 from artstore.storage import files
 from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
-
-os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on every dataset creation otherwise
 
 COMMIT_RETRIES = 1000
 SEQ = "commit_seq"  # see `first_per_key`
@@ -313,22 +311,57 @@ def versions(loc: Location) -> list[dict[str, Any]]:
         ]
 
 
+def commit_messages(loc: Location, versions: list[int]) -> dict[int, str]:
+    """{version: the commit message its writer gave (e.g. "log <log_id>"), or the kind of
+    operation (e.g. "Rewrite" for compaction)} for each of `versions` still readable."""
+    ds = open_dataset(loc)
+    out: dict[int, str] = {}
+    if ds is None:
+        return out
+    for v in versions:
+        try:
+            t = ds.read_transaction(v)
+        except (OSError, ValueError):  # cleaned up, or written before transactions were kept
+            continue
+        if t is not None:
+            props = t.transaction_properties or {}
+            out[v] = props.get("__lance_commit_message") or type(t.operation).__name__
+    return out
+
+
 def _utc(ts: datetime) -> datetime:
     # Lance gives naive local times for versions; make them explicit UTC.
     return ts.astimezone(UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+# Held while tagging, and while cleaning up (`compaction.maintain`): a cleanup reads the tags when
+# it starts, so a tag made meanwhile on a version it then removes would point at nothing.
+CLEANUP_LOCK = threading.Lock()
+
+
 def create_tag(loc: Location, name: str, version: int | None = None) -> int:
-    """Tag `version` (default: latest). Tagged versions survive cleanup. Returns the version."""
-    ds = open_dataset(loc)
-    if ds is None:
-        raise VersionNotFoundError(f"{loc.uri} does not exist yet: nothing to tag")
-    with storage_errors(loc, "tag"):
-        target = ds.version if version is None else version
-        if name in ds.tags.list():
-            ds.tags.update(name, target)
-        else:
-            ds.tags.create(name, target)
+    """Tag `version` (default: latest). Tagged versions survive cleanup. Returns the version.
+
+    Never leaves a tag on a removed version: tagging waits for a cleanup of this process to end,
+    and the tagged version is opened afterwards (a cleanup of another process may have removed
+    it); VersionNotFoundError, and no tag, when it is gone."""
+    with CLEANUP_LOCK:
+        ds = open_dataset(loc)
+        if ds is None:
+            raise VersionNotFoundError(f"{loc.uri} does not exist yet: nothing to tag")
+        with storage_errors(loc, "tag"):
+            target = ds.version if version is None else version
+            if name in ds.tags.list():
+                ds.tags.update(name, target)
+            else:
+                ds.tags.create(name, target)
+        try:
+            open_dataset(loc, version=name)
+        except (VersionNotFoundError, StorageError):
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                ds.tags.delete(name)
+            raise VersionNotFoundError(f"{loc.uri} has no version {target} any more (cleaned up); "
+                                       "tag a version inside the retention window (Run.versions())") from None
         return target
 
 

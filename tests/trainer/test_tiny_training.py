@@ -7,6 +7,7 @@ is rare at first; GRPO with LoRA must make it common.
 
 import torch
 
+from trainer.attention import use_varlen_attention
 from trainer.loop import batch_loss
 from trainer.lora import add_lora, trainable_parameters
 from trainer.loss import group_advantages, grpo_loss, token_logprobs
@@ -138,11 +139,8 @@ def test_packed_forward_backward_matches_unpacked():
     batch = pack_sequences(sequences, advantages, row_length=256, pad_token_id=0)
     assert batch.input_ids.shape[0] < len(sequences)  # really packed
 
-    logits = model(
-        input_ids=batch.input_ids,
-        position_ids=batch.position_ids,
-        attention_mask=batch.attention_mask(),
-    ).logits
+    use_varlen_attention(model)
+    logits = model(**batch.model_inputs()).logits
     new = token_logprobs(logits, batch.input_ids)
     old = (new.detach() + 0.1 * torch.randn_like(new)).where(batch.assistant_mask, torch.nan)
     packed_loss, _ = grpo_loss(new, old, batch.advantages, batch.assistant_mask)

@@ -348,3 +348,65 @@ def test_train_config_takes_0_5_23_fields_and_beta_is_its_kl_coefficient():
     assert config.beta == 0.1 and art.TrainConfig(beta=0.2).kl_penalty_coef == 0.2
     result = art.LocalTrainResult(step=3, metrics={"loss/train": 0.1}, checkpoint_path="/x/0003")
     assert isinstance(result, art.TrainResult) and result.step == 3
+
+
+async def test_trained_models_client_adds_completion_costs_to_the_next_log(base_path, chat_server):
+    url, _ = chat_server
+    model = trainable(base_path)
+    await model.register(ServingBackend(url))
+    model.set_cost_calculator(lambda prompt, completion, context: {
+        f"costs/{context}/prefill": prompt * 1e-6, f"costs/{context}/sample": completion * 1e-6})
+    with model.metrics_builder("train").activate_context():
+        await model.openai_client().chat.completions.create(model=model.get_inference_name(), messages=[])
+    await model.openai_client().chat.completions.create(model="x", messages=[])  # no active builder: not priced
+    record = await model.log(None, split="train", metrics={"loss/train": 0.1})
+    assert record.metrics["costs/train/prefill"] == pytest.approx(5e-6)
+    assert record.metrics["costs/train"] == pytest.approx(6e-6) == record.metrics["costs/cum/all"]
+
+
+async def test_backend_that_times_steps_adds_wall_time_and_gpu_cost_once_per_step(base_path, make_trajectory):
+    class TimedBackend(ServingBackend):
+        def supports_automatic_train_step_metrics(self):
+            return True
+
+        def automatic_gpu_cost_per_hour_usd(self, model):
+            return 3600.0  # one dollar per second
+
+    model = trainable(base_path)
+    await model.register(TimedBackend())
+    first = await model.log([art.TrajectoryGroup([make_trajectory(1.0)])], split="train", step=1)
+    again = await model.log(None, split="train", metrics={"loss/train": 0.1}, step=1)
+    assert first.metrics["costs/gpu"] == pytest.approx(first.metrics["time/step_wall_s"])
+    assert "time/step_wall_s" not in again.metrics and "costs/gpu" not in again.metrics
+
+
+async def test_trajectory_group_keeps_the_given_order_and_returns_exceptions_when_asked(make_trajectory):
+    group = await art.trajectory_group([rollout(3, make_trajectory), make_trajectory(9.0), rollout(1, make_trajectory)],
+                                       metadata={"s": 1})
+    assert [t.reward for t in group] == [3.0, 9.0, 1.0] and group.metadata == {"s": 1}
+    with pytest.raises(TimeoutError):
+        await art.trajectory_group([rollout(1, make_trajectory, fail=True), rollout(2, make_trajectory)])
+    kept = await art.trajectory_group([rollout(1, make_trajectory, fail=True), rollout(2, make_trajectory)],
+                                      return_exceptions=True)
+    assert [t.reward for t in kept] == [2.0] and [e.message for e in kept.exceptions] == ["rollout timed out"]
+
+
+def test_state_table_stays_compact_after_many_changes(base_path):
+    from artstore.storage import tables
+
+    model = trainable(base_path)
+    for i in range(40):
+        model.merge_state({"i": i})
+    assert model.read_state() == {"i": 39}
+    assert tables.fragment_count(model.run.location.child("state.lance")) < 20
+
+
+async def test_what_artstore_does_not_do_raises_a_typed_error_saying_what_instead(make_trajectory):
+    coroutine = rollout(1, make_trajectory)
+    with pytest.raises(art.UnsupportedError, match="messages_and_choices"):
+        await art.trajectory(coroutine)
+    builder = art.TrainableModel(name="m", project="p", base_model="b").metrics_builder()
+    with pytest.raises(art.UnsupportedError, match="add_cost"):
+        builder.add_response_cost("judge", object(), provider="openai", model_name="gpt-4.1")
+    with pytest.raises(art.UnsupportedError, match="set_cost_calculator"):
+        builder.register_model_pricing("m", prompt_per_million=1.0, completion_per_million=2.0)

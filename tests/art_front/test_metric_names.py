@@ -3,6 +3,8 @@ stores written with 0.5.9's names read as the same series."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -114,3 +116,48 @@ async def test_store_written_with_0_5_9_names_reads_as_one_series(base_path, mak
     assert h["data/step_num_trajectories"].to_pylist() == [None, 4.0, None, 2.0]
     assert not any("group_metric" in c or c.startswith("train/data/") for c in h.column_names)
     assert m.run.best_step("val/group/judge_score") == 1
+
+
+async def test_two_cost_only_logs_at_one_step_are_two_rows_and_a_retry_is_one(base_path):
+    m = model(base_path)
+    m.metrics_builder("train").add_cost("train/judge", 0.5)
+    first = await m.log(None, split="train", metrics={}, step=1)
+    m.metrics_builder("train").add_cost("train/judge", 0.25)
+    second = await m.log(None, split="train", metrics={}, step=1)
+    assert first.log_id != second.log_id and second.metrics["costs/cum/all"] == 0.75
+    again = await m.log(None, split="train", metrics={"loss/train": 0.1}, step=2, log_id="fixed")
+    retry = await model(base_path).log(None, split="train", metrics={"loss/train": 0.1}, step=2, log_id="fixed")
+    assert not retry.created and len(m.history()) == 3 and again.created
+
+
+async def test_many_writers_end_with_exact_running_sums(base_path, make_trajectory):
+    async def writer(i):
+        m = model(base_path)
+        for s in range(3):
+            await m.log([group(make_trajectory, [1.0, 0.0])], split="train", step=10 * i + s,
+                        metrics={"costs/train/judge": 0.5})
+
+    await asyncio.gather(*(writer(i) for i in range(4)))
+    sums = model(base_path).read_state()["_metrics_builder_state"]["cum_state"]
+    assert sums["data/cum/num_trajectories"] == 4 * 3 * 2
+    assert sums["costs/cum/all"] == pytest.approx(4 * 3 * 0.5)
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["train/a", "train/b/c", "eval/d", "gpu"]),
+                                   st.floats(0, 100, allow_nan=False)), max_size=5), min_size=1, max_size=5))
+def test_cost_rollups_and_running_sums_add_up(steps):
+    builder = art.MetricsBuilder("train")
+    total = 0.0
+    for costs in steps:
+        for path, usd in costs:
+            builder.add_cost(path, usd)
+        row = builder.flush_now()
+        step_total = sum(usd for _, usd in costs)
+        total += step_total
+        if costs:
+            assert row["costs/all"] == pytest.approx(step_total)
+            assert row["costs/cum/all"] == pytest.approx(total)
+            if any(p.startswith("train/") for p, _ in costs):
+                assert row["costs/train"] == pytest.approx(sum(u for p, u in costs if p.startswith("train/")))
+        else:
+            assert row == {}
