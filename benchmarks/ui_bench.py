@@ -312,8 +312,11 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
               "box's 1,000 rows took 0.35 s over HTTP against 0.04 s for the query.",
               "- On a machine shared with other jobs (see the load average above) wall times move by 2-3x "
               "between runs; CPU times much less.",
-              "- plotly.min.js (4.8 MB) is loaded on the first page that draws a chart, so the cold loads of the "
-              "chart pages include it."]
+              "- A cold load of a chart page (the charts, the SQL box) includes plotly.min.js (4.8 MB, from the plotly "
+              "wheel): on this shared 2-core machine chromium took ~10 s to fetch and compile it (a probe at load "
+              "average 20: the script was fetched by 2.5-3.4 s, the chart drawn at 13-15 s). Once any page is up "
+              "the app loads it in the background, and the browser caches it for a day; renders inside the loaded "
+              "app (warm) do not pay it."]
     return "\n".join(lines) + "\n"
 
 

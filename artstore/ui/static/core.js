@@ -199,6 +199,9 @@ async function render() {
   const fn = PAGES[page] || PAGES.runs;
   await guard(main, () => fn(main, params));
   if (token === RENDERS) root.dataset.state = "ready";
+  // Once a page is up, fetch and compile plotly.min.js in the background, so the first chart a
+  // person opens does not wait for it.
+  setTimeout(() => plotly().catch(() => {}), 200);
 }
 
 window.addEventListener("hashchange", render);
