@@ -162,3 +162,15 @@ def test_runs_table_has_a_column_per_config_key_that_differs_between_runs(tmp_pa
     by_run = {r["model"]: r for r in got["rows"]}
     assert by_run["lr-small"]["model.learning_rate"] == 5e-6 and by_run["lr-large"]["model.learning_rate"] == 2e-5
     assert by_run["lr-small"]["config"] == {"model.learning_rate": 5e-6, "model.seed": 7}
+
+
+def test_ui_command_is_listed_and_refuses_a_missing_store(tmp_path):
+    from typer.testing import CliRunner
+
+    from artstore.cli import app
+
+    runner = CliRunner()
+    helped = runner.invoke(app, ["ui", "--help"])
+    assert helped.exit_code == 0 and "read-only" in helped.output.lower() and "--port" in helped.output
+    missing = runner.invoke(app, ["ui", "--store", str(tmp_path / "nothing-here")])
+    assert missing.exit_code == 3 and "no store at" in missing.output
