@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[s3,gcs,wandb,train,ui,dev]'
+	$(PIP) -e '.[s3,gcs,wandb,train,ui,plot,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
-DEFAULT_RETENTION = timedelta(days=7)
+DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ from artstore.storage import Location, compaction
 
 logger = logging.getLogger(__name__)
 
+# How long old versions are kept before cleanup removes them (tagged versions always stay).
+DEFAULT_RETENTION = timedelta(days=7)
+
 
 class _Worker:
     def __init__(self) -> None:

@@ -29,21 +29,21 @@ from artstore.errors import (
     ValidationError,
 )
 from artstore.log import upkeep
+from artstore.log.configs import ConfigLog
 from artstore.log.visibility import committed_logs, read_visible
 from artstore.names import check_segment, sql_quote
 from artstore.read import step_summary
 from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.step_summary import StepSummary
-from artstore.records.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
 from artstore.records.metric_names import with_current_names
-from artstore.records.trajectory import TrajectoryGroup
 from artstore.schema import arrow_schema
 from artstore.storage import Location, compaction, files, tables
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 
 if TYPE_CHECKING:
     from artstore.read.store import Store
+    from artstore.records.trajectory import TrajectoryGroup
 
 def _filter(split: str | None, step: int | None) -> str | None:
     parts = []
@@ -108,6 +108,10 @@ class Run:
 
     def groups(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> list[TrajectoryGroup]:
         """The groups logged, equal to what was logged; ordered by step, split, then position."""
+        # Imported here: the records (with openai's message types) cost ~1 s to import, which
+        # readers of tables and SQL (and the command line) need not pay.
+        from artstore.records.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
+
         where = _filter(split, step)
         committed = self.logs(as_of)
         order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
@@ -124,7 +128,7 @@ class Run:
         keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
             grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
             grp["group_index"].to_pylist(), strict=True)]
-        grp = grp.take(sorted(range(len(keys)), key=keys.__getitem__))
+        grp = grp.take(pa.array(sorted(range(len(keys)), key=keys.__getitem__), pa.int64()))  # typed when empty
         return decode_groups(grp, traj)
 
     def metrics(self, as_of: AsOf = None) -> pa.Table:
@@ -148,10 +152,11 @@ class Run:
         cols = pc.index_in(long["name"], value_set=names).to_numpy(zero_copy_only=False)
         grid[cols, rows] = long["value"].to_numpy(zero_copy_only=False)
         present[cols, rows] = True
-        columns = {"step": logs["step"], "recorded_at": logs["recorded_at"]}
-        for j, n in enumerate(names.to_pylist()):
-            columns[n] = pa.array(grid[j], pa.float64(), mask=~present[j])
-        return pa.table(columns)
+        # from_arrays, not a dict: a metric may be named `step` or `recorded_at` too
+        metric_names = names.to_pylist()
+        arrays = [pa.array(grid[j], pa.float64(), mask=~present[j]) for j in range(len(metric_names))]
+        return pa.Table.from_arrays([logs["step"], logs["recorded_at"], *arrays],
+                                    names=["step", "recorded_at", *metric_names])
 
     def step_summary(self, as_of: AsOf = None) -> StepSummary:
         """Per-step sums and counts of every metric at the run's latest version (or `as_of`), kept
@@ -331,6 +336,15 @@ class Run:
         to delete through a training backend). Repairs interrupted prunes first."""
         target = plan_or_policy if isinstance(plan_or_policy, Plan) else self._policy(plan_or_policy)
         return pruning.apply(self, target, pruning.store_deleter(self))
+
+    def config(self, as_of: AsOf = None) -> dict[str, Any]:
+        """The run's stored configuration: {"model": Model(config=...), "train": the last TrainConfig
+        used (a dict)}, each key present once stored; as of a version, tag or time of the run (the
+        last stored before that version was committed). See `artstore.log.configs`."""
+        version, asof = _as_of_args(as_of)
+        if version is not None:
+            asof = tables.version_timestamp(self.table_location("logs"), version)  # type: ignore[arg-type]
+        return ConfigLog(self.location).latest(before=asof)
 
     def versions(self) -> list[dict[str, Any]]:
         """Versions of the run (its `logs` table): [{version, timestamp (UTC), tags}], oldest first."""

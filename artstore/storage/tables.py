@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,8 +27,6 @@ from artstore.errors import CommitConflictError, StorageError, VersionNotFoundEr
 from artstore.storage import files
 from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
-
-os.environ.setdefault("LANCE_LOG", "error")  # Lance warns on every dataset creation otherwise
 
 COMMIT_RETRIES = 1000
 SEQ = "commit_seq"  # see `first_per_key`
@@ -312,6 +309,24 @@ def versions(loc: Location) -> list[dict[str, Any]]:
             {"version": v["version"], "timestamp": _utc(v["timestamp"]), "tags": sorted(tags.get(v["version"], []))}
             for v in ds.versions()
         ]
+
+
+def commit_messages(loc: Location, versions: list[int]) -> dict[int, str]:
+    """{version: the commit message its writer gave (e.g. "log <log_id>"), or the kind of
+    operation (e.g. "Rewrite" for compaction)} for each of `versions` still readable."""
+    ds = open_dataset(loc)
+    out: dict[int, str] = {}
+    if ds is None:
+        return out
+    for v in versions:
+        try:
+            t = ds.read_transaction(v)
+        except (OSError, ValueError):  # cleaned up, or written before transactions were kept
+            continue
+        if t is not None:
+            props = t.transaction_properties or {}
+            out[v] = props.get("__lance_commit_message") or type(t.operation).__name__
+    return out
 
 
 def _utc(ts: datetime) -> datetime:
