@@ -36,12 +36,14 @@ def held(store: Store, ref: str, version: int) -> dict[str, Any]:
 
 
 def page(store: Store, ref: str, offset: int = 0, limit: int = PAGE) -> dict[str, Any]:
-    """{versions: `limit` versions from the `offset`-th newest, total, tags: {name: version}}."""
+    """{versions: `limit` versions from the `offset`-th newest, total, tags: {name: version},
+    config: the run's stored configuration ({"model": ..., "train": ...})}."""
     run = lookup.run_of(store, ref)
     versions = run.versions()[::-1]
     out = [{"version": v["version"], "timestamp": jsonable.value(v["timestamp"]), "tags": v.get("tags") or []}
            for v in versions[offset: offset + limit]]
-    return {"run": ref, "total": len(versions), "offset": offset, "versions": out, "tags": run.tags()}
+    return {"run": ref, "total": len(versions), "offset": offset, "versions": out, "tags": run.tags(),
+            "config": jsonable.value(run.config())}
 
 
 router = APIRouter()

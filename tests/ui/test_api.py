@@ -151,8 +151,6 @@ def test_runs_table_status_and_json_safety():
 
 
 def test_runs_table_has_a_column_per_config_key_that_differs_between_runs(tmp_path):
-    if not hasattr(art.Run, "config"):
-        pytest.skip("this artstore does not store run configurations yet (Model(config=...))")
     for name, lr in (("lr-small", 5e-6), ("lr-large", 2e-5)):
         model = art.Model(name=name, project="proj", base_path=str(tmp_path), report_metrics=[],
                           config={"learning_rate": lr, "seed": 7})

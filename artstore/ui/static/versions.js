@@ -14,6 +14,10 @@ PAGES.versions = async (main, params) => {
   const tags = Object.entries(d.tags);
   main.append(h("h3", {}, "Tags"), tags.length ? h("div", {class: "kv", id: "tags"}, tags.map(([t, v]) => h("span", {}, h("b", {}, t), ` → version ${v} `,
     h("button", {onclick: () => setAsOf(run, t)}, "view as of")))) : h("div", {class: "muted"}, "none (artstore tag RUN NAME makes one)"));
+  if (Object.keys(d.config || {}).length) main.append(h("h3", {}, "Configuration"),
+    h("div", {class: "card", id: "config"}, Object.entries(d.config).map(([source, c]) =>
+      h("div", {}, h("b", {}, source === "model" ? "Model(config=...)" : source === "train" ? "last TrainConfig" : source),
+        h("pre", {}, JSON.stringify(c, null, 2))))));
   const table = dataTable([
     {key: "version", num: true}, {key: "timestamp", label: "committed (UTC)"}, {key: "tags", value: v => v.tags.join(", ")},
     {key: "logs", label: "log calls", num: true}, {key: "latest_step", label: "latest step", num: true}, {key: "last_log", label: "last log"},
