@@ -31,7 +31,7 @@ def demo(tmp_path_factory):
 def test_runs_table_shows_every_run_with_its_full_name(demo, page):
     url, shots = demo
     visit(page, url + "/#runs", shots / "runs.png")
-    page.wait_for_function("() => [...document.querySelectorAll('td')].some(td => /\\d+(\\.\\d)? (kB|MB|B)$/.test(td.innerText))")
+    page.wait_for_function("() => [...document.querySelectorAll('td')].some(td => /^\\d+(\\.\\d)?(KiB|MiB|B)$/.test(td.innerText))")
     for name in stores.RUNS:
         cell = page.locator("td", has_text=name).first
         assert cell.inner_text() == name
