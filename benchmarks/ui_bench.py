@@ -197,7 +197,7 @@ def pages(base: str, store: Any, reps: int, server_pid: int) -> list[dict[str, A
         ("checkpoints + retention plan", f"/api/checkpoints?run={q(RUN)}",
          lambda: (run.checkpoints(), run.retention_plan(art.Policy.art()))),
         ("versions (newest 20)", f"/api/versions?run={q(RUN)}", lambda: run.versions()),
-        ("  what one version held", f"/api/versions/held?run={q(RUN)}&version={old}",
+        ("  what one version held", f"/api/versions/held?run={q(RUN)}&versions={old}",
          lambda: store.sql(f"SELECT count(*), max(step) FROM logs WHERE {pin}", p, as_of={RUN: old})),
         ("SQL box: mean train reward per step", "POST /api/sql",
          lambda: store.sql("SELECT step, avg(reward) FROM trajectories WHERE split = 'train' GROUP BY step ORDER BY step")),

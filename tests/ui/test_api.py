@@ -113,11 +113,12 @@ def test_time_travel_reads_the_run_as_of_a_version_and_a_tag(client):
     log_steps(model, range(4, 6), ["s-1"])
     versions = c.get("/api/versions", params={"run": RUN}).json()
     assert versions["tags"] == {"three-steps": 3}
-    newest = c.get("/api/versions/held", params={"run": RUN, "version": versions["versions"][0]["version"]}).json()
-    assert newest["latest_step"] == 5 and newest["logs"] == 6
     tagged = next(v for v in versions["versions"] if v["tags"] == ["three-steps"])
-    held = c.get("/api/versions/held", params={"run": RUN, "version": tagged["version"]}).json()
+    newest, held = c.get("/api/versions/held", params={
+        "run": RUN, "versions": f"{versions['versions'][0]['version']},{tagged['version']}"}).json()
+    assert newest["latest_step"] == 5 and newest["logs"] == 6
     assert held["logs"] == 3 and held["latest_step"] == 2 and held["last_log"].startswith("val step 2")
+    assert c.get("/api/versions/held", params={"run": RUN, "versions": "1,x"}).status_code == 400
     now = c.get("/api/series", params={"run": RUN, "metric": "val/reward"}).json()
     then = c.get("/api/series", params={"run": RUN, "metric": "val/reward", "as_of": "three-steps"}).json()
     assert now["steps"] == list(range(6)) and then["steps"] == [0, 1, 2]
