@@ -1,7 +1,8 @@
 """ScanPart: one unit of a distributed read, picklable, readable on any worker.
 
 A part names a run's table at a pinned version, a range of its fragments, the columns, and the
-Lance filter that keeps exactly the committed rows (plus the caller's filter). Its storage
+Lance filter that keeps exactly the committed rows (plus the caller's filter); or it holds the
+rows of a journal run's logs not folded into the table yet. Its storage
 options travel with it (a worker needs them) but are never shown: `repr` names the URI only.
 """
 
@@ -33,6 +34,9 @@ class ScanPart:
     columns: tuple[str, ...]
     filter: str | None = field(repr=False)
     rows: int
+    # rows held in the part itself: a journal run's logs not folded into the table yet (read from
+    # the journal's payloads when planned; `columns` of them, the caller's filter applied)
+    inline: pa.Table | None = field(default=None, repr=False, compare=False)
 
     @property
     def uri(self) -> str:
@@ -44,7 +48,10 @@ class ScanPart:
         return self.location.lance_options()
 
     def read(self) -> pa.Table:
-        data = read_fragments(self.location, self.version, self.fragment_ids, list(self.columns), self.filter)
+        if self.inline is not None:
+            data = self.inline.select(list(self.columns))
+        else:
+            data = read_fragments(self.location, self.version, self.fragment_ids, list(self.columns), self.filter)
         n = data.num_rows
         data = data.add_column(0, "model", pa.array([self.model] * n, pa.string()))
         return data.add_column(0, "project", pa.array([self.project] * n, pa.string()))
@@ -56,7 +63,7 @@ class ScanPart:
 
     def __repr__(self) -> str:
         frags = f"{self.fragment_ids[0]}..{self.fragment_ids[-1]}" if len(self.fragment_ids) > 2 else \
-            ",".join(map(str, self.fragment_ids))
+            ",".join(map(str, self.fragment_ids)) if self.inline is None else "none (journal rows held inline)"
         shape = "none" if self.filter is None else f"{len(self.filter)} chars"
         return secret_registry.redact(
             f"ScanPart({self.project}/{self.model} {self.table} @v{self.version} fragments {frags}, "

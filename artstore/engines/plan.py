@@ -103,6 +103,7 @@ class Snapshot:
                    filter: str | None) -> Iterator[ScanPart]:
         ds = snap.dataset(table)
         if ds is None:
+            yield from self._tail_part(snap, *key.split("/"), table, columns, filter)
             return
         loc = snap.run.table_location(table)
         frags = [(f, n) for f, n in fragment_rows(loc, ds) if n]
@@ -115,12 +116,29 @@ class Snapshot:
                 ids[f] = (present & names, present - names)
             frags = [(f, n) for f, n in frags if ids[f][0]]  # no visible row: nothing to read
         project, model = key.split("/")
+        yield from self._tail_part(snap, project, model, table, columns, filter)
         for group in _ranges(frags, self.rows_per_part):
             visible = set().union(*(ids[f][0] for f, _ in group)) if ids else set()
             hidden = set().union(*(ids[f][1] for f, _ in group)) if ids else set()
             yield ScanPart(project=project, model=model, table=table, location=loc, version=snap.read[table],
                            fragment_ids=tuple(f for f, _ in group), columns=columns,
                            filter=_and(filter, _gate(visible, hidden)), rows=sum(n for _, n in group))
+
+    @staticmethod
+    def _tail_part(snap: RunSnapshot, project: str, model: str, table: str, columns: tuple[str, ...],
+                   filter: str | None) -> Iterator[ScanPart]:
+        """A journal run's rows of `table` not folded yet, as one part holding them (the fold keeps
+        their number small); read from the journal's payloads, as `Store.sql` does."""
+        tail = snap.tail(table) if table in GATED else None
+        if tail is None or not tail.num_rows:
+            return
+        if filter is not None:  # the caller's Lance SQL predicate, applied here to Arrow rows
+            from artstore.read.sql import query_tables  # imports duckdb: only for a filtered journal tail
+
+            tail = query_tables(f"SELECT * FROM tail WHERE {filter}", {"tail": tail})
+        yield ScanPart(project=project, model=model, table=table, location=snap.run.table_location("logs"),
+                       version=snap.read["logs"], fragment_ids=(), columns=columns, filter=None,
+                       rows=tail.num_rows, inline=tail.select(list(columns)))
 
     def _stored_schema(self, table: str) -> pa.Schema:
         if table == "tokens":  # no schema file: each run's own (the first run that has one)

@@ -1,6 +1,8 @@
-"""The store every engine test reads: 3 runs, a SIGKILLed writer's orphan rows in two of them, a
-pair of racing retries of one log_id (two processes), a compacted run (its orphan rows now share
-fragments with committed ones), and a tag followed by more logs.
+"""The store every engine test reads: 3 journal runs (artstore's log format since issue 13), a
+SIGKILLed writer in two of them, a pair of racing retries of one log_id (two processes), orphan
+rows in a folded run's data tables that a compaction merged into fragments with committed rows
+(as a killed fold or a run before the journal leaves them), a run never folded (every row in its
+journal), and a tag followed by more, unfolded, logs.
 
 `truth(store, table, as_of)` is Store.sql's answer per run: (rows, sum of a numeric column).
 """
@@ -14,7 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+
 import artstore as art
+from artstore.schema import arrow_schema
+from artstore.storage import tables
 
 WRITER = str(Path(__file__).with_name("writer_proc.py"))
 RUNS = ("p/a", "p/b", "q/c")
@@ -62,7 +68,14 @@ def build(path: Path) -> str:
     _race(store, "p/a", "raced", path / "race")
     _crash(store, "p/b", "crashed-b")
     s = art.open_store(store)
-    s.run("p", "a").compact()  # the orphans and the race's loser now share fragments with committed rows
+    a = s.run("p", "a")
+    a.compact()  # folds the journal into the data tables
+    for table in ("trajectories", "groups", "metrics"):
+        orphan = a.read_table(table).slice(0, 2).set_column(
+            arrow_schema(table).get_field_index("write_id"), "write_id", pa.array(["crashed-fold"] * 2))
+        tables.append(a.table_location(table), orphan)
+    a.compact()  # the orphans now share fragments with committed rows
+    s.run("q", "c").compact()
     s.run("q", "c").tag(TAG)
     for step in range(4, 6):
         _log(store, "q/c", step, reward=50.0 + step)
