@@ -70,15 +70,15 @@ def engines(names: list[str]) -> dict[str, tuple[float, Callable[[art.Store], li
     if "daft" in names:
         import daft
 
-        from artstore.engines import daft as adapter
+        from artstore.engines import daft as daft_adapter
 
-        out["Daft"] = (0.0, lambda s: adapter.read(s, "trajectories", columns=["step", "reward"]).groupby(
+        out["Daft"] = (0.0, lambda s: daft_adapter.read(s, "trajectories", columns=["step", "reward"]).groupby(
             "project", "model", "step").agg(daft.col("reward").mean().alias("r"),
                                            daft.col("reward").count().alias("n")).to_arrow().to_pylist())
     if "ray" in names:
         import ray
 
-        from artstore.engines import ray as adapter
+        from artstore.engines import ray as ray_adapter
 
         start = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -87,20 +87,20 @@ def engines(names: list[str]) -> dict[str, tuple[float, Callable[[art.Store], li
 
         out["Ray"] = (time.perf_counter() - start, lambda s: [
             {**r, "r": r["mean(reward)"], "n": r["count()"]}
-            for r in adapter.read(s, "trajectories", columns=["step", "reward"]).groupby(
+            for r in ray_adapter.read(s, "trajectories", columns=["step", "reward"]).groupby(
                 ["project", "model", "step"]).aggregate(Mean("reward"), Count()).take_all()])
     if "spark" in names:
         from pyspark.sql import SparkSession
         from pyspark.sql import functions as F
 
-        from artstore.engines import spark as adapter
+        from artstore.engines import spark as spark_adapter
 
         os.environ["PYSPARK_PYTHON"] = sys.executable
         start = time.perf_counter()
         spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
                  .config("spark.sql.shuffle.partitions", "2").getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
-        out["Spark"] = (time.perf_counter() - start, lambda s: [r.asDict() for r in adapter.read(
+        out["Spark"] = (time.perf_counter() - start, lambda s: [r.asDict() for r in spark_adapter.read(
             spark, s, "trajectories", columns=["step", "reward"]).groupBy("project", "model", "step").agg(
             F.avg("reward").alias("r"), F.count("*").alias("n")).collect()])
     return out

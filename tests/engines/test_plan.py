@@ -31,7 +31,7 @@ def test_orphans_sharing_fragments_are_filtered_and_others_read_unfiltered(engin
     parts = art.open_store(engine_store).snapshot().scan_parts("trajectories")
     by_run = {f"{p.project}/{p.model}": p for p in parts}
     assert "NOT IN" in by_run["p/a"].filter  # compacted: the crashed and losing ids share its fragments
-    assert by_run["p/b"].filter is None  # its orphans' fragment holds no visible row: left out
+    assert by_run["p/b"].filter is None  # its crashed writer left only uncommitted files
     assert by_run["q/c"].filter is None
 
 
