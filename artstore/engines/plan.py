@@ -133,7 +133,8 @@ class Snapshot:
         if tail is None or not tail.num_rows:
             return
         if filter is not None:  # the caller's Lance SQL predicate, applied here to Arrow rows
-            from artstore.read.sql import query_tables  # imports duckdb: only for a filtered journal tail
+            # (imports duckdb: only for a filtered journal tail)
+            from artstore.read.sql import query_tables
 
             tail = query_tables(f"SELECT * FROM tail WHERE {filter}", {"tail": tail})
         yield ScanPart(project=project, model=model, table=table, location=snap.run.table_location("logs"),
