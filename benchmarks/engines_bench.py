@@ -41,6 +41,7 @@ def build(uri: str, options: dict[str, str] | None, runs: int, logs: int, per_lo
                                            reward=((r * 31 + step * 7 + i) % 100) / 100) for i in range(per_log)]
             groups = [art.TrajectoryGroup(trajectories[i:i + 50]) for i in range(0, per_log, 50)]
             write_log(loc, groups, split="train", step=step)
+        store.run("bench", f"run{r}").compact()  # folds the journal: every row in the data tables
 
 
 def canonical(rows: list[dict[str, Any]]) -> list[tuple]:

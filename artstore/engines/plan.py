@@ -12,7 +12,9 @@ the visible rows:
   racing retries (usually few), or `write_id IN (committed ids)` when that list is shorter
   (e.g. an old `as_of`); fragments holding no visible row are left out.
 Deciding this reads the `write_id` column once, on the planning machine, and only when counts
-don't prove every row visible.
+don't prove every row visible. A journal run's logs not folded into a data table yet (issue 13:
+their rows are payloads of the `logs` table) come as one more part per run and table, holding
+those rows (`RunSnapshot.tail`, read when planning; the fold keeps them few).
 """
 
 from __future__ import annotations
