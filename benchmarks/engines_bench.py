@@ -98,7 +98,7 @@ def engines(names: list[str]) -> dict[str, tuple[float, Callable[[art.Store], li
 
         os.environ["PYSPARK_PYTHON"] = sys.executable
         start = time.perf_counter()
-        spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+        spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
                  .config("spark.sql.shuffle.partitions", "2").getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
         out["Spark"] = (time.perf_counter() - start, lambda s: [r.asDict() for r in spark_adapter.read(

@@ -27,7 +27,7 @@ def spark():
 
     os.environ["PYSPARK_PYTHON"] = sys.executable  # workers need this interpreter's packages
     session = (SparkSession.builder.master("local[2]").appName("artstore-tests")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").config("spark.sql.shuffle.partitions", "2")
                .getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
     yield session
