@@ -392,5 +392,6 @@ class Run:
         upkeep.wait(self.location)  # a background fold or compaction of this process first
         while any(fold.fold(self.location, max_logs=fold.MAX_LOGS).values()):
             pass
-        return {t: compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
+        return {t: compaction.maintain(self.table_location(t), t, self.store.retention, force=force,
+                                       rewrite=fold.drop_folded_payloads(self.location) if t == "logs" else None)
                 for t in self.store.table_names(self)}
