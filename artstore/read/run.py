@@ -396,7 +396,9 @@ class Run:
         done, failed = {}, {}
         for t in self.store.table_names(self):
             try:
-                done[t] = compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
+                done[t] = compaction.maintain(
+                    self.table_location(t), t, self.store.retention, force=force,
+                    rewrite=fold.drop_folded_payloads(self.location) if t == "logs" else None)
             except StorageError as e:
                 failed[t] = e
         if failed:

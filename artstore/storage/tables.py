@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -312,6 +313,14 @@ def may_hold(loc: Location, ds: LanceDataset, key: str, value: str) -> bool:
     return any(value in ids for _, ids in current.values())
 
 
+def filter_rows(table: pa.Table, filter: str) -> pa.Table:
+    """The rows of the in-memory `table` matching the Lance SQL `filter` (through a scratch
+    dataset in a temporary folder: Lance filters datasets only)."""
+    with tempfile.TemporaryDirectory(prefix="artstore-filter-") as scratch, \
+            storage_errors(Location.parse(scratch), "filter"):
+        return lance.write_dataset(table, f"{scratch}/rows.lance").to_table(filter=filter)
+
+
 def scan(
     loc: Location,
     columns: list[str] | None = None,
@@ -453,12 +462,18 @@ def create_tag(loc: Location, name: str, version: int | None = None) -> int:
         ds = open_dataset(loc)
         if ds is None:
             raise VersionNotFoundError(f"{loc.uri} does not exist yet: nothing to tag")
-        with storage_errors(loc, "tag"):
-            target = ds.version if version is None else version
-            if name in ds.tags.list():
-                ds.tags.update(name, target)
-            else:
-                ds.tags.create(name, target)
+        target = ds.version if version is None else version
+        try:
+            with storage_errors(loc, "tag"):
+                if name in ds.tags.list():
+                    ds.tags.update(name, target)
+                else:
+                    ds.tags.create(name, target)
+        except StorageError as e:
+            if "not found" in str(e).lower() or "does not exist" in str(e).lower():
+                raise VersionNotFoundError(f"{loc.uri} has no version {target} (cleaned up, or never made); "
+                                           "tag a version inside the retention window (Run.versions())") from None
+            raise
         try:
             open_dataset(loc, version=name)
         except (VersionNotFoundError, StorageError):
