@@ -19,6 +19,7 @@ Upkeep runs after the commit: compaction here, cleanup of old versions in the ba
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -34,6 +35,7 @@ import pyarrow.compute as pc
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError, VersionNotFoundError
 from artstore.log import registry, upkeep
+from artstore.log.visibility import GATE_COLUMNS, check_present, committed_logs
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import metrics as metrics_mod
 from artstore.records.encoding import check_stored_layout, encode_groups
@@ -166,6 +168,15 @@ def _register(run: Location) -> None:
         registry.register(Location(parts[0], run.storage_options), parts[1], parts[3])
 
 
+def _refuse_recreate(run: Location, table: str) -> None:
+    """StorageError when `table` is about to be created although the run's committed logs name
+    rows of it (its files were deleted): a new table would hide the damage."""
+    logs_loc = run.child("logs.lance")
+    logs = tables.open_dataset(logs_loc)
+    if logs is not None:
+        check_present(run.child(f"{table}.lance"), table, committed_logs(logs_loc, logs, GATE_COLUMNS), None)
+
+
 def commit_log(run: Location, row: pa.Table, first_commit_wins: bool, read_version: int = 0) -> tuple[bool, int]:
     """Append the logs row `row` (one commit, on `read_version` when the caller just read the
     logs at it: see `tables.commit_files`); returns (appended, version). A logs table made before
@@ -247,7 +258,9 @@ def write_log(
                 _register(run)
             message = f"log {log_id} ({split}, step {step})"
             commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), written[name],
-                                         rows[name].schema, message) for name in written}
+                                         rows[name].schema, message,
+                                         before_create=functools.partial(_refuse_recreate, run, name))
+                       for name in written}
             versions = {name: future.result() for name, future in commits.items()}
         except StorageError:
             check_stored_layout(run.child("trajectories.lance"))  # a version 1 table: say so

@@ -177,6 +177,7 @@ class ViewDataset(pads.Dataset):
             snapshot = query.snapshot(key)
             ds = snapshot.dataset(self._table)
             if ds is None:
+                snapshot.check_missing(self._table)
                 return
             gated = self._table in (*GATED, "logs")  # logs: the first committed row of each log_id
             committed = snapshot.gate(self._table) if gated else None
