@@ -31,7 +31,7 @@ _MODULES = {
     "artstore.log.commit": ("LogRecord",),
     "artstore.read.run": ("Run",),
     "artstore.read.store": ("Store", "open_store"),
-    "artstore.records.gather": ("gather_trajectories", "gather_trajectory_groups", "trajectory_group",
+    "artstore.records.gather": ("gather_trajectories", "gather_trajectory_groups", "trajectory", "trajectory_group",
                                 "trajectory_group_batches"),
     "artstore.records.metrics_builder": ("MetricsBuilder",),
     "artstore.records.trajectory": ("Choice", "History", "PydanticException", "Trajectory", "TrajectoryGroup"),

@@ -17,8 +17,9 @@ per micro-batch: forward, token logprobs, a masked loss, backward.
 Method. CPU: the child's resident-set high-water mark (`ru_maxrss`) minus its resident set just
 before the forward (model, inputs and imports already in memory): the memory the forward +
 backward of that row added. CUDA: `torch.cuda.max_memory_allocated` minus the allocation before
-the forward. A case that dies (e.g. out of memory) is reported as such. One case per process, so
-no case inherits another's high-water mark.
+the forward, every case in one process (the peak counter is reset per case). A case that dies
+(e.g. out of memory) is reported as such. On the CPU one case per process, so no case inherits
+another's high-water mark.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_case(case: str, tokens: int, device: str) -> dict[str, float]:
+def run_case(case: str, tokens: int, device: str, dtype: str = "float32") -> dict[str, float]:
     """One forward + backward of a packed row of `tokens` tokens; memory it added (bytes)."""
     from trainer.attention import use_varlen_attention
     from trainer.lora import add_lora
@@ -76,7 +77,7 @@ def run_case(case: str, tokens: int, device: str) -> dict[str, float]:
 
     torch.manual_seed(0)
     model, tokenizer = build_tiny_model_and_tokenizer(max_positions=tokens)
-    model = add_lora(model, r=8, alpha=16).to(device)
+    model = add_lora(model, r=8, alpha=16).to(device, getattr(torch, dtype))
     model.train()
     seqs = [TokenizedTrajectory(torch.randint(3, len(tokenizer), (n,)).tolist(), [1] * n, [float("nan")] * n)
             for n in row_lengths(tokens)]
@@ -95,7 +96,7 @@ def run_case(case: str, tokens: int, device: str) -> dict[str, float]:
         logits = model(**batch.model_inputs()).logits
     else:
         logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                       attention_mask=batch.attention_mask()).logits
+                       attention_mask=batch.attention_mask(getattr(torch, dtype))).logits
     logprobs = token_logprobs(logits, batch.input_ids)
     loss = -(logprobs * batch.assistant_mask).sum() / batch.assistant_mask.sum()
     loss.backward()
@@ -108,10 +109,18 @@ def run_case(case: str, tokens: int, device: str) -> dict[str, float]:
             "segments": len(seqs), "longest": max(len(s.input_ids) for s in seqs), "loss": float(loss)}
 
 
-def measure(case: str, tokens: int, device: str, timeout: float) -> dict[str, object]:
-    """`run_case` in a fresh subprocess (its own high-water mark); an error becomes `failed`."""
+def measure(case: str, tokens: int, device: str, dtype: str, timeout: float) -> dict[str, object]:
+    """`run_case` in a fresh subprocess on the CPU (its own high-water mark), in this process on
+    CUDA (the peak counter is reset per case, and CUDA starts once); an error becomes `failed`."""
+    if device.startswith("cuda"):
+        try:
+            return run_case(case, tokens, device, dtype)
+        except torch.cuda.OutOfMemoryError:
+            return {"failed": "CUDA out of memory"}
+        finally:
+            torch.cuda.empty_cache()
     command = [sys.executable, "-m", "benchmarks.packing_memory", "--child", case, "--tokens", str(tokens),
-               "--device", device]
+               "--device", device, "--dtype", dtype]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
@@ -124,12 +133,13 @@ def measure(case: str, tokens: int, device: str, timeout: float) -> dict[str, ob
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def render(results: dict[tuple[str, int], dict], tokens: list[int], device: str, argv: list[str]) -> str:
+def render(results: dict[tuple[str, int], dict], tokens: list[int], device: str, dtype: str,
+           argv: list[str]) -> str:
     gib = 2**30
     out = [
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine(device)}.",
         f"Command: `{' '.join(['python -m benchmarks.packing_memory', *argv])}`",
-        "One packed row of T tokens, tiny Qwen2 + LoRA r=8, forward + token logprobs + loss + backward, "
+        f"One packed row of T tokens, tiny Qwen2 + LoRA r=8 in {dtype}, forward + token logprobs + loss + backward, "
         f"one subprocess per case. Memory added = {'max_memory_allocated' if device != 'cpu' else 'ru_maxrss'} "
         "minus the memory just before the forward.",
         "",
@@ -191,21 +201,24 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, nargs="+", default=[4096, 16384, 32768])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="model dtype (default: bfloat16 on CUDA, where varlen uses flash varlen; else float32)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per case")
     p.add_argument("--timeout", type=float, default=900, help="seconds per case")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="'-': print only")
     p.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     if args.child:
-        print(json.dumps(run_case(args.child, args.tokens[0], args.device)))
+        print(json.dumps(run_case(args.child, args.tokens[0], args.device, dtype)))
         return
     results = {}
     for t in args.tokens:
         for case in CASES:
-            results[(case, t)] = r = measure(case, t, args.device, args.timeout)
+            results[(case, t)] = r = measure(case, t, args.device, dtype, args.timeout)
             print(f"T={t:>6} {case:<10} {r}", file=sys.stderr, flush=True)
-    report = render(results, args.tokens, args.device, argv)
+    report = render(results, args.tokens, args.device, dtype, argv)
     print(report)
     if args.results != "-":
         write_section(Path(args.results), args.device, report)

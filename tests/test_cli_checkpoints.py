@@ -120,6 +120,6 @@ def test_prune_unscored_keep_is_the_default_and_delete_frees_them(base_path):
     assert code == 0, out
     actions = {r[0]: r[1] for r in lines(out)[:6]}
     assert actions == {"0": "deleted", "1": "deleted", "2": "keep", "3": "deleted", "4": "deleted", "5": "keep"}
-    assert "deleted 4 checkpoint(s), 4KB freed" in out
+    assert "deleted 4 checkpoint(s), 3.9KiB freed" in out
     code, out = cli("prune", "email-search/agent-001", "--store", base_path, "--unscored", "delete")
     assert code != 0 and "--unscored" in out and "--keep-best" in out

@@ -12,6 +12,7 @@ import pytest
 
 import artstore as art
 from artstore.log import commit as writer
+from artstore.log import fold
 from artstore.storage import compaction, tables
 from benchmarks.small_appends import compacted_copy, fill, log_groups, read_ms, report
 
@@ -36,7 +37,8 @@ def test_2000_small_logs_keep_fragments_and_versions_bounded_tags_readable_and_r
         assert worst["fragments"] <= MAX_FRAGMENTS, table
         assert worst["manifests"] <= MAX_MANIFESTS, table
         assert worst["versions_bytes"] <= MAX_VERSIONS_BYTES, table
-    assert sum(r["removed_versions"] for _, _, r in f.maintenance) > 4 * LOGS / 2, "cleanup ran"
+    # a log is one version of logs (the journal); the fold adds a few versions per 16 logs per table
+    assert sum(r["removed_versions"] for _, _, r in f.maintenance) > LOGS, "cleanup ran"
 
     # The version tagged after 10 logs survived every cleanup, and reads as it was.
     assert run.groups(as_of="early") == [log_groups(i, PER_LOG) for i in range(10)]
@@ -111,6 +113,7 @@ def test_reads_keep_the_logged_order_when_compaction_moves_fragments(tmp_path, m
     for i, g in enumerate(groups):
         model.log_sync(g, split="val", step=i // 2, log_id=f"log-{i}")
         if i == 6:  # log-2..log-6 into one fragment, then log-0..log-1 into one after it
+            fold.fold(model.run.location)  # the journaled logs' rows into the data tables
             for t in ("logs", "trajectories", "metrics", "groups"):
                 uri = model.run.table_location(t).uri
                 for keep in (slice(0, 2), slice(2, None)):  # the first two, then the merged rest

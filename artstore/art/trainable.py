@@ -148,24 +148,30 @@ class TrainableModel(Model):
         """Supervised fine-tuning through the backend's `_train_sft`. As ART 0.5.23 logs it: each
         gradient step's metrics on split "sft" (`sft/<k>`, with `sft/gradient_step`) at the next
         checkpoint's step, then their averages with `time/step_backend_train_s` on "train" at the
-        step after training."""
+        step after training. A backend whose `logs_sft_metrics_remotely()` is true logs them
+        itself (told the step in `metric_logging.target_training_step`); nothing is logged here."""
         backend = self._training_backend("train_sft()")
         train_sft = getattr(backend, "_train_sft", None)
         if not callable(train_sft):
             raise UnsupportedError(f"{type(backend).__name__} has no _train_sft: it cannot fine-tune with SFT")
-        dev_config = {**(_config or {}), "metric_logging": {"enabled": bool(log_metrics)}}
+        remote = getattr(type(backend), "logs_sft_metrics_remotely", None)
+        remote = bool(log_metrics and callable(remote) and remote(backend))  # the backend logs them itself
+        metric_logging: dict[str, Any] = {"enabled": bool(log_metrics)}
+        if remote:
+            metric_logging["target_training_step"] = await self.get_step() + 1
+        dev_config = {**(_config or {}), "metric_logging": metric_logging}
         samples: list[dict[str, float]] = []
         sft_step: int | None = None
         started = time.monotonic()
         async for metrics in train_sft(self, trajectories, config or TrainSFTConfig(), dev_config, verbose):
             samples.append(metrics)
-            if log_metrics:
+            if log_metrics and not remote:
                 if sft_step is None:
                     sft_step = await self.get_step() + 1
                 await self.log(None, split=SFT_SPLIT, step=sft_step,
                                metrics={SFT_GRADIENT_STEP: float(len(samples)), **metrics})
         elapsed = time.monotonic() - started
-        if samples and log_metrics:
+        if samples and log_metrics and not remote:
             keys = dict.fromkeys(k for s in samples for k in s)
             averaged = {k: sum(float(s[k]) for s in samples if k in s) / sum(1 for s in samples if k in s)
                         for k in keys}
@@ -199,9 +205,12 @@ class TrainableModel(Model):
         return await asyncio.to_thread(pruning.apply, run, target, self._file_deleter(asyncio.get_running_loop()))
 
     async def delete_checkpoints(self, best_checkpoint_metric: str = "val/reward") -> Plan:
-        """ART's rule: keep the latest checkpoint and the one with the best (highest) per-step mean
-        of `best_checkpoint_metric`; delete the other files. A metric absent from the run's metrics
-        (or no metrics at all) raises RetentionError and deletes nothing."""
+        """ART's rule: keep the latest checkpoint and the step with the best (highest) per-step
+        mean of `best_checkpoint_metric` over the whole history; delete every other checkpoint,
+        those with no value at their own step included. Checkpoint folders without a row (a
+        user's backend wrote them) are found, given rows and deleted the same way. A metric
+        absent from the run's metrics (or no metrics at all) raises RetentionError and deletes
+        nothing (ART keeps only the latest then)."""
         return await self.apply_retention(Policy.art(best_checkpoint_metric))
 
     def _file_deleter(self, loop: asyncio.AbstractEventLoop) -> pruning.DeleteFiles:

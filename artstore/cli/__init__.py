@@ -91,8 +91,9 @@ def _exit_on_interrupt() -> None:
         os._exit(EXIT_INTERRUPTED)
 
     def watch() -> None:
-        if os.read(read_fd, 1):
-            stop()
+        while True:  # the pipe carries the number of every signal Python handles: act on SIGINT only
+            if os.read(read_fd, 1) == bytes([signal.SIGINT]):
+                stop()
 
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     signal.signal(signal.SIGINT, stop)

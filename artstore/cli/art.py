@@ -35,7 +35,7 @@ def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=False)
+                    console=err_console, transient=False, disable=not err_console.is_terminal)
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.exceptions import TyperException
 
 from artstore.errors import ArtstoreError, InvalidNameError, RunNotFoundError, StoreNotFoundError
 
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     from artstore.read.run import Run
     from artstore.read.store import Store
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # lines are not cut at 80 columns when piped; tables still fit the width
+err_console = Console(stderr=True, soft_wrap=True)
 
 # Exit codes (README, "Exit codes"): 0 ok (also when the reader of a pipe stops early, as `| head`
 # does), 1 an artstore error (bad input, refused SQL, storage failure), 2 usage (typer), 3 not found
@@ -87,7 +88,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, typer.BadParameter, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):  # usage errors: typer prints them
             raise
         except StoreNotFoundError as e:
             _fail(f"{type(e).__name__}: {e}", EXIT_NOT_FOUND)

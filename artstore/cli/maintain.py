@@ -53,7 +53,7 @@ def compact(
     runs = s.runs() if all_runs else [get_run(s, run)]
     summary = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         task = progress.add_task("compacting", total=len(runs))
         for r in runs:
             progress.update(task, description=f"compacting {r.project}/{r.name}")

@@ -23,17 +23,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-_RUNS = """
-SELECT r.project, r.model, r.latest_step AS step, last.val_reward AS "val/reward",
-       last.train_reward AS "train/reward", r.logs, r.trajectories
-FROM runs r LEFT JOIN (
-  SELECT project, model,
-         arg_max(value, recorded_at) FILTER (WHERE name = 'val/reward') AS val_reward,
-         arg_max(value, recorded_at) FILTER (WHERE name = 'train/reward') AS train_reward
-  FROM metrics WHERE name IN ('val/reward', 'train/reward') GROUP BY project, model) last
-  ON last.project = r.project AND last.model = r.model
-ORDER BY r.project, r.model
-"""
 # The metrics `history` shows by default, when logged: rewards first, then training's own
 # (exception rates only when some rollout failed).
 KEY_METRICS = ("val/reward", "train/reward", "test/reward", "train/loss", "train/grad_norm", "val/exception_rate",
@@ -46,16 +35,34 @@ def register(app: typer.Typer) -> None:
     app.command("history")(history)
 
 
-def config_text(config: dict[str, Any]) -> str:
-    """A run's stored configuration on one line: `key=value` of the training config, then the model's."""
-    parts = []
+def config_items(config: dict[str, Any]) -> dict[str, str]:
+    """A run's stored configuration as {key: text}: the training config's keys, then the model's
+    (`model.` before a key both have); keys without a value are left out."""
+    out: dict[str, str] = {}
     for source in ("train", "model"):
         value = config.get(source)
         if isinstance(value, dict):
-            parts += [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in value.items()]
+            for k, v in value.items():
+                if v is not None:
+                    out[f"model.{k}" if k in out else k] = v if isinstance(v, str) else json.dumps(v)
         elif value is not None:
-            parts.append(f"{source}={json.dumps(value)}")
-    return " ".join(parts)
+            out[source] = json.dumps(value)
+    return out
+
+
+def config_text(config: dict[str, Any], keys: set[str] | None = None) -> str:
+    """A run's stored configuration on one line, `key=value ...` (only `keys` when given)."""
+    return " ".join(f"{k}={v}" for k, v in config_items(config).items() if keys is None or k in keys)
+
+
+def _differing(configs: list[dict[str, Any]]) -> set[str] | None:
+    """The config keys whose values differ between runs (None: show every key, one run or no difference)."""
+    items = [config_items(c) for c in configs if c]
+    if len(items) < 2:
+        return None
+    keys = {k for i in items for k in i}
+    differ = {k for k in keys if len({i.get(k) for i in items}) > 1}
+    return differ or None
 
 
 @handle_errors
@@ -65,7 +72,7 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
 
     `step` is the latest step logged; the rewards are the last logged; `logs` counts log() calls and
     `trajectories` their rows; `config` is the run's stored configuration (Model(config=...) and
-    the last TrainConfig); the size counts every kept version and checkpoint file (KiB = 1024 bytes).
+    the last TrainConfig; in a table, the keys whose values differ between runs); the size counts every kept version and checkpoint file (KiB = 1024 bytes).
 
     Example:
 
@@ -76,14 +83,17 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
     from artstore.sizes import format_size
 
     s = get_store(store, storage_option)
-    table = s.sql(_RUNS)
-    found = {(r.project, r.name): r for r in s.runs()}
-    keys = list(zip(table["project"].to_pylist(), table["model"].to_pylist(), strict=True))
-    configs = [found[k].config() if k in found else {} for k in keys]
-    size = [found[k].size_bytes() if k in found else 0 for k in keys]
+    listed = [(r, _summary(r)) for r in s.runs()]
+    listed = [(r, row) for r, row in listed if row is not None]
+    table = pa.Table.from_pylist([row for _, row in listed], schema=pa.schema([
+        ("project", pa.string()), ("model", pa.string()), ("step", pa.int64()), ("val/reward", pa.float64()),
+        ("train/reward", pa.float64()), ("logs", pa.int64()), ("trajectories", pa.int64())]))
+    configs = [r.config() for r, _ in listed]
+    size = [r.size_bytes() for r, _ in listed]
     fmt = resolve(fmt, output)
     if fmt == Format.table:
-        table = table.append_column("config", pa.array([config_text(c) for c in configs], pa.string()))
+        differ = _differing(configs)  # in a table, what tells the runs apart
+        table = table.append_column("config", pa.array([config_text(c, differ) for c in configs], pa.string()))
         table = table.append_column("size", pa.array([format_size(n) for n in size], pa.string()))
     else:
         table = table.append_column("config", pa.array([json.dumps(c) if c else None for c in configs], pa.string()))
@@ -95,6 +105,24 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
         write_json(objects, output)
         return
     render(table, fmt, output, title=f"runs in {s.uri}")
+
+
+def _summary(r: Any) -> dict[str, Any] | None:
+    """One row of `runs` (None for a run with no committed log): read through the run's API, not
+    SQL, so listing runs does not import DuckDB (a third of the command's start-up)."""
+    import pyarrow.compute as pc
+
+    logs = r.logs()
+    if logs.num_rows == 0:
+        return None
+    last = {}
+    metrics = r.read_table("metrics", filter="name IN ('val/reward', 'train/reward')",
+                           columns=["name", "value", "recorded_at"])
+    for name, value in zip(metrics["name"].to_pylist(), metrics["value"].to_pylist(), strict=True):
+        last[name] = value  # in log order: the last one logged wins
+    return {"project": r.project, "model": r.name, "step": pc.max(logs["step"]).as_py(),
+            "val/reward": last.get("val/reward"), "train/reward": last.get("train/reward"),
+            "logs": logs.num_rows, "trajectories": pc.sum(logs["num_trajectories"]).as_py()}
 
 
 def _when(t: Any) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.errors import CommitConflictError, ValidationError
+from artstore.log.commit import DEFAULT_RETENTION, maintain
 from artstore.schema import arrow_schema
 from artstore.storage import Location, tables
 
@@ -34,7 +36,8 @@ def read(run: Location) -> tuple[int, dict[str, Any] | None]:
     return top, json.loads(row["state"][0].as_py())
 
 
-def update(run: Location, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> dict[str, Any] | None:
+def update(run: Location, change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+           retention: timedelta = DEFAULT_RETENTION) -> dict[str, Any] | None:
     """Commit `change(current state)` as the new state and return it; `change` may run more than
     once (on a newer state each time another writer got in first), so it must be pure. When it
     returns the state unchanged (or None), nothing is written."""
@@ -46,8 +49,9 @@ def update(run: Location, change: Callable[[dict[str, Any] | None], dict[str, An
             return current
         row = pa.Table.from_pylist([{"seq": seq + 1, "state": dumps(new), "recorded_at": tables.now_utc()}],
                                    schema=arrow_schema("state"))
-        inserted, _version = tables.insert_unique(loc, row, "seq")
+        inserted, version = tables.insert_unique(loc, row, "seq")
         if inserted:
+            maintain(run, {"state": version}, retention)  # one fragment per change: compact as logs do
             return new
     raise CommitConflictError(f"state of {run.uri}: {MAX_ATTEMPTS} concurrent changes won before this one; retry")
 

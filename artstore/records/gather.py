@@ -34,6 +34,7 @@ from typing import Any
 from openai.types.chat.chat_completion import Choice
 from tqdm import auto as tqdm
 
+from artstore.errors import UnsupportedError
 from artstore.records.trajectory import Trajectory, TrajectoryGroup
 
 COMPLETION_TOKENS_KEY = "art_completion_tokens"  # a Choice's generated-token count, as ART's client attaches it
@@ -336,3 +337,11 @@ async def trajectory_group(
         await asyncio.gather(*pending, return_exceptions=True)
         raise
     return TrajectoryGroup(results, exceptions=exceptions, metadata=metadata, metrics=metrics, logs=logs or ())
+
+
+async def trajectory(coroutine: Coroutine[Any, Any, object]) -> Trajectory:
+    """ART 0.5.23 builds a Trajectory from the OpenAI calls a rollout makes (its `exchanges`);
+    artstore does not capture calls: UnsupportedError, which says what to do instead."""
+    coroutine.close()
+    raise UnsupportedError("art.trajectory(...) captures a rollout's OpenAI calls, which artstore does not do: "
+                           "build art.Trajectory(messages_and_choices=[...], reward=...) in the rollout and return it")

@@ -99,6 +99,14 @@ class MetricsBuilder:
             "add_response_cost needs ART's provider price tables, which artstore does not carry: compute the "
             f"cost yourself and call add_cost('{self.cost_context}/{source}', usd)")
 
+    def register_cost_extractor(self, provider: str, extractor: Any) -> None:
+        raise UnsupportedError("provider cost extractors price responses for add_response_cost, which artstore "
+                               "does not do: compute costs yourself and call add_cost(path, usd)")
+
+    def register_model_pricing(self, model_name: str, **_: Any) -> None:
+        raise UnsupportedError("model pricing feeds add_response_cost, which artstore does not do: compute costs "
+                               "yourself and call add_cost(path, usd), or TrainableModel.set_cost_calculator(...)")
+
     @contextlib.contextmanager
     def measure(self, key: str) -> Iterator[None]:
         """Add the seconds the block takes to `key` (e.g. `time/step_eval_s`)."""

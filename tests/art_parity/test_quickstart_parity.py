@@ -31,7 +31,7 @@ from tests.art_parity.harness import (
 )
 from tests.art_venv import build_art_venv, run_with_art
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the first use builds the ART venv (~3 min)
 SCRIPT = SCRIPTS / "quickstart.py"
 PROJECT, RUN = "parity", "agent-001"
 ART_READER = str(SCRIPTS.parents[1] / "art_reader.py")
@@ -86,7 +86,18 @@ def test_state_is_the_same(sides):
         return state
     theirs, ours = (s.returned for s in sides)
     for key in ("state_before_resume", "state_after_resume", "state"):
-        assert normal(ours[key]) == pytest.approx(normal(theirs[key])), key
+        assert normal(ours[key]) == normal(theirs[key]), key
+
+
+def in_attempt_order(group: dict) -> dict:
+    """A group with its trajectories sorted by rollout: both libraries keep a group gathered from
+    awaitables in completion order, and rollouts that finish in the same event-loop turn are
+    ordered by each library's scheduling; an exception's traceback runs through each library's own
+    files, so only its last line (type and message) is compared (see docs/switching-from-art.md)."""
+    out = {**group, "trajectories": sorted(group["trajectories"], key=lambda t: t["metadata"]["attempt"])}
+    if group.get("exceptions"):
+        out["exceptions"] = [{**e, "traceback": e["traceback"].strip().splitlines()[-1]} for e in group["exceptions"]]
+    return out
 
 
 def test_art_reads_an_artstore_export_as_it_reads_its_own_files(sides, tmp_path):
@@ -97,6 +108,6 @@ def test_art_reads_an_artstore_export_as_it_reads_its_own_files(sides, tmp_path)
     assert sorted(ours["trajectories"]) == sorted(theirs["trajectories"])
     assert len(theirs["trajectories"]) == 26
     for name, groups in theirs["trajectories"].items():
-        assert ours["trajectories"][name] == groups, name
+        assert [in_attempt_order(g) for g in ours["trajectories"][name]] == [in_attempt_order(g) for g in groups], name
     assert ours["best_step"] == theirs["best_step"] == 12
     assert ours["checkpoints"] == theirs["checkpoints"] == ["0012", "0020"]

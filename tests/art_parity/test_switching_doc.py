@@ -27,6 +27,12 @@ def test_the_quickstart_is_arts_with_the_imports_changed():
         assert pattern in code
 
 
+def test_the_readme_shows_the_same_quickstart_after_the_make_commands():
+    readme = (DOC.parents[1] / "README.md").read_text()
+    assert readme.splitlines()[3:5] == [line for line in readme.splitlines()[3:5] if line.startswith("make ")]
+    assert re.search(r"```python\n(.*?)```", readme, re.S).group(1) == quickstart()
+
+
 def test_the_quickstart_runs(tmp_path, monkeypatch, capsys):
     code = quickstart().replace(TRAINER_IMPORT, "from tests.art_parity.doc_backend import LocalBackend")
     monkeypatch.chdir(tmp_path)

@@ -2,7 +2,9 @@
 
     GET  /v1/models             the names served (see `trainer.serve.adapters`)
     POST /v1/chat/completions   messages, tools, n, temperature, top_p, max_tokens
-                                (or max_completion_tokens), stop, logprobs, top_logprobs, seed
+                                (or max_completion_tokens), stop, logprobs, top_logprobs, seed,
+                                and vLLM's return_token_ids, return_tokens_as_token_ids,
+                                chat_template_kwargs (what ART's litellm params send)
 
 Requests must carry `Authorization: Bearer <api_key>`. Errors are OpenAI's error object
 (`{"error": {"message", "type", "param", "code"}}`): 401 for a wrong key, 404 for an unknown
@@ -52,6 +54,11 @@ class ChatRequest(pydantic.BaseModel):
     user: str | None = None
     store: bool | None = None
     metadata: dict[str, Any] | None = None
+    # vLLM's extensions that ART's litellm_completion_params() sends by default.
+    return_token_ids: bool = False
+    return_tokens_as_token_ids: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
+    nvext: dict[str, Any] | None = None  # NVIDIA Dynamo's: it has no engine data to return here
 
 
 # Fields read above but not supported: a non-default value is a 400 naming the field.
@@ -83,6 +90,8 @@ def sampling_of(request: ChatRequest) -> Sampling:
         n=request.n, temperature=request.temperature, top_p=request.top_p,
         max_tokens=request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS,
         stop=stop, logprobs=request.logprobs, top_logprobs=request.top_logprobs or 0, seed=request.seed,
+        token_ids=request.return_token_ids, tokens_as_ids=request.return_tokens_as_token_ids,
+        template_kwargs=tuple(sorted((request.chat_template_kwargs or {}).items())),
     )  # fmt: skip
 
 
@@ -120,8 +129,11 @@ def build_app(models: ServedModels, api_key: str) -> FastAPI:
             return _error(400, str(e), "invalid_request_error", e.param)
         except UnknownModelError as e:
             return _error(404, str(e), "not_found_error", "model", code="model_not_found")
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": request.model, "choices": choices, "usage": usage}
+        response = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                    "model": request.model, "choices": choices, "usage": usage}
+        if "prompt_token_ids" in usage:  # vLLM puts them at the top level
+            response["prompt_token_ids"] = usage.pop("prompt_token_ids")
+        return response
 
     return app
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
-from trainer.rollout.hf import prompt_ids, stop_token_ids
+from trainer.rollout.hf import as_message, stop_token_ids
 from trainer.serve.tool_calls import parse_tool_calls
+from trainer.tokenize import template_messages
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class Sampling:
     logprobs: bool = False
     top_logprobs: int = 0
     seed: int | None = None
+    token_ids: bool = False  # vLLM's return_token_ids: the choice's sampled ids, the prompt's ids
+    tokens_as_ids: bool = False  # vLLM's return_tokens_as_token_ids: logprob tokens as "token_id:N"
+    template_kwargs: tuple[tuple[str, Any], ...] = ()  # vLLM's chat_template_kwargs
 
 
 @torch.no_grad()
@@ -46,7 +50,7 @@ def complete(model: Any, tokenizer: Any, messages: Sequence[Mapping[str, Any]],
              tools: Sequence[Mapping[str, Any]] | None, sampling: Sampling) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The request's `sampling.n` choices (OpenAI dicts) and its usage (token counts)."""
     device = next(model.parameters()).device
-    ids = torch.tensor([prompt_ids(tokenizer, messages, tools)], device=device)
+    ids = torch.tensor([prompt_ids(tokenizer, messages, tools, dict(sampling.template_kwargs))], device=device)
     stops = stop_token_ids(model, tokenizer)
     greedy = sampling.temperature == 0
     settings: dict[str, Any] = {"do_sample": False} if greedy else {
@@ -54,9 +58,11 @@ def complete(model: Any, tokenizer: Any, messages: Sequence[Mapping[str, Any]],
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
+        # Greedy decoding refuses num_return_sequences > 1: give it the prompt n times instead.
+        inputs = ids.expand(sampling.n, -1) if greedy else ids
         out = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=sampling.max_tokens,
-            num_return_sequences=sampling.n, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+            input_ids=inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=sampling.max_tokens,
+            num_return_sequences=1 if greedy else sampling.n, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
             return_dict_in_generate=True, output_logits=True, **settings, **_stop_strings(tokenizer, sampling),
         )  # fmt: skip
     new = out.sequences[:, ids.shape[1]:].tolist()
@@ -66,10 +72,27 @@ def complete(model: Any, tokenizer: Any, messages: Sequence[Mapping[str, Any]],
         _choice(tokenizer, i, tokens, logprobs[i], stops, sampling, offer_tools=bool(tools))
         for i, tokens in enumerate(new)
     ]
-    completion = sum(len(c.pop("_tokens")) for c in choices)
+    completion = 0
+    for c in choices:
+        sampled = c.pop("_tokens")
+        completion += len(sampled)
+        if sampling.token_ids:
+            c["token_ids"] = sampled
     usage = {"prompt_tokens": ids.shape[1], "completion_tokens": completion,
              "total_tokens": ids.shape[1] + completion}
+    if sampling.token_ids:
+        usage["prompt_token_ids"] = ids[0].tolist()  # the app moves it to the response's top level
     return choices, usage
+
+
+def prompt_ids(tokenizer: Any, messages: Sequence[Any], tools: Sequence[Mapping[str, Any]] | None,
+               template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """The prompt's token ids, rendered as the trainer renders it (`trainer.rollout.hf.prompt_ids`),
+    plus any chat template variables the request gave."""
+    chat = template_messages([as_message(m) for m in messages])
+    text = tokenizer.apply_chat_template(chat, tools=tools, add_generation_prompt=True, tokenize=False,
+                                         **(template_kwargs or {}))
+    return tokenizer.encode(text, add_special_tokens=False)
 
 
 def _stop_strings(tokenizer: Any, sampling: Sampling) -> dict[str, Any]:
@@ -97,7 +120,7 @@ def _choice(tokenizer: Any, index: int, tokens: list[int], logprobs: torch.Tenso
     choice: dict[str, Any] = {"index": index, "message": message, "finish_reason": finish,
                               "logprobs": None, "_tokens": sampled}
     if sampling.logprobs:
-        choice["logprobs"] = {"content": _token_logprobs(tokenizer, sampled, logprobs, sampling.top_logprobs)}
+        choice["logprobs"] = {"content": _token_logprobs(tokenizer, sampled, logprobs, sampling)}
     return choice
 
 
@@ -117,19 +140,22 @@ def _stop_cut(tokenizer: Any, tokens: list[int], stop: tuple[str, ...]) -> tuple
     return len(tokens), text[:at]
 
 
-def _token_logprobs(tokenizer: Any, tokens: list[int], logprobs: torch.Tensor, top: int) -> list[dict[str, Any]]:
+def _token_logprobs(tokenizer: Any, tokens: list[int], logprobs: torch.Tensor,
+                    sampling: Sampling) -> list[dict[str, Any]]:
     """OpenAI's per-token entries: token text, its UTF-8 bytes, logprob and `top` alternatives."""
     entries = []
     for k, token in enumerate(tokens):
         row = logprobs[k]
         alternatives = []
-        if top:
-            values, ids = row.topk(top)
-            alternatives = [_entry(tokenizer, int(i), float(v)) for v, i in zip(values, ids, strict=True)]
-        entries.append({**_entry(tokenizer, token, float(row[token])), "top_logprobs": alternatives})
+        if sampling.top_logprobs:
+            values, ids = row.topk(sampling.top_logprobs)
+            alternatives = [_entry(tokenizer, int(i), float(v), sampling.tokens_as_ids)
+                            for v, i in zip(values, ids, strict=True)]
+        entries.append({**_entry(tokenizer, token, float(row[token]), sampling.tokens_as_ids),
+                        "top_logprobs": alternatives})
     return entries
 
 
-def _entry(tokenizer: Any, token: int, logprob: float) -> dict[str, Any]:
-    piece = tokenizer.decode([token], skip_special_tokens=False)
+def _entry(tokenizer: Any, token: int, logprob: float, as_id: bool) -> dict[str, Any]:
+    piece = f"token_id:{token}" if as_id else tokenizer.decode([token], skip_special_tokens=False)
     return {"token": piece, "logprob": logprob, "bytes": list(piece.encode("utf-8"))}

@@ -97,15 +97,17 @@ PAGES.rollouts = async (main, params) => {
   async function compare(g) {
     const box = document.getElementById("compare");
     box.replaceChildren();
+    const scalar = m => Object.keys(m || {}).filter(k => m[k] === null || typeof m[k] !== "object");
     const meta = (g.trajectories[0] || {}).metadata || {};
-    const keys = Object.keys(meta).filter(k => meta[k] === null || typeof meta[k] !== "object");
     const by = h("select", {id: "compare-by"}, h("option", {value: ""}, `same group index (${g.group_index})`),
-      keys.map(k => h("option", {value: k}, `same ${k} (${fmt(meta[k])})`)));
+      scalar(meta).map(k => h("option", {value: "trajectory:" + k}, `same ${k} (${fmt(meta[k])})`)),
+      scalar(g.metadata).map(k => h("option", {value: "group:" + k}, `same group ${k} (${fmt(g.metadata[k])})`)));
     const out = h("div", {});
     const load = () => guard(out, async () => {
       out.replaceChildren();
-      const key = by.value;
-      const res = await api("/api/rollouts/scenario?" + qs(key ? {run, split, key, value: JSON.stringify(meta[key]), as_of: asof}
+      const [level, key] = by.value.split(":");
+      const value = level === "group" ? g.metadata[key] : meta[key];
+      const res = await api("/api/rollouts/scenario?" + qs(key ? {run, split, key, level, value: JSON.stringify(value), as_of: asof}
                                                                : {run, split, group_index: g.group_index, as_of: asof}));
       const Plotly = await plotly();
       const chart = h("div", {class: "chart small", id: "compare-chart"});

@@ -389,3 +389,24 @@ async def test_trajectory_group_keeps_the_given_order_and_returns_exceptions_whe
     kept = await art.trajectory_group([rollout(1, make_trajectory, fail=True), rollout(2, make_trajectory)],
                                       return_exceptions=True)
     assert [t.reward for t in kept] == [2.0] and [e.message for e in kept.exceptions] == ["rollout timed out"]
+
+
+def test_state_table_stays_compact_after_many_changes(base_path):
+    from artstore.storage import tables
+
+    model = trainable(base_path)
+    for i in range(40):
+        model.merge_state({"i": i})
+    assert model.read_state() == {"i": 39}
+    assert tables.fragment_count(model.run.location.child("state.lance")) < 20
+
+
+async def test_what_artstore_does_not_do_raises_a_typed_error_saying_what_instead(make_trajectory):
+    coroutine = rollout(1, make_trajectory)
+    with pytest.raises(art.UnsupportedError, match="messages_and_choices"):
+        await art.trajectory(coroutine)
+    builder = art.TrainableModel(name="m", project="p", base_model="b").metrics_builder()
+    with pytest.raises(art.UnsupportedError, match="add_cost"):
+        builder.add_response_cost("judge", object(), provider="openai", model_name="gpt-4.1")
+    with pytest.raises(art.UnsupportedError, match="set_cost_calculator"):
+        builder.register_model_pricing("m", prompt_per_million=1.0, completion_per_million=2.0)
