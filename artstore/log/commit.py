@@ -20,6 +20,7 @@ Upkeep runs after the commit: compaction here, cleanup of old versions in the ba
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -37,6 +38,7 @@ import pyarrow.compute as pc
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError, VersionNotFoundError
 from artstore.log import fold, journal, registry, upkeep
+from artstore.log.visibility import GATE_COLUMNS, check_present, committed_logs
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import metrics as metrics_mod
 from artstore.records.encoding import check_stored_layout, encode_groups
@@ -186,7 +188,9 @@ def _commit_tables(run: Location, pool: ThreadPoolExecutor, rows: Mapping[str, p
     table (one commit each); the table versions made."""
     written = {name: pool.submit(tables.write_files, run.child(f"{name}.lance"), t) for name, t in rows.items()}
     commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), future.result(),
-                                 rows[name].schema, message) for name, future in written.items()}
+                                 rows[name].schema, message,
+                                 before_create=functools.partial(_refuse_recreate, run, name))
+               for name, future in written.items()}
     return {name: future.result() for name, future in commits.items()}
 
 
@@ -196,6 +200,15 @@ def _register(run: Location) -> None:
     parts = run.uri.rstrip("/").rsplit("/", 3)
     if len(parts) == 4 and parts[2] == "models" and parts[0]:
         registry.register(Location(parts[0], run.storage_options), parts[1], parts[3])
+
+
+def _refuse_recreate(run: Location, table: str) -> None:
+    """StorageError when `table` is about to be created although the run's committed logs name
+    rows of it (its files were deleted): a new table would hide the damage."""
+    logs_loc = run.child("logs.lance")
+    logs = tables.open_dataset(logs_loc)
+    if logs is not None:
+        check_present(run.child(f"{table}.lance"), table, committed_logs(logs_loc, logs, GATE_COLUMNS), None)
 
 
 def commit_log(run: Location, row: pa.Table, first_commit_wins: bool, read_version: int = 0) -> tuple[bool, int]:

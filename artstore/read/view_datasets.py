@@ -176,6 +176,8 @@ class ViewDataset(pads.Dataset):
         def run_batches(key: str) -> Iterator[pa.RecordBatch]:
             snapshot = query.snapshot(key)
             ds = snapshot.dataset(self._table)
+            if ds is None:
+                snapshot.check_missing(self._table)
             lance_filter = None if scan.in_arrow else filter
             if ds is not None:
                 gated = self._table in (*GATED, "logs")  # logs: the first committed row of each log_id

@@ -14,7 +14,7 @@ import json
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,19 +148,22 @@ def write_files(loc: Location, table: pa.Table) -> list[FragmentMetadata]:
 
 
 def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Schema, message: str = "",
-                 read_version: int | None = None) -> int:
+                 read_version: int | None = None, before_create: Callable[[], None] | None = None) -> int:
     """Commit `fragments` (from `write_files`, rows of `schema`) as one appending version of the
     dataset at `loc`, creating it on first use. Returns the new version.
 
     `read_version`: a version of the dataset the caller opened moments ago, to commit on without
     opening it again (opening lists every manifest in the version window: ~0.9 ms at 2,400). An
     append is compatible with whatever was committed since, which Lance checks (one transaction
-    file per version since), so any version will do; a vanished one falls back to the latest."""
+    file per version since), so any version will do; a vanished one falls back to the latest.
+    `before_create` runs (and may raise) before the dataset is created."""
     with storage_errors(loc, "append to"):
         base = read_version
         if not base:
             ds = open_dataset(loc)
             if ds is None:
+                if before_create is not None:
+                    before_create()  # e.g. refuse to recreate a table the store says was there
                 version = _create(loc, fragments, schema, message)
                 if version is not None:
                     return version
