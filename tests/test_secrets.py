@@ -35,7 +35,7 @@ def test_repr_dumps_and_the_wandb_config_hold_no_secret(secret_store):
         _clean(str(thing))
     _clean(str(model.model_dump()))
     _clean(model.model_dump_json())
-    config = model._wandb_config()
+    config = model._wandb_dump()  # what the wandb run is given (plus update_wandb_config's keys)
     assert "storage_options" not in config
     _clean(str(config))
     assert model.storage_options["aws_secret_access_key"] == SECRET  # still there for the store to use
