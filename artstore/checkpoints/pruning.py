@@ -20,6 +20,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -46,6 +47,10 @@ class Run(Protocol):
     def checkpoints(self) -> pa.Table: ...
     def checkpoints_table(self) -> CheckpointTable: ...
     def step_summary(self) -> StepSummary: ...
+
+# A checkpoint save that is still `saving` this long after it began, with no file written for as
+# long, was abandoned (its writer was killed): pruning deletes its files and marks its row.
+SAVE_LEASE = timedelta(hours=1)
 
 # delete_files(steps_to_delete, live_steps): removes the files of `steps_to_delete`.
 DeleteFiles = Callable[[list[int], list[int]], None]
@@ -231,9 +236,32 @@ def repair(run: Run, delete_files: DeleteFiles) -> list[int]:
     return marked
 
 
-def apply(run: Run, plan_or_policy: Plan | Policy, delete_files: DeleteFiles) -> Plan:
-    """Repair, plan (or check the plan given), record the intent, delete files, mark rows, done."""
+def abandon_stale_saves(run: Run, delete_files: DeleteFiles, lease: timedelta = SAVE_LEASE) -> list[int]:
+    """Treat as failed every checkpoint still `saving` whose row was written more than `lease`
+    ago and whose files have not changed for as long (no writer is alive: a killed save): delete
+    its files and mark its row deleted, saying why. Returns those steps."""
+    table = run.checkpoints_table()
+    cutoff = tables.now_utc() - lease
+    stale = [c for c in table.list() if c.status == "saving" and c.created_at < cutoff]
+    abandoned: dict[int, str] = {}
+    for c in stale:
+        written = files.last_modified(Location.parse(c.uri, run.location.storage_options))
+        if written is not None and written >= cutoff:
+            continue  # its files are still being written: a live writer
+        live = [x.step for x in table.list() if x.status != "deleted"]
+        delete_files([c.step], live)
+        abandoned[c.step] = (f"abandoned save: still saving {lease} after it began, with no file written since "
+                             "(its writer was killed or failed)")
+    table.mark_deleted(abandoned)
+    return sorted(abandoned)
+
+
+def apply(run: Run, plan_or_policy: Plan | Policy, delete_files: DeleteFiles,
+          save_lease: timedelta = SAVE_LEASE) -> Plan:
+    """Repair, plan (or check the plan given), record the intent, delete files, mark rows, done.
+    A save older than `save_lease` with no live writer counts as failed (`abandon_stale_saves`)."""
     repair(run, delete_files)
+    abandon_stale_saves(run, delete_files, save_lease)
     run.checkpoints_table().record_unrecorded()  # a folder without a row gets one before it is planned
     if isinstance(plan_or_policy, Plan):
         planned = plan_or_policy

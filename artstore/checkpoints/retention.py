@@ -29,7 +29,6 @@ Ranks break ties in favour of the later step.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Literal
@@ -40,6 +39,7 @@ import pydantic
 from artstore.checkpoints.table import Checkpoint
 from artstore.errors import RetentionError, ValidationError
 from artstore.read.step_summary import StepSummary
+from artstore.sizes import format_size, parse_size  # noqa: F401  (parse_size: imported from here by callers)
 from artstore.storage import tables
 
 _FROZEN = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -221,28 +221,6 @@ class Plan(pydantic.BaseModel):
 
     def decision(self, step: int) -> Decision:
         return next(d for d in self.decisions if d.step == step)
-
-
-def format_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """'50GB', '1.5GiB', '1000' -> bytes (KB, MB, GB, TB are powers of 1000; KiB... of 1024)."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).upper() not in _UNITS:
-        raise ValidationError("max_size", f"{text!r}: use a number of bytes with an optional unit, e.g. 50GB")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
 # -- scores ------------------------------------------------------------------------------------

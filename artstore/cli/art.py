@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from artstore.art.exporter import export_art
-from artstore.art.format import FORMAT_VERSIONS
-from artstore.art.importer import RunPlan, apply_import, plan_import
 from artstore.cli.common import (
     StorageOption,
     StoreOption,
@@ -22,6 +18,11 @@ from artstore.cli.common import (
     parse_options,
 )
 
+if TYPE_CHECKING:
+    from artstore.art.importer import RunPlan
+
+FORMAT_VERSIONS = ("v1", "v2")  # artstore.art.format.FORMAT_VERSIONS (a test holds them equal)
+
 
 def register(app: typer.Typer) -> None:
     app.command("import-art")(import_art)
@@ -31,8 +32,10 @@ def register(app: typer.Typer) -> None:
 @contextmanager
 def _progress():
     """A rich progress bar per stage; yields the callback artstore's ART functions take."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=False)
+                    console=err_console, transient=False, disable=not err_console.is_terminal)
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int) -> None:
@@ -80,6 +83,8 @@ def import_art(
 
     Every file is read and checked before anything is written; a malformed file stops the import
     with its name. Importing again changes nothing."""
+    from artstore.art.importer import apply_import, plan_import
+
     s = get_store(store, storage_option, must_exist=False)  # the import creates it
     with _progress() as progress:
         plans = plan_import(src, project=project, model=model, storage_options=parse_options(storage_option),
@@ -105,6 +110,8 @@ def export_art_command(
         "additional histories, Choice details).")] = "v2",
 ) -> None:
     """Export a run as an ART model folder that ART's own readers load."""
+    from artstore.art.exporter import export_art
+
     if format not in FORMAT_VERSIONS:
         raise typer.BadParameter(f"use one of {', '.join(FORMAT_VERSIONS)}", param_hint="--format")
     r = get_run(get_store(store, storage_option), run)

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from artstore.checkpoints.retention import (
-    KeepBest,
-    KeepEvery,
-    KeepLast,
-    KeepSql,
-    Plan,
-    Policy,
-    format_size,
-    parse_size,
-    parse_smoothing,
-)
 from artstore.cli.common import (
+    RunArgument,
     StorageOption,
     StoreOption,
     console,
@@ -26,9 +15,13 @@ from artstore.cli.common import (
     get_store,
     handle_errors,
 )
+from artstore.cli.output import Format, FormatOption, OutputOption, render, resolve
 from artstore.errors import ValidationError
 
-RunArg = Annotated[str, typer.Argument(help="PROJECT/MODEL")]
+if TYPE_CHECKING:
+    from artstore.checkpoints.retention import KeepBest, Plan
+
+RunArg = RunArgument
 
 
 def register(app: typer.Typer) -> None:
@@ -37,22 +30,36 @@ def register(app: typer.Typer) -> None:
     app.command("prune")(prune)
 
 
-def _time(t: object) -> str:
-    return "" if t is None else t.strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[attr-defined]
-
-
 @handle_errors
-def checkpoints(run: RunArg, store: StoreOption = ".art", storage_option: StorageOption = None) -> None:
-    """List a run's checkpoints: step, status, size, times, pins, and why deleted."""
+def checkpoints(run: RunArg, store: StoreOption = ".art", storage_option: StorageOption = None,
+                fmt: FormatOption = None, output: OutputOption = None) -> None:
+    """List a run's checkpoints: step, status, size, times, pins, and why deleted.
+
+    Example:
+
+        artstore checkpoints email-search/agent-001 --format csv
+    """
+    import pyarrow as pa
+
+    from artstore.sizes import format_size
+
     r = get_run(get_store(store, storage_option), run)
     pins = r.pinned_checkpoints()
-    table = Table("step", "status", "size", "ready (UTC)", "pinned", "deleted (UTC)", "why deleted",
-                  title=f"checkpoints of {run}")
-    for c in r.checkpoints_table().list():
-        pinned = ("yes" + (f": {pins[c.step]}" if pins[c.step] else "")) if c.step in pins else ""
-        table.add_row(str(c.step), c.status + (" (linked)" if c.linked else ""), format_size(c.size_bytes),
-                      _time(c.ready_at), pinned, _time(c.deleted_at), c.deleted_reason or "")
-    console.print(table)
+    listed = r.checkpoints_table().list()
+    table_format = resolve(fmt, output) == Format.table
+    stamp = pa.timestamp("us", tz="UTC")
+    table = pa.table({
+        "step": pa.array([c.step for c in listed], pa.int64()),
+        "status": pa.array([c.status + (" (linked)" if c.linked and table_format else "") for c in listed]),
+        **({"size": pa.array([format_size(c.size_bytes) for c in listed], pa.string())} if table_format else
+           {"size_bytes": pa.array([c.size_bytes for c in listed], pa.int64()),
+            "linked": pa.array([c.linked for c in listed], pa.bool_())}),
+        "ready_at": pa.array([c.ready_at for c in listed], stamp),
+        "pinned": pa.array([(pins[c.step] or "yes") if c.step in pins else None for c in listed], pa.string()),
+        "deleted_at": pa.array([c.deleted_at for c in listed], stamp),
+        "why_deleted": pa.array([c.deleted_reason for c in listed], pa.string()),
+    })
+    render(table, fmt, output, title=f"checkpoints of {run}")
 
 
 @handle_errors
@@ -74,6 +81,8 @@ def pin(
 
 
 def _keep_best(spec: str, k: int, smooth: str | None, unscored: str = "keep") -> KeepBest:
+    from artstore.checkpoints.retention import KeepBest, parse_smoothing
+
     metric, mode = spec, "max"
     if spec.rsplit(":", 1)[-1] in ("max", "min") and ":" in spec:
         metric, mode = spec.rsplit(":", 1)
@@ -107,12 +116,17 @@ def prune(
     apply: Annotated[bool, typer.Option("--apply", help="Delete the files (default: a dry run).")] = False,
     store: StoreOption = ".art",
     storage_option: StorageOption = None,
+    fmt: FormatOption = None,
+    output: OutputOption = None,
 ) -> None:
     """Plan (and with --apply, carry out) a checkpoint pruning: one line per checkpoint, with why.
 
     With no rule options, the run's stored policy is used, else nothing is deleted. The latest
     checkpoint, one still saving and a pinned one are kept; so is one a --keep-best metric cannot
     rank (no value at its step), unless --unscored delete."""
+    from artstore.checkpoints.retention import KeepEvery, KeepLast, KeepSql, Policy
+    from artstore.sizes import parse_size
+
     r = get_run(get_store(store, storage_option), run)
     for flag, value in (("--smooth", smooth), ("--unscored", unscored)):
         if value is not None and keep_best is None:
@@ -132,10 +146,22 @@ def prune(
     else:
         policy = r.retention_policy() or Policy()
     plan = r.apply_retention(policy) if apply else r.retention_plan(policy)
-    _print_plan(plan, applied=apply)
+    if fmt is None and output is None or fmt == Format.table:
+        _print_plan(plan, applied=apply)
+    else:  # the plan as data: one row per checkpoint
+        import pyarrow as pa
+
+        done = {"delete": "deleted"} if apply else {}
+        render(pa.Table.from_pylist(
+            [{"step": d.step, "action": done.get(d.action, d.action), "reason": d.reason, "size_bytes": d.size_bytes,
+              "uri": d.uri} for d in plan.decisions],
+            schema=pa.schema([("step", pa.int64()), ("action", pa.string()), ("reason", pa.string()),
+                              ("size_bytes", pa.int64()), ("uri", pa.string())])), fmt, output)
 
 
 def _print_plan(plan: Plan, applied: bool) -> None:
+    from artstore.sizes import format_size
+
     out = console
     width = max([len(str(d.step)) for d in plan.decisions] + [4])
     for d in plan.decisions:

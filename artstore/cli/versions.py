@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import pyarrow as pa
 import typer
 
 from artstore.cli.common import (
+    RunArgument,
     StorageOption,
     StoreOption,
     console,
@@ -15,8 +15,7 @@ from artstore.cli.common import (
     get_store,
     handle_errors,
 )
-from artstore.cli.output import Format, FormatOption, OutputOption, render
-from artstore.cli.runs import RunArgument
+from artstore.cli.output import FormatOption, OutputOption, render
 
 
 def register(app: typer.Typer) -> None:
@@ -26,22 +25,49 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def versions(run: RunArgument, store: StoreOption = ".art", storage_option: StorageOption = None,
-             fmt: FormatOption = Format.table, output: OutputOption = None) -> None:
-    """List a run's versions (one per commit of its logs table), oldest first, with their tags.
+             fmt: FormatOption = None, output: OutputOption = None) -> None:
+    """List a run's versions (one per commit of its logs table), oldest first: what each commit
+    added (the log call's step, split and id, or `compaction`), and its tags.
 
-    Any of them can be read back: `artstore sql --as-of N "..."`.
+    Any of them can be read back: `artstore sql --run PROJECT/MODEL --as-of N "..."`.
 
     Example:
 
         artstore versions email-search/agent-001
     """
-    listed = get_run(get_store(store, storage_option), run).versions()
+    import pyarrow as pa
+
+    from artstore.storage import tables
+
+    r = get_run(get_store(store, storage_option), run)
+    listed = r.versions()
+    messages = tables.commit_messages(r.table_location("logs"), [v["version"] for v in listed])
+    logs = {row["log_id"]: row for row in r.logs().select(["log_id", "step", "split"]).to_pylist()}
+    step, split, log = [], [], []
+    for v in listed:
+        message = messages.get(v["version"], "")
+        found = logs.get(message.split()[1]) if message.startswith("log ") and len(message.split()) > 1 else None
+        step.append(found["step"] if found else None)
+        split.append(found["split"] if found else None)
+        log.append(found["log_id"] if found else _what(message))
     table = pa.table({
         "version": pa.array([v["version"] for v in listed], pa.int64()),
         "timestamp": pa.array([v["timestamp"] for v in listed], pa.timestamp("us", tz="UTC")),
+        "step": pa.array(step, pa.int64()),
+        "split": pa.array(split, pa.string()),
+        "log": pa.array(log, pa.string()),
         "tags": pa.array([v["tags"] for v in listed], pa.list_(pa.string())),
     })
     render(table, fmt, output, title=f"versions of {run}")
+
+
+def _what(message: str) -> str | None:
+    """What a commit that added no visible log was: compaction, a retried log, or unknown."""
+    if not message:
+        return None
+    if message.startswith("log "):
+        return f"{message.split()[1]} (a retry: not the first commit of this log)" if len(message.split()) > 1 else None
+    return {"Rewrite": "compaction", "compact": "compaction", "Delete": "cleanup"}.get(message, message.lower())
 
 
 @handle_errors
@@ -61,4 +87,4 @@ def tag(
         artstore tag email-search/agent-001 before-fix --version 41
     """
     tagged = get_run(get_store(store, storage_option), run).tag(name, version)
-    console.print(f"tagged version {tagged} of {run} as {name!r}")
+    console.print(f"tagged version {tagged} of {run} as {name!r}", markup=False, highlight=False)

@@ -1,7 +1,7 @@
 """What one SQL query reads of a store: per-run snapshots and lazy Arrow datasets over Lance.
 
-`artstore.read.sql` registers a `LazyDataset` per run and table with DuckDB; a `Query` holds, for one
-`Store.sql` call, a `RunSnapshot` per run it touches:
+The datasets behind the SQL views (`artstore.read.view_datasets`) read through a `Query`, which holds, for
+one `Store.sql` call, a `RunSnapshot` per run it touches:
 - the run's `logs` table is pinned first (at `as_of`, or latest), and every other table is opened
   after the pin, so it holds every row the pinned logs name (data rows commit before their logs row);
 - rows of the log-written tables pass only when their `write_id` is one the pinned logs name
@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from artstore.errors import VersionNotFoundError
-from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, committed_logs, visible_mask
+from artstore.log import journal
+from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, committed_logs
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.schema import arrow_schema
 from artstore.storage import tables
@@ -91,11 +93,45 @@ class RunSnapshot:
             if table not in self._gates:
                 committed = self.committed()
                 ds = self.dataset(table)
-                if ds is not None and table in self._latest and all_visible(table, committed, ds.count_rows()):
+                if journal.marked(committed) and table in GATED:
+                    self._gates[table] = self._journal_gate(table, committed, ds)
+                elif ds is not None and table in self._latest and all_visible(table, committed, ds.count_rows()):
                     self._gates[table] = None
                 else:
                     self._gates[table] = committed.column("write_id").combine_chunks()
             return self._gates[table]
+
+    def _journal_gate(self, table: str, committed: pa.Table, ds: pads.Dataset | None) -> pa.Array | None:
+        """A journal run: the logs up to the table's FOLDED are read from the table (all its rows
+        when it holds exactly theirs), the others from their journal payloads (`tail`)."""
+        upto = journal.folded_seq(ds)
+        folded = committed.filter(pc.less_equal(committed[tables.SEQ], upto))
+        expected = pc.sum(folded[journal.ROW_COUNTS[table]]).as_py() or 0
+        last = pc.max(committed[tables.SEQ]).as_py() if committed.num_rows else -1
+        if ds is not None and upto <= last and ds.count_rows() == expected:
+            return None
+        return folded.column("write_id").combine_chunks()
+
+    def tail(self, table: str) -> pa.Table | None:
+        """A journal run's rows of gated `table` not folded into it yet (all columns; None when
+        there are none or the run is not a journal), read from the journal's payloads."""
+        with self._lock:
+            key = f"tail:{table}"
+            if key not in self._gates:
+                committed = self.committed()
+                found = None
+                if journal.marked(committed) and table in GATED:
+                    upto = journal.folded_seq(self.dataset(table))
+                    rest = committed.filter(pc.greater(committed[tables.SEQ], upto))
+                    if rest.num_rows:
+                        rows = journal.read_payloads(self.run.table_location("logs"), rest["write_id"].to_pylist())
+                        found = journal.payload_rows(table, rows)
+                        dropped = journal.payloads_dropped(table, rows)
+                        if dropped:  # folded since this query pinned the table: read them from it
+                            folded = journal.rows_of(self.run.table_location(table), table, dropped)
+                            found = pa.concat_tables([found, folded.select(found.column_names)])
+                self._gates[key] = found
+            return self._gates[key]
 
     def _open(self, table: str, has_logs: bool) -> pads.Dataset | None:
         spec = self.as_of
@@ -125,14 +161,30 @@ class RunSnapshot:
 
 
 class Query:
-    """The state of one `Store.sql` call: per-run snapshots, and the first error a scan raised."""
+    """The state of one `Store.sql` call: the runs it may read (listed on first use), a snapshot
+    per run it reads, values computed once per query, the readers it opened (closed by `close`),
+    and the first error a scan raised."""
 
-    def __init__(self, store: Store, as_of: Any):
+    def __init__(self, store: Store, as_of: Any, projects: Sequence[str] | None = None,
+                 runs: Sequence[str] | None = None):
         self.store = store
         self.as_of = as_of
+        self.projects = None if projects is None else list(projects)
+        self.only = None if runs is None else set(runs)  # "project/model": the views hold these runs only
         self.error: BaseException | None = None
         self._runs: dict[str, RunSnapshot] = {}
-        self._lock = threading.Lock()
+        self._keys: list[str] | None = None
+        self._cache: dict[tuple, Any] = {}
+        self._open: list[Any] = []
+        self._lock = threading.RLock()
+
+    def keys(self) -> list[str]:
+        """The runs ("project/model", sorted) of the store (or of `projects`, `runs`), listed once."""
+        with self._lock:
+            if self._keys is None:
+                keys = [f"{r.project}/{r.name}" for r in self.store.runs(self.projects)]
+                self._keys = [k for k in keys if self.only is None or k in self.only]
+            return self._keys
 
     def snapshot(self, key: str) -> RunSnapshot:
         with self._lock:
@@ -141,65 +193,45 @@ class Query:
                 self._runs[key] = RunSnapshot(self.store.run(*key.split("/")), spec)
             return self._runs[key]
 
+    def cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = compute()
+            return self._cache[key]
+
+    def track(self, closable: Any) -> Any:
+        """Register a reader or generator, closed by `close` (a scan DuckDB stopped early leaves
+        it open)."""
+        with self._lock:
+            self._open.append(closable)
+        return closable
+
+    def guard(self, table: str, key: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """`batches`, with a storage failure raised as a StorageError naming the run's table, and
+        kept as the query's error (DuckDB re-raises it as its own)."""
+        try:
+            with tables.storage_errors(self.store.run(*key.split("/")).table_location(table), "read"):
+                yield from batches
+        except BaseException as e:
+            if not isinstance(e, GeneratorExit):
+                self.error = self.error or e
+            raise
+
+    def close(self) -> None:
+        """Close what the query's scans opened, newest first: generators, then Lance readers."""
+        with self._lock:
+            opened, self._open = self._open, []
+        for closable in reversed(opened):
+            closable.close()
+
     def versions(self) -> dict[str, dict[str, int]]:
         return {k: dict(sorted(s.read.items())) for k, s in sorted(self._runs.items()) if s.read}
-
-
-class LazyDataset(pads.Dataset):
-    """A pyarrow Dataset of `schema` over one run's table, opened only when DuckDB scans it.
-
-    DuckDB reads `schema` to bind a query and calls `scanner(columns=, filter=)` to run it: the
-    columns and filter go to Lance's scan (pushdown). `open_()` gives the table at the version the
-    query reads (None when missing: then it scans as empty). With `gate`, a callable giving the
-    write_ids of the run's committed log calls (or None when counts prove every row visible), only
-    rows of those are let through: the semi-join with the logs table, done in the scan rather than
-    as a join in every run's branch of a view (binding a hundred such joins costs more than a
-    small query)."""
-
-    def __init__(self, schema: pa.Schema, open_: Callable[[], pads.Dataset | None],
-                 gate: Callable[[], pa.Array | None] | None = None):
-        self._schema = schema
-        self._open = open_
-        self._gate = gate
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self._schema
-
-    def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
-        schema = self._schema if columns is None else pa.schema([self._schema.field(c) for c in columns])
-        ds = self._open()
-        if ds is None:
-            return pads.dataset(schema.empty_table()).scanner()
-        committed = None if self._gate is None else self._gate()
-        if committed is None:
-            return ds.scanner(columns=schema.names, filter=filter, **kwargs)
-        stored = list(dict.fromkeys([*schema.names, "write_id"]))
-        reader = ds.scanner(columns=stored, filter=filter, **kwargs).to_reader()
-
-        def batches() -> Any:
-            for batch in reader:
-                keep = visible_mask(batch.column("write_id"), committed)
-                if keep is not None:  # filtering copies every column: only when needed
-                    batch = batch.filter(keep)
-                if not schema.names:
-                    yield batch.select([])  # no columns, but the row count (count(*))
-                else:
-                    yield pa.RecordBatch.from_arrays([batch.column(n) for n in schema.names], schema=schema)
-
-        return pads.Scanner.from_batches(batches(), schema=schema)
-
-    def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
-        return self.scanner(columns, filter, **kwargs).to_table()
-
-    def count_rows(self, filter: Any = None, **kwargs: Any) -> int:
-        return self.to_table(columns=[], filter=filter).num_rows
 
 
 def view_schema(table: str) -> pa.Schema:
     """The columns a run's table shows in the views: all but the internal write_id and commit_seq."""
     schema = arrow_schema(table)
-    for internal in ("write_id", tables.SEQ):
+    for internal in ("write_id", tables.SEQ, *journal.PAYLOAD_COLUMNS):
         if internal in schema.names:
             schema = schema.remove(schema.get_field_index(internal))
     return schema

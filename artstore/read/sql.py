@@ -7,18 +7,21 @@ Views, each with `project` and `model` first (see VIEWS for their columns): `run
 has a tokens table.
 
 How a query reads the store:
-- Each run's Lance tables are registered with DuckDB as Arrow datasets (`storage.tables.arrow_dataset`),
-  so DuckDB pushes column projections and simple predicates (`=`, `<`, `IN`, `BETWEEN`, `AND`) into
-  Lance's scan. A view is a UNION ALL of one branch per run whose `project` and `model` are
-  constants: a query that names a run prunes every other branch, and a pruned run's tables are
-  never opened (they are opened when DuckDB first scans them).
+- Each view is one Arrow dataset registered with DuckDB under the view's name
+  (`artstore.read.view_datasets`), spanning every run of the store (or of `projects`): no query shape can
+  make a view cover too few runs, and there are no per-run tables to reach. A scan keeps only the
+  runs whose `project` and `model` can satisfy DuckDB's pushed-down filter (decided by pyarrow's
+  partition pruning), so a pruned run's tables are never opened. The runs are listed once per
+  query, when a view is first scanned.
+- Column projections and simple predicates (`=`, `<`, `IN`, `BETWEEN`, `AND`) go into Lance's scan
+  when the filter does not name `project` or `model`; otherwise the filter is applied in Arrow.
 - Visibility: rows of `trajectories`, `groups` and `metrics` count only when their `write_id` is in
   the run's `logs` table, so each log() call is seen whole or not at all. That semi-join runs in
-  each run's scan (an Arrow `is_in` against the logs' write_ids), not as a join in every branch of
-  a view: binding a hundred joins cost more than answering a small query. A run's `logs` table is
+  each run's scan (an Arrow `is_in` against the logs' write_ids). A run's `logs` table is
   pinned first, and its other tables are opened after the pin, so they hold every row it names.
-- The views, the registered datasets and the DuckDB connection are kept per Store between queries
-  (rebuilt when the set of runs changes); tables are opened afresh by every query.
+- `history` (one column per metric name) and `tokens` (each run's columns) depend on the data:
+  a query that finds other columns than registered registers them and runs again.
+- Every reader a scan opens is closed when the query ends, also when DuckDB stopped early.
 - Time travel: `as_of` is a version, tag or datetime of every run's `logs` table, or a mapping
   {"project/model": as_of} per run (runs not named are read at their latest). `checkpoints` and
   `tokens` (not part of a log call) are read as they were when that `logs` version was committed.
@@ -32,7 +35,6 @@ How a query reads the store:
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import threading
@@ -42,42 +44,25 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as pads
 
-from artstore.errors import InvalidNameError, RunNotFoundError, SqlError, ValidationError
+from artstore.errors import RunNotFoundError, SqlError, ValidationError
 from artstore.names import check_segment
-from artstore.read import sql_runs
-from artstore.read.scan import GATED, LazyDataset, Query, view_schema
-from artstore.storage import tables
+from artstore.read import view_datasets as views
+from artstore.read.as_of import MAX_VERSION, as_of_args
+from artstore.read.scan import GATED, Query, view_schema
+from artstore.read.views import VIEWS  # noqa: F401  (re-exported: the views and their docs)
 
 if TYPE_CHECKING:  # the facade calls this service, never the other way
-    from artstore.read.run import Run
     from artstore.read.store import Store
 
 VERSIONS_KEY = b"artstore.versions"
-STATIC = ("logs", *GATED, "checkpoints")  # tables with a schema file, registered for every run
+STATIC = ("logs", *GATED, "checkpoints", "configs")  # tables with a schema file, registered for every run
 _CONFIG = {
     "enable_external_access": False,  # no files or URLs: read_csv, glob, COPY, ATTACH, httpfs all fail
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
     "python_enable_replacements": False,  # a query cannot scan the caller's Python variables
-}
-
-VIEWS = {
-    "runs": "one row per run: uri, logs, latest_step, trajectories, groups, exceptions, metric_values, "
-            "first_logged_at, last_logged_at",
-    "logs": "one row per committed log() call: log_id, split, step, num_groups, num_trajectories, "
-            "num_exceptions, num_metrics, table_versions, recorded_at",
-    "trajectories": "one row per trajectory (schemas/trajectories.json, without write_id)",
-    "groups": "one row per trajectory group (schemas/groups.json, without write_id)",
-    "messages": "one row per message: log_id, split, step, group_id, trajectory_id, reward, message_index, "
-                "role, content, content_parts, name, tool_calls, tool_names (called), tool_name (answered), "
-                "tool_call_id, refusal, trainable, finish_reason, logprobs, recorded_at",
-    "metrics": "one row per metric value: log_id, step, split, name, value, recorded_at",
-    "history": "one row per log call: step, recorded_at, then one DOUBLE column per metric name",
-    "checkpoints": "one row per checkpoint (schemas/checkpoints.json)",
-    "tokens": "one row per training sequence, when a run has a tokens table",
 }
 
 # Over the trajectories view: its message_* columns are parallel lists (entry i is message i), so
@@ -97,18 +82,13 @@ SELECT project, model, log_id, split, step, group_id, trajectory_id, reward, i A
 FROM (SELECT *, unnest(range(len(message_role))) AS i FROM trajectories)
 """
 
-# Views in the order they must be built, and what each stands on.
-_BUILD_ORDER = ("logs", "trajectories", "groups", "metrics", "checkpoints", "messages", "runs",
-                "history", "tokens")
-_NEEDS = {"messages": ("trajectories",), "runs": ("logs",), "history": ("logs", "metrics")}
-
 _RUNS = """
-SELECT r.project, r.model, r.uri, count(*) AS logs, max(l.step) AS latest_step,
-       sum(l.num_trajectories)::BIGINT AS trajectories, sum(l.num_groups)::BIGINT AS groups,
-       sum(l.num_exceptions)::BIGINT AS exceptions, sum(l.num_metrics)::BIGINT AS metric_values,
-       min(l.recorded_at) AS first_logged_at, max(l.recorded_at) AS last_logged_at
-FROM _runs r JOIN logs l ON l.project = r.project AND l.model = r.model
-GROUP BY r.project, r.model, r.uri
+SELECT project, model, {base} || project || {middle} || model AS uri, count(*) AS logs, max(step) AS latest_step,
+       sum(num_trajectories)::BIGINT AS trajectories, sum(num_groups)::BIGINT AS groups,
+       sum(num_exceptions)::BIGINT AS exceptions, sum(num_metrics)::BIGINT AS metric_values,
+       min(recorded_at) AS first_logged_at, max(recorded_at) AS last_logged_at
+FROM logs
+GROUP BY project, model
 """
 
 
@@ -154,6 +134,27 @@ def _one_line(e: BaseException) -> str:
     return " ".join(line.strip() for line in head.splitlines() if line.strip())
 
 
+_INTERNAL = re.compile(r"\b_(?:r[0-9]+|empty)_([a-z]+)\b")
+_MISSING = re.compile(r'Table with name (\S+) does not exist!.*', re.DOTALL)
+
+
+def public_message(message: str) -> str:
+    """DuckDB's error as a user can act on it: internal table names (`_r3_metrics`,
+    `_empty_trajectories`) shown as the view they belong to, and a mistyped view name answered
+    with the closest view, not with DuckDB's guess among internal names."""
+    missing = _MISSING.search(message)
+    if missing:
+        import difflib
+
+        name = missing.group(1).strip('"')
+        close = [] if _INTERNAL.fullmatch(name) else difflib.get_close_matches(name.lower(), list(VIEWS), n=2,
+                                                                               cutoff=0.5)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        return _INTERNAL.sub(lambda m: m.group(1), message[: missing.start()]) + \
+            f"no view named {name}.{hint} Views: {', '.join(VIEWS)}."
+    return _INTERNAL.sub(lambda m: m.group(1), message)
+
+
 def _params(params: Any) -> list[Any] | dict[str, Any] | None:
     if params is None:
         return None
@@ -174,130 +175,52 @@ def _ident(text: str) -> str:
 
 # -- the views, per store ----------------------------------------------------------------------
 class _Catalog:
-    """A DuckDB connection holding the views over a store's runs, kept between queries: each run's
-    tables are registered once (as lazy datasets), and a view is built when a query first names it
-    and rebuilt when the set of runs changes."""
+    """A DuckDB connection holding the views over a store's runs, kept between queries. Each view
+    is one Arrow dataset registered under the view's name (`artstore.read.view_datasets`): it spans every
+    run of the query that scans it, so no query shape can make it cover too few runs, and there is
+    no per-run name to reach. `messages` and `runs` are SQL views over those."""
 
-    def __init__(self) -> None:  # no reference to its Store: the cache below is weak on the Store
+    def __init__(self, store: Store) -> None:  # no reference to `store` kept: the cache is weak on it
         self.lock = threading.Lock()
         self.query: Query | None = None
         self.con = duckdb.connect(config=_CONFIG)
         self.con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, as they are stored
+        current = views.current_query(lambda: self.query)
+        for name in STATIC:
+            self.con.register(name, views.ViewDataset(name, view_schema(name), current))
+        base = store.location.child("x").uri[:-1]  # the store's uri and its separator
+        self.con.execute(f"CREATE TEMP VIEW messages AS {_MESSAGES}")
+        self.con.execute("CREATE TEMP VIEW runs AS " + _RUNS.format(
+            base=_lit(base), middle=_lit(store.location.child("x", "models", "y").uri[len(base) + 1:-1])))
+        self._computed = {
+            "history": (views.history_columns, views.history_rows),
+            "tokens": (views.tokens_columns, views.tokens_rows),
+        }
+        self._current = current
+        self.registered: set[str] = set()  # data-dependent views now registered
+        self.register("history", views.history_columns(_EmptyQuery()))
         self.con.execute("SET lock_configuration = true")  # no statement can undo any of this
-        self._ids: dict[str, int] = {}  # run -> its number in registered names
-        self._registered: set[tuple[str, str]] = set()  # (run, table) registered with DuckDB
-        self._keys: tuple[str, ...] | None = None  # the runs the views cover
-        self._built: set[str] = set()  # views built for those runs
-        self._tokens: dict[str, pa.Schema] = {}
-        self._schemas = {t: view_schema(t) for t in STATIC}
-        for name, schema in self._schemas.items():
-            self.con.register(f"_empty_{name}", schema.empty_table())
 
-    def _open(self, key: str, table: str) -> pads.Dataset | None:
-        return self._in_query(lambda q: q.snapshot(key).dataset(table))
+    def register(self, view: str, schema: pa.Schema | None) -> None:
+        """(Re)register a data-dependent view with `schema`; None: the view does not exist."""
+        if schema is None:
+            if view in self.registered:
+                self.con.unregister(view)
+                self.registered.discard(view)
+            return
+        columns, rows = self._computed[view]
+        self.registered.add(view)
+        self.con.register(view, views.ComputedDataset(view, schema, self._current, columns, rows))
 
-    def _gate(self, key: str, table: str) -> pa.Array | None:
-        return self._in_query(lambda q: q.snapshot(key).gate(table))
 
-    def _in_query(self, fn: Callable[[Query], Any]) -> Any:
-        query = self.query
-        if query is None:
-            raise SqlError("a view was scanned outside Store.sql")
-        try:
-            return fn(query)
-        except BaseException as e:  # DuckDB reports it as its own error; Store.sql re-raises this one
-            query.error = query.error or e
-            raise
+class _EmptyQuery:
+    """A query over no runs: the columns of the views before any query ran."""
 
-    def reach(self, query: str, params: Any) -> list[sql_runs.Reach] | None:
-        """What `query` can read (see `sql_runs`), from DuckDB's syntax tree; None: every run."""
-        try:
-            tree = self.con.execute("SELECT json_serialize_sql(?)", [query]).fetchall()[0][0]
-            return sql_runs.reach(json.loads(tree), params)
-        except (duckdb.Error, ValueError, TypeError):
-            return None
+    def keys(self) -> list[str]:
+        return []
 
-    def _register(self, key: str, name: str) -> None:
-        # logs too: a log_id appended twice by racing attempts shows its first commit only
-        gate = functools.partial(self._gate, key, name) if name in (*GATED, "logs") else None
-        self.con.register(f"_r{self._ids[key]}_{name}", LazyDataset(
-            self._schemas[name], functools.partial(self._open, key, name), gate))
-
-    def prepare(self, query: str, runs: list[Run]) -> None:
-        """Make the views `query` names (and those they stand on) cover exactly `runs`.
-
-        A view is built on first use and rebuilt when the runs change; each run's table is
-        registered once. Views a query does not name cost nothing: with a hundred runs, building
-        every view up front took seconds (a registration and a union branch per run and table).
-        """
-        keys = tuple(f"{r.project}/{r.name}" for r in runs)
-        if keys != self._keys:
-            self._keys, self._built = keys, set()
-            for key in keys:
-                self._ids.setdefault(key, len(self._ids))
-            self.con.register("_runs", pa.table({
-                "project": [r.project for r in runs], "model": [r.name for r in runs],
-                "uri": [r.location.uri for r in runs]}, schema=pa.schema(
-                    [("project", pa.string()), ("model", pa.string()), ("uri", pa.string())])))
-        words = {w.lower() for w in re.findall(r"[A-Za-z_]+", query)}  # every name the query could mean
-        for view in _BUILD_ORDER:
-            if view in words or any(view in _NEEDS.get(w, ()) for w in words):
-                if view == "history":
-                    self._history()
-                elif view == "tokens":
-                    self._tokens_view(runs)
-                elif view not in self._built:
-                    self._build(view, keys)
-                    self._built.add(view)
-
-    def _build(self, view: str, keys: tuple[str, ...]) -> None:
-        if view == "messages":
-            return self._view("messages", _MESSAGES)
-        if view == "runs":
-            return self._view("runs", _RUNS)
-        name = view.lstrip("_")
-        schema = self._schemas[name]
-        for key in keys:
-            if (key, name) not in self._registered:
-                self._register(key, name)
-                self._registered.add((key, name))
-        columns = ", ".join(_ident(c) for c in schema.names)
-        branches = [f"SELECT {_lit(p)} AS project, {_lit(m)} AS model, {columns} FROM _r{self._ids[k]}_{name}"
-                    for k in keys for p, m in [k.split("/")]]
-        empty = f"SELECT NULL::VARCHAR AS project, NULL::VARCHAR AS model, {columns} FROM _empty_{name}"
-        return self._view(view, "\nUNION ALL\n".join(branches or [empty]))
-
-    def _view(self, name: str, body: str) -> None:
-        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
-
-    def _history(self) -> None:
-        names = [r[0] for r in self.con.execute("SELECT DISTINCT name FROM metrics ORDER BY name").fetchall()]
-        pivot = "".join(f",\n  any_value(value) FILTER (WHERE name = {_lit(n)}) AS {_ident(n)}" for n in names)
-        columns = "".join(f", m.{_ident(n)}" for n in names)
-        self._view("history", f"""
-SELECT l.project, l.model, l.step, l.recorded_at{columns}
-FROM logs l LEFT JOIN (SELECT project, model, log_id{pivot} FROM metrics GROUP BY project, model, log_id) m
-  ON m.project = l.project AND m.model = l.model AND m.log_id = l.log_id
-ORDER BY l.project, l.model, l.recorded_at, l.step""")
-
-    def _tokens_view(self, runs: list[Run]) -> None:
-        branches = []
-        for run in runs:
-            key = f"{run.project}/{run.name}"
-            found = tables.arrow_dataset(run.table_location("tokens"))
-            if found is None:
-                continue
-            schema = found[0].schema
-            if self._tokens.get(key) != schema:
-                self.con.register(f"_r{self._ids[key]}_tokens",
-                                  LazyDataset(schema, functools.partial(self._open, key, "tokens")))
-                self._tokens[key] = schema
-            branches.append(f"SELECT {_lit(run.project)} AS project, {_lit(run.name)} AS model, * "
-                            f"FROM _r{self._ids[key]}_tokens")
-        if branches:
-            self._view("tokens", "\nUNION ALL BY NAME\n".join(branches))
-        else:
-            self.con.execute("DROP VIEW IF EXISTS tokens")
+    def cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        return compute()
 
 
 _catalogs: weakref.WeakKeyDictionary[Store, _Catalog] = weakref.WeakKeyDictionary()
@@ -307,13 +230,14 @@ _catalogs_lock = threading.Lock()
 def _catalog(store: Store) -> _Catalog:
     with _catalogs_lock:
         if store not in _catalogs:
-            _catalogs[store] = _Catalog()
+            _catalogs[store] = _Catalog(store)
         return _catalogs[store]
 
 
 def _as_of(store: Store, as_of: Any, projects: list[str] | None) -> Any:
     """Check `as_of`: one spec for every run, or {"project/model": spec} naming runs that exist."""
     if not isinstance(as_of, Mapping):
+        as_of_args(as_of)  # checked now, not when (or whether) a view is scanned
         return as_of
     out = {}
     for key, spec in as_of.items():
@@ -323,37 +247,24 @@ def _as_of(store: Store, as_of: Any, projects: list[str] | None) -> Any:
         if (projects is not None and project not in projects) or not store.run(project, model).exists():
             raise RunNotFoundError(f"as_of names {key!r}, which is not a run of this store (or of `projects`)")
         if isinstance(spec, Mapping):
-            bad = [t for t, v in spec.items() if not isinstance(v, int) or isinstance(v, bool)]
+            bad = [t for t, v in spec.items() if not isinstance(v, int) or isinstance(v, bool)
+                   or not 0 <= v < MAX_VERSION]
             if bad:
-                raise ValidationError(f"as_of[{key!r}]", f"table versions must be ints, got {bad}")
+                raise ValidationError(f"as_of[{key!r}]", f"table versions must be version numbers (ints), got {bad}")
+        else:
+            try:
+                as_of_args(spec)
+            except ValidationError as e:
+                raise ValidationError(f"as_of[{key!r}]", e.problem) from None
         out[key] = spec
     return out
 
 
-def _runs_read(store: Store, reach: list[sql_runs.Reach] | None, projects: list[str] | None) -> list[Run]:
-    """The runs the views need branches for: those the query's WHERE pins, else every run."""
-    if reach is not None and all(p is not None and m is not None for p, m in reach):
-        keys = {(p, m) for ps, ms in reach for p in ps or () for m in ms or ()
-                if projects is None or p in projects}
-        found = []
-        for project, model in sorted(keys):
-            try:
-                run = store.run(project, model)
-            except InvalidNameError:
-                continue  # not a name a run can have
-            if run.exists():
-                found.append(run)
-        return found
-    runs = store.runs(projects)
-    if reach is None:
-        return runs
-    return [r for r in runs if any((ps is None or r.project in ps) and (ms is None or r.name in ms) for ps, ms in reach)]
-
-
 def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
-          projects: Sequence[str] | None = None) -> pa.Table:
+          projects: Sequence[str] | None = None, runs: Sequence[str] | None = None) -> pa.Table:
     """Run one read-only SELECT over the store's views; see the module doc. Returns a pyarrow.Table
-    whose schema metadata holds the versions read (`versions_read`)."""
+    whose schema metadata holds the versions read (`versions_read`). `runs` ("project/model")
+    limits the views to those runs."""
     check_read_only(sql)
     bound = _params(params)
     if projects is not None:
@@ -361,19 +272,37 @@ def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
     spec = _as_of(store, as_of, projects)
     catalog = _catalog(store)
     with catalog.lock:
-        runs = _runs_read(store, catalog.reach(sql, bound), projects)
-        catalog.query = q = Query(store, spec)
+        catalog.query = q = Query(store, spec, projects, runs)
         try:
-            catalog.prepare(sql, runs)
-            result = catalog.con.sql(sql, params=bound).to_arrow_table()
-        except duckdb.Error as e:
-            if q.error is not None:
-                raise q.error from None
-            raise SqlError(_one_line(e)) from None
+            result = _run(catalog, q, sql, bound)
         finally:
             catalog.query = None
+            q.close()  # every reader a scan opened, also those DuckDB stopped reading early
     meta = {**(result.schema.metadata or {}), VERSIONS_KEY: json.dumps(q.versions()).encode()}
     return result.replace_schema_metadata(meta)
+
+
+def _run(catalog: _Catalog, q: Query, sql: str, bound: Any) -> pa.Table:
+    """Run `sql`; when a data-dependent view (history, tokens) turns out to have other columns
+    than registered, or `tokens` is missing and now exists, register them and run it again
+    (the query's snapshots are kept, so the second run reads what the first did)."""
+    for attempt in range(3):
+        try:
+            return catalog.con.sql(sql, params=bound).to_arrow_table()
+        except duckdb.Error as e:
+            error, q.error = q.error, None
+            if isinstance(error, views.SchemaChanged) and attempt < 2:
+                catalog.register(error.view, error.schema)
+                continue
+            if error is not None:
+                raise error from None
+            if isinstance(e, duckdb.CatalogException) and attempt < 2 and "tokens" not in catalog.registered:
+                found = views.tokens_columns(q)
+                if found is not None:
+                    catalog.register("tokens", found)
+                    continue
+            raise SqlError(public_message(_one_line(e))) from None
+    raise AssertionError("unreachable")
 
 
 def query_tables(query: str, tables: Mapping[str, pa.Table]) -> pa.Table:

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from artstore.log import registry
-from artstore.log.commit import DEFAULT_RETENTION
+from artstore.log.upkeep import DEFAULT_RETENTION
 from artstore.read.as_of import AsOf
 from artstore.read.run import Run
 from artstore.storage import Location, files
@@ -49,14 +49,16 @@ class Store:
         return registry.rescan(self.location)
 
     def sql(self, query: str, params: list[Any] | Mapping[str, Any] | None = None,
-            as_of: AsOf | Mapping[str, Any] = None, projects: list[str] | None = None) -> pa.Table:
+            as_of: AsOf | Mapping[str, Any] = None, projects: list[str] | None = None,
+            runs: list[str] | None = None) -> pa.Table:
         """Run one read-only SELECT over views of every run (or of `projects`): runs, logs,
-        trajectories, groups, messages, metrics, history, checkpoints, tokens. `params` is a list for
-        `?` or a dict for `$name`; `as_of` a version, tag or datetime, or {"project/model": as_of}.
+        trajectories, groups, messages, metrics, history, checkpoints, configs, tokens. `params` is a list
+        for `?` or a dict for `$name`; `as_of` a version, tag or datetime, or {"project/model": as_of};
+        `runs` ("project/model", ...) limits the views to those runs.
         Anything but a SELECT raises SqlError. See `artstore.read.sql` for the views and guarantees."""
         from artstore.read import sql  # imports duckdb, on first use only
 
-        return sql.query(self, query, params, as_of, projects)
+        return sql.query(self, query, params, as_of, projects, runs)
 
     def table_names(self, run: Run) -> list[str]:
         """Tables present in `run` (e.g. trajectories, groups, metrics, logs, checkpoints)."""

@@ -5,6 +5,13 @@
 `files` every fsspec file operation.
 """
 
-from artstore.storage.location import Location
+import os
+
+# Lance's Rust logger reads LANCE_LOG once, when lance is first imported, and otherwise warns
+# "No existing dataset ... it will be created" on every new table. This package is imported
+# before any module of it imports lance, so the default takes effect; a user's LANCE_LOG wins.
+os.environ.setdefault("LANCE_LOG", "error")
+
+from artstore.storage.location import Location  # noqa: E402
 
 __all__ = ["Location"]

@@ -20,6 +20,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -178,6 +179,33 @@ def size(loc: Location) -> int:
         if fs.isfile(path):
             return int(fs.size(path))
         return sum(int(info.get("size") or 0) for p, info in fs.find(path, detail=True).items() if not _is_tmp(p))
+
+
+def last_modified(loc: Location) -> datetime | None:
+    """When a file at or below `loc` was last written (UTC), counting unfinished temporary files
+    (a copy in progress); None when there is none."""
+    fs, path = filesystem(loc), loc.path_for_fsspec()
+    with _errors(loc, "list"):
+        if not fs.exists(path):
+            return None
+        infos = [fs.info(path)] if fs.isfile(path) else list(fs.find(path, detail=True).values())
+    times = [t for t in (_modified(i) for i in infos) if t is not None]
+    return max(times, default=None)
+
+
+def _modified(info: dict) -> datetime | None:
+    value = info.get("mtime", info.get("LastModified", info.get("updated", info.get("mtime_ns"))))
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
 
 
 def walk(loc: Location) -> list[str]:

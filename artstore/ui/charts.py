@@ -12,6 +12,7 @@ import difflib
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from artstore import Store, ValidationError
 from artstore.checkpoints.retention import parse_smoothing, smoothed
@@ -56,12 +57,12 @@ router = APIRouter()
 
 
 @router.get("/api/metrics")
-def get_metrics(request: Request, runs: str, as_of: str | None = None) -> dict[str, Any]:
+def get_metrics(request: Request, runs: str, as_of: str | None = None) -> JSONResponse:
     refs = [r for r in runs.split(",") if r]
-    return {"runs": refs, "metrics": metric_names(request.app.state.store, refs, as_of)}
+    return jsonable.reply({"runs": refs, "metrics": metric_names(request.app.state.store, refs, as_of)})
 
 
 @router.get("/api/series")
 def get_series(request: Request, run: str, metric: str, as_of: str | None = None,
-               smooth: str | None = None) -> dict[str, Any]:
-    return series(request.app.state.store, run, metric, as_of, smooth)
+               smooth: str | None = None) -> JSONResponse:
+    return jsonable.reply(series(request.app.state.store, run, metric, as_of, smooth))

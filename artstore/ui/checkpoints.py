@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from artstore import Policy, RetentionError, Store
 from artstore.ui import jsonable, lookup
@@ -60,5 +61,5 @@ router = APIRouter()
 
 
 @router.get("/api/checkpoints")
-def get_checkpoints(request: Request, run: str, metric: str = "val/reward", as_of: str | None = None) -> dict[str, Any]:
-    return page(request.app.state.store, run, metric, as_of)
+def get_checkpoints(request: Request, run: str, metric: str = "val/reward", as_of: str | None = None) -> JSONResponse:
+    return jsonable.reply(page(request.app.state.store, run, metric, as_of))

@@ -1,4 +1,4 @@
-"""Arrow tables and values -> JSON-safe Python (what the UI's API returns).
+"""Arrow tables and values -> JSON-safe Python, and the response that carries it (`reply`).
 
 JSON has no NaN or infinity: they become null. Timestamps become ISO 8601 strings (UTC, as
 stored), maps become objects, and JSON text columns (metadata, tools) stay strings unless a
@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+from fastapi.responses import JSONResponse
 
 
 def value(v: Any) -> Any:
@@ -70,3 +71,10 @@ def parse_json(text: str | None) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def reply(content: Any) -> JSONResponse:
+    """`content` (already JSON-safe: see `value`) as a JSON response. Returned as a Response,
+    FastAPI does not walk it again with its own encoder: that walk cost ~0.3 s on a page of a
+    thousand rows."""
+    return JSONResponse(content)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from artstore import Store, ValidationError
 from artstore.ui import jsonable, lookup, transcript
@@ -115,16 +116,16 @@ router = APIRouter()
 
 
 @router.get("/api/rollouts/steps")
-def get_steps(request: Request, run: str, as_of: str | None = None) -> dict[str, Any]:
-    return steps(request.app.state.store, run, as_of)
+def get_steps(request: Request, run: str, as_of: str | None = None) -> JSONResponse:
+    return jsonable.reply(steps(request.app.state.store, run, as_of))
 
 
 @router.get("/api/rollouts/groups")
-def get_groups(request: Request, run: str, split: str, step: int, as_of: str | None = None) -> dict[str, Any]:
-    return groups(request.app.state.store, run, split, step, as_of)
+def get_groups(request: Request, run: str, split: str, step: int, as_of: str | None = None) -> JSONResponse:
+    return jsonable.reply(groups(request.app.state.store, run, split, step, as_of))
 
 
 @router.get("/api/rollouts/group")
 def get_group(request: Request, run: str, split: str, step: int, group_id: str, as_of: str | None = None,
-              logprobs: bool = False) -> dict[str, Any]:
-    return group(request.app.state.store, run, split, step, group_id, as_of, logprobs)
+              logprobs: bool = False) -> JSONResponse:
+    return jsonable.reply(group(request.app.state.store, run, split, step, group_id, as_of, logprobs))

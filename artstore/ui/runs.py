@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from artstore import Store
 from artstore.ui import jsonable
@@ -19,9 +20,10 @@ from artstore.ui import jsonable
 ACTIVE_WITHIN = timedelta(minutes=15)
 """A run that logged within this long is `active`; older ones are `idle`."""
 
-# Columns of the `runs` view shown under these names, first; any other column of the view (e.g. a
-# run's configuration) follows them as it is.
+# Display order: these first, then any other column of the `runs` view as it is (e.g. a run's
+# configuration, once stored), then the counts at the end.
 _FIRST = ["project", "model", "step", "val/reward", "train/reward"]
+_LAST = ["trajectories", "exceptions", "logs", "groups", "metric_values", "last_logged_at"]
 _HIDDEN = {"uri", "latest_step", "first_logged_at"}
 
 _QUERY = """
@@ -55,23 +57,59 @@ def status(last_logged_at: datetime | None, saving: int, now: datetime) -> str:
     return "idle"
 
 
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """{"model": {...}, "train": {...}} -> {"model.k": v, "train.k": v} for scalar values (a
+    model config that is not an object stays whole under "model")."""
+    out: dict[str, Any] = {}
+    for source, value in config.items():
+        if isinstance(value, dict):
+            out.update({f"{source}.{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
+        else:
+            out[source] = value
+    return out
+
+
+def configs(store: Store, keys: list[tuple[str, str]]) -> tuple[list[str], dict[tuple[str, str], dict[str, Any]]]:
+    """The stored configuration of each run (`Run.config()`), flattened; and the config keys
+    whose values differ between runs (the ones worth a column: e.g. learning rates)."""
+    readable = [store.run(p, m) for p, m in keys]
+    if not readable:
+        return [], {}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = dict(zip(keys, pool.map(lambda r: _flat(r.config()), readable), strict=True))
+    names = sorted({k for c in found.values() for k in c})
+    varying = [k for k in names if len({repr(c.get(k)) for c in found.values()}) > 1]
+    return varying, found
+
+
 def table(store: Store, now: datetime | None = None) -> dict[str, Any]:
-    """{columns: [names in display order], rows: [{column: value}]}: one row per run."""
+    """{columns: [names in display order], rows: [{column: value}]}: one row per run, with a
+    column per configuration key that differs between runs, and the whole `config`."""
     now = now or datetime.now(UTC)
     result = store.sql(_QUERY)
     names = result.column_names
+    keys = list(zip(result["project"].to_pylist(), result["model"].to_pylist(), strict=True))
+    varying, found = configs(store, keys)
     order = [c for c in _FIRST if c in names]
-    order += [c for c in names if c not in order and c not in _HIDDEN and not c.startswith("checkpoints_")]
-    order += ["checkpoints", "status"]
+    order += [c for c in names if c not in order and c not in _LAST and c not in _HIDDEN
+              and not c.startswith("checkpoints_")]
+    order += varying
+    order += ["status", "checkpoints", *(c for c in _LAST if c in names)]
+    if found:
+        order.append("config")
     rows = []
     for raw in result.to_pylist():
+        config = found.get((raw["project"], raw["model"]), {})
         row = {c: jsonable.value(raw[c]) for c in order if c in raw}
+        row.update({k: jsonable.value(config.get(k)) for k in varying})
+        if found:
+            row["config"] = jsonable.value(config)
         row["checkpoints"] = f"{raw['checkpoints_ready']} ready, {raw['checkpoints_deleted']} deleted" + (
             f", {raw['checkpoints_saving']} saving" if raw["checkpoints_saving"] else "")
         row["status"] = status(raw.get("last_logged_at"), raw["checkpoints_saving"], now)
         row["run"] = f"{raw['project']}/{raw['model']}"
         rows.append(row)
-    return {"store": store.uri, "columns": [*order, "size"], "rows": rows}
+    return {"store": store.uri, "columns": order, "rows": rows}
 
 
 def sizes(store: Store) -> dict[str, int]:
@@ -86,10 +124,10 @@ router = APIRouter()
 
 
 @router.get("/api/runs")
-def get_runs(request: Request) -> dict[str, Any]:
-    return table(request.app.state.store)
+def get_runs(request: Request) -> JSONResponse:
+    return jsonable.reply(table(request.app.state.store))
 
 
 @router.get("/api/runs/sizes")
-def get_sizes(request: Request) -> dict[str, int]:
-    return sizes(request.app.state.store)
+def get_sizes(request: Request) -> JSONResponse:
+    return jsonable.reply(sizes(request.app.state.store))

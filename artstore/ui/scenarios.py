@@ -1,9 +1,10 @@
 """Compare one scenario across steps: the groups at the same position of every step's log, or
-the trajectories whose metadata has the same value of a key (e.g. `scenario_id`).
+the trajectories (or groups) whose metadata has the same value of a key (e.g. `scenario_id`).
 
 By position, Lance filters on `group_index`. By metadata, Lance first keeps the rows whose
 metadata text contains the value (a LIKE over one column), then each candidate's JSON is parsed
-and compared exactly, so a value that merely appears inside another never matches.
+and compared exactly, so a value that merely appears inside another never matches. By group
+metadata, the matching groups' ids then select their trajectories.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from artstore import Store, ValidationError
 from artstore.ui import jsonable, lookup
@@ -34,24 +36,42 @@ def _prefilter(value: Any) -> str | None:
 
 
 def across_steps(store: Store, ref: str, split: str, *, group_index: int | None = None, key: str | None = None,
-                 value: Any = None, as_of_text: str | None = None) -> dict[str, Any]:
+                 value: Any = None, level: str = "trajectory", as_of_text: str | None = None) -> dict[str, Any]:
     """One row per (step, group) of `split` holding the scenario: step, group_id, trajectories,
     reward mean/min/max, and the best trajectory's index. Give `group_index`, or `key` and `value`
-    (a trajectory metadata key and its JSON value)."""
+    (a metadata key and its JSON value) of the trajectories' metadata (`level` "trajectory") or
+    of the groups' (`level` "group")."""
     run = lookup.run_of(store, ref)
+    at = lookup.as_of(as_of_text)
     filters = [f"split = {quote(split)}"]
+    columns = [c for c in _COLUMNS if c != "metadata"]
     if group_index is not None:
         filters.append(f"group_index = {int(group_index)}")
-    elif key:
-        pattern = _prefilter(value)
-        if pattern:
-            filters.append(pattern)
-    else:
+    elif not key:
         raise ValidationError("scenario", "give group_index, or key and value of a metadata entry")
-    rows = run.read_table("trajectories", filter=" AND ".join(filters), columns=_COLUMNS,
-                          as_of=lookup.as_of(as_of_text)).to_pylist()
-    if key and group_index is None:
+    elif level == "group":
+        pattern = _prefilter(value)
+        groups = run.read_table("groups", filter=" AND ".join(filters + ([pattern] if pattern else [])),
+                                columns=["group_id", "metadata"], as_of=at)
+        ids = [g for g, m in zip(groups["group_id"].to_pylist(), groups["metadata"].to_pylist(), strict=True)
+               if _matches(m, key, value)]
+        if not ids:
+            return _result(ref, split, group_index, key, value, [])
+        filters.append(f"group_id IN ({', '.join(quote(i) for i in ids)})")
+    elif level == "trajectory":
+        pattern = _prefilter(value)
+        filters += [pattern] if pattern else []
+        columns = _COLUMNS
+    else:
+        raise ValidationError("level", f"{level!r}: use trajectory or group")
+    rows = run.read_table("trajectories", filter=" AND ".join(filters), columns=columns, as_of=at).to_pylist()
+    if "metadata" in columns:
         rows = [r for r in rows if _matches(r["metadata"], key, value)]
+    return _result(ref, split, group_index, key, value, rows)
+
+
+def _result(ref: str, split: str, group_index: int | None, key: str | None, value: Any,
+            rows: list[dict[str, Any]]) -> dict[str, Any]:
     found: dict[str, dict[str, Any]] = {}
     for r in rows:
         g = found.setdefault(r["group_id"], {"step": r["step"], "group_id": r["group_id"],
@@ -79,8 +99,8 @@ router = APIRouter()
 
 @router.get("/api/rollouts/scenario")
 def get_scenario(request: Request, run: str, split: str, group_index: int | None = None, key: str | None = None,
-                 value: str | None = None, as_of: str | None = None) -> dict[str, Any]:
+                 value: str | None = None, level: str = "trajectory", as_of: str | None = None) -> JSONResponse:
     """`value` is JSON (a string value in quotes); a value that is not JSON is taken as a string."""
     parsed = None if value is None else jsonable.parse_json(value)
-    return across_steps(request.app.state.store, run, split, group_index=group_index, key=key, value=parsed,
-                        as_of_text=as_of)
+    return jsonable.reply(across_steps(request.app.state.store, run, split, group_index=group_index, key=key,
+                                       value=parsed, level=level, as_of_text=as_of))

@@ -3,6 +3,8 @@ groups, messages, metrics, history, checkpoints, tokens); the result as a table 
 
 `Store.sql` refuses anything but a SELECT, and its DuckDB connection reaches no file or URL, so
 the box cannot write to the store. At most MAX_ROWS rows come back (the total is reported).
+Time travel: `as_of` maps runs ("project/model") to a version or tag; other runs are read at
+their latest.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from artstore import Store
@@ -20,18 +23,13 @@ MAX_ROWS = 5000
 
 class SqlRequest(BaseModel):
     query: str
-    run: str | None = None  # with as_of: the run that as_of applies to (others at their latest)
-    as_of: str | None = None
+    as_of: dict[str, str] | None = None  # {"project/model": version or tag}
 
 
-def run_query(store: Store, query: str, run: str | None = None, as_of_text: str | None = None) -> dict[str, Any]:
+def run_query(store: Store, query: str, as_of: dict[str, str] | None = None) -> dict[str, Any]:
     """{columns: [{name, type, kind}], rows: [[...]], total, truncated}."""
-    at = lookup.as_of(as_of_text)
-    spec: Any = at
-    if at is not None and run:
-        lookup.run_of(store, run)  # a run that does not exist: say so
-        spec = {run: at}
-    result = store.sql(query, as_of=spec)
+    spec = {ref: lookup.as_of(text) for ref, text in (as_of or {}).items() if lookup.as_of(text) is not None}
+    result = store.sql(query, as_of=spec or None)
     shown = result.slice(0, MAX_ROWS)
     # by position: a result may repeat a column name
     rows = [[jsonable.value(v) for v in row] for row in zip(*(c.to_pylist() for c in shown.columns), strict=True)]
@@ -43,5 +41,5 @@ router = APIRouter()
 
 
 @router.post("/api/sql")
-def post_sql(request: Request, body: SqlRequest) -> dict[str, Any]:
-    return run_query(request.app.state.store, body.query, body.run, body.as_of)
+def post_sql(request: Request, body: SqlRequest) -> JSONResponse:
+    return jsonable.reply(run_query(request.app.state.store, body.query, body.as_of))

@@ -9,7 +9,7 @@ import torch
 import artstore as art
 from trainer import LocalBackend
 from trainer.checkpoint import save_checkpoint
-from trainer.demo import hf_sampler, rollouts
+from trainer.demo_tasks import hf_sampler, rollouts
 from trainer.lora import trainable_parameters
 
 

@@ -51,17 +51,18 @@ def test_killed_demo_resumes_at_the_right_step_without_duplicates(tmp_path):
     status = {c["step"]: c["status"] for c in run.checkpoints().to_pylist()}
     assert sorted(status) == [1, 2, 3, 4] and "saving" not in status.values()
     # Every log() call is stored once: rollouts done again after the kill are seeded by step, so
-    # they have the same content (and log id) as the ones the killed process stored.
+    # they have the same content (and log id) as the ones the killed process stored. ART 0.5.23's
+    # pattern logs a step's train groups with its training metrics at the new step (result.step).
     logs = run.logs().to_pylist()
     rollout_logs = collections.Counter((r["split"], r["step"]) for r in logs if r["num_trajectories"])
-    metric_logs = collections.Counter(r["step"] for r in logs if not r["num_trajectories"])
-    assert max(rollout_logs.values()) == 1 and max(metric_logs.values()) == 1
-    assert {s for sp, s in rollout_logs if sp == "train"} == {0, 1, 2, 3}
+    assert max(rollout_logs.values()) == 1
+    train_steps = {s for sp, s in rollout_logs if sp == "train"}
     assert {s for sp, s in rollout_logs if sp == "val"} == {0, 2, 4}
+    # The kill may fall between a checkpoint and the train log of that step: at most that one is missing.
+    assert train_steps <= {1, 2, 3, 4} and len(train_steps) >= 3 and set(range(killed_at + 1, 5)) <= train_steps
     history = run.history().to_pylist()
     for metric in ("val/reward", "train/reward", "loss/train"):
         steps = [r["step"] for r in history if r.get(metric) is not None]
         assert len(steps) == len(set(steps)), (metric, steps)
     trained = {r["step"] for r in history if r.get("loss/train") is not None}
-    # The kill may fall between a checkpoint and the log of its metrics: at most that one is missing.
-    assert trained <= {1, 2, 3, 4} and {s for s in range(killed_at + 1, 5)} <= trained
+    assert trained == train_steps

@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from trainer.attention import VARLEN, segments_from_position_ids, use_varlen_attention
+from trainer.attention import (
+    VARLEN,
+    segment_attention,
+    segments_from_position_ids,
+    use_varlen_attention,
+)
 from trainer.packing import dense_attention_mask, pack_sequences, plan_rows
 from trainer.tiny import build_tiny_model_and_tokenizer
 from trainer.tokenize import TokenizedTrajectory
@@ -122,3 +127,14 @@ def test_a_varlen_model_still_generates_as_before():
     before = model.generate(**prompts, **kwargs)
     use_varlen_attention(model)
     torch.testing.assert_close(model.generate(**prompts, **kwargs), before, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_half_precision_varlen_equals_float32_segments():
+    """On CUDA in bfloat16 the segments go to torch's flash varlen kernel (GQA included)."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(96, h, 64, generator=gen) for h in (4, 2, 2))
+    cu = torch.tensor([0, 5, 37, 38, 90, 96], dtype=torch.int32)
+    want = segment_attention(q, k, v, cu, 52)
+    got = segment_attention(*(x.cuda().bfloat16() for x in (q, k, v)), cu.cuda(), 52)
+    torch.testing.assert_close(got.float().cpu(), want, rtol=0, atol=3e-2)

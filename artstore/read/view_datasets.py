@@ -1,0 +1,317 @@
+"""The Arrow datasets behind the SQL views: one per view, spanning every run a query may read.
+
+`artstore.read.sql` registers each of these with DuckDB under the view's own name (`trajectories`,
+`logs`, ...): there are no per-run tables or other internal names a query could reach. DuckDB reads
+a dataset's `schema` to bind a query and calls `scanner(columns=, filter=)` to run it; the scan
+then
+- lists the query's runs (once per query, `Query.keys`), and keeps those whose constant `project`
+  and `model` can satisfy the filter. pyarrow decides that, as it prunes the partitions of a
+  partitioned dataset (`_pruned`), so the runs left out are exactly those the filter rules out, for
+  any query shape: pruned runs' tables are never opened;
+- scans each kept run's Lance table (`RunSnapshot`: logs pinned first, visibility gate), pushing
+  the filter and columns into Lance when the filter does not name `project` or `model`, and
+  otherwise applying it in Arrow after adding those two columns;
+- registers every reader it opens with the query, which closes them when the query ends, even when
+  DuckDB stopped early (a LIMIT): a Lance reader left open until interpreter exit can hang or abort
+  the exit while pyarrow's thread pool shuts down.
+
+`history` and `tokens` have columns that depend on the data (metric names; each run's tokens
+columns). Their datasets are registered with the columns last seen; a scan that finds others
+raises `SchemaChanged`, and `sql` registers the new columns and runs the query again (once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from artstore.errors import SqlError
+from artstore.log.visibility import GATED, visible_mask
+from artstore.read.scan import Query
+from artstore.schema import arrow_schema
+
+RUN_COLUMNS = ("project", "model")
+HISTORY_FIXED = ("project", "model", "step", "recorded_at")
+_RUN_FIELDS = [pa.field("project", pa.string()), pa.field("model", pa.string())]
+
+
+class SchemaChanged(Exception):  # noqa: N818 - a signal to rebind, not an error the user sees
+    """A data-dependent view (history, tokens) has other columns than DuckDB bound: rebind, rerun."""
+
+    def __init__(self, view: str, schema: pa.Schema | None):
+        super().__init__(view)
+        self.view, self.schema = view, schema
+
+
+def with_run_columns(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([*_RUN_FIELDS, *schema])
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """`names` made unique ignoring case, as DuckDB names the columns of a table: a name equal
+    (ignoring case) to an earlier one gets `_1`, `_2`, ... (e.g. metrics `val/Loss` and `val/loss`
+    are columns `val/Loss` and `val/loss_1`)."""
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        candidate, n = name, 0
+        while candidate.lower() in seen:
+            n += 1
+            candidate = f"{name}_{n}"
+        seen.add(candidate.lower())
+        out.append(candidate)
+    return out
+
+
+def _pruned(keys: list[str], filter: Any, schema: pa.Schema) -> list[str]:
+    """The runs ("project/model") whose rows can match `filter`: pyarrow's partition pruning, with
+    one partition per run whose expression is its project and model."""
+    if filter is None or not keys or not _references(filter, schema, RUN_COLUMNS):
+        return keys
+    parts = [(pads.field("project") == p) & (pads.field("model") == m) for p, m in (k.split("/") for k in keys)]
+    catalog = pads.FileSystemDataset.from_paths(  # never read: only the partition expressions are used
+        [f"/{i}" for i in range(len(keys))], schema=schema, format=pads.IpcFileFormat(),
+        filesystem=pafs.LocalFileSystem(), partitions=parts)
+    return [keys[int(f.path[1:])] for f in catalog.get_fragments(filter=filter)]
+
+
+def _references(filter: Any, schema: pa.Schema, columns: Sequence[str]) -> bool:
+    """Whether `filter` names any of `columns` (it does not bind without them)."""
+    rest = pa.schema([f for f in schema if f.name not in columns])
+    try:
+        filter.to_substrait(rest)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return True
+    return False
+
+
+def _filter_columns(filter: Any, schema: pa.Schema) -> list[str]:
+    """The columns of `schema` that `filter` names (all when that cannot be told)."""
+    try:
+        filter.to_substrait(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return list(schema.names)
+    return [c for c in schema.names if _references(filter, schema, [c])]
+
+
+class _Scan:
+    """One scan of one view: per-run batches, with the readers registered for closing."""
+
+    def __init__(self, query: Query, schema: pa.Schema, columns: Sequence[str] | None, filter: Any):
+        self.query = query
+        self.schema = schema  # the view's columns: project, model, then the table's
+        self.out = schema if columns is None else pa.schema([schema.field(c) for c in columns])
+        self.filter = filter
+        self.in_arrow = filter is not None and _references(filter, schema, RUN_COLUMNS)
+        names = list(self.out.names)
+        if self.in_arrow:
+            names = list(dict.fromkeys([*names, *_filter_columns(filter, schema)]))
+        self.stored = [c for c in names if c not in RUN_COLUMNS]  # what each run's table is asked for
+        self.arrow_schema = pa.schema([schema.field(c) for c in names])
+
+    def batches(self, key: str, reader: Any, committed: pa.Array | None) -> Iterator[pa.RecordBatch]:
+        project, model = key.split("/")
+        for batch in reader:
+            if committed is not None:
+                keep = visible_mask(batch.column("write_id"), committed)
+                if keep is not None:  # filtering copies every column: only when needed
+                    batch = batch.filter(keep)
+            n = batch.num_rows
+            constant = {"project": pa.array(np.full(n, project, object), pa.string()) if n else pa.nulls(0, pa.string()),
+                        "model": pa.array(np.full(n, model, object), pa.string()) if n else pa.nulls(0, pa.string())}
+            if self.in_arrow:
+                batch = pa.RecordBatch.from_arrays(
+                    [constant[c] if c in RUN_COLUMNS else batch.column(c) for c in self.arrow_schema.names],
+                    schema=self.arrow_schema).filter(self.filter)
+                n = batch.num_rows
+            if not self.out.names:
+                yield pa.RecordBatch.from_pydict({"_": pa.nulls(n)}).select([])  # count(*): rows, no columns
+            else:
+                yield pa.RecordBatch.from_arrays(
+                    [constant[c] if c in RUN_COLUMNS and not self.in_arrow else batch.column(c)
+                     for c in self.out.names], schema=self.out)
+
+
+class _Scanner:
+    """What DuckDB takes from `scanner()`: a reader pulled in the caller's thread. Not
+    `pads.Scanner.from_batches`: that reads ahead on pyarrow's I/O threads, which then may sit in
+    a Lance scan when the query has returned (DuckDB stopped early) and at interpreter exit."""
+
+    def __init__(self, schema: pa.Schema, batches: Iterator[pa.RecordBatch]):
+        self.projected_schema = schema
+        self._batches = batches
+
+    def to_reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.projected_schema, self._batches)
+
+    def to_table(self) -> pa.Table:
+        return self.to_reader().read_all()
+
+
+class ViewDataset(pads.Dataset):
+    """A view over one table of every run: `project`, `model`, then `table`'s columns (without the
+    internal write_id and commit_seq). Rows of the log-written tables (and of `logs` itself: the
+    first committed row of each log_id) pass only when the query's pinned logs name their
+    write_id."""
+
+    def __init__(self, table: str, schema: pa.Schema, current: Callable[[], Query]):
+        self._table = table
+        self._schema = with_run_columns(schema)
+        self._current = current
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
+        query = self._current()
+        scan = _Scan(query, self._schema, columns, filter)
+        keys = _pruned(query.keys(), filter, self._schema)
+
+        def run_batches(key: str) -> Iterator[pa.RecordBatch]:
+            snapshot = query.snapshot(key)
+            ds = snapshot.dataset(self._table)
+            lance_filter = None if scan.in_arrow else filter
+            if ds is not None:
+                gated = self._table in (*GATED, "logs")  # logs: the first committed row of each log_id
+                committed = snapshot.gate(self._table) if gated else None
+                stored = scan.stored if committed is None else list(dict.fromkeys([*scan.stored, "write_id"]))
+                reader = query.track(ds.scanner(columns=stored, filter=lance_filter, **kwargs).to_reader())
+                yield from scan.batches(key, reader, committed)
+            tail = snapshot.tail(self._table) if self._table in GATED else None
+            if tail is not None and tail.num_rows:  # a journal run's logs not folded yet
+                rows = pads.dataset(tail).scanner(columns=scan.stored, filter=lance_filter)
+                yield from scan.batches(key, rows.to_reader(), None)
+
+        def chained() -> Iterator[pa.RecordBatch]:
+            for key in keys:
+                yield from query.guard(self._table, key, run_batches(key))
+
+        return _Scanner(scan.out, query.track(chained()))
+
+    def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
+        return self.scanner(columns, filter, **kwargs).to_table()
+
+    def count_rows(self, filter: Any = None, **kwargs: Any) -> int:
+        return self.to_table(columns=[], filter=filter).num_rows
+
+
+class ComputedDataset(pads.Dataset):
+    """A view whose rows are computed per run in Python (`rows(query, key)` -> a table, or None
+    when the run has none) and whose columns depend on the data (`columns(query)`, the schema of
+    every run's rows together). Registered with the columns last seen: a scan that finds others
+    raises SchemaChanged."""
+
+    def __init__(self, view: str, schema: pa.Schema, current: Callable[[], Query],
+                 columns: Callable[[Query], pa.Schema | None], rows: Callable[[Query, str], pa.Table | None]):
+        self._view, self._schema, self._current = view, schema, current
+        self._columns, self._rows = columns, rows
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
+        query = self._current()
+        found = self._columns(query)
+        if found is None or not found.equals(self._schema):
+            query.error = SchemaChanged(self._view, found)  # DuckDB re-raises it as its own error
+            raise query.error
+        scan = _Scan(query, self._schema, columns, filter)
+        keys = _pruned(query.keys(), filter, self._schema)
+
+        def chained() -> Iterator[pa.RecordBatch]:
+            for key in keys:
+                table = self._rows(query, key)
+                if table is None or not table.num_rows:
+                    continue
+                part = pa.table({c: table[c] if c in table.column_names else pa.nulls(table.num_rows, f.type)
+                                 for c, f in zip(self._schema.names, self._schema, strict=True)
+                                 if c not in RUN_COLUMNS})
+                yield from scan.batches(key, part.select(scan.stored).to_batches(), None)
+
+        return _Scanner(scan.out, query.track(chained()))
+
+    def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
+        return self.scanner(columns, filter, **kwargs).to_table()
+
+    def count_rows(self, filter: Any = None, **kwargs: Any) -> int:
+        return self.to_table(columns=[], filter=filter).num_rows
+
+
+# -- history: Run.history() of every run, with the project and model in front --------------------
+def run_history(query: Query, key: str) -> pa.Table | None:
+    """`Run.history()` of the run `key` at the query's pinned logs version (None: no logs then).
+    Kept for the query."""
+    def compute() -> pa.Table | None:
+        snapshot = query.snapshot(key)
+        if snapshot.dataset("logs") is None:
+            return None
+        snapshot.dataset("metrics")  # recorded in the versions read
+        return snapshot.run.history(as_of=snapshot.read["logs"])
+    return query.cached(("history", key), compute)
+
+
+def _history_names(query: Query) -> dict[str, str]:
+    """{metric name: its column in the view}, names in order of first appearance (runs in name
+    order), each made unique ignoring case (`unique_names`: DuckDB's names are not case-sensitive,
+    and `project`, `model`, `step`, `recorded_at` come first)."""
+    def compute() -> dict[str, str]:
+        names: dict[str, None] = {}
+        for key in query.keys():
+            h = run_history(query, key)
+            if h is not None:
+                names.update(dict.fromkeys(h.column_names[2:]))
+        return dict(zip(names, unique_names([*HISTORY_FIXED, *names])[len(HISTORY_FIXED):], strict=True))
+    return query.cached(("history-names",), compute)
+
+
+def history_columns(query: Query) -> pa.Schema:
+    """project, model, step, recorded_at, then one float64 per metric name (`_history_names`)."""
+    return pa.schema([*_RUN_FIELDS, pa.field("step", pa.int64()), arrow_schema("logs").field("recorded_at"),
+                      *(pa.field(c, pa.float64()) for c in _history_names(query).values())])
+
+
+def history_rows(query: Query, key: str) -> pa.Table | None:
+    h = run_history(query, key)
+    if h is None:
+        return None
+    columns = _history_names(query)
+    names = ["step", "recorded_at", *(columns[n] for n in h.column_names[2:])]
+    return pa.Table.from_arrays(h.columns, names=names)
+
+
+# -- tokens: each run's tokens table, columns by name --------------------------------------------
+def tokens_columns(query: Query) -> pa.Schema | None:
+    """project, model, then the union (by name, first seen first) of the runs' tokens columns;
+    None when no run has a tokens table."""
+    def compute() -> pa.Schema | None:
+        fields: dict[str, pa.Field] = {}
+        for key in query.keys():
+            ds = query.snapshot(key).dataset("tokens")
+            if ds is not None:
+                for f in ds.schema:
+                    fields.setdefault(f.name, f)
+        return None if not fields else pa.schema([*_RUN_FIELDS, *fields.values()])
+    return query.cached(("tokens-columns",), compute)
+
+
+def tokens_rows(query: Query, key: str) -> pa.Table | None:
+    ds = query.snapshot(key).dataset("tokens")
+    return None if ds is None else ds.to_table()
+
+
+def current_query(get: Callable[[], Query | None]) -> Callable[[], Query]:
+    def current() -> Query:
+        query = get()
+        if query is None:
+            raise SqlError("a view was scanned outside Store.sql")
+        return query
+    return current
+
+

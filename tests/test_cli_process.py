@@ -1,0 +1,103 @@
+"""The command line as a real process: nothing but what was asked for on a new run (no Lance WARN
+lines with LANCE_LOG unset), `| head` and a full disk, Ctrl-C during a long query."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# No LANCE_LOG: as in a user's own shell, where the Makefile's LANCE_LOG=error does not reach.
+ENV = {**{k: v for k, v in os.environ.items() if k != "LANCE_LOG"}, "PYTHONPATH": str(ROOT)}
+CLI = [sys.executable, "-m", "artstore"]
+LONG_QUERY = "SELECT sum(a.range * b.range) AS s FROM range(200000) a, range(200000) b"  # minutes of work
+
+NEW_RUN = textwrap.dedent("""
+    import sys
+    import artstore as art
+    model = art.TrainableModel(name="m", project="p", base_model="tiny", base_path=sys.argv[1],
+                               report_metrics=[], config={"group_size": 2})
+    group = art.TrajectoryGroup([art.Trajectory(messages_and_choices=[{"role": "user", "content": "hi"}],
+                                                reward=r) for r in (0.0, 1.0)])
+    model.log_sync([group], split="val", step=0)
+    model.log_sync([group], split="train", step=0)
+    model._store_config("train", art.TrainConfig(learning_rate=1e-4), 0)
+    checkpoints = model.run.checkpoints_table()
+    checkpoints.begin(1)
+    checkpoints.mark_ready(1, size_bytes=10)
+    print("ok")
+""")
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=ENV, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("process") / "store")
+    made = subprocess.run([sys.executable, "-c", NEW_RUN, path], capture_output=True, text=True, env=ENV,
+                          timeout=300)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == "ok\n" and made.stderr == ""  # creating the run's tables printed nothing
+    return path
+
+
+def test_no_lance_warn_lines_on_a_new_run_and_its_commands(store, tmp_path):
+    for args in (["runs"], ["show", "p/m"], ["history", "p/m"], ["sql", "SELECT count(*) FROM configs"],
+                 ["compact", "--all"]):
+        done = cli(*args, "--store", store)
+        assert done.returncode == 0, done.stderr
+        assert "WARN" not in done.stderr + done.stdout and done.stderr == "", args
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "fixtures" / "art").is_dir(), reason="no ART fixtures")
+def test_no_lance_warn_lines_when_an_import_creates_tables(tmp_path):
+    source = ROOT.parent / "shared" / "fixtures" / "art" / "art-0.5.23"
+    done = cli("import-art", str(source), "--store", str(tmp_path / "imported"))
+    assert done.returncode == 0, done.stderr
+    assert "WARN" not in done.stderr + done.stdout
+
+
+def test_a_reader_that_stops_early_ends_nothing_in_an_error(store):
+    # `artstore sql ... | head -1`: the rest of the output meets a closed pipe
+    with subprocess.Popen([*CLI, "sql", "SELECT range AS i FROM range(300000)", "--store", store],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV) as process:
+        assert process.stdout.readline() == b"i\n"
+        process.stdout.close()
+        stderr = process.stderr.read()
+        code = process.wait(timeout=300)
+    assert stderr == b"" and code == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_standard_output_on_a_full_disk_is_one_line_exit_4(store):
+    for args in (["runs"], ["sql", "SELECT 1 AS x", "-f", "json"], ["show", "p/m"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([*CLI, *args, "--store", store], stdout=full, stderr=subprocess.PIPE, text=True,
+                                  env=ENV, timeout=300)
+        assert done.returncode == 4, (args, done.stderr)
+        assert done.stderr.startswith("error: ") and "No space left on device" in done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_ctrl_c_stops_a_long_query_at_once(store):
+    process = subprocess.Popen([*CLI, "sql", LONG_QUERY, "--store", store], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=ENV, text=True)
+    try:
+        time.sleep(8)  # imports done, DuckDB busy in native code
+        assert process.poll() is None, process.communicate()
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        process.kill()
+    assert process.returncode == 130 and stderr.strip() == "interrupted" and took < 5, (process.returncode, stderr, took)
