@@ -1,7 +1,8 @@
 """Table schemas, loaded from the JSON files in `schemas/` (the single source of truth).
 
 Each file names the table, a schema version, a doc string and its fields. A field's type is a
-name ("string", "int64", "int32", "float64", "float32", "bool", "timestamp" = microseconds UTC)
+name ("string", "int64", "int32", "float64", "float32", "bool", "timestamp" = microseconds UTC,
+"large_binary")
 or an object: {"list": T}, {"struct": [fields]}, {"map": [K, V]}.
 
 Field docs stay in the JSON files (`table_spec`, `field_doc`): they are not Arrow field metadata,
@@ -30,6 +31,7 @@ _SCALARS: dict[str, pa.DataType] = {
     "float32": pa.float32(),
     "bool": pa.bool_(),
     "timestamp": pa.timestamp("us", tz="UTC"),
+    "large_binary": pa.large_binary(),
 }
 # Lance enforces uniqueness of this key in merge_insert under concurrent writers.
 PRIMARY_KEY_META = {b"lance-schema:unenforced-primary-key": b"true"}

@@ -93,10 +93,11 @@ class Driver:
         return Path(self._model().run.location.uri)
 
     async def init(self, base_path: str, project: str, name: str,
-                   base_model: str = "Qwen/Qwen2.5-0.5B-Instruct") -> dict[str, Any]:
+                   base_model: str = "Qwen/Qwen2.5-0.5B-Instruct", retention_s: float | None = None) -> dict[str, Any]:
         t = time.perf_counter()
+        extra = {} if retention_s is None else {"retention": timedelta(seconds=retention_s)}
         self.model = artstore.TrainableModel(name=name, project=project, base_model=base_model,
-                                             base_path=base_path, report_metrics=[])
+                                             base_path=base_path, report_metrics=[], **extra)
         return {"seconds": time.perf_counter() - t, "model_dir": str(self._dir())}
 
     async def log(self, step: int, split: str = "train",

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import threading
 
+import pyarrow as pa
 import pytest
 
 import artstore as art
 from artstore.log import commit as writer
+from artstore.log import journal
 from artstore.schema import arrow_schema
 from artstore.storage import compaction, files, tables
 
@@ -47,7 +49,8 @@ def test_a_retry_leaves_no_data_files_behind(base_path, make_trajectory):
     """The writer writes a log's data files while it looks the id up; a retry deletes them."""
     model = _model(base_path)
     model.log_sync(_groups(make_trajectory), split="val", log_id="rollout-17")
-    data = {t: model.run.location.child(f"{t}.lance", "data") for t in writer.DATA_TABLES}
+    # A log is one journal row (artstore.log.journal): its only data file is in logs.lance.
+    data = {t: model.run.location.child(f"{t}.lance", "data") for t in ("logs",)}
     before = {t: files.list_dir(loc) for t, loc in data.items()}
     again = model.log_sync(_groups(make_trajectory, offset=0.05), split="val", log_id="rollout-17")
     derived = model.log_sync(_groups(make_trajectory), split="val", step=2)
@@ -85,14 +88,17 @@ def test_attempt_that_died_before_its_commit_is_invisible_and_its_retry_shows_on
     def die(*args, **kwargs):
         raise _Died()
 
-    monkeypatch.setattr(writer, "commit_log", die)
+    data = model.run.location.child("logs.lance", "data")
+    written = len(files.list_dir(data))
+    monkeypatch.setattr(tables, "commit_files", die)
     with pytest.raises(_Died):
         model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="crashy")
     monkeypatch.undo()
     run = model.run
     assert run.logs()["log_id"].to_pylist() == ["before"]
-    assert _raw_rows(run, "trajectories") == 8  # the dead attempt's rows are there ...
-    assert run.trajectories().num_rows == 4     # ... and invisible
+    assert len(files.list_dir(data)) == written + 1  # the dead attempt's journal row file is there ...
+    assert _raw_rows(run, "logs") == 1  # ... and no version names it
+    assert run.trajectories().num_rows == 4
     assert run.history().num_rows == 1 and set(run.metrics()["log_id"].to_pylist()) == {"before"}
 
     retry = model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="crashy")
@@ -146,7 +152,7 @@ def test_an_attempt_that_raced_past_the_look_up_loses_to_the_first_commit_for_ev
     real = writer._winner
 
     def missed(run, log_id, version=None):  # the look-up ran before the first attempt committed
-        return (None, 0, True) if version is None else real(run, log_id, version)
+        return (None, 0, True, True) if version is None else real(run, log_id, version)
 
     monkeypatch.setattr(writer, "_winner", missed)
     late = model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="raced")
@@ -155,7 +161,7 @@ def test_an_attempt_that_raced_past_the_look_up_loses_to_the_first_commit_for_ev
     assert (late.recorded_at, late.metrics, late.num_trajectories) == \
         (first.recorded_at, first.metrics, first.num_trajectories)
     run = model.run
-    assert _raw_rows(run, "logs") == 3 and _raw_rows(run, "trajectories") == 12  # the loser's rows are there
+    assert _raw_rows(run, "logs") == 3  # the loser's journal row is there
 
     def visible():
         assert run.logs()["log_id"].to_pylist() == ["before", "raced"]
@@ -176,8 +182,9 @@ def test_an_attempt_that_raced_past_the_look_up_loses_to_the_first_commit_for_ev
     storage = _ids_in_storage_order(run)
     assert len(storage) == 3 and storage[0] not in run.logs()["write_id"].to_pylist()  # the loser is first now
     visible()
-    run.compact()  # every table, the logs rows into one fragment
+    run.compact()  # the fold, then every table, the logs rows into one fragment
     assert tables.fragment_count(loc) == 1
+    assert _raw_rows(run, "trajectories") == 8  # the fold copied the winners' rows only
     visible()
     assert model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="raced").created is False
 
@@ -185,23 +192,20 @@ def test_an_attempt_that_raced_past_the_look_up_loses_to_the_first_commit_for_ev
 def test_a_logs_table_made_before_first_commit_wins_keeps_its_unique_insert(base_path, make_trajectory, monkeypatch):
     """A run whose logs table was written by an artstore before commit_seq (storage order is not
     commit order there) goes on inserting its logs rows with Lance's unique merge_insert."""
-    real = tables.append
-
-    def without_seq(loc, t, message="", read_version=None):
-        return real(loc, t.drop_columns([tables.SEQ]) if tables.SEQ in t.column_names else t, message, read_version)
-
-    monkeypatch.setattr(tables, "append", without_seq)
     model = _model(base_path)
+    old_schema = pa.schema([f for f in arrow_schema("logs")
+                            if f.name not in (*journal.PAYLOAD_COLUMNS, tables.SEQ)])
+    tables.create(model.run.table_location("logs"), old_schema.empty_table())  # as that artstore made it
     model.log_sync(_groups(make_trajectory), split="val", step=0, log_id="old")
-    monkeypatch.undo()
     assert tables.SEQ not in tables.open_dataset(model.run.table_location("logs")).schema.names
     real_winner = writer._winner
     monkeypatch.setattr(writer, "_winner", lambda run, log_id, version=None:
-                        (None, 0, False) if version is None else real_winner(run, log_id, version))
+                        (None, 0, False, False) if version is None else real_winner(run, log_id, version))
     again = model.log_sync(_groups(make_trajectory, 0.2), split="val", step=0, log_id="old")
     assert not again.created and _raw_rows(model.run, "logs") == 1
     monkeypatch.undo()
     assert model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="new").created
     assert model.run.logs()["log_id"].to_pylist() == ["old", "new"]
-    assert model.run.logs().schema.equals(arrow_schema("logs"), check_metadata=False)
+    assert model.run.logs().schema.equals(arrow_schema("logs").remove_metadata().empty_table().select(
+        journal.log_columns()).schema, check_metadata=False)
     assert model.run.groups(step=0) == _groups(make_trajectory)

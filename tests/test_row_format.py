@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from openai.types.chat.chat_completion import Choice
 
 import artstore as art
+from artstore.log import journal
 from artstore.records.message_columns import COLUMNS, dumps
 from artstore.schema import arrow_schema
 from artstore.storage import tables
@@ -95,6 +96,9 @@ def _v1_table() -> pa.Table:
 
 
 def test_a_version_1_table_is_refused_naming_the_version_and_what_to_do(model):
+    # artstore 0.1.0 wrote a log's rows to the data tables: a logs table from before the journal
+    logs_schema = pa.schema([f for f in arrow_schema("logs") if f.name not in journal.PAYLOAD_COLUMNS])
+    tables.create(model.run.table_location("logs"), logs_schema.empty_table())
     model.log_sync([art.TrajectoryGroup([_tool_trajectory(0)])], step=0)
     loc = model.run.table_location("trajectories")
     shutil.rmtree(loc.uri)  # as artstore 0.1.0 left it: the same run, its table in the old layout

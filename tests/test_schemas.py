@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 import artstore as art
+from artstore.log import fold
 from artstore.schema import PRIMARY_KEY_META, arrow_schema, field_doc, table_names, table_spec
 from artstore.storage import tables
 from tests.conftest import tool_call_trajectory
@@ -23,6 +24,7 @@ def run(tmp_path_factory):
     group = art.TrajectoryGroup([tool_call_trajectory(0.5, 0, turns=3), RuntimeError("boom")],
                                 metadata={"k": [1, {"x": None}]}, metrics={"judge": True})
     model.log_sync([group], split="train", metrics={"loss/train": 0.25})
+    fold.fold(model.run.location)  # the journaled log's rows into the data tables
     checkpoints = model.run.checkpoints_table()
     checkpoints.begin(1, base_model="base", table_versions={"trajectories": 1})
     checkpoints.mark_ready(1, size_bytes=10)

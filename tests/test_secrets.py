@@ -8,6 +8,7 @@ import logging
 import pytest
 
 import artstore as art
+from artstore.log import fold
 from artstore.storage import Location, files, tables
 from tests.conftest import tool_call_trajectory
 
@@ -61,6 +62,7 @@ def test_nothing_the_store_writes_holds_a_secret(secret_store, caplog):
     files.put_bytes(ckpts.files_location(1).child("adapter_config.json"), b"{}")
     ckpts.mark_ready(1)
     run = model.run
+    fold.fold(run.location)  # the data tables too (a log's rows are in its logs row until then)
     # the logs table and every other table, row by row
     for table in art.open_store(bucket.uri, opts).table_names(run):
         _clean(str(tables.scan(run.table_location(table)).to_pylist()))

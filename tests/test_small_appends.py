@@ -12,6 +12,7 @@ import pytest
 
 import artstore as art
 from artstore.log import commit as writer
+from artstore.log import fold
 from artstore.storage import compaction, tables
 from benchmarks.small_appends import compacted_copy, fill, log_groups, read_ms, report
 
@@ -36,7 +37,8 @@ def test_2000_small_logs_keep_fragments_and_versions_bounded_tags_readable_and_r
         assert worst["fragments"] <= MAX_FRAGMENTS, table
         assert worst["manifests"] <= MAX_MANIFESTS, table
         assert worst["versions_bytes"] <= MAX_VERSIONS_BYTES, table
-    assert sum(r["removed_versions"] for _, _, r in f.maintenance) > 4 * LOGS / 2, "cleanup ran"
+    # a log is one version of logs (the journal); the fold adds a few versions per 16 logs per table
+    assert sum(r["removed_versions"] for _, _, r in f.maintenance) > LOGS, "cleanup ran"
 
     # The version tagged after 10 logs survived every cleanup, and reads as it was.
     assert run.groups(as_of="early") == [log_groups(i, PER_LOG) for i in range(10)]
@@ -111,6 +113,7 @@ def test_reads_keep_the_logged_order_when_compaction_moves_fragments(tmp_path, m
     for i, g in enumerate(groups):
         model.log_sync(g, split="val", step=i // 2, log_id=f"log-{i}")
         if i == 6:  # log-2..log-6 into one fragment, then log-0..log-1 into one after it
+            fold.fold(model.run.location)  # the journaled logs' rows into the data tables
             for t in ("logs", "trajectories", "metrics", "groups"):
                 uri = model.run.table_location(t).uri
                 for keep in (slice(0, 2), slice(2, None)):  # the first two, then the merged rest
@@ -125,3 +128,32 @@ def test_reads_keep_the_logged_order_when_compaction_moves_fragments(tmp_path, m
     assert model.run.groups() == groups
     assert model.run.trajectories()["log_id"].to_pylist() == [f"log-{i}" for i in range(8) for _ in range(1 + i % 3)]
     assert list(dict.fromkeys(model.run.metrics()["log_id"].to_pylist())) == order
+
+
+def test_concurrent_forced_compactions_retry_lost_races_and_all_finish(tmp_path, make_trajectory, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(writer, "MAINTAIN_EVERY", 10**9)  # leave every small fragment to the compactions
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = art.open_store(tmp_path).run("p", "m")
+    for table in ("trajectories", "logs"):  # Lance's compaction, and the order-keeping rewrite
+        for trial in range(2):
+            for i in range(6):
+                model.log_sync([art.TrajectoryGroup([make_trajectory(0.5, i)])], split="train", step=10 * trial + i)
+            start, errors = threading.Barrier(3), []
+
+            def compact(table=table, start=start, errors=errors):
+                start.wait()
+                try:
+                    compaction.maintain(run.table_location(table), table, timedelta(days=7), force=True)
+                except art.ArtstoreError as e:  # before: "too many concurrent commits" (Rewrite preempted)
+                    errors.append(e)
+
+            threads = [threading.Thread(target=compact) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == [], (table, trial)
+    assert run.trajectories().num_rows == run.logs().num_rows == 12
+    assert tables.fragment_count(run.table_location("trajectories")) == 1

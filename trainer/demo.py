@@ -101,7 +101,7 @@ async def main(args: argparse.Namespace) -> None:
     val_every = args.val_every or preset["val_every"]
     n_groups, group_size = args.groups or preset["groups"], args.group_size or preset["group_size"]
     model = art.TrainableModel(name=args.name, project=args.project or task.project, base_model=args.model,
-                               base_path=args.base_path, report_metrics=[])  # fmt: skip
+                               base_path=args.base_path, report_metrics=[], config=vars(args))  # fmt: skip
     backend = LocalBackend(args.model, device=args.device, lora_r=8, lora_alpha=16, seed=args.seed,
                            row_length=preset["row_length"], batch_size=preset["batch_size"],
                            serve=args.serve)  # fmt: skip

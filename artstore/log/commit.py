@@ -33,10 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError, VersionNotFoundError
-from artstore.log import registry, upkeep
+from artstore.log import fold, journal, registry, upkeep
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import metrics as metrics_mod
 from artstore.records.encoding import check_stored_layout, encode_groups
+from artstore.records.numbers import as_int64
 from artstore.records.trajectory import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
 from artstore.storage import Location, compaction, tables
@@ -105,10 +106,10 @@ def _set_ids(t: pa.Table, log_id: str) -> pa.Table:
     return t
 
 
-def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dict[str, Any] | None, int, bool]:
+def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dict[str, Any] | None, int, bool, bool]:
     """(the committed logs row of `log_id` or None, the logs version read (0: no table), whether
     the table reads first-commit-wins: False for a logs table made by merge_insert, without
-    `commit_seq`)."""
+    `commit_seq`, whether the run's logs are a journal: True for a run without logs yet)."""
     loc = run.child("logs.lance")
     for attempt in range(tables.VANISHED_RETRIES + 1):
         try:
@@ -119,10 +120,13 @@ def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dic
             version = None
             continue
         if ds is None:
-            return None, 0, True
+            return None, 0, True, True
         try:
+            if version is None and tables.SEQ in ds.schema.names and not tables.may_hold(loc, ds, "log_id", log_id):
+                return None, ds.version, True, journal.is_journal(ds.schema)  # a new id (the common case)
             found = tables.first_per_key(loc, ds, "log_id", filter=f"log_id = {sql_quote(log_id)}")
-            return (found.to_pylist()[0] if found.num_rows else None), ds.version, tables.SEQ in ds.schema.names
+            return ((found.to_pylist()[0] if found.num_rows else None), ds.version, tables.SEQ in ds.schema.names,
+                    journal.is_journal(ds.schema))
         except StorageError as e:  # a cleanup beside us removed files of the version opened
             if version is not None or attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
                 raise
@@ -130,13 +134,16 @@ def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dic
 
 
 def _record(run: Location, row: dict[str, Any]) -> LogRecord:
-    m = tables.scan(run.child("metrics.lance"), columns=["name", "value"],
-                    filter=f"write_id = {sql_quote(row['write_id'])}")
+    if row.get("metric_names") is not None:  # a journal row holds its metrics
+        values = dict(zip(row["metric_names"], row["metric_values"], strict=True))
+    else:
+        m = tables.scan(run.child("metrics.lance"), columns=["name", "value"],
+                        filter=f"write_id = {sql_quote(row['write_id'])}")
+        values = dict(zip(*m.to_pydict().values(), strict=True)) if m else {}
     return LogRecord(
         log_id=row["log_id"], split=row["split"], step=row["step"], num_groups=row["num_groups"],
         num_trajectories=row["num_trajectories"], num_exceptions=row["num_exceptions"],
-        recorded_at=row["recorded_at"], metrics=dict(zip(*m.to_pydict().values(), strict=True)) if m else {},
-        created=False,
+        recorded_at=row["recorded_at"], metrics=values, created=False,
     )
 
 
@@ -155,6 +162,15 @@ def _discard(run: Location, written: Mapping[str, list]) -> None:
             tables.discard_files(run.child(f"{name}.lance"), fragments)
         except ArtstoreError as e:
             logger.warning("could not delete the uncommitted files of %s: %s", name, e)
+
+
+def _commit_tables(run: Location, pool: ThreadPoolExecutor, rows: Mapping[str, pa.Table], message: str) -> dict[str, int]:
+    """A run whose logs table predates the journal: write and commit the log's rows to each data
+    table (one commit each); the table versions made."""
+    written = {name: pool.submit(tables.write_files, run.child(f"{name}.lance"), t) for name, t in rows.items()}
+    commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), future.result(),
+                                 rows[name].schema, message) for name, future in written.items()}
+    return {name: future.result() for name, future in commits.items()}
 
 
 def _register(run: Location) -> None:
@@ -198,8 +214,7 @@ def write_log(
     they are stored as given, while the log id still derives from the caller's `metrics`.
     """
     check_segment("split", split)
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise ValidationError("step", f"must be a non-negative int, got {step!r}")
+    step = as_int64("step", step, minimum=0)
     groups = as_groups(trajectories)
     extra = metrics_mod.check_extra(metrics)
     for gi, g in enumerate(groups):
@@ -234,32 +249,47 @@ def write_log(
         }, schema=arrow_schema("metrics"))
         rows = {name: t for name, t in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows))
                 if t.num_rows}
-        # The data files are written while the id is looked up: uncommitted, no reader sees them,
-        # and a retry (the id is there) deletes them, so it still stores nothing.
-        writes = {name: pool.submit(tables.write_files, run.child(f"{name}.lance"), t) for name, t in rows.items()}
+        n_exc = sum(len(g.exceptions) for g in groups)
+        commit = pa.Table.from_pylist([{
+            "log_id": log_id, "write_id": write_id, "split": split, "step": step,
+            "num_groups": len(groups), "num_trajectories": traj.num_rows, "num_exceptions": n_exc,
+            "num_metrics": len(values), "recorded_at": recorded_at,
+            "metric_names": list(values), "metric_values": list(values.values()),
+            "trajectories_ipc": journal.to_ipc(traj), "groups_ipc": journal.to_ipc(grp),
+        }], schema=arrow_schema("logs"))
+        # The journal row's data file is written while the id is looked up: uncommitted, no
+        # reader sees it, and a retry (the id is there) deletes it, so it still stores nothing.
+        logs_loc = run.child("logs.lance")
+        row_files = pool.submit(tables.write_files, logs_loc, commit)
         try:
-            existing, looked_at, first_commit_wins = lookup.result()
-            written = {name: future.result() for name, future in writes.items()}
+            existing, looked_at, first_commit_wins, is_journal = lookup.result()
+            try:
+                row_fragments = row_files.result()
+            except StorageError:
+                if is_journal:
+                    raise
+                row_fragments = []  # a logs table before the journal refuses a journal row
+            if existing is not None or not is_journal:
+                _discard(run, {"logs": row_fragments})
             if existing is not None:  # a retry: store nothing, write no orphan rows
-                _discard(run, written)
                 return _record(run, existing)
             if looked_at == 0:  # the run's first log: in the store's registry before it commits
                 _register(run)
             message = f"log {log_id} ({split}, step {step})"
-            commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), written[name],
-                                         rows[name].schema, message) for name in written}
-            versions = {name: future.result() for name, future in commits.items()}
+            if is_journal:  # one commit: the journal row holds the log's rows
+                versions: dict[str, int] = {}
+                inserted, logs_version = True, tables.commit_files(
+                    logs_loc, row_fragments, commit.schema, message, read_version=looked_at or None)
+            else:
+                versions = _commit_tables(run, pool, rows, message)
+                legacy = commit.drop_columns(list(journal.PAYLOAD_COLUMNS)).set_column(
+                    commit.schema.get_field_index("table_versions"), commit.schema.field("table_versions"),
+                    pa.array([list(versions.items())], commit.schema.field("table_versions").type))
+                inserted, logs_version = commit_log(run, legacy, first_commit_wins, looked_at)
         except StorageError:
             check_stored_layout(run.child("trajectories.lance"))  # a version 1 table: say so
             raise
 
-    n_exc = sum(len(g.exceptions) for g in groups)
-    commit = pa.Table.from_pylist([{
-        "log_id": log_id, "write_id": write_id, "split": split, "step": step,
-        "num_groups": len(groups), "num_trajectories": traj.num_rows, "num_exceptions": n_exc,
-        "num_metrics": len(values), "table_versions": list(versions.items()), "recorded_at": recorded_at,
-    }], schema=arrow_schema("logs"))
-    inserted, logs_version = commit_log(run, commit, first_commit_wins, looked_at)
     # Another commit between our look-up and ours may hold the same id: then the first one wins,
     # and our rows stay invisible. (Our version right after the look-up's: no other commit.)
     if not inserted or logs_version > looked_at + 1:
@@ -268,6 +298,10 @@ def write_log(
             return _record(run, winner) if winner is not None else find_log(run, log_id)
     versions["logs"] = logs_version
     maintain(run, versions, retention)
+    # A fold every FOLD_EVERY versions: each multiple is in the (look-up, commit] span of some
+    # writer's log (compactions of logs make versions too, so no single version is sure to be ours).
+    if is_journal and logs_version // fold.FOLD_EVERY > looked_at // fold.FOLD_EVERY:
+        upkeep.request_fold(run, retention)
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, logs_version=logs_version,

@@ -28,6 +28,7 @@ import threading
 from collections import OrderedDict
 from datetime import timedelta
 
+from artstore.log import fold
 from artstore.storage import Location, compaction
 
 logger = logging.getLogger(__name__)
@@ -44,11 +45,11 @@ class _Worker:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def request(self, loc: Location, table: str, retention: timedelta) -> None:
+    def request(self, loc: Location, table: str, retention: timedelta, key: str | None = None) -> None:
         with self._cond:
             if self._closed:
                 return
-            self._pending[loc.uri] = (loc, table, retention)
+            self._pending[key or loc.uri] = (loc, table, retention)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="artstore-upkeep", daemon=True)
                 self._thread.start()
@@ -63,7 +64,10 @@ class _Worker:
                 uri, (loc, table, retention) = self._pending.popitem(last=False)
                 self._busy = uri
             try:
-                compaction.maintain(loc, table, retention, compact=False)
+                if table == _FOLD:
+                    _fold(loc, retention)
+                else:
+                    compaction.maintain(loc, table, retention, compact=False)
             except Exception as e:  # noqa: BLE001 - the worker must outlive any one table's failure
                 logger.warning("cleanup of %s skipped: %s", loc.redact(str(loc.uri)), e)
             finally:
@@ -88,6 +92,19 @@ class _Worker:
             thread.join()
 
 
+_FOLD = "#fold"  # the job of folding a run's journal (its key: the run's uri + "/#fold")
+
+
+def _fold(run: Location, retention: timedelta) -> None:
+    """Fold the run's journal into its data tables, then compact those (cleanup when due)."""
+    # Once: folding again whatever was logged meanwhile would append one small fragment per round.
+    # Only a round capped at MAX_LOGS (a backlog) goes on.
+    while max(fold.fold(run, max_logs=fold.MAX_LOGS).values(), default=0) >= fold.MAX_LOGS:
+        pass
+    for table in fold.GATED:
+        compaction.maintain(run.child(f"{table}.lance"), table, retention)
+
+
 _worker = _Worker()
 atexit.register(_worker.close)
 
@@ -96,6 +113,12 @@ def request(loc: Location, table: str, retention: timedelta) -> None:
     """Ask for a cleanup of the `table` dataset at `loc` (`compaction.maintain` without
     compacting, which cleans up when `cleanup_due`); returns at once."""
     _worker.request(loc, table, retention)
+
+
+def request_fold(run: Location, retention: timedelta) -> None:
+    """Ask for a fold of the journal of the run at `run` (`artstore.log.fold`), then compaction of
+    its data tables; returns at once."""
+    _worker.request(run, _FOLD, retention, key=run.child(_FOLD).uri)
 
 
 def wait(under: Location | None = None, timeout: float | None = None) -> bool:

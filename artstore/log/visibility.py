@@ -24,24 +24,31 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from artstore.log import journal
 from artstore.schema import arrow_schema
 from artstore.storage import Location, tables
 
 GATED = ("trajectories", "groups", "metrics")  # rows visible only through a committed logs row
-ROW_COUNTS = {"trajectories": "num_trajectories", "groups": "num_groups", "metrics": "num_metrics"}
-GATE_COLUMNS = ["write_id", *ROW_COUNTS.values()]  # what a reader needs of the committed logs
+ROW_COUNTS = journal.ROW_COUNTS
+GATE_COLUMNS = ["write_id", tables.SEQ, *ROW_COUNTS.values()]  # what a reader needs of the committed logs
 
 
 def committed_logs(loc: Location, logs: Any, columns: list[str] | None = None) -> pa.Table:
     """The committed log calls, one row each, read from `logs` (the Lance dataset of a run's logs
-    table at `loc`, at one version): `columns` of them (all when None), in commit order.
+    table at `loc`, at one version): `columns` of them (all but a journal's payloads when None),
+    in commit order, `commit_seq` filled in (each row's sequence). A journal's rows come back
+    marked as such (`journal.marked`), so readers of the data tables know where rows are.
 
     Every reader's notion of "the committed logs rows" is this function: the first committed row
     of each `log_id` (racing attempts of one log may both append; see `writer`)."""
-    found = tables.first_per_key(loc, logs, "log_id", columns=columns)
-    if columns is None and tables.SEQ not in found.column_names:  # a logs table made before commit_seq
+    is_journal = journal.is_journal(logs.schema)
+    if columns is None:  # never the payloads: `journal` reads those of the logs it needs
+        columns = journal.log_columns()
+    found = tables.first_per_key(loc, logs, "log_id", columns=[c for c in columns if c in logs.schema.names])
+    if tables.SEQ in columns and tables.SEQ not in found.column_names:  # a logs table made before commit_seq
         found = found.append_column(arrow_schema("logs").field(tables.SEQ), pa.nulls(found.num_rows, pa.int64()))
-    return found
+        found = found.select(columns)
+    return journal.mark(found) if is_journal else found
 
 
 def all_visible(table: str, committed: pa.Table, rows: int) -> bool:
@@ -70,6 +77,8 @@ def read_visible(loc: Location, table: str, committed: pa.Table, *, filter: str 
     When `all_visible` holds and no two committed calls share a `recorded_at`, the rows are
     ordered by their own `recorded_at` and no `write_id` is read; otherwise each row's `write_id`
     is matched against `committed`."""
+    if journal.marked(committed) and table in GATED:
+        return journal.read_rows(loc, table, committed, filter=filter, columns=columns)
     ds = tables.open_dataset(loc)
     if ds is None:
         empty = arrow_schema(table).empty_table()

@@ -23,12 +23,13 @@ from artstore.checkpoints.retention import Plan, Policy, best, rank
 from artstore.checkpoints.table import Checkpoint, CheckpointTable, checkpoint_dir_name
 from artstore.errors import (
     CheckpointError,
+    CommitConflictError,
     RetentionError,
     RunNotFoundError,
     StorageError,
     ValidationError,
 )
-from artstore.log import upkeep
+from artstore.log import fold, journal, upkeep
 from artstore.log.configs import ConfigLog
 from artstore.log.visibility import committed_logs, read_visible
 from artstore.names import check_segment, sql_quote
@@ -37,6 +38,7 @@ from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.step_summary import StepSummary
 from artstore.records.metric_names import with_current_names
+from artstore.records.numbers import as_int64
 from artstore.schema import arrow_schema
 from artstore.storage import Location, compaction, files, tables
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
@@ -50,9 +52,7 @@ def _filter(split: str | None, step: int | None) -> str | None:
     if split is not None:
         parts.append(f"split = {sql_quote(check_segment('split', split))}")
     if step is not None:
-        if not isinstance(step, int) or isinstance(step, bool):
-            raise ValidationError("step", f"must be an int, got {step!r}")
-        parts.append(f"step = {step}")
+        parts.append(f"step = {as_int64('step', step)}")
     return " AND ".join(parts) or None
 
 
@@ -80,13 +80,20 @@ class Run:
         """The committed log calls, one row each (the first committed row of each log_id: see
         `writer`), in the order they were logged (`recorded_at`, then `log_id`). Not the order of
         the rows in the dataset: Lance's compaction moves the fragments it rewrites after all others."""
+        return self._logs(as_of)
+
+    def _logs(self, as_of: AsOf = None, with_metrics: bool = False) -> pa.Table:
+        """`logs()`; `with_metrics`: a journal's rows also hold their metric names and values."""
         version, asof = _as_of_args(as_of)
         ds = tables.open_dataset(self.table_location("logs"), version=version, asof=asof)
         if ds is None:
             if as_of is not None and not self.exists():
                 raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
-            return arrow_schema("logs").empty_table()
-        return committed_logs(self.table_location("logs"), ds).sort_by(
+            return arrow_schema("logs").empty_table().select(journal.log_columns())
+        columns = journal.log_columns()
+        if with_metrics and journal.is_journal(ds.schema):
+            columns = [*columns, "metric_names", "metric_values"]
+        return committed_logs(self.table_location("logs"), ds, columns).sort_by(
             [("recorded_at", "ascending"), ("log_id", "ascending")])
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
@@ -133,17 +140,21 @@ class Run:
 
     def metrics(self, as_of: AsOf = None) -> pa.Table:
         """Every metric value (long form): log_id, step, split, name, value, recorded_at."""
-        return self._metrics(self.logs(as_of))
+        return self._metrics(self._logs(as_of, with_metrics=True))
 
     def _metrics(self, committed: pa.Table) -> pa.Table:
+        if "metric_names" in committed.column_names:  # a journal's rows hold their metrics: one read
+            long = journal.payload_rows("metrics", committed).select(
+                ["log_id", "step", "split", "name", "value", "recorded_at"])
+        else:
+            long = self._visible("metrics", committed, columns=["log_id", "step", "split", "name", "value", "recorded_at"])
         # 0.5.9's names read as 0.5.23's (a read-time mapping: stores are never rewritten)
-        return with_current_names(self._visible("metrics", committed,
-                                                columns=["log_id", "step", "split", "name", "value", "recorded_at"]))
+        return with_current_names(long)
 
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
         column per metric name ever logged (null where a row lacks it), as ART's history.jsonl."""
-        logs = self.logs(as_of)
+        logs = self._logs(as_of, with_metrics=True)
         long = self._metrics(logs)
         names = pc.unique(long["name"])  # in order of first appearance
         grid = np.full((len(names), logs.num_rows), np.nan)
@@ -162,8 +173,7 @@ class Run:
         """Per-step sums and counts of every metric at the run's latest version (or `as_of`), kept
         in memory per version: repeated calls cost one manifest read (see `artstore.read.step_summary`)."""
         return step_summary.load(self.table_location("logs"),
-                                 lambda committed: with_current_names(
-                                     self._visible("metrics", committed, columns=["step", "name", "value"])),
+                                 lambda committed: self._metrics(committed).select(["step", "name", "value"]),
                                  *_as_of_args(as_of))
 
     def _step_means(self, metric: str, as_of: AsOf = None) -> dict[int, float]:
@@ -377,6 +387,21 @@ class Run:
         return upkeep.wait(self.location, timeout)
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
-        """Compact every table and drop versions older than the store's retention window."""
-        return {t: compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
-                for t in self.store.table_names(self)}
+        """Fold the run's journal into its data tables (`artstore.log.fold`), then compact every
+        table and drop versions older than the store's retention window. A table that fails does
+        not stop the others; then a StorageError names each that failed."""
+        upkeep.wait(self.location)  # a background fold or compaction of this process first
+        while any(fold.fold(self.location, max_logs=fold.MAX_LOGS).values()):
+            pass
+        done, failed = {}, {}
+        for t in self.store.table_names(self):
+            try:
+                done[t] = compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
+            except StorageError as e:
+                failed[t] = e
+        if failed:
+            kind = CommitConflictError if all(isinstance(e, CommitConflictError) for e in failed.values()) \
+                else StorageError
+            raise kind(f"compaction of {self.project}/{self.name} failed for {', '.join(failed)} (the other tables "
+                       f"were compacted: {', '.join(done) or 'none'}); run it again. " + str(next(iter(failed.values()))))
+        return done

@@ -20,9 +20,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from artstore.errors import VersionNotFoundError
+from artstore.log import journal
 from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, committed_logs
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.schema import arrow_schema
@@ -91,11 +93,45 @@ class RunSnapshot:
             if table not in self._gates:
                 committed = self.committed()
                 ds = self.dataset(table)
-                if ds is not None and table in self._latest and all_visible(table, committed, ds.count_rows()):
+                if journal.marked(committed) and table in GATED:
+                    self._gates[table] = self._journal_gate(table, committed, ds)
+                elif ds is not None and table in self._latest and all_visible(table, committed, ds.count_rows()):
                     self._gates[table] = None
                 else:
                     self._gates[table] = committed.column("write_id").combine_chunks()
             return self._gates[table]
+
+    def _journal_gate(self, table: str, committed: pa.Table, ds: pads.Dataset | None) -> pa.Array | None:
+        """A journal run: the logs up to the table's FOLDED are read from the table (all its rows
+        when it holds exactly theirs), the others from their journal payloads (`tail`)."""
+        upto = journal.folded_seq(ds)
+        folded = committed.filter(pc.less_equal(committed[tables.SEQ], upto))
+        expected = pc.sum(folded[journal.ROW_COUNTS[table]]).as_py() or 0
+        last = pc.max(committed[tables.SEQ]).as_py() if committed.num_rows else -1
+        if ds is not None and upto <= last and ds.count_rows() == expected:
+            return None
+        return folded.column("write_id").combine_chunks()
+
+    def tail(self, table: str) -> pa.Table | None:
+        """A journal run's rows of gated `table` not folded into it yet (all columns; None when
+        there are none or the run is not a journal), read from the journal's payloads."""
+        with self._lock:
+            key = f"tail:{table}"
+            if key not in self._gates:
+                committed = self.committed()
+                found = None
+                if journal.marked(committed) and table in GATED:
+                    upto = journal.folded_seq(self.dataset(table))
+                    rest = committed.filter(pc.greater(committed[tables.SEQ], upto))
+                    if rest.num_rows:
+                        rows = journal.read_payloads(self.run.table_location("logs"), rest["write_id"].to_pylist())
+                        found = journal.payload_rows(table, rows)
+                        dropped = journal.payloads_dropped(table, rows)
+                        if dropped:  # folded since this query pinned the table: read them from it
+                            folded = journal.rows_of(self.run.table_location(table), table, dropped)
+                            found = pa.concat_tables([found, folded.select(found.column_names)])
+                self._gates[key] = found
+            return self._gates[key]
 
     def _open(self, table: str, has_logs: bool) -> pads.Dataset | None:
         spec = self.as_of
@@ -195,7 +231,7 @@ class Query:
 def view_schema(table: str) -> pa.Schema:
     """The columns a run's table shows in the views: all but the internal write_id and commit_seq."""
     schema = arrow_schema(table)
-    for internal in ("write_id", tables.SEQ):
+    for internal in ("write_id", tables.SEQ, *journal.PAYLOAD_COLUMNS):
         if internal in schema.names:
             schema = schema.remove(schema.get_field_index(internal))
     return schema

@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from artstore.errors import VersionNotFoundError
+from artstore.log import journal
 from artstore.log.visibility import committed_logs
 from artstore.storage import Location, tables
 
@@ -126,7 +127,10 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
         _remember(key, summary)
     if summary is None:
         with tables.storage_errors(logs_loc, "read"):
-            committed = committed_logs(logs_loc, ds)
+            columns = journal.log_columns()
+            if journal.is_journal(ds.schema):  # its rows hold their metrics: no other read
+                columns = [*columns, "metric_names", "metric_values"]
+            committed = committed_logs(logs_loc, ds, columns)
         summary = StepSummary.from_metrics(visible_metrics(committed))
         _remember(key, summary)
     return summary
@@ -153,6 +157,10 @@ def note_log(run_location: Location, logs_version: int | None, step: int, values
         newest = _NEWEST.get(logs_loc.uri)
         base = None if newest is None or newest[1] != logs_version - 1 else _CACHE.get(newest)
     if base is None:
+        return
+    when = tables.committed_at(logs_loc, logs_version)  # known when this process committed it
+    if when is not None:
+        _remember((logs_loc.uri, logs_version, str(when)), base.extended(step, values))
         return
     try:
         found = tables.arrow_dataset(logs_loc, version=logs_version)

@@ -176,14 +176,17 @@ class ViewDataset(pads.Dataset):
         def run_batches(key: str) -> Iterator[pa.RecordBatch]:
             snapshot = query.snapshot(key)
             ds = snapshot.dataset(self._table)
-            if ds is None:
-                return
-            gated = self._table in (*GATED, "logs")  # logs: the first committed row of each log_id
-            committed = snapshot.gate(self._table) if gated else None
-            stored = scan.stored if committed is None else list(dict.fromkeys([*scan.stored, "write_id"]))
             lance_filter = None if scan.in_arrow else filter
-            reader = query.track(ds.scanner(columns=stored, filter=lance_filter, **kwargs).to_reader())
-            yield from scan.batches(key, reader, committed)
+            if ds is not None:
+                gated = self._table in (*GATED, "logs")  # logs: the first committed row of each log_id
+                committed = snapshot.gate(self._table) if gated else None
+                stored = scan.stored if committed is None else list(dict.fromkeys([*scan.stored, "write_id"]))
+                reader = query.track(ds.scanner(columns=stored, filter=lance_filter, **kwargs).to_reader())
+                yield from scan.batches(key, reader, committed)
+            tail = snapshot.tail(self._table) if self._table in GATED else None
+            if tail is not None and tail.num_rows:  # a journal run's logs not folded yet
+                rows = pads.dataset(tail).scanner(columns=scan.stored, filter=lance_filter)
+                yield from scan.batches(key, rows.to_reader(), None)
 
         def chained() -> Iterator[pa.RecordBatch]:
             for key in keys:

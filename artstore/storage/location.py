@@ -228,6 +228,11 @@ class Location:
     def is_local(self) -> bool:
         return self.scheme == "file"
 
+    def sibling(self, name: str) -> Location:
+        """The location named `name` in the same folder as this one."""
+        parent = os.path.dirname(self.uri.rstrip("/")) if self.is_local else posixpath.dirname(self.uri.rstrip("/"))
+        return Location(parent, self.storage_options).child(name)
+
     def child(self, *parts: str) -> Location:
         """A location below this one (parts are joined with '/')."""
         if self.is_local:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +25,7 @@ import pyarrow.dataset as pads
 from lance import LanceDataset, LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
-from artstore.errors import CommitConflictError, StorageError, VersionNotFoundError
+from artstore.errors import ArtstoreError, CommitConflictError, StorageError, VersionNotFoundError
 from artstore.storage import files
 from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
@@ -40,7 +42,7 @@ def storage_errors(loc: Location, action: str) -> Iterator[None]:
     """Turn Lance/IO errors into StorageError naming the dataset, never a secret."""
     try:
         yield
-    except StorageError:
+    except ArtstoreError:  # already says what went wrong (e.g. a ValidationError is a ValueError)
         raise
     except (OSError, RuntimeError, ValueError) as e:
         text = loc.redact(str(e))
@@ -67,6 +69,10 @@ def open_dataset(loc: Location, version: int | str | None = None, asof: datetime
         version = _version_at(loc, asof)
         if version is None:
             return None
+    if version is None and asof is None and loc.is_local:  # on a bucket a LIST costs what the probes do
+        latest = _latest_by_hint(loc, session)
+        if latest is not None:
+            return latest
     try:
         return lance.dataset(loc.uri, version=version, storage_options=loc.lance_options(), session=session)
     except ValueError as e:  # Lance raises ValueError for a missing dataset
@@ -84,6 +90,29 @@ def open_dataset(loc: Location, version: int | str | None = None, asof: datetime
         raise storage_error(loc, "open", e) from None
     except OSError as e:
         raise storage_error(loc, "open", e) from None
+
+
+_MAX_U64 = 2**64 - 1
+
+
+def _manifest(loc: Location, version: int) -> Location:
+    # Lance's V2 manifest naming: u64::MAX - version, so that names sort newest first
+    return loc.child("_versions", f"{_MAX_U64 - version}.manifest")
+
+
+def _latest_by_hint(loc: Location, session: lance.Session | None = None) -> LanceDataset | None:
+    """The latest version of the local dataset at `loc`, found without listing `_versions/` (which
+    grows with every commit kept: 1.1 ms at 3,000 manifests): the
+    version in Lance's `latest_version_hint.json`, then each next manifest that exists (the hint
+    is written after a commit, so it may lag), opened at that explicit version. None when there
+    is no hint or its manifest is gone (the caller lists instead)."""
+    try:
+        version = int(json.loads(files.get_bytes(loc.child("_versions", "latest_version_hint.json")))["version"])
+        while files.exists(_manifest(loc, version + 1)):
+            version += 1
+        return lance.dataset(loc.uri, version=version, storage_options=loc.lance_options(), session=session)
+    except (StorageError, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _create(loc: Location, fragments: list, schema: pa.Schema, message: str) -> int | None:
@@ -138,15 +167,44 @@ def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Sc
             base = ds.version
         for attempt in range(VANISHED_RETRIES + 1):
             try:
-                return LanceDataset.commit(
+                committed = LanceDataset.commit(
                     loc.uri, LanceOperation.Append(fragments), read_version=base,
                     storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
-                ).version
+                )
+                with _COMMITS_LOCK:
+                    _COMMITS[(loc.uri, committed.version)] = version_time(committed)
+                    while len(_COMMITS) > 1024:
+                        _COMMITS.popitem(last=False)
+                return committed.version
             except OSError as e:
                 if attempt == VANISHED_RETRIES or not vanished(e):
                     raise
                 base = open_dataset(loc).version  # a cleanup removed the version we read: commit on the latest
         raise AssertionError("unreachable")
+
+
+def create(loc: Location, table: pa.Table, message: str = "") -> int | None:
+    """Create the dataset at `loc` holding `table` (version 1); None when it exists already (the
+    written files are left for cleanup: no version names them)."""
+    with storage_errors(loc, "create"):
+        return _create(loc, write_files(loc, table), table.schema, message)
+
+
+def update_config(loc: Location, updates: dict[str, str], read_version: int) -> int | None:
+    """Set keys of the dataset's config (its manifest) in one commit on `read_version`, without
+    retrying: None when any other config change was committed since `read_version` (Lance finds
+    two UpdateConfig transactions incompatible), which makes this a compare-and-set. Returns the
+    new version."""
+    with storage_errors(loc, "update the config of"):
+        try:
+            return LanceDataset.commit(
+                loc.uri, LanceOperation.UpdateConfig(config_updates=LanceOperation.UpdateMap(updates, replace=False)),
+                read_version=read_version, max_retries=0, storage_options=loc.lance_options(),
+            ).version
+        except OSError as e:
+            if "incompatible" in str(e).lower() or "conflict" in str(e).lower():
+                return None
+            raise
 
 
 def discard_files(loc: Location, fragments: list[FragmentMetadata]) -> None:
@@ -200,14 +258,18 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
     dataset with a SEQ column (int64, null when appended) is compacted by `maintain` with
     `_rewrite_sequenced`, which stores each row's original fragment id in SEQ; a row's commit order
     is (SEQ, or else its fragment id; then its position). A dataset without SEQ never held a key
-    twice (it was written with `insert_unique`): storage order serves there."""
+    twice (it was written with `insert_unique`): storage order serves there. The SEQ column read
+    back holds that commit-order number of each row (never null)."""
     cols = None if columns is None else list(dict.fromkeys([*columns, key]))
     with storage_errors(loc, "read"):
         if SEQ in ds.schema.names:
             found = ds.to_table(columns=None if cols is None else list(dict.fromkeys([*cols, SEQ])),
                                 filter=filter, with_row_address=True)
             fragment = pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64())
-            order = pa.table({"seq": pc.coalesce(found[SEQ], fragment), "at": found["_rowaddr"]})
+            seq = pc.coalesce(found[SEQ], fragment)
+            order = pa.table({"seq": seq, "at": found["_rowaddr"]})
+            # Read back with each row's sequence filled in (its fragment id where SEQ is null).
+            found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), seq)
             found = found.take(pc.sort_indices(order, [("seq", "ascending"), ("at", "ascending")]))
             found = found.drop_columns(["_rowaddr"])
         else:
@@ -217,6 +279,37 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
     if len(first) < found.num_rows:
         found = found.take(first)
     return found if columns is None else found.select(columns)
+
+
+# (dataset uri, key column) -> {fragment id: (its data file path, the key values it holds)}
+_KEYS: dict[tuple[str, str], dict[int, tuple[str, frozenset[str]]]] = {}
+_KEYS_LOCK = threading.Lock()
+
+
+def may_hold(loc: Location, ds: LanceDataset, key: str, value: str) -> bool:
+    """Whether the dataset `ds` (at `loc`) may hold a row whose `key` is `value`: False only when
+    no fragment of it does. Reads the key column of only the fragments this process has not read
+    before (a fragment never changes; one is known by its id and data file, so a dataset deleted
+    and created again is read afresh): a look-up costs the same at any length of the run."""
+    fragments = ds.get_fragments()
+    cache_key = (loc.uri, key)
+    with _KEYS_LOCK:
+        known = dict(_KEYS.get(cache_key, {}))
+    current: dict[int, tuple[str, frozenset[str]]] = {}
+    new = []
+    for f in fragments:
+        path = f.data_files()[0].path if f.data_files() else ""
+        seen = known.get(f.fragment_id)
+        if seen is not None and seen[0] == path:
+            current[f.fragment_id] = seen
+        else:
+            new.append((f, path))
+    with storage_errors(loc, "read"):
+        for f, path in new:
+            current[f.fragment_id] = (path, frozenset(f.to_table(columns=[key])[key].to_pylist()))
+    with _KEYS_LOCK:
+        _KEYS[cache_key] = current
+    return any(value in ids for _, ids in current.values())
 
 
 def scan(
@@ -242,6 +335,17 @@ def arrow_dataset(loc: Location, version: int | str | None = None,
     reads of the same files (many queries over the same runs) cheaper."""
     ds = open_dataset(loc, version=version, asof=asof, session=_read_session())
     return None if ds is None else (ds, ds.version)
+
+
+_COMMITS: OrderedDict[tuple[str, int], datetime] = OrderedDict()  # (uri, version) -> commit time, of this process's appends
+_COMMITS_LOCK = threading.Lock()
+
+
+def committed_at(loc: Location, version: int) -> datetime | None:
+    """When this process's append made `version` of the dataset at `loc` (UTC), without reading
+    storage; None when this process did not make it (or it is long past)."""
+    with _COMMITS_LOCK:
+        return _COMMITS.get((loc.uri, version))
 
 
 def version_time(ds: pads.Dataset) -> datetime:

@@ -1,0 +1,117 @@
+"""The fold: moves the rows of journaled logs (`artstore.log.journal`) into the data tables, many
+logs per commit, off the log() caller's path (`artstore.log.upkeep` runs it).
+
+For each data table T (trajectories, groups, metrics), the logs to fold are the committed logs
+(first row of each log_id) whose sequence is above FOLDED (T's Lance config), in commit order.
+One fold of T:
+
+1. claim: an UpdateConfig of T setting CLAIM (a token and the time), committed on the version
+   the folder read with no retry: Lance fails it when any other config change landed since, so
+   of two folders that read the same version one goes on. A folder that finds a fresh claim of
+   another (younger than LEASE) leaves T alone;
+2. append the rows of those logs (one commit);
+3. an UpdateConfig setting FOLDED to the last sequence folded and clearing CLAIM.
+
+A SIGKILL at any point loses nothing and doubles nothing for readers: before 3, FOLDED still
+names the old point, so readers take those logs' rows from the journal and read T only for the
+logs up to FOLDED (filtering T's rows by write_id when T holds more rows than those logs wrote:
+`journal` readers check the counts). The next fold after the claim's lease checks which of its
+logs T already holds (a fold killed after 2) and appends only the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from artstore.log import journal
+from artstore.log.visibility import GATED, ROW_COUNTS, committed_logs
+from artstore.storage import Location, tables
+
+logger = logging.getLogger(__name__)
+
+CLAIM = "artstore.fold_claim"
+LEASE_S = 120.0  # a claim older than this is taken over (its folder is presumed dead)
+FOLD_EVERY = 16  # log() asks for a fold when its journal version is a multiple of this
+MAX_LOGS = 1024  # logs folded per commit at most (a run never folded before is folded in rounds)
+
+
+def fold(run: Location, *, max_logs: int | None = None) -> dict[str, int]:
+    """Fold the unfolded committed logs of the run at `run` into its data tables; {table: logs
+    folded}. A run whose `logs` is not a journal has nothing to fold. Safe beside writers,
+    readers and other folders (see the module doc); errors of one table are logged and left to
+    the next fold."""
+    logs_loc = run.child("logs.lance")
+    ds = tables.open_dataset(logs_loc)
+    if ds is None or not journal.is_journal(ds.schema):
+        return {}
+    committed = committed_logs(logs_loc, ds, columns=journal.log_columns())
+    done = {}
+    for table in GATED:
+        try:
+            done[table] = _fold_table(run, logs_loc, table, committed, max_logs)
+        except Exception as e:  # noqa: BLE001 - a failed fold is retried by the next one
+            logger.warning("fold of %s into %s skipped: %s", logs_loc.redact(run.uri), table, e)
+    return done
+
+
+def _expected_rows(committed: pa.Table, table: str, upto: int) -> int:
+    mask = pc.less_equal(committed[tables.SEQ], upto)
+    return pc.sum(pc.filter(committed[ROW_COUNTS[table]], mask)).as_py() or 0
+
+
+def _fold_table(run: Location, logs_loc: Location, table: str, committed: pa.Table, max_logs: int | None) -> int:
+    loc = run.child(f"{table}.lance")
+    ds = tables.open_dataset(loc)
+    folded = journal.folded_seq(ds)
+    todo = committed.filter(pc.greater(committed[tables.SEQ], folded))
+    if max_logs is not None:
+        todo = todo.slice(0, max_logs)
+    if todo.num_rows == 0:
+        return 0
+    upto = pc.max(todo[tables.SEQ]).as_py()
+    version = None
+    if ds is not None:
+        claim = ds.config().get(CLAIM, "")
+        if claim and time.time() - float(claim.split()[1]) < LEASE_S:
+            return 0  # another folder is at it
+        version = tables.update_config(loc, {CLAIM: f"{uuid.uuid4().hex} {time.time():.3f}"}, ds.version)
+        if version is None:
+            return 0  # another folder claimed it first
+        if ds.count_rows() != _expected_rows(committed, table, folded):
+            todo = _not_yet_in(loc, todo)  # a fold killed after its append: those logs are in
+    if todo.num_rows:
+        rows = journal.payload_rows(table, journal.read_payloads(logs_loc, todo["write_id"].to_pylist()))
+        if rows.num_rows:
+            if ds is None:
+                version = tables.create(loc, rows, f"fold of {todo.num_rows} logs")
+                if version is None:
+                    return 0  # another folder created it first: the next fold goes on from there
+            else:
+                tables.append(loc, rows, f"fold of {todo.num_rows} logs", read_version=version)
+    if version is None:  # nothing to write into a table that does not exist yet
+        return 0
+    if tables.update_config(loc, {journal.FOLDED: str(upto), CLAIM: ""}, version) is None:
+        logger.warning("fold of %s lost its claim (older than %.0f s)", loc.redact(loc.uri), LEASE_S)
+        return 0
+    return todo.num_rows
+
+
+def _not_yet_in(loc: Location, todo: pa.Table) -> pa.Table:
+    """The logs of `todo` none of whose rows are in the table at `loc` yet."""
+    ids = todo["write_id"].to_pylist()
+    where = "write_id IN (" + ", ".join("'" + i + "'" for i in ids) + ")"
+    present = tables.scan(loc, columns=["write_id"], filter=where)
+    if present is None or present.num_rows == 0:
+        return todo
+    return todo.filter(pc.invert(pc.is_in(todo["write_id"], value_set=pc.unique(present["write_id"]))))
+
+
+def stats(run: Location) -> dict[str, Any]:
+    """{table: FOLDED} of the run's data tables (-1: nothing folded): for tests and benchmarks."""
+    return {t: journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED}

@@ -1,0 +1,173 @@
+"""The journal: a run's `logs` table holding each log call's rows, so a log costs one commit.
+
+A run created by this artstore (schema version 2 of `logs`) stores each log() call as ONE row
+of `logs`: its commit record plus its rows of the data tables, as payload columns
+(`trajectories_ipc` and `groups_ipc`: the rows as an Arrow IPC stream; `metric_names` and
+`metric_values`: its metric values). One append, one Lance commit, however small the log; the
+data tables are filled later, many logs at a time, by the fold (`artstore.log.fold`).
+
+Commit order: each journal append is one row in its own fragment, and Lance numbers fragments in
+commit order; compaction stores a row's original fragment id in `commit_seq`. So
+`commit_seq or fragment id` (`committed_logs` fills it in) is a unique, increasing integer per
+journal row: its *sequence*.
+
+Readers see folded and unfolded rows alike (`rows`): each data table's Lance config holds
+FOLDED, the sequence of the last log folded into it; rows of committed logs up to it are read
+from the table, the rest from the journal's payloads. Runs whose `logs` table predates the
+journal (schema version 1) keep writing one commit per table, and are read as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from artstore.schema import arrow_schema
+from artstore.storage import tables
+
+PAYLOAD_COLUMNS = ("metric_names", "metric_values", "trajectories_ipc", "groups_ipc")
+IPC_COLUMN = {"trajectories": "trajectories_ipc", "groups": "groups_ipc"}
+FOLDED = "artstore.folded_seq"  # config key of a data table: sequence of the last log folded in
+ROW_COUNTS = {"trajectories": "num_trajectories", "groups": "num_groups", "metrics": "num_metrics"}
+# Per data table, the columns that identify a row: a fold repeated by a taken-over claim may
+# append a log's rows twice; readers then keep the first.
+ROW_KEYS = {"trajectories": ("trajectory_id",), "groups": ("group_id",), "metrics": ("write_id", "name")}
+_MARK = b"artstore.journal"
+
+
+def log_columns() -> list[str]:
+    """The columns of `logs` other than the payloads (what readers of the commit records need)."""
+    return [n for n in arrow_schema("logs").names if n not in PAYLOAD_COLUMNS]
+
+
+def is_journal(schema: pa.Schema) -> bool:
+    """Whether a `logs` table with this schema is a journal (holds its logs' rows)."""
+    return IPC_COLUMN["trajectories"] in schema.names
+
+
+def mark(committed: pa.Table) -> pa.Table:
+    """`committed` (rows of a journal) marked as such in its schema metadata (`marked`)."""
+    return committed.replace_schema_metadata({**(committed.schema.metadata or {}), _MARK: b"1"})
+
+
+def marked(committed: pa.Table) -> bool:
+    """Whether `committed` (committed logs rows) was read from a journal (see `mark`)."""
+    return (committed.schema.metadata or {}).get(_MARK) == b"1"
+
+
+def to_ipc(table: pa.Table) -> bytes | None:
+    """`table` as one Arrow IPC stream (None when it has no rows)."""
+    if table.num_rows == 0:
+        return None
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def payload_rows(table: str, journal_rows: pa.Table) -> pa.Table:
+    """The rows of data table `table` that `journal_rows` (rows of a journal with the payload
+    columns and log_id, write_id, split, step, recorded_at) hold, in their order, each log's rows
+    in the order it wrote them. Schema: `arrow_schema(table)`."""
+    schema = arrow_schema(table)
+    if table == "metrics":
+        names = journal_rows["metric_names"].combine_chunks() if journal_rows.num_rows else pa.array([], pa.list_(pa.string()))
+        lengths = pc.fill_null(pc.list_value_length(names), 0)
+        index = pa.array([i for i, n in enumerate(lengths.to_pylist()) for _ in range(n)], pa.int64())
+        per_log = journal_rows.select(["log_id", "write_id", "step", "split", "recorded_at"]).take(index)
+        return pa.table({
+            "log_id": per_log["log_id"], "write_id": per_log["write_id"], "step": per_log["step"],
+            "split": per_log["split"], "name": pc.list_flatten(names),
+            "value": pc.list_flatten(journal_rows["metric_values"].combine_chunks()) if journal_rows.num_rows
+            else pa.array([], pa.float64()),
+            "recorded_at": per_log["recorded_at"],
+        }, schema=schema)
+    parts = []
+    for blob in journal_rows[IPC_COLUMN[table]].to_pylist() if journal_rows.num_rows else []:
+        if blob is not None:
+            parts.append(pa.ipc.open_stream(blob).read_all().cast(schema))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def folded_seq(ds: object) -> int:
+    """FOLDED of a data table's Lance dataset (-1: nothing folded, or no dataset)."""
+    if ds is None:
+        return -1
+    return int(ds.config().get(FOLDED, -1))  # type: ignore[attr-defined]
+
+
+def read_payloads(logs_loc: object, write_ids: Iterable[str], filter: str | None = None) -> pa.Table:
+    """The journal rows (all columns) of the logs with these write_ids, latest version (a
+    committed row never changes), matching the Lance SQL `filter` on log-level columns."""
+    ids = list(write_ids)
+    schema = arrow_schema("logs")
+    if not ids:
+        return schema.empty_table()
+    where = "write_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + ")"
+    if filter:
+        where = f"({where}) AND ({filter})"
+    found = tables.scan(logs_loc, filter=where)  # type: ignore[arg-type]
+    return schema.empty_table() if found is None else found
+
+
+def read_rows(loc: Any, table: str, committed: pa.Table, *, filter: str | None = None,
+              columns: list[str] | None = None) -> pa.Table:
+    """The rows of data table `table` (at `loc`, opened now: after `committed` was read) written
+    by the `committed` log calls (journal rows, `commit_seq` filled in), in the order of
+    `committed`, each log's rows in the order it wrote them.
+
+    Logs up to the table's FOLDED are read from the table: all its rows when it holds exactly as
+    many as those logs wrote (the common case: then, as for a run before the journal, rows are
+    ordered by `recorded_at` when no two logs share one, and no write_id is read), else the rows
+    whose write_id is theirs, first copy of each row. The other logs' rows come from their
+    journal payloads. `filter` (Lance SQL) must name only columns a log's journal row has too
+    (split, step, log_id, write_id, recorded_at): it also selects the unfolded logs' journal rows."""
+    schema = arrow_schema(table)
+    wanted = schema.names if columns is None else list(columns)
+    ds = tables.open_dataset(loc)
+    upto = folded_seq(ds)
+    seq = committed[tables.SEQ]
+    in_table = pc.less_equal(seq, upto) if committed.num_rows else pa.array([], pa.bool_())
+    by_time = pc.count_distinct(committed["recorded_at"]).as_py() == committed.num_rows
+    order = "recorded_at" if by_time else "write_id"
+    cols = list(dict.fromkeys([*wanted, order]))
+    parts = []
+    if ds is not None and pc.any(in_table).as_py():
+        folded = committed.filter(in_table)
+        expected = pc.sum(folded[ROW_COUNTS[table]]).as_py() or 0
+        with tables.storage_errors(loc, "read"):
+            exact = upto <= pc.max(seq).as_py() and ds.count_rows() == expected
+            if exact:
+                data = ds.to_table(columns=cols, filter=filter)
+            else:
+                data = ds.to_table(columns=list(dict.fromkeys([*cols, "write_id", *ROW_KEYS[table]])), filter=filter)
+                data = data.filter(pc.is_in(data["write_id"], value_set=folded["write_id"]))
+                data = _first_copies(data, ROW_KEYS[table])
+        parts.append(data.select(cols))
+    rest = committed.filter(pc.invert(in_table)) if committed.num_rows else committed
+    if rest.num_rows:
+        found = payload_rows(table, read_payloads(loc.sibling("logs.lance"), rest["write_id"].to_pylist(), filter))
+        parts.append(found.select(cols))
+    if not parts:
+        return schema.empty_table().select(wanted)
+    data = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    if data.num_rows > 1:
+        if by_time:
+            at = data["recorded_at"].combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+            if not bool(np.all(at[1:] >= at[:-1])):
+                data = data.take(pc.sort_indices(data["recorded_at"]))  # stable: a log's rows keep their order
+        else:
+            data = data.take(pc.sort_indices(pc.index_in(data["write_id"], value_set=committed["write_id"])))
+    return data.select(wanted)
+
+
+def _first_copies(data: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    """`data` without the later copies of rows whose `key` columns repeat an earlier row's."""
+    keys = data[key[0]] if len(key) == 1 else pc.binary_join_element_wise(*[data[k] for k in key], "\x00")
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    first = pc.index_in(pc.unique(keys), value_set=keys)
+    return data if len(first) == data.num_rows else data.take(first)  # ascending: unique keeps first-seen order

@@ -1,0 +1,122 @@
+"""Growth: small logs over a long run, artstore beside OpenPipe ART 0.5.23, at checkpoints.
+
+Each step logs a small train step (1 group of 8 trajectories) and a val eval (1 group of 8) on
+both sides (the drivers of ``make bench``: one process each, the same synthetic data, only the
+library call timed, the sides alternating who goes first). At each checkpoint step it records,
+per side: the median latency of the train and the val logs of the last ``--window`` steps,
+``history()`` and reading the checkpoint's train step back (``--repeats`` each, median), and the
+files and bytes of the run folder. The growth column is last checkpoint / first.
+
+    LANCE_LOG=error python -m benchmarks.growth [--steps 3000] [--checkpoints 100,1000,3000]
+        [--window 50] [--repeats 5] [--retention-s SECONDS] [--json out.json]
+
+The machine is shared: read the ratios (measured in the same run), not the milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.art_client import ArtDriver, DriverProcess, StoreDriver
+
+TRAIN = {"n_groups": 1, "group_size": 8, "seed": 3}
+VAL = {"n_groups": 1, "group_size": 8, "seed": 4}
+
+
+def _median_ms(xs: list[float]) -> float:
+    return 1000 * statistics.median(xs)
+
+
+def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention_s: float | None) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="growth-"))
+    art = ArtDriver(base / "art", "bench", "agent")
+    store = StoreDriver(base / "store", "bench", "agent", init=False)
+    store.init(base_path=str(base / "store"), project="bench", name="agent",
+               **({} if retention_s is None else {"retention_s": retention_s}))
+    drivers: list[DriverProcess] = [art, store]
+    for d in drivers:
+        d.warmup()
+    lat: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    out: dict[str, Any] = {"steps": steps, "checkpoints": {}, "retention_s": retention_s}
+    t0 = time.perf_counter()
+    try:
+        for step in range(1, steps + 1):
+            order = drivers if step % 2 == 0 else drivers[::-1]
+            for d in order:
+                lat.setdefault((d.side, "train"), []).append((step, d.log(step, "train", synthetic=TRAIN)["seconds"]))
+                lat.setdefault((d.side, "val"), []).append((step, d.log(step, "val", synthetic=VAL)["seconds"]))
+            if step in checkpoints:
+                at: dict[str, Any] = {}
+                for d in drivers:
+                    at[d.side] = {
+                        split: _median_ms([s for k, s in lat[(d.side, split)] if k > step - window])
+                        for split in ("train", "val")}
+                for i in range(repeats):
+                    for d in (drivers if i % 2 == 0 else drivers[::-1]):
+                        at[d.side].setdefault("history", []).append(d.history()["seconds"])
+                        answer = d.read_step(step, "train")
+                        assert answer["n_trajectories"] == 8, answer
+                        at[d.side].setdefault("read_step", []).append(answer["seconds"])
+                for d in drivers:
+                    at[d.side]["history"] = _median_ms(at[d.side]["history"])
+                    at[d.side]["read_step"] = _median_ms(at[d.side]["read_step"])
+                    disk = d.bytes_on_disk()
+                    at[d.side]["files"] = disk["files"]
+                    at[d.side]["bytes"] = disk["bytes"]
+                out["checkpoints"][step] = at
+                print(f"step {step} ({time.perf_counter() - t0:.0f} s): " + json.dumps(at), flush=True)
+    finally:
+        for d in drivers:
+            d.close()
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
+def table(res: dict[str, Any]) -> str:
+    cps = sorted(res["checkpoints"], key=int)
+    head = "| at step | " + " | ".join(f"{int(c):,}" for c in cps) + " | growth (last/first) |"
+    lines = [head, "| --- |" + " ---: |" * (len(cps) + 1)]
+
+    def row(label: str, key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> None:
+        cells = []
+        for c in cps:
+            a, s = res["checkpoints"][c]["ART"][key] * scale, res["checkpoints"][c]["artstore"][key] * scale
+            cells.append(f"{fmt.format(s)} / {fmt.format(a)} ({s / a:.2f}x)")
+        first, last = res["checkpoints"][cps[0]]["artstore"][key], res["checkpoints"][cps[-1]]["artstore"][key]
+        a_first, a_last = res["checkpoints"][cps[0]]["ART"][key], res["checkpoints"][cps[-1]]["ART"][key]
+        lines.append(f"| {label}, artstore / ART | " + " | ".join(cells)
+                     + f" | {last / first:.2f} / {a_last / a_first:.2f} |")
+
+    row("small train log (ms)", "train")
+    row("small val log (ms)", "val")
+    row("history() (ms)", "history")
+    row("read a step (8) (ms)", "read_step")
+    row("files", "files", fmt="{:,.0f}")
+    row("bytes (MiB)", "bytes", 1 / 2**20, "{:.1f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--checkpoints", default="100,1000,3000")
+    p.add_argument("--window", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--retention-s", type=float, default=None, help="artstore's version window (default 7 days)")
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    res = run(a.steps, [int(c) for c in a.checkpoints.split(",")], a.window, a.repeats, a.retention_s)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1))
+    print(table(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Several processes logging small steps to one run: aggregate logs/s, p95 latency, nothing lost;
+beside OpenPipe ART 0.5.23 logging the same steps from one process (ART's own multi-process
+logging loses rows: see FIELD_NOTES).
+
+    LANCE_LOG=error python -m benchmarks.many_writers [--writers 4] [--logs 50]
+
+Each writer process imports artstore, then logs ``--logs`` small train steps (1 group of 8) with
+distinct steps; the wall time runs from the moment all writers are ready to the last one done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.art_client import ArtDriver
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"n_groups": 1, "group_size": 8, "seed": 2}
+WRITER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[4])
+import artstore as art
+from benchmarks.synthetic import make_step
+from benchmarks.store_driver import build_groups
+base, k, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+model = art.Model(name="shared", project="bench", base_path=base, report_metrics=[])
+steps = [build_groups(make_step(k * 100000 + i, 1, 8, 2)) for i in range(n)]
+print("ready", flush=True)
+sys.stdin.readline()
+times = []
+for i, groups in enumerate(steps):
+    t = time.perf_counter()
+    model.log_sync(groups, split="train", step=k * 100000 + i)
+    times.append(time.perf_counter() - t)
+model.run.wait_for_upkeep(120)
+print(json.dumps(times), flush=True)
+"""
+
+
+def artstore_side(base: Path, writers: int, logs: int) -> dict:
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(base), str(k), str(logs), str(ROOT)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "LANCE_LOG": "error"}) for k in range(writers)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    t0 = time.perf_counter()
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    times = []
+    for p in procs:
+        times += json.loads(p.stdout.readline())
+        p.wait()
+    wall = time.perf_counter() - t0
+    import artstore as art
+
+    run = art.open_store(base).run("bench", "shared")
+    stored = run.logs().num_rows
+    return {"logs_per_s": len(times) / wall, "p50_ms": 1000 * statistics.median(times),
+            "p95_ms": 1000 * sorted(times)[int(0.95 * (len(times) - 1))], "stored": stored,
+            "expected": writers * logs, "history_rows": run.history().num_rows}
+
+
+def art_side(base: Path, logs: int) -> dict:
+    art = ArtDriver(base, "bench", "single")
+    try:
+        art.warmup()
+        t0, times = time.perf_counter(), []
+        for i in range(logs):
+            times.append(art.log(i, "train", synthetic=TINY)["seconds"])
+        wall = time.perf_counter() - t0
+    finally:
+        art.close()
+    return {"logs_per_s": len(times) / sum(times), "logs_per_s_wall": len(times) / wall,
+            "p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * sorted(times)[int(0.95 * (len(times) - 1))]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--writers", type=int, default=4)
+    p.add_argument("--logs", type=int, default=50)
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="many-writers-") as tmp:
+        ours = artstore_side(Path(tmp) / "store", a.writers, a.logs)
+        theirs = art_side(Path(tmp) / "art", a.writers * a.logs)
+    print(json.dumps({"artstore": ours, "ART (1 process)": theirs}, indent=1))
+    print(f"artstore, {a.writers} processes: {ours['logs_per_s']:.1f} logs/s (p50 {ours['p50_ms']:.0f} ms, "
+          f"p95 {ours['p95_ms']:.0f} ms), {ours['stored']}/{ours['expected']} logs stored")
+    print(f"ART, 1 process: {theirs['logs_per_s']:.1f} logs/s in log() (p50 {theirs['p50_ms']:.0f} ms, "
+          f"p95 {theirs['p95_ms']:.0f} ms); ratio {ours['logs_per_s'] / theirs['logs_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The journal (artstore.log.journal) and its fold (artstore.log.fold): a log is one commit of one
+row of `logs`; readers see a log's rows the same before and after the fold copies them into the
+data tables; folds racing or killed at any point lose nothing and double nothing; a run whose logs
+table predates the journal keeps its layout."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import artstore as art
+from artstore.log import fold, journal
+from artstore.schema import arrow_schema
+from artstore.storage import files, tables
+from tests.conftest import tool_call_trajectory
+
+ROOT = Path(__file__).resolve().parent.parent
+VIEWS = [
+    "SELECT split, step, count(*) AS n, round(sum(reward), 9) AS r FROM trajectories GROUP BY ALL ORDER BY ALL",
+    "SELECT split, step, count(*) AS n FROM groups GROUP BY ALL ORDER BY ALL",
+    "SELECT role, count(*) AS n FROM messages GROUP BY ALL ORDER BY ALL",
+    "SELECT name, count(*) AS n, round(sum(value), 9) AS v FROM metrics GROUP BY ALL ORDER BY ALL",
+    "SELECT count(*) AS n FROM history",
+    "SELECT count(*) AS n FROM logs",
+    "SELECT logs, trajectories, groups, metric_values FROM runs",
+    "SELECT step, reward FROM trajectories WHERE step = 3 AND reward > 0.01 ORDER BY reward",
+]
+
+
+def _log(model: art.Model, step: int, n: int = 2, **kw) -> art.LogRecord:
+    groups = [art.TrajectoryGroup([tool_call_trajectory(step / 10 + j / 100, step * 10 + j) for j in range(n)],
+                                  metrics={"judge": step / 7})]
+    return model.log_sync(groups, split="train" if step % 2 else "val", step=step, metrics={"loss": step / 3}, **kw)
+
+
+def _model(base: str, name: str = "m") -> art.Model:
+    return art.Model(name=name, project="p", base_path=base, report_metrics=[])
+
+
+def _reads(run: art.Run) -> tuple:
+    store = art.open_store(run.store.uri)
+    return (run.groups(), run.trajectories().drop_columns(["recorded_at"]), run.history(), run.metrics(),
+            run.logs(), run.groups(split="val", step=4), [store.sql(q).to_pylist() for q in VIEWS],
+            run.best_step("val/reward"))
+
+
+def _raw(run: art.Run, table: str) -> int:
+    found = tables.scan(run.table_location(table), columns=["write_id"])
+    return 0 if found is None else found.num_rows
+
+
+def test_a_log_is_one_commit_of_one_logs_row_and_writes_no_data_table(tmp_path):
+    model = _model(str(tmp_path))
+    version = 0
+    for step in range(8):  # fewer versions than FOLD_EVERY: no fold yet
+        record = _log(model, step)
+        assert record.logs_version - version in (1, 2)  # its commit (after a compaction of logs)
+        version = record.logs_version
+    run = model.run
+    assert {t: _raw(run, t) for t in ("trajectories", "groups", "metrics")} == {"trajectories": 0, "groups": 0,
+                                                                               "metrics": 0}
+    assert run.trajectories().num_rows == 16
+    assert files.list_dir(run.location) == ["logs.lance"]
+
+
+def test_readers_see_the_same_rows_before_and_after_the_fold(tmp_path):
+    model = _model(str(tmp_path))
+    for step in range(10):
+        _log(model, step)
+    run = model.run
+    before = _reads(run)
+    assert fold.fold(run.location) == {"trajectories": 10, "groups": 10, "metrics": 10}
+    assert {t: _raw(run, t) for t in ("trajectories", "groups")} == {"trajectories": 20, "groups": 10}
+    assert _reads(run) == before
+    for step in range(10, 13):  # folded and unfolded logs together
+        _log(model, step)
+    partly = _reads(run)
+    fold.fold(run.location)
+    assert _reads(run) == partly
+    assert fold.fold(run.location) == {"trajectories": 0, "groups": 0, "metrics": 0}
+
+
+def test_time_travel_reads_a_folded_run_as_it_was(tmp_path):
+    model = _model(str(tmp_path))
+    versions = [_log(model, step).logs_version for step in range(6)]
+    fold.fold(model.run.location)
+    run = model.run
+    for i, v in enumerate(versions):
+        assert run.trajectories(as_of=v)["step"].to_pylist() == [s for s in range(i + 1) for _ in range(2)]
+        got = run.store.sql("SELECT count(*) AS n FROM trajectories", as_of=v).to_pylist()
+        assert got == [{"n": 2 * (i + 1)}]
+
+
+def test_racing_folds_copy_each_row_once(tmp_path):
+    model = _model(str(tmp_path))
+    for step in range(12):
+        _log(model, step)
+    barrier = threading.Barrier(4)
+
+    def racer() -> None:
+        barrier.wait()
+        fold.fold(model.run.location)
+
+    threads = [threading.Thread(target=racer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fold.fold(model.run.location)  # whatever a loser left
+    run = model.run
+    assert {t: _raw(run, t) for t in ("trajectories", "groups", "metrics")} == \
+        {"trajectories": 24, "groups": 12, "metrics": run.metrics().num_rows}
+    assert run.trajectories().num_rows == 24
+
+
+class _Died(BaseException):
+    """Stands for the process dying inside a fold."""
+
+
+def test_a_fold_that_died_after_its_append_doubles_nothing(tmp_path, monkeypatch):
+    model = _model(str(tmp_path))
+    for step in range(8):
+        _log(model, step)
+    run = model.run
+    before = _reads(run)
+    real, calls = tables.update_config, []
+
+    def die_on_release(loc, updates, read_version):
+        calls.append(updates)
+        if journal.FOLDED in updates:
+            raise _Died()
+        return real(loc, updates, read_version)
+
+    monkeypatch.setattr(tables, "update_config", die_on_release)
+    with pytest.raises(_Died):
+        fold.fold(run.location)
+    monkeypatch.undo()
+    assert _raw(run, "trajectories") == 16 and fold.stats(run.location)["trajectories"] == -1
+    assert _reads(run) == before  # rows in the table past FOLDED are not read twice
+    assert fold.fold(run.location)["trajectories"] == 0  # the dead fold's claim holds for its lease
+    monkeypatch.setattr(fold, "LEASE_S", 0.0)
+    fold.fold(run.location)
+    assert _raw(run, "trajectories") == 16  # the logs it had appended were not appended again
+    assert _reads(run) == before
+
+
+_FOLDER = """
+import sys, time, random
+from artstore.log import fold
+from artstore.storage import tables
+real = tables.append
+def slow(*a, **k):
+    time.sleep(random.random() * 0.3)
+    out = real(*a, **k)
+    time.sleep(random.random() * 0.3)
+    return out
+tables.append = slow
+fold.LEASE_S = 0.0
+print("ready", flush=True)
+fold.fold(__import__("artstore").open_store(sys.argv[1]).run("p", "m").location)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_point_of_a_fold_loses_and_doubles_nothing(tmp_path):
+    model = _model(str(tmp_path))
+    run = model.run
+    rng = random.Random(7)
+    for trial in range(6):
+        for step in range(trial * 4, trial * 4 + 4):
+            _log(model, step)
+        assert run.wait_for_upkeep(60)  # no live fold here: the killed ones' claims are taken over at once
+        expected = _reads(run)
+        proc = subprocess.Popen([sys.executable, "-c", _FOLDER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                                text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.random() * 1.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert _reads(run) == expected, f"trial {trial}"
+    fold.LEASE_S, lease = 0.0, fold.LEASE_S
+    try:
+        fold.fold(run.location)
+    finally:
+        fold.LEASE_S = lease
+    assert _reads(run) == expected
+    assert _raw(run, "trajectories") == run.trajectories().num_rows  # nothing copied twice
+
+
+def test_a_run_from_before_the_journal_keeps_writing_its_data_tables(tmp_path):
+    model = _model(str(tmp_path))
+    old = pa.schema([f for f in arrow_schema("logs") if f.name not in journal.PAYLOAD_COLUMNS])
+    tables.create(model.run.table_location("logs"), old.empty_table())  # as an older artstore made it
+    for step in range(3):
+        _log(model, step)
+    run = model.run
+    assert _raw(run, "trajectories") == 6 and _raw(run, "metrics") == run.metrics().num_rows
+    assert fold.fold(run.location) == {}
+    assert run.trajectories().num_rows == 6 and run.history().num_rows == 3
+    assert art.open_store(str(tmp_path)).sql(VIEWS[0]).num_rows == 3
