@@ -69,7 +69,7 @@ def test_a_log_is_one_commit_of_one_logs_row_and_writes_no_data_table(tmp_path):
     assert {t: _raw(run, t) for t in ("trajectories", "groups", "metrics")} == {"trajectories": 0, "groups": 0,
                                                                                "metrics": 0}
     assert run.trajectories().num_rows == 16
-    assert files.list_dir(run.location) == ["logs.lance"]
+    assert "trajectories.lance" not in files.list_dir(run.location)
 
 
 def test_readers_see_the_same_rows_before_and_after_the_fold(tmp_path):
@@ -208,3 +208,40 @@ def test_a_run_from_before_the_journal_keeps_writing_its_data_tables(tmp_path):
     assert fold.fold(run.location) == {}
     assert run.trajectories().num_rows == 6 and run.history().num_rows == 3
     assert art.open_store(str(tmp_path)).sql(VIEWS[0]).num_rows == 3
+
+
+def test_compaction_drops_folded_payloads_and_a_reader_that_missed_the_fold_reads_the_table(tmp_path):
+    model = _model(str(tmp_path))
+    for step in range(10):
+        _log(model, step)
+    run = model.run
+    before = _reads(run)
+    run.compact()  # folds, then compacts the journal: the folded logs' payloads go
+    stored = tables.scan(run.table_location("logs"), columns=["trajectories_ipc", "groups_ipc", "metric_names"])
+    assert stored["trajectories_ipc"].null_count == stored["groups_ipc"].null_count == 10
+    assert stored["metric_names"].null_count == 0  # history reads these
+    assert _reads(run) == before
+    # A reader that saw the tables before the fold takes these logs for unfolded: it finds their
+    # payloads gone and reads their rows from the tables.
+    for t in ("trajectories", "groups", "metrics"):
+        loc = run.table_location(t)
+        tables.update_config(loc, {journal.FOLDED: "-1"}, tables.latest_version(loc))
+    assert _reads(run) == before
+
+
+def test_a_filter_on_row_columns_reads_unfolded_logs_as_folded_ones(tmp_path):
+    model = _model(str(tmp_path))
+    for step in range(6):
+        _log(model, step)
+    run = model.run
+
+    def reads() -> tuple:
+        gid = run.read_table("groups")["group_id"][2].as_py()
+        return (run.read_table("metrics", filter="name IN ('val/reward', 'train/loss')", columns=["step", "name", "value"]),
+                run.read_table("groups", filter=f"group_id = '{gid}'").num_rows,
+                run.read_table("trajectories", filter="step >= 2 AND reward > 0.3", columns=["step", "reward"]))
+
+    before = reads()
+    assert before[0].num_rows == 6 and before[1] == 1 and before[2].num_rows == 5
+    fold.fold(run.location)
+    assert reads() == before

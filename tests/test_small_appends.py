@@ -133,8 +133,15 @@ def test_reads_keep_the_logged_order_when_compaction_moves_fragments(tmp_path, m
 def test_concurrent_forced_compactions_retry_lost_races_and_all_finish(tmp_path, make_trajectory, monkeypatch):
     import threading
 
+    import pyarrow as pa
+
+    from artstore.log import journal
+    from artstore.schema import arrow_schema
+
     monkeypatch.setattr(writer, "MAINTAIN_EVERY", 10**9)  # leave every small fragment to the compactions
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    old = pa.schema([f for f in arrow_schema("logs") if f.name not in journal.PAYLOAD_COLUMNS])
+    tables.create(model.run.table_location("logs"), old.empty_table())  # one commit per table and log
     run = art.open_store(tmp_path).run("p", "m")
     for table in ("trajectories", "logs"):  # Lance's compaction, and the order-keeping rewrite
         for trial in range(2):

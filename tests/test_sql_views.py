@@ -192,3 +192,23 @@ def test_history_of_many_metric_names_takes_linear_time(tmp_path):
     got = art.open_store(tmp_path).sql("SELECT * FROM history")  # past 15 minutes before (quadratic)
     assert got.num_rows == 3 and got.num_columns == 4 + 3000
     assert got["val/metric_2999"].to_pylist() == [0.0, 1.0, 2.0]
+
+
+# -- a filter naming project/model and stored columns: stored columns read first, then the rows -----
+MIXED = [
+    "SELECT * EXCLUDE (recorded_at) FROM trajectories WHERE project = 'email-search' AND model = 'agent-002' AND step = 0",
+    "SELECT reward, split, project FROM trajectories WHERE project = 'email-search' AND split = 'val'",
+    "SELECT * EXCLUDE (recorded_at) FROM groups WHERE (project = 'other' OR step = 1) AND split <> 'x'",
+    "SELECT name, value, model FROM metrics WHERE model IN ('agent-001', 'nope') AND step >= 1",
+    "SELECT count(*), sum(reward) FROM trajectories WHERE project = 'email-search' AND reward > 0.35",
+]
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0], ids=["scan-whole", "fetch-matches"])
+@pytest.mark.parametrize("query", MIXED)
+def test_a_filter_on_run_and_stored_columns_answers_the_same_however_rows_are_fetched(
+        path, oracles, monkeypatch, query, share):
+    monkeypatch.setattr(views, "FETCH_AT_MOST", share)
+    got = _answer(lambda: art.open_store(path).sql(query))
+    want = _answer(lambda: oracles[None].sql(query).to_arrow_table())
+    assert want[0] == "ok" and got == want, query

@@ -1,6 +1,6 @@
-"""Upkeep (artstore.log.upkeep, writer.maintain): log() compacts inline and leaves the cleanup of old
-versions to a background thread, which it does not wait for; the thread cleans one table at a
-time, and its failures never reach the caller."""
+"""Upkeep (artstore.log.upkeep, writer.maintain): log() leaves the compaction of its run's journal,
+the fold and the cleanup of old versions to a background thread, which it does not wait for; the
+thread does one job at a time, and its failures never reach the caller."""
 
 from __future__ import annotations
 
@@ -29,12 +29,12 @@ def test_log_returns_before_the_cleanup_it_asked_for_and_wait_for_upkeep_sees_it
     gate, started, cleanups = threading.Event(), threading.Event(), []
     real = compaction.maintain
 
-    def recording(loc, table, retention, force=False, *, compact=True, cleanup=True):
-        if not compact:  # a cleanup request
+    def recording(loc, table, retention, force=False, **kw):
+        if threading.current_thread().name == "artstore-upkeep":  # a job asked of the background thread
             started.set()
             gate.wait(30)
             cleanups.append((table, threading.current_thread().name))
-        return real(loc, table, retention, force, compact=compact, cleanup=cleanup)
+        return real(loc, table, retention, force, **kw)
 
     monkeypatch.setattr(compaction, "maintain", recording)
     for i in range(_logs_until_compaction()):
@@ -63,12 +63,12 @@ def test_a_cleanup_failure_is_logged_and_the_next_request_still_runs(base_path, 
     model = art.Model(name="m", project="p", base_path=base_path, report_metrics=[], retention=RETENTION)
     real, calls = compaction.maintain, []
 
-    def flaky(loc, table, retention, force=False, *, compact=True, cleanup=True):
-        if not compact:
+    def flaky(loc, table, retention, force=False, **kw):
+        if threading.current_thread().name == "artstore-upkeep":
             calls.append(table)
             if len(calls) == 1:
                 raise RuntimeError("lost a race with another cleanup")
-        return real(loc, table, retention, force, compact=compact, cleanup=cleanup)
+        return real(loc, table, retention, force, **kw)
 
     monkeypatch.setattr(compaction, "maintain", flaky)
     monkeypatch.setattr(compaction, "CLEANUP_EVERY_FRACTION_OF_RETENTION", 0)

@@ -22,10 +22,10 @@ NO_WINDOW = timedelta(0)
 
 @pytest.fixture
 def inline_cleanup(monkeypatch):
-    """Every cleanup log() asks for runs at once, on the caller's thread."""
-    def now(loc, table, retention):
+    """Every cleanup (and background compaction) log() asks for runs at once, on the caller's thread."""
+    def now(loc, table, retention, compact=False):
         compaction._last_cleanup.pop(loc.uri, None)
-        compaction.maintain(loc, table, retention, compact=False)
+        compaction.maintain(loc, table, retention, compact=compact)
 
     monkeypatch.setattr(upkeep, "request", now)
 

@@ -18,7 +18,18 @@ from typing import Annotated
 
 import typer
 
-from artstore.cli import art, checkpoints, maintain, plot, runs, sql, trajectory, ui, versions
+from artstore.cli import (
+    art,
+    checkpoints,
+    maintain,
+    plot,
+    runs,
+    sql,
+    trajectory,
+    ui,
+    validate,
+    versions,
+)
 from artstore.cli.common import EXIT_INTERRUPTED, EXIT_IO, err_console, quiet_stdout
 
 app = typer.Typer(
@@ -50,7 +61,7 @@ def _root(version: Annotated[bool, typer.Option(
     """
 
 
-for module in (runs, versions, sql, plot, trajectory, maintain, art, checkpoints, ui):
+for module in (runs, versions, sql, plot, trajectory, maintain, validate, art, checkpoints, ui):
     module.register(app)
 
 

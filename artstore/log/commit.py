@@ -19,9 +19,13 @@ Upkeep runs after the commit: compaction here, cleanup of old versions in the ba
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 import math
+import os
+import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +38,7 @@ import pyarrow.compute as pc
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError, VersionNotFoundError
 from artstore.log import fold, journal, registry, upkeep
+from artstore.log.visibility import GATE_COLUMNS, check_present, committed_logs
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import metrics as metrics_mod
 from artstore.records.encoding import check_stored_layout, encode_groups
@@ -164,12 +169,28 @@ def _discard(run: Location, written: Mapping[str, list]) -> None:
             logger.warning("could not delete the uncommitted files of %s: %s", name, e)
 
 
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The threads log() overlaps its I/O on, kept for the process (starting threads for each log
+    cost ~1-5 ms); a forked child makes its own. Its tasks never wait on each other."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="artstore-log"))
+        return _POOL[1]
+
+
 def _commit_tables(run: Location, pool: ThreadPoolExecutor, rows: Mapping[str, pa.Table], message: str) -> dict[str, int]:
     """A run whose logs table predates the journal: write and commit the log's rows to each data
     table (one commit each); the table versions made."""
     written = {name: pool.submit(tables.write_files, run.child(f"{name}.lance"), t) for name, t in rows.items()}
     commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), future.result(),
-                                 rows[name].schema, message) for name, future in written.items()}
+                                 rows[name].schema, message,
+                                 before_create=functools.partial(_refuse_recreate, run, name))
+               for name, future in written.items()}
     return {name: future.result() for name, future in commits.items()}
 
 
@@ -179,6 +200,15 @@ def _register(run: Location) -> None:
     parts = run.uri.rstrip("/").rsplit("/", 3)
     if len(parts) == 4 and parts[2] == "models" and parts[0]:
         registry.register(Location(parts[0], run.storage_options), parts[1], parts[3])
+
+
+def _refuse_recreate(run: Location, table: str) -> None:
+    """StorageError when `table` is about to be created although the run's committed logs name
+    rows of it (its files were deleted): a new table would hide the damage."""
+    logs_loc = run.child("logs.lance")
+    logs = tables.open_dataset(logs_loc)
+    if logs is not None:
+        check_present(run.child(f"{table}.lance"), table, committed_logs(logs_loc, logs, GATE_COLUMNS), None)
 
 
 def commit_log(run: Location, row: pa.Table, first_commit_wins: bool, read_version: int = 0) -> tuple[bool, int]:
@@ -234,7 +264,7 @@ def write_log(
     elif recorded_at.tzinfo is None:
         raise ValidationError("recorded_at", "must be timezone-aware (UTC)")
     write_id = uuid.uuid4().hex
-    with ThreadPoolExecutor(max_workers=4) as pool:  # Lance releases the GIL: its I/O overlaps
+    with contextlib.nullcontext(_pool()) as pool:  # Lance releases the GIL: its I/O overlaps
         # A caller-given id is looked up while the rows are encoded; a derived one needs them.
         lookup = pool.submit(_winner, run, check_log_id(log_id)) if log_id is not None else None
         traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
@@ -297,7 +327,7 @@ def write_log(
         if winner is None or winner["write_id"] != write_id:
             return _record(run, winner) if winner is not None else find_log(run, log_id)
     versions["logs"] = logs_version
-    maintain(run, versions, retention)
+    maintain(run, versions, retention, background=is_journal)
     # A fold every FOLD_EVERY versions: each multiple is in the (look-up, commit] span of some
     # writer's log (compactions of logs make versions too, so no single version is sure to be ours).
     if is_journal and logs_version // fold.FOLD_EVERY > looked_at // fold.FOLD_EVERY:
@@ -308,7 +338,7 @@ def write_log(
     )
 
 
-def maintain(run: Location, versions: Mapping[str, int], retention: timedelta) -> None:
+def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, background: bool = False) -> None:
     """Compact each table whose new version is a multiple of MAINTAIN_EVERY (tiered, bounded
     cost), and leave the cleanup of old versions that then falls due to `artstore.log.upkeep`'s
     background thread.
@@ -316,12 +346,17 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta) -
     Exactly one writer makes each version, so among many writers one does each round of upkeep,
     and the fragment count stays bounded without anyone calling compaction by hand. The log is
     committed before this runs: a failure here (e.g. losing a race with another compaction) is
-    logged and left to the next round, never raised.
+    logged and left to the next round, never raised. With `background` (a journal's logs, whose
+    rows keep their commit order in `commit_seq` wherever compaction puts them) the compaction too
+    runs on `artstore.log.upkeep`'s thread: log() returns right after its commit.
     """
     for name, version in versions.items():
         if version % MAINTAIN_EVERY:
             continue
         loc = run.child(f"{name}.lance")
+        if background:
+            upkeep.request(loc, name, retention, compact=True)
+            continue
         try:
             done = compaction.maintain(loc, name, retention, cleanup=False)
         except ArtstoreError as e:

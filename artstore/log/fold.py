@@ -115,3 +115,25 @@ def _not_yet_in(loc: Location, todo: pa.Table) -> pa.Table:
 def stats(run: Location) -> dict[str, Any]:
     """{table: FOLDED} of the run's data tables (-1: nothing folded): for tests and benchmarks."""
     return {t: journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED}
+
+
+def drop_folded_payloads(run: Location) -> Any:
+    """For a compaction of the run's journal (`compaction.maintain(rewrite=...)`): a function that
+    nulls the IPC payloads of the rows folded into every data table (their rows are read from the
+    tables from then on; metric values stay, `history()` reads them). FOLDED is read when the
+    compaction first calls it. A reader that took such a log for unfolded finds its payload null
+    and reads its rows from the table (`journal.read_rows`)."""
+    upto: list[int] = []
+
+    def rewrite(rows: pa.Table) -> pa.Table:
+        if not upto:
+            upto.append(min(journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED))
+        folded = pc.less_equal(rows[tables.SEQ], upto[0])
+        for name in journal.IPC_COLUMN.values():
+            if name not in rows.column_names:  # a logs table from before the journal
+                continue
+            i = rows.schema.get_field_index(name)
+            rows = rows.set_column(i, rows.schema.field(name), pc.if_else(folded, pa.scalar(None, rows.schema.field(name).type), rows[name]))
+        return rows
+
+    return rewrite

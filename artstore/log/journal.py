@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from artstore.errors import StorageError
 from artstore.schema import arrow_schema
 from artstore.storage import tables
 
@@ -100,6 +101,20 @@ def folded_seq(ds: object) -> int:
     return int(ds.config().get(FOLDED, -1))  # type: ignore[attr-defined]
 
 
+def payloads_dropped(table: str, journal_rows: pa.Table) -> list[str]:
+    """write_ids of `journal_rows` that hold rows of `table` but no longer their payload (dropped
+    by a compaction of the journal once folded: `fold.drop_folded_payloads`)."""
+    if table not in IPC_COLUMN or journal_rows.num_rows == 0:
+        return []
+    gone = pc.and_(pc.is_null(journal_rows[IPC_COLUMN[table]]), pc.greater(journal_rows[ROW_COUNTS[table]], 0))
+    return journal_rows.filter(gone)["write_id"].to_pylist()
+
+
+def _in_filter(write_ids: list[str], filter: str | None = None) -> str:
+    where = "write_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in write_ids) + ")"
+    return where if not filter else f"({where}) AND ({filter})"
+
+
 def read_payloads(logs_loc: object, write_ids: Iterable[str], filter: str | None = None) -> pa.Table:
     """The journal rows (all columns) of the logs with these write_ids, latest version (a
     committed row never changes), matching the Lance SQL `filter` on log-level columns."""
@@ -107,10 +122,7 @@ def read_payloads(logs_loc: object, write_ids: Iterable[str], filter: str | None
     schema = arrow_schema("logs")
     if not ids:
         return schema.empty_table()
-    where = "write_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + ")"
-    if filter:
-        where = f"({where}) AND ({filter})"
-    found = tables.scan(logs_loc, filter=where)  # type: ignore[arg-type]
+    found = tables.scan(logs_loc, filter=_in_filter(ids, filter))  # type: ignore[arg-type]
     return schema.empty_table() if found is None else found
 
 
@@ -150,8 +162,21 @@ def read_rows(loc: Any, table: str, committed: pa.Table, *, filter: str | None =
         parts.append(data.select(cols))
     rest = committed.filter(pc.invert(in_table)) if committed.num_rows else committed
     if rest.num_rows:
-        found = payload_rows(table, read_payloads(loc.sibling("logs.lance"), rest["write_id"].to_pylist(), filter))
+        logs_loc, ids = loc.sibling("logs.lance"), rest["write_id"].to_pylist()
+        try:  # a filter on a log's own columns (split, step, ...) selects its journal rows
+            journal_rows, row_filter = read_payloads(logs_loc, ids, filter), None
+        except StorageError:  # it names a column of the rows only: filter them once decoded
+            journal_rows, row_filter = read_payloads(logs_loc, ids), filter
+        found = payload_rows(table, journal_rows)
+        if row_filter is not None and found.num_rows:
+            found = tables.filter_rows(found, row_filter)
         parts.append(found.select(cols))
+        dropped = payloads_dropped(table, journal_rows)
+        if dropped:  # folded since this read began: the table has them
+            found = tables.scan(loc, columns=list(dict.fromkeys([*cols, "write_id", *ROW_KEYS[table]])),
+                                filter=_in_filter(dropped, filter))
+            if found is not None:
+                parts.append(_first_copies(found, ROW_KEYS[table]).select(cols))
     if not parts:
         return schema.empty_table().select(wanted)
     data = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
@@ -171,3 +196,10 @@ def _first_copies(data: pa.Table, key: tuple[str, ...]) -> pa.Table:
     keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
     first = pc.index_in(pc.unique(keys), value_set=keys)
     return data if len(first) == data.num_rows else data.take(first)  # ascending: unique keeps first-seen order
+
+
+def rows_of(loc: Any, table: str, write_ids: list[str]) -> pa.Table:
+    """The rows of data table `table` (at `loc`, latest) of the logs with these write_ids, first
+    copy of each row (all columns)."""
+    found = tables.scan(loc, filter=_in_filter(write_ids))
+    return arrow_schema(table).empty_table() if found is None else _first_copies(found, ROW_KEYS[table])

@@ -40,16 +40,19 @@ DEFAULT_RETENTION = timedelta(days=7)
 class _Worker:
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._pending: OrderedDict[str, tuple[Location, str, timedelta]] = OrderedDict()  # uri -> job
+        self._pending: OrderedDict[str, tuple[Location, str, timedelta, bool]] = OrderedDict()  # uri -> job
         self._busy: str | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def request(self, loc: Location, table: str, retention: timedelta, key: str | None = None) -> None:
+    def request(self, loc: Location, table: str, retention: timedelta, key: str | None = None,
+                compact: bool = False) -> None:
         with self._cond:
             if self._closed:
                 return
-            self._pending[key or loc.uri] = (loc, table, retention)
+            key = key or loc.uri
+            compact = compact or (key in self._pending and self._pending[key][3])
+            self._pending[key] = (loc, table, retention, compact)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="artstore-upkeep", daemon=True)
                 self._thread.start()
@@ -61,13 +64,14 @@ class _Worker:
                 self._cond.wait_for(lambda: self._pending or self._closed)
                 if not self._pending:
                     return
-                uri, (loc, table, retention) = self._pending.popitem(last=False)
+                uri, (loc, table, retention, compact) = self._pending.popitem(last=False)
                 self._busy = uri
             try:
                 if table == _FOLD:
                     _fold(loc, retention)
                 else:
-                    compaction.maintain(loc, table, retention, compact=False)
+                    rewrite = fold.drop_folded_payloads(loc.sibling("")) if compact and table == "logs" else None
+                    compaction.maintain(loc, table, retention, compact=compact, rewrite=rewrite)
             except Exception as e:  # noqa: BLE001 - the worker must outlive any one table's failure
                 logger.warning("cleanup of %s skipped: %s", loc.redact(str(loc.uri)), e)
             finally:
@@ -109,10 +113,10 @@ _worker = _Worker()
 atexit.register(_worker.close)
 
 
-def request(loc: Location, table: str, retention: timedelta) -> None:
-    """Ask for a cleanup of the `table` dataset at `loc` (`compaction.maintain` without
-    compacting, which cleans up when `cleanup_due`); returns at once."""
-    _worker.request(loc, table, retention)
+def request(loc: Location, table: str, retention: timedelta, compact: bool = False) -> None:
+    """Ask for a cleanup of the `table` dataset at `loc` (`compaction.maintain`, compacting too
+    with `compact`; it cleans up when `cleanup_due`); returns at once."""
+    _worker.request(loc, table, retention, compact=compact)
 
 
 def request_fold(run: Location, retention: timedelta) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from artstore.errors import StorageError
 from artstore.log import journal
 from artstore.schema import arrow_schema
 from artstore.storage import Location, tables
@@ -41,6 +42,7 @@ def committed_logs(loc: Location, logs: Any, columns: list[str] | None = None) -
 
     Every reader's notion of "the committed logs rows" is this function: the first committed row
     of each `log_id` (racing attempts of one log may both append; see `writer`)."""
+    check_logs_schema(loc, logs)
     is_journal = journal.is_journal(logs.schema)
     if columns is None:  # never the payloads: `journal` reads those of the logs it needs
         columns = journal.log_columns()
@@ -49,6 +51,36 @@ def committed_logs(loc: Location, logs: Any, columns: list[str] | None = None) -
         found = found.append_column(arrow_schema("logs").field(tables.SEQ), pa.nulls(found.num_rows, pa.int64()))
         found = found.select(columns)
     return journal.mark(found) if is_journal else found
+
+
+def expected_rows(table: str, committed: pa.Table) -> int:
+    """How many rows of gated `table` the `committed` log calls wrote (0 for other tables)."""
+    if table not in ROW_COUNTS or ROW_COUNTS[table] not in committed.column_names:
+        return 0
+    return pc.sum(committed[ROW_COUNTS[table]]).as_py() or 0
+
+
+def check_present(loc: Location, table: str, committed: pa.Table, rows: int | None) -> None:
+    """StorageError naming `table` when the committed logs name rows of it that it cannot hold:
+    the table is missing (`rows` None) or, opened at its latest version after the logs were read,
+    has fewer rows than they wrote. A damaged store, never an empty one."""
+    if journal.marked(committed):
+        return  # a journal run's rows may still be in its logs table: `Run.validate` counts them all
+    want = expected_rows(table, committed)
+    if want and (rows is None or rows < want):
+        found = "is missing or cannot be opened" if rows is None else f"holds {rows} rows"
+        raise StorageError(f"{loc.uri} {found}, but the run's committed logs name {want} rows of it: the store is "
+                           "damaged (files deleted or overwritten). Restore the run from a copy; "
+                           "`artstore validate` checks every run.")
+
+
+def check_logs_schema(loc: Location, logs: Any) -> None:
+    """StorageError when the logs dataset at `loc` opened without the logs columns (its newest
+    manifest overwritten, e.g. zero-filled): readers would fail with a bare KeyError."""
+    missing = [c for c in ("log_id", "write_id") if c not in logs.schema.names]
+    if missing:
+        raise StorageError(f"{loc.uri} opened without its columns {missing}: its newest manifest is damaged. "
+                           "Restore the run from a copy, or read an older version (as_of=).")
 
 
 def all_visible(table: str, committed: pa.Table, rows: int) -> bool:
@@ -81,10 +113,13 @@ def read_visible(loc: Location, table: str, committed: pa.Table, *, filter: str 
         return journal.read_rows(loc, table, committed, filter=filter, columns=columns)
     ds = tables.open_dataset(loc)
     if ds is None:
+        check_present(loc, table, committed, None)
         empty = arrow_schema(table).empty_table()
         return empty if columns is None else empty.select(columns)
     with tables.storage_errors(loc, "read"):
-        if all_visible(table, committed, ds.count_rows()) and \
+        rows = ds.count_rows()
+        check_present(loc, table, committed, rows)
+        if all_visible(table, committed, rows) and \
                 pc.count_distinct(committed["recorded_at"]).as_py() == committed.num_rows:
             cols = None if columns is None else list(dict.fromkeys([*columns, "recorded_at"]))
             data = ds.to_table(columns=cols, filter=filter)

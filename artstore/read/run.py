@@ -31,7 +31,7 @@ from artstore.errors import (
 )
 from artstore.log import fold, journal, upkeep
 from artstore.log.configs import ConfigLog
-from artstore.log.visibility import committed_logs, read_visible
+from artstore.log.visibility import GATED, committed_logs, expected_rows, read_visible
 from artstore.names import check_segment, sql_quote
 from artstore.read import step_summary
 from artstore.read.as_of import AsOf
@@ -369,12 +369,21 @@ class Run:
         return tables.tags(self.table_location("logs"))
 
     def validate(self) -> list[str]:
-        """Run Lance's consistency check on every table of the run; the tables checked. Raises
-        StorageError naming the table when one fails (e.g. a data file it needs is missing)."""
+        """Check the run; the tables checked. Raises StorageError naming the first damaged table:
+        the logs unreadable (e.g. a damaged manifest), a table the committed logs name rows of
+        missing or holding fewer visible rows than they wrote, or Lance's own consistency check
+        failing (e.g. a data file it needs is missing)."""
         names = self.store.table_names(self)
+        committed = self.logs()
+        for t in GATED:
+            want = expected_rows(t, committed)
+            got = self._visible(t, committed, columns=["log_id"]).num_rows
+            if got != want:
+                raise StorageError(f"{self.table_location(t).uri} holds {got} visible rows, but the run's committed "
+                                   f"logs name {want}: the store is damaged. Restore the run from a copy.")
         for t in names:
             tables.validate(self.table_location(t))
-        return names
+        return sorted({*names, *GATED})
 
     def size_bytes(self) -> int:
         """Bytes the run takes in storage: every table (all versions kept) and checkpoint file."""
@@ -396,7 +405,9 @@ class Run:
         done, failed = {}, {}
         for t in self.store.table_names(self):
             try:
-                done[t] = compaction.maintain(self.table_location(t), t, self.store.retention, force=force)
+                done[t] = compaction.maintain(
+                    self.table_location(t), t, self.store.retention, force=force,
+                    rewrite=fold.drop_folded_payloads(self.location) if t == "logs" else None)
             except StorageError as e:
                 failed[t] = e
         if failed:

@@ -25,7 +25,7 @@ import pyarrow.dataset as pads
 
 from artstore.errors import VersionNotFoundError
 from artstore.log import journal
-from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, committed_logs
+from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, check_present, committed_logs
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.schema import arrow_schema
 from artstore.storage import tables
@@ -85,6 +85,12 @@ class RunSnapshot:
                     self._committed = found
             return self._committed
 
+    def check_missing(self, table: str) -> None:
+        """StorageError when gated `table` is missing although the pinned logs name rows of it
+        (a damaged store, not an empty table); only where it would be read at its latest."""
+        if table in GATED and not isinstance(self.as_of, Mapping):
+            check_present(self.run.table_location(table), table, self.committed(), None)
+
     def gate(self, table: str) -> pa.Array | None:
         """The write_ids a scan of gated `table` must match its rows against, or None when every
         row is visible: the table was opened at its latest version after the logs pin and holds
@@ -95,7 +101,11 @@ class RunSnapshot:
                 ds = self.dataset(table)
                 if journal.marked(committed) and table in GATED:
                     self._gates[table] = self._journal_gate(table, committed, ds)
-                elif ds is not None and table in self._latest and all_visible(table, committed, ds.count_rows()):
+                    return self._gates[table]
+                rows = ds.count_rows() if ds is not None and table in self._latest else None
+                if rows is not None:
+                    check_present(self.run.table_location(table), table, committed, rows)
+                if rows is not None and all_visible(table, committed, rows):
                     self._gates[table] = None
                 else:
                     self._gates[table] = committed.column("write_id").combine_chunks()

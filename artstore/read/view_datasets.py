@@ -36,6 +36,9 @@ from artstore.read.scan import Query
 from artstore.schema import arrow_schema
 
 RUN_COLUMNS = ("project", "model")
+# A filter naming project/model runs in Arrow. When it also names stored columns, those are read
+# first, alone; if at most this share of the rows match, only theirs are fetched whole (`take`).
+FETCH_AT_MOST = 0.1
 HISTORY_FIXED = ("project", "model", "step", "recorded_at")
 _RUN_FIELDS = [pa.field("project", pa.string()), pa.field("model", pa.string())]
 
@@ -113,6 +116,34 @@ class _Scan:
             names = list(dict.fromkeys([*names, *_filter_columns(filter, schema)]))
         self.stored = [c for c in names if c not in RUN_COLUMNS]  # what each run's table is asked for
         self.arrow_schema = pa.schema([schema.field(c) for c in names])
+        # the stored columns the Arrow filter names: read alone first when the output is wider
+        named = [c for c in _filter_columns(filter, schema) if c not in RUN_COLUMNS] if self.in_arrow else []
+        self.filter_stored = named if named and set(self.stored) - set(named) else []
+
+    def matching_offsets(self, key: str, reader: Any, committed: pa.Array | None) -> tuple[list[int], int]:
+        """(the positions in scan order of the rows that pass the visibility gate and the filter,
+        the rows read) from `reader`, a scan of `filter_stored` (and write_id) in dataset order."""
+        project, model = key.split("/")
+        offsets: list[int] = []
+        seen = 0
+        for batch in reader:
+            n = batch.num_rows
+            position = pa.array(np.arange(seen, seen + n, dtype=np.int64))
+            seen += n
+            if committed is not None:
+                keep = visible_mask(batch.column("write_id"), committed)
+                if keep is not None:
+                    batch, position = batch.filter(keep), position.filter(keep)
+            m = batch.num_rows
+            columns = {"project": pa.array(np.full(m, project, object), pa.string()),
+                       "model": pa.array(np.full(m, model, object), pa.string()),
+                       **{c: batch.column(c) for c in self.filter_stored}}
+            names = [c for c in self.schema.names if c in columns]
+            probe = pa.RecordBatch.from_arrays([*(columns[c] for c in names), position],
+                                               schema=pa.schema([*(self.schema.field(c) for c in names),
+                                                                 pa.field("_offset", pa.int64())]))
+            offsets.extend(probe.filter(self.filter).column("_offset").to_pylist())
+        return offsets, seen
 
     def batches(self, key: str, reader: Any, committed: pa.Array | None) -> Iterator[pa.RecordBatch]:
         project, model = key.split("/")
@@ -176,13 +207,25 @@ class ViewDataset(pads.Dataset):
         def run_batches(key: str) -> Iterator[pa.RecordBatch]:
             snapshot = query.snapshot(key)
             ds = snapshot.dataset(self._table)
+            if ds is None:
+                snapshot.check_missing(self._table)
             lance_filter = None if scan.in_arrow else filter
             if ds is not None:
                 gated = self._table in (*GATED, "logs")  # logs: the first committed row of each log_id
                 committed = snapshot.gate(self._table) if gated else None
-                stored = scan.stored if committed is None else list(dict.fromkeys([*scan.stored, "write_id"]))
-                reader = query.track(ds.scanner(columns=stored, filter=lance_filter, **kwargs).to_reader())
-                yield from scan.batches(key, reader, committed)
+                fetched = False
+                if scan.filter_stored:
+                    narrow = scan.filter_stored if committed is None else [*scan.filter_stored, "write_id"]
+                    reader = query.track(ds.scanner(columns=list(dict.fromkeys(narrow)), scan_in_order=True).to_reader())
+                    offsets, seen = scan.matching_offsets(key, reader, committed)
+                    if len(offsets) <= FETCH_AT_MOST * seen:
+                        fetched = True
+                        if offsets:
+                            yield from scan.batches(key, ds.take(offsets, columns=scan.stored).to_batches(), None)
+                if not fetched:
+                    stored = scan.stored if committed is None else list(dict.fromkeys([*scan.stored, "write_id"]))
+                    reader = query.track(ds.scanner(columns=stored, filter=lance_filter, **kwargs).to_reader())
+                    yield from scan.batches(key, reader, committed)
             tail = snapshot.tail(self._table) if self._table in GATED else None
             if tail is not None and tail.num_rows:  # a journal run's logs not folded yet
                 rows = pads.dataset(tail).scanner(columns=scan.stored, filter=lance_filter)

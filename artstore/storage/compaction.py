@@ -8,6 +8,7 @@ the manifest size and the cost of every scan) bounded without anyone calling it 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -82,7 +83,8 @@ def after_compaction(rows: list[int], target: int) -> list[int]:
     return [r for i, r in enumerate(rows) if i not in rewritten] + [sum(rows[k] for k in b) for b in bins]
 
 
-def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]]) -> None:
+def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
+                       rewrite: Callable[[pa.Table], pa.Table] | None = None) -> None:
     """Compact a dataset with a SEQ column: each bin of fragments (LanceFragment objects) becomes
     one fragment whose rows keep their commit order in SEQ (see `first_per_key`), in one Rewrite
     commit, as Lance's own compaction would commit it."""
@@ -95,6 +97,8 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]]) -
             parts.append(t.set_column(t.schema.get_field_index(SEQ), t.schema.field(SEQ), seq))
         merged = pa.concat_tables(parts)
         merged = merged.take(pc.sort_indices(merged[SEQ]))  # stable: rows of one commit keep their order
+        if rewrite is not None:
+            merged = rewrite(merged)
         new = write_fragments(merged, loc.uri, schema=ds.schema, max_rows_per_file=merged.num_rows,
                               storage_options=loc.lance_options())
         groups.append(LanceOperation.RewriteGroup([f.metadata for f in olds], new))
@@ -117,7 +121,8 @@ def compaction_target(rows: list[int], top: int) -> int | None:
 
 
 def maintain(loc: Location, table: str, retention: timedelta, force: bool = False, *,
-             compact: bool = True, cleanup: bool = True) -> dict[str, int]:
+             compact: bool = True, cleanup: bool = True,
+             rewrite: Callable[[pa.Table], pa.Table] | None = None) -> dict[str, int]:
     """Compact small fragments (tiered, see `compaction_target`; with `compact`) and remove
     versions older than `retention` (with `cleanup`; tagged versions are kept).
 
@@ -126,7 +131,9 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
     at most once per CLEANUP_EVERY_FRACTION_OF_RETENTION of the window; `log()` runs it in the
     background: `artstore.log.upkeep`). Safe beside concurrent writers (compaction commits like any
     writer; cleanup keeps the files of versions inside the window and unverified new files).
-    `force` compacts everything to the largest size and cleans up now.
+    `force` compacts everything to the largest size and cleans up now. `rewrite` (for a table
+    with a SEQ column) changes the rows a compaction rewrites (same schema and row count: e.g. the
+    journal drops the payloads of folded logs).
     """
     ds = open_dataset(loc)
     if ds is None:
@@ -138,7 +145,7 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
             retry=tenacity.retry_if_exception(retryable), reraise=True,
             stop=tenacity.stop_after_attempt(COMPACT_ATTEMPTS if force else 1),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=2))
-        rows, target, ds = retrying(_compact, loc, table, force, compact)
+        rows, target, ds = retrying(_compact, loc, table, force, compact, rewrite)
         after, removed = rows, 0
         if target is not None:
             after = {f.fragment_id: f.physical_rows for f in open_dataset(loc).get_fragments()}
@@ -158,7 +165,8 @@ def retryable(e: BaseException) -> bool:
     return isinstance(e, (OSError, RuntimeError, ValueError)) and "retryable commit conflict" in str(e).lower()
 
 
-def _compact(loc: Location, table: str, force: bool, compact: bool) -> tuple[dict[int, int], int | None, LanceDataset]:
+def _compact(loc: Location, table: str, force: bool, compact: bool,
+             rewrite: Callable[[pa.Table], pa.Table] | None = None) -> tuple[dict[int, int], int | None, LanceDataset]:
     """One try at compacting the dataset at `loc`, planned on its latest version (a retry plans
     again): (rows per fragment before, the target used or None, the dataset opened)."""
     ds = open_dataset(loc)
@@ -168,7 +176,8 @@ def _compact(loc: Location, table: str, force: bool, compact: bool) -> tuple[dic
     if target is not None:
         if SEQ in ds.schema.names:
             fragments = ds.get_fragments()
-            _rewrite_sequenced(loc, ds, [[fragments[k] for k in b] for b in compaction_bins(list(rows.values()), target)])
+            _rewrite_sequenced(loc, ds, [[fragments[k] for k in b] for b in compaction_bins(list(rows.values()), target)],
+                               rewrite)
         else:
             # One thread: these are small rewrites beside a writer (measured 10-35% less time).
             ds.optimize.compact_files(target_rows_per_fragment=target, num_threads=None if force else 1)

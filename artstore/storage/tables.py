@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,19 +148,22 @@ def write_files(loc: Location, table: pa.Table) -> list[FragmentMetadata]:
 
 
 def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Schema, message: str = "",
-                 read_version: int | None = None) -> int:
+                 read_version: int | None = None, before_create: Callable[[], None] | None = None) -> int:
     """Commit `fragments` (from `write_files`, rows of `schema`) as one appending version of the
     dataset at `loc`, creating it on first use. Returns the new version.
 
     `read_version`: a version of the dataset the caller opened moments ago, to commit on without
     opening it again (opening lists every manifest in the version window: ~0.9 ms at 2,400). An
     append is compatible with whatever was committed since, which Lance checks (one transaction
-    file per version since), so any version will do; a vanished one falls back to the latest."""
+    file per version since), so any version will do; a vanished one falls back to the latest.
+    `before_create` runs (and may raise) before the dataset is created."""
     with storage_errors(loc, "append to"):
         base = read_version
         if not base:
             ds = open_dataset(loc)
             if ds is None:
+                if before_create is not None:
+                    before_create()  # e.g. refuse to recreate a table the store says was there
                 version = _create(loc, fragments, schema, message)
                 if version is not None:
                     return version
@@ -312,6 +316,14 @@ def may_hold(loc: Location, ds: LanceDataset, key: str, value: str) -> bool:
     return any(value in ids for _, ids in current.values())
 
 
+def filter_rows(table: pa.Table, filter: str) -> pa.Table:
+    """The rows of the in-memory `table` matching the Lance SQL `filter` (through a scratch
+    dataset in a temporary folder: Lance filters datasets only)."""
+    with tempfile.TemporaryDirectory(prefix="artstore-filter-") as scratch, \
+            storage_errors(Location.parse(scratch), "filter"):
+        return lance.write_dataset(table, f"{scratch}/rows.lance").to_table(filter=filter)
+
+
 def scan(
     loc: Location,
     columns: list[str] | None = None,
@@ -453,12 +465,18 @@ def create_tag(loc: Location, name: str, version: int | None = None) -> int:
         ds = open_dataset(loc)
         if ds is None:
             raise VersionNotFoundError(f"{loc.uri} does not exist yet: nothing to tag")
-        with storage_errors(loc, "tag"):
-            target = ds.version if version is None else version
-            if name in ds.tags.list():
-                ds.tags.update(name, target)
-            else:
-                ds.tags.create(name, target)
+        target = ds.version if version is None else version
+        try:
+            with storage_errors(loc, "tag"):
+                if name in ds.tags.list():
+                    ds.tags.update(name, target)
+                else:
+                    ds.tags.create(name, target)
+        except StorageError as e:
+            if "not found" in str(e).lower() or "does not exist" in str(e).lower():
+                raise VersionNotFoundError(f"{loc.uri} has no version {target} (cleaned up, or never made); "
+                                           "tag a version inside the retention window (Run.versions())") from None
+            raise
         try:
             open_dataset(loc, version=name)
         except (VersionNotFoundError, StorageError):
