@@ -138,7 +138,7 @@ class Snapshot:
             # (imports duckdb: only for a filtered journal tail)
             from artstore.read.sql import query_tables
 
-            tail = query_tables(f"SELECT * FROM tail WHERE {filter}", {"tail": tail})
+            tail = query_tables(f"SELECT * FROM tail WHERE {filter}", {"tail": tail}).cast(tail.schema)
         yield ScanPart(project=project, model=model, table=table, location=snap.run.table_location("logs"),
                        version=snap.read["logs"], fragment_ids=(), columns=columns, filter=None,
                        rows=tail.num_rows, inline=tail.select(list(columns)))

@@ -47,7 +47,7 @@ def read(spark: SparkSession, store: Store, table: str, *, projects: Sequence[st
             return [Part(i) for i in range(len(parts))]
 
         def read(self, partition: InputPartition) -> Iterator[Any]:
-            yield from parts[partition.value].read().select(schema.names).to_batches()
+            yield from parts[partition.value].read().select(schema.names).cast(schema).to_batches()
 
     class PartsSource(DataSource):
         @classmethod

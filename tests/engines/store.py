@@ -1,7 +1,8 @@
 """The store every engine test reads: 3 journal runs (artstore's log format since issue 13), a
 SIGKILLed writer in two of them, a pair of racing retries of one log_id (two processes), orphan
 rows in a folded run's data tables that a compaction merged into fragments with committed rows
-(as a killed fold or a run before the journal leaves them), and a tag followed by more logs.
+(as a killed fold or a run before the journal leaves them), a run never folded (every row in its
+journal), and a tag followed by more, unfolded, logs.
 
 `truth(store, table, as_of)` is Store.sql's answer per run: (rows, sum of a numeric column).
 """
@@ -79,10 +80,6 @@ def build(path: Path) -> str:
     for step in range(4, 6):
         _log(store, "q/c", step, reward=50.0 + step)
         _log(store, "p/b", step, reward=60.0 + step)
-    # Folded, so that no log is read from the journal: main's reader of unfolded rows calls
-    # journal.payloads_dropped, which only the perf branch defines yet (an AttributeError here).
-    for run in s.runs():
-        run.compact()
     return store
 
 

@@ -29,10 +29,13 @@ def test_parts_read_exactly_what_sql_sees(engine_store, table):
 
 def test_orphans_sharing_fragments_are_filtered_and_others_read_unfiltered(engine_store):
     parts = art.open_store(engine_store).snapshot().scan_parts("trajectories")
-    by_run = {f"{p.project}/{p.model}": p for p in parts}
+    by_run = {f"{p.project}/{p.model}": p for p in parts if p.inline is None}
     assert "NOT IN" in by_run["p/a"].filter  # compacted: the crashed and losing ids share its fragments
-    assert by_run["p/b"].filter is None  # its crashed writer left only uncommitted files
-    assert by_run["q/c"].filter is None
+    assert by_run["p/a"].inline is None  # folded: every row is in the data table
+    p_b = [p for p in parts if p.model == "b"]
+    assert len(p_b) == 1 and p_b[0].inline is not None  # never folded: its rows come from the journal
+    q_c = [p for p in parts if p.model == "c"]
+    assert {p.inline is None for p in q_c} == {True, False}  # folded, then two logs not yet
 
 
 def test_as_of_a_tag_reads_the_tagged_version(engine_store):
@@ -78,7 +81,7 @@ def test_small_parts_cover_the_same_rows(engine_store):
     from artstore.engines.plan import Snapshot
 
     parts = Snapshot(store, rows_per_part=1).scan_parts("trajectories")
-    assert all(len(p.fragment_ids) == 1 for p in parts)  # one part per fragment
+    assert all(len(p.fragment_ids) == 1 for p in parts if p.inline is None)  # one part per fragment
     assert len(parts) == len({(p.model, p.fragment_ids) for p in parts})
     assert tally("trajectories", _read(parts)) == truth(store, "trajectories")
 

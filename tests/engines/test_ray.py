@@ -75,9 +75,6 @@ def test_map_batches_workers_log_into_one_run_nothing_lost_or_doubled(cluster, t
     assert sorted(r["i"] for r in done) == sorted(r["i"] for r in items)
     assert os.path.exists(marker)  # batch 5 did fail once after logging, and was retried
     run = art.open_store(uri).run("ray", "workers")
-    # Folded first: main's reader of unfolded journal rows calls journal.payloads_dropped, which
-    # only the perf branch defines yet.
-    run.compact()
     assert sorted(run.logs()["log_id"].to_pylist()) == [f"batch-{i}" for i in range(8)]
     got = art.open_store(uri).sql("SELECT step, count(*) AS n, sum(reward) AS s FROM trajectories "
                                   "GROUP BY step ORDER BY step").to_pylist()
