@@ -18,7 +18,10 @@ if shutil.which("java") is None:
 
 from artstore.engines import spark as adapter  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# The JVM starts by fork+exec, which Lance's fork hook warns about needlessly; PySpark 4.3 warns
+# that pandas 3 is not fully supported (its Arrow path, used here, needs no pandas).
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:lance is not fork-safe"),
+              pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")]
 
 
 @pytest.fixture(scope="module")
