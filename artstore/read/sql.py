@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from artstore.errors import RunNotFoundError, SqlError, ValidationError
+from artstore.errors import SqlError, ValidationError
 from artstore.names import check_segment
 from artstore.read import view_datasets as views
-from artstore.read.as_of import MAX_VERSION, as_of_args
+from artstore.read.as_of import check_as_of
 from artstore.read.scan import GATED, Query, view_schema
 from artstore.read.views import VIEWS  # noqa: F401  (re-exported: the views and their docs)
 
@@ -234,32 +234,6 @@ def _catalog(store: Store) -> _Catalog:
         return _catalogs[store]
 
 
-def _as_of(store: Store, as_of: Any, projects: list[str] | None) -> Any:
-    """Check `as_of`: one spec for every run, or {"project/model": spec} naming runs that exist."""
-    if not isinstance(as_of, Mapping):
-        as_of_args(as_of)  # checked now, not when (or whether) a view is scanned
-        return as_of
-    out = {}
-    for key, spec in as_of.items():
-        if not isinstance(key, str) or key.count("/") != 1:
-            raise ValidationError("as_of", f"name runs as 'project/model', got {key!r}")
-        project, model = key.split("/")
-        if (projects is not None and project not in projects) or not store.run(project, model).exists():
-            raise RunNotFoundError(f"as_of names {key!r}, which is not a run of this store (or of `projects`)")
-        if isinstance(spec, Mapping):
-            bad = [t for t, v in spec.items() if not isinstance(v, int) or isinstance(v, bool)
-                   or not 0 <= v < MAX_VERSION]
-            if bad:
-                raise ValidationError(f"as_of[{key!r}]", f"table versions must be version numbers (ints), got {bad}")
-        else:
-            try:
-                as_of_args(spec)
-            except ValidationError as e:
-                raise ValidationError(f"as_of[{key!r}]", e.problem) from None
-        out[key] = spec
-    return out
-
-
 def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
           projects: Sequence[str] | None = None, runs: Sequence[str] | None = None) -> pa.Table:
     """Run one read-only SELECT over the store's views; see the module doc. Returns a pyarrow.Table
@@ -269,7 +243,7 @@ def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
     bound = _params(params)
     if projects is not None:
         projects = [check_segment("project", p) for p in ([projects] if isinstance(projects, str) else projects)]
-    spec = _as_of(store, as_of, projects)
+    spec = check_as_of(store, as_of, projects)
     catalog = _catalog(store)
     with catalog.lock:
         catalog.query = q = Query(store, spec, projects, runs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -14,6 +14,9 @@ from artstore.log.upkeep import DEFAULT_RETENTION
 from artstore.read.as_of import AsOf
 from artstore.read.run import Run
 from artstore.storage import Location, files
+
+if TYPE_CHECKING:
+    from artstore.engines.plan import Snapshot
 
 
 class Store:
@@ -59,6 +62,15 @@ class Store:
         from artstore.read import sql  # imports duckdb, on first use only
 
         return sql.query(self, query, params, as_of, projects, runs)
+
+    def snapshot(self, projects: list[str] | None = None, runs: list[str] | None = None,
+                 as_of: AsOf | Mapping[str, Any] = None) -> Snapshot:
+        """Every run (or of `projects`, or the `runs` "project/model") pinned at one point, for a
+        distributed read: `snapshot.scan_parts(table)` gives picklable parts that each read part of
+        exactly the committed rows (see `artstore.engines.plan`). `as_of` as in `sql`."""
+        from artstore.engines.plan import Snapshot
+
+        return Snapshot(self, projects, runs, as_of)
 
     def table_names(self, run: Run) -> list[str]:
         """Tables present in `run` (e.g. trajectories, groups, metrics, logs, checkpoints)."""

@@ -1,0 +1,48 @@
+"""Fragments of a Lance table: what a distributed read splits a table version into.
+
+A scan plan (`artstore.engines.plan`) lists a pinned version's fragments with the distinct values
+of one column in each (the write_ids that decide visibility), and a worker reads a few of them
+back with `read_fragments`. Lance is imported here only (the storage boundary).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lance
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from artstore.storage.location import Location
+from artstore.storage.tables import storage_errors
+
+
+def fragment_rows(loc: Location, ds: Any) -> list[tuple[int, int]]:
+    """(fragment id, row count) of each fragment of `ds` (a Lance dataset of `loc` at one
+    version), in fragment-id order. Counts come from the manifest: no data file is read."""
+    with storage_errors(loc, "list the fragments of"):
+        return sorted((f.fragment_id, f.count_rows()) for f in ds.get_fragments())
+
+
+def distinct_per_fragment(loc: Location, ds: Any, column: str) -> dict[int, pa.Array]:
+    """The distinct values of `column` in each fragment of `ds` (one column read, per fragment)."""
+    out: dict[int, pa.Array] = {}
+    with storage_errors(loc, "read"):
+        for fragment in ds.get_fragments():
+            values = fragment.to_table(columns=[column])[column]
+            out[fragment.fragment_id] = pc.unique(values.combine_chunks())
+    return out
+
+
+def read_fragments(loc: Location, version: int, fragment_ids: list[int] | tuple[int, ...],
+                   columns: list[str] | None = None, filter: str | None = None) -> pa.Table:
+    """The rows of fragments `fragment_ids` of the table at `loc`, as of `version`, matching the
+    Lance SQL `filter`: `columns` of them (all when None). Meant for any worker process: it opens
+    the dataset itself, with the location's storage options."""
+    with storage_errors(loc, "read"):
+        ds = lance.dataset(loc.uri, version=version, storage_options=loc.lance_options())
+        fragments = [ds.get_fragment(i) for i in fragment_ids]
+        missing = [i for i, f in zip(fragment_ids, fragments, strict=True) if f is None]
+        if missing:
+            raise ValueError(f"version {version} has no fragments {missing}")
+        return ds.scanner(columns=columns, filter=filter, fragments=fragments).to_table()
