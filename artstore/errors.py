@@ -42,7 +42,27 @@ class SchemaVersionError(ArtstoreError):
 
 
 class StorageError(ArtstoreError, OSError):
-    """The storage backend (disk, S3, GCS) failed after retries. The store is unchanged."""
+    """The storage backend (disk, S3, GCS) failed after retries. The store is unchanged.
+
+    It carries no chained exception: the storage library's error it replaces may hold a secret
+    (a session token in a URL or header), and `raise ... from None` only hides that chain from
+    printing. Its message says all there is, redacted."""
+
+    @property  # type: ignore[override]
+    def __context__(self) -> None:
+        return None
+
+    @__context__.setter
+    def __context__(self, value: BaseException | None) -> None:
+        pass  # Python sets the exception being handled when this is raised: not kept
+
+    @property  # type: ignore[override]
+    def __cause__(self) -> None:
+        return None
+
+    @__cause__.setter
+    def __cause__(self, value: BaseException | None) -> None:
+        pass
 
 
 class CommitConflictError(StorageError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from artstore.errors import InvalidNameError
+from artstore.errors import InvalidNameError, ValidationError
 
 _LOG_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
@@ -18,9 +18,19 @@ def check_segment(field: str, name: object) -> str:
         raise InvalidNameError(field, f"{name!r} is not a usable name; use letters, digits, '-', '_', '.'")
     if any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise InvalidNameError(field, f"{name!r} must not contain '/', '\\', NUL or control characters")
+    check_text(field, name, InvalidNameError)
     if len(name.encode()) > 255:
         raise InvalidNameError(field, "is longer than 255 bytes")
     return name
+
+
+def check_text(field: str, text: str, error: type[ValidationError] = ValidationError) -> str:
+    """`text` if it can be stored (encoded as UTF-8: no lone surrogates); else `error` naming `field`."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:
+        raise error(field, f"{text!r} is not valid Unicode text (a lone surrogate at position {e.start})") from None
+    return text
 
 
 def check_log_id(log_id: object) -> str:

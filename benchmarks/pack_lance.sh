@@ -6,7 +6,8 @@
 #
 # Copies from this venv's site-packages the packages that are the same on any CPython 3 (lance's
 # extension is abi3; openai, pydantic, annotated_types, typing_inspection, httpx2 (openai imports it)
-# and sniffio are pure Python; the machine's image has the rest: see KINDS.md's list), and
+# and sniffio are pure Python, and so are fastapi, starlette, uvicorn, h11, anyio, click and
+# annotated_doc for trainer.serve; the machine's image has the rest: see KINDS.md's list), and
 # fetches pydantic-core, whose extension is per Python version, as a wheel for the machine's
 # Python (TARGET_PY, default 3.12) with pip (one download). lance's 214 MB extension is most of
 # the size: about 52 MiB compressed, which is why nothing else rides along.
@@ -19,6 +20,11 @@ STAGE=.lance-pack/stage
 rm -rf "$STAGE" && mkdir -p "$STAGE/site"
 for pkg in lance openai pydantic annotated_types typing_inspection httpx2 sniffio; do
   cp -r "$SP/$pkg" "$STAGE/site/"
+done
+# The trainer's endpoint (trainer.serve): FastAPI + uvicorn and what they import, all pure Python.
+for pkg in fastapi starlette uvicorn h11 anyio click annotated_doc; do
+  [ -e "$SP/$pkg" ] && cp -r "$SP/$pkg" "$STAGE/site/"
+  cp -r "$SP"/"$pkg"-*.dist-info "$STAGE/site/" 2>/dev/null || true
 done
 cp -r "$SP"/pylance-*.dist-info "$SP"/openai-*.dist-info "$SP"/pydantic-*.dist-info \
   "$SP"/annotated_types-*.dist-info "$SP"/typing_inspection-*.dist-info "$SP"/httpx2-*.dist-info \

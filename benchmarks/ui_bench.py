@@ -197,7 +197,7 @@ def pages(base: str, store: Any, reps: int, server_pid: int) -> list[dict[str, A
         ("checkpoints + retention plan", f"/api/checkpoints?run={q(RUN)}",
          lambda: (run.checkpoints(), run.retention_plan(art.Policy.art()))),
         ("versions (newest 20)", f"/api/versions?run={q(RUN)}", lambda: run.versions()),
-        ("  what one version held", f"/api/versions/held?run={q(RUN)}&version={old}",
+        ("  what one version held", f"/api/versions/held?run={q(RUN)}&versions={old}",
          lambda: store.sql(f"SELECT count(*), max(step) FROM logs WHERE {pin}", p, as_of={RUN: old})),
         ("SQL box: mean train reward per step", "POST /api/sql",
          lambda: store.sql("SELECT step, avg(reward) FROM trajectories WHERE split = 'train' GROUP BY step ORDER BY step")),
@@ -302,9 +302,11 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
     slowest = max((r for r in rows if "median" in r), key=lambda r: r["median"])
     lines += ["", f"Slowest page (median): {slowest['page']}, {slowest['median'] * 1000:,.0f} ms.", "",
               "Notes:",
-              "- The issue asks for pages that open in under a second. Runs' sizes are the one call near it: they "
-              "list every file of the run (`Run.size_bytes()`, the baseline, costs as much); the page shows the "
-              "table first and fills sizes in when they come.",
+              "- The issue asks for pages that open in under a second. Every page's API call does, by far, but "
+              "the runs' sizes: they list every file of the run (`Run.size_bytes()`, the baseline, costs as "
+              "much), so the page shows the table first and fills sizes in when they come. In the browser, on "
+              "this machine (2 cores shared with other jobs), renders inside the loaded app took 0.2-1.3 s and "
+              "cold loads 1.2-9 s: not under a second everywhere here; see the next notes for where it goes.",
               "- The pages read only what they show: a step's groups and a group's trajectories are Lance filters "
               "on split, step and group; the versions list comes first, and what each version held is one call "
               "per row shown.",
@@ -312,8 +314,11 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
               "box's 1,000 rows took 0.35 s over HTTP against 0.04 s for the query.",
               "- On a machine shared with other jobs (see the load average above) wall times move by 2-3x "
               "between runs; CPU times much less.",
-              "- plotly.min.js (4.8 MB) is loaded on the first page that draws a chart, so the cold loads of the "
-              "chart pages include it."]
+              "- A cold load of a chart page (the charts, the SQL box) includes plotly.min.js (4.8 MB, from the plotly "
+              "wheel): on this shared 2-core machine chromium took ~10 s to fetch and compile it (a probe at load "
+              "average 20: the script was fetched by 2.5-3.4 s, the chart drawn at 13-15 s). Once any page is up "
+              "the app loads it in the background, and the browser caches it for a day; renders inside the loaded "
+              "app (warm) do not pay it."]
     return "\n".join(lines) + "\n"
 
 

@@ -261,3 +261,53 @@ def test_wrong_group_fields_raise_an_artstore_error_naming_them(probe, make_traj
 def test_a_group_of_things_that_are_not_trajectories_is_rejected_naming_the_item(probe, make_trajectory):
     probe.round_trip_or_named_error(lambda: art.TrajectoryGroup([make_trajectory(0.5), "not a trajectory"]),
                                     field="trajectories[1]", split="val")
+
+
+# -- issue 16, item 6: no bare Python error for numbers out of range, lone surrogates, dict arguments ------
+def _nothing_written(tmp_path) -> bool:
+    store = art.open_store(tmp_path)
+    return all(r.logs().num_rows == 1 for r in store.runs())  # only the first, good log
+
+
+@pytest.fixture
+def one_log(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    model.log_sync([art.TrajectoryGroup([make_trajectory(0.5, 0)])], split="train", step=0)
+    return model
+
+
+@pytest.mark.parametrize(("field", "call"), [
+    ("reward", lambda m: art.Trajectory(reward=10**400)),
+    ("metrics['x']", lambda m: m.log_sync(None, split="val", metrics={"x": 10**400}, step=1)),
+    ("metrics['x']", lambda m: m.log_sync(None, split="val", metrics={"x": -(10**400)}, step=1)),
+    ("metrics['x']", lambda m: m.log_sync(None, split="val", metrics={"x": 2**53 + 1}, step=1)),
+    ("step", lambda m: m.log_sync(None, split="val", metrics={"x": 1.0}, step=2**63)),
+    ("as_of", lambda m: m.run.trajectories(as_of=-1)),
+    ("as_of", lambda m: m.run.trajectories(as_of=2**64)),
+    ("as_of", lambda m: art.open_store(m.run.store.uri).sql("SELECT 1", as_of=-1)),
+    ("as_of", lambda m: art.open_store(m.run.store.uri).sql("SELECT count(*) FROM trajectories", as_of=2**64)),
+    ("as_of['p/m']", lambda m: art.open_store(m.run.store.uri).sql("SELECT count(*) FROM logs", as_of={"p/m": -1})),
+    ("split", lambda m: m.log_sync(None, split="val\ud800", metrics={"x": 1.0}, step=1)),
+    ("metrics['x\\ud800']", lambda m: m.log_sync(None, split="val", metrics={"x\ud800": 1.0}, step=1)),
+    ("name", lambda m: art.Model(name="m\ud800", project="p", base_path=m.run.store.uri)),
+    ("tag", lambda m: m.run.tag("t\ud800")),
+    ("messages_and_choices[1].tool_calls[0].function.arguments", lambda m: art.Trajectory(messages_and_choices=[
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]}])),
+])
+def test_bad_numbers_and_text_raise_a_validation_error_naming_the_field(tmp_path, one_log, field, call):
+    with pytest.raises(art.ValidationError) as caught:
+        call(one_log)
+    assert caught.value.field == field
+    assert _nothing_written(tmp_path)
+
+
+def test_numpy_integers_and_exact_large_ints_are_accepted(one_log):
+    import numpy as np
+
+    one_log.log_sync(None, split="val", metrics={"a": np.int64(3), "b": np.float64(0.5), "c": 2**53, "d": 2**60},
+                     step=np.int64(2))
+    values = {r["name"]: (r["step"], r["value"]) for r in one_log.run.metrics().to_pylist()}
+    assert values["val/a"] == (2, 3.0) and values["val/d"] == (2, float(2**60))
+    assert art.Trajectory(reward=np.int64(1)).reward == 1.0

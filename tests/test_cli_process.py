@@ -101,3 +101,20 @@ def test_ctrl_c_stops_a_long_query_at_once(store):
     finally:
         process.kill()
     assert process.returncode == 130 and stderr.strip() == "interrupted" and took < 5, (process.returncode, stderr, took)
+
+
+def test_import_artstore_and_the_command_line_import_no_heavy_module():
+    # what `artstore --help` pays for: no pyarrow, Lance, DuckDB or openai types (imported by the
+    # commands that use them, when they run)
+    probe = ("import sys, artstore, artstore.cli; "
+             "print(sorted(m for m in ('openai', 'lance', 'duckdb', 'pyarrow', 'numpy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize("first", ["TrainableModel", "Model", "Run"])
+def test_every_public_name_resolves_whichever_is_touched_first(first):
+    probe = (f"import artstore as art; art.{first}; "
+             "missing = [n for n in art.__all__ if getattr(art, n, None) is None]; print(missing)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)

@@ -128,3 +128,33 @@ def test_reads_keep_the_logged_order_when_compaction_moves_fragments(tmp_path, m
     assert model.run.groups() == groups
     assert model.run.trajectories()["log_id"].to_pylist() == [f"log-{i}" for i in range(8) for _ in range(1 + i % 3)]
     assert list(dict.fromkeys(model.run.metrics()["log_id"].to_pylist())) == order
+
+
+def test_concurrent_forced_compactions_retry_lost_races_and_all_finish(tmp_path, make_trajectory, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(writer, "MAINTAIN_EVERY", 10**9)  # leave every small fragment to the compactions
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = art.open_store(tmp_path).run("p", "m")
+    for table in ("trajectories", "logs"):  # Lance's compaction, and the order-keeping rewrite
+        for trial in range(2):
+            for i in range(6):
+                model.log_sync([art.TrajectoryGroup([make_trajectory(0.5, i)])], split="train", step=10 * trial + i)
+            fold.fold(run.location)  # the journaled logs' rows into the data tables
+            start, errors = threading.Barrier(3), []
+
+            def compact(table=table, start=start, errors=errors):
+                start.wait()
+                try:
+                    compaction.maintain(run.table_location(table), table, timedelta(days=7), force=True)
+                except art.ArtstoreError as e:  # before: "too many concurrent commits" (Rewrite preempted)
+                    errors.append(e)
+
+            threads = [threading.Thread(target=compact) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == [], (table, trial)
+    assert run.trajectories().num_rows == run.logs().num_rows == 12
+    assert tables.fragment_count(run.table_location("trajectories")) == 1

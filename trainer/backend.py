@@ -48,6 +48,7 @@ from trainer.distributed import is_main, on_main
 from trainer.group_tokens import write_group_tokens
 from trainer.loop import make_optimizer, step_batches, train_step
 from trainer.lora import add_lora
+from trainer.pretrained import local_folder
 from trainer.serve.adapters import Served, ServedModels
 from trainer.serve.app import build_app
 from trainer.serve.server import ThreadedServer
@@ -147,8 +148,9 @@ class LocalBackend:
                 "an OpenAI server config is not supported by trainer.LocalBackend; pass None")
         policy = self.policy_of(model)
         if self._use_vllm(policy) and self._vllm is None:
+            folder = await asyncio.to_thread(local_folder, policy.base_model)
             self._vllm = await asyncio.to_thread(
-                VLLMServer(policy.base_model, max_lora_rank=self.lora_r, api_key=self.api_key).start)
+                VLLMServer(folder, max_lora_rank=self.lora_r, api_key=self.api_key).start)
         if self._vllm is not None:
             await asyncio.to_thread(self._vllm_load, model, policy)
         elif self._server is None:

@@ -42,12 +42,14 @@ from trainer import distributed
 from trainer.backend import LocalBackend
 from trainer.demo_tasks import ADDITION, CODE_LOOKUP, Task, rollout_group
 
-# Per model: task, steps, learning rate, groups per step, samples per group, val every, val samples.
+# Per model: task, steps, learning rate, groups per step, samples per group, val every, val samples,
+# packed row length and sequences per micro-batch (a real model's [tokens, 49k vocab] logits are
+# 200 kB per token in float32: small micro-batches keep a step in a few hundred MB).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"task": CODE_LOOKUP, "steps": 20, "learning_rate": 1e-2, "groups": 4, "group_size": 8,
-             "val_every": 4, "val_group_size": 8},
+             "val_every": 4, "val_group_size": 8, "row_length": 1024, "batch_size": 64},
     "real": {"task": ADDITION, "steps": 24, "learning_rate": 1e-3, "groups": 4, "group_size": 8,
-             "val_every": 4, "val_group_size": 4},
+             "val_every": 4, "val_group_size": 4, "row_length": 512, "batch_size": 6},
 }  # fmt: skip
 # The summary: per step, the val reward and the training loss.
 SUMMARY_SQL = """
@@ -99,9 +101,10 @@ async def main(args: argparse.Namespace) -> None:
     val_every = args.val_every or preset["val_every"]
     n_groups, group_size = args.groups or preset["groups"], args.group_size or preset["group_size"]
     model = art.TrainableModel(name=args.name, project=args.project or task.project, base_model=args.model,
-                               base_path=args.base_path, report_metrics=[])  # fmt: skip
+                               base_path=args.base_path, report_metrics=[], config=vars(args))  # fmt: skip
     backend = LocalBackend(args.model, device=args.device, lora_r=8, lora_alpha=16, seed=args.seed,
-                           row_length=1024, batch_size=64, serve=args.serve)  # fmt: skip
+                           row_length=preset["row_length"], batch_size=preset["batch_size"],
+                           serve=args.serve)  # fmt: skip
     began = time.perf_counter()
     await model.register(backend)
     step_here = await model.get_step()

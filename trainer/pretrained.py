@@ -47,6 +47,16 @@ def gguf_path() -> Path:
     return path
 
 
+def local_folder(name: str) -> str:
+    """A folder other tools (vLLM) can load `name` from: the cached conversion for "smollm2"
+    (made on first use), else `name` as given."""
+    if name != NAME:
+        return name
+    if not (cache_dir() / "config.json").exists():
+        load_smollm2()
+    return str(cache_dir())
+
+
 def cache_dir() -> Path:
     root = Path(os.environ.get("ARTSTORE_CACHE") or Path.home() / ".cache" / "artstore")
     return root / "models" / CACHE_NAME

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.exceptions import TyperException
 
 from artstore.errors import ArtstoreError, InvalidNameError, RunNotFoundError, StoreNotFoundError
 
@@ -87,7 +88,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, typer.BadParameter, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):  # usage errors: typer prints them
             raise
         except StoreNotFoundError as e:
             _fail(f"{type(e).__name__}: {e}", EXIT_NOT_FOUND)

@@ -102,7 +102,7 @@ def sql(
     storage_option: StorageOption = None,
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="A bound parameter: VALUE for each ? in order, or NAME=VALUE for $NAME. "
-                              "Numbers are bound as numbers. Repeatable.")] = None,
+                              "Bound as text, cast to what it is compared with. Repeatable.")] = None,
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Read as of a version number, a tag, or an ISO time (UTC by default): the --run "
                         "runs, or every run (then each must have that version or tag).")] = None,

@@ -40,6 +40,7 @@ from artstore.log import fold, journal, registry, upkeep
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import metrics as metrics_mod
 from artstore.records.encoding import check_stored_layout, encode_groups
+from artstore.records.numbers import as_int64
 from artstore.records.trajectory import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
 from artstore.storage import Location, compaction, tables
@@ -230,8 +231,7 @@ def write_log(
     they are stored as given, while the log id still derives from the caller's `metrics`.
     """
     check_segment("split", split)
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise ValidationError("step", f"must be a non-negative int, got {step!r}")
+    step = as_int64("step", step, minimum=0)
     groups = as_groups(trajectories)
     extra = metrics_mod.check_extra(metrics)
     for gi, g in enumerate(groups):

@@ -23,6 +23,7 @@ from artstore.checkpoints.retention import Plan, Policy, best, rank
 from artstore.checkpoints.table import Checkpoint, CheckpointTable, checkpoint_dir_name
 from artstore.errors import (
     CheckpointError,
+    CommitConflictError,
     RetentionError,
     RunNotFoundError,
     StorageError,
@@ -37,6 +38,7 @@ from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.step_summary import StepSummary
 from artstore.records.metric_names import with_current_names
+from artstore.records.numbers import as_int64
 from artstore.schema import arrow_schema
 from artstore.storage import Location, compaction, files, tables
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
@@ -50,9 +52,7 @@ def _filter(split: str | None, step: int | None) -> str | None:
     if split is not None:
         parts.append(f"split = {sql_quote(check_segment('split', split))}")
     if step is not None:
-        if not isinstance(step, int) or isinstance(step, bool):
-            raise ValidationError("step", f"must be an int, got {step!r}")
-        parts.append(f"step = {step}")
+        parts.append(f"step = {as_int64('step', step)}")
     return " AND ".join(parts) or None
 
 
@@ -388,10 +388,22 @@ class Run:
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Fold the run's journal into its data tables (`artstore.log.fold`), then compact every
-        table and drop versions older than the store's retention window."""
+        table and drop versions older than the store's retention window. A table that fails does
+        not stop the others; then a StorageError names each that failed."""
         upkeep.wait(self.location)  # a background fold or compaction of this process first
         while any(fold.fold(self.location, max_logs=fold.MAX_LOGS).values()):
             pass
-        return {t: compaction.maintain(self.table_location(t), t, self.store.retention, force=force,
-                                       rewrite=fold.drop_folded_payloads(self.location) if t == "logs" else None)
-                for t in self.store.table_names(self)}
+        done, failed = {}, {}
+        for t in self.store.table_names(self):
+            try:
+                done[t] = compaction.maintain(
+                    self.table_location(t), t, self.store.retention, force=force,
+                    rewrite=fold.drop_folded_payloads(self.location) if t == "logs" else None)
+            except StorageError as e:
+                failed[t] = e
+        if failed:
+            kind = CommitConflictError if all(isinstance(e, CommitConflictError) for e in failed.values()) \
+                else StorageError
+            raise kind(f"compaction of {self.project}/{self.name} failed for {', '.join(failed)} (the other tables "
+                       f"were compacted: {', '.join(done) or 'none'}); run it again. " + str(next(iter(failed.values()))))
+        return done

@@ -48,6 +48,7 @@ import pyarrow as pa
 from artstore.errors import RunNotFoundError, SqlError, ValidationError
 from artstore.names import check_segment
 from artstore.read import view_datasets as views
+from artstore.read.as_of import MAX_VERSION, as_of_args
 from artstore.read.scan import GATED, Query, view_schema
 from artstore.read.views import VIEWS  # noqa: F401  (re-exported: the views and their docs)
 
@@ -236,6 +237,7 @@ def _catalog(store: Store) -> _Catalog:
 def _as_of(store: Store, as_of: Any, projects: list[str] | None) -> Any:
     """Check `as_of`: one spec for every run, or {"project/model": spec} naming runs that exist."""
     if not isinstance(as_of, Mapping):
+        as_of_args(as_of)  # checked now, not when (or whether) a view is scanned
         return as_of
     out = {}
     for key, spec in as_of.items():
@@ -245,9 +247,15 @@ def _as_of(store: Store, as_of: Any, projects: list[str] | None) -> Any:
         if (projects is not None and project not in projects) or not store.run(project, model).exists():
             raise RunNotFoundError(f"as_of names {key!r}, which is not a run of this store (or of `projects`)")
         if isinstance(spec, Mapping):
-            bad = [t for t, v in spec.items() if not isinstance(v, int) or isinstance(v, bool)]
+            bad = [t for t, v in spec.items() if not isinstance(v, int) or isinstance(v, bool)
+                   or not 0 <= v < MAX_VERSION]
             if bad:
-                raise ValidationError(f"as_of[{key!r}]", f"table versions must be ints, got {bad}")
+                raise ValidationError(f"as_of[{key!r}]", f"table versions must be version numbers (ints), got {bad}")
+        else:
+            try:
+                as_of_args(spec)
+            except ValidationError as e:
+                raise ValidationError(f"as_of[{key!r}]", e.problem) from None
         out[key] = spec
     return out
 

@@ -24,8 +24,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from artstore.errors import ValidationError
+from artstore.names import check_text
 from artstore.records.metric_names import SPLITS, TRAINING_STEP, is_builder_managed, qualify
 from artstore.records.metrics_builder import MetricsBuilder
+from artstore.records.numbers import as_float
 from artstore.records.trajectory import TrajectoryGroup
 
 
@@ -35,8 +37,8 @@ def check_extra(metrics: Mapping[str, float] | None) -> dict[str, float]:
     for k, v in out.items():
         if not isinstance(k, str) or not k:
             raise ValidationError("metrics", f"metric names must be non-empty strings, got {k!r}")
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-            raise ValidationError(f"metrics[{k!r}]", f"must be a number, got {type(v).__name__}")
+        check_text(f"metrics[{k!r}]", k)
+        out[k] = as_float(f"metrics[{k!r}]", v)  # exact, or refused: never an OverflowError or a rounding
     return out
 
 

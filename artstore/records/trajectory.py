@@ -23,6 +23,7 @@ from openai.types.chat import ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
 
 from artstore.errors import ValidationError
+from artstore.records.numbers import as_float, as_int64
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_DEPTH = 200  # nesting of JSON values (metadata, tool schemas, message fields)
@@ -101,7 +102,13 @@ def _message_or_choice(item: Any) -> dict[str, Any] | Choice:
     role = item.get("role")
     if role not in ROLES:
         raise ValidationError("role", f"must be one of {sorted(ROLES)}, got {role!r}")
-    return plain_json(item)
+    message = plain_json(item)
+    for i, call in enumerate(message.get("tool_calls") or []):
+        arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+        if arguments is not None and not isinstance(arguments, str):
+            raise ValidationError(f"tool_calls[{i}].function.arguments",
+                                  f"must be a JSON string, as OpenAI gives it (json.dumps it), got {type(arguments).__name__}")
+    return message
 
 
 def _tools(value: Any) -> list[dict[str, Any]] | None:
@@ -121,9 +128,7 @@ def _metadata(value: Any) -> dict[str, Any]:
 
 
 def _reward(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValidationError("", f"must be a number, got {type(value).__name__}")
-    return float(value)
+    return as_float("", value)
 
 
 def _metric_value(value: Any) -> float | int | bool:
@@ -131,7 +136,7 @@ def _metric_value(value: Any) -> float | int | bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, numbers.Integral):
-        return int(value)
+        return as_int64("", value)
     if isinstance(value, numbers.Real):
         return float(value)
     raise ValidationError("", f"must be a number or a bool, got {type(value).__name__}")

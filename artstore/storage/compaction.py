@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import tenacity
 from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
@@ -32,6 +33,8 @@ TIER_FACTOR = 16
 # over Lance's planner, `after_compaction`, that reproduced a real 2,000-log run exactly).
 COMPACT_AFTER_FRAGMENTS = 8
 COMPACT_TO_FRAGMENTS = 5
+# Tries of one compaction that loses a race with another (Lance: "retryable commit conflict").
+COMPACT_ATTEMPTS = 8
 _last_cleanup: dict[str, float] = {}  # dataset uri -> time.monotonic() of this process's last cleanup
 # Cleanup reads every manifest in the retention window, so its cost grows with the window: it
 # runs after a compaction (which leaves old files behind), and one process runs it on a table at
@@ -136,18 +139,15 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
     if ds is None:
         return {"fragments": 0, "compacted": 0, "rewritten_rows": 0, "removed_versions": 0}
     with storage_errors(loc, "compact"):
-        rows = {f.fragment_id: f.physical_rows for f in ds.get_fragments()}
-        top = TARGET_ROWS.get(table, DEFAULT_TARGET_ROWS)
-        target = top if force else compaction_target(list(rows.values()), top) if compact else None
+        # An explicit compaction (force) retries a lost race; a writer's own upkeep leaves it to the
+        # compaction that won (no retry, no wait in log()).
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(retryable), reraise=True,
+            stop=tenacity.stop_after_attempt(COMPACT_ATTEMPTS if force else 1),
+            wait=tenacity.wait_random_exponential(multiplier=0.05, max=2))
+        rows, target, ds = retrying(_compact, loc, table, force, compact, rewrite)
         after, removed = rows, 0
         if target is not None:
-            if SEQ in ds.schema.names:
-                fragments = ds.get_fragments()
-                _rewrite_sequenced(loc, ds, [[fragments[k] for k in b]
-                                             for b in compaction_bins(list(rows.values()), target)], rewrite)
-            else:
-                # One thread: these are small rewrites beside a writer (measured 10-35% less time).
-                ds.optimize.compact_files(target_rows_per_fragment=target, num_threads=None if force else 1)
             after = {f.fragment_id: f.physical_rows for f in open_dataset(loc).get_fragments()}
         if force or cleanup and (target is not None or not compact) and cleanup_due(loc, retention):
             _last_cleanup[loc.uri] = time.monotonic()
@@ -156,6 +156,32 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
         gone = rows.keys() - after.keys()
         return {"fragments": len(after), "compacted": len(gone), "rewritten_rows": sum(rows[i] for i in gone),
                 "removed_versions": removed}
+
+
+def retryable(e: BaseException) -> bool:
+    """Whether Lance says a failed commit may simply be tried again (e.g. "Retryable commit
+    conflict ... This Rewrite transaction was preempted by concurrent transaction Rewrite": another
+    compaction, often a writer's, rewrote the same fragments first)."""
+    return isinstance(e, (OSError, RuntimeError, ValueError)) and "retryable commit conflict" in str(e).lower()
+
+
+def _compact(loc: Location, table: str, force: bool, compact: bool,
+             rewrite: Callable[[pa.Table], pa.Table] | None = None) -> tuple[dict[int, int], int | None, LanceDataset]:
+    """One try at compacting the dataset at `loc`, planned on its latest version (a retry plans
+    again): (rows per fragment before, the target used or None, the dataset opened)."""
+    ds = open_dataset(loc)
+    rows = {f.fragment_id: f.physical_rows for f in ds.get_fragments()}
+    top = TARGET_ROWS.get(table, DEFAULT_TARGET_ROWS)
+    target = top if force else compaction_target(list(rows.values()), top) if compact else None
+    if target is not None:
+        if SEQ in ds.schema.names:
+            fragments = ds.get_fragments()
+            _rewrite_sequenced(loc, ds, [[fragments[k] for k in b] for b in compaction_bins(list(rows.values()), target)],
+                               rewrite)
+        else:
+            # One thread: these are small rewrites beside a writer (measured 10-35% less time).
+            ds.optimize.compact_files(target_rows_per_fragment=target, num_threads=None if force else 1)
+    return rows, target, ds
 
 
 def cleanup_due(loc: Location, retention: timedelta) -> bool:

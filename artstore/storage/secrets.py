@@ -55,7 +55,19 @@ def _install() -> None:
                 clean = redact(text)
                 if clean != text:
                     record.msg, record.args = clean, ()
+                if record.exc_info or record.stack_info:  # botocore logs tracebacks with exc_info
+                    _redact_traceback(record)
             return record
 
         logging.setLogRecordFactory(factory)
         _installed = True
+
+
+def _redact_traceback(record: logging.LogRecord) -> None:
+    """Format the record's traceback now, redacted, and drop the exception objects (their
+    messages and frames may hold a secret): handlers print `exc_text` as it is."""
+    if record.exc_info:
+        text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+        record.exc_text, record.exc_info = redact(text), None
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)

@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 from lance import LanceDataset, LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
-from artstore.errors import CommitConflictError, StorageError, VersionNotFoundError
+from artstore.errors import ArtstoreError, CommitConflictError, StorageError, VersionNotFoundError
 from artstore.storage import files
 from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
@@ -43,7 +43,7 @@ def storage_errors(loc: Location, action: str) -> Iterator[None]:
     """Turn Lance/IO errors into StorageError naming the dataset, never a secret."""
     try:
         yield
-    except StorageError:
+    except ArtstoreError:  # already says what went wrong (e.g. a ValidationError is a ValueError)
         raise
     except (OSError, RuntimeError, ValueError) as e:
         text = loc.redact(str(e))

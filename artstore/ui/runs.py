@@ -73,8 +73,8 @@ def configs(store: Store, keys: list[tuple[str, str]]) -> tuple[list[str], dict[
     """The stored configuration of each run (`Run.config()`), flattened; and the config keys
     whose values differ between runs (the ones worth a column: e.g. learning rates)."""
     readable = [store.run(p, m) for p, m in keys]
-    if not readable or not hasattr(readable[0], "config"):
-        return [], {}  # a store API without stored configurations
+    if not readable:
+        return [], {}
     with ThreadPoolExecutor(max_workers=8) as pool:
         found = dict(zip(keys, pool.map(lambda r: _flat(r.config()), readable), strict=True))
     names = sorted({k for c in found.values() for k in c})

@@ -3,18 +3,19 @@ at a time, with their time and tags; and, per version, what the run held then (l
 latest step, the last log), so a person can pick one to view the run as of.
 
 The list is one manifest listing. What a version held is read exactly (`Run.logs(as_of=version)`,
-~10-20 ms each on a 1,000-step run), so it has its own call (`held`), which the page makes for
-the rows it shows after showing them.
+~10-20 ms each on a 1,000-step run), so it has its own call (`held`, several versions at once),
+which the page makes for the rows it shows after showing them.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from artstore import Store, VersionNotFoundError
+from artstore import Store, ValidationError, VersionNotFoundError
 from artstore.ui import jsonable, lookup
 
 PAGE = 20
@@ -36,12 +37,14 @@ def held(store: Store, ref: str, version: int) -> dict[str, Any]:
 
 
 def page(store: Store, ref: str, offset: int = 0, limit: int = PAGE) -> dict[str, Any]:
-    """{versions: `limit` versions from the `offset`-th newest, total, tags: {name: version}}."""
+    """{versions: `limit` versions from the `offset`-th newest, total, tags: {name: version},
+    config: the run's stored configuration ({"model": ..., "train": ...})}."""
     run = lookup.run_of(store, ref)
     versions = run.versions()[::-1]
     out = [{"version": v["version"], "timestamp": jsonable.value(v["timestamp"]), "tags": v.get("tags") or []}
            for v in versions[offset: offset + limit]]
-    return {"run": ref, "total": len(versions), "offset": offset, "versions": out, "tags": run.tags()}
+    return {"run": ref, "total": len(versions), "offset": offset, "versions": out, "tags": run.tags(),
+            "config": jsonable.value(run.config())}
 
 
 router = APIRouter()
@@ -53,5 +56,11 @@ def get_versions(request: Request, run: str, offset: int = 0, limit: int = PAGE)
 
 
 @router.get("/api/versions/held")
-def get_held(request: Request, run: str, version: int) -> JSONResponse:
-    return jsonable.reply(held(request.app.state.store, run, version))
+def get_held(request: Request, run: str, versions: str) -> JSONResponse:
+    """`versions`: comma-separated version numbers (a page's worth), read 4 at a time."""
+    try:
+        wanted = [int(v) for v in versions.split(",") if v.strip()][:200]
+    except ValueError:
+        raise ValidationError("versions", f"{versions!r}: give version numbers, comma-separated") from None
+    with ThreadPoolExecutor(max_workers=4) as pool:  # Lance releases the GIL while it reads
+        return jsonable.reply(list(pool.map(lambda v: held(request.app.state.store, run, v), wanted)))

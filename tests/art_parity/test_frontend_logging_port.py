@@ -10,8 +10,7 @@ what ART reads from `history.jsonl` and its parquet files through `Model.history
 Not ported (they need ART's own LocalBackend, a GPU backend): the two
 `TestLocalBackendAutomaticMetrics` tests (GPU cost per hour from the CUDA device name) and
 `TestGradientStepMetrics.test_local_backend_train_returns_gradient_step_count` (LocalBackend.train).
-34 of 37 are ported; 33 pass, and the one that does not (train_sft with a backend that logs SFT
-metrics remotely) is marked as a strict expected failure; see docs/switching-from-art.md.
+34 of 37 are ported, and all 34 pass; see docs/switching-from-art.md.
 """
 
 from __future__ import annotations
@@ -406,8 +405,6 @@ async def test_train_sft_logs_every_gradient_step(tmp_path):
     assert len([r for r in got if "loss/train" in r]) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="artstore's train_sft still logs locally when the backend says "
-                   "logs_sft_metrics_remotely() (open; remove this mark when it passes)")
 async def test_train_sft_with_remote_metric_logging_writes_no_local_history(tmp_path):
     class RemoteLoggingBackend:
         def __init__(self) -> None:

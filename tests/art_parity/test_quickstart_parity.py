@@ -31,7 +31,7 @@ from tests.art_parity.harness import (
 )
 from tests.art_venv import build_art_venv, run_with_art
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the first use builds the ART venv (~3 min)
 SCRIPT = SCRIPTS / "quickstart.py"
 PROJECT, RUN = "parity", "agent-001"
 ART_READER = str(SCRIPTS.parents[1] / "art_reader.py")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 import artstore as art
 from tests.art_parity.doc_backend import openai_server
 
@@ -51,3 +53,22 @@ def test_the_quickstart_runs(tmp_path, monkeypatch, capsys):
     assert history["val/reward"].to_pylist().count(1.0) == 1  # step 2's val: the best
     assert kept == ["0002", "0006"]  # the best val/reward and the latest
     assert len(run.groups(split="train", step=1)) == 2
+
+
+@pytest.mark.slow
+def test_the_quickstart_runs_with_the_trainer(tmp_path, monkeypatch, capsys):
+    """The same block with the real `trainer.LocalBackend` (its tiny model, on CPU, served over
+    HTTP by the trainer): the only change is that the backend is given that model, since the doc's
+    `Qwen/Qwen2.5-0.5B-Instruct` cannot be downloaded here."""
+    code = quickstart().replace(TRAINER_IMPORT, "import functools\nimport trainer\n"
+                                "LocalBackend = functools.partial(trainer.LocalBackend, 'tiny', device='cpu', serve='hf')")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, str(DOC), "exec"), {"__name__": "__main__"})
+    assert "trained to step 6" in capsys.readouterr().out
+    history = art.open_store(tmp_path / ".art").run("arithmetic", "agent-001-run1").history()
+    steps = history["step"].to_pylist()
+    assert [s for s, r in zip(steps, history["train/reward"].to_pylist(), strict=True) if r is not None] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, r in zip(steps, history["val/reward"].to_pylist(), strict=True) if r is not None] == [2, 4, 6]
+    assert "loss/train" in history.column_names
+    kept = sorted(p.name for p in (tmp_path / ".art" / "arithmetic" / "models" / "agent-001-run1" / "checkpoints").iterdir())
+    assert kept[-1] == "0006" and len(kept) <= 2  # the latest, and the best val/reward when it is another

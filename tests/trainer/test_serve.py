@@ -10,6 +10,7 @@ from trainer import LocalBackend
 from trainer.demo_tasks import CODE_LOOKUP, lookup_messages, rollout_group
 from trainer.loss import token_logprobs
 from trainer.serve.generate import prompt_ids
+from trainer.serve.tool_calls import parse_tool_calls
 
 MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "The weather of a city.",
@@ -27,11 +28,11 @@ async def served(tmp_path):
     await backend.close()
 
 
-async def ask(model, **kw):
-    kw.setdefault("model", model.get_inference_name())
+async def ask(art_model, **kw):
+    kw.setdefault("model", art_model.get_inference_name())
     kw.setdefault("messages", MESSAGES)
     kw.setdefault("max_tokens", 6)
-    return await model.openai_client().chat.completions.create(**kw)
+    return await art_model.openai_client().chat.completions.create(**kw)
 
 
 async def test_register_gives_the_model_an_endpoint_and_art_names(served):
@@ -142,3 +143,24 @@ async def test_after_a_train_step_the_new_adapter_is_served_and_at_step_selects_
     assert logprobs(latest) == pytest.approx(logprobs(after), abs=1e-5)
     assert logprobs(base) == pytest.approx(logprobs(before), abs=1e-5)  # a fresh adapter is the base
     assert [m.id for m in (await model.openai_client().models.list()).data] == ["agent", "agent@0", "agent@1", "tiny"]
+
+
+@pytest.mark.parametrize("text,head,calls", [
+    (TOOL_REPLY, None, [("get_weather", '{"city": "Paris"}')]),  # Hermes/Qwen: one object per block
+    ('Let me check.<tool_call>[{"name": "a", "arguments": {"x": 1}}, {"name": "b", "arguments": "{}"}]</tool_call>',
+     "Let me check.", [("a", '{"x": 1}'), ("b", "{}")]),  # SmolLM2: a JSON list in one block
+    ('<tool_call>{"name": "a"}</tool_call><tool_call>{"name": "b", "arguments": {}}</tool_call>', None,
+     [("a", "{}"), ("b", "{}")]),
+])  # fmt: skip
+def test_tool_calls_are_read_in_hermes_and_smollm2_formats(text, head, calls):
+    got_head, got = parse_tool_calls(text, choice_index=2)
+    assert got_head == head
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in got] == calls
+    assert [c["id"] for c in got] == [f"call_2_{k}" for k in range(len(calls))]
+
+
+@pytest.mark.parametrize("text", ["no call here", '<tool_call>{"name": "a", "arguments": {</tool_call>',
+                                  '<tool_call>{"arguments": {}}</tool_call>', "<tool_call>[1, 2]</tool_call>",
+                                  '<tool_call>{"name": "a"}</tool_call><tool_call>oops</tool_call>'])
+def test_text_that_is_not_a_whole_valid_call_stays_text(text):
+    assert parse_tool_calls(text) == (text, [])

@@ -19,6 +19,7 @@ PROJECT = "email-search"
 # Long names on purpose: the runs table must show them whole.
 RUNS = ("agent-qwen2.5-0.5b-lr-5e-6-grpo-baseline-001", "agent-qwen2.5-0.5b-lr-2e-5-grpo-ablation-002")
 STEPS = 6
+LEARNING_RATES = (5e-6, 2e-5)
 ART_FIXTURES = Path("/work/shared/fixtures/art")
 if not ART_FIXTURES.is_dir():
     ART_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "art"
@@ -87,7 +88,8 @@ def build_demo(root: Path) -> art.Store:
     uri = str(root)
     for i, name in enumerate(RUNS):
         rng = random.Random(i)
-        model = art.Model(name=name, project=PROJECT, base_path=uri, report_metrics=[])
+        model = art.Model(name=name, project=PROJECT, base_path=uri, report_metrics=[],
+                          config={"learning_rate": LEARNING_RATES[i], "group_size": 4})
         run = model.run
         for step in range(1, STEPS + 1):
             model.log_sync(groups(rng, step, 0.1 * i, 3), split="train", step=step)

@@ -113,11 +113,12 @@ def test_time_travel_reads_the_run_as_of_a_version_and_a_tag(client):
     log_steps(model, range(4, 6), ["s-1"])
     versions = c.get("/api/versions", params={"run": RUN}).json()
     assert versions["tags"] == {"three-steps": 3}
-    newest = c.get("/api/versions/held", params={"run": RUN, "version": versions["versions"][0]["version"]}).json()
-    assert newest["latest_step"] == 5 and newest["logs"] == 6
     tagged = next(v for v in versions["versions"] if v["tags"] == ["three-steps"])
-    held = c.get("/api/versions/held", params={"run": RUN, "version": tagged["version"]}).json()
+    newest, held = c.get("/api/versions/held", params={
+        "run": RUN, "versions": f"{versions['versions'][0]['version']},{tagged['version']}"}).json()
+    assert newest["latest_step"] == 5 and newest["logs"] == 6
     assert held["logs"] == 3 and held["latest_step"] == 2 and held["last_log"].startswith("val step 2")
+    assert c.get("/api/versions/held", params={"run": RUN, "versions": "1,x"}).status_code == 400
     now = c.get("/api/series", params={"run": RUN, "metric": "val/reward"}).json()
     then = c.get("/api/series", params={"run": RUN, "metric": "val/reward", "as_of": "three-steps"}).json()
     assert now["steps"] == list(range(6)) and then["steps"] == [0, 1, 2]
@@ -151,8 +152,6 @@ def test_runs_table_status_and_json_safety():
 
 
 def test_runs_table_has_a_column_per_config_key_that_differs_between_runs(tmp_path):
-    if not hasattr(art.Run, "config"):
-        pytest.skip("this artstore does not store run configurations yet (Model(config=...))")
     for name, lr in (("lr-small", 5e-6), ("lr-large", 2e-5)):
         model = art.Model(name=name, project="proj", base_path=str(tmp_path), report_metrics=[],
                           config={"learning_rate": lr, "seed": 7})
@@ -162,3 +161,15 @@ def test_runs_table_has_a_column_per_config_key_that_differs_between_runs(tmp_pa
     by_run = {r["model"]: r for r in got["rows"]}
     assert by_run["lr-small"]["model.learning_rate"] == 5e-6 and by_run["lr-large"]["model.learning_rate"] == 2e-5
     assert by_run["lr-small"]["config"] == {"model.learning_rate": 5e-6, "model.seed": 7}
+
+
+def test_ui_command_is_listed_and_refuses_a_missing_store(tmp_path):
+    from typer.testing import CliRunner
+
+    from artstore.cli import app
+
+    runner = CliRunner()
+    helped = runner.invoke(app, ["ui", "--help"])
+    assert helped.exit_code == 0 and "read-only" in helped.output.lower() and "--port" in helped.output
+    missing = runner.invoke(app, ["ui", "--store", str(tmp_path / "nothing-here")])
+    assert missing.exit_code == 3 and "no store at" in missing.output

@@ -31,14 +31,18 @@ def demo(tmp_path_factory):
 def test_runs_table_shows_every_run_with_its_full_name(demo, page):
     url, shots = demo
     visit(page, url + "/#runs", shots / "runs.png")
-    page.wait_for_function("() => [...document.querySelectorAll('td')].some(td => /\\d+(\\.\\d)? (kB|MB|B)$/.test(td.innerText))")
+    page.wait_for_function("() => [...document.querySelectorAll('td')].some(td => /^\\d+(\\.\\d)?(KiB|MiB|B)$/.test(td.innerText))")
     for name in stores.RUNS:
         cell = page.locator("td", has_text=name).first
         assert cell.inner_text() == name
         assert cell.evaluate("td => td.scrollWidth <= td.clientWidth"), f"{name} is cut"
     headers = page.locator("th").all_inner_texts()
-    for column in ("project", "model", "step", "val/reward", "train/reward", "checkpoints", "status", "size"):
+    for column in ("project", "model", "step", "val/reward", "train/reward", "model.learning_rate", "checkpoints",
+                   "status", "size", "config"):
         assert column in headers
+    assert "model.group_size" not in headers  # the same in every run: no column of its own
+    row = page.locator("table tbody tr", has_text=stores.RUNS[1]).inner_text()
+    assert "2.000e-5" in row and '"model.group_size":4' in row
     page.fill("#runs-filter", "ablation")
     assert page.locator("table tbody tr").count() == 1
     page.fill("#runs-filter", "")
@@ -127,6 +131,7 @@ def test_versions_page_time_travels_to_a_tag(demo, page):
     url, shots = demo
     visit(page, f"{url}/#versions?run={quote(RUN_A)}", shots / "versions.png")
     assert "before-step-4" in page.locator("#tags").inner_text()
+    assert '"learning_rate": 0.000005' in page.locator("#config").inner_text()
     assert page.locator("table.versions tbody tr").count() > 5
     tagged = page.locator("table.versions tbody tr", has_text="before-step-4").inner_text()
     assert "train step 3 (0 trajectories)" in tagged and "\t9\t" in tagged  # 3 log calls a step

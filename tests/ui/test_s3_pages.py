@@ -27,7 +27,7 @@ def test_pages_of_a_store_in_a_bucket(s3_bucket, page, tmp_path):
     with serving(s3_bucket.uri, opts, log=tmp_path / "server.log") as url:
         visit(page, url + "/#runs", tmp_path / "runs.png")
         assert page.locator("table tbody tr").count() == 2
-        page.wait_for_function("() => document.body.innerText.includes('kB')")  # sizes listed in the bucket
+        page.wait_for_function("() => document.body.innerText.includes('KiB')")  # sizes listed in the bucket
 
         visit(page, f"{url}/#charts?runs={quote('bucket-proj/agent-a')},{quote('bucket-proj/agent-b')}",
               tmp_path / "chart.png")

@@ -47,12 +47,12 @@ function fmt(v) {
   return t ? `${t[1]} ${t[2]}` : String(v);
 }
 
-function size(n) {  // 1000-based, as pydantic's ByteSize.human_readable(decimal=True)
+function size(n) {  // as artstore.sizes.format_size (pydantic's ByteSize): 1024-based, IEC units
   if (n === null || n === undefined) return "";
-  const units = ["B", "kB", "MB", "GB", "TB"];
-  let i = 0;
-  while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let i = 0, x = Math.abs(n);
+  while (x >= 1024 && i < units.length - 1) { x /= 1024; i++; }
+  return (n < 0 ? "-" : "") + (i === 0 ? `${x}B` : `${x.toFixed(1)}${units[i]}`);
 }
 
 // plotly.min.js (4.8 MB, from the plotly wheel) is loaded on the first page that draws a chart.
@@ -199,6 +199,9 @@ async function render() {
   const fn = PAGES[page] || PAGES.runs;
   await guard(main, () => fn(main, params));
   if (token === RENDERS) root.dataset.state = "ready";
+  // Once a page is up, fetch and compile plotly.min.js in the background, so the first chart a
+  // person opens does not wait for it.
+  setTimeout(() => plotly().catch(() => {}), 200);
 }
 
 window.addEventListener("hashchange", render);
