@@ -147,6 +147,7 @@ def test_concurrent_forced_compactions_retry_lost_races_and_all_finish(tmp_path,
         for trial in range(2):
             for i in range(6):
                 model.log_sync([art.TrajectoryGroup([make_trajectory(0.5, i)])], split="train", step=10 * trial + i)
+            fold.fold(run.location)  # the journaled logs' rows into the data tables
             start, errors = threading.Barrier(3), []
 
             def compact(table=table, start=start, errors=errors):
