@@ -416,8 +416,11 @@ def test_projection_and_filters_reach_lance_and_other_runs_are_not_opened(store,
                     "AND split = 'train'")
     assert got.column(0)[0].as_py() == pytest.approx(0.55)
     assert {s[1] for s in scans if s[0] == "opened"} == {"p1/a/logs", "p1/a/trajectories"}
-    ((_, columns, filt),) = [s for s in scans if s[0] == "p1/a/trajectories"]
-    assert set(columns) <= {"write_id", "reward", "step", "split"} and "reward" in columns
+    # the filter's stored columns may be read first alone (`view_datasets.FETCH_AT_MOST`); no scan
+    # reads a column the query does not use
+    read = [set(s[1]) for s in scans if s[0] == "p1/a/trajectories"]
+    assert read and all(c <= {"write_id", "reward", "step", "split"} for c in read)
+    assert any("reward" in c for c in read) or len(read) == 1  # reward: scanned, or fetched by `take`
     # a filter naming project or model is applied in Arrow (Lance's tables have no such columns)
     scans.clear()
     got = store.sql("SELECT avg(reward) FROM trajectories WHERE step = 1 AND split = 'train'", projects=["p1"])
