@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.results_file import write_section
+
 TOOLS = ("search_inbox", "read_email", "list_folders", "send_reply")
 _POOLS: dict[int, list] = {}  # per worker process: rollout pools by seed
 
@@ -343,18 +345,6 @@ def report(info: dict[str, Any], phases: list[tuple[str, dict[str, Any]]], comma
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of `path` (between its markers), keeping the rest."""
-    start, end = "<!-- sql_bench:start -->", "<!-- sql_bench:end -->"
-    block = f"{start}\n{text}{end}\n"
-    old = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    if start in old and end in old:
-        new = old[: old.index(start)] + block + old[old.index(end) + len(end) + 1:]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    path.write_text(new)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.sql_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=100)
@@ -385,7 +375,7 @@ def main() -> None:
     text = report(info, phases, command, a.reps)
     print(text)
     if a.results:
-        write_section(Path(a.results), text)
+        write_section(Path(a.results), "sql_bench", text)
     if not all(r["same_answer"] for _, m in phases for r in m["results"]):
         sys.exit("artstore and the ART files gave different answers")
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.driver_protocol import trajectory_fields
+from benchmarks.results_file import write_section
 from benchmarks.sql_bench import machine
 from benchmarks.synthetic import make_step
 
@@ -322,18 +323,6 @@ def report(info: dict[str, Any], rows: list[dict[str, Any]], command: str, reps:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of `path` (between its markers), keeping the rest."""
-    start, end = "<!-- ui_bench:start -->", "<!-- ui_bench:end -->"
-    block = f"{start}\n{text}{end}\n"
-    old = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    if start in old and end in old:
-        new = old[: old.index(start)] + block + old[old.index(end) + len(end) + 1:]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    path.write_text(new)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1000)
@@ -366,7 +355,7 @@ def main() -> None:
     text = report(info, rows, command, args.reps, browser)
     print(text)
     if args.results:
-        write_section(args.results, "## UI pages (`benchmarks/ui_bench.py`)\n\n" + text)
+        write_section(args.results, "ui_bench", "## UI pages (`benchmarks/ui_bench.py`)\n\n" + text)
 
 
 if __name__ == "__main__":
