@@ -35,6 +35,12 @@ logger = logging.getLogger(__name__)
 
 # How long old versions are kept before cleanup removes them (tagged versions always stay).
 DEFAULT_RETENTION = timedelta(days=7)
+# A journal run (its logs hold each log's rows: `artstore.log.journal`) keeps the physical
+# versions of its logs and data tables only this long: for readers in flight. Its data tables are
+# always read at their latest version, gated by the committed logs, and an older version of its
+# logs is answered from the run's version map (`artstore.storage.version_map`), so `as_of` any
+# earlier version or time still reads what it read then.
+DEFAULT_READER_WINDOW = timedelta(seconds=60)
 
 
 class _Worker:

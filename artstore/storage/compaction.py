@@ -18,6 +18,7 @@ import tenacity
 from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
+from artstore.storage import version_map
 from artstore.storage.location import Location
 from artstore.storage.tables import CLEANUP_LOCK, COMMIT_RETRIES, SEQ, open_dataset, storage_errors
 
@@ -152,6 +153,8 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
         if force or cleanup and (target is not None or not compact) and cleanup_due(loc, retention):
             _last_cleanup[loc.uri] = time.monotonic()
             with CLEANUP_LOCK:  # no tag is made while the versions to remove are chosen and removed
+                if table == "logs" and SEQ in ds.schema.names:  # old versions stay answerable: version_map
+                    version_map.record(loc, open_dataset(loc))
                 removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
         gone = rows.keys() - after.keys()
         return {"fragments": len(after), "compacted": len(gone), "rewritten_rows": sum(rows[i] for i in gone),
