@@ -85,17 +85,23 @@ class Run:
     def _logs(self, as_of: AsOf = None, with_metrics: bool = False) -> pa.Table:
         """`logs()`; `with_metrics`: a journal's rows also hold their metric names and values."""
         version, asof = _as_of_args(as_of)
-        pinned = version_map.open_version(self.table_location("logs"), version, asof)
-        ds = None if pinned is None else pinned.dataset
-        if pinned is None:
-            if as_of is not None and not self.exists():
-                raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
-            return arrow_schema("logs").empty_table().select(journal.log_columns())
-        columns = journal.log_columns()
-        if with_metrics and journal.is_journal(ds.schema):
-            columns = [*columns, "metric_names", "metric_values"]
-        return committed_logs(self.table_location("logs"), ds, columns, upto=pinned.upto).sort_by(
-            [("recorded_at", "ascending"), ("log_id", "ascending")])
+        for attempt in range(tables.VANISHED_RETRIES + 1):
+            pinned = version_map.open_version(self.table_location("logs"), version, asof)
+            if pinned is None:
+                if as_of is not None and not self.exists():
+                    raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
+                return arrow_schema("logs").empty_table().select(journal.log_columns())
+            columns = journal.log_columns()
+            if with_metrics and journal.is_journal(pinned.dataset.schema):
+                columns = [*columns, "metric_names", "metric_values"]
+            try:
+                found = committed_logs(self.table_location("logs"), pinned.dataset, columns, upto=pinned.upto)
+            except StorageError as e:  # a cleanup removed files of the version opened: open it again
+                if attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
+                    raise
+                continue
+            return found.sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
+        raise AssertionError("unreachable")
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
                    as_of: AsOf = None) -> pa.Table:
