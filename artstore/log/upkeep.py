@@ -111,6 +111,8 @@ def _fold(run: Location, retention: timedelta) -> None:
     # Only a round capped at MAX_LOGS (a backlog) goes on.
     while max(fold.fold(run, max_logs=fold.MAX_LOGS).values(), default=0) >= fold.MAX_LOGS:
         pass
+    if fold.drop_payloads(run):  # the journal keeps no payload once folded: its old files go at cleanup
+        compaction.maintain(run.child("logs.lance"), "logs", retention, compact=False)
     for table in fold.GATED:
         compaction.maintain(run.child(f"{table}.lance"), table, retention)
 

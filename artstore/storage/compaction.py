@@ -109,6 +109,16 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
                             commit_message="compact")
 
 
+def rewrite_fragments(loc: Location, ds: LanceDataset, fragments: list[Any],
+                      rewrite: Callable[[pa.Table], pa.Table]) -> None:
+    """Rewrite `fragments` (LanceFragment objects of `ds`, the dataset at `loc` with a SEQ
+    column) into one fragment through `rewrite` (same schema and row count), keeping their
+    commit order: one Rewrite commit. A CommitConflictError or StorageError when another
+    compaction rewrote any of them first (the caller tries again later)."""
+    with storage_errors(loc, "rewrite"):
+        _rewrite_sequenced(loc, ds, [fragments], rewrite)
+
+
 def compaction_target(rows: list[int], top: int) -> int | None:
     """The smallest tier whose compaction leaves at most COMPACT_TO_FRAGMENTS fragments under
     `top` rows, or None while fewer than COMPACT_AFTER_FRAGMENTS are (nothing to do yet)."""
