@@ -156,20 +156,8 @@ class RunSnapshot:
                 if not has_logs:
                     return None  # the run did not exist yet at that time
                 asof = spec if isinstance(spec, datetime) else self._logs_time
-        if table == "logs":  # a version cleaned up after the reader window is read through the map
-            try:
-                pinned = version_map.open_version(self.run.table_location(table), version, asof,
-                                                  session=tables.read_session())
-            except VersionNotFoundError:
-                if asof is None:
-                    raise
-                return None  # the run had no version yet at that time
-            if pinned is None:
-                return None
-            self.read[table], self._upto, self._logs_time = pinned.version, pinned.upto, pinned.committed_at
-            if version is None and asof is None:
-                self._latest.add(table)
-            return pinned.dataset
+        if table == "logs":
+            return self._open_logs(version, asof)
         try:
             found = tables.arrow_dataset(self.run.table_location(table), version=version, asof=asof)
         except VersionNotFoundError:
@@ -186,6 +174,34 @@ class RunSnapshot:
         self.read[table] = found[1]
         if version is None and asof is None:
             self._latest.add(table)
+        return found[0]
+
+    def _open_logs(self, version: int | str | None, asof: datetime | None) -> pads.Dataset | None:
+        """The logs at `version` / `asof` (latest when both are None); a version cleaned up after
+        the reader window is read through the run's version map (`version_map`)."""
+        loc = self.run.table_location("logs")
+        if asof is not None:  # the newest version then, Lance's or the map's
+            try:
+                version = version_map.version_at(loc, asof)
+            except VersionNotFoundError:
+                return None  # the run had no version yet at that time
+            if version is None:
+                return None
+        try:
+            found = tables.arrow_dataset(loc, version=version)
+        except VersionNotFoundError:
+            if not isinstance(version, int):
+                raise
+            pinned = version_map.open_version(loc, version, session=tables.read_session())
+            if pinned is None:
+                return None
+            self.read["logs"], self._upto, self._logs_time = pinned.version, pinned.upto, pinned.committed_at
+            return pinned.dataset
+        if found is None:
+            return None
+        self.read["logs"], self._logs_time = found[1], tables.version_time(found[0])
+        if version is None:
+            self._latest.add("logs")
         return found[0]
 
     def _journal(self) -> bool:

@@ -149,7 +149,7 @@ def open_version(loc: Location, version: int | str | None = None, asof: datetime
     manifest exists and through the map after. None when the table does not exist.
     VersionNotFoundError when neither Lance nor the map has that version."""
     if asof is not None and version is None:
-        version = _version_at(loc, asof)
+        version = version_at(loc, asof)
         if version is None:
             return None
     if not isinstance(version, int):  # latest, or a tag (tagged versions are never cleaned up)
@@ -188,7 +188,9 @@ def timestamp(loc: Location, version: int | str) -> datetime:
     return pinned.committed_at
 
 
-def _version_at(loc: Location, when: datetime) -> int | None:
+def version_at(loc: Location, when: datetime) -> int | None:
+    """The newest version (Lance's or the map's) committed at or before the timezone-aware
+    `when`; None when the table does not exist, VersionNotFoundError when none was."""
     listed = all_versions(loc)
     if not listed:
         return None
