@@ -29,7 +29,7 @@ from artstore.errors import (
     StorageError,
     ValidationError,
 )
-from artstore.log import fold, journal, upkeep
+from artstore.log import fold, journal, run_stats, upkeep
 from artstore.log.configs import ConfigLog
 from artstore.log.visibility import GATED, committed_logs, expected_rows, read_visible
 from artstore.names import check_segment, sql_quote
@@ -397,7 +397,8 @@ class Run:
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Fold the run's journal into its data tables (`artstore.log.fold`), then compact every
-        table and drop versions older than the store's retention window. A table that fails does
+        table and drop versions older than the store's retention window, and refresh the run's
+        stats in the store's registry of runs. A table that fails does
         not stop the others; then a StorageError names each that failed."""
         upkeep.wait(self.location)  # a background fold or compaction of this process first
         while any(fold.fold(self.location, max_logs=fold.MAX_LOGS).values()):
@@ -410,6 +411,10 @@ class Run:
                     rewrite=fold.drop_folded_payloads(self.location) if t == "logs" else None)
             except StorageError as e:
                 failed[t] = e
+        try:  # the registry's stats of the run, exact now (also for a writer killed before its refresh)
+            run_stats.refresh(self.location)
+        except StorageError as e:
+            failed["_runs (stats)"] = e
         if failed:
             kind = CommitConflictError if all(isinstance(e, CommitConflictError) for e in failed.values()) \
                 else StorageError

@@ -219,9 +219,11 @@ def discard_files(loc: Location, fragments: list[FragmentMetadata]) -> None:
             files.delete(loc.child("data", data.path), recursive=False)
 
 
-def _merge_insert(loc: Location, table: pa.Table, key: str, update: bool) -> tuple[bool, int]:
-    """merge_insert on `key` (insert new keys; with `update`, replace existing ones); creates the
-    dataset on first use. Returns (any row inserted or updated, version)."""
+def _merge_insert(loc: Location, table: pa.Table, key: str | list[str], update: bool,
+                  condition: str | None = None) -> tuple[bool, int]:
+    """merge_insert on `key` (insert new keys; with `update`, replace existing ones, where the Lance
+    SQL `condition` over `source.` and `target.` columns holds); creates the dataset on first use.
+    Returns (any row inserted or updated, version)."""
     ds = open_dataset(loc)
     if ds is None:
         fragments = write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
@@ -231,7 +233,7 @@ def _merge_insert(loc: Location, table: pa.Table, key: str, update: bool) -> tup
         ds = open_dataset(loc)  # another writer created it first: merge into theirs
     builder = ds.merge_insert(key)
     if update:
-        builder = builder.when_matched_update_all()
+        builder = builder.when_matched_update_all(condition)
     result = builder.when_not_matched_insert_all().conflict_retries(COMMIT_RETRIES).execute(table)
     changed = result["num_inserted_rows"] + result["num_updated_rows"] > 0
     return changed, ds.version  # execute() moves `ds` to its commit
@@ -248,6 +250,37 @@ def upsert(loc: Location, table: pa.Table, key: str) -> int:
     """Insert rows, replacing rows with the same `key` (one commit). Returns the version."""
     with storage_errors(loc, "upsert into"):
         return _merge_insert(loc, table, key, update=True)[1]
+
+
+def upsert_where(loc: Location, table: pa.Table, keys: list[str], condition: str) -> bool:
+    """Insert rows whose `keys` are new, and replace the rows with the same keys where the Lance
+    SQL `condition` (over `source.` and `target.` columns) holds (one commit; concurrent writers
+    retry). Columns the dataset lacks (an older schema) are added first, null. Returns whether a
+    row changed."""
+    with storage_errors(loc, "upsert into"):
+        ds = open_dataset(loc)
+        if ds is not None and (missing := [f for f in table.schema if f.name not in ds.schema.names]):
+            try:
+                ds.add_columns(missing)
+            except (OSError, ValueError, RuntimeError):
+                if any(f.name not in open_dataset(loc).schema.names for f in missing):
+                    raise  # not another writer adding them first
+        return _merge_insert(loc, table, keys, update=True, condition=condition)[0]
+
+
+def data_bytes(loc: Location) -> int:
+    """Bytes of the data files the latest version of the dataset at `loc` names, from its manifest
+    (no listing); 0 when it does not exist. Old versions' files and deletion files are not counted."""
+    ds = open_dataset(loc)
+    if ds is None:
+        return 0
+    with storage_errors(loc, "read the manifest of"):
+        total = 0
+        for fragment in ds.get_fragments():
+            for f in fragment.metadata.files:
+                size = f.file_size_bytes
+                total += size if size is not None else files.size(loc.child("data", f.path))
+        return total
 
 
 def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] | None = None,
