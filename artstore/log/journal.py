@@ -124,15 +124,19 @@ def payload_columns(table: str) -> list[str]:
 
 
 def read_payloads(logs_loc: object, write_ids: Iterable[str], filter: str | None = None,
-                  columns: list[str] | None = None) -> pa.Table:
+                  columns: list[str] | None = None, dataset: Any = None) -> pa.Table:
     """The journal rows (all columns, or `columns`) of the logs with these write_ids, latest version
-    (a committed row never changes), matching the Lance SQL `filter` on log-level columns."""
+    (a committed row never changes) or the already open `dataset` of the logs, matching the Lance
+    SQL `filter` on log-level columns."""
     ids = list(write_ids)
     schema = arrow_schema("logs")
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
     if not ids:
         return schema.empty_table()
+    if dataset is not None:
+        with tables.storage_errors(logs_loc, "read"):  # type: ignore[arg-type]
+            return dataset.to_table(columns=columns, filter=_in_filter(ids, filter))
     found = tables.scan(logs_loc, columns=columns, filter=_in_filter(ids, filter))  # type: ignore[arg-type]
     return schema.empty_table() if found is None else found
 

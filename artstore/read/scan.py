@@ -154,7 +154,8 @@ class RunSnapshot:
             if found is not None:
                 _TAILS.move_to_end(key)
                 return found
-        rows = journal.read_payloads(logs_loc, rest["write_id"].to_pylist(), columns=journal.payload_columns(table))
+        rows = journal.read_payloads(logs_loc, rest["write_id"].to_pylist(), columns=journal.payload_columns(table),
+                                     dataset=self.dataset("logs"))  # the pinned version: it holds them
         found = journal.payload_rows(table, rows)
         dropped = journal.payloads_dropped(table, rows)
         if dropped:  # folded since this query pinned the table: read them from it
