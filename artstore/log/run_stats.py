@@ -9,7 +9,7 @@ commit (a log costs no registry commit of its own).
 
 How fresh: while the writing process lives, at most STATS_DELAY_S (plus one refresh) behind its
 last log; exact once `upkeep.wait()` returns, and after the process exits normally (the upkeep
-thread refreshes what is stale at exit, for at most EXIT_FLUSH_S). A writer killed before its
+thread refreshes what is stale at exit, for at most `upkeep.EXIT_FLUSH_S`). A writer killed before its
 refresh leaves the stats of its last logs out, until the run's next log or `artstore compact`.
 """
 
@@ -31,7 +31,6 @@ from artstore.storage import Location, files, tables
 logger = logging.getLogger(__name__)
 
 STATS_DELAY_S = 5.0  # a refresh runs this long after the first log that left the stats stale
-EXIT_FLUSH_S = 10.0  # at interpreter exit, stale stats are refreshed for at most this long
 REWARDS = {"val/reward": "val_reward", "train/reward": "train_reward"}
 _LOG_COLUMNS = ["log_id", "write_id", "split", "step", "num_trajectories", "num_groups", "num_metrics",
                 "recorded_at", tables.SEQ]

@@ -33,13 +33,14 @@ import time
 from collections import OrderedDict
 from datetime import timedelta
 
-from artstore.log import fold, registry, run_stats
+from artstore.log import fold, registry
 from artstore.storage import Location, compaction, tables
 
 logger = logging.getLogger(__name__)
 
 # How long old versions are kept before cleanup removes them (tagged versions always stay).
 DEFAULT_RETENTION = timedelta(days=7)
+EXIT_FLUSH_S = 10.0  # at interpreter exit, stale runs' stats are refreshed for at most this long
 
 
 class _Worker:
@@ -65,6 +66,8 @@ class _Worker:
         with self._cond:
             if self._closed:
                 return
+            from artstore.log import run_stats  # on first use: importing upkeep stays cheap
+
             key = run.child(_STATS).uri
             if key not in self._stats:  # a stale refresh keeps its due time: logs meanwhile join it
                 self._stats[key] = (run, retention, time.monotonic() + run_stats.STATS_DELAY_S)
@@ -146,7 +149,7 @@ class _Worker:
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
-            thread.join(run_stats.EXIT_FLUSH_S)
+            thread.join(EXIT_FLUSH_S)
             with self._cond:
                 self._stats.clear()  # what is left of them after the limit
                 self._cond.notify_all()
@@ -163,6 +166,8 @@ REGISTRY_MAINTAIN_EVERY = 16  # the registry is compacted (and cleaned up when d
 def _refresh_stats(run: Location, retention: timedelta) -> None:
     """Write the run's stats into its store's registry; compact the registry now and then (each
     refresh rewrites one row: a fragment and a deletion file)."""
+    from artstore.log import run_stats
+
     if not run_stats.refresh(run):
         return
     found = registry.split_run(run)

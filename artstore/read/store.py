@@ -13,11 +13,11 @@ import pyarrow.compute as pc
 from artstore.log import registry
 from artstore.log.upkeep import DEFAULT_RETENTION
 from artstore.read.as_of import AsOf
-from artstore.read.run import Run
 from artstore.storage import Location, files
 
 if TYPE_CHECKING:
     from artstore.engines.plan import Snapshot
+    from artstore.read.run import Run
 
 
 class Store:
@@ -37,6 +37,8 @@ class Store:
 
     def run(self, project: str, name: str) -> Run:
         """The run `project/name` (it need not exist yet; `Run.exists()` says)."""
+        from artstore.read.run import Run  # on first use: listing runs needs none of its imports
+
         return Run(self, project, name)
 
     def runs(self, projects: list[str] | None = None) -> list[Run]:
@@ -45,7 +47,7 @@ class Store:
         found = registry.read(self.location)
         if found is None:
             found = registry.walk(self.location)
-        return [Run(self, project, name) for project, name in found if projects is None or project in projects]
+        return [self.run(project, name) for project, name in found if projects is None or project in projects]
 
     def run_stats(self, projects: list[str] | None = None) -> pa.Table:
         """One row per run, sorted by project and model, read in one scan of the store's registry
