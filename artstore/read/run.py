@@ -7,6 +7,7 @@ call. `as_of` takes a version of the run (its `logs` table version), a tag, or a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
@@ -63,7 +64,12 @@ class Run:
         self.store = store
         self.project = check_segment("project", project)
         self.name = check_segment("model", name)
-        self.location = store.location.child(project, "models", name)
+
+    @functools.cached_property
+    def location(self) -> Location:
+        """Where the run lives: `{store}/{project}/models/{name}` (made on first use: listing 500
+        runs makes 500 Runs)."""
+        return self.store.location.child(self.project, "models", self.name)
 
     def __repr__(self) -> str:
         return f"Run({self.project!r}, {self.name!r}, at {self.location.uri!r})"
