@@ -204,3 +204,17 @@ def test_a_query_pinned_to_one_run_opens_that_run_only_and_answers_as_the_full_q
 def test_stats_refresh_of_a_run_outside_a_store_layout_does_nothing(tmp_path):
     assert run_stats.refresh(art.open_store(str(tmp_path)).location) is False
     assert not (tmp_path / registry.NAME).exists()
+
+
+def test_the_registry_stays_compact_however_many_runs_refresh(tmp_path, monkeypatch):
+    base = str(tmp_path)
+    names = [f"m{i:02d}" for i in range(2 * upkeep.REGISTRY_MAX_FRAGMENTS)]
+    for n in names:  # each refresh rewrites its run's row into a fragment of its own
+        art.Model(name=n, project="p", base_path=base, report_metrics=[]).log_sync(
+            None, split="val", step=1, metrics={"reward": 0.5})
+        assert upkeep.wait(timeout=60)
+    store = art.open_store(base)
+    loc = registry.location(store.location)
+    assert tables.fragment_count(loc) <= upkeep.REGISTRY_MAX_FRAGMENTS + 1
+    assert [(r["model"], r["logs"]) for r in registry.read_stats(store.location).to_pylist()] == \
+        [(n, 1) for n in names]

@@ -166,12 +166,14 @@ class _Worker:
 
 _FOLD = "#fold"  # the job of folding a run's journal (its key: the run's uri + "/#fold")
 _STATS = "#stats"  # the job of refreshing a run's stats in the store's registry
-REGISTRY_MAINTAIN_EVERY = 16  # the registry is compacted (and cleaned up when due) every this many versions
+# Each refresh rewrites its run's row into a fragment of its own: past this many fragments the
+# registry is compacted (and cleaned up when due).
+REGISTRY_MAX_FRAGMENTS = 16
 
 
 def _refresh_stats(run: Location, retention: timedelta) -> None:
-    """Write the run's stats into its store's registry; compact the registry now and then (each
-    refresh rewrites one row: a fragment and a deletion file)."""
+    """Write the run's stats into its store's registry; compact the registry when its fragments
+    pile up (each refresh rewrites one row into a new fragment)."""
     from artstore.log import run_stats
 
     if not run_stats.refresh(run):
@@ -179,8 +181,8 @@ def _refresh_stats(run: Location, retention: timedelta) -> None:
     found = registry.split_run(run)
     if found is not None:
         loc = registry.location(found[0])
-        if tables.latest_version(loc) % REGISTRY_MAINTAIN_EVERY == 0:
-            compaction.maintain(loc, "runs", retention)
+        if tables.fragment_count(loc) > REGISTRY_MAX_FRAGMENTS:  # nothing reads an old registry version
+            compaction.maintain(loc, "runs", min(retention, DEFAULT_READER_WINDOW))
 
 
 def _fold(run: Location, retention: timedelta) -> None:
