@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
 DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
+DEFAULT_READER_WINDOW = upkeep.DEFAULT_READER_WINDOW
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,7 @@ def write_log(
     log_id: str | None = None,
     allow_nonfinite_rewards: bool = False,
     retention: timedelta = DEFAULT_RETENTION,
+    reader_window: timedelta = DEFAULT_READER_WINDOW,
     metrics_as_given: bool = False,
     recorded_at: datetime | None = None,
     values: Mapping[str, float] | None = None,
@@ -251,6 +253,8 @@ def write_log(
     computed) and `recorded_at` (when the source logged it; timezone-aware, default now).
     `Model.log` passes `values`: the history row it computed (with the model's running sums);
     they are stored as given, while the log id still derives from the caller's `metrics`.
+    Old versions go after `retention`; a journal run's logs and data tables after the shorter of
+    it and `reader_window` (`upkeep.DEFAULT_READER_WINDOW`).
     """
     check_segment("split", split)
     step = as_int64("step", step, minimum=0)
@@ -339,11 +343,12 @@ def write_log(
         if winner is None or winner["write_id"] != write_id:
             return _record(run, winner) if winner is not None else find_log(run, log_id)
     versions["logs"] = logs_version
-    maintain(run, versions, retention, background=is_journal)
+    window = min(retention, reader_window) if is_journal else retention
+    maintain(run, versions, window, background=is_journal)
     # A fold every FOLD_EVERY versions: each multiple is in the (look-up, commit] span of some
     # writer's log (compactions of logs make versions too, so no single version is sure to be ours).
     if is_journal and logs_version // fold.FOLD_EVERY > looked_at // fold.FOLD_EVERY:
-        upkeep.request_fold(run, retention)
+        upkeep.request_fold(run, window)
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, logs_version=logs_version,

@@ -260,7 +260,7 @@ def upsert(loc: Location, table: pa.Table, key: str) -> int:
 
 
 def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] | None = None,
-                  filter: str | None = None) -> pa.Table:
+                  filter: str | None = None, upto: int | None = None) -> pa.Table:
     """The rows of `ds` (the dataset at `loc`, opened here) matching `filter`, in commit order,
     keeping only the first committed row of each `key` value: how a key made unique by "first
     commit wins" is read (plain appends don't enforce uniqueness, and cost far less than a
@@ -272,7 +272,8 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
     `_rewrite_sequenced`, which stores each row's original fragment id in SEQ; a row's commit order
     is (SEQ, or else its fragment id; then its position). A dataset without SEQ never held a key
     twice (it was written with `insert_unique`): storage order serves there. The SEQ column read
-    back holds that commit-order number of each row (never null)."""
+    back holds that commit-order number of each row (never null). `upto`: only rows whose
+    sequence is at most it (an older version of an append-only table: `version_map`)."""
     cols = None if columns is None else list(dict.fromkeys([*columns, key]))
     with storage_errors(loc, "read"):
         if SEQ in ds.schema.names:
@@ -285,6 +286,8 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
             found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), seq)
             found = found.take(pc.sort_indices(order, [("seq", "ascending"), ("at", "ascending")]))
             found = found.drop_columns(["_rowaddr"])
+            if upto is not None:
+                found = found.filter(pc.less_equal(found[SEQ], upto))
         else:
             found = ds.to_table(columns=cols, filter=filter)
     keys = found[key].combine_chunks()
@@ -408,6 +411,12 @@ def same_rows_since(ds: LanceDataset, version: int, limit: int = 8) -> bool:
 @functools.cache
 def _read_session() -> lance.Session:
     return lance.Session()
+
+
+def read_session() -> lance.Session:
+    """The Lance session shared by readers (`arrow_dataset`): its cache of file metadata makes
+    repeated reads of the same files cheaper."""
+    return _read_session()
 
 
 def version_timestamp(loc: Location, version: int) -> datetime:
