@@ -112,8 +112,16 @@ class Run:
     def _visible(self, table: str, committed: pa.Table, *, filter: str | None = None,
                  columns: list[str] | None = None) -> pa.Table:
         """Rows of `table` written by the `committed` log calls (rows of the logs table, in the
-        order of `logs()`), in that order (see `visibility.read_visible`)."""
-        return read_visible(self.table_location(table), table, committed, filter=filter, columns=columns)
+        order of `logs()`), in that order (see `visibility.read_visible`). The table is opened at
+        its latest version; when a cleanup removed its files meanwhile (after a compaction, outside
+        the reader window), it is opened again."""
+        for attempt in range(tables.VANISHED_RETRIES + 1):
+            try:
+                return read_visible(self.table_location(table), table, committed, filter=filter, columns=columns)
+            except StorageError as e:
+                if attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
+                    raise
+        raise AssertionError("unreachable")
 
     # -- the read API ----------------------------------------------------------------------
     def trajectories(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> pa.Table:
