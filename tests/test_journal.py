@@ -245,3 +245,20 @@ def test_a_filter_on_row_columns_reads_unfolded_logs_as_folded_ones(tmp_path):
     assert before[0].num_rows == 6 and before[1] == 1 and before[2].num_rows == 5
     fold.fold(run.location)
     assert reads() == before
+
+
+def test_a_payload_reads_back_equal_whether_written_now_or_as_an_ipc_stream_before():
+    """Payloads are one zstd frame of the whole IPC stream (to_ipc); journals written before hold
+    plain IPC streams, with or without Arrow's per-buffer compression: all three read back equal."""
+    model_rows = arrow_schema("groups").empty_table()
+    rows = pa.Table.from_pylist([{**{f.name: None for f in model_rows.schema}, "log_id": "l", "write_id": "w",
+                                  "group_id": f"l:{i}", "group_index": i, "split": "val", "step": 3}
+                                 for i in range(5)], schema=model_rows.schema)
+    framed = journal.to_ipc(rows)
+    assert framed[:4] == b"ASZ1" and journal.from_ipc(framed).equals(rows)
+    for options in (None, pa.ipc.IpcWriteOptions(compression="zstd")):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, rows.schema, options=options) as w:
+            w.write_table(rows)
+        assert journal.from_ipc(sink.getvalue().to_pybytes()).equals(rows)
+    assert journal.to_ipc(rows.slice(0, 0)) is None

@@ -19,6 +19,7 @@ A handle is a snapshot like any LanceDataset: pinned to its version, safe to sha
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -37,6 +38,14 @@ _LIMIT = 256  # locations held at once (least recently used goes first)
 
 _HANDLES: OrderedDict[str, LanceDataset] = OrderedDict()
 _LOCK = threading.Lock()
+_PID = os.getpid()  # a forked child holds no handle of its parent's (Lance is not fork-safe)
+
+
+def _handles() -> OrderedDict[str, LanceDataset]:
+    global _HANDLES, _PID
+    if _PID != os.getpid():
+        _HANDLES, _PID = OrderedDict(), os.getpid()
+    return _HANDLES
 
 
 def manifest(loc: Location, version: int) -> Location:
@@ -47,24 +56,25 @@ def manifest(loc: Location, version: int) -> Location:
 def held(loc: Location, version: int | None = None) -> LanceDataset | None:
     """This process's handle on the dataset at `loc` (only if at `version`, when given)."""
     with _LOCK:
-        ds = _HANDLES.get(loc.uri)
+        ds = _handles().get(loc.uri)
     return ds if ds is not None and (version is None or ds.version == version) else None
 
 
 def remember(loc: Location, ds: LanceDataset) -> None:
     """Hold `ds` (the latest version at `loc` a moment ago) unless a newer one is held."""
     with _LOCK:
-        old = _HANDLES.get(loc.uri)
+        held_now = _handles()
+        old = held_now.get(loc.uri)
         if old is None or old.version <= ds.version:
-            _HANDLES[loc.uri] = ds
-            _HANDLES.move_to_end(loc.uri)
-            while len(_HANDLES) > _LIMIT:
-                _HANDLES.popitem(last=False)
+            held_now[loc.uri] = ds
+            held_now.move_to_end(loc.uri)
+            while len(held_now) > _LIMIT:
+                held_now.popitem(last=False)
 
 
 def forget(loc: Location) -> None:
     with _LOCK:
-        _HANDLES.pop(loc.uri, None)
+        _handles().pop(loc.uri, None)
 
 
 def latest(loc: Location, open_latest: Callable[[], LanceDataset | None]) -> LanceDataset | None:
@@ -76,7 +86,7 @@ def latest(loc: Location, open_latest: Callable[[], LanceDataset | None]) -> Lan
         version = _latest_version(loc, ds.version)
         if version == ds.version:
             return ds
-        if version is not None:
+        if version is not None and version > ds.version:  # (fewer: made again; open afresh)
             try:
                 newer = ds.checkout_version(version)
             except (OSError, ValueError, RuntimeError):  # e.g. cleaned up meanwhile: open afresh
