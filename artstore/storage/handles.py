@@ -6,8 +6,9 @@ A handle is the LanceDataset this process last committed (or opened at its lates
 `latest` reuses it when no newer version exists, and otherwise checks the newer version out
 through it (same object store and session: no listing). The probe:
 
-- locally, the stats of the handle's manifest (still there: the dataset was not deleted) and of
-  the next version's (absent: nothing newer); Lance writes manifest v+1 only if it is absent, so
+- locally, the stats of the handle's manifest (still there with the size and modification time
+  it had when the handle was taken: the dataset was not deleted, nor that manifest damaged) and
+  of the next version's (absent: nothing newer); Lance writes manifest v+1 only if it is absent, so
   versions are consecutive and this answers what a listing would;
 - on S3, one LIST of `_versions/` limited to one key: Lance's V2 manifest names are
   `u64::MAX - version`, zero-padded, so the first key is the latest version's manifest, whatever
@@ -37,6 +38,7 @@ _LOCAL_WALK = 64  # versions to step over by stats before a full open answers in
 _LIMIT = 256  # locations held at once (least recently used goes first)
 
 _HANDLES: OrderedDict[str, LanceDataset] = OrderedDict()
+_STAMPS: dict[str, tuple[int, int, int]] = {}  # local uri -> (version, manifest mtime_ns, size)
 _LOCK = threading.Lock()
 _PID = os.getpid()  # a forked child holds no handle of its parent's (Lance is not fork-safe)
 
@@ -45,7 +47,17 @@ def _handles() -> OrderedDict[str, LanceDataset]:
     global _HANDLES, _PID
     if _PID != os.getpid():
         _HANDLES, _PID = OrderedDict(), os.getpid()
+        _STAMPS.clear()
     return _HANDLES
+
+
+def _stamp(loc: Location, version: int) -> tuple[int, int, int] | None:
+    """(version, mtime_ns, size) of the local manifest of `version`; None when it is gone."""
+    try:
+        st = os.stat(manifest(loc, version).path_for_fsspec())
+    except OSError:
+        return None
+    return version, st.st_mtime_ns, st.st_size
 
 
 def manifest(loc: Location, version: int) -> Location:
@@ -68,13 +80,20 @@ def remember(loc: Location, ds: LanceDataset) -> None:
         if old is None or old.version <= ds.version:
             held_now[loc.uri] = ds
             held_now.move_to_end(loc.uri)
+            if loc.is_local:
+                stamp = _stamp(loc, ds.version)
+                if stamp is None:
+                    _STAMPS.pop(loc.uri, None)
+                else:
+                    _STAMPS[loc.uri] = stamp
             while len(held_now) > _LIMIT:
-                held_now.popitem(last=False)
+                _STAMPS.pop(held_now.popitem(last=False)[0], None)
 
 
 def forget(loc: Location) -> None:
     with _LOCK:
         _handles().pop(loc.uri, None)
+        _STAMPS.pop(loc.uri, None)
 
 
 def latest(loc: Location, open_latest: Callable[[], LanceDataset | None]) -> LanceDataset | None:
@@ -109,8 +128,12 @@ def _latest_version(loc: Location, version: int) -> int | None:
             first = files.first_name(loc.child("_versions"))
             found = _V2_MANIFEST.match(first or "")
             return None if found is None else _MAX_U64 - int(found.group(1))
-        if not loc.is_local or not files.exists(manifest(loc, version)):
-            return None  # deleted (and perhaps made again): open afresh
+        if not loc.is_local:
+            return None
+        with _LOCK:
+            known = _STAMPS.get(loc.uri)
+        if known is None or _stamp(loc, version) != known:
+            return None  # deleted (perhaps made again) or rewritten in place: open afresh
         for step in range(1, _LOCAL_WALK + 1):
             if not files.exists(manifest(loc, version + step)):
                 return version + step - 1
