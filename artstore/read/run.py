@@ -7,6 +7,7 @@ call. `as_of` takes a version of the run (its `logs` table version), a tag, or a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
@@ -33,7 +34,7 @@ from artstore.log import fold, journal, upkeep
 from artstore.log.configs import ConfigLog
 from artstore.log.visibility import GATED, committed_logs, expected_rows, read_visible
 from artstore.names import check_segment, sql_quote
-from artstore.read import step_summary
+from artstore.read import latest_logs, step_summary
 from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.step_summary import StepSummary
@@ -46,6 +47,21 @@ from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 if TYPE_CHECKING:
     from artstore.read.store import Store
     from artstore.records.trajectory import TrajectoryGroup
+
+@functools.cache
+def _reader() -> ThreadPoolExecutor:
+    """A thread for a read beside the caller's (starting one costs ~1 ms)."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="artstore-read")
+
+
+def _log_mask(committed: pa.Table, split: str | None, step: int | None) -> pa.ChunkedArray:
+    """Which `committed` logs were logged at `split` and `step` (None: any)."""
+    mask = pc.equal(committed["step"], as_int64("step", step)) if step is not None else \
+        pa.chunked_array([pa.array([True] * committed.num_rows, pa.bool_())])
+    if split is not None:
+        mask = pc.and_(mask, pc.equal(committed["split"], check_segment("split", split)))
+    return mask
+
 
 def _filter(split: str | None, step: int | None) -> str | None:
     parts = []
@@ -84,6 +100,11 @@ class Run:
 
     def _logs(self, as_of: AsOf = None, with_metrics: bool = False) -> pa.Table:
         """`logs()`; `with_metrics`: a journal's rows also hold their metric names and values."""
+        if as_of is None and (snapshot := latest_logs.latest(self.table_location("logs"))) is not None:
+            # the latest version, kept in memory (`latest_logs`): one manifest read when unchanged
+            committed = snapshot.committed
+            return committed if with_metrics else committed.select(
+                [c for c in journal.log_columns() if c in committed.column_names])
         version, asof = _as_of_args(as_of)
         ds = tables.open_dataset(self.table_location("logs"), version=version, asof=asof)
         if ds is None:
@@ -120,18 +141,39 @@ class Run:
         from artstore.records.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
 
         where = _filter(split, step)
-        committed = self.logs(as_of)
-        order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
-        # Both tables are opened after `committed` was read (visibility needs that); Lance releases
-        # the GIL, so the two scans overlap (~3 ms of ~35 ms at 512 trajectories).
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._visible, "trajectories", committed, filter=where, columns=list(DECODE_COLUMNS))
-            grp = self._visible("groups", committed, filter=where)
+        snapshot = latest_logs.latest(self.table_location("logs")) if as_of is None and step is not None else None
+        if snapshot is not None and snapshot.is_journal:
+            # One step's logs, from the latest snapshot: their journal rows are taken by row
+            # address, and only a log whose payload was dropped (folded) is read from the tables'
+            # fragments holding it, so the cost does not grow with the run. A log's rows carry its
+            # own split and step (`commit.write_log`), so no row is filtered.
+            committed = snapshot.committed.filter(_log_mask(snapshot.committed, split, step))
+            journal_rows = snapshot.payloads(committed["write_id"].to_pylist(), journal.PAYLOAD_READ_COLUMNS)
+            # Lance releases the GIL: the two tables' reads overlap
+            pending = _reader().submit(journal.rows_of_few, self.table_location("trajectories"), "trajectories",
+                                       committed, journal_rows, columns=list(DECODE_COLUMNS),
+                                       open_table=snapshot.table)
+            grp = journal.rows_of_few(self.table_location("groups"), "groups", committed, journal_rows,
+                                      open_table=snapshot.table)
             try:
                 traj = pending.result()
             except StorageError:
                 check_stored_layout(self.table_location("trajectories"))  # a version 1 table: say so
                 raise
+        else:
+            committed = self.logs(as_of)
+            # Both tables are opened after `committed` was read (visibility needs that); Lance releases
+            # the GIL, so the two scans overlap (~3 ms of ~35 ms at 512 trajectories).
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(self._visible, "trajectories", committed, filter=where,
+                                      columns=list(DECODE_COLUMNS))
+                grp = self._visible("groups", committed, filter=where)
+                try:
+                    traj = pending.result()
+                except StorageError:
+                    check_stored_layout(self.table_location("trajectories"))  # a version 1 table: say so
+                    raise
+        order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
         keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
             grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
             grp["group_index"].to_pylist(), strict=True)]
@@ -153,8 +195,13 @@ class Run:
 
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
-        column per metric name ever logged (null where a row lacks it), as ART's history.jsonl."""
-        logs = self._logs(as_of, with_metrics=True)
+        column per metric name ever logged (null where a row lacks it), as ART's history.jsonl.
+        At the latest version it is kept in memory per version (`latest_logs`)."""
+        if as_of is None and (snapshot := latest_logs.latest(self.table_location("logs"))) is not None:
+            return snapshot.derive("history", lambda: self._history(snapshot.committed))
+        return self._history(self._logs(as_of, with_metrics=True))
+
+    def _history(self, logs: pa.Table) -> pa.Table:
         long = self._metrics(logs)
         names = pc.unique(long["name"])  # in order of first appearance
         grid = np.full((len(names), logs.num_rows), np.nan)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import tempfile
 import threading
 from collections import OrderedDict
@@ -113,6 +114,23 @@ def _latest_by_hint(loc: Location, session: lance.Session | None = None) -> Lanc
             version += 1
         return lance.dataset(loc.uri, version=version, storage_options=loc.lance_options(), session=session)
     except (StorageError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def latest_stamp(loc: Location) -> tuple[int, int] | None:
+    """(latest version, its manifest's modification time in ns) of the local dataset at `loc`,
+    found as `_latest_by_hint` does but without opening it (~0.1 ms instead of ~1.5 ms): what a
+    reader keeping a version open compares to know it is still the latest (a manifest is written
+    once; a dataset created again writes new ones). None on a bucket, or when there is no hint."""
+    if not loc.is_local:
+        return None
+    try:
+        with open(os.path.join(loc.uri, "_versions", "latest_version_hint.json"), "rb") as f:
+            version = int(json.loads(f.read())["version"])
+        while os.path.exists(_manifest(loc, version + 1).uri):
+            version += 1
+        return version, os.stat(_manifest(loc, version).uri).st_mtime_ns
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -251,7 +269,8 @@ def upsert(loc: Location, table: pa.Table, key: str) -> int:
 
 
 def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] | None = None,
-                  filter: str | None = None) -> pa.Table:
+                  filter: str | None = None, fragment_ids: list[int] | None = None,
+                  with_address: bool = False) -> pa.Table:
     """The rows of `ds` (the dataset at `loc`, opened here) matching `filter`, in commit order,
     keeping only the first committed row of each `key` value: how a key made unique by "first
     commit wins" is read (plain appends don't enforce uniqueness, and cost far less than a
@@ -263,43 +282,53 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
     `_rewrite_sequenced`, which stores each row's original fragment id in SEQ; a row's commit order
     is (SEQ, or else its fragment id; then its position). A dataset without SEQ never held a key
     twice (it was written with `insert_unique`): storage order serves there. The SEQ column read
-    back holds that commit-order number of each row (never null)."""
+    back holds that commit-order number of each row (never null).
+
+    `fragment_ids`: read only these fragments (e.g. those appended since an earlier read).
+    `with_address`: a last column `_rowaddr` holds each row's address at this version (SEQ only)."""
     cols = None if columns is None else list(dict.fromkeys([*columns, key]))
     with storage_errors(loc, "read"):
         if SEQ in ds.schema.names:
-            found = ds.to_table(columns=None if cols is None else list(dict.fromkeys([*cols, SEQ])),
-                                filter=filter, with_row_address=True)
+            found = ds.scanner(columns=None if cols is None else list(dict.fromkeys([*cols, SEQ])), filter=filter,
+                               with_row_address=True, scan_in_order=True,
+                               fragments=None if fragment_ids is None else [ds.get_fragment(i) for i in fragment_ids],
+                               ).to_table()
             fragment = pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64())
             seq = pc.coalesce(found[SEQ], fragment)
             order = pa.table({"seq": seq, "at": found["_rowaddr"]})
             # Read back with each row's sequence filled in (its fragment id where SEQ is null).
             found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), seq)
             found = found.take(pc.sort_indices(order, [("seq", "ascending"), ("at", "ascending")]))
+            address = found["_rowaddr"]
             found = found.drop_columns(["_rowaddr"])
         else:
+            if fragment_ids is not None or with_address:
+                raise ValueError("first_per_key reads fragments or row addresses of a dataset with SEQ only")
             found = ds.to_table(columns=cols, filter=filter)
     keys = found[key].combine_chunks()
     first = pc.index_in(pc.unique(keys), value_set=keys)  # index of each value's first row, ascending
     if len(first) < found.num_rows:
         found = found.take(first)
-    return found if columns is None else found.select(columns)
+        if with_address:
+            address = address.take(first)
+    found = found if columns is None else found.select(columns)
+    return found.append_column("_rowaddr", address) if with_address else found
 
 
-# (dataset uri, key column) -> {fragment id: (its data file path, the key values it holds)}
-_KEYS: dict[tuple[str, str], dict[int, tuple[str, frozenset[str]]]] = {}
+# (dataset uri, key column) -> {fragment id: (its data file path, the key values it holds, its key column)}
+_KEYS: dict[tuple[str, str], dict[int, tuple[str, frozenset[str], pa.Array]]] = {}
 _KEYS_LOCK = threading.Lock()
 
 
-def may_hold(loc: Location, ds: LanceDataset, key: str, value: str) -> bool:
-    """Whether the dataset `ds` (at `loc`) may hold a row whose `key` is `value`: False only when
-    no fragment of it does. Reads the key column of only the fragments this process has not read
-    before (a fragment never changes; one is known by its id and data file, so a dataset deleted
-    and created again is read afresh): a look-up costs the same at any length of the run."""
+def _key_columns(loc: Location, ds: LanceDataset, key: str) -> list[tuple[int, frozenset[str], pa.Array]]:
+    """(fragment id, distinct values, key column) of each fragment of `ds`, in the dataset's
+    order; a fragment's column is read once per process (a fragment never changes; one is known
+    by its id and data file, so a dataset deleted and created again is read afresh)."""
     fragments = ds.get_fragments()
     cache_key = (loc.uri, key)
     with _KEYS_LOCK:
         known = dict(_KEYS.get(cache_key, {}))
-    current: dict[int, tuple[str, frozenset[str]]] = {}
+    current: dict[int, tuple[str, frozenset[str], pa.Array]] = {}
     new = []
     for f in fragments:
         path = f.data_files()[0].path if f.data_files() else ""
@@ -310,10 +339,42 @@ def may_hold(loc: Location, ds: LanceDataset, key: str, value: str) -> bool:
             new.append((f, path))
     with storage_errors(loc, "read"):
         for f, path in new:
-            current[f.fragment_id] = (path, frozenset(f.to_table(columns=[key])[key].to_pylist()))
+            column = f.to_table(columns=[key])[key].combine_chunks()
+            current[f.fragment_id] = (path, frozenset(pc.unique(column).to_pylist()), column)
     with _KEYS_LOCK:
         _KEYS[cache_key] = current
-    return any(value in ids for _, ids in current.values())
+    return [(f.fragment_id, current[f.fragment_id][1], current[f.fragment_id][2]) for f in fragments]
+
+
+def may_hold(loc: Location, ds: LanceDataset, key: str, value: str) -> bool:
+    """Whether the dataset `ds` (at `loc`) may hold a row whose `key` is `value`: False only when
+    no fragment of it does. Reads the key column of only the fragments this process has not read
+    before (`_key_columns`): a look-up costs the same at any length of the run."""
+    return any(value in values for _, values, _ in _key_columns(loc, ds, key))
+
+
+def rows_with(loc: Location, ds: LanceDataset, key: str, values: list[str], columns: list[str] | None = None) -> pa.Table:
+    """The rows of `ds` (at `loc`, one version) whose `key` is one of `values`, in storage order:
+    taken by offset from the fragments holding them (their key columns are read once per
+    process, `_key_columns`), so the read costs the same however many other rows the table holds.
+    A fragment with deleted rows is scanned instead (its offsets no longer match positions)."""
+    wanted = pa.array(values, pa.string())
+    parts = []
+    with storage_errors(loc, "read"):
+        for fragment_id, held, column in _key_columns(loc, ds, key):
+            if held.isdisjoint(values):
+                continue
+            fragment = ds.get_fragment(fragment_id)
+            if fragment.deletion_file() is not None:
+                parts.append(ds.scanner(columns=columns, fragments=[fragment], filter=pads.field(key).isin(wanted))
+                             .to_table())
+                continue
+            offsets = np.flatnonzero(pc.is_in(column, value_set=wanted).to_numpy(zero_copy_only=False))
+            parts.append(fragment.take(offsets.tolist(), columns=columns))
+    if not parts:
+        empty = ds.schema.empty_table()
+        return empty if columns is None else empty.select(columns)
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def filter_rows(table: pa.Table, filter: str) -> pa.Table:
