@@ -80,7 +80,7 @@ def payload_rows(table: str, journal_rows: pa.Table) -> pa.Table:
     if table == "metrics":
         names = journal_rows["metric_names"].combine_chunks() if journal_rows.num_rows else pa.array([], pa.list_(pa.string()))
         lengths = pc.fill_null(pc.list_value_length(names), 0)
-        index = pa.array([i for i, n in enumerate(lengths.to_pylist()) for _ in range(n)], pa.int64())
+        index = pa.array(np.repeat(np.arange(len(lengths), dtype=np.int64), lengths.to_numpy(zero_copy_only=False)))
         per_log = journal_rows.select(["log_id", "write_id", "step", "split", "recorded_at"]).take(index)
         return pa.table({
             "log_id": per_log["log_id"], "write_id": per_log["write_id"], "step": per_log["step"],

@@ -42,27 +42,44 @@ ORDER = [("recorded_at", "ascending"), ("log_id", "ascending")]  # the order of 
 
 
 class Snapshot:
-    """The committed logs of a run at one version of its `logs` table."""
+    """The committed logs of a run at one version of its `logs` table.
 
-    def __init__(self, loc: Location, ds: Any, identities: dict[int, tuple[Any, ...]], by_seq: pa.Table):
+    `by_seq`: the committed rows in commit order with their row addresses (`_rowaddr`, last);
+    `committed`: the same rows in the order of `Run.logs()`; `appended`: when this snapshot is an
+    earlier one's `committed` followed by some rows (new logs sorting after all others: the
+    usual case), those rows, so that derived answers extend instead of being made again."""
+
+    def __init__(self, loc: Location, ds: Any, schema: pa.Schema, identities: dict[int, tuple[Any, ...]],
+                 by_seq: pa.Table, committed: pa.Table | None = None, appended: pa.Table | None = None,
+                 earlier: dict[str, Any] | None = None):
         self.loc = loc
         self.ds = ds  # the Lance dataset at `version`
         self.version: int = ds.version
         self.key = (ds.version, str(tables.version_time(ds)))
+        self.schema = schema
         self.identities = identities  # {fragment id: identity} at this version
-        self.by_seq = by_seq  # committed rows in commit order, with `_rowaddr` last
-        self.is_journal = journal.is_journal(ds.schema)
-        self.committed = _sorted(by_seq.drop_columns(["_rowaddr"]), self.is_journal)
+        self.by_seq = by_seq
+        self.is_journal = journal.is_journal(schema)
+        self.committed = _sorted(by_seq.drop_columns(["_rowaddr"]), self.is_journal) if committed is None else committed
+        self.appended = appended
         self.stamp: tuple[int, int] | None = None  # `tables.latest_stamp` of a local run at `version`
         self.derived: dict[str, Any] = {}
+        self._earlier = earlier or {}  # the derived answers of the snapshot `appended` extends
         self._lock = threading.Lock()
         self._tables: dict[str, Any] = {}  # data table uri -> its dataset (`table`)
 
-    def derive(self, name: str, make: Callable[[], Any]) -> Any:
-        """`make()`, computed once per snapshot under `name` (it must depend on the snapshot only)."""
+    def derive(self, name: str, make: Callable[[pa.Table], Any],
+               extend: Callable[[Any, pa.Table], Any] | None = None) -> Any:
+        """`make(committed)`, computed once per snapshot under `name`; or, when this snapshot
+        extends one that computed it, `extend(its answer, appended rows)`, which must equal
+        `make` of all the rows (or be None: then `make` runs)."""
         with self._lock:
             if name not in self.derived:
-                self.derived[name] = make()
+                before = self._earlier.get(name)
+                found = None
+                if extend is not None and before is not None and self.appended is not None:
+                    found = extend(before, self.appended)
+                self.derived[name] = make(self.committed) if found is None else found
             return self.derived[name]
 
     def table(self, loc: Location) -> Any:
@@ -83,19 +100,20 @@ class Snapshot:
         return fragments.take_rows(self.loc, self.ds, wanted["_rowaddr"].to_pylist(), columns)
 
 
-def _columns(ds: Any) -> list[str]:
+def _columns(schema: pa.Schema) -> list[str]:
     columns = journal.log_columns()
-    if journal.is_journal(ds.schema):  # its rows hold their metrics: history reads no other table
+    if journal.is_journal(schema):  # its rows hold their metrics: history reads no other table
         columns = [*columns, "metric_names", "metric_values"]
-    return [c for c in columns if c in ds.schema.names or c == tables.SEQ]
+    return [c for c in columns if c in schema.names]
 
 
-def _read(loc: Location, ds: Any, fragment_ids: list[int] | None = None) -> pa.Table:
-    """Committed rows of `ds` (of those fragments), commit order, `_rowaddr` last."""
-    columns = _columns(ds)
-    if tables.SEQ not in ds.schema.names:  # a logs table made before commit_seq: no addresses
+def _read(loc: Location, ds: Any, schema: pa.Schema, fragment_ids: list[int] | None = None) -> pa.Table:
+    """Committed rows of `ds` (of those fragments: first of each log_id among them), commit
+    order, `_rowaddr` last."""
+    if tables.SEQ not in schema.names:  # a logs table made before commit_seq: no addresses
         raise _NoSnapshot
-    return tables.first_per_key(loc, ds, "log_id", columns=columns, fragment_ids=fragment_ids, with_address=True)
+    return tables.first_per_key(loc, ds, "log_id", columns=_columns(schema), fragment_ids=fragment_ids,
+                                with_address=True)
 
 
 def _sorted(by_seq: pa.Table, is_journal: bool) -> pa.Table:
@@ -125,13 +143,14 @@ def latest(loc: Location) -> Snapshot | None:
         with _LOCK:
             _SNAPSHOTS.move_to_end(loc.uri)
         return old
+    schema = ds.schema  # converted from Lance's on each access: once
     try:
         identities = fragments.fragment_identities(loc, ds)
         snapshot = None
-        if old is not None and old.version < ds.version and old.ds.schema == ds.schema:
-            snapshot = _extended(loc, ds, old, identities)
+        if old is not None and old.version < ds.version and old.schema == schema:
+            snapshot = _extended(loc, ds, schema, old, identities)
         if snapshot is None:
-            snapshot = Snapshot(loc, ds, identities, _read(loc, ds))
+            snapshot = Snapshot(loc, ds, schema, identities, _read(loc, ds, schema))
     except _NoSnapshot:
         return None
     if stamp is not None and stamp[0] == ds.version:
@@ -146,17 +165,47 @@ def latest(loc: Location) -> Snapshot | None:
     return snapshot
 
 
-def _extended(loc: Location, ds: Any, old: Snapshot, identities: dict[int, tuple[Any, ...]]) -> Snapshot | None:
-    """`old` plus the rows of the fragments appended since, or None when more than appends
-    happened (a fragment of `old` changed or went, or a new one has a lower id)."""
-    if any(identities.get(i) != ident for i, ident in old.identities.items()):
-        return None
+def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
+              identities: dict[int, tuple[Any, ...]]) -> Snapshot | None:
+    """`old` brought to `ds` (a later version) reading only the fragments it lacks: new logs'
+    rows, and rows a compaction rewrote (each keeps its sequence in commit_seq, and so its
+    place). Rows of the fragments still there unchanged are kept. None when a new fragment does
+    not have a higher id than every fragment `old` read (then read the whole table)."""
+    kept = [i for i, ident in old.identities.items() if identities.get(i) == ident]
     new = [i for i in identities if i not in old.identities]
     if old.identities and new and min(new) <= max(old.identities):
         return None
-    if not new:
-        return Snapshot(loc, ds, identities, old.by_seq)
-    found = _read(loc, ds, new)
-    found = found.filter(pc.invert(pc.is_in(found["log_id"], value_set=old.by_seq["log_id"].combine_chunks())))
-    by_seq = pa.concat_tables([old.by_seq, found]) if old.by_seq.num_rows else found
-    return Snapshot(loc, ds, identities, by_seq)
+    found = _read(loc, ds, schema, new) if new else old.by_seq.schema.empty_table()
+    # Logs not in `old` (first of each: a log's first row commits before any retry's, so a
+    # log_id `old` holds keeps its row there), the rest rewritten rows of logs `old` holds.
+    fresh = found.filter(pc.invert(pc.is_in(found["log_id"], value_set=old.by_seq["log_id"].combine_chunks())))
+    if len(kept) == len(old.identities):
+        by_seq = pa.concat_tables([old.by_seq, fresh]) if fresh.num_rows else old.by_seq
+    else:
+        fragment = pc.shift_right(old.by_seq["_rowaddr"], 32)
+        still = old.by_seq.filter(pc.is_in(fragment, value_set=pa.array(kept, pa.uint64())))
+        by_seq = pa.concat_tables([still, found])
+        by_seq = by_seq.take(pc.sort_indices(by_seq, [(tables.SEQ, "ascending"), ("_rowaddr", "ascending")]))
+        keys = by_seq["log_id"].combine_chunks()
+        first = pc.index_in(pc.unique(keys), value_set=keys)  # a retry's row in a new fragment goes
+        if len(first) < by_seq.num_rows:
+            by_seq = by_seq.take(first)
+        if by_seq.num_rows != old.by_seq.num_rows + fresh.num_rows:  # rows went: unexpected, read again
+            return None
+    fresh = fresh.drop_columns(["_rowaddr"]).sort_by(ORDER)
+    if fresh.num_rows == 0:
+        return Snapshot(loc, ds, schema, identities, by_seq, old.committed, fresh, old.derived)
+    last, first = old.committed.slice(old.committed.num_rows - 1), fresh.slice(0, 1)
+    if old.committed.num_rows == 0 or _before(last, first):
+        committed = pa.concat_tables([old.committed, fresh.replace_schema_metadata(old.committed.schema.metadata)])
+        if committed.column(0).num_chunks > 64:  # each extension adds a chunk
+            committed = committed.combine_chunks()
+        return Snapshot(loc, ds, schema, identities, by_seq, committed, fresh, old.derived)
+    return Snapshot(loc, ds, schema, identities, by_seq)
+
+
+def _before(a: pa.Table, b: pa.Table) -> bool:
+    """Whether the one row of `a` sorts before the one row of `b` in the order of `Run.logs()`."""
+    ka = (a["recorded_at"][0].value, a["log_id"][0].as_py().encode())  # Arrow compares strings bytewise
+    kb = (b["recorded_at"][0].value, b["log_id"][0].as_py().encode())
+    return ka < kb

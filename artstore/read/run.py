@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,6 +47,21 @@ from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 if TYPE_CHECKING:
     from artstore.read.store import Store
     from artstore.records.trajectory import TrajectoryGroup
+
+def _history_extended(history: Callable[[pa.Table], pa.Table]) -> Callable[[pa.Table, pa.Table], pa.Table | None]:
+    """`Run.history` of some logs followed by more: `history(first)` and `history(more)` joined
+    (a metric new in `more` is a column after the others, null before: as `history` of all orders
+    them, by first appearance). None when a column name repeats (a metric named `step`)."""
+    def extend(before: pa.Table, more: pa.Table) -> pa.Table | None:
+        if more.num_rows == 0:
+            return before
+        after = history(more)
+        if len(set(before.column_names)) < before.num_columns or len(set(after.column_names)) < after.num_columns:
+            return None
+        joined = pa.concat_tables([before, after], promote_options="default")
+        return joined.combine_chunks() if joined.column(0).num_chunks > 64 else joined
+    return extend
+
 
 @functools.cache
 def _reader() -> ThreadPoolExecutor:
@@ -198,7 +213,7 @@ class Run:
         column per metric name ever logged (null where a row lacks it), as ART's history.jsonl.
         At the latest version it is kept in memory per version (`latest_logs`)."""
         if as_of is None and (snapshot := latest_logs.latest(self.table_location("logs"))) is not None:
-            return snapshot.derive("history", lambda: self._history(snapshot.committed))
+            return snapshot.derive("history", self._history, _history_extended(self._history))
         return self._history(self._logs(as_of, with_metrics=True))
 
     def _history(self, logs: pa.Table) -> pa.Table:
