@@ -8,12 +8,12 @@ run. So each process keeps, per run, the newest `Snapshot` it read (`latest`):
   hint and a stat of its manifest, `tables.latest_stamp`, ~0.1 ms; a bucket: opening it) and
   compares it with the snapshot's: unchanged, the snapshot serves as it is (a version never
   changes);
-- appended since: when every fragment of the snapshot is still there unchanged and every other
-  fragment has a higher id (appends only: each log is one new fragment), only the new fragments
-  are read, and their rows join the snapshot's; the first committed row of each log_id still
-  wins (a new fragment commits after every old one);
-- anything else (a compaction rewrote fragments, a run deleted and logged again) reads the whole
-  table again.
+- changed since: only the fragments the snapshot did not read (new logs: one fragment each; a
+  compaction's or payload drop's rewritten fragments, whose rows keep their sequence in
+  commit_seq) are read, and joined with the rows of the fragments still there unchanged, in
+  commit order; the first committed row of each log_id still wins;
+- rows gone, or a log_id now another call's (a run deleted and logged again): the whole table
+  is read again.
 
 A snapshot is immutable; answers derived from it (e.g. `Run.history()`) are kept on it, once
 per version (`Snapshot.derived`). Row addresses are valid for the snapshot's version only, and
@@ -89,6 +89,11 @@ class Snapshot:
             if loc.uri not in self._tables:
                 self._tables[loc.uri] = tables.open_dataset(loc)
             return self._tables[loc.uri]
+
+    def forget_tables(self) -> None:
+        """Open the data tables afresh next time (`table`): files of the versions opened went."""
+        with self._lock:
+            self._tables.clear()
 
     def payloads(self, write_ids: list[str], columns: list[str] | None = None) -> pa.Table:
         """`columns` (all when None) of the journal rows of the committed logs with these
@@ -167,19 +172,23 @@ def latest(loc: Location) -> Snapshot | None:
 
 def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
               identities: dict[int, tuple[Any, ...]]) -> Snapshot | None:
-    """`old` brought to `ds` (a later version) reading only the fragments it lacks: new logs'
-    rows, and rows a compaction rewrote (each keeps its sequence in commit_seq, and so its
-    place). Rows of the fragments still there unchanged are kept. None when a new fragment does
-    not have a higher id than every fragment `old` read (then read the whole table)."""
+    """`old` brought to `ds` (a later version) reading only the fragments it lacks (new, or
+    changed): new logs' rows, and rows a compaction rewrote (each keeps its sequence in
+    commit_seq, and so its place). Rows of the fragments still there unchanged are kept. None
+    when rows `old` held are gone (then read the whole table)."""
     kept = [i for i, ident in old.identities.items() if identities.get(i) == ident]
-    new = [i for i in identities if i not in old.identities]
-    if old.identities and new and min(new) <= max(old.identities):
-        return None
+    new = [i for i, ident in identities.items() if old.identities.get(i) != ident]  # or changed
     found = _read(loc, ds, schema, new) if new else old.by_seq.schema.empty_table()
     # Logs not in `old` (first of each: a log's first row commits before any retry's, so a
     # log_id `old` holds keeps its row there), the rest rewritten rows of logs `old` holds.
-    fresh = found.filter(pc.invert(pc.is_in(found["log_id"], value_set=old.by_seq["log_id"].combine_chunks())))
-    if len(kept) == len(old.identities):
+    old_ids = old.by_seq["log_id"].combine_chunks()
+    held = pc.is_in(found["log_id"], value_set=old_ids)
+    fresh = found.filter(pc.invert(held))
+    again = found.filter(held)  # rows of logs `old` holds, rewritten: the same log calls, or read anew
+    if again.num_rows and not pc.all(pc.equal(
+            again["write_id"], old.by_seq["write_id"].take(pc.index_in(again["log_id"], value_set=old_ids)))).as_py():
+        return None  # another call of the same log_id (a run deleted and logged again, say)
+    if len(kept) == len(old.identities) and (not new or not kept or min(new) > max(kept)):
         by_seq = pa.concat_tables([old.by_seq, fresh]) if fresh.num_rows else old.by_seq
     else:
         fragment = pc.shift_right(old.by_seq["_rowaddr"], 32)

@@ -28,7 +28,7 @@ from lance import LanceDataset, LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
 from artstore.errors import ArtstoreError, CommitConflictError, StorageError, VersionNotFoundError
-from artstore.storage import files
+from artstore.storage import files, handles
 from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
 
@@ -102,6 +102,12 @@ def _manifest(loc: Location, version: int) -> Location:
     return loc.child("_versions", f"{_MAX_U64 - version}.manifest")
 
 
+def open_latest(loc: Location) -> LanceDataset | None:
+    """`open_dataset(loc)` for a writer: through this process's handle on the dataset, so that
+    an open costs a probe (`handles`), not a listing of `_versions/` or a manifest read."""
+    return handles.latest(loc, lambda: open_dataset(loc))
+
+
 def _latest_by_hint(loc: Location, session: lance.Session | None = None) -> LanceDataset | None:
     """The latest version of the local dataset at `loc`, found without listing `_versions/` (which
     grows with every commit kept: 1.1 ms at 3,000 manifests): the
@@ -162,7 +168,9 @@ def write_files(loc: Location, table: pa.Table) -> list[FragmentMetadata]:
     `append`, for a writer that overlaps it with other work (`writer`); `discard_files` removes
     the files of a write it then decides not to commit."""
     with storage_errors(loc, "write to"):
-        return write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
+        # through the held dataset: its object store, and no open of the latest version
+        target = handles.held(loc) or loc.uri
+        return write_fragments(table, target, schema=table.schema, storage_options=loc.lance_options())
 
 
 def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Schema, message: str = "",
@@ -190,9 +198,10 @@ def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Sc
         for attempt in range(VANISHED_RETRIES + 1):
             try:
                 committed = LanceDataset.commit(
-                    loc.uri, LanceOperation.Append(fragments), read_version=base,
+                    handles.held(loc, base) or loc.uri, LanceOperation.Append(fragments), read_version=base,
                     storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
                 )
+                handles.remember(loc, committed)
                 with _COMMITS_LOCK:
                     _COMMITS[(loc.uri, committed.version)] = version_time(committed)
                     while len(_COMMITS) > 1024:
@@ -269,7 +278,7 @@ def upsert(loc: Location, table: pa.Table, key: str) -> int:
 
 
 def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] | None = None,
-                  filter: str | None = None, fragment_ids: list[int] | None = None,
+                  filter: str | None = None, upto: int | None = None, fragment_ids: list[int] | None = None,
                   with_address: bool = False) -> pa.Table:
     """The rows of `ds` (the dataset at `loc`, opened here) matching `filter`, in commit order,
     keeping only the first committed row of each `key` value: how a key made unique by "first
@@ -282,7 +291,8 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
     `_rewrite_sequenced`, which stores each row's original fragment id in SEQ; a row's commit order
     is (SEQ, or else its fragment id; then its position). A dataset without SEQ never held a key
     twice (it was written with `insert_unique`): storage order serves there. The SEQ column read
-    back holds that commit-order number of each row (never null).
+    back holds that commit-order number of each row (never null). `upto`: only rows whose
+    sequence is at most it (an older version of an append-only table: `version_map`).
 
     `fragment_ids`: read only these fragments (e.g. those appended since an earlier read).
     `with_address`: a last column `_rowaddr` holds each row's address at this version (SEQ only)."""
@@ -309,6 +319,8 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
             found = found.take(pc.sort_indices(order, [("seq", "ascending"), ("at", "ascending")]))
             address = found["_rowaddr"]
             found = found.drop_columns(["_rowaddr"])
+            if upto is not None:
+                found = found.filter(pc.less_equal(found[SEQ], upto))
         else:
             if fragment_ids is not None or with_address:
                 raise ValueError("first_per_key reads fragments or row addresses of a dataset with SEQ only")
@@ -323,56 +335,83 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
     return found.append_column("_rowaddr", address) if with_address else found
 
 
-# (dataset uri, key column) -> {fragment id: (its data file path, the key values it holds, its key column)}
-_KEYS: dict[tuple[str, str], dict[int, tuple[str, frozenset[str], pa.Array]]] = {}
+# (dataset uri, key column) -> {data file path: the key values its fragment holds}
+_KEYS: dict[tuple[str, str], dict[str, frozenset[str]]] = {}
 _KEYS_LOCK = threading.Lock()
 
 
-def _key_columns(loc: Location, ds: LanceDataset, key: str) -> list[tuple[int, frozenset[str], pa.Array]]:
-    """(fragment id, distinct values, key column) of each fragment of `ds`, in the dataset's
-    order; a fragment's column is read once per process (a fragment never changes; one is known
-    by its id and data file, so a dataset deleted and created again is read afresh)."""
-    fragments = ds.get_fragments()
+def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]:
+    """The data files of the fragments of `ds` (the dataset at `loc`) holding a row whose `key`
+    is `value`. Reads the key column of only the fragments this process has neither read nor
+    committed (`note_keys`) before: a fragment never changes, and its data file's name is unique
+    (compaction writes new ones), so a look-up costs the same at any length of the run."""
+    fragments = [(f, f.data_files()[0].path if f.data_files() else "") for f in ds.get_fragments()]
     cache_key = (loc.uri, key)
     with _KEYS_LOCK:
-        known = dict(_KEYS.get(cache_key, {}))
-    current: dict[int, tuple[str, frozenset[str], pa.Array]] = {}
-    new = []
-    for f in fragments:
-        path = f.data_files()[0].path if f.data_files() else ""
-        seen = known.get(f.fragment_id)
-        if seen is not None and seen[0] == path:
-            current[f.fragment_id] = seen
-        else:
-            new.append((f, path))
+        known = _KEYS.get(cache_key, {})
+        current = {path: known[path] for _, path in fragments if path in known}
     with storage_errors(loc, "read"):
-        for f, path in new:
-            column = f.to_table(columns=[key])[key].combine_chunks()
-            current[f.fragment_id] = (path, frozenset(pc.unique(column).to_pylist()), column)
+        for f, path in fragments:
+            if path not in current:
+                current[path] = frozenset(f.to_table(columns=[key])[key].to_pylist())
     with _KEYS_LOCK:
-        _KEYS[cache_key] = current
-    return [(f.fragment_id, current[f.fragment_id][1], current[f.fragment_id][2]) for f in fragments]
+        # keep what other threads noted meanwhile (fragments newer than `ds`), within a bound:
+        # files compacted away go when it is passed
+        merged = {**_KEYS.get(cache_key, {}), **current}
+        _KEYS[cache_key] = merged if len(merged) <= 2 * len(current) + 64 else current
+    return {path for path, ids in current.items() if value in ids}
 
 
 def may_hold(loc: Location, ds: LanceDataset, key: str, value: str) -> bool:
     """Whether the dataset `ds` (at `loc`) may hold a row whose `key` is `value`: False only when
-    no fragment of it does. Reads the key column of only the fragments this process has not read
-    before (`_key_columns`): a look-up costs the same at any length of the run."""
-    return any(value in values for _, values, _ in _key_columns(loc, ds, key))
+    no fragment of it does (see `key_files`)."""
+    return bool(key_files(loc, ds, key, value))
+
+
+def note_keys(loc: Location, key: str, fragments: list[FragmentMetadata], values: list[str]) -> None:
+    """Record that the fragments this process just committed (from `write_files`) hold these
+    values of `key`, so `key_files` need not read them back."""
+    with _KEYS_LOCK:
+        known = _KEYS.setdefault((loc.uri, key), {})
+        for f in fragments:
+            if f.data_files():
+                known[f.data_files()[0].path] = frozenset(values)
+
+
+# (dataset uri, key column) -> {data file path: (the key values its fragment holds, its key column)}
+_KEY_COLUMNS: dict[tuple[str, str], dict[str, tuple[frozenset[str], pa.Array]]] = {}
+
+
+def _key_column(loc: Location, fragment: Any, key: str) -> tuple[frozenset[str], pa.Array]:
+    """The distinct values and the column `key` of a fragment of the dataset at `loc`, read once
+    per process (a data file never changes, and its name is unique). At most 4,096 files are
+    kept per dataset and column (compaction leaves fewer: the oldest go first)."""
+    path = fragment.data_files()[0].path if fragment.data_files() else ""
+    with _KEYS_LOCK:
+        found = _KEY_COLUMNS.get((loc.uri, key), {}).get(path)
+    if found is None:
+        column = fragment.to_table(columns=[key])[key].combine_chunks()
+        found = (frozenset(pc.unique(column).to_pylist()), column)
+        with _KEYS_LOCK:
+            known = _KEY_COLUMNS.setdefault((loc.uri, key), {})
+            known[path] = found
+            while len(known) > 4096:
+                del known[next(iter(known))]
+    return found
 
 
 def rows_with(loc: Location, ds: LanceDataset, key: str, values: list[str], columns: list[str] | None = None) -> pa.Table:
     """The rows of `ds` (at `loc`, one version) whose `key` is one of `values`, in storage order:
-    taken by offset from the fragments holding them (their key columns are read once per
-    process, `_key_columns`), so the read costs the same however many other rows the table holds.
+    taken by offset from the fragments holding them (each fragment's key column is read once per
+    process: `_key_column`), so the read costs the same however many other rows the table holds.
     A fragment with deleted rows is scanned instead (its offsets no longer match positions)."""
     wanted = pa.array(values, pa.string())
     parts = []
     with storage_errors(loc, "read"):
-        for fragment_id, held, column in _key_columns(loc, ds, key):
+        for fragment in ds.get_fragments():
+            held, column = _key_column(loc, fragment, key)
             if held.isdisjoint(values):
                 continue
-            fragment = ds.get_fragment(fragment_id)
             if fragment.deletion_file() is not None:
                 parts.append(ds.scanner(columns=columns, fragments=[fragment], filter=pads.field(key).isin(wanted))
                              .to_table())
@@ -456,6 +495,12 @@ def same_rows_since(ds: LanceDataset, version: int, limit: int = 8) -> bool:
 @functools.cache
 def _read_session() -> lance.Session:
     return lance.Session()
+
+
+def read_session() -> lance.Session:
+    """The Lance session shared by readers (`arrow_dataset`): its cache of file metadata makes
+    repeated reads of the same files cheaper."""
+    return _read_session()
 
 
 def version_timestamp(loc: Location, version: int) -> datetime:
