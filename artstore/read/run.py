@@ -11,7 +11,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -61,6 +61,16 @@ def _history_extended(history: Callable[[pa.Table], pa.Table]) -> Callable[[pa.T
         joined = pa.concat_tables([before, after], promote_options="default")
         return joined.combine_chunks() if joined.column(0).num_chunks > 64 else joined
     return extend
+
+
+def _now(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    """`fn(*args, **kwargs)` run here, as a done future (what `_reader().submit` gives)."""
+    done: Future = Future()
+    try:
+        done.set_result(fn(*args, **kwargs))
+    except BaseException as e:  # noqa: BLE001 - handed to the caller by result()
+        done.set_exception(e)
+    return done
 
 
 @functools.cache
@@ -171,11 +181,12 @@ class Run:
             # own split and step (`commit.write_log`), so no row is filtered.
             committed = snapshot.committed.filter(_log_mask(snapshot.committed, split, step))
             journal_rows = snapshot.payloads(committed["write_id"].to_pylist(), journal.PAYLOAD_READ_COLUMNS)
+            in_tables = any(journal.payloads_dropped(t, journal_rows) for t in ("trajectories", "groups"))
             for attempt in range(tables.VANISHED_RETRIES + 1):
-                # Lance releases the GIL: the two tables' reads overlap
-                pending = _reader().submit(journal.rows_of_few, self.table_location("trajectories"), "trajectories",
-                                           committed, journal_rows, columns=list(DECODE_COLUMNS),
-                                           open_table=snapshot.table)
+                # Lance releases the GIL: reads of the two tables overlap (decoding payloads alone does not)
+                pending = (_reader().submit if in_tables else _now)(
+                    journal.rows_of_few, self.table_location("trajectories"), "trajectories", committed, journal_rows,
+                    columns=list(DECODE_COLUMNS), open_table=snapshot.table)
                 try:
                     grp = journal.rows_of_few(self.table_location("groups"), "groups", committed, journal_rows,
                                               open_table=snapshot.table)
