@@ -7,11 +7,14 @@ import re
 from artstore.errors import InvalidNameError, ValidationError
 
 _LOG_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,255}")  # always a usable segment (but '.' and '..')
 
 
 def check_segment(field: str, name: object) -> str:
     """`name` if it is a simple path segment: a non-empty str without '/', '\\', NUL or control
     characters, not '.' or '..', at most 255 bytes. Raises InvalidNameError naming `field`."""
+    if isinstance(name, str) and _PLAIN_SEGMENT.fullmatch(name) and name not in {".", ".."}:
+        return name  # the common case, checked in one match (listing 500 runs checks 1,000 names)
     if not isinstance(name, str):
         raise InvalidNameError(field, f"must be a string, got {type(name).__name__}")
     if not name or name in {".", ".."}:

@@ -77,7 +77,7 @@ def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention
                     disk = d.bytes_on_disk()
                     at[d.side]["files"] = disk["files"]
                     at[d.side]["bytes"] = disk["bytes"]
-                    if "files_parts" in disk:  # artstore: per table folder (bytes, files); ART gives bytes only
+                    if "files_parts" in disk:  # artstore: per table folder (bytes, files)
                         at[d.side]["parts"] = {k: [v, disk["files_parts"][k]] for k, v in disk["parts"].items()}
                 out["checkpoints"][step] = at
                 print(f"step {step} ({time.perf_counter() - t0:.0f} s): " + json.dumps(at), flush=True)

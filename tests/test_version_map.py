@@ -167,3 +167,27 @@ def test_the_map_merges_its_files_and_keeps_every_entry(tmp_path, make_trajector
     assert len(names) <= version_map.MERGE_AFTER
     mapped = version_map.entries(loc)["version"].to_pylist()
     assert mapped == list(range(1, tables.latest_version(loc) + 1))
+
+
+def test_the_versions_command_names_the_log_of_a_cleaned_up_version(tmp_path, make_trajectory):
+    import json
+
+    from typer.testing import CliRunner
+
+    from artstore.cli import app
+
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    _log_steps(model, make_trajectory, range(3))
+    model.run.wait_for_upkeep()
+
+    def listed() -> dict:
+        result = CliRunner().invoke(app, ["versions", "p/m", "--store", str(tmp_path), "-f", "json"])
+        assert result.exit_code == 0, result.output
+        return {v["version"]: v["log"] for v in json.loads(result.stdout)}
+
+    before = listed()
+    assert {f"t{s}" for s in range(3)} | {f"v{s}" for s in range(3)} <= set(before.values())
+    _clean(str(tmp_path))
+    after = listed()
+    assert len(tables.versions(model.run.table_location("logs"))) < len(before)
+    assert {v: after[v] for v in before} == before

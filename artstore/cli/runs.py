@@ -72,7 +72,10 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
 
     `step` is the latest step logged; the rewards are the last logged; `logs` counts log() calls and
     `trajectories` their rows; `config` is the run's stored configuration (Model(config=...) and
-    the last TrainConfig; in a table, the keys whose values differ between runs); the size counts every kept version and checkpoint file (KiB = 1024 bytes).
+    the last TrainConfig; in a table, the keys whose values differ between runs); the size counts
+    each table's latest version and the checkpoint files (KiB = 1024 bytes). Read in one scan of
+    the store's registry of runs, which the writers refresh a few seconds after their logs
+    (`artstore compact --all` refreshes every run's now).
 
     Example:
 
@@ -83,13 +86,15 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
     from artstore.sizes import format_size
 
     s = get_store(store, storage_option)
-    listed = [(r, _summary(r)) for r in s.runs()]
-    listed = [(r, row) for r, row in listed if row is not None]
-    table = pa.Table.from_pylist([row for _, row in listed], schema=pa.schema([
-        ("project", pa.string()), ("model", pa.string()), ("step", pa.int64()), ("val/reward", pa.float64()),
-        ("train/reward", pa.float64()), ("logs", pa.int64()), ("trajectories", pa.int64())]))
-    configs = [r.config() for r, _ in listed]
-    size = [r.size_bytes() for r, _ in listed]
+    stats = [row for row in s.run_stats().to_pylist() if row["logs"]]  # a run with no committed log: not listed
+    table = pa.Table.from_pylist([{
+        "project": r["project"], "model": r["model"], "step": r["last_step"], "val/reward": r["val_reward"],
+        "train/reward": r["train_reward"], "logs": r["logs"], "trajectories": r["trajectories"]} for r in stats],
+        schema=pa.schema([("project", pa.string()), ("model", pa.string()), ("step", pa.int64()),
+                          ("val/reward", pa.float64()), ("train/reward", pa.float64()), ("logs", pa.int64()),
+                          ("trajectories", pa.int64())]))
+    configs = [json.loads(r["config"]) if r["config"] else {} for r in stats]
+    size = [r["size_bytes"] for r in stats]
     fmt = resolve(fmt, output)
     if fmt == Format.table:
         differ = _differing(configs)  # in a table, what tells the runs apart
@@ -105,24 +110,6 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
         write_json(objects, output)
         return
     render(table, fmt, output, title=f"runs in {s.uri}")
-
-
-def _summary(r: Any) -> dict[str, Any] | None:
-    """One row of `runs` (None for a run with no committed log): read through the run's API, not
-    SQL, so listing runs does not import DuckDB (a third of the command's start-up)."""
-    import pyarrow.compute as pc
-
-    logs = r.logs()
-    if logs.num_rows == 0:
-        return None
-    last = {}
-    metrics = r.read_table("metrics", filter="name IN ('val/reward', 'train/reward')",
-                           columns=["name", "value", "recorded_at"])
-    for name, value in zip(metrics["name"].to_pylist(), metrics["value"].to_pylist(), strict=True):
-        last[name] = value  # in log order: the last one logged wins
-    return {"project": r.project, "model": r.name, "step": pc.max(logs["step"]).as_py(),
-            "val/reward": last.get("val/reward"), "train/reward": last.get("train/reward"),
-            "logs": logs.num_rows, "trajectories": pc.sum(logs["num_trajectories"]).as_py()}
 
 
 def _when(t: Any) -> str:

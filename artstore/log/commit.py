@@ -207,9 +207,9 @@ def _commit_tables(run: Location, pool: ThreadPoolExecutor, rows: Mapping[str, p
 def _register(run: Location) -> None:
     """Record the run at `run` (`{store}/{project}/models/{model}`) in its store's registry; a
     location outside that layout has no store to record it in."""
-    parts = run.uri.rstrip("/").rsplit("/", 3)
-    if len(parts) == 4 and parts[2] == "models" and parts[0]:
-        registry.register(Location(parts[0], run.storage_options), parts[1], parts[3])
+    found = registry.split_run(run)
+    if found is not None:
+        registry.register(*found)
 
 
 def _refuse_recreate(run: Location, table: str) -> None:
@@ -349,6 +349,7 @@ def write_log(
     # writer's log (compactions of logs make versions too, so no single version is sure to be ours).
     if is_journal and logs_version // fold.FOLD_EVERY > looked_at // fold.FOLD_EVERY:
         upkeep.request_fold(run, window)
+    upkeep.request_stats(run, retention)  # the registry's stats of the run, a few seconds later
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, logs_version=logs_version,

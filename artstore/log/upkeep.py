@@ -18,6 +18,10 @@ and rewrote each row about twice as often (measured: 10.7 vs 4.7 times over 1,00
 
 `wait()` blocks until the cleanups asked for so far (of one run, or of all) are done: for tests
 and benchmarks that count files, and for a caller about to copy a store.
+
+The same thread refreshes runs' stats in the store's registry (`artstore.log.run_stats`): a
+refresh is due STATS_DELAY_S after the first log that asked for it (later logs meanwhile join it),
+at once for `wait()`, and at interpreter exit (for at most EXIT_FLUSH_S).
 """
 
 from __future__ import annotations
@@ -25,16 +29,18 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from collections import OrderedDict
 from datetime import timedelta
 
-from artstore.log import fold
-from artstore.storage import Location, compaction
+from artstore.log import fold, registry
+from artstore.storage import Location, compaction, tables
 
 logger = logging.getLogger(__name__)
 
 # How long old versions are kept before cleanup removes them (tagged versions always stay).
 DEFAULT_RETENTION = timedelta(days=7)
+EXIT_FLUSH_S = 10.0  # at interpreter exit, stale runs' stats are refreshed for at most this long
 # A journal run (its logs hold each log's rows: `artstore.log.journal`) keeps the physical
 # versions of its logs and data tables only this long: for readers in flight. Its data tables are
 # always read at their latest version, gated by the committed logs, and an older version of its
@@ -48,6 +54,7 @@ class _Worker:
         self._cond = threading.Condition()
         self._pending: OrderedDict[str, tuple[Location, str, timedelta, bool]] = OrderedDict()  # uri -> job
         self._busy: str | None = None
+        self._stats: dict[str, tuple[Location, timedelta, float]] = {}  # key -> (run, retention, due: monotonic)
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -59,27 +66,68 @@ class _Worker:
             key = key or loc.uri
             compact = compact or (key in self._pending and self._pending[key][3])
             self._pending[key] = (loc, table, retention, compact)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="artstore-upkeep", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
+            self._start()
+
+    def request_stats(self, run: Location, retention: timedelta) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            from artstore.log import run_stats  # on first use: importing upkeep stays cheap
+
+            key = run.child(_STATS).uri
+            if key not in self._stats:  # a stale refresh keeps its due time: logs meanwhile join it
+                self._stats[key] = (run, retention, time.monotonic() + run_stats.STATS_DELAY_S)
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="artstore-upkeep", daemon=True)
+            self._thread.start()
+        self._cond.notify_all()
+
+    def _due(self) -> str | None:
+        """The key of the stats refresh due first, when it is due now."""
+        if not self._stats:
+            return None
+        key = min(self._stats, key=lambda k: self._stats[k][2])
+        return key if self._stats[key][2] <= time.monotonic() else None
+
+    def _next(self) -> tuple[str, tuple[Location, str, timedelta, bool]] | None:
+        """The next job (a cleanup or fold first, then a due stats refresh), waiting for one; None
+        when closed with nothing left."""
+        while True:
+            if self._pending:
+                return self._pending.popitem(last=False)
+            key = self._due()
+            if key is not None:
+                run, retention, _ = self._stats.pop(key)
+                return key, (run, _STATS, retention, False)
+            if self._closed and not self._stats:
+                return None
+            wait = None if not self._stats else max(0.0, min(d for *_, d in self._stats.values()) - time.monotonic())
+            self._cond.wait(wait)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._closed)
-                if not self._pending:
+                job = self._next()
+                if job is None:
                     return
-                uri, (loc, table, retention, compact) = self._pending.popitem(last=False)
+                uri, (loc, table, retention, compact) = job
                 self._busy = uri
             try:
-                if table == _FOLD:
+                if table == _STATS:
+                    _refresh_stats(loc, retention)
+                elif table == _FOLD:
                     _fold(loc, retention)
                 else:
                     rewrite = fold.drop_folded_payloads(loc.sibling("")) if compact and table == "logs" else None
                     compaction.maintain(loc, table, retention, compact=compact, rewrite=rewrite)
             except Exception as e:  # noqa: BLE001 - the worker must outlive any one table's failure
-                logger.warning("cleanup of %s skipped: %s", loc.redact(str(loc.uri)), e)
+                if table == _STATS:  # stale stats only: the next log's refresh, or `artstore compact`, redoes it
+                    logger.info("stats of %s not refreshed: %s", loc.redact(str(loc.uri)), e)
+                else:
+                    logger.warning("cleanup of %s skipped: %s", loc.redact(str(loc.uri)), e)
             finally:
                 with self._cond:
                     self._busy = None
@@ -87,22 +135,54 @@ class _Worker:
 
     def wait(self, prefix: str = "", timeout: float | None = None) -> bool:
         def done() -> bool:
-            return not any(u.startswith(prefix) for u in [*self._pending, *([self._busy] if self._busy else [])])
+            return not any(u.startswith(prefix) for u in
+                           [*self._pending, *self._stats, *([self._busy] if self._busy else [])])
 
         with self._cond:
+            for key, (run, retention, _) in self._stats.items():
+                if key.startswith(prefix):
+                    self._stats[key] = (run, retention, 0.0)  # due now
+            self._cond.notify_all()
             return self._cond.wait_for(done, timeout)
 
     def close(self) -> None:
+        """At interpreter exit: drop waiting cleanups, refresh stale stats (at most EXIT_FLUSH_S),
+        and let the job under way finish."""
         with self._cond:
             self._closed = True
             self._pending.clear()
+            self._stats = {k: (run, retention, 0.0) for k, (run, retention, _) in self._stats.items()}
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
-            thread.join()
+            thread.join(EXIT_FLUSH_S)
+            with self._cond:
+                self._stats.clear()  # what is left of them after the limit
+                self._cond.notify_all()
+                stuck = (self._busy or "").endswith(_STATS)  # e.g. a bucket that stopped answering
+            if not stuck:
+                thread.join()
 
 
 _FOLD = "#fold"  # the job of folding a run's journal (its key: the run's uri + "/#fold")
+_STATS = "#stats"  # the job of refreshing a run's stats in the store's registry
+# Each refresh rewrites its run's row into a fragment of its own: past this many fragments the
+# registry is compacted (and cleaned up when due).
+REGISTRY_MAX_FRAGMENTS = 16
+
+
+def _refresh_stats(run: Location, retention: timedelta) -> None:
+    """Write the run's stats into its store's registry; compact the registry when its fragments
+    pile up (each refresh rewrites one row into a new fragment)."""
+    from artstore.log import run_stats
+
+    if not run_stats.refresh(run):
+        return
+    found = registry.split_run(run)
+    if found is not None:
+        loc = registry.location(found[0])
+        if tables.fragment_count(loc) > REGISTRY_MAX_FRAGMENTS:  # nothing reads an old registry version
+            compaction.maintain(loc, "runs", min(retention, DEFAULT_READER_WINDOW))
 
 
 def _fold(run: Location, retention: timedelta) -> None:
@@ -131,6 +211,12 @@ def request_fold(run: Location, retention: timedelta) -> None:
     """Ask for a fold of the journal of the run at `run` (`artstore.log.fold`), then compaction of
     its data tables; returns at once."""
     _worker.request(run, _FOLD, retention, key=run.child(_FOLD).uri)
+
+
+def request_stats(run: Location, retention: timedelta) -> None:
+    """Ask for a refresh of the stats of the run at `run` in its store's registry, due
+    STATS_DELAY_S from the first such request not yet served; returns at once."""
+    _worker.request_stats(run, retention)
 
 
 def wait(under: Location | None = None, timeout: float | None = None) -> bool:

@@ -30,7 +30,7 @@ from artstore.errors import (
     StorageError,
     ValidationError,
 )
-from artstore.log import fold, journal, upkeep
+from artstore.log import fold, journal, run_stats, upkeep
 from artstore.log.configs import ConfigLog
 from artstore.log.visibility import GATED, committed_logs, expected_rows, read_visible
 from artstore.names import check_segment, sql_quote
@@ -104,7 +104,12 @@ class Run:
         self.store = store
         self.project = check_segment("project", project)
         self.name = check_segment("model", name)
-        self.location = store.location.child(project, "models", name)
+
+    @functools.cached_property
+    def location(self) -> Location:
+        """Where the run lives: `{store}/{project}/models/{name}` (made on first use: listing 500
+        runs makes 500 Runs)."""
+        return self.store.location.child(self.project, "models", self.name)
 
     def __repr__(self) -> str:
         return f"Run({self.project!r}, {self.name!r}, at {self.location.uri!r})"
@@ -158,8 +163,16 @@ class Run:
     def _visible(self, table: str, committed: pa.Table, *, filter: str | None = None,
                  columns: list[str] | None = None) -> pa.Table:
         """Rows of `table` written by the `committed` log calls (rows of the logs table, in the
-        order of `logs()`), in that order (see `visibility.read_visible`)."""
-        return read_visible(self.table_location(table), table, committed, filter=filter, columns=columns)
+        order of `logs()`), in that order (see `visibility.read_visible`). The table is opened at
+        its latest version; when a cleanup removed its files meanwhile (after a compaction, outside
+        the reader window), it is opened again."""
+        for attempt in range(tables.VANISHED_RETRIES + 1):
+            try:
+                return read_visible(self.table_location(table), table, committed, filter=filter, columns=columns)
+            except StorageError as e:
+                if attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
+                    raise
+        raise AssertionError("unreachable")
 
     # -- the read API ----------------------------------------------------------------------
     def trajectories(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> pa.Table:
@@ -485,7 +498,8 @@ class Run:
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Fold the run's journal into its data tables (`artstore.log.fold`), then compact every
         table and drop versions older than the store's retention window (a journal run's logs and
-        data tables: older than its reader window, `Store.reader_window`). A table that fails does
+        data tables: older than its reader window, `Store.reader_window`), and refresh the run's
+        stats in the store's registry of runs. A table that fails does
         not stop the others; then a StorageError names each that failed."""
         upkeep.wait(self.location)  # a background fold or compaction of this process first
         while any(fold.fold(self.location, max_logs=fold.MAX_LOGS).values()):
@@ -502,6 +516,10 @@ class Run:
                     rewrite=fold.drop_folded_payloads(self.location) if t == "logs" else None)
             except StorageError as e:
                 failed[t] = e
+        try:  # the registry's stats of the run, exact now (also for a writer killed before its refresh)
+            run_stats.refresh(self.location)
+        except StorageError as e:
+            failed["_runs (stats)"] = e
         if failed:
             kind = CommitConflictError if all(isinstance(e, CommitConflictError) for e in failed.values()) \
                 else StorageError

@@ -38,6 +38,12 @@ if TYPE_CHECKING:  # the facade calls this service, never the other way
 _COMMITTED: OrderedDict[tuple[str, int, str], pa.Table] = OrderedDict()
 _COMMITTED_MAX = 4096
 _COMMITTED_LOCK = threading.Lock()
+# (logs uri, version, time, table, FOLDED) -> a journal run's unfolded rows of the table (decoded
+# from the payloads: 2-10 ms per run, the most of a cross-run query over small runs)
+_TAILS: OrderedDict[tuple[str, int, str, str, int], pa.Table] = OrderedDict()
+TAILS_MAX_BYTES = 256 << 20
+_TAILS_BYTES = 0
+_TAILS_LOCK = threading.Lock()
 
 
 class RunSnapshot:
@@ -135,14 +141,35 @@ class RunSnapshot:
                     upto = journal.folded_seq(self.dataset(table))
                     rest = committed.filter(pc.greater(committed[tables.SEQ], upto))
                     if rest.num_rows:
-                        rows = journal.read_payloads(self.run.table_location("logs"), rest["write_id"].to_pylist())
-                        found = journal.payload_rows(table, rows)
-                        dropped = journal.payloads_dropped(table, rows)
-                        if dropped:  # folded since this query pinned the table: read them from it
-                            folded = journal.rows_of(self.run.table_location(table), table, dropped)
-                            found = pa.concat_tables([found, folded.select(found.column_names)])
+                        found = self._unfolded(table, rest, upto)
                 self._gates[key] = found
             return self._gates[key]
+
+    def _unfolded(self, table: str, rest: pa.Table, upto: int) -> pa.Table:
+        """The rows of gated `table` that the `rest` logs (those after FOLDED `upto`) wrote, from
+        their journal payloads; kept between queries per logs version (its rows never change)."""
+        logs_loc = self.run.table_location("logs")
+        key = (logs_loc.uri, self.read["logs"], str(tables.version_time(self.dataset("logs"))), table, upto)
+        with _TAILS_LOCK:
+            found = _TAILS.get(key)
+            if found is not None:
+                _TAILS.move_to_end(key)
+                return found
+        rows = journal.read_payloads(logs_loc, rest["write_id"].to_pylist(), columns=journal.payload_columns(table),
+                                     dataset=self.dataset("logs"))  # the pinned version: it holds them
+        found = journal.payload_rows(table, rows)
+        dropped = journal.payloads_dropped(table, rows)
+        if dropped:  # folded since this query pinned the table: read them from it
+            folded = journal.rows_of(self.run.table_location(table), table, dropped)
+            found = pa.concat_tables([found, folded.select(found.column_names)])
+        with _TAILS_LOCK:
+            global _TAILS_BYTES
+            if key not in _TAILS and found.nbytes <= TAILS_MAX_BYTES:
+                _TAILS[key] = found
+                _TAILS_BYTES += found.nbytes
+                while _TAILS_BYTES > TAILS_MAX_BYTES:
+                    _TAILS_BYTES -= _TAILS.popitem(last=False)[1].nbytes
+        return found
 
     def _open(self, table: str, has_logs: bool) -> pads.Dataset | None:
         spec = self.as_of

@@ -185,6 +185,7 @@ class _Catalog:
         self.query: Query | None = None
         self.con = duckdb.connect(config=_CONFIG)
         self.con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, as they are stored
+        self.con.execute("SET enable_progress_bar = false")  # a long query prints nothing but its result
         current = views.current_query(lambda: self.query)
         for name in STATIC:
             self.con.register(name, views.ViewDataset(name, view_schema(name), current))

@@ -8,15 +8,16 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from artstore.log import registry
 from artstore.log.upkeep import DEFAULT_READER_WINDOW, DEFAULT_RETENTION
 from artstore.read.as_of import AsOf
-from artstore.read.run import Run
 from artstore.storage import Location, files
 
 if TYPE_CHECKING:
     from artstore.engines.plan import Snapshot
+    from artstore.read.run import Run
 
 
 class Store:
@@ -37,6 +38,8 @@ class Store:
 
     def run(self, project: str, name: str) -> Run:
         """The run `project/name` (it need not exist yet; `Run.exists()` says)."""
+        from artstore.read.run import Run  # on first use: listing runs needs none of its imports
+
         return Run(self, project, name)
 
     def runs(self, projects: list[str] | None = None) -> list[Run]:
@@ -45,7 +48,40 @@ class Store:
         found = registry.read(self.location)
         if found is None:
             found = registry.walk(self.location)
-        return [Run(self, project, name) for project, name in found if projects is None or project in projects]
+        return [self.run(project, name) for project, name in found if projects is None or project in projects]
+
+    def run_stats(self, projects: list[str] | None = None) -> pa.Table:
+        """One row per run, sorted by project and model, read in one scan of the store's registry
+        of runs (no run's files are opened): project, model, registered_at, then its stats, as of
+        the last refresh (`logs_version`, `stats_at`; null until a run's first refresh): logs,
+        trajectories, last_step, last_logged_at, val_reward, train_reward (the last logged),
+        config (JSON), size_bytes (latest versions' data files and checkpoints). The writer
+        refreshes them a few seconds after its logs (see `artstore.log.run_stats` for how fresh);
+        `refresh_run_stats` does it now. A run without stats yet (its first refresh not run, a
+        store written before them, or one without a registry: its runs are walked) has them
+        computed here from its files, not written."""
+        from artstore.log import run_stats
+
+        table = registry.read_stats(self.location)
+        if table is None:
+            table = registry.rows(registry.walk(self.location))
+        if projects is not None:
+            table = table.filter(pc.is_in(table["project"], value_set=pa.array(list(projects), pa.string())))
+        missing = pc.is_null(table["logs_version"]).to_pylist()
+        if any(missing):
+            rows = table.to_pylist()
+            for row, absent in zip(rows, missing, strict=True):
+                if absent:
+                    row.update(run_stats.compute(self.run(row["project"], row["model"]).location) or {"logs": 0})
+            table = pa.Table.from_pylist(rows, schema=table.schema)
+        return table
+
+    def refresh_run_stats(self, projects: list[str] | None = None) -> int:
+        """Recompute every run's stats (or of `projects`) and write them into the registry; returns
+        how many runs were refreshed. `artstore compact --all` does this."""
+        from artstore.log import run_stats
+
+        return sum(run_stats.refresh(r.location) for r in self.runs(projects))
 
     def rescan_runs(self) -> int:
         """Record in the store's registry the runs found by listing the store that it lacks (runs an

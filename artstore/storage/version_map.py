@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -165,7 +165,7 @@ def open_version(loc: Location, version: int | str | None = None, asof: datetime
     latest = open_dataset(loc, session=session)
     if latest is None:
         return None
-    return Pinned(latest, version, hit["committed_at"], hit["seq_hi"])
+    return Pinned(latest, version, hit["committed_at"].astimezone(UTC), hit["seq_hi"])
 
 
 def all_versions(loc: Location) -> list[dict[str, Any]]:
@@ -175,7 +175,7 @@ def all_versions(loc: Location) -> list[dict[str, Any]]:
     if not physical:
         return []
     have = {v["version"] for v in physical}
-    mapped = [{"version": r["version"], "timestamp": r["committed_at"], "tags": []}
+    mapped = [{"version": r["version"], "timestamp": r["committed_at"].astimezone(UTC), "tags": []}
               for r in entries(loc).to_pylist() if r["version"] not in have]
     return sorted([*mapped, *physical], key=lambda v: v["version"])
 

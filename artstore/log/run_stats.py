@@ -1,0 +1,97 @@
+"""A run's stats in the store's registry (`artstore.log.registry`): what `artstore runs` and
+`Store.run_stats()` show, kept so that listing 500 runs reads one small table.
+
+Computed from the run itself (its committed logs, its metrics' last rewards, its stored config,
+and its size from the Lance manifests) and written into the run's registry row, off log()'s path:
+log() asks `artstore.log.upkeep` for a refresh, which runs on the upkeep thread STATS_DELAY_S
+after the first log that left the stats stale, so the logs of those seconds share one registry
+commit (a log costs no registry commit of its own).
+
+How fresh: while the writing process lives, at most STATS_DELAY_S (plus one refresh) behind its
+last log; exact once `upkeep.wait()` returns, and after the process exits normally (the upkeep
+thread refreshes what is stale at exit, for at most `upkeep.EXIT_FLUSH_S`). A writer killed before its
+refresh leaves the stats of its last logs out, until the run's next log or `artstore compact`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from artstore.log import journal, registry
+from artstore.log.configs import ConfigLog
+from artstore.log.visibility import committed_logs, read_visible
+from artstore.records.metric_names import with_current_names
+from artstore.storage import Location, files, tables
+
+logger = logging.getLogger(__name__)
+
+STATS_DELAY_S = 5.0  # a refresh runs this long after the first log that left the stats stale
+REWARDS = {"val/reward": "val_reward", "train/reward": "train_reward"}
+_LOG_COLUMNS = ["log_id", "write_id", "split", "step", "num_trajectories", "num_groups", "num_metrics",
+                "recorded_at", tables.SEQ]
+
+
+def compute(run: Location) -> dict[str, Any] | None:
+    """The stats of the run at `run` (registry.STATS) at its latest logs version; None when it has
+    no logs table. Reads the committed logs' small columns, the rewards, the config, and each
+    table's manifest (no listing of data files)."""
+    logs_loc = run.child("logs.lance")
+    ds = tables.open_dataset(logs_loc)
+    if ds is None:
+        return None
+    is_journal = journal.is_journal(ds.schema)
+    columns = [*_LOG_COLUMNS, "metric_names", "metric_values"] if is_journal else _LOG_COLUMNS
+    committed = committed_logs(logs_loc, ds, columns).sort_by([("recorded_at", "ascending"),
+                                                                ("log_id", "ascending")])
+    stats: dict[str, Any] = {
+        "logs": committed.num_rows, "logs_version": ds.version, "stats_at": tables.now_utc(),
+        "trajectories": pc.sum(committed["num_trajectories"]).as_py() or 0,
+        "last_step": pc.max(committed["step"]).as_py(), "last_logged_at": pc.max(committed["recorded_at"]).as_py(),
+        **_last_rewards(run, committed, is_journal),
+    }
+    config = ConfigLog(run).latest()
+    stats["config"] = json.dumps(config) if config else None
+    stats["size_bytes"] = size_bytes(run)
+    return stats
+
+
+def _last_rewards(run: Location, committed: pa.Table, is_journal: bool) -> dict[str, float | None]:
+    """{val_reward, train_reward}: the last value of each logged, in log order (None if never)."""
+    if is_journal:
+        long = journal.payload_rows("metrics", committed).select(["name", "value"])
+    else:
+        long = read_visible(run.child("metrics.lance"), "metrics", committed,
+                            columns=["log_id", "step", "split", "name", "value", "recorded_at"])
+    long = with_current_names(long) if long.num_rows else long
+    out: dict[str, float | None] = dict.fromkeys(REWARDS.values())
+    for name, value in zip(long["name"].to_pylist(), long["value"].to_pylist(), strict=True):
+        if name in REWARDS:
+            out[REWARDS[name]] = value  # in log order: the last one logged wins
+    return out
+
+
+def size_bytes(run: Location) -> int:
+    """Bytes of the run's tables at their latest versions (the data files their manifests name)
+    plus its checkpoint files (one listing of `checkpoints/`)."""
+    names = files.list_dir(run)
+    total = sum(tables.data_bytes(run.child(n)) for n in names if n.endswith(".lance"))
+    if "checkpoints" in names:
+        total += files.size(run.child("checkpoints"))
+    return total
+
+
+def refresh(run: Location) -> bool:
+    """Compute the stats of the run at `run` and write them into its store's registry row (one
+    commit); False when the run has no logs or lies outside a store's layout."""
+    found = registry.split_run(run)
+    if found is None:
+        return False
+    stats = compute(run)
+    if stats is None:
+        return False
+    return registry.write_stats(*found, stats)
