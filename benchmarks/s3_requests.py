@@ -7,14 +7,17 @@
 Each step logs a small train step and a val eval (1 group of 8 each). At each checkpoint it
 reports, over the last ``--window`` steps, the median number of HTTP requests and the median
 latency of one small log, then the requests and latency of ``Run.history()`` and of reading one
-step (``Run.groups(split=, step=)``). Requests are counted at the proxy: Lance's and fsspec's
-together. Background upkeep (fold, compaction, cleanup) is waited for before each counted log,
-so a log's count is its own; the upkeep's requests are reported per checkpoint apart.
+step (``Run.groups(split=, step=)``), each right after the logs and once more (nothing logged in
+between: a reader that keeps the run's latest logs in memory only checks the version). Requests
+are counted at the proxy: Lance's and fsspec's together. Background upkeep (fold, compaction,
+cleanup) is waited for before each counted log, so a log's count is its own; the upkeep's
+requests are reported per checkpoint apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
@@ -55,8 +58,8 @@ def main() -> None:
             counts: list[tuple[int, int, float]] = []
             print(f"moto behind the fault proxy, {a.delay_ms:.0f} ms per request; steps of 8 train + 8 val")
             print("| at step | requests per small log (median) | small log (ms) | upkeep requests since last "
-                  "| history(): requests / ms | read a step: requests / ms |")
-            print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+                  "| history(): requests / ms | read a step: requests / ms | history() again | read a step again |")
+            print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
             upkeep_requests = 0
             for step in range(1, a.steps + 1):
                 counted = any(c - a.window < step <= c for c in checkpoints)
@@ -81,8 +84,13 @@ def main() -> None:
                     before, t = proxy.requests, time.perf_counter()
                     model.run.groups(split="train", step=step)
                     r = (proxy.requests - before, 1000 * (time.perf_counter() - t))
+                    again = []  # the same reads once more, nothing logged in between
+                    for read in (model.run.history, functools.partial(model.run.groups, split="train", step=step)):
+                        before, t = proxy.requests, time.perf_counter()
+                        read()
+                        again.append(f"{proxy.requests - before} / {1000 * (time.perf_counter() - t):.0f}")
                     print(f"| {step} | {n:.0f} | {ms:.0f} | {upkeep_requests} | {h[0]} / {h[1]:.0f} "
-                          f"| {r[0]} / {r[1]:.0f} |", flush=True)
+                          f"| {r[0]} / {r[1]:.0f} | {again[0]} | {again[1]} |", flush=True)
                     upkeep_requests = 0
                     proxy.delay(0.0)
         finally:

@@ -19,7 +19,7 @@ journal (schema version 1) keep writing one commit per table, and are read as be
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,8 @@ ROW_COUNTS = {"trajectories": "num_trajectories", "groups": "num_groups", "metri
 # append a log's rows twice; readers then keep the first.
 ROW_KEYS = {"trajectories": ("trajectory_id",), "groups": ("group_id",), "metrics": ("write_id", "name")}
 _MARK = b"artstore.journal"
+# What `rows_of_few` needs of a log's journal row
+PAYLOAD_READ_COLUMNS = ["write_id", *IPC_COLUMN.values(), *ROW_COUNTS.values()]
 
 
 def log_columns() -> list[str]:
@@ -95,7 +97,7 @@ def payload_rows(table: str, journal_rows: pa.Table) -> pa.Table:
     if table == "metrics":
         names = journal_rows["metric_names"].combine_chunks() if journal_rows.num_rows else pa.array([], pa.list_(pa.string()))
         lengths = pc.fill_null(pc.list_value_length(names), 0)
-        index = pa.array([i for i, n in enumerate(lengths.to_pylist()) for _ in range(n)], pa.int64())
+        index = pa.array(np.repeat(np.arange(len(lengths), dtype=np.int64), lengths.to_numpy(zero_copy_only=False)))
         per_log = journal_rows.select(["log_id", "write_id", "step", "split", "recorded_at"]).take(index)
         return pa.table({
             "log_id": per_log["log_id"], "write_id": per_log["write_id"], "step": per_log["step"],
@@ -235,3 +237,30 @@ def rows_of(loc: Any, table: str, write_ids: list[str]) -> pa.Table:
     copy of each row (all columns)."""
     found = tables.scan(loc, filter=_in_filter(write_ids))
     return arrow_schema(table).empty_table() if found is None else _first_copies(found, ROW_KEYS[table])
+
+
+def rows_of_few(loc: Any, table: str, committed: pa.Table, journal_rows: pa.Table,
+                columns: list[str] | None = None, open_table: Callable[[Any], Any] = tables.open_dataset) -> pa.Table:
+    """The rows of data table `table` (at `loc`) written by the `committed` logs (journal rows, a
+    few of a run's: e.g. one step's), given those logs' journal rows (`journal_rows`, with
+    `PAYLOAD_READ_COLUMNS`; any order). Each log's rows come from its payload, or, where a
+    compaction of the journal dropped it (the log was folded), from the fragments of the table
+    holding them (`tables.rows_with`), first copy of each row. So the read costs the same at any
+    length of the run. In the order of `committed`, each log's rows in the order it wrote them.
+    `open_table(loc)` opens the table (at a version opened after `committed` was read)."""
+    schema = arrow_schema(table)
+    wanted = schema.names if columns is None else list(columns)
+    cols = list(dict.fromkeys([*wanted, "write_id"]))
+    parts = [payload_rows(table, journal_rows).select(cols)]
+    dropped = payloads_dropped(table, journal_rows)
+    if dropped:
+        ds = open_table(loc)
+        if ds is None:
+            raise StorageError(f"{loc.uri} is missing, but the run's committed logs name rows of it that the "
+                               "journal no longer holds: the store is damaged. Restore the run from a copy.")
+        found = tables.rows_with(loc, ds, "write_id", dropped, list(dict.fromkeys([*cols, *ROW_KEYS[table]])))
+        parts.append(_first_copies(found, ROW_KEYS[table]).select(cols))
+    data = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    if data.num_rows > 1:  # stable: a log's rows keep their order
+        data = data.take(pc.sort_indices(pc.index_in(data["write_id"], value_set=committed["write_id"])))
+    return data.select(wanted)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,7 +34,7 @@ from artstore.log import fold, journal, run_stats, upkeep
 from artstore.log.configs import ConfigLog
 from artstore.log.visibility import GATED, committed_logs, expected_rows, read_visible
 from artstore.names import check_segment, sql_quote
-from artstore.read import step_summary
+from artstore.read import latest_logs, step_summary
 from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.step_summary import StepSummary
@@ -47,6 +47,46 @@ from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 if TYPE_CHECKING:
     from artstore.read.store import Store
     from artstore.records.trajectory import TrajectoryGroup
+
+def _history_extended(history: Callable[[pa.Table], pa.Table]) -> Callable[[pa.Table, pa.Table], pa.Table | None]:
+    """`Run.history` of some logs followed by more: `history(first)` and `history(more)` joined
+    (a metric new in `more` is a column after the others, null before: as `history` of all orders
+    them, by first appearance). None when a column name repeats (a metric named `step`)."""
+    def extend(before: pa.Table, more: pa.Table) -> pa.Table | None:
+        if more.num_rows == 0:
+            return before
+        after = history(more)
+        if len(set(before.column_names)) < before.num_columns or len(set(after.column_names)) < after.num_columns:
+            return None
+        joined = pa.concat_tables([before, after], promote_options="default")
+        return joined.combine_chunks() if joined.column(0).num_chunks > 64 else joined
+    return extend
+
+
+def _now(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    """`fn(*args, **kwargs)` run here, as a done future (what `_reader().submit` gives)."""
+    done: Future = Future()
+    try:
+        done.set_result(fn(*args, **kwargs))
+    except BaseException as e:  # noqa: BLE001 - handed to the caller by result()
+        done.set_exception(e)
+    return done
+
+
+@functools.cache
+def _reader() -> ThreadPoolExecutor:
+    """A thread for a read beside the caller's (starting one costs ~1 ms)."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="artstore-read")
+
+
+def _log_mask(committed: pa.Table, split: str | None, step: int | None) -> pa.ChunkedArray:
+    """Which `committed` logs were logged at `split` and `step` (None: any)."""
+    mask = pc.equal(committed["step"], as_int64("step", step)) if step is not None else \
+        pa.chunked_array([pa.array([True] * committed.num_rows, pa.bool_())])
+    if split is not None:
+        mask = pc.and_(mask, pc.equal(committed["split"], check_segment("split", split)))
+    return mask
+
 
 def _filter(split: str | None, step: int | None) -> str | None:
     parts = []
@@ -90,6 +130,11 @@ class Run:
 
     def _logs(self, as_of: AsOf = None, with_metrics: bool = False) -> pa.Table:
         """`logs()`; `with_metrics`: a journal's rows also hold their metric names and values."""
+        if as_of is None and (snapshot := latest_logs.latest(self.table_location("logs"))) is not None:
+            # the latest version, kept in memory (`latest_logs`): one manifest read when unchanged
+            committed = snapshot.committed
+            return committed if with_metrics else committed.select(
+                [c for c in journal.log_columns() if c in committed.column_names])
         version, asof = _as_of_args(as_of)
         for attempt in range(tables.VANISHED_RETRIES + 1):
             pinned = version_map.open_version(self.table_location("logs"), version, asof)
@@ -141,18 +186,45 @@ class Run:
         from artstore.records.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
 
         where = _filter(split, step)
-        committed = self.logs(as_of)
+        snapshot = latest_logs.latest(self.table_location("logs")) if as_of is None and step is not None else None
+        if snapshot is not None and snapshot.is_journal:
+            # One step's logs, from the latest snapshot: their journal rows are taken by row
+            # address, and only a log whose payload was dropped (folded) is read from the tables'
+            # fragments holding it, so the cost does not grow with the run. A log's rows carry its
+            # own split and step (`commit.write_log`), so no row is filtered.
+            committed = snapshot.committed.filter(_log_mask(snapshot.committed, split, step))
+            journal_rows = snapshot.payloads(committed["write_id"].to_pylist(), journal.PAYLOAD_READ_COLUMNS)
+            in_tables = any(journal.payloads_dropped(t, journal_rows) for t in ("trajectories", "groups"))
+            for attempt in range(tables.VANISHED_RETRIES + 1):
+                # Lance releases the GIL: reads of the two tables overlap (decoding payloads alone does not)
+                pending = (_reader().submit if in_tables else _now)(
+                    journal.rows_of_few, self.table_location("trajectories"), "trajectories", committed, journal_rows,
+                    columns=list(DECODE_COLUMNS), open_table=snapshot.table)
+                try:
+                    grp = journal.rows_of_few(self.table_location("groups"), "groups", committed, journal_rows,
+                                              open_table=snapshot.table)
+                    traj = pending.result()
+                    break
+                except StorageError as e:
+                    if attempt < tables.VANISHED_RETRIES and tables.vanished(e):
+                        snapshot.forget_tables()  # a cleanup removed files of the versions opened
+                        continue
+                    check_stored_layout(self.table_location("trajectories"))  # a version 1 table: say so
+                    raise
+        else:
+            committed = self.logs(as_of)
+            # Both tables are opened after `committed` was read (visibility needs that); Lance releases
+            # the GIL, so the two scans overlap (~3 ms of ~35 ms at 512 trajectories).
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(self._visible, "trajectories", committed, filter=where,
+                                      columns=list(DECODE_COLUMNS))
+                grp = self._visible("groups", committed, filter=where)
+                try:
+                    traj = pending.result()
+                except StorageError:
+                    check_stored_layout(self.table_location("trajectories"))  # a version 1 table: say so
+                    raise
         order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
-        # Both tables are opened after `committed` was read (visibility needs that); Lance releases
-        # the GIL, so the two scans overlap (~3 ms of ~35 ms at 512 trajectories).
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._visible, "trajectories", committed, filter=where, columns=list(DECODE_COLUMNS))
-            grp = self._visible("groups", committed, filter=where)
-            try:
-                traj = pending.result()
-            except StorageError:
-                check_stored_layout(self.table_location("trajectories"))  # a version 1 table: say so
-                raise
         keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
             grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
             grp["group_index"].to_pylist(), strict=True)]
@@ -174,8 +246,13 @@ class Run:
 
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
-        column per metric name ever logged (null where a row lacks it), as ART's history.jsonl."""
-        logs = self._logs(as_of, with_metrics=True)
+        column per metric name ever logged (null where a row lacks it), as ART's history.jsonl.
+        At the latest version it is kept in memory per version (`latest_logs`)."""
+        if as_of is None and (snapshot := latest_logs.latest(self.table_location("logs"))) is not None:
+            return snapshot.derive("history", self._history, _history_extended(self._history))
+        return self._history(self._logs(as_of, with_metrics=True))
+
+    def _history(self, logs: pa.Table) -> pa.Table:
         long = self._metrics(logs)
         names = pc.unique(long["name"])  # in order of first appearance
         grid = np.full((len(names), logs.num_rows), np.nan)

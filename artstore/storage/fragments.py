@@ -46,3 +46,22 @@ def read_fragments(loc: Location, version: int, fragment_ids: list[int] | tuple[
         if missing:
             raise ValueError(f"version {version} has no fragments {missing}")
         return ds.scanner(columns=columns, filter=filter, fragments=fragments).to_table()
+
+
+def fragment_identities(loc: Location, ds: Any) -> dict[int, tuple[Any, ...]]:
+    """{fragment id: (its data file paths, its deletion file, its row count)} of `ds` at its
+    version, in the dataset's order: a fragment with the same identity in two versions holds the
+    same rows (a rewrite or a delete changes it). Read from the manifest: no data file is read."""
+    with storage_errors(loc, "list the fragments of"):
+        return {f.fragment_id: (tuple(d.path for d in f.data_files()), repr(f.deletion_file()), f.physical_rows)
+                for f in ds.get_fragments()}
+
+
+def take_rows(loc: Location, ds: Any, addresses: list[int], columns: list[str] | None = None) -> pa.Table:
+    """The rows of `ds` (opened at one version) at these row addresses (fragment id << 32 |
+    offset, as `scan_fragments(with_row_address=True)` gives them), in the order given."""
+    with storage_errors(loc, "read"):
+        fragment_ids = {a >> 32 for a in addresses}
+        if len(fragment_ids) == 1:  # one fragment (one log's rows, say): its take costs less
+            return ds.get_fragment(fragment_ids.pop()).take([a & 0xFFFFFFFF for a in addresses], columns=columns)
+        return ds._take_rows(addresses, columns=columns)

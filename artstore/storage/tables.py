@@ -123,6 +123,23 @@ def _latest_by_hint(loc: Location, session: lance.Session | None = None) -> Lanc
         return None
 
 
+def latest_stamp(loc: Location) -> tuple[int, int] | None:
+    """(latest version, its manifest's modification time in ns) of the local dataset at `loc`,
+    found as `_latest_by_hint` does but without opening it (~0.1 ms instead of ~1.5 ms): what a
+    reader keeping a version open compares to know it is still the latest (a manifest is written
+    once; a dataset created again writes new ones). None on a bucket, or when there is no hint."""
+    if not loc.is_local:
+        return None
+    try:
+        with open(os.path.join(loc.uri, "_versions", "latest_version_hint.json"), "rb") as f:
+            version = int(json.loads(f.read())["version"])
+        while os.path.exists(_manifest(loc, version + 1).uri):
+            version += 1
+        return version, os.stat(_manifest(loc, version).uri).st_mtime_ns
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _create(loc: Location, fragments: list, schema: pa.Schema, message: str) -> int | None:
     """Commit `fragments` as version 1 of a new dataset at `loc`; None when another writer
     created it first. Not `lance.write_dataset(mode="create")`: when two of those race, pylance
@@ -294,7 +311,8 @@ def data_bytes(loc: Location) -> int:
 
 
 def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] | None = None,
-                  filter: str | None = None, upto: int | None = None) -> pa.Table:
+                  filter: str | None = None, upto: int | None = None, fragment_ids: list[int] | None = None,
+                  with_address: bool = False) -> pa.Table:
     """The rows of `ds` (the dataset at `loc`, opened here) matching `filter`, in commit order,
     keeping only the first committed row of each `key` value: how a key made unique by "first
     commit wins" is read (plain appends don't enforce uniqueness, and cost far less than a
@@ -307,28 +325,47 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
     is (SEQ, or else its fragment id; then its position). A dataset without SEQ never held a key
     twice (it was written with `insert_unique`): storage order serves there. The SEQ column read
     back holds that commit-order number of each row (never null). `upto`: only rows whose
-    sequence is at most it (an older version of an append-only table: `version_map`)."""
+    sequence is at most it (an older version of an append-only table: `version_map`).
+
+    `fragment_ids`: read only these fragments (e.g. those appended since an earlier read).
+    `with_address`: a last column `_rowaddr` holds each row's address at this version (SEQ only)."""
     cols = None if columns is None else list(dict.fromkeys([*columns, key]))
     with storage_errors(loc, "read"):
         if SEQ in ds.schema.names:
-            found = ds.to_table(columns=None if cols is None else list(dict.fromkeys([*cols, SEQ])),
-                                filter=filter, with_row_address=True)
+            read = None if cols is None else list(dict.fromkeys([*cols, SEQ]))
+            fragments = None if fragment_ids is None else [ds.get_fragment(i) for i in fragment_ids]
+            if fragments is not None and filter is None and all(f.deletion_file() is None for f in fragments):
+                # whole fragments: a take per fragment costs less than setting up a scan (~0.5 ms vs ~2)
+                address = pa.array([(f.fragment_id << 32) | i for f in fragments for i in range(f.physical_rows)],
+                                   pa.uint64())
+                parts = [f.take(list(range(f.physical_rows)), columns=read) for f in fragments if f.physical_rows]
+                found = pa.concat_tables(parts) if parts else ds.schema.empty_table().select(read or ds.schema.names)
+                found = found.append_column("_rowaddr", address)
+            else:
+                found = ds.scanner(columns=read, filter=filter, with_row_address=True, scan_in_order=True,
+                                   fragments=fragments).to_table()
             fragment = pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64())
             seq = pc.coalesce(found[SEQ], fragment)
             order = pa.table({"seq": seq, "at": found["_rowaddr"]})
             # Read back with each row's sequence filled in (its fragment id where SEQ is null).
             found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), seq)
             found = found.take(pc.sort_indices(order, [("seq", "ascending"), ("at", "ascending")]))
+            address = found["_rowaddr"]
             found = found.drop_columns(["_rowaddr"])
             if upto is not None:
                 found = found.filter(pc.less_equal(found[SEQ], upto))
         else:
+            if fragment_ids is not None or with_address:
+                raise ValueError("first_per_key reads fragments or row addresses of a dataset with SEQ only")
             found = ds.to_table(columns=cols, filter=filter)
     keys = found[key].combine_chunks()
     first = pc.index_in(pc.unique(keys), value_set=keys)  # index of each value's first row, ascending
     if len(first) < found.num_rows:
         found = found.take(first)
-    return found if columns is None else found.select(columns)
+        if with_address:
+            address = address.take(first)
+    found = found if columns is None else found.select(columns)
+    return found.append_column("_rowaddr", address) if with_address else found
 
 
 # (dataset uri, key column) -> {data file path: the key values its fragment holds}
@@ -372,6 +409,52 @@ def note_keys(loc: Location, key: str, fragments: list[FragmentMetadata], values
         for f in fragments:
             if f.data_files():
                 known[f.data_files()[0].path] = frozenset(values)
+
+
+# (dataset uri, key column) -> {data file path: (the key values its fragment holds, its key column)}
+_KEY_COLUMNS: dict[tuple[str, str], dict[str, tuple[frozenset[str], pa.Array]]] = {}
+
+
+def _key_column(loc: Location, fragment: Any, key: str) -> tuple[frozenset[str], pa.Array]:
+    """The distinct values and the column `key` of a fragment of the dataset at `loc`, read once
+    per process (a data file never changes, and its name is unique). At most 4,096 files are
+    kept per dataset and column (compaction leaves fewer: the oldest go first)."""
+    path = fragment.data_files()[0].path if fragment.data_files() else ""
+    with _KEYS_LOCK:
+        found = _KEY_COLUMNS.get((loc.uri, key), {}).get(path)
+    if found is None:
+        column = fragment.to_table(columns=[key])[key].combine_chunks()
+        found = (frozenset(pc.unique(column).to_pylist()), column)
+        with _KEYS_LOCK:
+            known = _KEY_COLUMNS.setdefault((loc.uri, key), {})
+            known[path] = found
+            while len(known) > 4096:
+                del known[next(iter(known))]
+    return found
+
+
+def rows_with(loc: Location, ds: LanceDataset, key: str, values: list[str], columns: list[str] | None = None) -> pa.Table:
+    """The rows of `ds` (at `loc`, one version) whose `key` is one of `values`, in storage order:
+    taken by offset from the fragments holding them (each fragment's key column is read once per
+    process: `_key_column`), so the read costs the same however many other rows the table holds.
+    A fragment with deleted rows is scanned instead (its offsets no longer match positions)."""
+    wanted = pa.array(values, pa.string())
+    parts = []
+    with storage_errors(loc, "read"):
+        for fragment in ds.get_fragments():
+            held, column = _key_column(loc, fragment, key)
+            if held.isdisjoint(values):
+                continue
+            if fragment.deletion_file() is not None:
+                parts.append(ds.scanner(columns=columns, fragments=[fragment], filter=pads.field(key).isin(wanted))
+                             .to_table())
+                continue
+            offsets = np.flatnonzero(pc.is_in(column, value_set=wanted).to_numpy(zero_copy_only=False))
+            parts.append(fragment.take(offsets.tolist(), columns=columns))
+    if not parts:
+        empty = ds.schema.empty_table()
+        return empty if columns is None else empty.select(columns)
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def filter_rows(table: pa.Table, filter: str) -> pa.Table:

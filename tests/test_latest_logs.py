@@ -1,0 +1,143 @@
+"""Reads from the latest-logs snapshot (`artstore.read.latest_logs`) answer exactly what a fresh
+read of the run answers: history(), logs() and one step's groups, as the run grows, after a fold
+and a compaction, when another process logs, and when the run is deleted and logged again."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import artstore as art
+from artstore.read import latest_logs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _log_steps(model: art.Model, make_trajectory, steps: range, **metrics: float) -> None:
+    for step in steps:
+        for split in ("train", "val"):
+            group = art.TrajectoryGroup([make_trajectory(0.1 * step + j, step * 10 + j) for j in range(3)])
+            model.log_sync([group], split=split, step=step, metrics={**metrics, f"{split}_extra": float(step)})
+
+
+def _latest_version(run: art.Run) -> int:
+    return run.versions()[-1]["version"]
+
+
+def _fresh(run: art.Run) -> tuple:
+    """history, logs and every step's groups, read as of the latest version (no snapshot)."""
+    version = _latest_version(run)
+    logs = run.logs(as_of=version)
+    steps = sorted(set(logs["step"].to_pylist()))
+    groups = {(split, s): [g.model_dump() for g in run.groups(split=split, step=s, as_of=version)]
+              for s in steps for split in ("train", "val")}
+    return run.history(as_of=version), logs, groups
+
+
+def _latest(run: art.Run, steps: list[int]) -> tuple:
+    groups = {(split, s): [g.model_dump() for g in run.groups(split=split, step=s)]
+              for s in steps for split in ("train", "val")}
+    return run.history(), run.logs(), groups
+
+
+def _assert_same_as_fresh(run: art.Run) -> None:
+    history, logs, groups = _fresh(run)
+    got_history, got_logs, got_groups = _latest(run, sorted({s for _, s in groups}))
+    assert got_history.equals(history)
+    assert got_history.schema.names == history.schema.names
+    assert got_logs.equals(logs)
+    assert got_groups == groups
+
+
+def test_history_logs_and_step_reads_equal_a_fresh_read_as_the_run_grows(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    _log_steps(model, make_trajectory, range(3))
+    _assert_same_as_fresh(run)
+    _log_steps(model, make_trajectory, range(3, 5), later=1.0)  # a new metric: a new history column
+    _assert_same_as_fresh(run)
+    assert "train/later" in run.history().column_names
+    assert run.history().num_rows == 10
+
+
+def test_step_reads_after_a_fold_and_compaction_read_the_tables(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    _log_steps(model, make_trajectory, range(4))
+    before = _latest(run, list(range(4)))
+    run.compact()  # folds the journal into the tables, then drops the folded payloads
+    _assert_same_as_fresh(run)
+    after = _latest(run, list(range(4)))
+    assert after[0].equals(before[0]) and after[1].equals(before[1]) and after[2] == before[2]
+    _log_steps(model, make_trajectory, range(4, 6))  # some folded, some in the journal
+    _assert_same_as_fresh(run)
+
+
+def test_a_step_read_is_what_was_logged_in_the_order_logged(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    first = art.TrajectoryGroup([make_trajectory(0.5, i) for i in range(3)])
+    second = art.TrajectoryGroup([make_trajectory(0.7, i) for i in range(3, 5)])
+    model.log_sync([first, second], split="train", step=7)
+    model.log_sync([second], split="train", step=7, metrics={"again": 1.0})
+    model.log_sync([first], split="val", step=7)
+    got = model.run.groups(split="train", step=7)
+    assert [len(g.trajectories) for g in got] == [3, 2, 2]
+    assert [t.reward for g in got for t in g.trajectories] == [0.5] * 3 + [0.7] * 4
+    assert [len(g.trajectories) for g in model.run.groups(step=7)] == [3, 2, 2, 3]  # train, then val
+    assert model.run.groups(split="train", step=8) == []
+
+
+def test_another_process_log_is_seen(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    _log_steps(model, make_trajectory, range(2))
+    assert run.history().num_rows == 4
+    code = ("import sys, artstore as art; art.Model(name='m', project='p', base_path=sys.argv[1], "
+            "report_metrics=[]).log_sync(None, split='val', step=11, metrics={'other': 3.0})")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    history = run.history()
+    assert history.num_rows == 5 and history["val/other"].to_pylist()[-1] == 3.0
+    _assert_same_as_fresh(run)
+
+
+def test_a_run_deleted_and_logged_again_is_read_afresh(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    model.log_sync(None, split="val", step=1, metrics={"old": 1.0})
+    model.log_sync(None, split="val", step=2, metrics={"old": 2.0})
+    assert run.history()["val/old"].to_pylist() == [1.0, 2.0]
+    version = _latest_version(run)
+    shutil.rmtree(run.location.uri)
+    again = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    again.log_sync(None, split="val", step=5, metrics={"new": 5.0})
+    again.log_sync(None, split="val", step=6, metrics={"new": 6.0})
+    assert _latest_version(run) == version  # the same version number, other contents
+    history = run.history()
+    assert history["step"].to_pylist() == [5, 6] and "val/old" not in history.column_names
+    assert history["val/new"].to_pylist() == [5.0, 6.0]
+
+
+def test_as_of_reads_the_run_as_it_was_beside_the_snapshot(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    _log_steps(model, make_trajectory, range(2))
+    then, version = run.history(), _latest_version(run)
+    _log_steps(model, make_trajectory, range(2, 4))
+    assert run.history(as_of=version).equals(then)
+    assert run.history().num_rows == 8
+    assert latest_logs.latest(run.table_location("logs")).version == _latest_version(run)
+
+
+def test_reads_stay_exact_while_the_journal_is_compacted_in_the_background(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    extended = 0
+    for start in range(0, 12, 3):
+        _log_steps(model, make_trajectory, range(start, start + 3))
+        run.wait_for_upkeep()  # the logs table's inline compactions rewrite its recent fragments
+        _assert_same_as_fresh(run)
+        extended += latest_logs.latest(run.table_location("logs")).appended is not None
+    assert extended >= 3
+    assert run.history().num_rows == 24
