@@ -7,6 +7,7 @@ the manifest size and the cost of every scan) bounded without anyone calling it 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,7 +21,16 @@ from lance.fragment import write_fragments
 
 from artstore.storage import version_map
 from artstore.storage.location import Location
-from artstore.storage.tables import CLEANUP_LOCK, COMMIT_RETRIES, SEQ, open_dataset, storage_errors
+from artstore.storage.tables import (
+    CLEANUP_LOCK,
+    COMMIT_RETRIES,
+    SEQ,
+    open_dataset,
+    storage_errors,
+    vanished,
+)
+
+logger = logging.getLogger(__name__)
 
 # Compaction: the largest fragment it makes, in rows, per table (tens of MB of its rows); full
 # fragments are never rewritten again. Smaller fragments are merged in tiers, the smallest
@@ -156,7 +166,15 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
             retry=tenacity.retry_if_exception(retryable), reraise=True,
             stop=tenacity.stop_after_attempt(COMPACT_ATTEMPTS if force else 1),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=2))
-        rows, target, ds = retrying(_compact, loc, table, force, compact, rewrite)
+        try:
+            rows, target, ds = retrying(_compact, loc, table, force, compact, rewrite)
+        except (OSError, RuntimeError, ValueError) as e:
+            # Lost a race: another compaction rewrote these fragments, or a cleanup removed the
+            # version opened. The winner did the work, and the next round plans afresh: quiet.
+            if force or not (retryable(e) or vanished(e)):
+                raise
+            logger.debug("compaction of %s left to a concurrent one: %s", loc.redact(loc.uri), e)
+            return {"fragments": 0, "compacted": 0, "rewritten_rows": 0, "removed_versions": 0}
         after, removed = rows, 0
         if target is not None:
             after = {f.fragment_id: f.physical_rows for f in open_dataset(loc).get_fragments()}
