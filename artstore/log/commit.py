@@ -68,6 +68,7 @@ class LogRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     created: bool = True
     logs_version: int | None = field(default=None, compare=False)  # the run version it committed (None: none)
+    state_delta_stored: bool = field(default=False, compare=False, repr=False)  # in its journal row (see write_log)
 
 
 def as_groups(trajectories: Any) -> list[TrajectoryGroup]:
@@ -234,6 +235,7 @@ def write_log(
     metrics_as_given: bool = False,
     recorded_at: datetime | None = None,
     values: Mapping[str, float] | None = None,
+    state_delta: str | None = None,
 ) -> LogRecord:
     """Store one log call in the run at `run`. See the module doc for the protocol.
 
@@ -241,7 +243,11 @@ def write_log(
     the names given and compute none from the groups: the source already holds the values it
     computed) and `recorded_at` (when the source logged it; timezone-aware, default now).
     `Model.log` passes `values`: the history row it computed (with the model's running sums);
-    they are stored as given, while the log id still derives from the caller's `metrics`.
+    they are stored as given, while the log id still derives from the caller's `metrics`, and
+    `state_delta`: what the log added to the model's running sums (`artstore.log.sums`), stored
+    in the log's journal row, all or nothing with it (`LogRecord.state_delta_stored` says so; a
+    run whose logs table is not a journal cannot hold it). A journal made before the column
+    existed gains it first (`tables.add_null_columns`: once per run, a change of the schema only).
     """
     check_segment("split", split)
     step = as_int64("step", step, minimum=0)
@@ -286,6 +292,7 @@ def write_log(
             "num_metrics": len(values), "recorded_at": recorded_at,
             "metric_names": list(values), "metric_values": list(values.values()),
             "trajectories_ipc": journal.to_ipc(traj), "groups_ipc": journal.to_ipc(grp),
+            journal.DELTA_COLUMN: state_delta,
         }], schema=arrow_schema("logs"))
         # The journal row's data file is written while the id is looked up: uncommitted, no
         # reader sees it, and a retry (the id is there) deletes it, so it still stores nothing.
@@ -296,9 +303,12 @@ def write_log(
             try:
                 row_fragments = row_files.result()
             except StorageError:
-                if is_journal:
+                if not is_journal:
+                    row_fragments = []  # a logs table before the journal refuses a journal row
+                elif journal.add_delta_column(logs_loc):  # a journal from before state_delta
+                    row_fragments = tables.write_files(logs_loc, commit)
+                else:
                     raise
-                row_fragments = []  # a logs table before the journal refuses a journal row
             if existing is not None or not is_journal:
                 _discard(run, {"logs": row_fragments})
             if existing is not None:  # a retry: store nothing, write no orphan rows
@@ -335,6 +345,7 @@ def write_log(
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, logs_version=logs_version,
+        state_delta_stored=is_journal and state_delta is not None,
     )
 
 

@@ -30,7 +30,8 @@ from artstore.errors import StorageError
 from artstore.schema import arrow_schema
 from artstore.storage import tables
 
-PAYLOAD_COLUMNS = ("metric_names", "metric_values", "trajectories_ipc", "groups_ipc")
+PAYLOAD_COLUMNS = ("metric_names", "metric_values", "trajectories_ipc", "groups_ipc", "state_delta")
+DELTA_COLUMN = "state_delta"  # a Model log's change of the running sums (artstore.log.sums)
 IPC_COLUMN = {"trajectories": "trajectories_ipc", "groups": "groups_ipc"}
 FOLDED = "artstore.folded_seq"  # config key of a data table: sequence of the last log folded in
 ROW_COUNTS = {"trajectories": "num_trajectories", "groups": "num_groups", "metrics": "num_metrics"}
@@ -203,3 +204,13 @@ def rows_of(loc: Any, table: str, write_ids: list[str]) -> pa.Table:
     copy of each row (all columns)."""
     found = tables.scan(loc, filter=_in_filter(write_ids))
     return arrow_schema(table).empty_table() if found is None else _first_copies(found, ROW_KEYS[table])
+
+
+def add_delta_column(logs_loc: Any) -> bool:
+    """Give the journal at `logs_loc` (schema version 2) its `state_delta` column, all null (the
+    rows before it keep their sums in `state.lance`); False when it has the column already."""
+    ds = tables.open_dataset(logs_loc)
+    if ds is None or DELTA_COLUMN in ds.schema.names or not is_journal(ds.schema):
+        return False
+    tables.add_null_columns(logs_loc, [arrow_schema("logs").field(DELTA_COLUMN)])
+    return True
