@@ -1,10 +1,12 @@
 """The journal: a run's `logs` table holding each log call's rows, so a log costs one commit.
 
-A run created by this artstore (schema version 2 of `logs`) stores each log() call as ONE row
+A run created by this artstore (schema version 2 or 3 of `logs`) stores each log() call as ONE row
 of `logs`: its commit record plus its rows of the data tables, as payload columns
 (`trajectories_ipc` and `groups_ipc`: the rows as an Arrow IPC stream; `metric_names` and
 `metric_values`: its metric values). One append, one Lance commit, however small the log; the
-data tables are filled later, many logs at a time, by the fold (`artstore.log.fold`).
+data tables are filled later, many logs at a time, by the fold (`artstore.log.fold`). A Model's
+log also carries what it added to the builder's running sums (`state_delta`, schema version 3:
+`artstore.log.sums`), which no fold moves: it stays in the journal.
 
 Commit order: each journal append is one row in its own fragment, and Lance numbers fragments in
 commit order; compaction stores a row's original fragment id in `commit_seq`. So
