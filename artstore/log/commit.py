@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
+MAX_FRAGMENTS = compaction.COMPACT_AFTER_FRAGMENTS + MAINTAIN_EVERY  # a journal compacted in the background: at most
 DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
 
 
@@ -362,14 +363,20 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
     runs on `artstore.log.upkeep`'s thread: log() returns right after its commit.
     """
     for name, version in versions.items():
-        if version % MAINTAIN_EVERY:
-            continue
         loc = run.child(f"{name}.lance")
-        if background:
+        # In the background, unless the worker is so far behind (busy with a fold) that the table
+        # has MAX_FRAGMENTS: then here, which bounds the fragments however fast logs come.
+        crowded = background and (tables.committed_fragments(loc, version) or 0) >= MAX_FRAGMENTS
+        if crowded and upkeep.take_over(loc):
+            pass
+        elif version % MAINTAIN_EVERY:
+            continue
+        elif background:
             upkeep.request(loc, name, retention, compact=True)
             continue
+        rewrite = fold.drop_folded_payloads(run) if background else None
         try:
-            done = compaction.maintain(loc, name, retention, cleanup=False)
+            done = compaction.maintain(loc, name, retention, cleanup=False, rewrite=rewrite)
         except ArtstoreError as e:
             logger.warning("maintenance of %s skipped: %s", name, e)
             continue

@@ -58,13 +58,24 @@ class _Worker:
                 self._thread.start()
             self._cond.notify_all()
 
+    def take_over(self, key: str) -> bool:
+        """False while the job of `key` runs; else True, with a waiting job of it dropped."""
+        with self._cond:
+            if self._busy == key:
+                return False
+            self._pending.pop(key, None)
+            return True
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending or self._closed)
                 if not self._pending:
                     return
-                uri, (loc, table, retention, compact) = self._pending.popitem(last=False)
+                uri = next((k for k, job in self._pending.items() if job[1] == "logs" and job[3]), None)
+                if uri is None:  # a journal's compaction first: it bounds the fragments every log adds
+                    uri = next(iter(self._pending))
+                loc, table, retention, compact = self._pending.pop(uri)
                 self._busy = uri
             try:
                 if table == _FOLD:
@@ -117,6 +128,12 @@ def request(loc: Location, table: str, retention: timedelta, compact: bool = Fal
     """Ask for a cleanup of the `table` dataset at `loc` (`compaction.maintain`, compacting too
     with `compact`; it cleans up when `cleanup_due`); returns at once."""
     _worker.request(loc, table, retention, compact=compact)
+
+
+def take_over(loc: Location) -> bool:
+    """Whether a caller may maintain the dataset at `loc` itself now: no job of it is running
+    here; one still waiting is dropped (the caller does it instead)."""
+    return _worker.take_over(loc.uri)
 
 
 def request_fold(run: Location, retention: timedelta) -> None:

@@ -176,7 +176,7 @@ def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Sc
                     storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
                 )
                 with _COMMITS_LOCK:
-                    _COMMITS[(loc.uri, committed.version)] = version_time(committed)
+                    _COMMITS[(loc.uri, committed.version)] = (version_time(committed), len(committed.get_fragments()))
                     while len(_COMMITS) > 1024:
                         _COMMITS.popitem(last=False)
                 return committed.version
@@ -393,7 +393,8 @@ def arrow_dataset(loc: Location, version: int | str | None = None,
     return None if ds is None else (ds, ds.version)
 
 
-_COMMITS: OrderedDict[tuple[str, int], datetime] = OrderedDict()  # (uri, version) -> commit time, of this process's appends
+# (uri, version) -> (commit time, fragment count), of this process's appends
+_COMMITS: OrderedDict[tuple[str, int], tuple[datetime, int]] = OrderedDict()
 _COMMITS_LOCK = threading.Lock()
 
 
@@ -401,7 +402,16 @@ def committed_at(loc: Location, version: int) -> datetime | None:
     """When this process's append made `version` of the dataset at `loc` (UTC), without reading
     storage; None when this process did not make it (or it is long past)."""
     with _COMMITS_LOCK:
-        return _COMMITS.get((loc.uri, version))
+        found = _COMMITS.get((loc.uri, version))
+    return None if found is None else found[0]
+
+
+def committed_fragments(loc: Location, version: int) -> int | None:
+    """How many fragments `version` of the dataset at `loc` has, without reading storage; None
+    when this process's append did not make it (or it is long past)."""
+    with _COMMITS_LOCK:
+        found = _COMMITS.get((loc.uri, version))
+    return None if found is None else found[1]
 
 
 def version_time(ds: pads.Dataset) -> datetime:
