@@ -8,7 +8,7 @@ per side: the median latency of the train and the val logs of the last ``--windo
 files and bytes of the run folder. The growth column is last checkpoint / first.
 
     LANCE_LOG=error python -m benchmarks.growth [--steps 3000] [--checkpoints 100,1000,3000]
-        [--window 50] [--repeats 5] [--retention-s SECONDS] [--json out.json]
+        [--window 50] [--repeats 5] [--retention-s SECONDS] [--reader-window-s SECONDS] [--json out.json]
 
 The machine is shared: read the ratios (measured in the same run), not the milliseconds.
 """
@@ -34,17 +34,20 @@ def _median_ms(xs: list[float]) -> float:
     return 1000 * statistics.median(xs)
 
 
-def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention_s: float | None) -> dict[str, Any]:
+def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention_s: float | None,
+        reader_window_s: float | None = None) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="growth-"))
     art = ArtDriver(base / "art", "bench", "agent")
     store = StoreDriver(base / "store", "bench", "agent", init=False)
     store.init(base_path=str(base / "store"), project="bench", name="agent",
-               **({} if retention_s is None else {"retention_s": retention_s}))
+               **({} if retention_s is None else {"retention_s": retention_s}),
+               **({} if reader_window_s is None else {"reader_window_s": reader_window_s}))
     drivers: list[DriverProcess] = [art, store]
     for d in drivers:
         d.warmup()
     lat: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    out: dict[str, Any] = {"steps": steps, "checkpoints": {}, "retention_s": retention_s}
+    out: dict[str, Any] = {"steps": steps, "checkpoints": {}, "retention_s": retention_s,
+                           "reader_window_s": reader_window_s}
     t0 = time.perf_counter()
     try:
         for step in range(1, steps + 1):
@@ -70,6 +73,8 @@ def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention
                     disk = d.bytes_on_disk()
                     at[d.side]["files"] = disk["files"]
                     at[d.side]["bytes"] = disk["bytes"]
+                    if "files_parts" in disk:  # artstore: per table folder (bytes, files)
+                        at[d.side]["parts"] = {k: [v, disk["files_parts"][k]] for k, v in disk["parts"].items()}
                 out["checkpoints"][step] = at
                 print(f"step {step} ({time.perf_counter() - t0:.0f} s): " + json.dumps(at), flush=True)
     finally:
@@ -110,9 +115,11 @@ def main() -> None:
     p.add_argument("--window", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--retention-s", type=float, default=None, help="artstore's version window (default 7 days)")
+    p.add_argument("--reader-window-s", type=float, default=None,
+                   help="how long a journal run keeps physical versions (default 60 s)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
-    res = run(a.steps, [int(c) for c in a.checkpoints.split(",")], a.window, a.repeats, a.retention_s)
+    res = run(a.steps, [int(c) for c in a.checkpoints.split(",")], a.window, a.repeats, a.retention_s, a.reader_window_s)
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
     print(table(res))

@@ -93,9 +93,12 @@ class Driver:
         return Path(self._model().run.location.uri)
 
     async def init(self, base_path: str, project: str, name: str,
-                   base_model: str = "Qwen/Qwen2.5-0.5B-Instruct", retention_s: float | None = None) -> dict[str, Any]:
+                   base_model: str = "Qwen/Qwen2.5-0.5B-Instruct", retention_s: float | None = None,
+                   reader_window_s: float | None = None) -> dict[str, Any]:
         t = time.perf_counter()
-        extra = {} if retention_s is None else {"retention": timedelta(seconds=retention_s)}
+        extra: dict[str, Any] = {} if retention_s is None else {"retention": timedelta(seconds=retention_s)}
+        if reader_window_s is not None:
+            extra["reader_window"] = timedelta(seconds=reader_window_s)
         self.model = artstore.TrainableModel(name=name, project=project, base_model=base_model,
                                              base_path=base_path, report_metrics=[], **extra)
         return {"seconds": time.perf_counter() - t, "model_dir": str(self._dir())}
@@ -190,6 +193,7 @@ class Driver:
             artstore.open_store(copy, retention=timedelta(0)).run(model.project, model.name).compact()
             root = copy / model.project / "models" / model.name
         parts: dict[str, int] = {}
+        files_parts: dict[str, int] = {}
         meta = {"_versions": 0, "_transactions": 0}
         files = 0
         for dirpath, _, names in os.walk(root):
@@ -198,13 +202,14 @@ class Driver:
                 rel = path.relative_to(root).parts
                 size = path.stat().st_size
                 parts[rel[0]] = parts.get(rel[0], 0) + size
+                files_parts[rel[0]] = files_parts.get(rel[0], 0) + 1
                 if len(rel) > 1 and rel[1] in meta:
                     meta[rel[1]] += size
                 files += 1
         if after_retention:
             shutil.rmtree(copy, ignore_errors=True)
         return {"seconds": time.perf_counter() - t, "bytes": sum(parts.values()), "files": files,
-                "parts": parts, "versions_bytes": meta["_versions"],
+                "parts": parts, "files_parts": files_parts, "versions_bytes": meta["_versions"],
                 "transactions_bytes": meta["_transactions"]}
 
 

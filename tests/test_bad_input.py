@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from openai.types.chat.chat_completion import Choice
 
 import artstore as art
+from artstore.log import upkeep
 from artstore.records.trajectory import MAX_DEPTH, ROLES
 from artstore.storage import tables
 
@@ -81,6 +82,7 @@ class Probe:
     def stored(self) -> tuple[int, ...]:
         """Committed logs, then the rows physically in each data table (visible or not)."""
         run = self.model.run
+        upkeep.wait(run.location)  # a background fold moves rows into the data tables meanwhile
         raw = [tables.scan(run.table_location(t), columns=["write_id"]) for t in ("trajectories", "groups", "metrics")]
         return (run.logs().num_rows, *(0 if r is None else r.num_rows for r in raw))
 

@@ -45,7 +45,8 @@ def test_2000_small_logs_keep_fragments_and_versions_bounded_tags_readable_and_r
     assert run.history(as_of="early").num_rows == 10
     versions = run.versions()
     assert [v["version"] for v in versions if v["tags"] == ["early"]] == [run.tags()["early"]]
-    assert len(versions) <= MAX_MANIFESTS
+    assert len(tables.versions(run.table_location("logs"))) <= MAX_MANIFESTS  # the physical ones
+    assert [v["version"] for v in versions] == list(range(1, versions[-1]["version"] + 1))  # all: the map
     assert run.logs(as_of=versions[-1]["version"]).num_rows == LOGS
 
     steps = list(range(0, LOGS, LOGS // 10))

@@ -327,6 +327,7 @@ def apply_import(store: Store, plans: list[RunPlan], *, link: bool = False,
         for i, lg in enumerate(plan.logs, 1):
             record = write_log(run.location, lg.groups, split=lg.split, step=lg.step, metrics=lg.metrics,
                                log_id=lg.log_id, allow_nonfinite_rewards=True, retention=store.retention,
+                               reader_window=store.reader_window,
                                metrics_as_given=lg.metrics_as_given, recorded_at=lg.recorded_at)
             if record.created:
                 result.logs_written += 1

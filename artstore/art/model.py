@@ -28,7 +28,13 @@ from artstore.art import inference
 from artstore.art import state as state_mod
 from artstore.errors import ModelNotRegisteredError, ValidationError
 from artstore.log import sums as sums_mod
-from artstore.log.commit import DEFAULT_RETENTION, LogRecord, as_groups, write_log
+from artstore.log.commit import (
+    DEFAULT_READER_WINDOW,
+    DEFAULT_RETENTION,
+    LogRecord,
+    as_groups,
+    write_log,
+)
 from artstore.log.configs import ConfigLog, as_json
 from artstore.names import check_segment
 from artstore.read import step_summary
@@ -69,6 +75,7 @@ class Model(pydantic.BaseModel):
     storage_options: dict[str, str | int | float | bool] | None = pydantic.Field(default=None, exclude=True, repr=False)
     allow_nonfinite_rewards: bool = False
     retention: timedelta = DEFAULT_RETENTION
+    reader_window: timedelta = DEFAULT_READER_WINDOW  # a journal run's physical versions (see Store)
 
     _store: Store | None = pydantic.PrivateAttr(default=None)
     _mirror: WandbMirror | None = pydantic.PrivateAttr(default=None)
@@ -104,7 +111,7 @@ class Model(pydantic.BaseModel):
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.base_path, self.storage_options, self.retention)
+            self._store = Store(self.base_path, self.storage_options, self.retention, self.reader_window)
         return self._store
 
     @property
@@ -294,7 +301,8 @@ class Model(pydantic.BaseModel):
                 self._store_config("model", self.config, step)
             record = write_log(location, groups or [], split=split, step=step, metrics=same_call, values=values,
                                log_id=log_id, allow_nonfinite_rewards=self.allow_nonfinite_rewards,
-                               retention=self.retention, state_delta=json.dumps(change, allow_nan=False))
+                               retention=self.retention, reader_window=self.reader_window,
+                               state_delta=json.dumps(change, allow_nan=False))
         finally:
             with self._metrics_lock:
                 done = record is not None
@@ -327,4 +335,4 @@ class Model(pydantic.BaseModel):
 
     def _wandb_dump(self) -> dict[str, Any]:
         # storage_options and the inference key are excluded: secrets never reach wandb.
-        return self.model_dump(mode="json", exclude={"storage_options", "retention", "inference_api_key"})
+        return self.model_dump(mode="json", exclude={"storage_options", "retention", "reader_window", "inference_api_key"})

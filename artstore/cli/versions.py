@@ -37,12 +37,19 @@ def versions(run: RunArgument, store: StoreOption = ".art", storage_option: Stor
     """
     import pyarrow as pa
 
-    from artstore.storage import tables
+    from artstore.storage import tables, version_map
 
     r = get_run(get_store(store, storage_option), run)
     listed = r.versions()
     messages = tables.commit_messages(r.table_location("logs"), [v["version"] for v in listed])
-    logs = {row["log_id"]: row for row in r.logs().select(["log_id", "step", "split"]).to_pylist()}
+    committed = r.logs().select(["log_id", "step", "split", "commit_seq"]).to_pylist()
+    logs = {row["log_id"]: row for row in committed}
+    # a version only the map holds (cleaned up): the log whose sequence is its largest fragment
+    # id is the one it appended (a compaction's new fragment holds no log of that sequence)
+    by_seq = {row["commit_seq"]: row["log_id"] for row in committed}
+    for entry in version_map.entries(r.table_location("logs")).to_pylist():
+        if entry["version"] not in messages and entry["seq_hi"] in by_seq:
+            messages[entry["version"]] = f"log {by_seq[entry['seq_hi']]}"
     step, split, log = [], [], []
     for v in listed:
         message = messages.get(v["version"], "")

@@ -122,7 +122,8 @@ class Snapshot:
         for group in _ranges(frags, self.rows_per_part):
             visible = set().union(*(ids[f][0] for f, _ in group)) if ids else set()
             hidden = set().union(*(ids[f][1] for f, _ in group)) if ids else set()
-            yield ScanPart(project=project, model=model, table=table, location=loc, version=snap.read[table],
+            # ds.version: the physical version (a logs version read through the map is the latest's rows, gated)
+            yield ScanPart(project=project, model=model, table=table, location=loc, version=ds.version,
                            fragment_ids=tuple(f for f, _ in group), columns=columns,
                            filter=_and(filter, _gate(visible, hidden)), rows=sum(n for _, n in group))
 

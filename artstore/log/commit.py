@@ -53,6 +53,7 @@ DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
 MAX_FRAGMENTS = compaction.COMPACT_AFTER_FRAGMENTS + MAINTAIN_EVERY  # a journal compacted in the background: at most
 DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
+DEFAULT_READER_WINDOW = upkeep.DEFAULT_READER_WINDOW
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dic
     loc = run.child("logs.lance")
     for attempt in range(tables.VANISHED_RETRIES + 1):
         try:
-            ds = tables.open_dataset(loc, version=version)
+            ds = tables.open_latest(loc) if version is None else tables.open_dataset(loc, version=version)
         except VersionNotFoundError:
             # A cleanup beside us removed that version (a short window). The first committed row
             # of a log_id never changes once committed, so the latest version answers the same.
@@ -152,6 +153,15 @@ def _record(run: Location, row: dict[str, Any]) -> LogRecord:
         num_trajectories=row["num_trajectories"], num_exceptions=row["num_exceptions"],
         recorded_at=row["recorded_at"], metrics=values, created=False,
     )
+
+
+def _alone(logs: Location, log_id: str, fragments: list) -> bool:
+    """Whether the journal at `logs`, at its latest version, holds `log_id` in the data files of
+    `fragments` (just committed) only. Rows are never rewritten in place (compaction writes new
+    files), so then no other attempt of the id committed before ours."""
+    ds = tables.open_latest(logs)
+    ours = {f.data_files()[0].path for f in fragments if f.data_files()}
+    return ds is not None and bool(ours) and tables.key_files(logs, ds, "log_id", log_id) == ours
 
 
 def find_log(run: Location, log_id: str) -> LogRecord | None:
@@ -233,6 +243,7 @@ def write_log(
     log_id: str | None = None,
     allow_nonfinite_rewards: bool = False,
     retention: timedelta = DEFAULT_RETENTION,
+    reader_window: timedelta = DEFAULT_READER_WINDOW,
     metrics_as_given: bool = False,
     recorded_at: datetime | None = None,
     values: Mapping[str, float] | None = None,
@@ -249,6 +260,8 @@ def write_log(
     in the log's journal row, all or nothing with it (`LogRecord.state_delta_stored` says so; a
     run whose logs table is not a journal cannot hold it). A journal made before the column
     existed gains it first (`tables.add_null_columns`: once per run, a change of the schema only).
+    Old versions go after `retention`; a journal run's logs and data tables after the shorter of
+    it and `reader_window` (`upkeep.DEFAULT_READER_WINDOW`).
     """
     check_segment("split", split)
     step = as_int64("step", step, minimum=0)
@@ -331,18 +344,22 @@ def write_log(
             check_stored_layout(run.child("trajectories.lance"))  # a version 1 table: say so
             raise
 
+    if is_journal:  # our fragment holds this id: no later look-up of it reads the fragment back
+        tables.note_keys(logs_loc, "log_id", row_fragments, [log_id])
     # Another commit between our look-up and ours may hold the same id: then the first one wins,
-    # and our rows stay invisible. (Our version right after the look-up's: no other commit.)
-    if not inserted or logs_version > looked_at + 1:
+    # and our rows stay invisible. (Our version right after the look-up's: no other commit; only
+    # our data file holding the id: no other attempt of it.)
+    if not inserted or (logs_version > looked_at + 1 and not (is_journal and _alone(logs_loc, log_id, row_fragments))):
         winner = _winner(run, log_id, version=logs_version)[0]
         if winner is None or winner["write_id"] != write_id:
             return _record(run, winner) if winner is not None else find_log(run, log_id)
     versions["logs"] = logs_version
-    maintain(run, versions, retention, background=is_journal)
+    window = min(retention, reader_window) if is_journal else retention
+    maintain(run, versions, window, background=is_journal)
     # A fold every FOLD_EVERY versions: each multiple is in the (look-up, commit] span of some
     # writer's log (compactions of logs make versions too, so no single version is sure to be ours).
     if is_journal and logs_version // fold.FOLD_EVERY > looked_at // fold.FOLD_EVERY:
-        upkeep.request_fold(run, retention)
+        upkeep.request_fold(run, window)
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, logs_version=logs_version,

@@ -29,9 +29,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from artstore.errors import StorageError
 from artstore.log import journal
 from artstore.log.visibility import GATED, ROW_COUNTS, committed_logs
-from artstore.storage import Location, tables
+from artstore.storage import Location, compaction, tables
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,47 @@ def _not_yet_in(loc: Location, todo: pa.Table) -> pa.Table:
 def stats(run: Location) -> dict[str, Any]:
     """{table: FOLDED} of the run's data tables (-1: nothing folded): for tests and benchmarks."""
     return {t: journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED}
+
+
+_CLEAN: dict[str, set[tuple[int, str]]] = {}  # journal uri -> fragments known to hold no payload (id, file)
+
+
+def drop_payloads(run: Location) -> int:
+    """Rewrite the journal's fragments whose logs are all folded into every data table but still
+    hold payloads, into one fragment without them (`drop_folded_payloads`): the journal then
+    keeps only its logs' records and metric values, whatever the compaction tiers would wait
+    for. Returns the fragments rewritten (0: none, or another compaction won the race)."""
+    logs_loc = run.child("logs.lance")
+    ds = tables.open_dataset(logs_loc)
+    if ds is None or not journal.is_journal(ds.schema):
+        return 0
+    upto = min(journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED)
+    clean = _CLEAN.setdefault(logs_loc.uri, set())
+    todo, current = [], set()
+    with tables.storage_errors(logs_loc, "read"):
+        for f in ds.get_fragments():
+            key = (f.fragment_id, f.data_files()[0].path if f.data_files() else "")
+            current.add(key)
+            if key in clean:
+                continue
+            seq = pc.max(pc.fill_null(f.to_table(columns=[tables.SEQ])[tables.SEQ], f.fragment_id)).as_py()
+            if seq is None or seq > upto:
+                continue  # holds a log not folded everywhere yet
+            # (not LanceFragment.count_rows(filter): beside other scans of the process it hung in Lance)
+            payloads = f.to_table(columns=list(journal.IPC_COLUMN.values()))
+            if any(c.null_count < c.length() for c in payloads.columns):
+                todo.append(f)
+            else:
+                clean.add(key)
+    clean &= current
+    if not todo:
+        return 0
+    try:
+        compaction.rewrite_fragments(logs_loc, ds, todo, drop_folded_payloads(run))
+    except StorageError as e:  # another compaction rewrote them first: the next fold tries again
+        logger.info("dropping the folded payloads of %s skipped: %s", logs_loc.redact(logs_loc.uri), e)
+        return 0
+    return len(todo)
 
 
 def drop_folded_payloads(run: Location) -> Any:

@@ -63,12 +63,16 @@ def marked(committed: pa.Table) -> bool:
     return (committed.schema.metadata or {}).get(_MARK) == b"1"
 
 
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")  # ~3x smaller than plain (8 trajectories: 52 -> 17 KB)
+
+
 def to_ipc(table: pa.Table) -> bytes | None:
-    """`table` as one Arrow IPC stream (None when it has no rows)."""
+    """`table` as one Arrow IPC stream, its buffers zstd-compressed (readers decompress them
+    as they read: `pa.ipc.open_stream`); None when it has no rows."""
     if table.num_rows == 0:
         return None
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
+    with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as w:
         w.write_table(table)
     return sink.getvalue().to_pybytes()
 

@@ -35,6 +35,12 @@ logger = logging.getLogger(__name__)
 
 # How long old versions are kept before cleanup removes them (tagged versions always stay).
 DEFAULT_RETENTION = timedelta(days=7)
+# A journal run (its logs hold each log's rows: `artstore.log.journal`) keeps the physical
+# versions of its logs and data tables only this long: for readers in flight. Its data tables are
+# always read at their latest version, gated by the committed logs, and an older version of its
+# logs is answered from the run's version map (`artstore.storage.version_map`), so `as_of` any
+# earlier version or time still reads what it read then.
+DEFAULT_READER_WINDOW = timedelta(seconds=60)
 
 
 class _Worker:
@@ -116,6 +122,8 @@ def _fold(run: Location, retention: timedelta) -> None:
     # Only a round capped at MAX_LOGS (a backlog) goes on.
     while max(fold.fold(run, max_logs=fold.MAX_LOGS).values(), default=0) >= fold.MAX_LOGS:
         pass
+    if fold.drop_payloads(run):  # the journal keeps no payload once folded: its old files go at cleanup
+        compaction.maintain(run.child("logs.lance"), "logs", retention, compact=False)
     for table in fold.GATED:
         compaction.maintain(run.child(f"{table}.lance"), table, retention)
 

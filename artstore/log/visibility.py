@@ -34,19 +34,21 @@ ROW_COUNTS = journal.ROW_COUNTS
 GATE_COLUMNS = ["write_id", tables.SEQ, *ROW_COUNTS.values()]  # what a reader needs of the committed logs
 
 
-def committed_logs(loc: Location, logs: Any, columns: list[str] | None = None) -> pa.Table:
+def committed_logs(loc: Location, logs: Any, columns: list[str] | None = None, upto: int | None = None) -> pa.Table:
     """The committed log calls, one row each, read from `logs` (the Lance dataset of a run's logs
     table at `loc`, at one version): `columns` of them (all but a journal's payloads when None),
     in commit order, `commit_seq` filled in (each row's sequence). A journal's rows come back
     marked as such (`journal.marked`), so readers of the data tables know where rows are.
 
     Every reader's notion of "the committed logs rows" is this function: the first committed row
-    of each `log_id` (racing attempts of one log may both append; see `writer`)."""
+    of each `log_id` (racing attempts of one log may both append; see `writer`). `upto`: the
+    logs of an older version read from a later one (`version_map.Pinned.upto`)."""
     check_logs_schema(loc, logs)
     is_journal = journal.is_journal(logs.schema)
     if columns is None:  # never the payloads: `journal` reads those of the logs it needs
         columns = journal.log_columns()
-    found = tables.first_per_key(loc, logs, "log_id", columns=[c for c in columns if c in logs.schema.names])
+    found = tables.first_per_key(loc, logs, "log_id", columns=[c for c in columns if c in logs.schema.names],
+                                 upto=upto)
     if tables.SEQ in columns and tables.SEQ not in found.column_names:  # a logs table made before commit_seq
         found = found.append_column(arrow_schema("logs").field(tables.SEQ), pa.nulls(found.num_rows, pa.int64()))
         found = found.select(columns)

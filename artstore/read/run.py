@@ -40,7 +40,7 @@ from artstore.read.step_summary import StepSummary
 from artstore.records.metric_names import with_current_names
 from artstore.records.numbers import as_int64
 from artstore.schema import arrow_schema
-from artstore.storage import Location, compaction, files, tables
+from artstore.storage import Location, compaction, files, tables, version_map
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 
 if TYPE_CHECKING:
@@ -85,16 +85,23 @@ class Run:
     def _logs(self, as_of: AsOf = None, with_metrics: bool = False) -> pa.Table:
         """`logs()`; `with_metrics`: a journal's rows also hold their metric names and values."""
         version, asof = _as_of_args(as_of)
-        ds = tables.open_dataset(self.table_location("logs"), version=version, asof=asof)
-        if ds is None:
-            if as_of is not None and not self.exists():
-                raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
-            return arrow_schema("logs").empty_table().select(journal.log_columns())
-        columns = journal.log_columns()
-        if with_metrics and journal.is_journal(ds.schema):
-            columns = [*columns, "metric_names", "metric_values"]
-        return committed_logs(self.table_location("logs"), ds, columns).sort_by(
-            [("recorded_at", "ascending"), ("log_id", "ascending")])
+        for attempt in range(tables.VANISHED_RETRIES + 1):
+            pinned = version_map.open_version(self.table_location("logs"), version, asof)
+            if pinned is None:
+                if as_of is not None and not self.exists():
+                    raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
+                return arrow_schema("logs").empty_table().select(journal.log_columns())
+            columns = journal.log_columns()
+            if with_metrics and journal.is_journal(pinned.dataset.schema):
+                columns = [*columns, "metric_names", "metric_values"]
+            try:
+                found = committed_logs(self.table_location("logs"), pinned.dataset, columns, upto=pinned.upto)
+            except StorageError as e:  # a cleanup removed files of the version opened: open it again
+                if attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
+                    raise
+                continue
+            return found.sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
+        raise AssertionError("unreachable")
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
                    as_of: AsOf = None) -> pa.Table:
@@ -105,8 +112,16 @@ class Run:
     def _visible(self, table: str, committed: pa.Table, *, filter: str | None = None,
                  columns: list[str] | None = None) -> pa.Table:
         """Rows of `table` written by the `committed` log calls (rows of the logs table, in the
-        order of `logs()`), in that order (see `visibility.read_visible`)."""
-        return read_visible(self.table_location(table), table, committed, filter=filter, columns=columns)
+        order of `logs()`), in that order (see `visibility.read_visible`). The table is opened at
+        its latest version; when a cleanup removed its files meanwhile (after a compaction, outside
+        the reader window), it is opened again."""
+        for attempt in range(tables.VANISHED_RETRIES + 1):
+            try:
+                return read_visible(self.table_location(table), table, committed, filter=filter, columns=columns)
+            except StorageError as e:
+                if attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
+                    raise
+        raise AssertionError("unreachable")
 
     # -- the read API ----------------------------------------------------------------------
     def trajectories(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> pa.Table:
@@ -353,12 +368,14 @@ class Run:
         last stored before that version was committed). See `artstore.log.configs`."""
         version, asof = _as_of_args(as_of)
         if version is not None:
-            asof = tables.version_timestamp(self.table_location("logs"), version)  # type: ignore[arg-type]
+            asof = version_map.timestamp(self.table_location("logs"), version)
         return ConfigLog(self.location).latest(before=asof)
 
     def versions(self) -> list[dict[str, Any]]:
-        """Versions of the run (its `logs` table): [{version, timestamp (UTC), tags}], oldest first."""
-        return tables.versions(self.table_location("logs"))
+        """Versions of the run (its `logs` table): [{version, timestamp (UTC), tags}], oldest first.
+        Each can be read (`as_of`): those Lance still keeps, and those only the run's version map
+        holds (cleaned up after the reader window: `artstore.storage.version_map`)."""
+        return version_map.all_versions(self.table_location("logs"))
 
     def tag(self, name: str, version: int | None = None) -> int:
         """Name a version of the run (default: the latest); tagged versions are never cleaned up."""
@@ -397,16 +414,21 @@ class Run:
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
         """Fold the run's journal into its data tables (`artstore.log.fold`), then compact every
-        table and drop versions older than the store's retention window. A table that fails does
+        table and drop versions older than the store's retention window (a journal run's logs and
+        data tables: older than its reader window, `Store.reader_window`). A table that fails does
         not stop the others; then a StorageError names each that failed."""
         upkeep.wait(self.location)  # a background fold or compaction of this process first
         while any(fold.fold(self.location, max_logs=fold.MAX_LOGS).values()):
             pass
         done, failed = {}, {}
+        logs = tables.open_dataset(self.table_location("logs"))
+        short = (*GATED, "logs") if logs is not None and journal.is_journal(logs.schema) else ()
         for t in self.store.table_names(self):
             try:
                 done[t] = compaction.maintain(
-                    self.table_location(t), t, self.store.retention, force=force,
+                    self.table_location(t), t, min(self.store.reader_window, self.store.retention) if t in short
+                    else self.store.retention,
+                    force=force,
                     rewrite=fold.drop_folded_payloads(self.location) if t == "logs" else None)
             except StorageError as e:
                 failed[t] = e

@@ -28,7 +28,7 @@ from artstore.log import journal
 from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, check_present, committed_logs
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.schema import arrow_schema
-from artstore.storage import tables
+from artstore.storage import tables, version_map
 
 if TYPE_CHECKING:  # the facade calls this service, never the other way
     from artstore.read.run import Run
@@ -51,6 +51,8 @@ class RunSnapshot:
         self._opened: dict[str, pads.Dataset | None] = {}
         self._latest: set[str] = set()  # tables opened at their latest version
         self._committed: pa.Table | None = None
+        self._upto: int | None = None  # the pinned logs version read from a later one (`version_map`)
+        self._logs_time: datetime | None = None  # when the pinned logs version was committed
         self._gates: dict[str, pa.Array | None] = {}
         self._lock = threading.RLock()
 
@@ -71,13 +73,12 @@ class RunSnapshot:
                 if logs is None:
                     self._committed = arrow_schema("logs").empty_table().select(GATE_COLUMNS)
                 else:
-                    key = (self.run.table_location("logs").uri, self.read["logs"],
-                           str(tables.version_time(logs)))
+                    key = (self.run.table_location("logs").uri, self.read["logs"], str(self._logs_time))
                     with _COMMITTED_LOCK:
                         found = _COMMITTED.get(key)
                     if found is None:
                         found = committed_logs(self.run.table_location("logs"), logs,
-                                               GATE_COLUMNS).combine_chunks()
+                                               GATE_COLUMNS, upto=self._upto).combine_chunks()
                         with _COMMITTED_LOCK:
                             _COMMITTED[key] = found
                             while len(_COMMITTED) > _COMMITTED_MAX:
@@ -154,20 +155,58 @@ class RunSnapshot:
             elif table not in GATED:  # not part of a log call: as the store was at that logs version
                 if not has_logs:
                     return None  # the run did not exist yet at that time
-                asof = spec if isinstance(spec, datetime) else \
-                    tables.version_timestamp(self.run.table_location("logs"), self.read["logs"])
+                asof = spec if isinstance(spec, datetime) else self._logs_time
+        if table == "logs":
+            return self._open_logs(version, asof)
         try:
             found = tables.arrow_dataset(self.run.table_location(table), version=version, asof=asof)
         except VersionNotFoundError:
-            if asof is None:
+            if version is not None and table in GATED and self._journal():
+                # a journal run's data tables are read at their latest, gated by the pinned logs:
+                # a version gone after the reader window gives the same visible rows
+                found = tables.arrow_dataset(self.run.table_location(table))
+            elif asof is None:
                 raise
-            return None  # the table had no version yet at that time
+            else:
+                return None  # the table had no version yet at that time
         if found is None:
             return None
         self.read[table] = found[1]
         if version is None and asof is None:
             self._latest.add(table)
         return found[0]
+
+    def _open_logs(self, version: int | str | None, asof: datetime | None) -> pads.Dataset | None:
+        """The logs at `version` / `asof` (latest when both are None); a version cleaned up after
+        the reader window is read through the run's version map (`version_map`)."""
+        loc = self.run.table_location("logs")
+        if asof is not None:  # the newest version then, Lance's or the map's
+            try:
+                version = version_map.version_at(loc, asof)
+            except VersionNotFoundError:
+                return None  # the run had no version yet at that time
+            if version is None:
+                return None
+        try:
+            found = tables.arrow_dataset(loc, version=version)
+        except VersionNotFoundError:
+            if not isinstance(version, int):
+                raise
+            pinned = version_map.open_version(loc, version, session=tables.read_session())
+            if pinned is None:
+                return None
+            self.read["logs"], self._upto, self._logs_time = pinned.version, pinned.upto, pinned.committed_at
+            return pinned.dataset
+        if found is None:
+            return None
+        self.read["logs"], self._logs_time = found[1], tables.version_time(found[0])
+        if version is None:
+            self._latest.add("logs")
+        return found[0]
+
+    def _journal(self) -> bool:
+        logs = self.dataset("logs")
+        return logs is not None and journal.is_journal(logs.schema)
 
 
 class Query:

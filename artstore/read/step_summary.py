@@ -32,7 +32,7 @@ import pyarrow as pa
 from artstore.errors import VersionNotFoundError
 from artstore.log import journal
 from artstore.log.visibility import committed_logs
-from artstore.storage import Location, tables
+from artstore.storage import Location, tables, version_map
 
 _CACHE: OrderedDict[tuple[str, int, str], StepSummary] = OrderedDict()  # (logs uri, version, time) ->
 _NEWEST: dict[str, tuple[str, int, str]] = {}  # logs uri -> key of the newest summary built or extended
@@ -113,16 +113,16 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
     `version` (a number or tag) / `asof` (a timezone-aware datetime). `visible_metrics(committed)`
     reads the `step`, `name`, `value` of the metrics rows those committed logs made visible. Empty
     when the run has no logs (then, or at that time)."""
-    found = tables.arrow_dataset(logs_loc, version=version, asof=asof)  # the freshness check
-    if found is None:
+    pinned = version_map.open_version(logs_loc, version, asof, session=tables.read_session())  # the freshness check
+    if pinned is None:
         return StepSummary({})
-    ds = found[0]
-    key = _key(logs_loc.uri, ds)
+    ds = pinned.dataset
+    key = (logs_loc.uri, pinned.version, str(pinned.committed_at))
     with _LOCK:
         summary = _CACHE.get(key)
         newest = _NEWEST.get(key[0])
         before = None if newest is None or newest[1] >= key[1] else _CACHE.get(newest)
-    if summary is None and before is not None and _unchanged_since(logs_loc, ds, newest):
+    if summary is None and before is not None and pinned.upto is None and _unchanged_since(logs_loc, ds, newest):
         summary = before  # only compactions since: the same committed logs
         _remember(key, summary)
     if summary is None:
@@ -130,7 +130,7 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
             columns = journal.log_columns()
             if journal.is_journal(ds.schema):  # its rows hold their metrics: no other read
                 columns = [*columns, "metric_names", "metric_values"]
-            committed = committed_logs(logs_loc, ds, columns)
+            committed = committed_logs(logs_loc, ds, columns, upto=pinned.upto)
         summary = StepSummary.from_metrics(visible_metrics(committed))
         _remember(key, summary)
     return summary

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from artstore.log import registry
-from artstore.log.upkeep import DEFAULT_RETENTION
+from artstore.log.upkeep import DEFAULT_READER_WINDOW, DEFAULT_RETENTION
 from artstore.read.as_of import AsOf
 from artstore.read.run import Run
 from artstore.storage import Location, files
@@ -23,9 +23,10 @@ class Store:
     """A folder or bucket holding runs: `{uri}/{project}/models/{name}/`."""
 
     def __init__(self, uri: str | os.PathLike[str] = ".art", storage_options: Mapping[str, Any] | None = None,
-                 retention: timedelta = DEFAULT_RETENTION):
+                 retention: timedelta = DEFAULT_RETENTION, reader_window: timedelta = DEFAULT_READER_WINDOW):
         self.location = Location.parse(uri, storage_options)
-        self.retention = retention
+        self.retention = retention  # how long old versions are kept
+        self.reader_window = reader_window  # ... of a journal run's logs and data tables
 
     @property
     def uri(self) -> str:
@@ -78,6 +79,9 @@ class Store:
 
 
 def open_store(uri: str | os.PathLike[str] = ".art", storage_options: Mapping[str, Any] | None = None,
-               retention: timedelta = DEFAULT_RETENTION) -> Store:
-    """Open the store at `uri` (a path, file://, s3:// or gs://). Nothing is created until a write."""
-    return Store(uri, storage_options, retention)
+               retention: timedelta = DEFAULT_RETENTION, reader_window: timedelta = DEFAULT_READER_WINDOW) -> Store:
+    """Open the store at `uri` (a path, file://, s3:// or gs://). Nothing is created until a write.
+    `retention`: how long old versions are kept; `reader_window`: how long a journal run keeps
+    the physical versions of its logs and data tables (older ones are read through its version
+    map: `as_of` answers the same)."""
+    return Store(uri, storage_options, retention, reader_window)

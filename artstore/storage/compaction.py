@@ -18,6 +18,7 @@ import tenacity
 from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
+from artstore.storage import version_map
 from artstore.storage.location import Location
 from artstore.storage.tables import CLEANUP_LOCK, COMMIT_RETRIES, SEQ, open_dataset, storage_errors
 
@@ -108,6 +109,16 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
                             commit_message="compact")
 
 
+def rewrite_fragments(loc: Location, ds: LanceDataset, fragments: list[Any],
+                      rewrite: Callable[[pa.Table], pa.Table]) -> None:
+    """Rewrite `fragments` (LanceFragment objects of `ds`, the dataset at `loc` with a SEQ
+    column) into one fragment through `rewrite` (same schema and row count), keeping their
+    commit order: one Rewrite commit. A CommitConflictError or StorageError when another
+    compaction rewrote any of them first (the caller tries again later)."""
+    with storage_errors(loc, "rewrite"):
+        _rewrite_sequenced(loc, ds, [fragments], rewrite)
+
+
 def compaction_target(rows: list[int], top: int) -> int | None:
     """The smallest tier whose compaction leaves at most COMPACT_TO_FRAGMENTS fragments under
     `top` rows, or None while fewer than COMPACT_AFTER_FRAGMENTS are (nothing to do yet)."""
@@ -152,6 +163,8 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
         if force or cleanup and (target is not None or not compact) and cleanup_due(loc, retention):
             _last_cleanup[loc.uri] = time.monotonic()
             with CLEANUP_LOCK:  # no tag is made while the versions to remove are chosen and removed
+                if table == "logs" and SEQ in ds.schema.names:  # old versions stay answerable: version_map
+                    version_map.record(loc, open_dataset(loc))
                 removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
         gone = rows.keys() - after.keys()
         return {"fragments": len(after), "compacted": len(gone), "rewritten_rows": sum(rows[i] for i in gone),

@@ -145,6 +145,17 @@ def exists(loc: Location) -> bool:
         return filesystem(loc).exists(loc.path_for_fsspec())
 
 
+def first_name(loc: Location) -> str | None:
+    """The name of the first entry directly under the S3 folder `loc` in key order (one LIST
+    request limited to one key, however many there are); None when it is empty."""
+    fs = filesystem(loc)
+    bucket, key, _ = fs.split_path(loc.path_for_fsspec())
+    with _errors(loc, "list"):
+        found = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
+    contents = found.get("Contents") or []
+    return contents[0]["Key"].rsplit("/", 1)[-1] if contents else None
+
+
 def list_dir(loc: Location) -> list[str]:
     """Names (not paths) of the entries directly under `loc`; [] when it does not exist."""
     fs, path = filesystem(loc), loc.path_for_fsspec()

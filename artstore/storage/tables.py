@@ -27,7 +27,7 @@ from lance import LanceDataset, LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
 from artstore.errors import ArtstoreError, CommitConflictError, StorageError, VersionNotFoundError
-from artstore.storage import files
+from artstore.storage import files, handles
 from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
 
@@ -101,6 +101,12 @@ def _manifest(loc: Location, version: int) -> Location:
     return loc.child("_versions", f"{_MAX_U64 - version}.manifest")
 
 
+def open_latest(loc: Location) -> LanceDataset | None:
+    """`open_dataset(loc)` for a writer: through this process's handle on the dataset, so that
+    an open costs a probe (`handles`), not a listing of `_versions/` or a manifest read."""
+    return handles.latest(loc, lambda: open_dataset(loc))
+
+
 def _latest_by_hint(loc: Location, session: lance.Session | None = None) -> LanceDataset | None:
     """The latest version of the local dataset at `loc`, found without listing `_versions/` (which
     grows with every commit kept: 1.1 ms at 3,000 manifests): the
@@ -144,7 +150,9 @@ def write_files(loc: Location, table: pa.Table) -> list[FragmentMetadata]:
     `append`, for a writer that overlaps it with other work (`writer`); `discard_files` removes
     the files of a write it then decides not to commit."""
     with storage_errors(loc, "write to"):
-        return write_fragments(table, loc.uri, schema=table.schema, storage_options=loc.lance_options())
+        # through the held dataset: its object store, and no open of the latest version
+        target = handles.held(loc) or loc.uri
+        return write_fragments(table, target, schema=table.schema, storage_options=loc.lance_options())
 
 
 def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Schema, message: str = "",
@@ -172,9 +180,10 @@ def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Sc
         for attempt in range(VANISHED_RETRIES + 1):
             try:
                 committed = LanceDataset.commit(
-                    loc.uri, LanceOperation.Append(fragments), read_version=base,
+                    handles.held(loc, base) or loc.uri, LanceOperation.Append(fragments), read_version=base,
                     storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
                 )
+                handles.remember(loc, committed)
                 with _COMMITS_LOCK:
                     _COMMITS[(loc.uri, committed.version)] = (version_time(committed), len(committed.get_fragments()))
                     while len(_COMMITS) > 1024:
@@ -251,7 +260,7 @@ def upsert(loc: Location, table: pa.Table, key: str) -> int:
 
 
 def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] | None = None,
-                  filter: str | None = None) -> pa.Table:
+                  filter: str | None = None, upto: int | None = None) -> pa.Table:
     """The rows of `ds` (the dataset at `loc`, opened here) matching `filter`, in commit order,
     keeping only the first committed row of each `key` value: how a key made unique by "first
     commit wins" is read (plain appends don't enforce uniqueness, and cost far less than a
@@ -263,7 +272,8 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
     `_rewrite_sequenced`, which stores each row's original fragment id in SEQ; a row's commit order
     is (SEQ, or else its fragment id; then its position). A dataset without SEQ never held a key
     twice (it was written with `insert_unique`): storage order serves there. The SEQ column read
-    back holds that commit-order number of each row (never null)."""
+    back holds that commit-order number of each row (never null). `upto`: only rows whose
+    sequence is at most it (an older version of an append-only table: `version_map`)."""
     cols = None if columns is None else list(dict.fromkeys([*columns, key]))
     with storage_errors(loc, "read"):
         if SEQ in ds.schema.names:
@@ -276,6 +286,8 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
             found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), seq)
             found = found.take(pc.sort_indices(order, [("seq", "ascending"), ("at", "ascending")]))
             found = found.drop_columns(["_rowaddr"])
+            if upto is not None:
+                found = found.filter(pc.less_equal(found[SEQ], upto))
         else:
             found = ds.to_table(columns=cols, filter=filter)
     keys = found[key].combine_chunks()
@@ -329,35 +341,47 @@ def add_null_columns(loc: Location, fields: list[pa.Field]) -> None:
     raise CommitConflictError(f"add columns to {loc.uri}: too many concurrent commits; retry")
 
 
-# (dataset uri, key column) -> {fragment id: (its data file path, the key values it holds)}
-_KEYS: dict[tuple[str, str], dict[int, tuple[str, frozenset[str]]]] = {}
+# (dataset uri, key column) -> {data file path: the key values its fragment holds}
+_KEYS: dict[tuple[str, str], dict[str, frozenset[str]]] = {}
 _KEYS_LOCK = threading.Lock()
+
+
+def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]:
+    """The data files of the fragments of `ds` (the dataset at `loc`) holding a row whose `key`
+    is `value`. Reads the key column of only the fragments this process has neither read nor
+    committed (`note_keys`) before: a fragment never changes, and its data file's name is unique
+    (compaction writes new ones), so a look-up costs the same at any length of the run."""
+    fragments = [(f, f.data_files()[0].path if f.data_files() else "") for f in ds.get_fragments()]
+    cache_key = (loc.uri, key)
+    with _KEYS_LOCK:
+        known = _KEYS.get(cache_key, {})
+        current = {path: known[path] for _, path in fragments if path in known}
+    with storage_errors(loc, "read"):
+        for f, path in fragments:
+            if path not in current:
+                current[path] = frozenset(f.to_table(columns=[key])[key].to_pylist())
+    with _KEYS_LOCK:
+        # keep what other threads noted meanwhile (fragments newer than `ds`), within a bound:
+        # files compacted away go when it is passed
+        merged = {**_KEYS.get(cache_key, {}), **current}
+        _KEYS[cache_key] = merged if len(merged) <= 2 * len(current) + 64 else current
+    return {path for path, ids in current.items() if value in ids}
 
 
 def may_hold(loc: Location, ds: LanceDataset, key: str, value: str) -> bool:
     """Whether the dataset `ds` (at `loc`) may hold a row whose `key` is `value`: False only when
-    no fragment of it does. Reads the key column of only the fragments this process has not read
-    before (a fragment never changes; one is known by its id and data file, so a dataset deleted
-    and created again is read afresh): a look-up costs the same at any length of the run."""
-    fragments = ds.get_fragments()
-    cache_key = (loc.uri, key)
+    no fragment of it does (see `key_files`)."""
+    return bool(key_files(loc, ds, key, value))
+
+
+def note_keys(loc: Location, key: str, fragments: list[FragmentMetadata], values: list[str]) -> None:
+    """Record that the fragments this process just committed (from `write_files`) hold these
+    values of `key`, so `key_files` need not read them back."""
     with _KEYS_LOCK:
-        known = dict(_KEYS.get(cache_key, {}))
-    current: dict[int, tuple[str, frozenset[str]]] = {}
-    new = []
-    for f in fragments:
-        path = f.data_files()[0].path if f.data_files() else ""
-        seen = known.get(f.fragment_id)
-        if seen is not None and seen[0] == path:
-            current[f.fragment_id] = seen
-        else:
-            new.append((f, path))
-    with storage_errors(loc, "read"):
-        for f, path in new:
-            current[f.fragment_id] = (path, frozenset(f.to_table(columns=[key])[key].to_pylist()))
-    with _KEYS_LOCK:
-        _KEYS[cache_key] = current
-    return any(value in ids for _, ids in current.values())
+        known = _KEYS.setdefault((loc.uri, key), {})
+        for f in fragments:
+            if f.data_files():
+                known[f.data_files()[0].path] = frozenset(values)
 
 
 def filter_rows(table: pa.Table, filter: str) -> pa.Table:
@@ -441,6 +465,12 @@ def same_rows_since(ds: LanceDataset, version: int, limit: int = 8) -> bool:
 @functools.cache
 def _read_session() -> lance.Session:
     return lance.Session()
+
+
+def read_session() -> lance.Session:
+    """The Lance session shared by readers (`arrow_dataset`): its cache of file metadata makes
+    repeated reads of the same files cheaper."""
+    return _read_session()
 
 
 def version_timestamp(loc: Location, version: int) -> datetime:
