@@ -24,6 +24,7 @@ def run(tmp_path_factory):
     group = art.TrajectoryGroup([tool_call_trajectory(0.5, 0, turns=3), RuntimeError("boom")],
                                 metadata={"k": [1, {"x": None}]}, metrics={"judge": True})
     model.log_sync([group], split="train", metrics={"loss/train": 0.25})
+    model.merge_state({"seen": 1})  # state.lance: a log alone writes none (its sums ride in its logs row)
     fold.fold(model.run.location)  # the journaled log's rows into the data tables
     checkpoints = model.run.checkpoints_table()
     checkpoints.begin(1, base_model="base", table_versions={"trajectories": 1})

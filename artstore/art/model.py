@@ -13,6 +13,7 @@ when asked for, mirrors each history row after the commit. `TrainableModel` is i
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import warnings
@@ -26,6 +27,7 @@ import pydantic
 from artstore.art import inference
 from artstore.art import state as state_mod
 from artstore.errors import ModelNotRegisteredError, ValidationError
+from artstore.log import sums as sums_mod
 from artstore.log.commit import (
     DEFAULT_READER_WINDOW,
     DEFAULT_RETENTION,
@@ -83,7 +85,7 @@ class Model(pydantic.BaseModel):
     _wandb_config: dict[str, Any] = pydantic.PrivateAttr(default_factory=dict)
     _metrics: MetricsBuilder = pydantic.PrivateAttr(default_factory=lambda: MetricsBuilder("train"))
     _metrics_lock: Any = pydantic.PrivateAttr(default_factory=threading.Lock)
-    _metrics_stored: bool = pydantic.PrivateAttr(default=False)
+    _sums: sums_mod.Tracker | None = pydantic.PrivateAttr(default=None)  # the builder's sums, read once
     _last_train_log: float = pydantic.PrivateAttr(default_factory=time.monotonic)  # for time/step_wall_s
     _last_train_step: int | None = pydantic.PrivateAttr(default=None)
 
@@ -162,13 +164,16 @@ class Model(pydantic.BaseModel):
 
     # -- persistent state (in the store, safe with several writers) ----------------------------
     def read_state(self) -> dict[str, Any] | None:
-        """The run's state (a JSON object), None when none was ever written."""
-        return state_mod.read(self.run.location)[1]
+        """The run's state (a JSON object), None when none was ever written. It holds the metrics
+        builder's running sums under `_metrics_builder_state` once a log was made, as ART's does."""
+        return state_mod.read(self.run.location)
 
     def overwrite_state(self, state: dict[str, Any]) -> None:
-        """Replace the whole state with `state` (prefer `merge_state`)."""
+        """Replace the whole state with `state` (prefer `merge_state`). Without
+        `_metrics_builder_state` the running sums start again from zero."""
         state_mod.dumps(state)  # a bad state raises here, before any read
         state_mod.update(self.run.location, lambda _current: dict(state))
+        self._forget_sums()
 
     def write_state(self, state: dict[str, Any]) -> None:
         """Deprecated in ART 0.5.23: use `overwrite_state()` or `merge_state()`."""
@@ -179,7 +184,10 @@ class Model(pydantic.BaseModel):
     def merge_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """Deep-merge `state` into the stored state atomically; returns the merged state."""
         state_mod.dumps(state)
-        return state_mod.update(self.run.location, lambda current: state_mod.deep_merge(current or {}, state))
+        merged = state_mod.update(self.run.location, lambda current: state_mod.deep_merge(current or {}, state))
+        if state_mod.STATE_KEY in state:
+            self._forget_sums()
+        return merged
 
     # -- metrics builder and wandb -------------------------------------------------------------
     def metrics_builder(self, cost_context: str | None = None) -> MetricsBuilder:
@@ -262,38 +270,61 @@ class Model(pydantic.BaseModel):
 
     def _log(self, groups: list[TrajectoryGroup] | None, split: str, metrics: Mapping[str, float] | None,
              step: int, log_id: str | None) -> LogRecord | None:
+        """One commit (the log's journal row, its builder delta inside) and no read of the run's
+        state: the builder's sums are read once per model object (`artstore.log.sums.Tracker`)."""
         if groups is None and metrics is None:
             return None
         check_segment("split", split)
         extra = check_extra(metrics)
         location = self.run.location
         with self._metrics_lock:  # the builder's sums: one log computes at a time in this process
-            stored = state_mod.read(location)[1] or {}
-            self._metrics_stored = state_mod.load_builder(self._metrics, stored)
+            sums = self._tracker(location)
+            if sums.legacy:  # a run from before the journal: its sums live in its state only
+                sums.refresh()
+                self._metrics.load_sums(sums.working())
             before = self._metrics.state_dict()
             scoped = builder_for_split(self._metrics, split)
             for key, value in self._automatic_metrics(split, step, set(extra)).items():
                 scoped.add_metric(key, value)
             values = compute_metrics(groups, split, extra, step=step, builder=self._metrics)
-            after = self._metrics.state_dict()
-        if not values and groups is None:
-            return None
-        # The content id of a retried call must not depend on running sums or timings, but must
-        # tell apart two logs at one step that differ only in costs added to the builder.
-        same_call = {**extra, **{k: v for k, v in values.items() if not is_cumulative(k)
-                                 and not k.startswith(("time/", "throughput/"))}}
-        if self.config is not None:
-            self._store_config("model", self.config, step)
-        record = write_log(location, groups or [], split=split, step=step, metrics=same_call, values=values,
-                           log_id=log_id, allow_nonfinite_rewards=self.allow_nonfinite_rewards,
-                           retention=self.retention, reader_window=self.reader_window)
+            change = sums_mod.delta(before, self._metrics.state_dict())
+            token = sums.begin(change)
+        record = None
+        try:
+            if not values and groups is None:
+                return None
+            # The content id of a retried call must not depend on running sums or timings, but must
+            # tell apart two logs at one step that differ only in costs added to the builder.
+            same_call = {**extra, **{k: v for k, v in values.items() if not is_cumulative(k)
+                                     and not k.startswith(("time/", "throughput/"))}}
+            if self.config is not None:
+                self._store_config("model", self.config, step)
+            record = write_log(location, groups or [], split=split, step=step, metrics=same_call, values=values,
+                               log_id=log_id, allow_nonfinite_rewards=self.allow_nonfinite_rewards,
+                               retention=self.retention, reader_window=self.reader_window,
+                               state_delta=json.dumps(change, allow_nan=False))
+        finally:
+            with self._metrics_lock:
+                done = record is not None
+                if sums.settle(token, record.log_id if done else None, done and record.created,
+                               done and record.state_delta_stored, record.logs_version if done else None):
+                    self._metrics.load_sums(sums.working())
         if record.created:
-            if after != before or not self._metrics_stored:
-                state_mod.store_builder_delta(location, before, after)
-                self._metrics_stored = True
             # keep a cached step summary current without reading (see step_summary)
             step_summary.note_log(location, record.logs_version, record.step, record.metrics)
         return record
+
+    def _tracker(self, location: Any) -> sums_mod.Tracker:
+        """The running sums of the run at `location`, read on this object's first log there."""
+        if self._sums is None or self._sums.run != location:
+            self._sums = sums_mod.Tracker(location)
+            self._metrics.load_sums(self._sums.working())
+        return self._sums
+
+    def _forget_sums(self) -> None:
+        """The stored sums were set here: read them again at the next log."""
+        with self._metrics_lock:
+            self._sums = None
 
     def _report(self, record: LogRecord | None) -> None:
         if record is None or not record.created or not wants_wandb(self.report_metrics):

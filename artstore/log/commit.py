@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
+MAX_FRAGMENTS = compaction.COMPACT_AFTER_FRAGMENTS + MAINTAIN_EVERY  # a journal compacted in the background: at most
 DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
 DEFAULT_READER_WINDOW = upkeep.DEFAULT_READER_WINDOW
 
@@ -69,6 +70,7 @@ class LogRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     created: bool = True
     logs_version: int | None = field(default=None, compare=False)  # the run version it committed (None: none)
+    state_delta_stored: bool = field(default=False, compare=False, repr=False)  # in its journal row (see write_log)
 
 
 def as_groups(trajectories: Any) -> list[TrajectoryGroup]:
@@ -255,6 +257,7 @@ def write_log(
     metrics_as_given: bool = False,
     recorded_at: datetime | None = None,
     values: Mapping[str, float] | None = None,
+    state_delta: str | None = None,
 ) -> LogRecord:
     """Store one log call in the run at `run`. See the module doc for the protocol.
 
@@ -262,7 +265,11 @@ def write_log(
     the names given and compute none from the groups: the source already holds the values it
     computed) and `recorded_at` (when the source logged it; timezone-aware, default now).
     `Model.log` passes `values`: the history row it computed (with the model's running sums);
-    they are stored as given, while the log id still derives from the caller's `metrics`.
+    they are stored as given, while the log id still derives from the caller's `metrics`, and
+    `state_delta`: what the log added to the model's running sums (`artstore.log.sums`), stored
+    in the log's journal row, all or nothing with it (`LogRecord.state_delta_stored` says so; a
+    run whose logs table is not a journal cannot hold it). A journal made before the column
+    existed gains it first (`tables.add_null_columns`: once per run, a change of the schema only).
     Old versions go after `retention`; a journal run's logs and data tables after the shorter of
     it and `reader_window` (`upkeep.DEFAULT_READER_WINDOW`).
     """
@@ -313,6 +320,7 @@ def write_log(
             "num_metrics": len(values), "recorded_at": recorded_at,
             "metric_names": list(values), "metric_values": list(values.values()),
             "trajectories_ipc": journal.to_ipc(traj), "groups_ipc": journal.to_ipc(grp),
+            journal.DELTA_COLUMN: state_delta,
         }], schema=arrow_schema("logs"))
         # The journal row's data file is written while the id is looked up: uncommitted, no
         # reader sees it, and a retry (the id is there) deletes it, so it still stores nothing.
@@ -323,9 +331,12 @@ def write_log(
             try:
                 row_fragments = row_files.result()
             except StorageError:
-                if is_journal:
+                if not is_journal:
+                    row_fragments = []  # a logs table before the journal refuses a journal row
+                elif journal.add_delta_column(logs_loc):  # a journal from before state_delta
+                    row_fragments = tables.write_files(logs_loc, commit)
+                else:
                     raise
-                row_fragments = []  # a logs table before the journal refuses a journal row
             if existing is not None or not is_journal:
                 _discard(run, {"logs": row_fragments})
             if existing is not None:  # a retry: store nothing, write no orphan rows
@@ -367,6 +378,7 @@ def write_log(
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, logs_version=logs_version,
+        state_delta_stored=is_journal and state_delta is not None,
     )
 
 
@@ -383,14 +395,20 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
     runs on `artstore.log.upkeep`'s thread: log() returns right after its commit.
     """
     for name, version in versions.items():
-        if version % MAINTAIN_EVERY:
-            continue
         loc = run.child(f"{name}.lance")
-        if background:
+        # In the background, unless the worker is so far behind (busy with a fold) that the table
+        # has MAX_FRAGMENTS: then here, which bounds the fragments however fast logs come.
+        crowded = background and (tables.committed_fragments(loc, version) or 0) >= MAX_FRAGMENTS
+        if crowded and upkeep.take_over(loc):
+            pass
+        elif version % MAINTAIN_EVERY:
+            continue
+        elif background:
             upkeep.request(loc, name, retention, compact=True)
             continue
+        rewrite = fold.drop_folded_payloads(run) if background else None
         try:
-            done = compaction.maintain(loc, name, retention, cleanup=False)
+            done = compaction.maintain(loc, name, retention, cleanup=False, rewrite=rewrite)
         except ArtstoreError as e:
             logger.warning("maintenance of %s skipped: %s", name, e)
             continue

@@ -1,10 +1,12 @@
 """The journal: a run's `logs` table holding each log call's rows, so a log costs one commit.
 
-A run created by this artstore (schema version 2 of `logs`) stores each log() call as ONE row
+A run created by this artstore (schema version 2 or 3 of `logs`) stores each log() call as ONE row
 of `logs`: its commit record plus its rows of the data tables, as payload columns
 (`trajectories_ipc` and `groups_ipc`: the rows as an Arrow IPC stream; `metric_names` and
 `metric_values`: its metric values). One append, one Lance commit, however small the log; the
-data tables are filled later, many logs at a time, by the fold (`artstore.log.fold`).
+data tables are filled later, many logs at a time, by the fold (`artstore.log.fold`). A Model's
+log also carries what it added to the builder's running sums (`state_delta`, schema version 3:
+`artstore.log.sums`), which no fold moves: it stays in the journal.
 
 Commit order: each journal append is one row in its own fragment, and Lance numbers fragments in
 commit order; compaction stores a row's original fragment id in `commit_seq`. So
@@ -30,7 +32,8 @@ from artstore.errors import StorageError
 from artstore.schema import arrow_schema
 from artstore.storage import tables
 
-PAYLOAD_COLUMNS = ("metric_names", "metric_values", "trajectories_ipc", "groups_ipc")
+PAYLOAD_COLUMNS = ("metric_names", "metric_values", "trajectories_ipc", "groups_ipc", "state_delta")
+DELTA_COLUMN = "state_delta"  # a Model log's change of the running sums (artstore.log.sums)
 IPC_COLUMN = {"trajectories": "trajectories_ipc", "groups": "groups_ipc"}
 FOLDED = "artstore.folded_seq"  # config key of a data table: sequence of the last log folded in
 ROW_COUNTS = {"trajectories": "num_trajectories", "groups": "num_groups", "metrics": "num_metrics"}
@@ -264,3 +267,13 @@ def rows_of_few(loc: Any, table: str, committed: pa.Table, journal_rows: pa.Tabl
     if data.num_rows > 1:  # stable: a log's rows keep their order
         data = data.take(pc.sort_indices(pc.index_in(data["write_id"], value_set=committed["write_id"])))
     return data.select(wanted)
+
+
+def add_delta_column(logs_loc: Any) -> bool:
+    """Give the journal at `logs_loc` (schema version 2) its `state_delta` column, all null (the
+    rows before it keep their sums in `state.lance`); False when it has the column already."""
+    ds = tables.open_dataset(logs_loc)
+    if ds is None or DELTA_COLUMN in ds.schema.names or not is_journal(ds.schema):
+        return False
+    tables.add_null_columns(logs_loc, [arrow_schema("logs").field(DELTA_COLUMN)])
+    return True

@@ -96,8 +96,10 @@ class _Worker:
         """The next job (a cleanup or fold first, then a due stats refresh), waiting for one; None
         when closed with nothing left."""
         while True:
-            if self._pending:
-                return self._pending.popitem(last=False)
+            if self._pending:  # a journal's compaction first: it bounds the fragments every log adds
+                uri = next((k for k, job in self._pending.items() if job[1] == "logs" and job[3]), None)
+                uri = next(iter(self._pending)) if uri is None else uri
+                return uri, self._pending.pop(uri)
             key = self._due()
             if key is not None:
                 run, retention, _ = self._stats.pop(key)
@@ -106,6 +108,14 @@ class _Worker:
                 return None
             wait = None if not self._stats else max(0.0, min(d for *_, d in self._stats.values()) - time.monotonic())
             self._cond.wait(wait)
+
+    def take_over(self, key: str) -> bool:
+        """False while the job of `key` runs; else True, with a waiting job of it dropped."""
+        with self._cond:
+            if self._busy == key:
+                return False
+            self._pending.pop(key, None)
+            return True
 
     def _run(self) -> None:
         while True:
@@ -205,6 +215,12 @@ def request(loc: Location, table: str, retention: timedelta, compact: bool = Fal
     """Ask for a cleanup of the `table` dataset at `loc` (`compaction.maintain`, compacting too
     with `compact`; it cleans up when `cleanup_due`); returns at once."""
     _worker.request(loc, table, retention, compact=compact)
+
+
+def take_over(loc: Location) -> bool:
+    """Whether a caller may maintain the dataset at `loc` itself now: no job of it is running
+    here; one still waiting is dropped (the caller does it instead)."""
+    return _worker.take_over(loc.uri)
 
 
 def request_fold(run: Location, retention: timedelta) -> None:

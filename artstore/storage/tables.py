@@ -203,7 +203,7 @@ def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Sc
                 )
                 handles.remember(loc, committed)
                 with _COMMITS_LOCK:
-                    _COMMITS[(loc.uri, committed.version)] = version_time(committed)
+                    _COMMITS[(loc.uri, committed.version)] = (version_time(committed), len(committed.get_fragments()))
                     while len(_COMMITS) > 1024:
                         _COMMITS.popitem(last=False)
                 return committed.version
@@ -368,6 +368,50 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
     return found.append_column("_rowaddr", address) if with_address else found
 
 
+def rows_after(loc: Location, ds: LanceDataset, seq: int, columns: list[str]) -> pa.Table:
+    """`columns` of the rows of `ds` (the dataset at `loc`, with a SEQ column) whose sequence (see
+    `first_per_key`) is above `seq`, in commit order, with SEQ (filled in) appended. Reads only
+    the fragments whose id is above `seq`: a row committed after sequence `seq` was appended in
+    a fragment numbered above it, and compaction places its outputs after every fragment it read."""
+    cols = list(dict.fromkeys([*columns, SEQ]))
+    fragments = [f for f in ds.get_fragments() if f.fragment_id > seq]
+    if not fragments:
+        return pa.table({c: pa.array([], ds.schema.field(c).type) for c in cols})
+    with storage_errors(loc, "read"):
+        found = ds.scanner(columns=cols, fragments=fragments, with_row_address=True).to_table()
+    filled = pc.coalesce(found[SEQ], pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64()))
+    found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), filled)
+    found = found.filter(pc.greater(filled, seq))
+    order = pc.sort_indices(found, [(SEQ, "ascending"), ("_rowaddr", "ascending")])
+    return found.take(order).select(cols)
+
+
+def last_fragment_id(ds: LanceDataset) -> int:
+    """The highest fragment id of `ds` (-1: none): every row it holds has a sequence at most this,
+    and every row committed after it a sequence above it (Lance never reuses a fragment id)."""
+    return max((f.fragment_id for f in ds.get_fragments()), default=-1)
+
+
+def add_null_columns(loc: Location, fields: list[pa.Field]) -> None:
+    """Add the nullable `fields` the dataset at `loc` lacks, as all-null columns: one commit that
+    changes only the schema (no data file is written). Lance refuses it when another commit landed
+    since the version opened (nothing is lost: it is tried again on the latest); fragments written
+    for the old schema still append afterwards, their rows null in the new columns."""
+    for _ in range(COMMIT_RETRIES):
+        ds = open_dataset(loc)
+        missing = [f for f in fields if ds is not None and f.name not in ds.schema.names]
+        if not missing:
+            return
+        try:
+            with storage_errors(loc, "add columns to"):
+                ds.add_columns(missing)
+            return
+        except (CommitConflictError, StorageError) as e:
+            if "conflict" not in str(e).lower() and "preempted" not in str(e).lower():
+                raise
+    raise CommitConflictError(f"add columns to {loc.uri}: too many concurrent commits; retry")
+
+
 # (dataset uri, key column) -> {data file path: the key values its fragment holds}
 _KEYS: dict[tuple[str, str], dict[str, frozenset[str]]] = {}
 _KEYS_LOCK = threading.Lock()
@@ -529,7 +573,8 @@ def _latest_kept(loc: Location) -> LanceDataset | None:
     return ds
 
 
-_COMMITS: OrderedDict[tuple[str, int], datetime] = OrderedDict()  # (uri, version) -> commit time, of this process's appends
+# (uri, version) -> (commit time, fragment count), of this process's appends
+_COMMITS: OrderedDict[tuple[str, int], tuple[datetime, int]] = OrderedDict()
 _COMMITS_LOCK = threading.Lock()
 
 
@@ -537,7 +582,16 @@ def committed_at(loc: Location, version: int) -> datetime | None:
     """When this process's append made `version` of the dataset at `loc` (UTC), without reading
     storage; None when this process did not make it (or it is long past)."""
     with _COMMITS_LOCK:
-        return _COMMITS.get((loc.uri, version))
+        found = _COMMITS.get((loc.uri, version))
+    return None if found is None else found[0]
+
+
+def committed_fragments(loc: Location, version: int) -> int | None:
+    """How many fragments `version` of the dataset at `loc` has, without reading storage; None
+    when this process's append did not make it (or it is long past)."""
+    with _COMMITS_LOCK:
+        found = _COMMITS.get((loc.uri, version))
+    return None if found is None else found[1]
 
 
 def version_time(ds: pads.Dataset) -> datetime:
