@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
 MAX_FRAGMENTS = compaction.COMPACT_AFTER_FRAGMENTS + MAINTAIN_EVERY  # a journal compacted in the background: at most
+CROWDED_WAIT_S = 30.0  # a crowded journal's writer waits at most this for the running compaction of it
 DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
 DEFAULT_READER_WINDOW = upkeep.DEFAULT_READER_WINDOW
 
@@ -396,10 +397,12 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
     """
     for name, version in versions.items():
         loc = run.child(f"{name}.lance")
-        # In the background, unless the worker is so far behind (busy with a fold) that the table
-        # has MAX_FRAGMENTS: then here, which bounds the fragments however fast logs come.
+        # In the background, unless the worker is so far behind (busy with a fold, or with this
+        # table's compaction while logs keep coming) that the table has MAX_FRAGMENTS: then here,
+        # after the running compaction of it (if any) lands, which bounds the fragments however
+        # fast logs come.
         crowded = background and (tables.committed_fragments(loc, version) or 0) >= MAX_FRAGMENTS
-        if crowded and upkeep.take_over(loc):
+        if crowded and upkeep.take_over(loc, timeout=CROWDED_WAIT_S):
             pass
         elif version % MAINTAIN_EVERY:
             continue

@@ -109,10 +109,11 @@ class _Worker:
             wait = None if not self._stats else max(0.0, min(d for *_, d in self._stats.values()) - time.monotonic())
             self._cond.wait(wait)
 
-    def take_over(self, key: str) -> bool:
-        """False while the job of `key` runs; else True, with a waiting job of it dropped."""
+    def take_over(self, key: str, timeout: float = 0.0) -> bool:
+        """True, with a waiting job of `key` dropped, once no job of `key` runs (waiting up to
+        `timeout` seconds for one running); else False."""
         with self._cond:
-            if self._busy == key:
+            if not self._cond.wait_for(lambda: self._busy != key, timeout):
                 return False
             self._pending.pop(key, None)
             return True
@@ -217,10 +218,11 @@ def request(loc: Location, table: str, retention: timedelta, compact: bool = Fal
     _worker.request(loc, table, retention, compact=compact)
 
 
-def take_over(loc: Location) -> bool:
+def take_over(loc: Location, timeout: float = 0.0) -> bool:
     """Whether a caller may maintain the dataset at `loc` itself now: no job of it is running
-    here; one still waiting is dropped (the caller does it instead)."""
-    return _worker.take_over(loc.uri)
+    here (after waiting up to `timeout` seconds for one that is); one still waiting is dropped
+    (the caller does it instead)."""
+    return _worker.take_over(loc.uri, timeout)
 
 
 def request_fold(run: Location, retention: timedelta) -> None:
