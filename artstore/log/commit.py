@@ -8,7 +8,7 @@ the writer looks the id up before it commits anything (writing its data files me
 no version names until it commits them) and stores nothing when the id is there (it deletes
 those files); two attempts racing past that
 look-up both append a logs row, and the first committed row of a log_id wins for every reader
-(`tables.first_per_key`, by Lance fragment ids and the `commit_seq` column; used by `Run.logs` and
+(`keys.first_per_key`, by Lance fragment ids and the `commit_seq` column; used by `Run.logs` and
 the SQL scans), so the loser's rows stay invisible,
 like a crashed write's, and its caller gets the winner's record. A plain append, not a
 merge_insert: Lance stores a 16 KiB key filter in each merge_insert's transaction and manifest.
@@ -45,7 +45,7 @@ from artstore.records.encoding import check_stored_layout, encode_groups
 from artstore.records.numbers import as_int64
 from artstore.records.trajectory import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
-from artstore.storage import Location, compaction, tables
+from artstore.storage import Location, compaction, keys, tables
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +131,9 @@ def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dic
         if ds is None:
             return None, 0, True, True
         try:
-            if version is None and tables.SEQ in ds.schema.names and not tables.may_hold(loc, ds, "log_id", log_id):
+            if version is None and tables.SEQ in ds.schema.names and not keys.may_hold(loc, ds, "log_id", log_id):
                 return None, ds.version, True, journal.is_journal(ds.schema)  # a new id (the common case)
-            found = tables.first_per_key(loc, ds, "log_id", filter=f"log_id = {sql_quote(log_id)}")
+            found = keys.first_per_key(loc, ds, "log_id", filter=f"log_id = {sql_quote(log_id)}")
             return ((found.to_pylist()[0] if found.num_rows else None), ds.version, tables.SEQ in ds.schema.names,
                     journal.is_journal(ds.schema))
         except StorageError as e:  # a cleanup beside us removed files of the version opened
@@ -162,7 +162,7 @@ def _alone(logs: Location, log_id: str, fragments: list) -> bool:
     files), so then no other attempt of the id committed before ours."""
     ds = tables.open_latest(logs)
     ours = {f.data_files()[0].path for f in fragments if f.data_files()}
-    return ds is not None and bool(ours) and tables.key_files(logs, ds, "log_id", log_id) == ours
+    return ds is not None and bool(ours) and keys.key_files(logs, ds, "log_id", log_id) == ours
 
 
 def find_log(run: Location, log_id: str) -> LogRecord | None:
@@ -360,7 +360,7 @@ def write_log(
             raise
 
     if is_journal:  # our fragment holds this id: no later look-up of it reads the fragment back
-        tables.note_keys(logs_loc, "log_id", row_fragments, [log_id])
+        keys.note_keys(logs_loc, "log_id", row_fragments, [log_id])
     # Another commit between our look-up and ours may hold the same id: then the first one wins,
     # and our rows stay invisible. (Our version right after the look-up's: no other commit; only
     # our data file holding the id: no other attempt of it.)

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from artstore.errors import StorageError
 from artstore.schema import arrow_schema
-from artstore.storage import tables
+from artstore.storage import keys, tables
 
 PAYLOAD_COLUMNS = ("metric_names", "metric_values", "trajectories_ipc", "groups_ipc", "state_delta")
 DELTA_COLUMN = "state_delta"  # a Model log's change of the running sums (artstore.log.sums)
@@ -248,7 +248,7 @@ def rows_of_few(loc: Any, table: str, committed: pa.Table, journal_rows: pa.Tabl
     few of a run's: e.g. one step's), given those logs' journal rows (`journal_rows`, with
     `PAYLOAD_READ_COLUMNS`; any order). Each log's rows come from its payload, or, where a
     compaction of the journal dropped it (the log was folded), from the fragments of the table
-    holding them (`tables.rows_with`), first copy of each row. So the read costs the same at any
+    holding them (`keys.rows_with`), first copy of each row. So the read costs the same at any
     length of the run. In the order of `committed`, each log's rows in the order it wrote them.
     `open_table(loc)` opens the table (at a version opened after `committed` was read)."""
     schema = arrow_schema(table)
@@ -261,7 +261,7 @@ def rows_of_few(loc: Any, table: str, committed: pa.Table, journal_rows: pa.Tabl
         if ds is None:
             raise StorageError(f"{loc.uri} is missing, but the run's committed logs name rows of it that the "
                                "journal no longer holds: the store is damaged. Restore the run from a copy.")
-        found = tables.rows_with(loc, ds, "write_id", dropped, list(dict.fromkeys([*cols, *ROW_KEYS[table]])))
+        found = keys.rows_with(loc, ds, "write_id", dropped, list(dict.fromkeys([*cols, *ROW_KEYS[table]])))
         parts.append(_first_copies(found, ROW_KEYS[table]).select(cols))
     data = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     if data.num_rows > 1:  # stable: a log's rows keep their order

@@ -32,7 +32,7 @@ from artstore.errors import VersionNotFoundError
 from artstore.log import journal
 from artstore.log import state as state_table
 from artstore.records.metrics_builder import STATE_KEY
-from artstore.storage import Location, tables
+from artstore.storage import Location, keys, tables
 
 POSITION = "_artstore_sums_seq"  # state key: the journal sequence the stored base accounts for
 RATIOS = frozenset({"data/cum/unused_and_dummy_ratio"})  # set, not summed
@@ -86,7 +86,7 @@ class _Journal:
         self.ds = tables.open_dataset(self.loc)
         self.is_journal = self.ds is not None and journal.is_journal(self.ds.schema)
         self.has_deltas = self.is_journal and journal.DELTA_COLUMN in self.ds.schema.names
-        self.last = tables.last_fragment_id(self.ds) if self.is_journal else -1
+        self.last = keys.last_fragment_id(self.ds) if self.is_journal else -1
 
     def rows(self) -> pa.Table:
         """log_id, state_delta (null where none), sequence: the committed rows, in commit order."""
@@ -94,7 +94,7 @@ class _Journal:
             return pa.table({"log_id": pa.array([], pa.string()), journal.DELTA_COLUMN: pa.array([], pa.string()),
                              tables.SEQ: pa.array([], pa.int64())})
         cols = ["log_id", tables.SEQ] + ([journal.DELTA_COLUMN] if self.has_deltas else [])
-        found = tables.first_per_key(self.loc, self.ds, "log_id", columns=cols)
+        found = keys.first_per_key(self.loc, self.ds, "log_id", columns=cols)
         if not self.has_deltas:
             found = found.append_column(journal.DELTA_COLUMN, pa.nulls(found.num_rows, pa.string()))
         return found
@@ -168,7 +168,7 @@ class Tracker:
 
     `working()` (sums with the pending deltas) is what the builder computes on. After its own
     commit at version V, `settle` adds its delta without reading when V directly follows the
-    version it knows; otherwise it reads the rows committed since (`tables.rows_after`: only the
+    version it knows; otherwise it reads the rows committed since (`keys.rows_after`: only the
     fragments after the last it read). Not thread-safe: the Model calls it under its lock."""
 
     def __init__(self, run: Location):
@@ -232,8 +232,8 @@ class Tracker:
             ds = tables.open_dataset(loc)
         if ds is None or journal.DELTA_COLUMN not in ds.schema.names:
             return
-        rows = tables.rows_after(loc, ds, self.last, ["log_id", journal.DELTA_COLUMN])
+        rows = keys.rows_after(loc, ds, self.last, ["log_id", journal.DELTA_COLUMN])
         self.sums = _add_rows(self.sums, rows, self.last, self.seen)
-        self.last = max(self.last, tables.last_fragment_id(ds))
+        self.last = max(self.last, keys.last_fragment_id(ds))
         self.version = max(self.version, ds.version)
 

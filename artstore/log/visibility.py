@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from artstore.errors import StorageError
 from artstore.log import journal
 from artstore.schema import arrow_schema
-from artstore.storage import Location, tables
+from artstore.storage import Location, keys, tables
 
 GATED = ("trajectories", "groups", "metrics")  # rows visible only through a committed logs row
 ROW_COUNTS = journal.ROW_COUNTS
@@ -47,7 +47,7 @@ def committed_logs(loc: Location, logs: Any, columns: list[str] | None = None, u
     is_journal = journal.is_journal(logs.schema)
     if columns is None:  # never the payloads: `journal` reads those of the logs it needs
         columns = journal.log_columns()
-    found = tables.first_per_key(loc, logs, "log_id", columns=[c for c in columns if c in logs.schema.names],
+    found = keys.first_per_key(loc, logs, "log_id", columns=[c for c in columns if c in logs.schema.names],
                                  upto=upto)
     if tables.SEQ in columns and tables.SEQ not in found.column_names:  # a logs table made before commit_seq
         found = found.append_column(arrow_schema("logs").field(tables.SEQ), pa.nulls(found.num_rows, pa.int64()))

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from artstore.log import journal
 from artstore.log.visibility import check_logs_schema
 from artstore.schema import arrow_schema
-from artstore.storage import Location, fragments, tables
+from artstore.storage import Location, fragments, keys, tables
 
 _SNAPSHOTS: OrderedDict[str, Snapshot] = OrderedDict()  # logs uri -> newest snapshot read
 _MAX_RUNS = 64
@@ -117,7 +117,7 @@ def _read(loc: Location, ds: Any, schema: pa.Schema, fragment_ids: list[int] | N
     order, `_rowaddr` last."""
     if tables.SEQ not in schema.names:  # a logs table made before commit_seq: no addresses
         raise _NoSnapshot
-    return tables.first_per_key(loc, ds, "log_id", columns=_columns(schema), fragment_ids=fragment_ids,
+    return keys.first_per_key(loc, ds, "log_id", columns=_columns(schema), fragment_ids=fragment_ids,
                                 with_address=True)
 
 

@@ -1,7 +1,8 @@
 """The storage boundary: the only code that imports lance and fsspec.
 
 `location` turns a URI plus one `storage_options` mapping into what Lance and fsspec each need;
-`tables` holds every Lance operation but compaction and cleanup, which live in `compaction`;
+`tables` holds every Lance operation but compaction and cleanup, which live in `compaction`, and
+the reads by key in commit order (with their key caches), which live in `keys`;
 `files` every fsspec file operation.
 """
 

@@ -1,5 +1,5 @@
-"""Lance datasets: open, append, first-per-key reads, scan, versions, tags (compaction and
-cleanup: `compaction`).
+"""Lance datasets: open, append, scan, versions, tags (first-per-key reads and the key caches:
+`keys`; compaction and cleanup: `compaction`).
 
 Every Lance call of artstore goes through here, and every Lance error leaves as a
 `StorageError` (secrets redacted). Appends write their data files first and commit once, with
@@ -33,7 +33,7 @@ from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
 
 COMMIT_RETRIES = 1000
-SEQ = "commit_seq"  # see `first_per_key`
+SEQ = "commit_seq"  # see `keys.first_per_key`
 # A cleanup beside a writer (a short retention window) can remove the version the writer read;
 # it then re-reads the latest and tries again, this many times.
 VANISHED_RETRIES = 3
@@ -310,88 +310,6 @@ def data_bytes(loc: Location) -> int:
         return total
 
 
-def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] | None = None,
-                  filter: str | None = None, upto: int | None = None, fragment_ids: list[int] | None = None,
-                  with_address: bool = False) -> pa.Table:
-    """The rows of `ds` (the dataset at `loc`, opened here) matching `filter`, in commit order,
-    keeping only the first committed row of each `key` value: how a key made unique by "first
-    commit wins" is read (plain appends don't enforce uniqueness, and cost far less than a
-    merge_insert).
-
-    Commit order: Lance gives each appended fragment the next fragment id when its commit lands
-    (after any retry), but compaction moves rows into new fragments placed after the others. So a
-    dataset with a SEQ column (int64, null when appended) is compacted by `maintain` with
-    `_rewrite_sequenced`, which stores each row's original fragment id in SEQ; a row's commit order
-    is (SEQ, or else its fragment id; then its position). A dataset without SEQ never held a key
-    twice (it was written with `insert_unique`): storage order serves there. The SEQ column read
-    back holds that commit-order number of each row (never null). `upto`: only rows whose
-    sequence is at most it (an older version of an append-only table: `version_map`).
-
-    `fragment_ids`: read only these fragments (e.g. those appended since an earlier read).
-    `with_address`: a last column `_rowaddr` holds each row's address at this version (SEQ only)."""
-    cols = None if columns is None else list(dict.fromkeys([*columns, key]))
-    with storage_errors(loc, "read"):
-        if SEQ in ds.schema.names:
-            read = None if cols is None else list(dict.fromkeys([*cols, SEQ]))
-            fragments = None if fragment_ids is None else [ds.get_fragment(i) for i in fragment_ids]
-            if fragments is not None and filter is None and all(f.deletion_file() is None for f in fragments):
-                # whole fragments: a take per fragment costs less than setting up a scan (~0.5 ms vs ~2)
-                address = pa.array([(f.fragment_id << 32) | i for f in fragments for i in range(f.physical_rows)],
-                                   pa.uint64())
-                parts = [f.take(list(range(f.physical_rows)), columns=read) for f in fragments if f.physical_rows]
-                found = pa.concat_tables(parts) if parts else ds.schema.empty_table().select(read or ds.schema.names)
-                found = found.append_column("_rowaddr", address)
-            else:
-                found = ds.scanner(columns=read, filter=filter, with_row_address=True, scan_in_order=True,
-                                   fragments=fragments).to_table()
-            fragment = pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64())
-            seq = pc.coalesce(found[SEQ], fragment)
-            order = pa.table({"seq": seq, "at": found["_rowaddr"]})
-            # Read back with each row's sequence filled in (its fragment id where SEQ is null).
-            found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), seq)
-            found = found.take(pc.sort_indices(order, [("seq", "ascending"), ("at", "ascending")]))
-            address = found["_rowaddr"]
-            found = found.drop_columns(["_rowaddr"])
-            if upto is not None:
-                found = found.filter(pc.less_equal(found[SEQ], upto))
-        else:
-            if fragment_ids is not None or with_address:
-                raise ValueError("first_per_key reads fragments or row addresses of a dataset with SEQ only")
-            found = ds.to_table(columns=cols, filter=filter)
-    keys = found[key].combine_chunks()
-    first = pc.index_in(pc.unique(keys), value_set=keys)  # index of each value's first row, ascending
-    if len(first) < found.num_rows:
-        found = found.take(first)
-        if with_address:
-            address = address.take(first)
-    found = found if columns is None else found.select(columns)
-    return found.append_column("_rowaddr", address) if with_address else found
-
-
-def rows_after(loc: Location, ds: LanceDataset, seq: int, columns: list[str]) -> pa.Table:
-    """`columns` of the rows of `ds` (the dataset at `loc`, with a SEQ column) whose sequence (see
-    `first_per_key`) is above `seq`, in commit order, with SEQ (filled in) appended. Reads only
-    the fragments whose id is above `seq`: a row committed after sequence `seq` was appended in
-    a fragment numbered above it, and compaction places its outputs after every fragment it read."""
-    cols = list(dict.fromkeys([*columns, SEQ]))
-    fragments = [f for f in ds.get_fragments() if f.fragment_id > seq]
-    if not fragments:
-        return pa.table({c: pa.array([], ds.schema.field(c).type) for c in cols})
-    with storage_errors(loc, "read"):
-        found = ds.scanner(columns=cols, fragments=fragments, with_row_address=True).to_table()
-    filled = pc.coalesce(found[SEQ], pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64()))
-    found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), filled)
-    found = found.filter(pc.greater(filled, seq))
-    order = pc.sort_indices(found, [(SEQ, "ascending"), ("_rowaddr", "ascending")])
-    return found.take(order).select(cols)
-
-
-def last_fragment_id(ds: LanceDataset) -> int:
-    """The highest fragment id of `ds` (-1: none): every row it holds has a sequence at most this,
-    and every row committed after it a sequence above it (Lance never reuses a fragment id)."""
-    return max((f.fragment_id for f in ds.get_fragments()), default=-1)
-
-
 def add_null_columns(loc: Location, fields: list[pa.Field]) -> None:
     """Add the nullable `fields` the dataset at `loc` lacks, as all-null columns: one commit that
     changes only the schema (no data file is written). Lance refuses it when another commit landed
@@ -410,95 +328,6 @@ def add_null_columns(loc: Location, fields: list[pa.Field]) -> None:
             if "conflict" not in str(e).lower() and "preempted" not in str(e).lower():
                 raise
     raise CommitConflictError(f"add columns to {loc.uri}: too many concurrent commits; retry")
-
-
-# (dataset uri, key column) -> {data file path: the key values its fragment holds}
-_KEYS: dict[tuple[str, str], dict[str, frozenset[str]]] = {}
-_KEYS_LOCK = threading.Lock()
-
-
-def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]:
-    """The data files of the fragments of `ds` (the dataset at `loc`) holding a row whose `key`
-    is `value`. Reads the key column of only the fragments this process has neither read nor
-    committed (`note_keys`) before: a fragment never changes, and its data file's name is unique
-    (compaction writes new ones), so a look-up costs the same at any length of the run."""
-    fragments = [(f, f.data_files()[0].path if f.data_files() else "") for f in ds.get_fragments()]
-    cache_key = (loc.uri, key)
-    with _KEYS_LOCK:
-        known = _KEYS.get(cache_key, {})
-        current = {path: known[path] for _, path in fragments if path in known}
-    with storage_errors(loc, "read"):
-        for f, path in fragments:
-            if path not in current:
-                current[path] = frozenset(f.to_table(columns=[key])[key].to_pylist())
-    with _KEYS_LOCK:
-        # keep what other threads noted meanwhile (fragments newer than `ds`), within a bound:
-        # files compacted away go when it is passed
-        merged = {**_KEYS.get(cache_key, {}), **current}
-        _KEYS[cache_key] = merged if len(merged) <= 2 * len(current) + 64 else current
-    return {path for path, ids in current.items() if value in ids}
-
-
-def may_hold(loc: Location, ds: LanceDataset, key: str, value: str) -> bool:
-    """Whether the dataset `ds` (at `loc`) may hold a row whose `key` is `value`: False only when
-    no fragment of it does (see `key_files`)."""
-    return bool(key_files(loc, ds, key, value))
-
-
-def note_keys(loc: Location, key: str, fragments: list[FragmentMetadata], values: list[str]) -> None:
-    """Record that the fragments this process just committed (from `write_files`) hold these
-    values of `key`, so `key_files` need not read them back."""
-    with _KEYS_LOCK:
-        known = _KEYS.setdefault((loc.uri, key), {})
-        for f in fragments:
-            if f.data_files():
-                known[f.data_files()[0].path] = frozenset(values)
-
-
-# (dataset uri, key column) -> {data file path: (the key values its fragment holds, its key column)}
-_KEY_COLUMNS: dict[tuple[str, str], dict[str, tuple[frozenset[str], pa.Array]]] = {}
-
-
-def _key_column(loc: Location, fragment: Any, key: str) -> tuple[frozenset[str], pa.Array]:
-    """The distinct values and the column `key` of a fragment of the dataset at `loc`, read once
-    per process (a data file never changes, and its name is unique). At most 4,096 files are
-    kept per dataset and column (compaction leaves fewer: the oldest go first)."""
-    path = fragment.data_files()[0].path if fragment.data_files() else ""
-    with _KEYS_LOCK:
-        found = _KEY_COLUMNS.get((loc.uri, key), {}).get(path)
-    if found is None:
-        column = fragment.to_table(columns=[key])[key].combine_chunks()
-        found = (frozenset(pc.unique(column).to_pylist()), column)
-        with _KEYS_LOCK:
-            known = _KEY_COLUMNS.setdefault((loc.uri, key), {})
-            known[path] = found
-            while len(known) > 4096:
-                del known[next(iter(known))]
-    return found
-
-
-def rows_with(loc: Location, ds: LanceDataset, key: str, values: list[str], columns: list[str] | None = None) -> pa.Table:
-    """The rows of `ds` (at `loc`, one version) whose `key` is one of `values`, in storage order:
-    taken by offset from the fragments holding them (each fragment's key column is read once per
-    process: `_key_column`), so the read costs the same however many other rows the table holds.
-    A fragment with deleted rows is scanned instead (its offsets no longer match positions)."""
-    wanted = pa.array(values, pa.string())
-    parts = []
-    with storage_errors(loc, "read"):
-        for fragment in ds.get_fragments():
-            held, column = _key_column(loc, fragment, key)
-            if held.isdisjoint(values):
-                continue
-            if fragment.deletion_file() is not None:
-                parts.append(ds.scanner(columns=columns, fragments=[fragment], filter=pads.field(key).isin(wanted))
-                             .to_table())
-                continue
-            offsets = np.flatnonzero(pc.is_in(column, value_set=wanted).to_numpy(zero_copy_only=False))
-            parts.append(fragment.take(offsets.tolist(), columns=columns))
-    if not parts:
-        empty = ds.schema.empty_table()
-        return empty if columns is None else empty.select(columns)
-    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def filter_rows(table: pa.Table, filter: str) -> pa.Table:

@@ -1,7 +1,7 @@
 """The version map of a sequenced table: old versions answered after cleanup removed them.
 
 A table with a SEQ column (a run's `logs`) is append-only: no row is ever deleted or changed in a
-way readers see, and each row's sequence (`tables.first_per_key`) is its original fragment id,
+way readers see, and each row's sequence (`keys.first_per_key`) is its original fragment id,
 which Lance assigns in commit order. So the rows visible at version V are exactly the rows of the
 latest version whose sequence is at most seq_hi(V), the largest fragment id V's manifest holds
 (every later append gets a larger id; a compaction's new fragment holds rows with older

@@ -11,7 +11,7 @@ import pytest
 
 import artstore as art
 from artstore.errors import StorageError
-from artstore.storage import Location, compaction, tables
+from artstore.storage import Location, compaction, keys, tables
 
 SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False,
                              metadata={"lance-schema:unenforced-primary-key": "true"}),
@@ -78,8 +78,8 @@ def test_first_per_key_is_the_first_commit_even_when_commits_rebase_and_compacti
     schema = pa.schema([pa.field("key", pa.string(), False), pa.field("writer", pa.int64()),
                         pa.field(tables.SEQ, pa.int64())])
 
-    def rows(keys, writer):
-        return pa.table({"key": keys, "writer": [writer] * len(keys), tables.SEQ: [None] * len(keys)}, schema=schema)
+    def rows(values, writer):
+        return pa.table({"key": values, "writer": [writer] * len(values), tables.SEQ: [None] * len(values)}, schema=schema)
 
     tables.append(loc, rows(["a"], 0))
     read = tables.open_dataset(loc).version
@@ -90,7 +90,7 @@ def test_first_per_key_is_the_first_commit_even_when_commits_rebase_and_compacti
     tables.append(loc, rows(["d", "b"], 4))
 
     def winners():
-        got = tables.first_per_key(loc, tables.open_dataset(loc), "key")
+        got = keys.first_per_key(loc, tables.open_dataset(loc), "key")
         return list(zip(got["key"].to_pylist(), got["writer"].to_pylist(), strict=True))
 
     want = [("a", 0), ("b", 2), ("c", 2), ("d", 3)]
@@ -103,7 +103,7 @@ def test_first_per_key_is_the_first_commit_even_when_commits_rebase_and_compacti
     ds = tables.open_dataset(loc)
     compaction._rewrite_sequenced(loc, ds, [ds.get_fragments()])  # everything into one fragment
     assert tables.fragment_count(loc) == 1 and winners() == want
-    assert tables.first_per_key(loc, tables.open_dataset(loc), "key", columns=["writer"],
+    assert keys.first_per_key(loc, tables.open_dataset(loc), "key", columns=["writer"],
                                 filter="key = 'd'")["writer"].to_pylist() == [3]
 
 
@@ -117,7 +117,7 @@ def test_maintain_compacts_a_sequenced_table_with_the_planner_bins(tmp_path):
     compaction.maintain(loc, "logs", timedelta(days=7))
     after = [f.physical_rows for f in tables.open_dataset(loc).get_fragments()]
     assert after == compaction.after_compaction(before, target) and len(after) < len(before)
-    got = tables.first_per_key(loc, tables.open_dataset(loc), "key")
+    got = keys.first_per_key(loc, tables.open_dataset(loc), "key")
     assert got["key"].to_pylist() == [f"k{i}" for i in range(len(before))]
     assert got[tables.SEQ].null_count == 0
 
