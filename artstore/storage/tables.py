@@ -470,7 +470,13 @@ def version_timestamp(loc: Location, version: int) -> datetime:
 def _version_at(loc: Location, when: datetime) -> int | None:
     # Lance's own `asof` compares its naive local version times with the given datetime (a
     # TypeError for an aware one) and excludes a version committed exactly at that time.
-    listed = versions(loc)
+    return newest_at(loc, versions(loc), when)
+
+
+def newest_at(loc: Location, listed: list[dict[str, Any]], when: datetime) -> int | None:
+    """The newest of the `listed` versions ([{version, timestamp (UTC)}], oldest first) of the
+    dataset at `loc` committed at or before `when`; None when none is listed (no dataset),
+    VersionNotFoundError when all are later."""
     if not listed:
         return None
     found = [v["version"] for v in listed if v["timestamp"] <= when]

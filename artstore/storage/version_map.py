@@ -32,7 +32,7 @@ from lance import LanceDataset
 from artstore.errors import StorageError, VersionNotFoundError
 from artstore.storage import files
 from artstore.storage.location import Location
-from artstore.storage.tables import open_dataset, storage_errors, version_time, versions
+from artstore.storage.tables import newest_at, open_dataset, storage_errors, version_time, versions
 
 MAP_DIR = "_artstore_version_map"
 MERGE_AFTER = 8  # map files kept before they are merged into one
@@ -191,12 +191,4 @@ def timestamp(loc: Location, version: int | str) -> datetime:
 def version_at(loc: Location, when: datetime) -> int | None:
     """The newest version (Lance's or the map's) committed at or before the timezone-aware
     `when`; None when the table does not exist, VersionNotFoundError when none was."""
-    listed = all_versions(loc)
-    if not listed:
-        return None
-    found = [v["version"] for v in listed if v["timestamp"] <= when]
-    if not found:
-        raise VersionNotFoundError(
-            f"{loc.uri} has no version at or before {when.isoformat()} (its first is from "
-            f"{listed[0]['timestamp'].isoformat()})")
-    return max(found)
+    return newest_at(loc, all_versions(loc), when)
