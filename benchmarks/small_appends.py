@@ -45,7 +45,10 @@ def table_stats(run: art.Run) -> dict[str, dict[str, int]]:
     """Fragments, manifests in `_versions/` and their bytes, per table (local stores)."""
     out = {}
     for t in TABLES:
-        sizes = [_size(f) for f in (Path(run.table_location(t).uri) / "_versions").iterdir()]
+        folder = Path(run.table_location(t).uri) / "_versions"
+        if not folder.is_dir():  # a data table the first fold has not created yet
+            continue
+        sizes = [_size(f) for f in folder.iterdir()]
         sizes = [n for n in sizes if n is not None]
         out[t] = {"fragments": tables.fragment_count(run.table_location(t)), "manifests": len(sizes),
                   "versions_bytes": sum(sizes)}

@@ -35,8 +35,8 @@ def test_saving_then_ready_with_table_versions_and_base_model(model):
     ready = table.mark_ready(1)
     assert ready.status == "ready" and ready.size_bytes == 108 and ready.ready_at is not None
     assert ready.base_model == "Qwen/Qwen2.5-0.5B-Instruct"
-    # state: the metrics builder's sums; the logs (the journal) hold the metrics logged so far
-    assert set(ready.table_versions) == {"logs", "state"}
+    # the logs (the journal) hold the metrics logged so far and the builder's sums (state_delta)
+    assert set(ready.table_versions) == {"logs"}
     assert model.get_step_sync() == 1
     with pytest.raises(art.CheckpointError, match="already ready"):
         table.begin(1)

@@ -34,7 +34,8 @@ def test_2000_small_logs_keep_fragments_and_versions_bounded_tags_readable_and_r
 
     assert run.logs().num_rows == LOGS and run.trajectories().num_rows == LOGS * PER_LOG
     for table, worst in f.worst.items():
-        assert worst["fragments"] <= MAX_FRAGMENTS, table
+        # the journal's writers compact it themselves only once its background compaction lags
+        assert worst["fragments"] <= MAX_FRAGMENTS + (writer.MAINTAIN_EVERY if table == "logs" else 0), table
         assert worst["manifests"] <= MAX_MANIFESTS, table
         assert worst["versions_bytes"] <= MAX_VERSIONS_BYTES, table
     # a log is one version of logs (the journal); the fold adds a few versions per 16 logs per table

@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 DATA_TABLES = ("trajectories", "groups", "metrics")
 MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
 MAX_FRAGMENTS = compaction.COMPACT_AFTER_FRAGMENTS + MAINTAIN_EVERY  # a journal compacted in the background: at most
-CROWDED_WAIT_S = 30.0  # a crowded journal's writer waits at most this for the running compaction of it
+CROWDED_WAIT_S = 5.0  # a journal MAINTAIN_EVERY past crowded: its writer waits at most this for the running compaction
 DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
 DEFAULT_READER_WINDOW = upkeep.DEFAULT_READER_WINDOW
 
@@ -398,11 +398,12 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
     for name, version in versions.items():
         loc = run.child(f"{name}.lance")
         # In the background, unless the worker is so far behind (busy with a fold, or with this
-        # table's compaction while logs keep coming) that the table has MAX_FRAGMENTS: then here,
-        # after the running compaction of it (if any) lands, which bounds the fragments however
-        # fast logs come.
-        crowded = background and (tables.committed_fragments(loc, version) or 0) >= MAX_FRAGMENTS
-        if crowded and upkeep.take_over(loc, timeout=CROWDED_WAIT_S):
+        # table's compaction while logs keep coming) that the table has MAX_FRAGMENTS: then here
+        # (when a compaction of it runs, after it lands, once MAINTAIN_EVERY more logs came), which
+        # bounds the fragments however fast logs come.
+        count = (tables.committed_fragments(loc, version) or 0) if background else 0
+        wait = CROWDED_WAIT_S if count >= MAX_FRAGMENTS + MAINTAIN_EVERY else 0.0  # far behind: wait
+        if count >= MAX_FRAGMENTS and upkeep.take_over(loc, timeout=wait):
             pass
         elif version % MAINTAIN_EVERY:
             continue
