@@ -197,7 +197,8 @@ def test_a_persistent_fault_raises_a_clear_error_in_bounded_time_and_loses_nothi
         model.log_sync(_groups("lost"), log_id="lost")
     took = time.monotonic() - start
     faulty_s3.proxy.pass_through()
-    assert took < 45, f"a persistent failure took {took:.0f} s to surface"
+    # bounded by the retry budgets of the look-up's open and the write (measured 39-50 s; a hang is unbounded)
+    assert took < 75, f"a persistent failure took {took:.0f} s to surface"
     assert uri in str(err.value) and "kept failing" in str(err.value)
     run = art.open_store(uri, opts).run("p", "m")
     assert run.logs()["log_id"].to_pylist() == ["ok-0", "ok-1"]

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from lance import LanceDataset
 
-from artstore.errors import ArtstoreError
+from artstore.errors import ArtstoreError, StorageError
 from artstore.storage import files
 from artstore.storage.location import Location
 
@@ -137,6 +137,10 @@ def _latest_version(loc: Location, version: int) -> int | None:
         for step in range(1, _LOCAL_WALK + 1):
             if not files.exists(manifest(loc, version + step)):
                 return version + step - 1
+    except StorageError:
+        if loc.scheme == "s3":
+            raise  # the bucket failed through fsspec's retries: an open would only spend a second budget
+        return None
     except (ArtstoreError, OSError, ValueError):
         return None
     return None
