@@ -141,3 +141,119 @@ def test_reads_stay_exact_while_the_journal_is_compacted_in_the_background(tmp_p
         extended += latest_logs.latest(run.table_location("logs")).appended is not None
     assert extended >= 3
     assert run.history().num_rows == 24
+
+
+# -- this process's own logs (`latest_logs.note_log`) ------------------------------------------
+
+def _count_reads(monkeypatch) -> list[int]:
+    """Count the reads of the logs table's rows made for the kept snapshot (`latest_logs._read`)."""
+    calls: list[int] = []
+    real = latest_logs._read
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(latest_logs, "_read", counted)
+    return calls
+
+
+def _log_steps_waiting(model: art.Model, make_trajectory, steps: range) -> None:
+    """As `_log_steps`, letting the background compaction of the journal land after each log, so
+    that each next log commits on top of it (the case the notes must see through)."""
+    for step in steps:
+        for split in ("train", "val"):
+            group = art.TrajectoryGroup([make_trajectory(0.1 * step + j, step * 10 + j) for j in range(3)])
+            model.log_sync([group], split=split, step=step, metrics={f"{split}_extra": float(step)})
+            model.run.wait_for_upkeep()
+
+
+def test_own_logs_and_compactions_between_them_are_read_from_nothing(tmp_path, make_trajectory, monkeypatch):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    reads = _count_reads(monkeypatch)
+    _log_steps_waiting(model, make_trajectory, range(6))  # 12 logs: the journal is compacted between them
+    snapshot = latest_logs.latest(run.table_location("logs"))
+    assert snapshot.version == _latest_version(run)
+    assert snapshot.unresolved  # rows a compaction moved after they were noted
+    _assert_same_as_fresh(run)  # history, logs, and each step's groups (moved rows looked up by write_id)
+    _log_steps_waiting(model, make_trajectory, range(6, 10))  # after a history: extended, not made again
+    _assert_same_as_fresh(run)
+    assert run.history().num_rows == 20
+    assert reads == []  # from the run's first log on, nothing was read back
+
+
+def test_own_logs_noted_after_a_fold_and_payload_drop_read_the_tables(tmp_path, make_trajectory, monkeypatch):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    _log_steps(model, make_trajectory, range(4))
+    _assert_same_as_fresh(run)
+    reads = _count_reads(monkeypatch)
+    run.compact()  # folds the journal, rewrites it without the folded payloads
+    _log_steps(model, make_trajectory, range(4, 6))
+    run.wait_for_upkeep()
+    _assert_same_as_fresh(run)  # folded logs' groups from the tables, the new ones from their rows
+    assert reads == []
+
+
+def test_another_process_log_between_own_logs_is_read_once(tmp_path, make_trajectory, monkeypatch):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    _log_steps(model, make_trajectory, range(2))
+    assert run.history().num_rows == 4
+    reads = _count_reads(monkeypatch)
+    code = ("import sys, artstore as art; art.Model(name='m', project='p', base_path=sys.argv[1], "
+            "report_metrics=[]).log_sync(None, split='val', step=11, metrics={'other': 3.0})")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    _log_steps(model, make_trajectory, range(2, 4))  # not noted: the other process's row is not in them
+    history = run.history()
+    assert reads  # the kept logs were read up to date, once
+    assert history.num_rows == 9 and history["val/other"].to_pylist().count(3.0) == 1
+    assert history["step"].to_pylist() == [0, 0, 1, 1, 11, 2, 2, 3, 3]
+    _assert_same_as_fresh(run)
+
+
+def test_another_process_log_rewritten_by_a_compaction_is_not_taken_for_a_move(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    _log_steps(model, make_trajectory, range(3))
+    assert run.history().num_rows == 6
+    code = ("import sys, artstore as art; m = art.Model(name='m', project='p', base_path=sys.argv[1], "
+            "report_metrics=[]); m.log_sync(None, split='val', step=11, metrics={'other': 3.0}); m.run.compact()")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    _log_steps(model, make_trajectory, range(3, 4))  # its rows now sit among ours in the compacted fragments
+    history = run.history()
+    assert history.num_rows == 9 and history["val/other"].to_pylist().count(3.0) == 1
+    _assert_same_as_fresh(run)
+
+
+def test_a_retried_log_id_keeps_the_first_commit(tmp_path, monkeypatch):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    model.log_sync(None, split="val", step=1, metrics={"x": 1.0})
+    assert run.history().num_rows == 1
+    code = ("import sys, artstore as art; art.Model(name='m', project='p', base_path=sys.argv[1], "
+            "report_metrics=[]).log_sync(None, split='val', step=2, metrics={'x': 2.0}, log_id='same')")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    again = model.log_sync(None, split="val", step=2, metrics={"x": 9.0}, log_id="same")  # a retry: stores nothing
+    assert again is not None and not again.created
+    model.log_sync(None, split="val", step=2, metrics={"x": 9.0}, log_id="same")
+    model.log_sync(None, split="val", step=3, metrics={"x": 3.0})
+    history = run.history()
+    assert history["val/x"].to_pylist() == [1.0, 2.0, 3.0]  # the other process's commit of "same" wins
+    assert run.logs()["log_id"].to_pylist().count("same") == 1
+    _assert_same_as_fresh(run)
+
+
+def test_a_run_made_again_under_a_writer_is_not_taken_for_a_move(tmp_path):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    model.log_sync(None, split="val", step=1, metrics={"old": 1.0})
+    model.log_sync(None, split="val", step=2, metrics={"old": 2.0})
+    assert run.history().num_rows == 2
+    shutil.rmtree(run.location.uri)
+    again = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    for step in range(5, 9):  # as many rows in fragments of the same ids, then one more log
+        again.log_sync(None, split="val", step=step, metrics={"new": float(step)})
+    history = run.history()
+    assert history["step"].to_pylist() == [5, 6, 7, 8] and "val/old" not in history.column_names

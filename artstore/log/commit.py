@@ -72,6 +72,7 @@ class LogRecord:
     created: bool = True
     logs_version: int | None = field(default=None, compare=False)  # the run version it committed (None: none)
     state_delta_stored: bool = field(default=False, compare=False, repr=False)  # in its journal row (see write_log)
+    write_id: str | None = field(default=None, compare=False, repr=False)  # of the row committed (None: a retry's)
 
 
 def as_groups(trajectories: Any) -> list[TrajectoryGroup]:
@@ -379,7 +380,7 @@ def write_log(
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, logs_version=logs_version,
-        state_delta_stored=is_journal and state_delta is not None,
+        state_delta_stored=is_journal and state_delta is not None, write_id=write_id,
     )
 
 

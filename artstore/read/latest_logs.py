@@ -13,7 +13,13 @@ run. So each process keeps, per run, the newest `Snapshot` it read (`latest`):
   commit_seq) are read, and joined with the rows of the fragments still there unchanged, in
   commit order; the first committed row of each log_id still wins;
 - rows gone, or a log_id now another call's (a run deleted and logged again): the whole table
-  is read again.
+  is read again;
+- only moved since (compactions, payload drops: `_moved`, told from the manifests alone): the
+  snapshot's rows serve as they are, nothing is read; the moved rows' addresses are looked up
+  when a step read needs them (`Snapshot.unresolved`);
+- this process's own log (`note_log`, called by `TrainableModel.log` right after its commit):
+  its journal row extends the snapshot of the versions before it, so the next read after the
+  writer's own logs reads nothing (another writer's commit in between: the next read reads it).
 
 A snapshot is immutable; answers derived from it (e.g. `Run.history()`) are kept on it, once
 per version (`Snapshot.derived`). Row addresses are valid for the snapshot's version only, and
@@ -30,10 +36,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from artstore.errors import ArtstoreError
 from artstore.log import journal
 from artstore.log.visibility import check_logs_schema
 from artstore.schema import arrow_schema
-from artstore.storage import Location, fragments, keys, tables
+from artstore.storage import Location, fragments, handles, keys, tables
 
 _SNAPSHOTS: OrderedDict[str, Snapshot] = OrderedDict()  # logs uri -> newest snapshot read
 _MAX_RUNS = 64
@@ -51,11 +58,15 @@ class Snapshot:
 
     def __init__(self, loc: Location, ds: Any, schema: pa.Schema, identities: dict[int, tuple[Any, ...]],
                  by_seq: pa.Table, committed: pa.Table | None = None, appended: pa.Table | None = None,
-                 earlier: dict[str, Any] | None = None):
+                 earlier: dict[str, Any] | None = None, key: tuple[int, str] | None = None,
+                 unresolved: frozenset[int] = frozenset()):
         self.loc = loc
         self.ds = ds  # the Lance dataset at `version`
         self.version: int = ds.version
-        self.key = (ds.version, str(tables.version_time(ds)))
+        self.key = (ds.version, str(tables.version_time(ds))) if key is None else key
+        # fragments whose rows' addresses are not known (moved there by a rewrite since they were
+        # read): those rows' `_rowaddr` is null
+        self.unresolved = unresolved
         self.schema = schema
         self.identities = identities  # {fragment id: identity} at this version
         self.by_seq = by_seq
@@ -63,8 +74,9 @@ class Snapshot:
         self.committed = _sorted(by_seq.drop_columns(["_rowaddr"]), self.is_journal) if committed is None else committed
         self.appended = appended
         self.stamp: tuple[int, int] | None = None  # `tables.latest_stamp` of a local run at `version`
-        self.derived: dict[str, Any] = {}
-        self._earlier = earlier or {}  # the derived answers of the snapshot `appended` extends
+        self._earlier = {} if earlier is None else earlier  # the answers of the snapshot `appended` extends
+        # nothing appended: the same logs as the snapshot extended, so its answers are these
+        self.derived: dict[str, Any] = self._earlier if appended is not None and appended.num_rows == 0 else {}
         self._lock = threading.Lock()
         self._tables: dict[str, Any] = {}  # data table uri -> its dataset (`table`)
 
@@ -102,7 +114,20 @@ class Snapshot:
         if wanted.num_rows == 0:
             empty = arrow_schema("logs").empty_table()
             return empty if columns is None else empty.select(columns)
-        return fragments.take_rows(self.loc, self.ds, wanted["_rowaddr"].to_pylist(), columns)
+        if wanted["_rowaddr"].null_count == 0:
+            return fragments.take_rows(self.loc, self.ds, wanted["_rowaddr"].to_pylist(), columns)
+        # Some rows moved since they were read: those by write_id (unique to one attempt's row),
+        # from the fragments holding it (each fragment's key column is read once per process).
+        known = wanted.filter(pc.is_valid(wanted["_rowaddr"]))
+        moved = wanted.filter(pc.is_null(wanted["_rowaddr"]))["write_id"].to_pylist()
+        read = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
+        parts = [keys.rows_with(self.loc, self.ds, "write_id", moved, read)]
+        if known.num_rows:
+            parts.append(fragments.take_rows(self.loc, self.ds, known["_rowaddr"].to_pylist(), read))
+        found = pa.concat_tables(parts)
+        order = pc.index_in(wanted["write_id"], value_set=found["write_id"].combine_chunks())
+        found = found.take(order)
+        return found if columns is None else found.select(columns)
 
 
 def _columns(schema: pa.Schema) -> list[str]:
@@ -145,6 +170,8 @@ def latest(loc: Location) -> Snapshot | None:
     check_logs_schema(loc, ds)
     key = (ds.version, str(tables.version_time(ds)))
     if old is not None and old.key == key:
+        if stamp is not None and stamp[0] == ds.version:
+            old.stamp = stamp  # (a noted snapshot, say): the next call costs one stat
         with _LOCK:
             _SNAPSHOTS.move_to_end(loc.uri)
         return old
@@ -160,24 +187,37 @@ def latest(loc: Location) -> Snapshot | None:
         return None
     if stamp is not None and stamp[0] == ds.version:
         snapshot.stamp = stamp
+    _keep(snapshot, lambda current: current.version <= snapshot.version)
+    return snapshot
+
+
+def _keep(snapshot: Snapshot, replaces: Callable[[Snapshot], bool]) -> None:
+    """Keep `snapshot` as its run's newest, unless one is kept that `replaces` says to keep."""
     with _LOCK:
-        current = _SNAPSHOTS.get(loc.uri)
-        if current is None or current.version <= snapshot.version:
-            _SNAPSHOTS[loc.uri] = snapshot
-            _SNAPSHOTS.move_to_end(loc.uri)
+        current = _SNAPSHOTS.get(snapshot.loc.uri)
+        if current is None or replaces(current):
+            _SNAPSHOTS[snapshot.loc.uri] = snapshot
+            _SNAPSHOTS.move_to_end(snapshot.loc.uri)
         while len(_SNAPSHOTS) > _MAX_RUNS:
             _SNAPSHOTS.popitem(last=False)
-    return snapshot
 
 
 def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
               identities: dict[int, tuple[Any, ...]]) -> Snapshot | None:
     """`old` brought to `ds` (a later version) reading only the fragments it lacks (new, or
     changed): new logs' rows, and rows a compaction rewrote (each keeps its sequence in
-    commit_seq, and so its place). Rows of the fragments still there unchanged are kept. None
-    when rows `old` held are gone (then read the whole table)."""
-    kept = [i for i, ident in old.identities.items() if identities.get(i) == ident]
-    new = [i for i, ident in identities.items() if old.identities.get(i) != ident]  # or changed
+    commit_seq, and so its place). Rows of the fragments still there unchanged are kept; when
+    rows only moved (`_moved`), nothing is read. None when rows `old` held are gone (then read
+    the whole table)."""
+    moved = _moved(old, identities)
+    if moved is not None:  # the same rows: `old`'s answers hold
+        before, earlier = _base(old)
+        return Snapshot(loc, ds, schema, identities, _unplaced(old.by_seq, moved[0]), old.committed,
+                        old.committed.schema.empty_table() if before is None else before, earlier,
+                        unresolved=(old.unresolved - moved[0]) | moved[1])
+    # (rows of unresolved fragments are read again: their addresses)
+    kept = [i for i, ident in old.identities.items() if identities.get(i) == ident and i not in old.unresolved]
+    new = [i for i, ident in identities.items() if old.identities.get(i) != ident or i in old.unresolved]
     found = _read(loc, ds, schema, new) if new else old.by_seq.schema.empty_table()
     # Logs not in `old` (first of each: a log's first row commits before any retry's, so a
     # log_id `old` holds keeps its row there), the rest rewritten rows of logs `old` holds.
@@ -204,13 +244,122 @@ def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
     fresh = fresh.drop_columns(["_rowaddr"]).sort_by(ORDER)
     if fresh.num_rows == 0:
         return Snapshot(loc, ds, schema, identities, by_seq, old.committed, fresh, old.derived)
-    last, first = old.committed.slice(old.committed.num_rows - 1), fresh.slice(0, 1)
-    if old.committed.num_rows == 0 or _before(last, first):
-        committed = pa.concat_tables([old.committed, fresh.replace_schema_metadata(old.committed.schema.metadata)])
-        if committed.column(0).num_chunks > 64:  # each extension adds a chunk
-            committed = committed.combine_chunks()
-        return Snapshot(loc, ds, schema, identities, by_seq, committed, fresh, old.derived)
-    return Snapshot(loc, ds, schema, identities, by_seq)
+    return _appended(old, fresh, lambda committed, appended, earlier: Snapshot(
+        loc, ds, schema, identities, by_seq, committed, appended, earlier)) or Snapshot(loc, ds, schema, identities, by_seq)
+
+
+def _appended(old: Snapshot, fresh: pa.Table, make: Callable[[pa.Table, pa.Table, dict[str, Any]], Snapshot]) -> Snapshot | None:
+    """`make(committed, appended, earlier)` of `old`'s committed logs followed by `fresh` (rows in
+    the order of `Run.logs()`, all sorting after `old`'s: else None). When `old` derived nothing,
+    what it extends is extended in turn (so logs noted one by one extend one answer)."""
+    if old.committed.num_rows and not _before(old.committed.slice(old.committed.num_rows - 1), fresh.slice(0, 1)):
+        return None
+    fresh = fresh.replace_schema_metadata(old.committed.schema.metadata)
+    before, earlier = _base(old)
+    return make(_concat([old.committed, fresh]), fresh if before is None else _concat([before, fresh]), earlier)
+
+
+def _base(old: Snapshot) -> tuple[pa.Table | None, dict[str, Any]]:
+    """(the rows `old` appended to the snapshot whose answers it extends, those answers), or
+    (None, `old`'s answers) when `old` derived some or extends none."""
+    if old.derived or old.appended is None or not old._earlier:
+        return None, old.derived
+    return old.appended, old._earlier
+
+
+def _concat(parts: list[pa.Table]) -> pa.Table:
+    joined = pa.concat_tables(parts)
+    return joined.combine_chunks() if joined.column(0).num_chunks > 64 else joined  # each extension adds a chunk
+
+
+def _moved(old: Snapshot, identities: dict[int, tuple[Any, ...]], ours: int | None = None
+           ) -> tuple[frozenset[int], frozenset[int]] | None:
+    """(fragments of `old` gone, fragments new) when the fragments `identities` (a later version's;
+    less `ours`, the fragment of this process's append) hold exactly `old`'s rows, moved: else None.
+    Told from the manifests alone: a rewrite of the journal (compaction, payload drop) keeps every
+    row (the journal has no deletes), gives its fragments new, higher ids, and removes the ones it
+    read; any other commit's rows (an append, even one rewritten since) make the new fragments hold
+    more rows than the gone ones held. A dataset made again reuses low ids, and is refused."""
+    gone = frozenset(i for i, ident in old.identities.items() if identities.get(i) != ident)
+    new = frozenset(i for i, ident in identities.items() if i != ours and old.identities.get(i) != ident)
+    top = max(old.identities, default=-1)
+    if any(i <= top or identities[i][1] != "None" for i in new) or any(old.identities[i][1] != "None" for i in gone):
+        return None
+    if sum(identities[i][2] for i in new) != sum(old.identities[i][2] for i in gone):
+        return None
+    return gone, new
+
+
+def _unplaced(by_seq: pa.Table, gone: frozenset[int]) -> pa.Table:
+    """`by_seq` with a null address for each row of a fragment in `gone` (moved elsewhere)."""
+    if not gone:
+        return by_seq
+    address = by_seq["_rowaddr"]
+    moved = pc.is_in(pc.shift_right(address, 32), value_set=pa.array(sorted(gone), pa.uint64()))
+    return by_seq.set_column(by_seq.num_columns - 1, by_seq.schema.field("_rowaddr"),
+                             pc.if_else(moved, pa.scalar(None, pa.uint64()), address))
+
+
+def note_log(run_location: Location, record: Any) -> None:
+    """Tell the kept logs that this process just committed `record` (a `LogRecord` with its
+    `logs_version` and `write_id`; a retry's, which stored nothing, is ignored) to the run at
+    `run_location`: the snapshot of the versions before it is extended by its journal row, read
+    from nothing (the handle the commit left, `handles`, holds the version's manifest). Only when
+    every version in between only moved rows (`_moved`); else (another writer's commit in between,
+    an unknown history) the kept snapshot stays, and the next read reads what is new. The run's
+    first log (version 1, which made the table) starts its snapshot. Costs well under a millisecond."""
+    version, write_id = getattr(record, "logs_version", None), getattr(record, "write_id", None)
+    if not record.created or version is None or write_id is None:
+        return
+    loc = run_location.child("logs.lance")
+    with _LOCK:
+        old = _SNAPSHOTS.get(loc.uri)
+    if (old is None) != (version == 1) or (old is not None and (old.version >= version or not old.is_journal)):
+        return
+    try:
+        ds = handles.held(loc, version)  # (not `or`: a dataset's truth value counts its rows)
+        if ds is None and version == 1:
+            ds = tables.open_dataset(loc, version=1)
+        if ds is None and (newer := handles.held(loc)) is not None and newer.version > version:
+            ds = newer.checkout_version(version)  # a later version is held now: read this one's manifest
+        if ds is None:
+            return
+        schema = ds.schema
+        if not journal.is_journal(schema) or tables.SEQ not in schema.names or (old is not None and old.schema != schema):
+            return
+        identities = fragments.fragment_identities(loc, ds)
+    except (ArtstoreError, OSError, ValueError, RuntimeError):  # e.g. cleaned up meanwhile: the next read reads it
+        return
+    ours = max(identities, default=-1)
+    if ours <= (-1 if old is None else max(old.identities, default=-1)) or identities[ours][1] != "None" \
+            or identities[ours][2] != 1:
+        return  # not one row appended: not this log's commit alone
+    moved = (frozenset(), frozenset()) if old is None else _moved(old, identities, ours)
+    if moved is None or (old is None and len(identities) != 1):
+        return
+    values = dict(record.metrics)
+    row_schema = pa.schema([*(schema.field(c) for c in _columns(schema)), pa.field("_rowaddr", pa.uint64())],
+                           schema.metadata) if old is None else old.by_seq.schema
+    row = pa.Table.from_pylist([{
+        "log_id": record.log_id, "write_id": write_id, "split": record.split, "step": record.step,
+        "num_groups": record.num_groups, "num_trajectories": record.num_trajectories,
+        "num_exceptions": record.num_exceptions, "num_metrics": len(values), "table_versions": None,
+        "recorded_at": record.recorded_at, tables.SEQ: ours, "metric_names": list(values),
+        "metric_values": list(values.values()), "_rowaddr": ours << 32,
+    }], schema=row_schema)
+    when = tables.committed_at(loc, version)
+    key = (version, str(tables.version_time(ds) if when is None else when))
+    if old is None:
+        snapshot = Snapshot(loc, ds, schema, identities, row, key=key)
+    else:
+        by_seq = _concat([_unplaced(old.by_seq, moved[0]), row])
+        snapshot = _appended(old, row.drop_columns(["_rowaddr"]), lambda committed, appended, earlier: Snapshot(
+            loc, ds, schema, identities, by_seq, committed, appended, earlier, key=key,
+            unresolved=(old.unresolved - moved[0]) | moved[1]))
+        if snapshot is None:
+            return
+    snapshot.stamp = handles.stamp(loc, version)
+    _keep(snapshot, lambda current: current is old)
 
 
 def _before(a: pa.Table, b: pa.Table) -> bool:
