@@ -1,4 +1,7 @@
-"""Run: one run's read API (with time travel), a facade over the services that do the work.
+"""Run: one run's read API (with time travel), a facade over the services that do the work:
+`run_logs` (committed logs, as of a version, and the rows they make visible), `groups`,
+`history` (metrics and history), `step_summary`, `checkpoint_files`, `run_upkeep` (validate,
+compact), and the checkpoints, tokens, retention and config tables.
 
 A run lives at `{store}/{project}/models/{name}/`, one Lance dataset per table. Readers see only
 rows of committed log calls (see `artstore.log.commit`), so every read is all-or-nothing per log
@@ -8,93 +11,31 @@ call. `as_of` takes a version of the run (its `logs` table version), a tag, or a
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from artstore.checkpoints import pruning
-from artstore.checkpoints.retention import Plan, Policy, best, rank
-from artstore.checkpoints.table import Checkpoint, CheckpointTable, checkpoint_dir_name
-from artstore.errors import (
-    CheckpointError,
-    CommitConflictError,
-    RetentionError,
-    RunNotFoundError,
-    StorageError,
-    ValidationError,
-)
-from artstore.log import fold, journal, run_stats, upkeep
+from artstore.checkpoints.retention import Plan, Policy, best
+from artstore.checkpoints.table import Checkpoint, CheckpointTable
+from artstore.errors import CheckpointError, RetentionError
+from artstore.log import upkeep
 from artstore.log.configs import ConfigLog
-from artstore.log.visibility import GATED, committed_logs, expected_rows, read_visible
-from artstore.names import check_segment, sql_quote
-from artstore.read import latest_logs, step_summary
+from artstore.names import check_segment
+from artstore.read import checkpoint_files, history, latest_logs, run_logs, run_upkeep, step_summary
 from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
+from artstore.read.groups import read_groups
 from artstore.read.step_summary import StepSummary
-from artstore.records.metric_names import with_current_names
-from artstore.records.numbers import as_int64
-from artstore.schema import arrow_schema
-from artstore.storage import Location, compaction, files, tables, version_map
+from artstore.storage import Location, files, tables, version_map
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 
 if TYPE_CHECKING:
     from artstore.read.store import Store
     from artstore.records.trajectory import TrajectoryGroup
-
-def _history_extended(history: Callable[[pa.Table], pa.Table]) -> Callable[[pa.Table, pa.Table], pa.Table | None]:
-    """`Run.history` of some logs followed by more: `history(first)` and `history(more)` joined
-    (a metric new in `more` is a column after the others, null before: as `history` of all orders
-    them, by first appearance). None when a column name repeats (a metric named `step`)."""
-    def extend(before: pa.Table, more: pa.Table) -> pa.Table | None:
-        if more.num_rows == 0:
-            return before
-        after = history(more)
-        if len(set(before.column_names)) < before.num_columns or len(set(after.column_names)) < after.num_columns:
-            return None
-        joined = pa.concat_tables([before, after], promote_options="default")
-        return joined.combine_chunks() if joined.column(0).num_chunks > 64 else joined
-    return extend
-
-
-def _now(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
-    """`fn(*args, **kwargs)` run here, as a done future (what `_reader().submit` gives)."""
-    done: Future = Future()
-    try:
-        done.set_result(fn(*args, **kwargs))
-    except BaseException as e:  # noqa: BLE001 - handed to the caller by result()
-        done.set_exception(e)
-    return done
-
-
-@functools.cache
-def _reader() -> ThreadPoolExecutor:
-    """A thread for a read beside the caller's (starting one costs ~1 ms)."""
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="artstore-read")
-
-
-def _log_mask(committed: pa.Table, split: str | None, step: int | None) -> pa.ChunkedArray:
-    """Which `committed` logs were logged at `split` and `step` (None: any)."""
-    mask = pc.equal(committed["step"], as_int64("step", step)) if step is not None else \
-        pa.chunked_array([pa.array([True] * committed.num_rows, pa.bool_())])
-    if split is not None:
-        mask = pc.and_(mask, pc.equal(committed["split"], check_segment("split", split)))
-    return mask
-
-
-def _filter(split: str | None, step: int | None) -> str | None:
-    parts = []
-    if split is not None:
-        parts.append(f"split = {sql_quote(check_segment('split', split))}")
-    if step is not None:
-        parts.append(f"step = {as_int64('step', step)}")
-    return " AND ".join(parts) or None
 
 
 class Run:
@@ -130,29 +71,8 @@ class Run:
 
     def _logs(self, as_of: AsOf = None, with_metrics: bool = False) -> pa.Table:
         """`logs()`; `with_metrics`: a journal's rows also hold their metric names and values."""
-        if as_of is None and (snapshot := latest_logs.latest(self.table_location("logs"))) is not None:
-            # the latest version, kept in memory (`latest_logs`): one manifest read when unchanged
-            committed = snapshot.committed
-            return committed if with_metrics else committed.select(
-                [c for c in journal.log_columns() if c in committed.column_names])
-        version, asof = _as_of_args(as_of)
-        for attempt in range(tables.VANISHED_RETRIES + 1):
-            pinned = version_map.open_version(self.table_location("logs"), version, asof)
-            if pinned is None:
-                if as_of is not None and not self.exists():
-                    raise RunNotFoundError(f"no run {self.project}/{self.name} in {self.store.location.uri}")
-                return arrow_schema("logs").empty_table().select(journal.log_columns())
-            columns = journal.log_columns()
-            if with_metrics and journal.is_journal(pinned.dataset.schema):
-                columns = [*columns, "metric_names", "metric_values"]
-            try:
-                found = committed_logs(self.table_location("logs"), pinned.dataset, columns, upto=pinned.upto)
-            except StorageError as e:  # a cleanup removed files of the version opened: open it again
-                if attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
-                    raise
-                continue
-            return found.sort_by([("recorded_at", "ascending"), ("log_id", "ascending")])
-        raise AssertionError("unreachable")
+        return run_logs.committed(self.location, as_of, with_metrics,
+                                  f"{self.project}/{self.name} in {self.store.location.uri}")
 
     def read_table(self, table: str, *, filter: str | None = None, columns: list[str] | None = None,
                    as_of: AsOf = None) -> pa.Table:
@@ -162,110 +82,35 @@ class Run:
 
     def _visible(self, table: str, committed: pa.Table, *, filter: str | None = None,
                  columns: list[str] | None = None) -> pa.Table:
-        """Rows of `table` written by the `committed` log calls (rows of the logs table, in the
-        order of `logs()`), in that order (see `visibility.read_visible`). The table is opened at
-        its latest version; when a cleanup removed its files meanwhile (after a compaction, outside
-        the reader window), it is opened again."""
-        for attempt in range(tables.VANISHED_RETRIES + 1):
-            try:
-                return read_visible(self.table_location(table), table, committed, filter=filter, columns=columns)
-            except StorageError as e:
-                if attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
-                    raise
-        raise AssertionError("unreachable")
+        """Rows of `table` written by the `committed` log calls, in their order (`run_logs.visible`)."""
+        return run_logs.visible(self.location, table, committed, filter=filter, columns=columns)
 
     # -- the read API ----------------------------------------------------------------------
     def trajectories(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> pa.Table:
         """Stored trajectories (one row each; typed columns, see schemas/trajectories.json)."""
-        return self.read_table("trajectories", filter=_filter(split, step), as_of=as_of)
+        return self.read_table("trajectories", filter=run_logs.where(split, step), as_of=as_of)
 
     def groups(self, split: str | None = None, step: int | None = None, as_of: AsOf = None) -> list[TrajectoryGroup]:
         """The groups logged, equal to what was logged; ordered by step, split, then position."""
-        # Imported here: the records (with openai's message types) cost ~1 s to import, which
-        # readers of tables and SQL (and the command line) need not pay.
-        from artstore.records.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
-
-        where = _filter(split, step)
-        snapshot = latest_logs.latest(self.table_location("logs")) if as_of is None and step is not None else None
-        if snapshot is not None and snapshot.is_journal:
-            # One step's logs, from the latest snapshot: their journal rows are taken by row
-            # address, and only a log whose payload was dropped (folded) is read from the tables'
-            # fragments holding it, so the cost does not grow with the run. A log's rows carry its
-            # own split and step (`commit.write_log`), so no row is filtered.
-            committed = snapshot.committed.filter(_log_mask(snapshot.committed, split, step))
-            journal_rows = snapshot.payloads(committed["write_id"].to_pylist(), journal.PAYLOAD_READ_COLUMNS)
-            in_tables = any(journal.payloads_dropped(t, journal_rows) for t in ("trajectories", "groups"))
-            for attempt in range(tables.VANISHED_RETRIES + 1):
-                # Lance releases the GIL: reads of the two tables overlap (decoding payloads alone does not)
-                pending = (_reader().submit if in_tables else _now)(
-                    journal.rows_of_few, self.table_location("trajectories"), "trajectories", committed, journal_rows,
-                    columns=list(DECODE_COLUMNS), open_table=snapshot.table)
-                try:
-                    grp = journal.rows_of_few(self.table_location("groups"), "groups", committed, journal_rows,
-                                              open_table=snapshot.table)
-                    traj = pending.result()
-                    break
-                except StorageError as e:
-                    if attempt < tables.VANISHED_RETRIES and tables.vanished(e):
-                        snapshot.forget_tables()  # a cleanup removed files of the versions opened
-                        continue
-                    check_stored_layout(self.table_location("trajectories"))  # a version 1 table: say so
-                    raise
-        else:
-            committed = self.logs(as_of)
-            # Both tables are opened after `committed` was read (visibility needs that); Lance releases
-            # the GIL, so the two scans overlap (~3 ms of ~35 ms at 512 trajectories).
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pending = pool.submit(self._visible, "trajectories", committed, filter=where,
-                                      columns=list(DECODE_COLUMNS))
-                grp = self._visible("groups", committed, filter=where)
-                try:
-                    traj = pending.result()
-                except StorageError:
-                    check_stored_layout(self.table_location("trajectories"))  # a version 1 table: say so
-                    raise
-        order = {w: i for i, w in enumerate(committed["write_id"].to_pylist())}
-        keys = [(s, sp, order[w], gi) for s, sp, w, gi in zip(
-            grp["step"].to_pylist(), grp["split"].to_pylist(), grp["write_id"].to_pylist(),
-            grp["group_index"].to_pylist(), strict=True)]
-        grp = grp.take(pa.array(sorted(range(len(keys)), key=keys.__getitem__), pa.int64()))  # typed when empty
-        return decode_groups(grp, traj)
+        return read_groups(self.location, split, step, as_of, self.logs)
 
     def metrics(self, as_of: AsOf = None) -> pa.Table:
         """Every metric value (long form): log_id, step, split, name, value, recorded_at."""
         return self._metrics(self._logs(as_of, with_metrics=True))
 
     def _metrics(self, committed: pa.Table) -> pa.Table:
-        if "metric_names" in committed.column_names:  # a journal's rows hold their metrics: one read
-            long = journal.payload_rows("metrics", committed).select(
-                ["log_id", "step", "split", "name", "value", "recorded_at"])
-        else:
-            long = self._visible("metrics", committed, columns=["log_id", "step", "split", "name", "value", "recorded_at"])
-        # 0.5.9's names read as 0.5.23's (a read-time mapping: stores are never rewritten)
-        return with_current_names(long)
+        return history.metrics(self.location, committed)
 
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
         column per metric name ever logged (null where a row lacks it), as ART's history.jsonl.
         At the latest version it is kept in memory per version (`latest_logs`)."""
         if as_of is None and (snapshot := latest_logs.latest(self.table_location("logs"))) is not None:
-            return snapshot.derive("history", self._history, _history_extended(self._history))
+            return snapshot.derive("history", self._history, history.extended(self._history))
         return self._history(self._logs(as_of, with_metrics=True))
 
     def _history(self, logs: pa.Table) -> pa.Table:
-        long = self._metrics(logs)
-        names = pc.unique(long["name"])  # in order of first appearance
-        grid = np.full((len(names), logs.num_rows), np.nan)
-        present = np.zeros_like(grid, dtype=bool)
-        rows = pc.index_in(long["log_id"], value_set=logs["log_id"].combine_chunks()).to_numpy(zero_copy_only=False)
-        cols = pc.index_in(long["name"], value_set=names).to_numpy(zero_copy_only=False)
-        grid[cols, rows] = long["value"].to_numpy(zero_copy_only=False)
-        present[cols, rows] = True
-        # from_arrays, not a dict: a metric may be named `step` or `recorded_at` too
-        metric_names = names.to_pylist()
-        arrays = [pa.array(grid[j], pa.float64(), mask=~present[j]) for j in range(len(metric_names))]
-        return pa.Table.from_arrays([logs["step"], logs["recorded_at"], *arrays],
-                                    names=["step", "recorded_at", *metric_names])
+        return history.table(logs, self._metrics(logs))
 
     def step_summary(self, as_of: AsOf = None) -> StepSummary:
         """Per-step sums and counts of every metric at the run's latest version (or `as_of`), kept
@@ -325,24 +170,14 @@ class Run:
         record the row (`saving`), clear what an interrupted save of this step left, copy every
         file to `checkpoint_uri(step)` (each moved into place whole), then mark the row `ready`
         with its size. `table_versions` defaults to the run's current ones."""
-        src = Location.parse(os.fspath(local_dir))
-        if not src.is_local or not Path(src.uri).is_dir():
-            raise CheckpointError(f"{local_dir} is not a local folder")
-        versions = self.table_versions() if table_versions is None else table_versions
-        table = self.checkpoints_table()
-        table.begin(step, base_model=base_model, table_versions=versions)
-        dest = table.files_location(step)
-        files.delete(dest)
-        size_bytes = files.copy_tree(src, dest)
-        return table.mark_ready(step, size_bytes)
+        return checkpoint_files.save(self.checkpoints_table(), step, local_dir, base_model,
+                                     lambda: self.table_versions() if table_versions is None else table_versions)
 
     def delete_checkpoint_files(self, step: int) -> None:
         """Delete the files of the checkpoint of `step` (wherever its row says they are) and leave
         its row as it is: for training backends (`Backend._delete_checkpoint_files`); retention
         marks the rows. A step without a row, or already without files, is fine."""
-        c = self.checkpoints_table().get(step)
-        if c is not None:
-            files.delete(Location.parse(c.uri, self.location.storage_options))
+        checkpoint_files.delete(self.checkpoints_table(), step, self.location.storage_options)
 
     def checkpoint_uri(self, step: int) -> str:
         """Where the store keeps the files of the checkpoint of `step`."""
@@ -355,29 +190,9 @@ class Run:
         checkpoint with the best per-step mean of `metric`; ties go to the later step) or a step.
         Files in a bucket are downloaded once to `cache_dir` (default $ARTSTORE_CACHE or
         ~/.cache/artstore) and reused from there."""
-        ready = [c for c in self.checkpoints_table().list() if c.status == "ready"]
-        if which == "latest":
-            chosen = ready[-1] if ready else None
-        elif which == "best":
-            scores = self._step_means(metric)
-            order = rank(scores, [c.step for c in ready], mode)
-            chosen = next(c for c in ready if c.step == order[0]) if order else None
-        elif isinstance(which, int) and not isinstance(which, bool):
-            c = self.checkpoints_table().get(which)
-            if c is not None and c.status != "ready":
-                raise CheckpointError(f"checkpoint {which} of {self.project}/{self.name} is {c.status}"
-                                      + (f" ({c.deleted_reason})" if c.deleted_reason else ""))
-            chosen = c
-        else:
-            raise ValidationError("which", f"use 'best', 'latest' or a step, got {which!r}")
-        if chosen is None:
-            raise CheckpointError(f"no ready checkpoint ({which}) in {self.project}/{self.name}")
-        loc = Location.parse(chosen.uri, self.location.storage_options)
-        if loc.is_local:
-            return chosen, Path(loc.uri)
-        root = Path(cache_dir or os.environ.get("ARTSTORE_CACHE") or Path.home() / ".cache" / "artstore")
-        key = hashlib.sha256(loc.uri.encode()).hexdigest()[:16]
-        return chosen, files.download_dir(loc, root / "checkpoints" / key / checkpoint_dir_name(chosen.step))
+        chosen = checkpoint_files.choose(self.checkpoints_table(), which, mode, lambda: self._step_means(metric),
+                                         f"{self.project}/{self.name}")
+        return chosen, checkpoint_files.local_path(chosen, self.location.storage_options, cache_dir)
 
     # -- training tokens (see artstore.tokens) ----------------------------------------------
     def tokens_table(self) -> TokenTable:
@@ -474,16 +289,7 @@ class Run:
         missing or holding fewer visible rows than they wrote, or Lance's own consistency check
         failing (e.g. a data file it needs is missing)."""
         names = self.store.table_names(self)
-        committed = self.logs()
-        for t in GATED:
-            want = expected_rows(t, committed)
-            got = self._visible(t, committed, columns=["log_id"]).num_rows
-            if got != want:
-                raise StorageError(f"{self.table_location(t).uri} holds {got} visible rows, but the run's committed "
-                                   f"logs name {want}: the store is damaged. Restore the run from a copy.")
-        for t in names:
-            tables.validate(self.table_location(t))
-        return sorted({*names, *GATED})
+        return run_upkeep.validate(self.location, names, self.logs())
 
     def size_bytes(self) -> int:
         """Bytes the run takes in storage: every table (all versions kept) and checkpoint file."""
@@ -501,28 +307,5 @@ class Run:
         data tables: older than its reader window, `Store.reader_window`), and refresh the run's
         stats in the store's registry of runs. A table that fails does
         not stop the others; then a StorageError names each that failed."""
-        upkeep.wait(self.location)  # a background fold or compaction of this process first
-        while any(fold.fold(self.location, max_logs=fold.MAX_LOGS).values()):
-            pass
-        done, failed = {}, {}
-        logs = tables.open_dataset(self.table_location("logs"))
-        short = (*GATED, "logs") if logs is not None and journal.is_journal(logs.schema) else ()
-        for t in self.store.table_names(self):
-            try:
-                done[t] = compaction.maintain(
-                    self.table_location(t), t, min(self.store.reader_window, self.store.retention) if t in short
-                    else self.store.retention,
-                    force=force,
-                    rewrite=fold.drop_folded_payloads(self.location) if t == "logs" else None)
-            except StorageError as e:
-                failed[t] = e
-        try:  # the registry's stats of the run, exact now (also for a writer killed before its refresh)
-            run_stats.refresh(self.location)
-        except StorageError as e:
-            failed["_runs (stats)"] = e
-        if failed:
-            kind = CommitConflictError if all(isinstance(e, CommitConflictError) for e in failed.values()) \
-                else StorageError
-            raise kind(f"compaction of {self.project}/{self.name} failed for {', '.join(failed)} (the other tables "
-                       f"were compacted: {', '.join(done) or 'none'}); run it again. " + str(next(iter(failed.values()))))
-        return done
+        return run_upkeep.compact(self.location, lambda: self.store.table_names(self), self.store.retention,
+                                  self.store.reader_window, force, f"{self.project}/{self.name}")
