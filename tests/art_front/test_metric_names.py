@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -161,3 +162,13 @@ def test_cost_rollups_and_running_sums_add_up(steps):
                 assert row["costs/train"] == pytest.approx(sum(u for p, u in costs if p.startswith("train/")))
         else:
             assert row == {}
+
+
+@given(st.lists(st.lists(st.one_of(st.none(), st.sampled_from(
+    ["train/group_metric_a", "val/group_metric_b", "train/data/step_num_x", "val/data/step_num_y", "val/reward",
+     "train/group/a", "data/step_num_x", "c"])), max_size=8), max_size=4))
+def test_vectorised_names_equal_the_name_by_name_mapping(chunks):
+    column = pa.chunked_array([pa.array(c, pa.string()) for c in chunks], pa.string())
+    want = [None if n is None else metric_names.current_name(n) for c in chunks for n in c]
+    assert metric_names.current_names(column).to_pylist() == want
+    assert metric_names.current_names(column.combine_chunks()).to_pylist() == want
