@@ -25,6 +25,7 @@ from artstore.storage.tables import (
     CLEANUP_LOCK,
     COMMIT_RETRIES,
     SEQ,
+    note_commit,
     open_dataset,
     storage_errors,
     vanished,
@@ -47,6 +48,11 @@ COMPACT_TO_FRAGMENTS = 5
 # Tries of one compaction that loses a race with another (Lance: "retryable commit conflict").
 COMPACT_ATTEMPTS = 8
 _last_cleanup: dict[str, float] = {}  # dataset uri -> time.monotonic() of this process's last cleanup
+_cleaned_at: dict[str, int] = {}  # dataset uri -> its latest version at this process's last cleanup
+# A cleanup also falls due, without a compaction, once a table made this many versions since the
+# last one: a journal whose compactions its writer did (or lost to a rival) keeps no more manifests
+# than this beyond its window.
+CLEANUP_AFTER_VERSIONS = 16
 # Cleanup reads every manifest in the retention window, so its cost grows with the window: it
 # runs after a compaction (which leaves old files behind), and one process runs it on a table at
 # most once per this fraction of the window.
@@ -114,9 +120,10 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
                               storage_options=loc.lance_options())
         groups.append(LanceOperation.RewriteGroup([f.metadata for f in olds], new))
     if groups:
-        LanceDataset.commit(loc.uri, LanceOperation.Rewrite(groups, []), read_version=ds.version,
-                            storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES,
-                            commit_message="compact")
+        committed = LanceDataset.commit(loc.uri, LanceOperation.Rewrite(groups, []), read_version=ds.version,
+                                        storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES,
+                                        commit_message="compact")
+        note_commit(loc, committed)  # the version map then needs no read of its manifest
 
 
 def rewrite_fragments(loc: Location, ds: LanceDataset, fragments: list[Any],
@@ -178,8 +185,10 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
         after, removed = rows, 0
         if target is not None:
             after = {f.fragment_id: f.physical_rows for f in open_dataset(loc).get_fragments()}
-        if force or cleanup and (target is not None or not compact) and cleanup_due(loc, retention):
+        piled = ds.version - _cleaned_at.get(loc.uri, 0) >= CLEANUP_AFTER_VERSIONS
+        if force or cleanup and (target is not None or not compact or piled) and cleanup_due(loc, retention):
             _last_cleanup[loc.uri] = time.monotonic()
+            _cleaned_at[loc.uri] = ds.version
             with CLEANUP_LOCK:  # no tag is made while the versions to remove are chosen and removed
                 if table == "logs" and SEQ in ds.schema.names:  # old versions stay answerable: version_map
                     version_map.record(loc, open_dataset(loc))
