@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import artstore as art
 from artstore.log import commit as writer
+from artstore.log import fold
 from artstore.storage import compaction, tables
 
 RETENTION = timedelta(0)  # every compaction makes a cleanup due (see _fresh_cleanups)
@@ -20,7 +21,8 @@ def _log(model: art.Model, i: int, make_trajectory) -> None:
 
 
 def _logs_until_compaction() -> int:
-    return compaction.COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY
+    """Enough logs for a compaction of the journal and a fold into the data tables."""
+    return max(compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS, fold.FOLD_EVERY) + writer.MAINTAIN_EVERY
 
 
 def test_log_returns_before_the_cleanup_it_asked_for_and_wait_for_upkeep_sees_it_done(
@@ -37,14 +39,15 @@ def test_log_returns_before_the_cleanup_it_asked_for_and_wait_for_upkeep_sees_it
         return real(loc, table, retention, force, **kw)
 
     monkeypatch.setattr(compaction, "maintain", recording)
-    for i in range(_logs_until_compaction()):
+    logs = 2 * writer.MAINTAIN_EVERY  # the journal's upkeep is asked for twice (not yet crowded)
+    for i in range(logs):
         _log(model, i, make_trajectory)
     assert started.wait(10) and not cleanups  # asked for, and log() did not wait for it
     assert not model.run.wait_for_upkeep(timeout=0.05)
     gate.set()
     assert model.run.wait_for_upkeep(timeout=60)
     assert cleanups and all(name.startswith("artstore-upkeep") for _, name in cleanups)
-    assert model.run.trajectories().num_rows == _logs_until_compaction()
+    assert model.run.trajectories().num_rows == logs
 
 
 def test_cleanup_in_the_background_removes_the_versions_outside_the_window(base_path, make_trajectory):
@@ -54,7 +57,8 @@ def test_cleanup_in_the_background_removes_the_versions_outside_the_window(base_
     assert model.run.wait_for_upkeep(timeout=60)
     for t in ("trajectories", "groups", "metrics", "logs"):
         loc = model.run.table_location(t)
-        assert tables.fragment_count(loc) < compaction.COMPACT_AFTER_FRAGMENTS, t  # compacted inline
+        small = compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS if t == "logs" else compaction.COMPACT_AFTER_FRAGMENTS
+        assert 0 < tables.fragment_count(loc) < small, t  # compacted in the background
         assert len(tables.versions(loc)) < _logs_until_compaction(), t  # and cleaned up
     assert model.run.logs()["log_id"].to_pylist() == [f"l{i}" for i in range(_logs_until_compaction())]
 

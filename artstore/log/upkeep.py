@@ -1,27 +1,32 @@
-"""Cleanup of old versions, off the log() caller's path: one background thread per process.
+"""Upkeep off the log() caller's path: compaction, cleanup of old versions, the fold, stats.
 
-`log()` compacts a table itself every `writer.MAINTAIN_EVERY` versions (tiered: the cost of one
-compaction does not grow with the run), and when that compaction leaves old files and a cleanup is
-due, asks for one here and returns. Cleanup reads every manifest inside the retention window
-(0.2-0.3 s of CPU per table at 2,100 versions), so inline it made some log calls 10-100x slower
-than the median. Compaction stays inline on purpose: done in the background beside the writer's
-appends, Lance places its output after the fragments appended meanwhile, which broke the tiers
-and rewrote each row about twice as often (measured: 10.7 vs 4.7 times over 1,000 small logs).
+Two background threads per process (lanes) share one queue:
+- the journal lane compacts and cleans up runs' journals (`logs`: one fragment and one manifest
+  per log). Its jobs wait behind nothing else: with one thread for everything, a fold, a stats
+  refresh or another run's slow bucket (a stale refresh of a deleted bucket's run took ~10 s)
+  held every journal's cleanup meanwhile, and its manifests piled up (~170 logs' in CI);
+- the other lane folds journals into the data tables (`artstore.log.fold`), compacts and cleans
+  up those, and refreshes runs' stats.
 
-- Single-flight per table: a table is cleaned by at most one thread of this process at a time,
+`log()` asks for its journal's compaction every `writer.MAINTAIN_EVERY` versions and compacts it
+itself only past `writer.MAX_FRAGMENTS` (logs outrunning the lane). Cleanup reads every manifest
+inside the retention window (0.2-0.3 s of CPU per table at 2,100 versions), so inline it made some
+log calls 10-100x slower than the median; it runs here, when `compaction.maintain` finds it due.
+
+- Single-flight per table: a table is maintained by at most one thread of this process at a time,
   and a request for a table that is already waiting is merged into that one.
 - Crash-safe: cleanup only deletes files no version inside the window (nor a tag) needs; a process
   killed in the middle leaves files that the next cleanup removes. Requests still waiting when a
-  process ends are dropped (the next compaction asks again); at interpreter exit the worker
-  finishes the table it is on.
+  process ends are dropped (the next compaction asks again); at interpreter exit each lane
+  finishes the job it is on.
 - Failures are logged, never raised: the log they follow is already committed.
 
-`wait()` blocks until the cleanups asked for so far (of one run, or of all) are done: for tests
-and benchmarks that count files, and for a caller about to copy a store.
+`wait()` blocks until the jobs asked for so far (of one run, or of all) are done: for tests and
+benchmarks that count files, and for a caller about to copy a store.
 
-The same thread refreshes runs' stats in the store's registry (`artstore.log.run_stats`): a
-refresh is due STATS_DELAY_S after the first log that asked for it (later logs meanwhile join it),
-at once for `wait()`, and at interpreter exit (for at most EXIT_FLUSH_S).
+A stats refresh (`artstore.log.run_stats`) is due STATS_DELAY_S after the first log that asked
+for it (later logs meanwhile join it), at once for `wait()`, and at interpreter exit (for at most
+EXIT_FLUSH_S).
 """
 
 from __future__ import annotations
