@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import artstore as art
 from artstore.log import commit as writer
@@ -83,3 +85,44 @@ def test_a_cleanup_failure_is_logged_and_the_next_request_still_runs(base_path, 
     assert "lost a race" in caplog.text
     assert len(calls) > 1  # the worker outlived the failure
     assert model.run.history().num_rows == 2 * _logs_until_compaction()
+
+
+def test_a_journal_is_compacted_and_cleaned_up_while_a_slow_job_holds_the_other_lane(
+        base_path, make_trajectory, monkeypatch):
+    """The cause of a CI flake: with one upkeep thread, a slow job (a stale stats refresh of an
+    earlier run on a deleted bucket took ~10 s) held every journal's cleanup, and its manifests
+    piled up, one per log. The journal lane waits behind no such job."""
+    from artstore.log import run_stats, upkeep
+
+    gate, held = threading.Event(), threading.Event()
+    real = upkeep._refresh_stats
+
+    def slow(run, retention):
+        held.set()
+        gate.wait(60)
+        return real(run, retention)
+
+    monkeypatch.setattr(upkeep, "_refresh_stats", slow)
+    monkeypatch.setattr(run_stats, "STATS_DELAY_S", 0.0)
+    model = art.Model(name="m", project="p", base_path=base_path, report_metrics=[], retention=RETENTION)
+    loc = model.run.table_location("logs")
+
+    def manifests() -> int:  # listed, not opened: a cleanup may remove one meanwhile
+        return sum(1 for _ in Path(loc.uri, "_versions").glob("*.manifest"))
+
+    try:
+        _log(model, 0, make_trajectory)
+        assert held.wait(10)  # the other lane is stuck from the first log on
+        logs = 3 * compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS
+        for i in range(1, logs):
+            _log(model, i, make_trajectory)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and manifests() > compaction.CLEANUP_AFTER_VERSIONS + 4:
+            time.sleep(0.1)
+        assert not gate.is_set()
+        assert manifests() <= compaction.CLEANUP_AFTER_VERSIONS + 4  # not one per log
+        assert tables.fragment_count(loc) <= compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY  # not 48
+    finally:
+        gate.set()
+    assert model.run.wait_for_upkeep(timeout=60)
+    assert model.run.logs()["log_id"].to_pylist() == [f"l{i}" for i in range(logs)]
