@@ -17,8 +17,13 @@ from artstore.storage import compaction, tables
 from benchmarks.small_appends import compacted_copy, fill, log_groups, read_ms, report
 
 LOGS, PER_LOG = 2000, 8
-MAX_FRAGMENTS = compaction.COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY  # 12: no table is ever this far behind
-MAX_MANIFESTS = 256              # without cleanup: one per version, 2,000+ per table (the journal's background cleanup lagged up to ~170 logs here)
+MAX_FRAGMENTS = compaction.COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY  # 12: no data table is ever this far behind
+# Without cleanup: one per version, 2,000+ per table. With retention 0 a journal's cleanup is due every
+# CLEANUP_AFTER_VERSIONS versions, and its journal lane waits behind no fold, stats refresh or other
+# run (behind one thread for all it lagged up to ~170 logs in CI: a stale refresh of an earlier
+# test's run on a deleted bucket held it 8-10 s; 334 manifests after test_object_storage and
+# test_secrets). Measured at most 23-29 here, alone and after those.
+MAX_MANIFESTS = 64
 MAX_VERSIONS_BYTES = 1 << 20     # without cleanup: ~20 KB per logs manifest x 2,000 versions = ~40 MB
 
 
@@ -34,8 +39,8 @@ def test_2000_small_logs_keep_fragments_and_versions_bounded_tags_readable_and_r
 
     assert run.logs().num_rows == LOGS and run.trajectories().num_rows == LOGS * PER_LOG
     for table, worst in f.worst.items():
-        # the journal's writers compact it themselves only once its background compaction lags
-        assert worst["fragments"] <= MAX_FRAGMENTS + (writer.MAINTAIN_EVERY if table == "logs" else 0), table
+        # the journal's writers compact it themselves only once its background compaction lags far behind
+        assert worst["fragments"] <= (writer.MAX_FRAGMENTS + writer.MAINTAIN_EVERY if table == "logs" else MAX_FRAGMENTS), table
         assert worst["manifests"] <= MAX_MANIFESTS, table
         assert worst["versions_bytes"] <= MAX_VERSIONS_BYTES, table
     # a log is one version of logs (the journal); the fold adds a few versions per 16 logs per table

@@ -202,10 +202,7 @@ def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Sc
                     storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
                 )
                 handles.remember(loc, committed)
-                with _COMMITS_LOCK:
-                    _COMMITS[(loc.uri, committed.version)] = (version_time(committed), len(committed.get_fragments()))
-                    while len(_COMMITS) > 1024:
-                        _COMMITS.popitem(last=False)
+                note_commit(loc, committed)
                 return committed.version
             except OSError as e:
                 if attempt == VANISHED_RETRIES or not vanished(e):
@@ -402,9 +399,28 @@ def _latest_kept(loc: Location) -> LanceDataset | None:
     return ds
 
 
-# (uri, version) -> (commit time, fragment count), of this process's appends
-_COMMITS: OrderedDict[tuple[str, int], tuple[datetime, int]] = OrderedDict()
+# (uri, version) -> (commit time, fragment count, largest fragment id), of this process's appends
+# and compactions
+_COMMITS: OrderedDict[tuple[str, int], tuple[datetime, int, int]] = OrderedDict()
 _COMMITS_LOCK = threading.Lock()
+
+
+def note_commit(loc: Location, committed: LanceDataset) -> None:
+    """Remember what the version `committed` (just made by this process) holds, so that later
+    questions about it (`committed_at`, `committed_fragments`, `committed_seq_hi`) read nothing."""
+    ids = [f.fragment_id for f in committed.get_fragments()]
+    with _COMMITS_LOCK:
+        _COMMITS[(loc.uri, committed.version)] = (version_time(committed), len(ids), max(ids, default=-1))
+        while len(_COMMITS) > 1024:
+            _COMMITS.popitem(last=False)
+
+
+def committed_seq_hi(loc: Location, version: int) -> tuple[datetime, int] | None:
+    """(commit time, largest fragment id) of `version` of the dataset at `loc` when this process
+    made it (`note_commit`), without reading storage; else None."""
+    with _COMMITS_LOCK:
+        found = _COMMITS.get((loc.uri, version))
+    return None if found is None else (found[0], found[2])
 
 
 def committed_at(loc: Location, version: int) -> datetime | None:

@@ -32,7 +32,14 @@ from lance import LanceDataset
 from artstore.errors import StorageError, VersionNotFoundError
 from artstore.storage import files
 from artstore.storage.location import Location
-from artstore.storage.tables import newest_at, open_dataset, storage_errors, version_time, versions
+from artstore.storage.tables import (
+    committed_seq_hi,
+    newest_at,
+    open_dataset,
+    storage_errors,
+    version_time,
+    versions,
+)
 
 MAP_DIR = "_artstore_version_map"
 MERGE_AFTER = 8  # map files kept before they are merged into one
@@ -110,13 +117,17 @@ def record(loc: Location, ds: LanceDataset) -> int:
     known = entries(loc)
     last = pc.max(known["version"]).as_py() if known.num_rows else 0
     rows: list[dict[str, Any]] = []
+    # The versions this process made are known without reading their manifests (a writer's appends
+    # and its upkeep's compactions: all of them for a run with one writer); the others are read.
+    made = {v: committed_seq_hi(loc, v) for v in range(last + 1, ds.version + 1)}
     with storage_errors(loc, "map the versions of"):
-        for v in ds.versions():
-            if v["version"] <= last:
-                continue
-            at = ds.checkout_version(v["version"])
-            ids = [f.fragment_id for f in at.get_fragments()]
-            rows.append({"version": v["version"], "committed_at": version_time(at), "seq_hi": max(ids, default=-1)})
+        if any(m is None for m in made.values()):
+            for v in ds.versions():
+                if v["version"] <= last or made.get(v["version"]) is not None:
+                    continue
+                at = ds.checkout_version(v["version"])
+                made[v["version"]] = (version_time(at), max((f.fragment_id for f in at.get_fragments()), default=-1))
+        rows = [{"version": v, "committed_at": m[0], "seq_hi": m[1]} for v, m in sorted(made.items()) if m is not None]
     if rows:
         _write(loc, pa.Table.from_pylist(rows, schema=SCHEMA))
         _merge(loc)

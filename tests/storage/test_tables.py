@@ -110,10 +110,11 @@ def test_first_per_key_is_the_first_commit_even_when_commits_rebase_and_compacti
 def test_maintain_compacts_a_sequenced_table_with_the_planner_bins(tmp_path):
     loc = Location.parse(tmp_path / "s.lance")
     schema = pa.schema([pa.field("key", pa.string(), False), pa.field(tables.SEQ, pa.int64())])
-    for i in range(compaction.COMPACT_AFTER_FRAGMENTS + 1):
+    for i in range(compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS + 1):  # a journal's policy (the table named logs)
         tables.append(loc, pa.table({"key": [f"k{i}"], tables.SEQ: [None]}, schema=schema))
     before = [f.physical_rows for f in tables.open_dataset(loc).get_fragments()]
-    target = compaction.compaction_target(before, compaction.TARGET_ROWS["logs"])
+    target = compaction.compaction_target(before, compaction.TARGET_ROWS["logs"], compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS,
+                                          compaction.JOURNAL_COMPACT_TO_FRAGMENTS)
     compaction.maintain(loc, "logs", timedelta(days=7))
     after = [f.physical_rows for f in tables.open_dataset(loc).get_fragments()]
     assert after == compaction.after_compaction(before, target) and len(after) < len(before)
