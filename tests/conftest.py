@@ -39,6 +39,18 @@ def tool_call_trajectory(reward: float, i: int = 0, **metrics: float | bool | in
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_idle_folds(monkeypatch):
+    """Runs a test logs to keep the state it made (e.g. logs left unfolded on purpose): the fold of
+    quiet runs (`artstore.log.idle_fold`) waits an hour here, and what still waits is dropped
+    after the test. tests/test_idle_fold.py turns it on."""
+    from artstore.log import idle_fold
+
+    monkeypatch.setattr(idle_fold, "FOLD_IDLE_S", 3600.0)
+    yield
+    idle_fold.drop_waiting()
+
+
 @pytest.fixture
 def make_trajectory():
     return tool_call_trajectory
