@@ -34,6 +34,7 @@ import pyarrow.fs as pafs
 
 from artstore.errors import SqlError
 from artstore.log.visibility import GATED, visible_mask
+from artstore.read import small_tables
 from artstore.read.scan import Query
 from artstore.schema import arrow_schema
 
@@ -227,6 +228,11 @@ class ViewDataset(pads.Dataset):
                                                if c not in RUN_COLUMNS]
             return list(dict.fromkeys([*scan.stored, *named]))
 
+        @functools.cache
+        def filter_columns() -> list[str]:  # the stored columns a filter pushed into the read names
+            return [] if filter is None or scan.in_arrow else \
+                [c for c in _filter_columns(filter, self._schema) if c not in RUN_COLUMNS]
+
         gated = self._table in (*GATED, "logs")  # logs: the first committed row of each log_id
 
         def prepare(key: str) -> None:
@@ -259,8 +265,14 @@ class ViewDataset(pads.Dataset):
                             yield from scan.batches(key, ds.take(offsets, columns=scan.stored).to_batches(), None)
                 if not fetched:
                     stored = scan.stored if committed is None else list(dict.fromkeys([*scan.stored, "write_id"]))
-                    reader = query.track(ds.scanner(columns=stored, filter=lance_filter, **kwargs).to_reader())
-                    yield from scan.batches(key, reader, committed)
+                    rows = small_tables.read(snapshot.run.table_location(self._table).uri, ds,
+                                             list(dict.fromkeys([*stored, *filter_columns()])))
+                    if rows is not None:  # a small table: read whole (or kept), filtered in Arrow
+                        rows = rows if lance_filter is None else rows.filter(lance_filter)
+                        yield from scan.batches(key, rows.to_batches(), committed)
+                    else:
+                        reader = query.track(ds.scanner(columns=stored, filter=lance_filter, **kwargs).to_reader())
+                        yield from scan.batches(key, reader, committed)
             tail = snapshot.tail(self._table) if self._table in GATED else None
             if tail is not None and tail.num_rows:  # a journal run's logs not folded yet
                 project, model = key.split("/")
