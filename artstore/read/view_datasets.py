@@ -184,6 +184,16 @@ class _Scan:
                      for c in self.out.names], schema=self.out)
 
 
+def _with_runs(parts: list[tuple[str, pa.Table]]) -> pa.Table:
+    """Runs' in-memory rows (key "project/model", rows; the same columns) as one table, each row
+    after its run's `project` and `model`."""
+    keys = [k.split("/") for k, _ in parts]
+    run = pa.array(np.repeat(np.arange(len(parts)), [t.num_rows for _, t in parts]))
+    rows = pa.concat_tables([t for _, t in parts]).combine_chunks()
+    return rows.add_column(0, "project", pa.array([p for p, _ in keys], pa.string()).take(run)) \
+        .add_column(1, "model", pa.array([m for _, m in keys], pa.string()).take(run))
+
+
 class _Scanner:
     """What DuckDB takes from `scanner()`: a reader pulled in the caller's thread. Not
     `pads.Scanner.from_batches`: that reads ahead on pyarrow's I/O threads, which then may sit in
@@ -220,18 +230,14 @@ class ViewDataset(pads.Dataset):
         scan = _Scan(query, self._schema, columns, filter)
         keys = _pruned(query.keys(), filter, self._schema)
 
-        tails: list[pa.Table] = []  # the runs' unfolded rows, filtered together at the end
+        tails: list[tuple[str, pa.Table]] = []  # the runs' unfolded rows, filtered together at the end
+        smalls: list[tuple[str, pa.Table]] = []  # the runs' small tables (`small_tables`), the same way
 
         @functools.cache
         def tail_columns() -> list[str]:  # what an unfolded tail is filtered on (once per scan)
             named = [] if filter is None else [c for c in _filter_columns(filter, self._schema)
                                                if c not in RUN_COLUMNS]
             return list(dict.fromkeys([*scan.stored, *named]))
-
-        @functools.cache
-        def filter_columns() -> list[str]:  # the stored columns a filter pushed into the read names
-            return [] if filter is None or scan.in_arrow else \
-                [c for c in _filter_columns(filter, self._schema) if c not in RUN_COLUMNS]
 
         gated = self._table in (*GATED, "logs")  # logs: the first committed row of each log_id
 
@@ -266,19 +272,16 @@ class ViewDataset(pads.Dataset):
                 if not fetched:
                     stored = scan.stored if committed is None else list(dict.fromkeys([*scan.stored, "write_id"]))
                     rows = small_tables.read(snapshot.run.table_location(self._table).uri, ds,
-                                             list(dict.fromkeys([*stored, *filter_columns()])))
-                    if rows is not None:  # a small table: read whole (or kept), filtered in Arrow
-                        rows = rows if lance_filter is None else rows.filter(lance_filter)
-                        yield from scan.batches(key, rows.to_batches(), committed)
+                                             list(dict.fromkeys([*stored, *tail_columns()])))
+                    if rows is not None:  # a small table: read whole (or kept), filtered with the others at the end
+                        keep = None if committed is None else visible_mask(rows["write_id"], committed)
+                        smalls.append((key, (rows if keep is None else rows.filter(keep)).select(tail_columns())))
                     else:
                         reader = query.track(ds.scanner(columns=stored, filter=lance_filter, **kwargs).to_reader())
                         yield from scan.batches(key, reader, committed)
             tail = snapshot.tail(self._table) if self._table in GATED else None
             if tail is not None and tail.num_rows:  # a journal run's logs not folded yet
-                project, model = key.split("/")
-                n = tail.num_rows
-                tails.append(tail.select(tail_columns()).add_column(0, "project", pa.array([project] * n, pa.string()))
-                             .add_column(1, "model", pa.array([model] * n, pa.string())))
+                tails.append((key, tail.select(tail_columns())))
 
         def chained() -> Iterator[pa.RecordBatch]:
             pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="artstore-prefetch") if len(keys) > 1 \
@@ -290,8 +293,9 @@ class ViewDataset(pads.Dataset):
             finally:
                 if pool is not None:  # DuckDB may stop early (a LIMIT): drop what was not started
                     pool.shutdown(wait=True, cancel_futures=True)
-            if tails:  # in memory: one filter over every run's (one per run cost ~1 ms)
-                yield from scan.rows_out(pa.concat_tables(tails).combine_chunks())
+            for parts in (tails, smalls):  # in memory: one filter over every run's (one per run cost ~1 ms)
+                if parts:
+                    yield from scan.rows_out(_with_runs(parts))
 
         return _Scanner(scan.out, query.track(chained()))
 
