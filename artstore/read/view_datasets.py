@@ -189,9 +189,12 @@ def _with_runs(parts: list[tuple[str, pa.Table]]) -> pa.Table:
     after its run's `project` and `model`."""
     keys = [k.split("/") for k, _ in parts]
     run = pa.array(np.repeat(np.arange(len(parts)), [t.num_rows for _, t in parts]))
-    rows = pa.concat_tables([t for _, t in parts]).combine_chunks()
-    return rows.add_column(0, "project", pa.array([p for p, _ in keys], pa.string()).take(run)) \
-        .add_column(1, "model", pa.array([m for _, m in keys], pa.string()).take(run))
+    columns = {"project": pa.array([p for p, _ in keys], pa.string()).take(run),
+               "model": pa.array([m for _, m in keys], pa.string()).take(run)}
+    if parts[0][1].num_columns:  # none for count(*): the run columns hold the row count
+        rows = pa.concat_tables([t for _, t in parts]).combine_chunks()
+        columns.update(zip(rows.column_names, rows.columns, strict=True))
+    return pa.table(columns)
 
 
 class _Scanner:
