@@ -184,19 +184,6 @@ class _Scan:
                      for c in self.out.names], schema=self.out)
 
 
-def _with_runs(parts: list[tuple[str, pa.Table]]) -> pa.Table:
-    """Runs' in-memory rows (key "project/model", rows; the same columns) as one table, each row
-    after its run's `project` and `model`."""
-    keys = [k.split("/") for k, _ in parts]
-    run = pa.array(np.repeat(np.arange(len(parts)), [t.num_rows for _, t in parts]))
-    columns = {"project": pa.array([p for p, _ in keys], pa.string()).take(run),
-               "model": pa.array([m for _, m in keys], pa.string()).take(run)}
-    if parts[0][1].num_columns:  # none for count(*): the run columns hold the row count
-        rows = pa.concat_tables([t for _, t in parts]).combine_chunks()
-        columns.update(zip(rows.column_names, rows.columns, strict=True))
-    return pa.table(columns)
-
-
 class _Scanner:
     """What DuckDB takes from `scanner()`: a reader pulled in the caller's thread. Not
     `pads.Scanner.from_batches`: that reads ahead on pyarrow's I/O threads, which then may sit in
@@ -298,7 +285,7 @@ class ViewDataset(pads.Dataset):
                     pool.shutdown(wait=True, cancel_futures=True)
             for parts in (tails, smalls):  # in memory: one filter over every run's (one per run cost ~1 ms)
                 if parts:
-                    yield from scan.rows_out(_with_runs(parts))
+                    yield from scan.rows_out(small_tables.with_runs(parts))
 
         return _Scanner(scan.out, query.track(chained()))
 
