@@ -39,15 +39,24 @@ def tool_call_trajectory(reward: float, i: int = 0, **metrics: float | bool | in
     )
 
 
-@pytest.fixture(autouse=True)
-def _no_idle_folds(monkeypatch):
-    """Runs a test logs to keep the state it made (e.g. logs left unfolded on purpose): the fold of
-    quiet runs (`artstore.log.idle_fold`) waits an hour here, and what still waits is dropped
-    after the test. tests/test_idle_fold.py turns it on."""
+@pytest.fixture(scope="session", autouse=True)
+def _no_idle_folds():
+    """Runs a test logs keep the state it made (e.g. logs left unfolded on purpose), also those of
+    session fixtures: the fold of quiet runs (`artstore.log.idle_fold`) waits an hour here.
+    tests/test_idle_fold.py turns it on."""
     from artstore.log import idle_fold
 
-    monkeypatch.setattr(idle_fold, "FOLD_IDLE_S", 3600.0)
+    idle_fold.FOLD_IDLE_S, before = 3600.0, idle_fold.FOLD_IDLE_S
     yield
+    idle_fold.FOLD_IDLE_S = before
+
+
+@pytest.fixture(autouse=True)
+def _drop_idle_folds():
+    """What still waits to be folded on idle is dropped after each test (not folded at exit)."""
+    yield
+    from artstore.log import idle_fold
+
     idle_fold.drop_waiting()
 
 
