@@ -39,6 +39,27 @@ def tool_call_trajectory(reward: float, i: int = 0, **metrics: float | bool | in
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_idle_folds():
+    """Runs a test logs keep the state it made (e.g. logs left unfolded on purpose), also those of
+    session fixtures: the fold of quiet runs (`artstore.log.idle_fold`) waits an hour here.
+    tests/test_idle_fold.py turns it on."""
+    from artstore.log import idle_fold
+
+    idle_fold.FOLD_IDLE_S, before = 3600.0, idle_fold.FOLD_IDLE_S
+    yield
+    idle_fold.FOLD_IDLE_S = before
+
+
+@pytest.fixture(autouse=True)
+def _drop_idle_folds():
+    """What still waits to be folded on idle is dropped after each test (not folded at exit)."""
+    yield
+    from artstore.log import idle_fold
+
+    idle_fold.drop_waiting()
+
+
 @pytest.fixture
 def make_trajectory():
     return tool_call_trajectory

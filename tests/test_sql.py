@@ -11,7 +11,7 @@ from openai.types.chat.chat_completion import Choice
 
 import artstore as art
 from artstore.log import fold
-from artstore.read import scan
+from artstore.read import scan, small_tables
 from artstore.read import sql as sql_mod
 from artstore.read.sql import versions_read
 from artstore.storage import tables
@@ -381,8 +381,11 @@ def test_parameters_are_bound_not_formatted(store):
 
 
 # -- pushdown ------------------------------------------------------------------------------------
+TAKE = "(a take of every row: the filter applied in Arrow)"
+
+
 class _Recorder:
-    """What a Lance dataset was asked to scan."""
+    """What a Lance dataset was asked to scan (or take)."""
 
     def __init__(self, ds, where, scans):
         self._ds, self._where, self._scans = ds, where, scans
@@ -390,6 +393,10 @@ class _Recorder:
     def scanner(self, columns=None, filter=None, **kw):
         self._scans.append((self._where, list(columns), None if filter is None else str(filter)))
         return self._ds.scanner(columns=columns, filter=filter, **kw)
+
+    def take(self, indices, columns=None, **kw):  # a small table's read (`small_tables`)
+        self._scans.append((self._where, list(columns), TAKE))
+        return self._ds.take(indices, columns=columns, **kw)
 
     def __getattr__(self, name):
         return getattr(self._ds, name)
@@ -401,6 +408,7 @@ def scans(monkeypatch):
     (run/table, columns, filter)."""
     recorded: list[tuple] = []
     real = tables.arrow_dataset
+    small_tables.clear()  # read again, not taken from what earlier queries kept
 
     def spy(loc, version=None, asof=None):
         found = real(loc, version=version, asof=asof)
@@ -427,14 +435,17 @@ def test_projection_and_filters_reach_lance_and_other_runs_are_not_opened(store,
     scans.clear()
     got = store.sql("SELECT avg(reward) FROM trajectories WHERE step = 1 AND split = 'train'", projects=["p1"])
     assert got.column(0)[0].as_py() == pytest.approx((0.55 * 4) / 4)
-    for _, _columns, filt in [s for s in scans if s[0] != "opened"]:
-        assert "step" in filt and "1" in filt and "split" in filt and "train" in filt
+    for _, columns, filt in [s for s in scans if s[0] != "opened"]:
+        if filt == TAKE:  # a small table: read whole (the columns the query and its filter use), filtered in Arrow
+            assert set(columns) <= {"write_id", "reward", "step", "split"}
+        else:
+            assert "step" in filt and "1" in filt and "split" in filt and "train" in filt
 
 
 def test_messages_query_reads_only_the_columns_it_needs(store, scans):
     store.sql("SELECT step, count(*) FROM messages WHERE role = 'tool' AND model = 'b' GROUP BY step")
     ((_, columns, filt),) = [s for s in scans if s[0] == "p1/b/trajectories"]
-    assert set(columns) == {"step", "message_role"} and filt is None  # no orphan rows: no write_id read
+    assert set(columns) == {"step", "message_role"} and filt in (None, TAKE)  # no orphan rows: no write_id read
     assert all(s[1].startswith("p1/b/") for s in scans if s[0] == "opened")
 
 
@@ -452,3 +463,20 @@ def test_explain_shows_the_filter_pushed_into_the_arrow_scan(store):
                    .to_pylist())
     scan = plan[plan.index("PYTHON_ARROW_SCAN"):]
     assert "Filters:" in scan and '"step" = 1' in scan
+
+
+def test_small_tables_read_whole_answer_as_scans_do(store, monkeypatch):
+    """A small table is taken whole and filtered in Arrow (`small_tables`), and its columns kept
+    for the next query: the same answers as Lance scans with the filter pushed down."""
+    queries = ["SELECT project, model, step, split, reward FROM trajectories WHERE split = 'train' AND reward > 0.2 "
+               "ORDER BY ALL",
+               "SELECT model, count(*) AS n, sum(step) AS s FROM trajectories WHERE step BETWEEN 1 AND 2 GROUP BY ALL "
+               "ORDER BY ALL",
+               "SELECT model, role, count(*) AS n FROM messages WHERE role IN ('tool', 'user') GROUP BY ALL ORDER BY ALL",
+               "SELECT model, name, value FROM metrics WHERE name = 'val/reward' AND model = 'a' ORDER BY ALL",
+               "SELECT count(*) AS n FROM groups"]
+    small_tables.clear()
+    read, kept = [rows(store.sql(q)) for q in queries], [rows(store.sql(q)) for q in queries]
+    monkeypatch.setattr(small_tables, "SMALL_TABLE", -1)  # every table scanned
+    assert [rows(store.sql(q)) for q in queries] == read == kept
+    assert all(read)

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError, VersionNotFoundError
-from artstore.log import fold, journal, registry, upkeep
+from artstore.log import fold, idle_fold, journal, registry, upkeep
 from artstore.log.visibility import GATE_COLUMNS, check_present, committed_logs
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import metrics as metrics_mod
@@ -381,6 +381,8 @@ def write_log(
     # writer's log (compactions of logs make versions too, so no single version is sure to be ours).
     if is_journal and logs_version // fold.FOLD_EVERY > looked_at // fold.FOLD_EVERY:
         upkeep.request_fold(run, window)
+    if is_journal:  # and the rest once the run goes quiet, so a small run's rows leave the journal too
+        idle_fold.note(run, window)
     upkeep.request_stats(run, retention)  # the registry's stats of the run, a few seconds later
     return LogRecord(
         log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,

@@ -43,11 +43,12 @@ def committed_logs(loc: Location, logs: Any, columns: list[str] | None = None, u
     Every reader's notion of "the committed logs rows" is this function: the first committed row
     of each `log_id` (racing attempts of one log may both append; see `writer`). `upto`: the
     logs of an older version read from a later one (`version_map.Pinned.upto`)."""
-    check_logs_schema(loc, logs)
-    is_journal = journal.is_journal(logs.schema)
+    schema = logs.schema  # a Lance dataset's schema is converted again at every access (~0.05 ms)
+    check_logs_schema(loc, logs, schema)
+    is_journal = journal.is_journal(schema)
     if columns is None:  # never the payloads: `journal` reads those of the logs it needs
         columns = journal.log_columns()
-    found = keys.first_per_key(loc, logs, "log_id", columns=[c for c in columns if c in logs.schema.names],
+    found = keys.first_per_key(loc, logs, "log_id", columns=[c for c in columns if c in schema.names],
                                  upto=upto)
     if tables.SEQ in columns and tables.SEQ not in found.column_names:  # a logs table made before commit_seq
         found = found.append_column(arrow_schema("logs").field(tables.SEQ), pa.nulls(found.num_rows, pa.int64()))
@@ -76,10 +77,11 @@ def check_present(loc: Location, table: str, committed: pa.Table, rows: int | No
                            "`artstore validate` checks every run.")
 
 
-def check_logs_schema(loc: Location, logs: Any) -> None:
+def check_logs_schema(loc: Location, logs: Any, schema: pa.Schema | None = None) -> None:
     """StorageError when the logs dataset at `loc` opened without the logs columns (its newest
     manifest overwritten, e.g. zero-filled): readers would fail with a bare KeyError."""
-    missing = [c for c in ("log_id", "write_id") if c not in logs.schema.names]
+    names = (logs.schema if schema is None else schema).names
+    missing = [c for c in ("log_id", "write_id") if c not in names]
     if missing:
         raise StorageError(f"{loc.uri} opened without its columns {missing}: its newest manifest is damaged. "
                            "Restore the run from a copy, or read an older version (as_of=).")

@@ -34,6 +34,7 @@ import pyarrow.fs as pafs
 
 from artstore.errors import SqlError
 from artstore.log.visibility import GATED, visible_mask
+from artstore.read import small_tables
 from artstore.read.scan import Query
 from artstore.schema import arrow_schema
 
@@ -219,7 +220,8 @@ class ViewDataset(pads.Dataset):
         scan = _Scan(query, self._schema, columns, filter)
         keys = _pruned(query.keys(), filter, self._schema)
 
-        tails: list[pa.Table] = []  # the runs' unfolded rows, filtered together at the end
+        tails: list[tuple[str, pa.Table]] = []  # the runs' unfolded rows, filtered together at the end
+        smalls: list[tuple[str, pa.Table]] = []  # the runs' small tables (`small_tables`), the same way
 
         @functools.cache
         def tail_columns() -> list[str]:  # what an unfolded tail is filtered on (once per scan)
@@ -259,14 +261,17 @@ class ViewDataset(pads.Dataset):
                             yield from scan.batches(key, ds.take(offsets, columns=scan.stored).to_batches(), None)
                 if not fetched:
                     stored = scan.stored if committed is None else list(dict.fromkeys([*scan.stored, "write_id"]))
-                    reader = query.track(ds.scanner(columns=stored, filter=lance_filter, **kwargs).to_reader())
-                    yield from scan.batches(key, reader, committed)
+                    rows = small_tables.read(snapshot.run.table_location(self._table).uri, ds,
+                                             list(dict.fromkeys([*stored, *tail_columns()])))
+                    if rows is not None:  # a small table: read whole (or kept), filtered with the others at the end
+                        keep = None if committed is None else visible_mask(rows["write_id"], committed)
+                        smalls.append((key, (rows if keep is None else rows.filter(keep)).select(tail_columns())))
+                    else:
+                        reader = query.track(ds.scanner(columns=stored, filter=lance_filter, **kwargs).to_reader())
+                        yield from scan.batches(key, reader, committed)
             tail = snapshot.tail(self._table) if self._table in GATED else None
             if tail is not None and tail.num_rows:  # a journal run's logs not folded yet
-                project, model = key.split("/")
-                n = tail.num_rows
-                tails.append(tail.select(tail_columns()).add_column(0, "project", pa.array([project] * n, pa.string()))
-                             .add_column(1, "model", pa.array([model] * n, pa.string())))
+                tails.append((key, tail.select(tail_columns())))
 
         def chained() -> Iterator[pa.RecordBatch]:
             pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="artstore-prefetch") if len(keys) > 1 \
@@ -278,8 +283,9 @@ class ViewDataset(pads.Dataset):
             finally:
                 if pool is not None:  # DuckDB may stop early (a LIMIT): drop what was not started
                     pool.shutdown(wait=True, cancel_futures=True)
-            if tails:  # in memory: one filter over every run's (one per run cost ~1 ms)
-                yield from scan.rows_out(pa.concat_tables(tails).combine_chunks())
+            for parts in (tails, smalls):  # in memory: one filter over every run's (one per run cost ~1 ms)
+                if parts:
+                    yield from scan.rows_out(small_tables.with_runs(parts))
 
         return _Scanner(scan.out, query.track(chained()))
 
