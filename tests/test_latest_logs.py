@@ -172,14 +172,14 @@ def test_own_logs_and_compactions_between_them_are_read_from_nothing(tmp_path, m
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     run = model.run
     reads = _count_reads(monkeypatch)
-    _log_steps_waiting(model, make_trajectory, range(6))  # 12 logs: the journal is compacted between them
+    _log_steps_waiting(model, make_trajectory, range(12))  # 24 logs: the journal is compacted between them
     snapshot = latest_logs.latest(run.table_location("logs"))
     assert snapshot.version == _latest_version(run)
     assert snapshot.unresolved  # rows a compaction moved after they were noted
     _assert_same_as_fresh(run)  # history, logs, and each step's groups (moved rows looked up by write_id)
-    _log_steps_waiting(model, make_trajectory, range(6, 10))  # after a history: extended, not made again
+    _log_steps_waiting(model, make_trajectory, range(12, 16))  # after a history: extended, not made again
     _assert_same_as_fresh(run)
-    assert run.history().num_rows == 20
+    assert run.history().num_rows == 32
     assert reads == []  # from the run's first log on, nothing was read back
 
 
