@@ -32,7 +32,7 @@ from artstore.errors import VersionNotFoundError
 from artstore.log import journal
 from artstore.log import state as state_table
 from artstore.records.metrics_builder import STATE_KEY
-from artstore.storage import Location, keys, tables
+from artstore.storage import Location, handles, keys, tables
 
 POSITION = "_artstore_sums_seq"  # state key: the journal sequence the stored base accounts for
 RATIOS = frozenset({"data/cum/unused_and_dummy_ratio"})  # set, not summed
@@ -182,6 +182,7 @@ class Tracker:
             self.sums = _add_rows(self.sums, found.rows(), int((raw or {}).get(POSITION, -1)), self.seen)
         self.version = 0 if found.ds is None else found.ds.version
         self.last = found.last
+        self.rows = 0 if found.ds is None else _row_count(found.ds)  # physical rows of `version`
         self.pending: dict[int, dict[str, Any]] = {}
         self._next = 0
 
@@ -216,8 +217,27 @@ class Tracker:
             self.seen.add(log_id)
             self.sums = apply(self.sums or empty(), change)
             self.version = version
+            self.rows += 1
+            return False
+        if created and log_id not in self.seen and self._only_ours(version):
+            self.seen.add(log_id)
+            self.sums = apply(self.sums or empty(), change)
             return False
         self.catch_up(version)
+        return True
+
+    def _only_ours(self, version: int | None) -> bool:
+        """Whether our commit at logs `version` is the only row appended since `self.version`
+        (then the versions between were compactions: this process's upkeep, or another's, which
+        move rows into new fragments and never add one). Counts the rows of `version`, from its
+        manifest, through this process's handle on it; False (read the rows) when that handle is
+        gone, e.g. a compaction landed right after our commit. On True the tracker moves to it."""
+        loc = self.run.child("logs.lance")
+        ds = handles.held(loc, version) if version is not None and version > self.version else None
+        if ds is None or _row_count(ds) != self.rows + 1:
+            return False
+        self.version, self.rows = version, self.rows + 1
+        self.last = max(self.last, keys.last_fragment_id(ds))
         return True
 
     def catch_up(self, version: int | None = None) -> None:
@@ -235,5 +255,10 @@ class Tracker:
         rows = keys.rows_after(loc, ds, self.last, ["log_id", journal.DELTA_COLUMN])
         self.sums = _add_rows(self.sums, rows, self.last, self.seen)
         self.last = max(self.last, keys.last_fragment_id(ds))
-        self.version = max(self.version, ds.version)
+        if ds.version > self.version:
+            self.version, self.rows = ds.version, _row_count(ds)
 
+
+def _row_count(ds: Any) -> int:
+    """The rows of a version of a journal, from its manifest (no journal row is ever deleted)."""
+    return ds.count_rows()
