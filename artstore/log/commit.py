@@ -131,12 +131,13 @@ def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dic
             continue
         if ds is None:
             return None, 0, True, True
+        schema = ds.schema  # built anew at each access (~30 us)
         try:
-            if version is None and tables.SEQ in ds.schema.names and not keys.may_hold(loc, ds, "log_id", log_id):
-                return None, ds.version, True, journal.is_journal(ds.schema)  # a new id (the common case)
+            if version is None and tables.SEQ in schema.names and not keys.may_hold(loc, ds, "log_id", log_id):
+                return None, ds.version, True, journal.is_journal(schema)  # a new id (the common case)
             found = keys.first_per_key(loc, ds, "log_id", filter=f"log_id = {sql_quote(log_id)}")
-            return ((found.to_pylist()[0] if found.num_rows else None), ds.version, tables.SEQ in ds.schema.names,
-                    journal.is_journal(ds.schema))
+            return ((found.to_pylist()[0] if found.num_rows else None), ds.version, tables.SEQ in schema.names,
+                    journal.is_journal(schema))
         except StorageError as e:  # a cleanup beside us removed files of the version opened
             if version is not None or attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
                 raise
@@ -216,6 +217,17 @@ def _commit_tables(run: Location, pool: ThreadPoolExecutor, rows: Mapping[str, p
                                  before_create=functools.partial(_refuse_recreate, run, name))
                for name, future in written.items()}
     return {name: future.result() for name, future in commits.items()}
+
+
+def _table_rows(traj: pa.Table, grp: pa.Table, values: Mapping[str, float], log_id: str, write_id: str,
+                split: str, step: int, recorded_at: datetime) -> dict[str, pa.Table]:
+    """The log's rows of each data table that gets any, for a run whose logs predate the journal."""
+    n = len(values)
+    metric_rows = pa.table({
+        "log_id": [log_id] * n, "write_id": [write_id] * n, "step": [step] * n, "split": [split] * n,
+        "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * n,
+    }, schema=arrow_schema("metrics"))
+    return {name: t for name, t in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows)) if t.num_rows}
 
 
 def _register(run: Location) -> None:
@@ -308,13 +320,6 @@ def write_log(
             log_id = _content_id(split, step, (traj, grp), extra)
             lookup = start(_winner, run, log_id)
         traj, grp = _set_ids(traj, log_id), _set_ids(grp, log_id)
-        metric_rows = pa.table({
-            "log_id": [log_id] * len(values), "write_id": [write_id] * len(values),
-            "step": [step] * len(values), "split": [split] * len(values),
-            "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * len(values),
-        }, schema=arrow_schema("metrics"))
-        rows = {name: t for name, t in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows))
-                if t.num_rows}
         n_exc = sum(len(g.exceptions) for g in groups)
         commit = pa.Table.from_pylist([{
             "log_id": log_id, "write_id": write_id, "split": split, "step": step,
@@ -351,7 +356,8 @@ def write_log(
                 inserted, logs_version = True, tables.commit_files(
                     logs_loc, row_fragments, commit.schema, message, read_version=looked_at or None)
             else:
-                versions = _commit_tables(run, pool, rows, message)
+                versions = _commit_tables(run, pool, _table_rows(traj, grp, values, log_id, write_id, split, step,
+                                                                 recorded_at), message)
                 legacy = commit.drop_columns(list(journal.PAYLOAD_COLUMNS)).set_column(
                     commit.schema.get_field_index("table_versions"), commit.schema.field("table_versions"),
                     pa.array([list(versions.items())], commit.schema.field("table_versions").type))
