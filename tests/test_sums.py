@@ -249,3 +249,13 @@ def test_deltas_of_one_writer_replay_to_its_exact_sums(steps, ids):
         builder.flush_now()
         stored = sums.apply(stored, json.loads(json.dumps(sums.delta(before, builder.state_dict()))))
         assert stored == builder.state_dict()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=4)), st.lists(st.text(max_size=4)))
+def test_applying_a_delta_gives_the_sorted_union_of_scenario_ids(known, new):
+    # inserted one by one into the sorted ids: the same as sorting the union of both
+    applied = sums.apply(sums.apply(sums.empty(), {"ids": known}), {"ids": new})
+    assert applied["unique_scenario_ids"] == sorted({*known, *new})
+    before, after = {"cum_state": {}, "unique_scenario_ids": set(known)}, {"cum_state": {}, "unique_scenario_ids": {*known, *new}}
+    assert sums.delta(before, after).get("ids", []) == sorted(set(new) - set(known))

@@ -22,6 +22,7 @@ reads the journal again only when another commit landed between two of its own.
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -45,12 +46,14 @@ def empty() -> Sums:
 
 
 def delta(before: Sums, after: Sums) -> dict[str, Any]:
-    """What one log added (`after` minus `before`, builder `state_dict()`s), as stored in its row."""
+    """What one log added (`after` minus `before`, builder `state_dict()`s or `sums_snapshot()`s:
+    ids as a list or a set), as stored in its row."""
     old, new = before["cum_state"], after["cum_state"]
     out: dict[str, Any] = {}
     added = {k: [old.get(k, 0.0), v] for k, v in new.items() if k not in RATIOS and v != old.get(k)}
     ratios = {k: v for k, v in new.items() if k in RATIOS}
-    ids = sorted(set(after["unique_scenario_ids"]) - set(before["unique_scenario_ids"]))
+    after_ids = after["unique_scenario_ids"]
+    ids = sorted((after_ids if isinstance(after_ids, set) else set(after_ids)).difference(before["unique_scenario_ids"]))
     for key, value in (("add", added), ("set", ratios), ("ids", ids)):
         if value:
             out[key] = value
@@ -64,10 +67,12 @@ def apply(sums: Sums, change: dict[str, Any]) -> Sums:
         current = cum.get(key, 0.0)
         cum[key] = after if current == before else current + (after - before)
     cum.update(change.get("set") or {})
-    ids = sums["unique_scenario_ids"]
-    if change.get("ids"):
-        ids = sorted({*ids, *change["ids"]})
-    return {"cum_state": cum, "unique_scenario_ids": list(ids)}
+    ids = list(sums["unique_scenario_ids"])  # sorted, no repeats
+    for new in change.get("ids") or ():  # a few a log: inserted in place, not a sort of all so far
+        at = bisect.bisect_left(ids, new)
+        if at == len(ids) or ids[at] != new:
+            ids.insert(at, new)
+    return {"cum_state": cum, "unique_scenario_ids": ids}
 
 
 def _stored_base(raw: dict[str, Any] | None) -> Sums | None:
@@ -75,7 +80,7 @@ def _stored_base(raw: dict[str, Any] | None) -> Sums | None:
     if not isinstance(stored, dict):
         return None
     return {"cum_state": {str(k): float(v) for k, v in (stored.get("cum_state") or {}).items()},
-            "unique_scenario_ids": sorted(str(i) for i in stored.get("unique_scenario_ids") or [])}
+            "unique_scenario_ids": sorted({str(i) for i in stored.get("unique_scenario_ids") or []})}
 
 
 class _Journal:
