@@ -6,7 +6,8 @@ each, untimed). Per side: the median latency, the median CPU time of the logging
 (`time.thread_time`) and of the process (all threads: Lance's, and the background upkeep's when
 it runs), and the logging thread's CPU per piece of the path (each function wrapped). On a
 shared machine the thread's CPU is the figure that compares two versions: latency swings with
-the load far more.
+the load far more. The last rows time what a log spends on the builder's scenario ids once 600
+or 6,000 were seen (a cost that grows with the run: the benchmark data adds one id a step).
 
     LANCE_LOG=error python -m benchmarks.log_cpu --baseline /work/main [--rounds 2] [--logs 150]
         [--upkeep wait|run]
@@ -91,7 +92,33 @@ def _child(logs: int, wait: bool) -> dict:
         cpu.update(saved)
     ms = lambda xs: 1000 * statistics.median(xs)  # noqa: E731
     return {"wall": ms(wall), "thread": ms(thread), "process": ms(process),
-            "pieces": {k: 1000 * v / logs for k, v in cpu.items()}}
+            "pieces": {k: 1000 * v / logs for k, v in cpu.items()}, **{f"ids {n}": _ids_ms(n) for n in IDS}}
+
+
+IDS = (600, 6000)  # scenario ids seen so far: the benchmark data adds one a step
+
+
+def _ids_ms(n: int) -> float:
+    """ms a Model log spends on the builder's scenario ids when `n` were seen: the sums snapshot
+    before and after the log (one new id), their delta, and its apply (best of 5 x 50)."""
+    import timeit
+
+    from artstore.log import sums
+    from artstore.records.metrics_builder import MetricsBuilder
+
+    builder = MetricsBuilder("train")
+    known = [f"scenario-{i:06d}" for i in range(n)]
+    builder.load_sums({"cum_state": {"a": 1.0}, "unique_scenario_ids": known})
+    base = sums.apply(sums.empty(), {"ids": known})
+    snapshot = getattr(builder, "sums_snapshot", builder.state_dict)  # (a baseline without it sorts)
+
+    def one() -> None:
+        before = snapshot()
+        builder._shared.unique_ids.add("scenario-new")
+        sums.apply(base, sums.delta(before, snapshot()))
+        builder._shared.unique_ids.discard("scenario-new")
+
+    return 1000 * min(timeit.repeat(one, number=50, repeat=5)) / 50
 
 
 def main() -> None:
@@ -126,6 +153,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: |")
     rows = [("latency", "wall"), ("CPU, logging thread", "thread"), ("CPU, process", "process")]
     rows += [(f"thread CPU: {name.split('.')[-1]}", name.split(".")[-1]) for _, name in PIECES]
+    rows += [(f"scenario ids of a log, {n:,} seen", f"ids {n}") for n in IDS]
     for label, key in rows:
         def value(side: str, key: str = key) -> float:
             return statistics.median(r[key] if key in r else r["pieces"].get(key, 0.0) for r in results[side])
