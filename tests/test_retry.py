@@ -13,6 +13,7 @@ from artstore.log import commit as writer
 from artstore.log import journal
 from artstore.schema import arrow_schema
 from artstore.storage import compaction, files, tables
+from tests.conftest import tool_call_trajectory
 
 
 def _model(base_path):
@@ -209,3 +210,17 @@ def test_a_logs_table_made_before_first_commit_wins_keeps_its_unique_insert(base
     assert model.run.logs().schema.equals(arrow_schema("logs").remove_metadata().empty_table().select(
         journal.log_columns()).schema, check_metadata=False)
     assert model.run.groups(step=0) == _groups(make_trajectory)
+
+
+def test_a_derived_log_id_is_the_one_earlier_versions_derived(base_path):
+    """A log retried after an upgrade of artstore is stored once: the id derived from its content
+    is the one artstore derived before (pinned from main at 3b0b9c5). A change of the encoding
+    that changes these ids must say so (it breaks retries across versions)."""
+    run = art.open_store(base_path).location.child("p", "models", "m")
+    groups = [art.TrajectoryGroup([tool_call_trajectory(0.25 * j, j, turns=2, correct=j % 2 == 0) for j in range(4)]),
+              art.TrajectoryGroup([art.Trajectory(
+                  messages_and_choices=[{"role": "user", "content": "hi"}], reward=1.0,
+                  additional_histories=[art.History(messages_and_choices=[{"role": "user", "content": "x"}])])])]
+    assert writer.write_log(run, groups, split="train", step=3, metrics={"judge": 0.5}).log_id == \
+        "d-7ff2d9b13bdb6c6c19a69e63fcecb0d5"
+    assert writer.write_log(run, groups[:1], split="val", step=3).log_id == "d-bd0fb95fb8358fb90365b9329f679e76"

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +22,7 @@ import artstore as art
 from artstore.log import journal, sums, upkeep
 from artstore.records.metrics_builder import STATE_KEY
 from artstore.schema import arrow_schema
-from artstore.storage import tables
+from artstore.storage import compaction, tables
 from tests.conftest import tool_call_trajectory
 
 
@@ -98,6 +99,45 @@ def test_a_model_catches_up_with_another_writers_logs_after_its_own_commit(tmp_p
         a.metrics_builder("train").add_cost("train/judge", 1.0)
         assert a.log_sync(None, split="train", step=9, metrics={"loss": expected}).metrics["costs/cum/all"] == expected
     assert _sums(b)["cum_state"]["costs/cum/all"] == 6.0
+
+
+def _compact_journal(model: art.Model) -> None:
+    upkeep.wait()  # the background upkeep of the last log is done: this compaction makes a version
+    logs = model.run.location.child("logs.lance")
+    before = tables.latest_version(logs)
+    compaction.maintain(logs, "logs", timedelta(days=1), force=True, cleanup=False)
+    assert tables.latest_version(logs) > before  # a compaction commit between two logs
+
+
+def test_a_log_after_compactions_of_the_journal_reads_no_rows_and_keeps_exact_sums(tmp_path, monkeypatch):
+    m = _model(str(tmp_path))
+    for step in range(3):
+        m.metrics_builder("train").add_cost("train/judge", 1.0)
+        m.log_sync(None, split="train", step=step, metrics={"loss": 1.0})
+    reads = []
+    monkeypatch.setattr(sums.keys, "rows_after", lambda *a, **k: reads.append(a) or pytest.fail("read rows"))
+    for step in range(3, 6):
+        _compact_journal(m)  # moves the rows into a new fragment: no row added, none to count
+        m.metrics_builder("train").add_cost("train/judge", 1.0)
+        assert m.log_sync(None, split="train", step=step, metrics={"loss": 1.0}).metrics["costs/cum/all"] == step + 1.0
+    assert not reads
+    monkeypatch.undo()
+    assert _sums(_model(str(tmp_path)))["cum_state"]["costs/cum/all"] == 6.0
+
+
+def test_a_log_after_a_compaction_and_another_writers_log_counts_that_log(tmp_path):
+    a, b = _model(str(tmp_path)), _model(str(tmp_path))
+    a.metrics_builder("train").add_cost("train/judge", 1.0)
+    a.log_sync(None, split="train", step=0, metrics={"loss": 1.0})
+    for step in range(1, 4):
+        b.metrics_builder("train").add_cost("train/judge", 10.0)
+        b.log_sync(None, split="train", step=step, metrics={"loss": 1.0})
+        _compact_journal(a)
+        a.metrics_builder("train").add_cost("train/judge", 1.0)
+        a.log_sync(None, split="train", step=step, metrics={"loss": 1.0})
+        # after its own commit a holds b's logs too, though a compaction came between
+        assert a.metrics_builder().state_dict()["cum_state"]["costs/cum/all"] == 11.0 * step + 1.0
+    assert _sums(_model(str(tmp_path)))["cum_state"]["costs/cum/all"] == 34.0
 
 
 def test_many_writers_and_a_racing_retry_end_with_exact_sums(tmp_path):
@@ -209,3 +249,13 @@ def test_deltas_of_one_writer_replay_to_its_exact_sums(steps, ids):
         builder.flush_now()
         stored = sums.apply(stored, json.loads(json.dumps(sums.delta(before, builder.state_dict()))))
         assert stored == builder.state_dict()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=4)), st.lists(st.text(max_size=4)))
+def test_applying_a_delta_gives_the_sorted_union_of_scenario_ids(known, new):
+    # inserted one by one into the sorted ids: the same as sorting the union of both
+    applied = sums.apply(sums.apply(sums.empty(), {"ids": known}), {"ids": new})
+    assert applied["unique_scenario_ids"] == sorted({*known, *new})
+    before, after = {"cum_state": {}, "unique_scenario_ids": set(known)}, {"cum_state": {}, "unique_scenario_ids": {*known, *new}}
+    assert sums.delta(before, after).get("ids", []) == sorted(set(new) - set(known))

@@ -282,12 +282,12 @@ class Model(pydantic.BaseModel):
             if sums.legacy:  # a run from before the journal: its sums live in its state only
                 sums.refresh()
                 self._metrics.load_sums(sums.working())
-            before = self._metrics.state_dict()
+            before = self._metrics.sums_snapshot()
             scoped = builder_for_split(self._metrics, split)
             for key, value in self._automatic_metrics(split, step, set(extra)).items():
                 scoped.add_metric(key, value)
             values = compute_metrics(groups, split, extra, step=step, builder=self._metrics)
-            change = sums_mod.delta(before, self._metrics.state_dict())
+            change = sums_mod.delta(before, self._metrics.sums_snapshot())
             token = sums.begin(change)
         record = None
         try:

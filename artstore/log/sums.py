@@ -22,6 +22,7 @@ reads the journal again only when another commit landed between two of its own.
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ from artstore.errors import VersionNotFoundError
 from artstore.log import journal
 from artstore.log import state as state_table
 from artstore.records.metrics_builder import STATE_KEY
-from artstore.storage import Location, keys, tables
+from artstore.storage import Location, handles, keys, tables
 
 POSITION = "_artstore_sums_seq"  # state key: the journal sequence the stored base accounts for
 RATIOS = frozenset({"data/cum/unused_and_dummy_ratio"})  # set, not summed
@@ -45,12 +46,14 @@ def empty() -> Sums:
 
 
 def delta(before: Sums, after: Sums) -> dict[str, Any]:
-    """What one log added (`after` minus `before`, builder `state_dict()`s), as stored in its row."""
+    """What one log added (`after` minus `before`, builder `state_dict()`s or `sums_snapshot()`s:
+    ids as a list or a set), as stored in its row."""
     old, new = before["cum_state"], after["cum_state"]
     out: dict[str, Any] = {}
     added = {k: [old.get(k, 0.0), v] for k, v in new.items() if k not in RATIOS and v != old.get(k)}
     ratios = {k: v for k, v in new.items() if k in RATIOS}
-    ids = sorted(set(after["unique_scenario_ids"]) - set(before["unique_scenario_ids"]))
+    after_ids = after["unique_scenario_ids"]
+    ids = sorted((after_ids if isinstance(after_ids, set) else set(after_ids)).difference(before["unique_scenario_ids"]))
     for key, value in (("add", added), ("set", ratios), ("ids", ids)):
         if value:
             out[key] = value
@@ -64,10 +67,12 @@ def apply(sums: Sums, change: dict[str, Any]) -> Sums:
         current = cum.get(key, 0.0)
         cum[key] = after if current == before else current + (after - before)
     cum.update(change.get("set") or {})
-    ids = sums["unique_scenario_ids"]
-    if change.get("ids"):
-        ids = sorted({*ids, *change["ids"]})
-    return {"cum_state": cum, "unique_scenario_ids": list(ids)}
+    ids = list(sums["unique_scenario_ids"])  # sorted, no repeats
+    for new in change.get("ids") or ():  # a few a log: inserted in place, not a sort of all so far
+        at = bisect.bisect_left(ids, new)
+        if at == len(ids) or ids[at] != new:
+            ids.insert(at, new)
+    return {"cum_state": cum, "unique_scenario_ids": ids}
 
 
 def _stored_base(raw: dict[str, Any] | None) -> Sums | None:
@@ -75,7 +80,7 @@ def _stored_base(raw: dict[str, Any] | None) -> Sums | None:
     if not isinstance(stored, dict):
         return None
     return {"cum_state": {str(k): float(v) for k, v in (stored.get("cum_state") or {}).items()},
-            "unique_scenario_ids": sorted(str(i) for i in stored.get("unique_scenario_ids") or [])}
+            "unique_scenario_ids": sorted({str(i) for i in stored.get("unique_scenario_ids") or []})}
 
 
 class _Journal:
@@ -182,6 +187,7 @@ class Tracker:
             self.sums = _add_rows(self.sums, found.rows(), int((raw or {}).get(POSITION, -1)), self.seen)
         self.version = 0 if found.ds is None else found.ds.version
         self.last = found.last
+        self.rows = 0 if found.ds is None else _row_count(found.ds)  # physical rows of `version`
         self.pending: dict[int, dict[str, Any]] = {}
         self._next = 0
 
@@ -216,8 +222,27 @@ class Tracker:
             self.seen.add(log_id)
             self.sums = apply(self.sums or empty(), change)
             self.version = version
+            self.rows += 1
+            return False
+        if created and log_id not in self.seen and self._only_ours(version):
+            self.seen.add(log_id)
+            self.sums = apply(self.sums or empty(), change)
             return False
         self.catch_up(version)
+        return True
+
+    def _only_ours(self, version: int | None) -> bool:
+        """Whether our commit at logs `version` is the only row appended since `self.version`
+        (then the versions between were compactions: this process's upkeep, or another's, which
+        move rows into new fragments and never add one). Counts the rows of `version`, from its
+        manifest, through this process's handle on it; False (read the rows) when that handle is
+        gone, e.g. a compaction landed right after our commit. On True the tracker moves to it."""
+        loc = self.run.child("logs.lance")
+        ds = handles.held(loc, version) if version is not None and version > self.version else None
+        if ds is None or _row_count(ds) != self.rows + 1:
+            return False
+        self.version, self.rows = version, self.rows + 1
+        self.last = max(self.last, keys.last_fragment_id(ds))
         return True
 
     def catch_up(self, version: int | None = None) -> None:
@@ -235,5 +260,10 @@ class Tracker:
         rows = keys.rows_after(loc, ds, self.last, ["log_id", journal.DELTA_COLUMN])
         self.sums = _add_rows(self.sums, rows, self.last, self.seen)
         self.last = max(self.last, keys.last_fragment_id(ds))
-        self.version = max(self.version, ds.version)
+        if ds.version > self.version:
+            self.version, self.rows = ds.version, _row_count(ds)
 
+
+def _row_count(ds: Any) -> int:
+    """The rows of a version of a journal, from its manifest (no journal row is ever deleted)."""
+    return ds.count_rows()

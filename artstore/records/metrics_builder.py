@@ -183,6 +183,12 @@ class MetricsBuilder:
         with self._shared.lock:
             return {"cum_state": dict(self._shared.cum), "unique_scenario_ids": sorted(self._shared.unique_ids)}
 
+    def sums_snapshot(self) -> dict[str, Any]:
+        """`state_dict()` with the scenario ids as a set, unsorted: what a caller diffing two
+        snapshots needs (a sort of every id so far, twice a log, grew with the run)."""
+        with self._shared.lock:
+            return {"cum_state": dict(self._shared.cum), "unique_scenario_ids": set(self._shared.unique_ids)}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace the running sums with `state`'s and drop any pending step values."""
         self.load_sums(state)

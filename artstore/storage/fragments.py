@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.storage.location import Location
-from artstore.storage.tables import storage_errors
+from artstore.storage.tables import data_file_path, storage_errors
 
 
 def fragment_rows(loc: Location, ds: Any) -> list[tuple[int, int]]:
@@ -55,13 +55,6 @@ def fragment_identities(loc: Location, ds: Any) -> dict[int, tuple[Any, ...]]:
     with storage_errors(loc, "list the fragments of"):
         return {f.fragment_id: (tuple(data_file_path(d) for d in f.data_files()), repr(f.deletion_file()),
                                 f.physical_rows) for f in ds.get_fragments()}
-
-
-def data_file_path(data_file: Any) -> str:
-    """The path of a Lance `DataFile`. pylance 14's `path` property defines a class on each access
-    (~20 us idle, ~250 us under load; a manifest has ~16 fragments): its field, where present."""
-    found = getattr(data_file, "_path", None)
-    return found if isinstance(found, str) else str(data_file.path)
 
 
 def take_rows(loc: Location, ds: Any, addresses: list[int], columns: list[str] | None = None) -> pa.Table:

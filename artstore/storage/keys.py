@@ -21,7 +21,7 @@ from lance import LanceDataset
 from lance.fragment import FragmentMetadata
 
 from artstore.storage.location import Location
-from artstore.storage.tables import SEQ, storage_errors
+from artstore.storage.tables import SEQ, first_file, storage_errors
 
 # A table of at most this many rows is read whole by `first_per_key` with one take, not a scan
 # (whose set-up, ~1-2 ms of CPU, is most of reading a small run's logs).
@@ -127,7 +127,7 @@ def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]
     is `value`. Reads the key column of only the fragments this process has neither read nor
     committed (`note_keys`) before: a fragment never changes, and its data file's name is unique
     (compaction writes new ones), so a look-up costs the same at any length of the run."""
-    fragments = [(f, f.data_files()[0].path if f.data_files() else "") for f in ds.get_fragments()]
+    fragments = [(f, first_file(f)) for f in ds.get_fragments()]
     cache_key = (loc.uri, key)
     with _KEYS_LOCK:
         known = _KEYS.get(cache_key, {})
@@ -157,7 +157,7 @@ def note_keys(loc: Location, key: str, fragments: list[FragmentMetadata], values
         known = _KEYS.setdefault((loc.uri, key), {})
         for f in fragments:
             if f.data_files():
-                known[f.data_files()[0].path] = frozenset(values)
+                known[first_file(f)] = frozenset(values)
 
 
 # (dataset uri, key column) -> {data file path: (the key values its fragment holds, its key column)}
@@ -168,7 +168,7 @@ def _key_column(loc: Location, fragment: Any, key: str) -> tuple[frozenset[str],
     """The distinct values and the column `key` of a fragment of the dataset at `loc`, read once
     per process (a data file never changes, and its name is unique). At most 4,096 files are
     kept per dataset and column (compaction leaves fewer: the oldest go first)."""
-    path = fragment.data_files()[0].path if fragment.data_files() else ""
+    path = first_file(fragment)
     with _KEYS_LOCK:
         found = _KEY_COLUMNS.get((loc.uri, key), {}).get(path)
     if found is None:

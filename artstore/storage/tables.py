@@ -197,8 +197,13 @@ def commit_files(loc: Location, fragments: list[FragmentMetadata], schema: pa.Sc
             base = ds.version
         for attempt in range(VANISHED_RETRIES + 1):
             try:
+                # Through the held dataset even when it is newer than `base` (e.g. this process's
+                # compaction landed meanwhile): Lance checks out the latest to commit on, whatever
+                # version the handle has; a uri would make it list `_versions/` first.
+                held = handles.held(loc)
                 committed = LanceDataset.commit(
-                    handles.held(loc, base) or loc.uri, LanceOperation.Append(fragments), read_version=base,
+                    held if held is not None and held.version >= base else loc.uri,
+                    LanceOperation.Append(fragments), read_version=base,
                     storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES, commit_message=message or None,
                 )
                 handles.remember(loc, committed)
@@ -235,12 +240,43 @@ def update_config(loc: Location, updates: dict[str, str], read_version: int) -> 
             raise
 
 
+def first_file(fragment: Any) -> str:
+    """The path of the first data file of `fragment` (a LanceFragment or FragmentMetadata), ""
+    when it has none. Reads DataFile's stored path: its `path` property builds a str subclass on
+    each call (~12 us; a look-up by key reads one per fragment)."""
+    found = fragment.data_files()
+    return data_file_path(found[0]) if found else ""
+
+
+def data_file_path(data_file: Any) -> str:
+    """The path of a Lance `DataFile`. pylance 14's `path` property defines a class on each access
+    (~20 us idle, ~250 us under load): its field, where present."""
+    found = getattr(data_file, "_path", None)
+    return found if isinstance(found, str) else str(data_file.path)
+
+
+def fragment_ids(ds: LanceDataset) -> list[int]:
+    """The fragment ids of the version `ds`, ascending, from its manifest in memory (no
+    LanceFragment objects: ~0.2 us in all instead of ~2 us a fragment)."""
+    raw = getattr(ds, "_ds", None)
+    if raw is not None and hasattr(raw, "fragment_ids"):
+        return sorted(raw.fragment_ids())
+    return sorted(f.fragment_id for f in ds.get_fragments())
+
+
+def fragments_of(ds: LanceDataset) -> int:
+    """How many fragments the version `ds` has, from its manifest in memory (no LanceFragment
+    objects: ~0.1 us instead of ~7 us a fragment)."""
+    raw = getattr(ds, "_ds", None)
+    return raw.count_fragments() if raw is not None and hasattr(raw, "count_fragments") else len(ds.get_fragments())
+
+
 def discard_files(loc: Location, fragments: list[FragmentMetadata]) -> None:
     """Delete the data files of `fragments`, written by `write_files` and never committed (so
     nothing references them)."""
     for fragment in fragments:
         for data in fragment.data_files():
-            files.delete(loc.child("data", data.path), recursive=False)
+            files.delete(loc.child("data", data_file_path(data)), recursive=False)
 
 
 def _merge_insert(loc: Location, table: pa.Table, key: str | list[str], update: bool,
@@ -408,7 +444,7 @@ _COMMITS_LOCK = threading.Lock()
 def note_commit(loc: Location, committed: LanceDataset) -> None:
     """Remember what the version `committed` (just made by this process) holds, so that later
     questions about it (`committed_at`, `committed_fragments`, `committed_seq_hi`) read nothing."""
-    ids = [f.fragment_id for f in committed.get_fragments()]
+    ids = fragment_ids(committed)
     with _COMMITS_LOCK:
         _COMMITS[(loc.uri, committed.version)] = (version_time(committed), len(ids), max(ids, default=-1))
         while len(_COMMITS) > 1024:
@@ -585,7 +621,7 @@ def tags(loc: Location) -> dict[str, int]:
 
 def fragment_count(loc: Location) -> int:
     ds = open_dataset(loc)
-    return 0 if ds is None else len(ds.get_fragments())
+    return 0 if ds is None else fragments_of(ds)
 
 
 def validate(loc: Location) -> None:
