@@ -89,14 +89,19 @@ def test_a_step_read_is_what_was_logged_in_the_order_logged(tmp_path, make_traje
     assert model.run.groups(split="train", step=8) == []
 
 
+def _log_in_another_process(base: Path, step: int = 11, metrics: str = "{'other': 3.0}", then: str = "") -> None:
+    """One val log of model p/m from a fresh Python process (`then`: code run after it on `m`)."""
+    code = ("import sys, artstore as art; m = art.Model(name='m', project='p', base_path=sys.argv[1], "
+            f"report_metrics=[]); m.log_sync(None, split='val', step={step}, metrics={metrics}){then}")
+    subprocess.run([sys.executable, "-c", code, str(base)], check=True, cwd=ROOT)
+
+
 def test_another_process_log_is_seen(tmp_path, make_trajectory):
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     run = model.run
     _log_steps(model, make_trajectory, range(2))
     assert run.history().num_rows == 4
-    code = ("import sys, artstore as art; art.Model(name='m', project='p', base_path=sys.argv[1], "
-            "report_metrics=[]).log_sync(None, split='val', step=11, metrics={'other': 3.0})")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    _log_in_another_process(tmp_path)
     history = run.history()
     assert history.num_rows == 5 and history["val/other"].to_pylist()[-1] == 3.0
     _assert_same_as_fresh(run)
@@ -202,9 +207,7 @@ def test_another_process_log_between_own_logs_is_read_once(tmp_path, make_trajec
     _log_steps(model, make_trajectory, range(2))
     assert run.history().num_rows == 4
     reads = _count_reads(monkeypatch)
-    code = ("import sys, artstore as art; art.Model(name='m', project='p', base_path=sys.argv[1], "
-            "report_metrics=[]).log_sync(None, split='val', step=11, metrics={'other': 3.0})")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    _log_in_another_process(tmp_path)
     _log_steps(model, make_trajectory, range(2, 4))  # not noted: the other process's row is not in them
     history = run.history()
     assert reads  # the kept logs were read up to date, once
@@ -218,9 +221,7 @@ def test_another_process_log_rewritten_by_a_compaction_is_not_taken_for_a_move(t
     run = model.run
     _log_steps(model, make_trajectory, range(3))
     assert run.history().num_rows == 6
-    code = ("import sys, artstore as art; m = art.Model(name='m', project='p', base_path=sys.argv[1], "
-            "report_metrics=[]); m.log_sync(None, split='val', step=11, metrics={'other': 3.0}); m.run.compact()")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    _log_in_another_process(tmp_path, then="; m.run.compact()")
     _log_steps(model, make_trajectory, range(3, 4))  # its rows now sit among ours in the compacted fragments
     history = run.history()
     assert history.num_rows == 9 and history["val/other"].to_pylist().count(3.0) == 1
@@ -232,9 +233,7 @@ def test_a_retried_log_id_keeps_the_first_commit(tmp_path, monkeypatch):
     run = model.run
     model.log_sync(None, split="val", step=1, metrics={"x": 1.0})
     assert run.history().num_rows == 1
-    code = ("import sys, artstore as art; art.Model(name='m', project='p', base_path=sys.argv[1], "
-            "report_metrics=[]).log_sync(None, split='val', step=2, metrics={'x': 2.0}, log_id='same')")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    _log_in_another_process(tmp_path, step=2, metrics="{'x': 2.0}, log_id='same'")
     again = model.log_sync(None, split="val", step=2, metrics={"x": 9.0}, log_id="same")  # a retry: stores nothing
     assert again is not None and not again.created
     model.log_sync(None, split="val", step=2, metrics={"x": 9.0}, log_id="same")
