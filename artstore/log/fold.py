@@ -39,9 +39,11 @@ logger = logging.getLogger(__name__)
 CLAIM = "artstore.fold_claim"
 LEASE_S = 120.0  # a claim older than this is taken over (its folder is presumed dead)
 # log() asks for a fold when its journal version is a multiple of this. A fold costs ~3 commits and
-# a few opens per data table whatever its size, so that is the upkeep's largest cost per log: 32
-# halves it against 16, while the journal holds at most ~32 unfolded logs' payloads.
-FOLD_EVERY = 32
+# a few opens per data table whatever its size (~60% of a 32-log fold's CPU), so that is the
+# upkeep's largest cost per log: 64 made the background CPU per small log ~20% less than 32
+# (benchmarks/RESULTS.md, bgcpu), while the journal holds at most ~64 unfolded logs' payloads
+# (~8 KB each for 8 trajectories; a reader decodes only the ones it reads).
+FOLD_EVERY = 64
 MAX_LOGS = 1024  # logs folded per commit at most (a run never folded before is folded in rounds)
 
 
