@@ -257,7 +257,7 @@ class Tracker:
             ds = tables.open_dataset(loc)
         if ds is None or journal.DELTA_COLUMN not in ds.schema.names:
             return
-        rows = keys.rows_after(loc, ds, self.last, ["log_id", journal.DELTA_COLUMN])
+        rows = keys.rows_after(loc, ds, self.last, ["log_id", journal.DELTA_COLUMN], note_key="log_id")
         self.sums = _add_rows(self.sums, rows, self.last, self.seen)
         self.last = max(self.last, keys.last_fragment_id(ds))
         if ds.version > self.version:

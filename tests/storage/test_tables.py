@@ -183,3 +183,39 @@ def test_committing_on_an_older_read_version_keeps_every_commit_since(tmp_path):
     tables.append(loc, pa.table({"x": [3]}), read_version=read)
     assert tables.commit_files(loc, mine, pa.schema([("x", pa.int64())]), read_version=read) == 4
     assert sorted(tables.open_dataset(loc).to_table()["x"].to_pylist()) == [1, 2, 3, 9]
+
+
+KEYED = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field(tables.SEQ, pa.int64())])
+
+
+def _five_fragments(tmp_path) -> Location:
+    """A table of 5 fragments (2 keys each) that this process then holds no note of, as if another
+    process had appended them."""
+    loc = Location.parse(tmp_path / "keys.lance")
+    for i in range(5):
+        tables.append(loc, pa.table({"key": [f"k{i}", f"k{i}b"], tables.SEQ: [None, None]}, schema=KEYED))
+    keys._KEYS.clear()
+    return loc
+
+
+def test_key_files_reads_fragments_another_writer_appended_in_one_scan(tmp_path, monkeypatch):
+    loc = _five_fragments(tmp_path)
+    ds = tables.open_latest(loc)
+    fragments = ds.get_fragments()
+    expected = {tables.first_file(f) for f in fragments if "k3b" in f.to_table(columns=["key"])["key"].to_pylist()}
+    monkeypatch.setattr(type(fragments[0]), "to_table", lambda *a, **k: pytest.fail("a read per fragment"))
+    assert len(expected) == 1
+    assert keys.key_files(loc, ds, "key", "k3b") == expected
+    assert not keys.may_hold(loc, ds, "key", "k9")
+
+
+def test_key_files_reads_nothing_rows_after_noted(tmp_path, monkeypatch):
+    loc = _five_fragments(tmp_path)
+    ds = tables.open_latest(loc)
+    assert keys.rows_after(loc, ds, 2, ["key"], note_key="key")["key"].to_pylist() == ["k3", "k3b", "k4", "k4b"]
+    everything = keys.rows_after(loc, ds, -1, ["key"], note_key="key")
+    assert everything["key"].to_pylist() == [f"k{i}{b}" for i in range(5) for b in ("", "b")]
+    monkeypatch.setattr(type(ds), "scanner", lambda *a, **k: pytest.fail("read again"))
+    monkeypatch.setattr(type(ds.get_fragments()[0]), "to_table", lambda *a, **k: pytest.fail("read again"))
+    assert keys.key_files(loc, ds, "key", "k4") == {tables.first_file(ds.get_fragments()[4])}
+    assert not keys.may_hold(loc, ds, "key", "k9")
