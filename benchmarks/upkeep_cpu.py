@@ -25,10 +25,8 @@ from lance import LanceDataset
 import artstore
 from artstore.log import fold, run_stats, upkeep
 from artstore.storage import compaction, version_map
-from benchmarks.store_driver import build_groups
-from benchmarks.synthetic import make_step
+from benchmarks.upkeep_loop import WARM_UP_STEPS, log_steps
 
-WARM_UP_STEPS = 59
 _cpu: collections.defaultdict[str, float] = collections.defaultdict(float)
 _calls: collections.Counter[str] = collections.Counter()
 
@@ -94,27 +92,16 @@ def main() -> None:
     model = artstore.TrainableModel(name="agent", project="bench", base_model="x", base_path=tempfile.mkdtemp(),
                                     report_metrics=[], **window)
 
-    def groups(step: int, seed: int) -> list:
-        return build_groups(make_step(step, 1, 8, seed))
-
-    for s in range(1, WARM_UP_STEPS + 1):
-        model.log_sync(groups(s, 3), split="train", step=s)
-        model.log_sync(groups(s, 4), split="val", step=s)
+    log_steps(model, range(1, WARM_UP_STEPS + 1))
     upkeep.wait()
     _cpu.clear()
     _calls.clear()
-    before, times = _threads_cpu(), []
+    before = _threads_cpu()
     cpu0, main0 = time.process_time(), time.thread_time()
-    for s in range(WARM_UP_STEPS + 1, WARM_UP_STEPS + 1 + a.steps):
-        train, val = groups(s, 3), groups(s, 4)
-        t = time.perf_counter()
-        model.log_sync(train, split="train", step=s)
-        times.append(time.perf_counter() - t)
-        model.log_sync(val, split="val", step=s)
+    times = log_steps(model, range(WARM_UP_STEPS + 1, WARM_UP_STEPS + 1 + a.steps))
     cpu, main_cpu = time.process_time() - cpu0, time.thread_time() - main0
     after, names = _threads_cpu(), _thread_names()
     logs = 2 * a.steps
-    times.sort()
     print(f"train log p50 {1000 * times[len(times) // 2]:.1f} ms; cpu per log: process {1000 * cpu / logs:.2f} ms, "
           f"main thread {1000 * main_cpu / logs:.2f} ms, background {1000 * (cpu - main_cpu) / logs:.2f} ms")
     per_thread: collections.defaultdict[str, float] = collections.defaultdict(float)

@@ -26,6 +26,19 @@ from benchmarks.synthetic import make_step
 WARM_UP_STEPS = 59
 
 
+def log_steps(model: artstore.Model, steps: range) -> list[float]:
+    """Log a small train and a val log (1 group x 8 trajectories each) per step; the train logs'
+    latencies in seconds, sorted."""
+    times = []
+    for s in steps:
+        train, val = build_groups(make_step(s, 1, 8, 3)), build_groups(make_step(s, 1, 8, 4))
+        t = time.perf_counter()
+        model.log_sync(train, split="train", step=s)
+        times.append(time.perf_counter() - t)
+        model.log_sync(val, split="val", step=s)
+    return sorted(times)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=200)
@@ -42,24 +55,12 @@ def main() -> None:
     model = artstore.TrainableModel(name="agent", project="bench", base_model="x", base_path=tempfile.mkdtemp(),
                                     report_metrics=[])
 
-    def groups(step: int, seed: int) -> list:
-        return build_groups(make_step(step, 1, 8, seed))
-
-    for s in range(1, WARM_UP_STEPS + 1):
-        model.log_sync(groups(s, 3), split="train", step=s)
-        model.log_sync(groups(s, 4), split="val", step=s)
+    log_steps(model, range(1, WARM_UP_STEPS + 1))
     inline.clear()
-    times = []
     cpu0, main0 = time.process_time(), time.thread_time()
-    for s in range(WARM_UP_STEPS + 1, WARM_UP_STEPS + 1 + a.steps):
-        train, val = groups(s, 3), groups(s, 4)
-        t = time.perf_counter()
-        model.log_sync(train, split="train", step=s)
-        times.append(time.perf_counter() - t)
-        model.log_sync(val, split="val", step=s)
+    times = log_steps(model, range(WARM_UP_STEPS + 1, WARM_UP_STEPS + 1 + a.steps))
     cpu, main_cpu = time.process_time() - cpu0, time.thread_time() - main0
     logs = 2 * a.steps
-    times.sort()
     print(f"train log p50 {1000 * times[len(times) // 2]:.1f} ms p90 {1000 * times[int(len(times) * 0.9)]:.1f} ms; "
           f"inline compactions {len(inline)}; cpu per 1000 logs: process {1000 * cpu / logs:.1f} s, "
           f"main thread {1000 * main_cpu / logs:.1f} s, background {1000 * (cpu - main_cpu) / logs:.1f} s")
