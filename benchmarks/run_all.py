@@ -435,7 +435,7 @@ def build_rows(res: Results, sizes: Sizes) -> list[Row]:
                         b["artstore"]["bytes"] <= b["ART"]["bytes"]))
         after = res.facts.get("bytes_long_after_retention")
         if after:
-            rows.append(Row("  the same, once artstore's 7-day version window has passed",
+            rows.append(Row("  the same, once artstore's version window has passed",
                             b["ART"]["bytes"], after["bytes"], "MiB", "<= 1x",
                             after["bytes"] <= b["ART"]["bytes"]))
     for n in list(res.samples):
@@ -506,8 +506,8 @@ def report(res: Results, sizes: Sizes, machine: dict[str, Any], total: float, qu
               for n in res.samples if n.startswith(("log 512 @ step", "small log"))]
     if spikes:
         notes.append("slowest single log, artstore / ART: " + "; ".join(spikes) + ". artstore's "
-                     "log() runs the store's upkeep (compaction, cleanup of old versions) itself "
-                     "every few versions of a table, so some log calls carry it.")
+                     "upkeep (fold, compaction, cleanup) runs on background threads of the same "
+                     "process, so a log call can share the cores with it.")
     if "best_step" in f:
         notes.append(f"best step by val/reward: ART {f['best_step']['ART']}, artstore "
                      f"{f['best_step']['artstore']}. ART's query is polars over history.jsonl, as "
@@ -568,13 +568,11 @@ def report(res: Results, sizes: Sizes, machine: dict[str, Any], total: float, qu
 
 
 FINDINGS = (
-    "log (512): about a third of its CPU is Python building the Arrow columns (column by column "
-    "since trajectories schema version 2; what is left is per-message work: `model_dump` of each "
-    "Choice, JSON of `raw`/tools/metadata); the rest is Lance: three data appends (concurrent), "
-    "the log-id lookup, the logs append, and on every 4th version of a table an inline "
-    "compaction. It no longer grows with the run: cleanup of old versions runs in a background "
-    "thread, and the logs table takes plain appends (first committed row of a log id wins) "
-    "instead of a merge_insert that scanned the whole table.",
+    "log (512): Python builds the Arrow columns (per-message work: `model_dump` of each Choice, "
+    "JSON of `raw`/tools/metadata), then Lance writes the log's one journal row (its rows as "
+    "zstd-framed Arrow IPC payloads) and commits it once, after the log-id lookup. The fold into "
+    "the typed tables, compaction and cleanup run on the process's upkeep threads, not in log(), "
+    "so it does not grow with the run.",
     "read a step: about 60% of its CPU is Lance: the logs table (which log calls are visible, "
     "in commit order), then the groups and the trajectories tables filtered on the step over "
     "their unindexed fragments; the rest is decoding (one JSON parse of all dict messages, one "
@@ -589,12 +587,11 @@ FINDINGS = (
     "~50 ms on this machine when idle (the `split` strings cost the most). DuckDB over ART's "
     "parquet reads one float column and a footer per file. 20x would need a stored per-step "
     "aggregate answering a different question than a scan of the trajectories, not a faster scan.",
-    "bytes: what is left is data files kept for the 7-day time-travel window: each log's own "
-    "small Lance file (~27 KB for 8 trajectories; compacted, the same rows take ~1.5 KB) and "
-    "every compaction output (a row is rewritten about 8 times over a 1,000-step run by the "
-    "tiered policy). The logs table's merge_insert filters (~66 KB per log) and the field doc "
-    "strings in every manifest are gone. Once the window has passed, a run is 0.43x ART's files; "
-    "`Model(retention=...)` / `open_store(retention=...)` trades time travel for bytes.",
+    "bytes: inside the reader window (60 s by default, `Model(reader_window=...)`) a journal "
+    "run keeps every physical version of its logs and data tables: each log's journal row and "
+    "each compaction's and fold's output. Once the window has passed, only the latest files and "
+    "a small version map stay (earlier versions are still answered from commit order); tagged "
+    "versions and the other tables keep the 7-day retention.",
 )
 
 
