@@ -20,13 +20,14 @@ import warnings
 from collections.abc import Mapping
 from contextvars import Token
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
 
 from artstore.art import inference
 from artstore.art import state as state_mod
 from artstore.errors import ModelNotRegisteredError, ValidationError
+from artstore.log import group_commit
 from artstore.log import sums as sums_mod
 from artstore.log.commit import (
     DEFAULT_READER_WINDOW,
@@ -76,6 +77,9 @@ class Model(pydantic.BaseModel):
     allow_nonfinite_rewards: bool = False
     retention: timedelta = DEFAULT_RETENTION
     reader_window: timedelta = DEFAULT_READER_WINDOW  # a journal run's physical versions (see Store)
+    # "group": log() returns once its row is durable, and a background thread commits the queued
+    # logs many at a time (`artstore.log.group_commit`); None: ARTSTORE_COMMIT, else "sync"
+    commit: Literal["sync", "group"] | None = None
 
     _store: Store | None = pydantic.PrivateAttr(default=None)
     _mirror: WandbMirror | None = pydantic.PrivateAttr(default=None)
@@ -235,6 +239,12 @@ class Model(pydantic.BaseModel):
         self._report(record)
         return record
 
+    def flush(self) -> None:
+        """Wait until this model's logs queued for a group commit (`commit="group"`) are
+        committed, so other processes see them; nothing to wait for in sync mode. Normal
+        interpreter exit flushes too."""
+        group_commit.flush(self.run.location)
+
     def history(self) -> Any:
         """The run's history as a pyarrow.Table (see `Run.history`)."""
         return self.run.history()
@@ -277,8 +287,11 @@ class Model(pydantic.BaseModel):
         check_segment("split", split)
         extra = check_extra(metrics)
         location = self.run.location
+        group = group_commit.mode(self.commit) == "group"
         with self._metrics_lock:  # the builder's sums: one log computes at a time in this process
             sums = self._tracker(location)
+            if group and sums.follow(group_commit.commits_since(location.child("logs.lance"), sums.version)):
+                self._metrics.load_sums(sums.working())  # another writer's logs landed meanwhile
             if sums.legacy:  # a run from before the journal: its sums live in its state only
                 sums.refresh()
                 self._metrics.load_sums(sums.working())
@@ -302,11 +315,13 @@ class Model(pydantic.BaseModel):
             record = write_log(location, groups or [], split=split, step=step, metrics=same_call, values=values,
                                log_id=log_id, allow_nonfinite_rewards=self.allow_nonfinite_rewards,
                                retention=self.retention, reader_window=self.reader_window,
-                               state_delta=json.dumps(change, allow_nan=False))
+                               state_delta=json.dumps(change, allow_nan=False), commit_mode=self.commit)
         finally:
             with self._metrics_lock:
                 done = record is not None
-                if sums.settle(token, record.log_id if done else None, done and record.created,
+                if done and record.created and record.logs_version is None and record.state_delta_stored:
+                    sums.settle_queued(token, record.log_id, record.write_id)  # queued for a group commit
+                elif sums.settle(token, record.log_id if done else None, done and record.created,
                                done and record.state_delta_stored, record.logs_version if done else None):
                     self._metrics.load_sums(sums.working())
         if record.created:
@@ -336,4 +351,5 @@ class Model(pydantic.BaseModel):
 
     def _wandb_dump(self) -> dict[str, Any]:
         # storage_options and the inference key are excluded: secrets never reach wandb.
-        return self.model_dump(mode="json", exclude={"storage_options", "retention", "reader_window", "inference_api_key"})
+        return self.model_dump(mode="json", exclude={"storage_options", "retention", "reader_window", "inference_api_key",
+                                                       "commit"})

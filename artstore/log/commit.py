@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError, VersionNotFoundError
-from artstore.log import fold, idle_fold, journal, registry, upkeep
+from artstore.log import fold, group_commit, idle_fold, journal, registry, upkeep
 from artstore.log.visibility import GATE_COLUMNS, check_present, committed_logs
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import metrics as metrics_mod
@@ -44,7 +44,7 @@ from artstore.records.encoding import check_stored_layout, encode_groups
 from artstore.records.numbers import as_int64
 from artstore.records.trajectory import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
-from artstore.storage import Location, compaction, keys, tables
+from artstore.storage import Location, barrier, compaction, keys, tables
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +214,15 @@ class _Later:
         return self._fn(*self._args)
 
 
+def _unqueued(start: Any, fn: Any, *args: Any) -> Any:
+    """`start(fn, *args)`, with `fn` reading the committed journal without waiting for this
+    process's queued group commits (`artstore.storage.barrier`)."""
+    def call() -> Any:
+        with barrier.bypass():
+            return fn(*args)
+    return start(call)
+
+
 def _commit_tables(run: Location, pool: ThreadPoolExecutor, rows: Mapping[str, pa.Table], message: str) -> dict[str, int]:
     """A run whose logs table predates the journal: write and commit the log's rows to each data
     table (one commit each); the table versions made."""
@@ -278,6 +287,7 @@ def write_log(
     recorded_at: datetime | None = None,
     values: Mapping[str, float] | None = None,
     state_delta: str | None = None,
+    commit_mode: str | None = None,
 ) -> LogRecord:
     """Store one log call in the run at `run`. See the module doc for the protocol.
 
@@ -291,8 +301,11 @@ def write_log(
     run whose logs table is not a journal cannot hold it). A journal made before the column
     existed gains it first (`tables.add_null_columns`: once per run, a change of the schema only).
     Old versions go after `retention`; a journal run's logs and data tables after the shorter of
-    it and `reader_window` (`upkeep.DEFAULT_READER_WINDOW`).
+    it and `reader_window` (`upkeep.DEFAULT_READER_WINDOW`). `commit_mode` "group" (None: the
+    ARTSTORE_COMMIT variable, else "sync") queues a journal run's new log for a group commit
+    instead of committing it here (`artstore.log.group_commit`): its record's logs_version is None.
     """
+    group = group_commit.mode(commit_mode) == "group"
     check_segment("split", split)
     step = as_int64("step", step, minimum=0)
     groups = as_groups(trajectories)
@@ -320,6 +333,8 @@ def write_log(
         # (which took ~10 ms per log on a loaded machine): they run here, in turn.
         start = pool.submit if not run.is_local else _Later
         # A caller-given id is looked up while the rows are encoded; a derived one needs them.
+        if group:  # the look-up reads the committed journal only: queued rows are `submit`'s to find
+            start = functools.partial(_unqueued, start)
         lookup = start(_winner, run, check_log_id(log_id)) if log_id is not None else None
         traj, grp = encode_groups(groups, log_id="", write_id=write_id, split=split, step=step, recorded_at=recorded_at)
         if lookup is None:
@@ -338,9 +353,17 @@ def write_log(
         # The journal row's data file is written while the id is looked up: uncommitted, no
         # reader sees it, and a retry (the id is there) deletes it, so it still stores nothing.
         logs_loc = run.child("logs.lance")
-        row_files = start(tables.write_files, logs_loc, commit)
+        row_files = None if group else start(tables.write_files, logs_loc, commit)
         try:
             existing, looked_at, first_commit_wins, is_journal = lookup.result()
+            if group and existing is None and is_journal and first_commit_wins:
+                return group_commit.submit(run, commit, LogRecord(
+                    log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
+                    num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, state_delta_stored=state_delta is not None,
+                    write_id=write_id), retention, min(retention, reader_window),
+                    register=functools.partial(_register, run) if looked_at == 0 else None)
+            if row_files is None:  # group mode, a retry or a logs table before the journal: as sync
+                row_files = _Later(list) if existing is not None else _Later(tables.write_files, logs_loc, commit)
             try:
                 row_fragments = row_files.result()
             except StorageError:

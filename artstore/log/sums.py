@@ -190,6 +190,7 @@ class Tracker:
         self.rows = 0 if found.ds is None else _row_count(found.ds)  # physical rows of `version`
         self.pending: dict[int, dict[str, Any]] = {}
         self._next = 0
+        self.mine: set[str] = set()  # write_ids of our logs queued for a group commit, not yet followed
 
     def refresh(self) -> None:
         """Read the stored base again: a run whose logs are not a journal keeps its sums there only."""
@@ -227,6 +228,33 @@ class Tracker:
         if created and log_id not in self.seen and self._only_ours(version):
             self.seen.add(log_id)
             self.sums = apply(self.sums or empty(), change)
+            return False
+        self.catch_up(version)
+        return True
+
+    def settle_queued(self, token: int, log_id: str, write_id: str) -> None:
+        """The log of `token` was queued for a group commit (`artstore.log.group_commit`): its
+        delta counts now, and `follow` knows the rows of that commit for ours."""
+        change = self.pending.pop(token)
+        self.seen.add(log_id)
+        self.mine.add(write_id)
+        self.sums = apply(self.sums or empty(), change)
+
+    def follow(self, found: tuple[int, int, list[str]] | None) -> bool:
+        """Move to this process's latest group commit of the run (`group_commit.commits_since`:
+        version, physical rows, write_ids committed since `self.version`). k more rows after our
+        k queued logs committed: only ours, nothing is read; otherwise the rows committed since
+        are read (`catch_up`). Returns whether other logs' deltas were added."""
+        if found is None:
+            return False
+        version, rows, ids = found
+        ours = self.mine.issuperset(ids)
+        self.mine.difference_update(ids)
+        if ours and rows - self.rows == len(ids):
+            ds = handles.held(self.run.child("logs.lance"), version)
+            if ds is not None:
+                self.last = max(self.last, keys.last_fragment_id(ds))
+            self.version, self.rows = version, rows
             return False
         self.catch_up(version)
         return True

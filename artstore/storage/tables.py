@@ -28,7 +28,7 @@ from lance import LanceDataset, LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
 from artstore.errors import ArtstoreError, CommitConflictError, StorageError, VersionNotFoundError
-from artstore.storage import files, handles
+from artstore.storage import barrier, files, handles
 from artstore.storage.failures import storage_error
 from artstore.storage.location import Location
 
@@ -67,6 +67,8 @@ def open_dataset(loc: Location, version: int | str | None = None, asof: datetime
                  session: lance.Session | None = None) -> LanceDataset | None:
     """The dataset at `loc` (latest, or at a version/tag, or the newest version committed at or
     before the timezone-aware `asof`), or None when it does not exist."""
+    if version is None and asof is None:
+        barrier.wait(loc)  # this process's commits in flight land first (`barrier`)
     if asof is not None and version is None:
         version = _version_at(loc, asof)
         if version is None:
@@ -105,6 +107,7 @@ def _manifest(loc: Location, version: int) -> Location:
 def open_latest(loc: Location) -> LanceDataset | None:
     """`open_dataset(loc)` for a writer: through this process's handle on the dataset, so that
     an open costs a probe (`handles`), not a listing of `_versions/` or a manifest read."""
+    barrier.wait(loc)
     return handles.latest(loc, lambda: open_dataset(loc))
 
 
@@ -130,6 +133,7 @@ def latest_stamp(loc: Location) -> tuple[int, int] | None:
     once; a dataset created again writes new ones). None on a bucket, or when there is no hint."""
     if not loc.is_local:
         return None
+    barrier.wait(loc)
     try:
         with open(os.path.join(loc.uri, "_versions", "latest_version_hint.json"), "rb") as f:
             version = int(json.loads(f.read())["version"])
@@ -409,6 +413,7 @@ def _latest_kept(loc: Location) -> LanceDataset | None:
     Lance's hint (then each next manifest that exists) is compared with the one kept, and only a
     newer one is opened (a manifest read). A folder that does not exist is no dataset (one stat)."""
     # Plain file calls, not fsspec's: this runs once per table per run of every query (~0.1 ms saved each)
+    barrier.wait(loc)
     try:
         with open(os.path.join(loc.uri, "_versions", "latest_version_hint.json"), "rb") as f:
             version = int(json.loads(f.read())["version"])

@@ -1,0 +1,357 @@
+"""Group commit (opt-in: `Model(commit="group")` or ARTSTORE_COMMIT=group): a log() that does not
+wait for a Lance commit. Many small logs become few commits of the journal.
+
+In group mode `write_log` validates, encodes and looks up the log exactly as in sync mode, then
+`submit`s its journal row: the row is written as one pending file (`artstore.storage.pending`,
+`{run}/logs.pending/`), queued, and log() returns. One committer thread per process takes every
+row queued for a run and appends them to `logs.lance` in ONE commit (one data file and one
+fragment per row, so each row keeps its own sequence, as in sync mode), then deletes their
+pending files and asks for the upkeep a sync log asks for (compaction, fold, idle fold, stats).
+
+What "logged" means in group mode:
+- when log() returns, the log is durable (its pending file) and every read of the run in this
+  process sees it: each open of the latest `logs.lance` first waits for this process's queued
+  rows of that run (`artstore.storage.barrier`);
+- other processes see it once its group commit lands (milliseconds on an idle local disk; the
+  committer commits as soon as it has rows, so a batch is whatever queued during the previous
+  commit);
+- a writer killed after log() returned leaves its pending file; the next process that opens the
+  run (reads it, or logs to it) commits the pending files whose writer is gone (same host: its
+  pid no longer runs; a bucket or another host: older than STALE_S), skipping rows whose log_id
+  the journal already holds. A crash between a group commit and the deletion of its files, or
+  two processes recovering one file, can commit a row twice: the first committed row of a
+  log_id wins for every reader (`keys.first_per_key`, the fold, the sums), so nothing is
+  counted twice;
+- `flush()` (and `Model.flush()`) waits until everything queued is committed; it runs at normal
+  interpreter exit too.
+
+A retried log_id is stored once: the look-up reads the committed journal as in sync mode, and
+`submit` also finds an attempt still queued in this process. Two attempts racing from different
+processes both queue a row; the first committed wins, as in sync mode, but the loser's caller
+has already been told its log was created (the sums of its Model then hold both deltas until
+it reads the run again).
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from artstore.errors import ArtstoreError, StorageError, ValidationError
+from artstore.log import fold, idle_fold, journal, upkeep
+from artstore.names import sql_quote
+from artstore.storage import Location, barrier, handles, keys, pending, tables
+
+logger = logging.getLogger(__name__)
+
+MODES = ("sync", "group")
+ENV = "ARTSTORE_COMMIT"
+STALE_S = 30.0  # a pending file whose writer cannot be asked (a bucket, another host) is abandoned after this
+EXIT_FLUSH_S = 30.0  # at interpreter exit, queued logs get at most this long to commit
+_NO_WAIT = ("artstore-upkeep", "artstore-idle-fold", "artstore-group-commit")  # threads that never wait
+_HISTORY = 256  # commits per run remembered for `commits_since`
+
+
+def mode(given: str | None = None) -> str:
+    """The commit mode: `given`, else ARTSTORE_COMMIT, else "sync"."""
+    found = (given if given is not None else os.environ.get(ENV) or "sync").strip().lower()
+    if found not in MODES:
+        raise ValidationError("commit", f"must be 'sync' or 'group', got {found!r}")
+    return found
+
+
+@dataclasses.dataclass
+class _Item:
+    run: Location
+    row: pa.Table  # the log's journal row
+    record: Any  # the LogRecord its log() returned
+    name: str  # its pending file
+    retention: timedelta
+    window: timedelta
+    ticket: int
+
+
+class _Queue:
+    """The rows of one run this process queued, committed in ticket order."""
+
+    def __init__(self, run: Location) -> None:
+        self.run = run
+        self.items: list[_Item] = []  # queued, not taken yet
+        self.busy: list[_Item] = []  # being committed
+        self.queued = 0  # tickets handed out
+        self.done = 0  # every ticket up to this is committed
+        self.errors = 0  # failed commit rounds (they are retried)
+        self.error: BaseException | None = None
+        # (version, physical rows, write_ids) of this process's recent commits, oldest first
+        self.commits: deque[tuple[int, int, list[str]]] = deque(maxlen=_HISTORY)
+
+
+_COND = threading.Condition()
+_QUEUES: dict[str, _Queue] = {}  # logs uri -> queue
+_CHECKED: set[str] = set()  # logs uris whose stale pending files this process looked for
+_THREAD: tuple[int, threading.Thread] | None = None
+_ARMED = False  # a group log was made here: look for pending files on buckets too
+
+
+def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, window: timedelta,
+           register: Callable[[], None] | None = None) -> Any:
+    """Queue the journal row `row` of the log `record` (a LogRecord, logs_version None) for the
+    next group commit of the run at `run` and return `record`, once its pending file is written.
+    An attempt of the same log_id still queued here: its record, `created` False. `register`
+    (the run's first log) runs before the run's first row is queued in this process."""
+    global _ARMED
+    _ARMED = True
+    uri = run.child("logs.lance").uri
+    _recover_once(run)
+    with _COND:
+        queue = _QUEUES.get(uri)
+        if queue is not None:
+            for item in (*queue.busy, *queue.items):
+                if item.record.log_id == record.log_id:
+                    return dataclasses.replace(item.record, created=False, state_delta_stored=False, write_id=None)
+    if queue is None and register is not None:
+        register()
+    name = pending.name_for(record.write_id)
+    pending.write(run, name, row)
+    with _COND:
+        queue = _QUEUES.setdefault(uri, _Queue(run))
+        queue.queued += 1
+        queue.items.append(_Item(run, row, record, name, retention, window, queue.queued))
+        _start()
+        _COND.notify_all()
+    return record
+
+
+def flush(run: Location | None = None, timeout: float | None = None) -> None:
+    """Wait until every log this process queued (for the run at `run`, or all) is committed.
+    StorageError when a commit round fails meanwhile (its rows stay pending and are retried)."""
+    with _COND:
+        queues = list(_QUEUES.values()) if run is None else [q for q in [_QUEUES.get(run.child("logs.lance").uri)] if q]
+        targets = [(q, q.queued) for q in queues]
+    for queue, ticket in targets:
+        _wait(queue, ticket, timeout)
+
+
+def commits_since(logs: Location, version: int) -> tuple[int, int, list[str]] | None:
+    """(the latest version this process's group commits made of the journal at `logs`, its
+    physical rows, the write_ids this process committed in versions after `version`), or None
+    when there is none after `version` or they are no longer all remembered."""
+    with _COND:
+        queue = _QUEUES.get(logs.uri)
+        if queue is None or not queue.commits or queue.commits[-1][0] <= version:
+            return None
+        after = [c for c in queue.commits if c[0] > version]
+        if len(after) == len(queue.commits) and len(after) == queue.commits.maxlen:
+            return None  # older ones forgotten
+        return after[-1][0], after[-1][1], [w for c in after for w in c[2]]
+
+
+def _wait(queue: _Queue, ticket: int, timeout: float | None = None) -> None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _COND:
+        errors = queue.errors
+        while queue.done < ticket:
+            if queue.errors > errors:
+                raise StorageError(
+                    f"logs of {queue.run.redact(queue.run.uri)} are not committed yet ({queue.error}); they are kept in "
+                    f"{pending.DIR}/ and retried, and the next process that opens the run commits them")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise StorageError(f"logs of {queue.run.redact(queue.run.uri)} were not committed within {timeout:.0f} s; "
+                                   f"they are kept in {pending.DIR}/")
+            _COND.wait(left)
+
+
+def _before_open(loc: Location) -> None:
+    """The barrier hook: before this process opens the latest journal of a run, its queued rows
+    of that run are committed, and stale pending files of the run are committed once."""
+    uri = loc.uri
+    if not uri.endswith("logs.lance") or threading.current_thread().name.startswith(_NO_WAIT):
+        return
+    if uri not in _CHECKED:
+        _recover_once(_run_of(loc))
+    queue = _QUEUES.get(uri)
+    if queue is not None and queue.done < queue.queued:
+        _wait(queue, queue.queued)
+
+
+barrier.add(_before_open)
+
+
+def _run_of(logs: Location) -> Location:
+    return Location(logs.uri.rstrip("/").rsplit("/", 1)[0], logs.storage_options)
+
+
+def _start() -> None:
+    """Start this process's committer (under _COND); a forked child starts its own."""
+    global _THREAD, _QUEUES
+    if _THREAD is not None and _THREAD[0] == os.getpid() and _THREAD[1].is_alive():
+        return
+    if _THREAD is not None and _THREAD[0] != os.getpid():
+        _QUEUES = {}  # the parent's queue is the parent's to commit
+    if _THREAD is None:
+        atexit.register(_at_exit)  # after upkeep's and idle_fold's: runs before them
+    _THREAD = (os.getpid(), threading.Thread(target=_run, name="artstore-group-commit", daemon=True))
+    _THREAD[1].start()
+
+
+def _run() -> None:
+    with barrier.bypass():
+        while True:
+            with _COND:
+                while not any(q.items for q in _QUEUES.values()):
+                    _COND.wait()
+                work = [q for q in _QUEUES.values() if q.items]
+                for q in work:
+                    q.busy, q.items = q.items, []
+            for q in work:
+                failed: BaseException | None = None
+                try:
+                    _commit(q.run, q.busy, q)
+                except Exception as e:  # noqa: BLE001 - kept pending and retried; waiters are told
+                    failed = e
+                    logger.warning("group commit of %d logs of %s failed (retried): %s",
+                                   len(q.busy), q.run.redact(q.run.uri), e)
+                with _COND:
+                    if failed is None:
+                        q.done = q.busy[-1].ticket
+                    else:
+                        q.items, q.error = q.busy + q.items, failed
+                        q.errors += 1
+                    q.busy = []
+                    _COND.notify_all()
+                if failed is not None:
+                    time.sleep(min(5.0, 0.05 * 2 ** min(q.errors, 7)))
+
+
+def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> int:
+    """Append the rows of `items` to the run's journal in one commit; delete their pending files;
+    ask for the upkeep a log asks for. Returns the version made."""
+    logs = run.child("logs.lance")
+    rows = pa.concat_tables([i.row for i in items])
+    try:
+        fragments = pending.write_row_fragments(logs, rows)
+    except StorageError:
+        if not journal.add_delta_column(logs):  # a journal from before state_delta
+            raise
+        fragments = pending.write_row_fragments(logs, rows)
+    before = handles.held(logs)
+    top_before = max(tables.fragment_ids(before), default=-1) if before is not None else -1
+    version = tables.commit_files(logs, fragments, rows.schema, f"group commit of {len(items)} logs")
+    for fragment, item in zip(fragments, items, strict=True):  # no later look-up reads them back
+        keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
+    committed = handles.held(logs, version)
+    if queue is not None and committed is not None:
+        with _COND:
+            queue.commits.append((version, committed.count_rows(), [i.record.write_id for i in items]))
+    pending.delete(run, [i.name for i in items if i.name])
+    _upkeep(run, logs, version, top_before, items)
+    return version
+
+
+def _upkeep(run: Location, logs: Location, version: int, top_before: int, items: list[_Item]) -> None:
+    """What `write_log` asks for after a sync commit, once for the batch."""
+    from artstore.log import commit  # (commit imports this module)
+
+    window, retention = min(i.window for i in items), min(i.retention for i in items)
+    try:
+        commit.maintain(run, {"logs": version}, window, background=True)
+    except ArtstoreError as e:
+        logger.warning("maintenance of %s skipped: %s", logs.redact(logs.uri), e)
+    top = tables.committed_seq_hi(logs, version)
+    if top is not None and top[1] // fold.FOLD_EVERY > top_before // fold.FOLD_EVERY:
+        upkeep.request_fold(run, window)
+    idle_fold.note(run, window)
+    upkeep.request_stats(run, retention)
+
+
+def _recover_once(run: Location) -> None:
+    """Commit the run's stale pending files, the first time this process opens its journal (on
+    a bucket only once this process made a group log: a LIST per run otherwise)."""
+    uri = run.child("logs.lance").uri
+    if uri in _CHECKED:
+        return
+    _CHECKED.add(uri)
+    if not run.is_local and not _ARMED and mode() != "group":
+        return
+    try:
+        with barrier.bypass():
+            recover(run)
+    except ArtstoreError as e:  # e.g. a reader without write access: the next writer commits them
+        logger.warning("pending logs of %s not committed: %s", run.redact(run.uri), e)
+
+
+def recover(run: Location) -> int:
+    """Commit the pending files of the run at `run` whose writer is gone (see the module doc),
+    skipping rows whose log_id the journal holds already; returns how many rows it committed."""
+    names = [n for n in pending.names(run) if _abandoned(run, n)]
+    if not names:
+        return 0
+    rows = pa.concat_tables([pending.read(run, n) for n in names])
+    logs = run.child("logs.lance")
+    ds = tables.open_latest(logs)
+    if ds is not None:
+        ids = ", ".join(sql_quote(i) for i in rows["log_id"].to_pylist())
+        held = keys.first_per_key(logs, ds, "log_id", columns=["log_id"], filter=f"log_id IN ({ids})")["log_id"]
+        keep = pc.invert(pc.is_in(rows["log_id"], value_set=held.combine_chunks()))
+        rows = rows.filter(keep)
+    if rows.num_rows == 0:
+        pending.delete(run, names)
+        return 0
+    first = {}
+    for i, log_id in enumerate(rows["log_id"].to_pylist()):  # two abandoned attempts of one id: the first
+        first.setdefault(log_id, i)
+    rows = rows.take(sorted(first.values()))
+    items = [_Item(run, rows.slice(i, 1), _Recovered(rows["log_id"][i].as_py(), rows["write_id"][i].as_py()),
+                   "", upkeep.DEFAULT_RETENTION, upkeep.DEFAULT_READER_WINDOW, 0) for i in range(rows.num_rows)]
+    _commit(run, items)
+    pending.delete(run, names)
+    logger.info("committed %d pending logs of %s left by a writer that is gone", rows.num_rows, run.redact(run.uri))
+    return rows.num_rows
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recovered:
+    log_id: str
+    write_id: str
+
+
+def _abandoned(run: Location, name: str) -> bool:
+    """Whether the writer of the pending file `name` is gone (then anyone may commit it)."""
+    found = pending.owner(name)
+    if found is None:
+        return False
+    host, pid = found
+    if host == pending.HOST and run.is_local:
+        if pid != os.getpid():
+            return not _alive(pid)
+    # ours (a process before us with our pid left it: only after STALE_S), or one we cannot ask
+    return pending.age_s(run, name) > STALE_S
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _at_exit() -> None:
+    try:
+        flush(timeout=EXIT_FLUSH_S)
+    except ArtstoreError as e:
+        logger.warning("%s", e)

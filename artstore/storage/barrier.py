@@ -1,0 +1,51 @@
+"""A hook that lets a writer holding commits in flight make readers of this process wait for them.
+
+`tables` calls `wait(loc)` before it opens the latest version of a dataset (its four ways to:
+`open_dataset` at no version, `open_latest`, `latest_stamp`, and `arrow_dataset`'s kept latest).
+A writer that returns before its rows are committed (`artstore.log.group_commit`) registers a
+hook that, for its dataset, waits until what this process queued is committed: read-your-writes
+inside the process. With no hook registered a call costs one truthiness test.
+
+The hooks' own threads (the committer, and threads that must not wait on it) run under
+`bypass()`, so a commit never waits on itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+
+from artstore.storage.location import Location
+
+_HOOKS: list[Callable[[Location], None]] = []
+_LOCAL = threading.local()
+
+
+def add(hook: Callable[[Location], None]) -> None:
+    """Call `hook(loc)` before each open of the latest version of the dataset at `loc`."""
+    if hook not in _HOOKS:
+        _HOOKS.append(hook)
+
+
+def wait(loc: Location) -> None:
+    """Run the hooks for `loc` (each may block until this process's commits of it land)."""
+    if _HOOKS and not getattr(_LOCAL, "off", False):
+        for hook in _HOOKS:
+            hook(loc)
+
+
+def bypassed() -> bool:
+    """Whether the calling thread is inside `bypass()`."""
+    return getattr(_LOCAL, "off", False)
+
+
+@contextlib.contextmanager
+def bypass() -> Iterator[None]:
+    """Opens on this thread skip the hooks (a committer's own reads, a writer's id look-up)."""
+    before = getattr(_LOCAL, "off", False)
+    _LOCAL.off = True
+    try:
+        yield
+    finally:
+        _LOCAL.off = before

@@ -1,0 +1,127 @@
+"""Pending journal rows: one file per log written in group-commit mode (`artstore.log.group_commit`),
+the durable record of a log between its `log()` returning and its row's Lance commit.
+
+A run's pending rows live in `{run}/logs.pending/` (a sibling of `logs.lance`, never inside it:
+Lance's cleanup owns the files of a dataset), one Arrow IPC stream per log holding its journal
+row, named `{host}-{pid}-{write_id}.arrow` (the writer that owns it: `owner`). Each file appears
+whole or not at all: locally it is written under a temporary name and renamed into place, on a
+bucket it is one PUT. Local files are not fsynced, like Lance's own local writes: a killed
+process loses nothing (the page cache keeps the file), a power cut may.
+
+`write_row_fragments` writes rows as Lance data files of one row each (uncommitted), so a batch of
+rows committed in one append keeps the journal's rule of one row per fragment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import UTC, datetime
+
+import pyarrow as pa
+from lance.fragment import FragmentMetadata, write_fragments
+
+from artstore.errors import StorageError
+from artstore.storage import files, handles
+from artstore.storage.location import Location
+from artstore.storage.tables import storage_errors
+
+DIR = "logs.pending"
+SUFFIX = ".arrow"
+HOST = socket.gethostname().replace("-", "_")
+
+
+def folder(run: Location) -> Location:
+    return run.child(DIR)
+
+
+def name_for(write_id: str) -> str:
+    """The file name of this process's pending row of the attempt `write_id`."""
+    return f"{HOST}-{os.getpid()}-{write_id}{SUFFIX}"
+
+
+def owner(name: str) -> tuple[str, int] | None:
+    """(host, pid) of the process that wrote the pending file `name`; None for another name."""
+    parts = name[: -len(SUFFIX)].split("-") if name.endswith(SUFFIX) else []
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _bytes(row: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, row.schema) as w:
+        w.write_table(row)
+    return sink.getvalue().to_pybytes()
+
+
+def write(run: Location, name: str, row: pa.Table) -> None:
+    """Store `row` as the pending file `name` of the run at `run`, whole or not at all."""
+    data = _bytes(row)
+    loc = folder(run).child(name)
+    if not loc.is_local:
+        files.put_bytes(loc, data)  # one PUT
+        return
+    path = loc.uri
+    tmp = os.path.join(os.path.dirname(path), f".{uuid.uuid4().hex}.tmp")
+    try:
+        try:
+            f = open(tmp, "wb")
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            f = open(tmp, "wb")
+        with f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise StorageError(f"could not write the pending log {path}: {e}") from None
+
+
+def names(run: Location) -> list[str]:
+    """The pending files of the run at `run`, sorted; [] when none (locally one directory read,
+    on a bucket one LIST)."""
+    loc = folder(run)
+    if loc.is_local:
+        try:
+            return sorted(n for n in os.listdir(loc.uri) if n.endswith(SUFFIX))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StorageError(f"could not list {loc.uri}: {e}") from None
+    return [n for n in files.list_dir(loc) if n.endswith(SUFFIX)]
+
+
+def read(run: Location, name: str) -> pa.Table:
+    """The row of the pending file `name`."""
+    return pa.ipc.open_stream(files.get_bytes(folder(run).child(name))).read_all()
+
+
+def age_s(run: Location, name: str) -> float:
+    """Seconds since the pending file `name` was written (0 when unknown)."""
+    when = files.last_modified(folder(run).child(name))
+    return 0.0 if when is None else max(0.0, (datetime.now(UTC) - when).total_seconds())
+
+
+def delete(run: Location, done: list[str]) -> None:
+    """Remove the pending files `done` (committed); missing ones are fine."""
+    loc = folder(run)
+    for name in done:
+        if loc.is_local:
+            try:
+                os.remove(os.path.join(loc.uri, name))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise StorageError(f"could not delete {loc.uri}/{name}: {e}") from None
+        else:
+            files.delete(loc.child(name), recursive=False)
+
+
+def write_row_fragments(loc: Location, rows: pa.Table) -> list[FragmentMetadata]:
+    """Write each row of `rows` as its own uncommitted data file of the dataset at `loc`, in row
+    order (one `write_fragments` call); `tables.commit_files` commits them in one append."""
+    with storage_errors(loc, "write to"):
+        target = handles.held(loc) or loc.uri
+        return write_fragments(rows, target, schema=rows.schema, max_rows_per_file=1,
+                               storage_options=loc.lance_options())
