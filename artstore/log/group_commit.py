@@ -61,6 +61,12 @@ STALE_S = 30.0  # a pending file whose writer cannot be asked (a bucket, another
 EXIT_FLUSH_S = 30.0  # at interpreter exit, queued logs get at most this long to commit
 _NO_WAIT = ("artstore-upkeep", "artstore-idle-fold", "artstore-group-commit")  # threads that never wait
 _HISTORY = 256  # commits per run remembered for `commits_since`
+# The committer waits this long after a row arrives for more to join its commit (0: commits at
+# once, and a batch is whatever queued during the previous commit), unless a read or flush of
+# this process waits for it. Raising it trades the time until other processes see a log for
+# fewer commits.
+GATHER_S = 0.0
+_URGENT = 0  # threads of this process waiting for a commit
 
 
 def mode(given: str | None = None) -> str:
@@ -158,19 +164,30 @@ def commits_since(logs: Location, version: int) -> tuple[int, int, list[str]] | 
 
 
 def _wait(queue: _Queue, ticket: int, timeout: float | None = None) -> None:
+    global _URGENT
     deadline = None if timeout is None else time.monotonic() + timeout
     with _COND:
         errors = queue.errors
-        while queue.done < ticket:
-            if queue.errors > errors:
-                raise StorageError(
-                    f"logs of {queue.run.redact(queue.run.uri)} are not committed yet ({queue.error}); they are kept in "
-                    f"{pending.DIR}/ and retried, and the next process that opens the run commits them")
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise StorageError(f"logs of {queue.run.redact(queue.run.uri)} were not committed within {timeout:.0f} s; "
-                                   f"they are kept in {pending.DIR}/")
-            _COND.wait(left)
+        _URGENT += 1
+        _COND.notify_all()
+        try:
+            _wait_locked(queue, ticket, errors, deadline, timeout)
+        finally:
+            _URGENT -= 1
+
+
+def _wait_locked(queue: _Queue, ticket: int, errors: int, deadline: float | None, timeout: float | None) -> None:
+    """(Under _COND) until `queue` committed `ticket`; StorageError when a round fails meanwhile."""
+    while queue.done < ticket:
+        if queue.errors > errors:
+            raise StorageError(
+                f"logs of {queue.run.redact(queue.run.uri)} are not committed yet ({queue.error}); they are kept in "
+                f"{pending.DIR}/ and retried, and the next process that opens the run commits them")
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise StorageError(f"logs of {queue.run.redact(queue.run.uri)} were not committed within {timeout:.0f} s; "
+                               f"they are kept in {pending.DIR}/")
+        _COND.wait(left)
 
 
 def _before_open(loc: Location) -> None:
@@ -212,6 +229,9 @@ def _run() -> None:
             with _COND:
                 while not any(q.items for q in _QUEUES.values()):
                     _COND.wait()
+                deadline = time.monotonic() + GATHER_S
+                while not _URGENT and (left := deadline - time.monotonic()) > 0:
+                    _COND.wait(left)  # gathering: a reader or flush waiting cuts it short
                 work = [q for q in _QUEUES.values() if q.items]
                 for q in work:
                     q.busy, q.items = q.items, []

@@ -149,18 +149,28 @@ def read_payloads(logs_loc: object, write_ids: Iterable[str], filter: str | None
                   columns: list[str] | None = None, dataset: Any = None) -> pa.Table:
     """The journal rows (all columns, or `columns`) of the logs with these write_ids, latest version
     (a committed row never changes) or the already open `dataset` of the logs, matching the Lance
-    SQL `filter` on log-level columns."""
+    SQL `filter` on log-level columns. One row per write_id: a group commit's row committed twice
+    (`artstore.log.group_commit`: two processes recovering one pending file) is read once."""
     ids = list(write_ids)
     schema = arrow_schema("logs")
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
     if not ids:
         return schema.empty_table()
+    read = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
     if dataset is not None:
         with tables.storage_errors(logs_loc, "read"):  # type: ignore[arg-type]
-            return dataset.to_table(columns=columns, filter=_in_filter(ids, filter))
-    found = tables.scan(logs_loc, columns=columns, filter=_in_filter(ids, filter))  # type: ignore[arg-type]
-    return schema.empty_table() if found is None else found
+            found = dataset.to_table(columns=read, filter=_in_filter(ids, filter))
+    else:
+        found = tables.scan(logs_loc, columns=read, filter=_in_filter(ids, filter))  # type: ignore[arg-type]
+    if found is None:
+        return schema.empty_table()
+    if found.num_rows > 1:
+        keys = found["write_id"].combine_chunks()
+        first = pc.index_in(pc.unique(keys), value_set=keys)
+        if len(first) < found.num_rows:
+            found = found.take(first)
+    return found if columns is None else found.select(columns)
 
 
 def read_rows(loc: Any, table: str, committed: pa.Table, *, filter: str | None = None,

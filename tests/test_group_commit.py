@@ -1,0 +1,222 @@
+"""Group commit (`Model(commit="group")`, `artstore.log.group_commit`): log() returns once its row
+is durable; a committer thread appends the queued rows in few commits. Reads in the writing
+process see every returned log; a killed writer's rows are committed by the next process to open
+the run; a row committed twice counts once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import artstore as art
+from artstore.log import fold, group_commit, upkeep
+from artstore.records.metrics_builder import STATE_KEY
+from artstore.storage import Location, pending, tables
+from tests.conftest import tool_call_trajectory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _group(step: int, n: int = 4) -> art.TrajectoryGroup:
+    return art.TrajectoryGroup([tool_call_trajectory(j / n, step * 100 + j) for j in range(n)])
+
+
+def _model(base: str, name: str, **kw) -> art.Model:
+    return art.Model(name=name, project="p", base_path=base, report_metrics=[], **kw)
+
+
+def _history(model: art.Model) -> list[dict]:
+    h = model.history()
+    return h.drop_columns([c for c in h.column_names if c == "recorded_at" or c.startswith("time/")]).to_pylist()
+
+
+def _group_commits(run: Location) -> int:
+    loc = run.child("logs.lance")
+    messages = tables.commit_messages(loc, [v["version"] for v in tables.versions(loc)])
+    return sum(1 for m in messages.values() if m.startswith("group commit"))
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_group_log_is_read_back_in_the_same_process_right_after_log_returns(tmp_path, monkeypatch):
+    monkeypatch.setattr(group_commit, "GATHER_S", 0.3)  # so the row is surely still queued at the read
+    model = _model(str(tmp_path), "m", commit="group")
+    record = model.log_sync([_group(1)], split="train", step=1)
+    assert record.created and record.logs_version is None
+    assert pending.names(model.run.location)  # not committed yet: the read below must wait for it
+    assert model.history()["step"].to_pylist() == [1]
+    assert model.run.logs()["log_id"].to_pylist() == [record.log_id]
+    assert model.run.trajectories(step=1).num_rows == 4
+    got = art.open_store(str(tmp_path)).sql("SELECT count(*) AS n FROM trajectories WHERE step = 1")["n"].to_pylist()
+    assert got == [4]
+    assert pending.names(model.run.location) == []  # committed, its pending file gone
+
+
+def test_quick_group_logs_make_fewer_commits_and_read_exactly_as_sync_logs(tmp_path, monkeypatch):
+    monkeypatch.setattr(group_commit, "GATHER_S", 0.05)
+    sync, group = _model(str(tmp_path), "sync"), _model(str(tmp_path), "group", commit="group")
+    n = 16
+    for model in (sync, group):
+        for step in range(n):
+            model.metrics_builder("train").add_cost("train/judge", 0.25)
+            model.log_sync([_group(step)], split="train" if step % 3 else "val", step=step)
+    group.flush()
+    assert 0 < _group_commits(group.run.location) < n
+    assert _group_commits(sync.run.location) == 0
+    assert _history(group) == _history(sync)
+    for step in (0, 7, n - 1):
+        a, b = sync.run.trajectories(step=step), group.run.trajectories(step=step)
+        assert a.drop_columns(["log_id", "write_id", "trajectory_id", "group_id", "recorded_at"]).equals(
+            b.drop_columns(["log_id", "write_id", "trajectory_id", "group_id", "recorded_at"]))
+    store = art.open_store(str(tmp_path))
+    per_model = store.sql("SELECT model, split, step, count(*) AS n, sum(reward) AS r FROM trajectories "
+                          "GROUP BY ALL ORDER BY step, model").to_pylist()
+    by = {(r["model"], r["step"]): (r["split"], r["n"], r["r"]) for r in per_model}
+    assert all(by[("group", s)] == by[("sync", s)] for s in range(n))
+    assert group.read_state()[STATE_KEY] == sync.read_state()[STATE_KEY]
+    upkeep.wait()
+    for model in (sync, group):  # folded, the same again
+        fold.fold(model.run.location)
+    assert _history(group) == _history(sync)
+    assert group.run.trajectories().num_rows == sync.run.trajectories().num_rows == 4 * n
+
+
+def test_a_retried_log_id_is_stored_once_whether_queued_or_committed(tmp_path, monkeypatch):
+    monkeypatch.setattr(group_commit, "GATHER_S", 0.3)
+    model = _model(str(tmp_path), "m", commit="group")
+    first = model.log_sync([_group(1)], split="train", step=1, log_id="given")
+    queued_retry = model.log_sync([_group(1)], split="train", step=1, log_id="given")  # still queued
+    model.flush()
+    committed_retry = model.log_sync([_group(1)], split="train", step=1, log_id="given")
+    assert first.created and not queued_retry.created and not committed_retry.created
+    assert model.run.logs()["log_id"].to_pylist() == ["given"]
+    assert model.read_state()[STATE_KEY]["cum_state"]["data/cum/num_trajectories"] == 4
+
+
+def test_a_row_committed_twice_and_a_recovered_row_count_once_everywhere(tmp_path):
+    model = _model(str(tmp_path), "m", commit="group")
+    for step in range(3):
+        model.log_sync([_group(step)], split="train", step=step)
+    model.flush()
+    run = model.run.location
+    logs = run.child("logs.lance")
+    rows = tables.scan(logs)
+    again = rows.filter(pc.equal(rows["step"], 1)).drop_columns([tables.SEQ]).append_column(
+        tables.SEQ, pa.nulls(1, pa.int64())).select(rows.schema.names)
+    # a committer killed after its commit, before deleting the pending file: the row lands again
+    tables.append(logs, again.cast(rows.schema), "the same row again")
+    # and its pending file, left by a writer that is gone, is found by the next process
+    pending.write(run, f"{pending.HOST}-{_dead_pid()}-{again['write_id'][0].as_py()}.arrow", again.cast(rows.schema))
+    # a new log whose writer died before its commit
+    lost = rows.filter(pc.equal(rows["step"], 2)).to_pylist()[0]
+    lost.update(log_id="lost", write_id="w" * 32, step=9, commit_seq=None)
+    pending.write(run, f"{pending.HOST}-{_dead_pid()}-{'w' * 32}.arrow", pa.Table.from_pylist([lost], rows.schema))
+    assert group_commit.recover(run) == 1  # the new one; the committed one is skipped
+    assert pending.names(run) == []
+    assert tables.count_rows(logs) == 5  # 3 + the same row again + the recovered one
+
+    fresh = art.open_store(str(tmp_path)).run("p", "m")
+    assert sorted(fresh.logs()["step"].to_pylist()) == [0, 1, 2, 9]
+    assert fresh.history().num_rows == 4
+    assert fresh.trajectories().num_rows == 16
+    # 4 logs of 4 (the recovered one adds its delta once more), the row committed twice once
+    assert model.read_state()[STATE_KEY]["cum_state"]["data/cum/num_trajectories"] == 16
+    upkeep.wait()
+    fold.fold(run)
+    assert all(seq >= 0 for seq in fold.stats(run).values())  # folded
+    assert fresh.trajectories().num_rows == 16
+    got = art.open_store(str(tmp_path)).sql("SELECT count(*) AS n FROM trajectories")["n"].to_pylist()
+    assert got == [16]
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    import artstore as art
+    from artstore.log import group_commit
+    from tests.conftest import tool_call_trajectory
+    base, name, n, gather = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    group_commit.GATHER_S = gather
+    model = art.Model(name="m", project="p", base_path=base, report_metrics=[], commit="group")
+    for i in range(n):
+        g = art.TrajectoryGroup([tool_call_trajectory(j / 4, i * 10 + j) for j in range(4)])
+        r = model.log_sync([g], split="train", step=i, log_id=f"{name}-{i}")
+        print(r.log_id, r.created, flush=True)
+    print("done", flush=True)
+    sys.stdin.readline()  # hold until told (the killed writer never is)
+""")
+
+
+def _writer(base: str, name: str, n: int, gather: float) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": ROOT, "LANCE_LOG": "error"}
+    return subprocess.Popen([sys.executable, "-c", WRITER, base, name, str(n), str(gather)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_a_writer_killed_after_log_returned_loses_nothing(tmp_path):
+    base = str(tmp_path)
+    proc = _writer(base, "k", 12, 30.0)  # commits wait 30 s to gather: every row is pending at the kill
+    acked = []
+    for line in proc.stdout:
+        if line.startswith("done"):
+            break
+        acked.append(line.split()[0])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(acked) == 12
+    run = Location.parse(base).child("p", "models", "m")
+    assert len(pending.names(run)) >= 11  # (the first log may have committed before the gathering began)
+    logs = art.open_store(base).run("p", "m").logs()  # the first open commits the dead writer's rows
+    assert sorted(logs["log_id"].to_pylist()) == sorted(acked)
+    assert pending.names(run) == []
+    assert art.open_store(base).run("p", "m").trajectories().num_rows == 48
+
+
+@pytest.mark.slow
+def test_group_writer_processes_lose_and_duplicate_nothing(tmp_path):
+    base, writers, n = str(tmp_path), 3, 10
+    procs = [_writer(base, f"w{k}", n, 0.0) for k in range(writers)]
+    results = []
+    for p in procs:
+        out, err = p.communicate("\n", timeout=300)
+        assert p.returncode == 0, err
+        results += [line.split() for line in out.splitlines() if line != "done"]
+    assert len(results) == writers * n and all(created == "True" for _, created in results)
+    run = art.open_store(base).run("p", "m")
+    run.validate()
+    ids = run.logs()["log_id"].to_pylist()
+    assert sorted(ids) == sorted(log_id for log_id, _ in results)  # nothing lost, nothing twice
+    assert run.trajectories().num_rows == 4 * writers * n
+    assert pending.names(run.location) == []  # each writer committed its own at exit
+    state = art.Model(name="m", project="p", base_path=base, report_metrics=[]).read_state()
+    assert state[STATE_KEY]["cum_state"]["data/cum/num_trajectories"] == 4 * writers * n
+
+
+def test_a_group_log_round_trips_on_the_store(store_location):
+    model = store_location.model(commit="group")
+    record = model.log_sync([_group(3)], split="val", step=3)
+    assert model.history()["step"].to_pylist() == [3]
+    model.flush()
+    run = store_location.store().run("test-project", "test-model")
+    assert run.logs()["log_id"].to_pylist() == [record.log_id]
+    assert run.trajectories().num_rows == 4
+    assert pending.names(run.location) == []
+
+
+def test_commit_mode_comes_from_the_environment_and_is_checked(monkeypatch):
+    monkeypatch.setenv(group_commit.ENV, "group")
+    assert group_commit.mode() == "group" and group_commit.mode("sync") == "sync"
+    monkeypatch.setenv(group_commit.ENV, "later")
+    with pytest.raises(art.ValidationError, match="commit"):
+        group_commit.mode()
