@@ -177,6 +177,6 @@ class StoreDriver(DriverProcess):
     side = "artstore"
 
     def __init__(self, base_path: str | Path, project: str = "bench", name: str = "agent-001",
-                 *, python: str | Path | None = None, init: bool = True) -> None:
+                 *, python: str | Path | None = None, init: bool = True, env: dict[str, str] | None = None) -> None:
         super().__init__(base_path, project, name, python=python or sys.executable,
-                         driver=STORE_DRIVER, init=init, env={"LANCE_LOG": "error"})
+                         driver=STORE_DRIVER, init=init, env={"LANCE_LOG": "error", **(env or {})})

@@ -9,7 +9,11 @@ first of them, right after the step's logs, apart), and the files and bytes of t
 The growth column is last checkpoint / first.
 
     LANCE_LOG=error python -m benchmarks.growth [--steps 3000] [--checkpoints 100,1000,3000]
-        [--window 50] [--repeats 5] [--retention-s SECONDS] [--reader-window-s SECONDS] [--json out.json]
+        [--window 50] [--repeats 5] [--retention-s SECONDS] [--reader-window-s SECONDS]
+        [--commit sync|group] [--json out.json]
+
+``--commit group`` runs artstore's side with ARTSTORE_COMMIT=group (`artstore.log.group_commit`):
+log() returns once its row is durable, and the reads that follow wait for its commit.
 
 The machine is shared: read the ratios (measured in the same run), not the milliseconds.
 """
@@ -36,10 +40,10 @@ def _median_ms(xs: list[float]) -> float:
 
 
 def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention_s: float | None,
-        reader_window_s: float | None = None) -> dict[str, Any]:
+        reader_window_s: float | None = None, commit: str = "sync") -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="growth-"))
     art = ArtDriver(base / "art", "bench", "agent")
-    store = StoreDriver(base / "store", "bench", "agent", init=False)
+    store = StoreDriver(base / "store", "bench", "agent", init=False, env={"ARTSTORE_COMMIT": commit})
     store.init(base_path=str(base / "store"), project="bench", name="agent",
                **({} if retention_s is None else {"retention_s": retention_s}),
                **({} if reader_window_s is None else {"reader_window_s": reader_window_s}))
@@ -48,7 +52,7 @@ def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention
         d.warmup()
     lat: dict[tuple[str, str], list[tuple[int, float]]] = {}
     out: dict[str, Any] = {"steps": steps, "checkpoints": {}, "retention_s": retention_s,
-                           "reader_window_s": reader_window_s}
+                           "reader_window_s": reader_window_s, "commit": commit}
     t0 = time.perf_counter()
     try:
         for step in range(1, steps + 1):
@@ -124,9 +128,11 @@ def main() -> None:
     p.add_argument("--retention-s", type=float, default=None, help="artstore's version window (default 7 days)")
     p.add_argument("--reader-window-s", type=float, default=None,
                    help="how long a journal run keeps physical versions (default 60 s)")
+    p.add_argument("--commit", choices=["sync", "group"], default="sync", help="artstore's commit mode")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
-    res = run(a.steps, [int(c) for c in a.checkpoints.split(",")], a.window, a.repeats, a.retention_s, a.reader_window_s)
+    res = run(a.steps, [int(c) for c in a.checkpoints.split(",")], a.window, a.repeats, a.retention_s, a.reader_window_s,
+              a.commit)
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
     print(table(res))

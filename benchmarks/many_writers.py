@@ -2,12 +2,14 @@
 beside OpenPipe ART 0.5.23 logging the same steps from one process (ART's own multi-process
 logging loses rows: see FIELD_NOTES).
 
-    LANCE_LOG=error python -m benchmarks.many_writers [--writers 4] [--logs 50]
+    LANCE_LOG=error python -m benchmarks.many_writers [--writers 4] [--logs 50] [--commit group]
 
 Each writer process imports artstore, then logs ``--logs`` small train steps (1 group of 8) with
 distinct steps, after 3 warm-up logs to a run of its own; the aggregate rate is all logs over the
 span from the first writer's first log to the last writer's last (background upkeep is waited for
-after that, before the rows are counted: logs, history rows and trajectories).
+after that, before the rows are counted: logs, history rows and trajectories). With ``--commit
+group`` (ARTSTORE_COMMIT=group in the writers) each writer's span ends once its queued logs are
+committed (`Model.flush()`), so the rate counts logs other processes can see.
 """
 
 from __future__ import annotations
@@ -48,16 +50,18 @@ for i, groups in enumerate(steps):
     t = time.perf_counter()
     model.log_sync(groups, split="train", step=k * 100000 + i)
     times.append(time.perf_counter() - t)
+model.flush()  # group mode: until the queued logs are committed (sync: nothing to wait for)
 end = time.time()
 model.run.wait_for_upkeep(120)
 print(json.dumps({"times": times, "start": start, "end": end}), file=out, flush=True)
 """
 
 
-def artstore_side(base: Path, writers: int, logs: int) -> dict:
+def artstore_side(base: Path, writers: int, logs: int, commit: str = "sync") -> dict:
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(base), str(k), str(logs), str(ROOT)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "LANCE_LOG": "error"}) for k in range(writers)]
+                              env={**os.environ, "LANCE_LOG": "error", "ARTSTORE_COMMIT": commit})
+             for k in range(writers)]
     for p in procs:
         assert p.stdout.readline().strip() == "ready"
     for p in procs:
@@ -98,12 +102,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--writers", type=int, default=4)
     p.add_argument("--logs", type=int, default=50)
+    p.add_argument("--commit", choices=["sync", "group"], default="sync", help="artstore's commit mode")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="many-writers-") as tmp:
-        ours = artstore_side(Path(tmp) / "store", a.writers, a.logs)
+        ours = artstore_side(Path(tmp) / "store", a.writers, a.logs, a.commit)
         theirs = art_side(Path(tmp) / "art", a.writers * a.logs)
     print(json.dumps({"artstore": ours, "ART (1 process)": theirs}, indent=1))
-    print(f"artstore, {a.writers} processes: {ours['logs_per_s']:.1f} logs/s (p50 {ours['p50_ms']:.0f} ms, "
+    print(f"artstore ({a.commit} commit), {a.writers} processes: {ours['logs_per_s']:.1f} logs/s (p50 {ours['p50_ms']:.0f} ms, "
           f"p95 {ours['p95_ms']:.0f} ms); stored {ours['logs_stored']}/{ours['expected']} logs, "
           f"{ours['history_rows']}/{ours['expected']} history rows, "
           f"{ours['trajectories']}/{ours['expected_trajectories']} trajectories")
