@@ -38,6 +38,7 @@ import atexit
 import dataclasses
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -99,13 +100,14 @@ class _Queue:
         self.done = 0  # every ticket up to this is committed
         self.errors = 0  # failed commit rounds (they are retried)
         self.error: BaseException | None = None
+        self.reserved: dict[str, Any] = {}  # write_id -> record of a log whose pending file is being written
         # (version, physical rows, write_ids) of this process's recent commits, oldest first
         self.commits: deque[tuple[int, int, list[str]]] = deque(maxlen=_HISTORY)
 
 
 _COND = threading.Condition()
 _QUEUES: dict[str, _Queue] = {}  # logs uri -> queue
-_CHECKED: set[str] = set()  # logs uris whose stale pending files this process looked for
+_CHECKED: dict[str, float] = {}  # logs uri -> when this process last looked for its stale pending files
 _THREAD: tuple[int, threading.Thread] | None = None
 _ARMED = False  # a group log was made here: look for pending files on buckets too
 
@@ -119,23 +121,31 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
     global _ARMED
     _ARMED = True
     uri = run.child("logs.lance").uri
-    _recover_once(run)
+    if uri not in _CHECKED:  # the run's first log here: a writer gone may have left rows
+        _recover_once(run)
     with _COND:
         queue = _QUEUES.get(uri)
-        if queue is not None:
-            for item in (*queue.busy, *queue.items):
-                if item.record.log_id == record.log_id:
-                    return dataclasses.replace(item.record, created=False, state_delta_stored=False, write_id=None)
-    if queue is None and register is not None:
-        register()
-    name = pending.name_for(record.write_id)
-    pending.write(run, name, row)
-    with _COND:
+        first = queue is None
         queue = _QUEUES.setdefault(uri, _Queue(run))
-        queue.queued += 1
-        queue.items.append(_Item(run, row, record, name, retention, window, queue.queued))
-        _start()
-        _COND.notify_all()
+        for other in (*(i.record for i in (*queue.busy, *queue.items)), *queue.reserved.values()):
+            if other.log_id == record.log_id:
+                return dataclasses.replace(other, created=False, state_delta_stored=False, write_id=None)
+        queue.reserved[record.write_id] = record  # a retry of its id racing this one finds it
+    name = pending.name_for(record.write_id)
+    try:
+        if first and register is not None:
+            register()
+        pending.write(run, name, row)
+    finally:
+        with _COND:
+            del queue.reserved[record.write_id]
+            written = _Item(run, row, record, name, retention, window, 0) if sys.exc_info()[0] is None else None
+            if written is not None:
+                queue.queued += 1
+                written.ticket = queue.queued
+                queue.items.append(written)
+                _start()
+                _COND.notify_all()
     return record
 
 
@@ -196,7 +206,7 @@ def _before_open(loc: Location) -> None:
     uri = loc.uri
     if not uri.endswith("logs.lance") or threading.current_thread().name.startswith(_NO_WAIT):
         return
-    if uri not in _CHECKED:
+    if _due(uri, loc.is_local):
         _recover_once(_run_of(loc))
     queue = _QUEUES.get(uri)
     if queue is not None and queue.done < queue.queued:
@@ -267,7 +277,7 @@ def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> i
             raise
         fragments = pending.write_row_fragments(logs, rows)
     before = handles.held(logs)
-    top_before = max(tables.fragment_ids(before), default=-1) if before is not None else -1
+    top_before = max(tables.fragment_ids(before), default=0) if before is not None else 0
     version = tables.commit_files(logs, fragments, rows.schema, f"group commit of {len(items)} logs")
     for fragment, item in zip(fragments, items, strict=True):  # no later look-up reads them back
         keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
@@ -296,25 +306,41 @@ def _upkeep(run: Location, logs: Location, version: int, top_before: int, items:
     upkeep.request_stats(run, retention)
 
 
+def _due(uri: str, local: bool) -> bool:
+    """Whether to look for stale pending files of the journal `uri` at this open: on a local disk
+    at each (one directory read, ~5 us when there is no pending folder), on a bucket at the first
+    open and then every STALE_S (a LIST each)."""
+    last = _CHECKED.get(uri)
+    return last is None or local or time.monotonic() - last > STALE_S
+
+
 def _recover_once(run: Location) -> None:
-    """Commit the run's stale pending files, the first time this process opens its journal (on
-    a bucket only once this process made a group log: a LIST per run otherwise)."""
+    """Commit the run's stale pending files (see `_due`; on a bucket only once this process made
+    a group log or ARTSTORE_COMMIT says group: a LIST per run otherwise)."""
     uri = run.child("logs.lance").uri
-    if uri in _CHECKED:
+    if not _due(uri, run.is_local):
         return
-    _CHECKED.add(uri)
+    _CHECKED[uri] = time.monotonic()
     if not run.is_local and not _ARMED and mode() != "group":
         return
     try:
-        with barrier.bypass():
-            recover(run)
+        recover(run)
     except ArtstoreError as e:  # e.g. a reader without write access: the next writer commits them
         logger.warning("pending logs of %s not committed: %s", run.redact(run.uri), e)
 
 
 def recover(run: Location) -> int:
     """Commit the pending files of the run at `run` whose writer is gone (see the module doc),
-    skipping rows whose log_id the journal holds already; returns how many rows it committed."""
+    skipping rows whose log_id the journal holds already; returns how many rows it committed.
+    One recovery at a time in a process."""
+    with _RECOVERY, barrier.bypass():
+        return _recover(run)
+
+
+_RECOVERY = threading.Lock()
+
+
+def _recover(run: Location) -> int:
     names = [n for n in pending.names(run) if _abandoned(run, n)]
     if not names:
         return 0
@@ -356,18 +382,27 @@ def _abandoned(run: Location, name: str) -> bool:
     if host == pending.HOST and run.is_local:
         if pid != os.getpid():
             return not _alive(pid)
-    # ours (a process before us with our pid left it: only after STALE_S), or one we cannot ask
+        with _COND:  # ours, queued: not abandoned (else a process before us with our pid left it)
+            queue = _QUEUES.get(run.child("logs.lance").uri)
+            if queue is not None and any(i.name == name for i in (*queue.items, *queue.busy)) or \
+                    queue is not None and any(name == pending.name_for(w) for w in queue.reserved):
+                return False
     return pending.age_s(run, name) > STALE_S
 
 
 def _alive(pid: int) -> bool:
+    """Whether the process `pid` of this host runs (a zombie, killed but not reaped yet, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _at_exit() -> None:

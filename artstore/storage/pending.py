@@ -99,7 +99,13 @@ def read(run: Location, name: str) -> pa.Table:
 
 def age_s(run: Location, name: str) -> float:
     """Seconds since the pending file `name` was written (0 when unknown)."""
-    when = files.last_modified(folder(run).child(name))
+    loc = folder(run).child(name)
+    if loc.is_local:
+        try:
+            return max(0.0, datetime.now(UTC).timestamp() - os.stat(loc.uri).st_mtime)
+        except OSError:
+            return 0.0
+    when = files.last_modified(loc)
     return 0.0 if when is None else max(0.0, (datetime.now(UTC) - when).total_seconds())
 
 
