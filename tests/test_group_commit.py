@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -102,6 +103,17 @@ def test_a_retried_log_id_is_stored_once_whether_queued_or_committed(tmp_path, m
     assert first.created and not queued_retry.created and not committed_retry.created
     assert model.run.logs()["log_id"].to_pylist() == ["given"]
     assert model.read_state()[STATE_KEY]["cum_state"]["data/cum/num_trajectories"] == 4
+
+
+def test_threads_racing_to_log_one_id_queue_it_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(group_commit, "GATHER_S", 0.2)
+    model = _model(str(tmp_path), "m", commit="group")
+    with ThreadPoolExecutor(4) as pool:
+        records = list(pool.map(lambda _: model.log_sync([_group(1)], split="train", step=1, log_id="same"), range(4)))
+    assert sorted(r.created for r in records) == [False, False, False, True]
+    model.flush()
+    assert model.run.logs()["log_id"].to_pylist() == ["same"]
+    assert tables.count_rows(model.run.location.child("logs.lance")) == 1
 
 
 def test_a_row_committed_twice_and_a_recovered_row_count_once_everywhere(tmp_path):

@@ -98,6 +98,7 @@ class _Queue:
         self.busy: list[_Item] = []  # being committed
         self.queued = 0  # tickets handed out
         self.done = 0  # every ticket up to this is committed
+        self.finished = 0  # ... and its pending files deleted, its upkeep asked for
         self.errors = 0  # failed commit rounds (they are retried)
         self.error: BaseException | None = None
         self.reserved: dict[str, Any] = {}  # write_id -> record of a log whose pending file is being written
@@ -156,7 +157,7 @@ def flush(run: Location | None = None, timeout: float | None = None) -> None:
         queues = list(_QUEUES.values()) if run is None else [q for q in [_QUEUES.get(run.child("logs.lance").uri)] if q]
         targets = [(q, q.queued) for q in queues]
     for queue, ticket in targets:
-        _wait(queue, ticket, timeout)
+        _wait(queue, ticket, timeout, finished=True)
 
 
 def commits_since(logs: Location, version: int) -> tuple[int, int, list[str]] | None:
@@ -173,7 +174,8 @@ def commits_since(logs: Location, version: int) -> tuple[int, int, list[str]] | 
         return after[-1][0], after[-1][1], [w for c in after for w in c[2]]
 
 
-def _wait(queue: _Queue, ticket: int, timeout: float | None = None) -> None:
+def _wait(queue: _Queue, ticket: int, timeout: float | None = None, finished: bool = False) -> None:
+    """Until `queue` committed `ticket` (and, `finished`, deleted its pending files)."""
     global _URGENT
     deadline = None if timeout is None else time.monotonic() + timeout
     with _COND:
@@ -182,6 +184,10 @@ def _wait(queue: _Queue, ticket: int, timeout: float | None = None) -> None:
         _COND.notify_all()
         try:
             _wait_locked(queue, ticket, errors, deadline, timeout)
+            while finished and queue.finished < ticket:
+                _COND.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
         finally:
             _URGENT -= 1
 
@@ -248,26 +254,35 @@ def _run() -> None:
             for q in work:
                 failed: BaseException | None = None
                 try:
-                    _commit(q.run, q.busy, q)
+                    version, top_before = _commit(q.run, q.busy, q)
                 except Exception as e:  # noqa: BLE001 - kept pending and retried; waiters are told
                     failed = e
                     logger.warning("group commit of %d logs of %s failed (retried): %s",
                                    len(q.busy), q.run.redact(q.run.uri), e)
                 with _COND:
+                    done = q.busy
                     if failed is None:
-                        q.done = q.busy[-1].ticket
+                        q.done = done[-1].ticket
                     else:
-                        q.items, q.error = q.busy + q.items, failed
+                        q.items, q.error = done + q.items, failed
                         q.errors += 1
                     q.busy = []
-                    _COND.notify_all()
+                    _COND.notify_all()  # readers go on: the files and the upkeep need not wait
                 if failed is not None:
                     time.sleep(min(5.0, 0.05 * 2 ** min(q.errors, 7)))
+                    continue
+                try:
+                    _after(q.run, done, version, top_before)
+                except Exception as e:  # noqa: BLE001 - committed: a leftover file is skipped by recovery
+                    logger.warning("after the group commit of %s: %s", q.run.redact(q.run.uri), e)
+                with _COND:
+                    q.finished = done[-1].ticket
+                    _COND.notify_all()
 
 
-def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> int:
-    """Append the rows of `items` to the run's journal in one commit; delete their pending files;
-    ask for the upkeep a log asks for. Returns the version made."""
+def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> tuple[int, int]:
+    """Append the rows of `items` to the run's journal in one commit. Returns (the version made,
+    the largest fragment id held before it)."""
     logs = run.child("logs.lance")
     rows = pa.concat_tables([i.row for i in items])
     try:
@@ -285,15 +300,16 @@ def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> i
     if queue is not None and committed is not None:
         with _COND:
             queue.commits.append((version, committed.count_rows(), [i.record.write_id for i in items]))
-    pending.delete(run, [i.name for i in items if i.name])
-    _upkeep(run, logs, version, top_before, items)
-    return version
+    return version, top_before
 
 
-def _upkeep(run: Location, logs: Location, version: int, top_before: int, items: list[_Item]) -> None:
-    """What `write_log` asks for after a sync commit, once for the batch."""
+def _after(run: Location, items: list[_Item], version: int, top_before: int) -> None:
+    """After the group commit of `items` at `version`: delete their pending files, then ask for
+    what `write_log` asks for after a sync commit, once for the batch."""
     from artstore.log import commit  # (commit imports this module)
 
+    pending.delete(run, [i.name for i in items if i.name])
+    logs = run.child("logs.lance")
     window, retention = min(i.window for i in items), min(i.retention for i in items)
     try:
         commit.maintain(run, {"logs": version}, window, background=True)
@@ -361,7 +377,7 @@ def _recover(run: Location) -> int:
     rows = rows.take(sorted(first.values()))
     items = [_Item(run, rows.slice(i, 1), _Recovered(rows["log_id"][i].as_py(), rows["write_id"][i].as_py()),
                    "", upkeep.DEFAULT_RETENTION, upkeep.DEFAULT_READER_WINDOW, 0) for i in range(rows.num_rows)]
-    _commit(run, items)
+    _after(run, items, *_commit(run, items))
     pending.delete(run, names)
     logger.info("committed %d pending logs of %s left by a writer that is gone", rows.num_rows, run.redact(run.uri))
     return rows.num_rows
