@@ -255,8 +255,8 @@ def _run() -> None:
                 failed: BaseException | None = None
                 try:
                     version, top_before = _commit(q.run, q.busy, q)
-                except Exception as e:  # noqa: BLE001 - kept pending and retried; waiters are told
-                    failed = e
+                except BaseException as e:  # noqa: BLE001 - kept pending and retried; waiters are told
+                    failed = e  # (whatever it was: this thread must not die with rows queued)
                     logger.warning("group commit of %d logs of %s failed (retried): %s",
                                    len(q.busy), q.run.redact(q.run.uri), e)
                 with _COND:
