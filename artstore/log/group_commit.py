@@ -38,7 +38,6 @@ import atexit
 import dataclasses
 import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -137,16 +136,16 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
         if first and register is not None:
             register()
         pending.write(run, name, row)
-    finally:
+    except BaseException:
         with _COND:
             del queue.reserved[record.write_id]
-            written = _Item(run, row, record, name, retention, window, 0) if sys.exc_info()[0] is None else None
-            if written is not None:
-                queue.queued += 1
-                written.ticket = queue.queued
-                queue.items.append(written)
-                _start()
-                _COND.notify_all()
+        raise
+    with _COND:
+        del queue.reserved[record.write_id]
+        queue.queued += 1
+        queue.items.append(_Item(run, row, record, name, retention, window, queue.queued))
+        _start()
+        _COND.notify_all()
     return record
 
 

@@ -22,7 +22,7 @@ from artstore.checkpoints import pruning
 from artstore.checkpoints.retention import Plan, Policy, best
 from artstore.checkpoints.table import Checkpoint, CheckpointTable
 from artstore.errors import CheckpointError, RetentionError
-from artstore.log import upkeep
+from artstore.log import group_commit, upkeep
 from artstore.log.configs import ConfigLog
 from artstore.names import check_segment
 from artstore.read import checkpoint_files, history, latest_logs, run_logs, run_upkeep, step_summary
@@ -298,7 +298,9 @@ class Run:
     def wait_for_upkeep(self, timeout: float | None = None) -> bool:
         """Block until the background cleanup of old versions that this process's log() calls
         asked for on this run is done; False when `timeout` seconds passed first. log() never
-        waits for it (it compacts inline); call this before counting files or copying the run."""
+        waits for it (it compacts inline); call this before counting files or copying the run.
+        This process's logs queued for a group commit (`Model(commit="group")`) land first."""
+        group_commit.flush(self.location, timeout)
         return upkeep.wait(self.location, timeout)
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
