@@ -105,6 +105,17 @@ def test_a_retried_log_id_is_stored_once_whether_queued_or_committed(tmp_path, m
     assert model.read_state()[STATE_KEY]["cum_state"]["data/cum/num_trajectories"] == 4
 
 
+def test_a_group_models_running_sums_count_another_writers_committed_logs(tmp_path):
+    a, b = _model(str(tmp_path), "m", commit="group"), _model(str(tmp_path), "m", commit="group")
+    for step, m in enumerate((a, b, a, a)):
+        m.metrics_builder("train").add_cost("train/judge", 1.0)
+        record = m.log_sync(None, split="train", step=step, metrics={"loss": float(step)})
+        m.flush()
+    # a's third log follows the commit holding b's log (not its own): it reads it, then counts on
+    assert record.metrics["costs/cum/all"] == 4.0
+    assert a.read_state()[STATE_KEY]["cum_state"]["costs/cum/all"] == 4.0
+
+
 def test_threads_racing_to_log_one_id_queue_it_once(tmp_path, monkeypatch):
     monkeypatch.setattr(group_commit, "GATHER_S", 0.2)
     model = _model(str(tmp_path), "m", commit="group")

@@ -159,18 +159,17 @@ def flush(run: Location | None = None, timeout: float | None = None) -> None:
         _wait(queue, ticket, timeout, finished=True)
 
 
-def commits_since(logs: Location, version: int) -> tuple[int, int, list[str]] | None:
+def commits_since(logs: Location, version: int) -> tuple[int, int, list[str] | None] | None:
     """(the latest version this process's group commits made of the journal at `logs`, its
-    physical rows, the write_ids this process committed in versions after `version`), or None
-    when there is none after `version` or they are no longer all remembered."""
+    physical rows, the write_ids this process committed in versions after `version`: None when
+    they are no longer all remembered), or None when it made none after `version`."""
     with _COND:
         queue = _QUEUES.get(logs.uri)
         if queue is None or not queue.commits or queue.commits[-1][0] <= version:
             return None
         after = [c for c in queue.commits if c[0] > version]
-        if len(after) == len(queue.commits) and len(after) == queue.commits.maxlen:
-            return None  # older ones forgotten
-        return after[-1][0], after[-1][1], [w for c in after for w in c[2]]
+        forgotten = len(after) == len(queue.commits) == queue.commits.maxlen
+        return after[-1][0], after[-1][1], None if forgotten else [w for c in after for w in c[2]]
 
 
 def _wait(queue: _Queue, ticket: int, timeout: float | None = None, finished: bool = False) -> None:

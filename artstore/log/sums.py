@@ -240,16 +240,17 @@ class Tracker:
         self.mine.add(write_id)
         self.sums = apply(self.sums or empty(), change)
 
-    def follow(self, found: tuple[int, int, list[str]] | None) -> bool:
+    def follow(self, found: tuple[int, int, list[str] | None] | None) -> bool:
         """Move to this process's latest group commit of the run (`group_commit.commits_since`:
-        version, physical rows, write_ids committed since `self.version`). k more rows after our
-        k queued logs committed: only ours, nothing is read; otherwise the rows committed since
-        are read (`catch_up`). Returns whether other logs' deltas were added."""
+        version, physical rows, write_ids committed since `self.version`, None when not all are
+        known). k more rows after our k queued logs committed: only ours, nothing is read;
+        otherwise the rows committed since are read (`catch_up`). Returns whether other logs'
+        deltas were added."""
         if found is None:
             return False
         version, rows, ids = found
-        ours = self.mine.issuperset(ids)
-        self.mine.difference_update(ids)
+        ours = ids is not None and self.mine.issuperset(ids)
+        self.mine.difference_update(ids or ())
         if ours and rows - self.rows == len(ids):
             ds = handles.held(self.run.child("logs.lance"), version)
             if ds is not None:
