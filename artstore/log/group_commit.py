@@ -295,6 +295,8 @@ def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> t
     for fragment, item in zip(fragments, items, strict=True):  # no later look-up reads them back
         keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
     committed = handles.held(logs, version)
+    if committed is None and queue is not None:  # the commit that created the journal holds no handle
+        committed = tables.open_dataset(logs, version=version)
     if queue is not None and committed is not None:
         with _COND:
             queue.commits.append((version, committed.count_rows(), [i.record.write_id for i in items]))
