@@ -25,6 +25,11 @@ What "logged" means in group mode:
 - `flush()` (and `Model.flush()`) waits until everything queued is committed; it runs at normal
   interpreter exit too.
 
+Differences from sync mode a caller can see: a log's record has no `logs_version`; one version of
+`logs` holds a batch of logs, so `as_of` a version names all of its batch (time travel is per
+group commit, not per log); another Model object of the same run in this process counts a queued
+log in its running sums (cumulative metrics) once it is committed, not while it is queued.
+
 A retried log_id is stored once: the look-up reads the committed journal as in sync mode, and
 `submit` also finds an attempt still queued in this process. Two attempts racing from different
 processes both queue a row; the first committed wins, as in sync mode, but the loser's caller
