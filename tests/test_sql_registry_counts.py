@@ -110,3 +110,12 @@ def test_a_query_as_of_a_version_reads_the_logs(store, logs_read):
     got = art.open_store(store.uri).sql(SQL, as_of={"p/a": version})
     assert got.to_pylist() == _expected({"a": 2, "b": 2})
     assert logs_read == ["p/a"]
+
+
+def test_a_query_over_history_and_trajectories_at_once_answers(store, logs_read):
+    # history reads snapshots under the query's lock while trajectories' scans read the registry
+    # under a snapshot's: the registry has its own lock, so the two never wait on each other
+    got = art.open_store(store.uri).sql(
+        "SELECT t.model, t.step, count(*) AS n FROM trajectories t JOIN history h USING (project, model, step) "
+        "GROUP BY ALL ORDER BY ALL")
+    assert got.to_pylist() == [{"model": m, "step": s, "n": 2} for m in ("a", "b") for s in range(2)]

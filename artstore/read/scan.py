@@ -297,6 +297,8 @@ class Query:
         self._keys: list[str] | None = None
         self._cache: dict[tuple, Any] = {}
         self._checks: dict[str, dict[str, Any]] | None = None  # "project/model" -> its commit-check counts
+        # its own lock: taken under a snapshot's lock, and `_lock` is held while snapshots are read (`cached`)
+        self._checks_lock = threading.Lock()
         self._open: list[Any] = []
         self._lock = threading.RLock()
 
@@ -318,7 +320,7 @@ class Query:
     def registered(self, key: str) -> dict[str, Any] | None:
         """The run `key`'s commit-check counts in the store's registry (`registry.COMMIT_CHECK`;
         None when it has none), read once per query, at the first run that needs them."""
-        with self._lock:
+        with self._checks_lock:
             if self._checks is None:
                 found = registry.read_stats(self.store.location)
                 self._checks = {} if found is None else {
