@@ -118,3 +118,17 @@ def test_every_public_name_resolves_whichever_is_touched_first(first):
              "missing = [n for n in art.__all__ if getattr(art, n, None) is None]; print(missing)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
+
+
+def test_runs_reads_its_options_without_pydantic_duckdb_or_the_upkeep(store):
+    # `artstore runs` must start in well under a second: typer's pydantic coercion (~0.1 s of
+    # imports) is replaced for plain options (`artstore.cli.plain_params`), the upkeep's modules
+    # and DuckDB are not needed to list runs
+    probe = ("import sys; sys.argv = ['artstore', 'runs', '--store', sys.argv[1], '-f', 'CSV', '-o', 'k=v']\n"
+             "from artstore.cli import main\n"
+             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+             "heavy = ('pydantic', 'duckdb', 'artstore.log.upkeep', 'artstore.log.fold', 'artstore.read.sql')\n"
+             "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe, store], capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0 and done.stderr.strip() == "[]", (done.stdout, done.stderr)
+    assert done.stdout.splitlines()[1].startswith('"p","m",0,'), done.stdout

@@ -31,9 +31,11 @@ from artstore.cli import (
     versions,
 )
 from artstore.cli.common import EXIT_INTERRUPTED, EXIT_IO, err_console, quiet_stdout
+from artstore.cli.plain_params import Group
 
 app = typer.Typer(
     name="artstore",
+    cls=Group,  # options read without pydantic (`plain_params`)
     help="Query, inspect and maintain artstore runs (trajectories, metrics, checkpoints).\n\n"
          "Example: artstore sql --store .art \"SELECT model, max(value) FROM metrics WHERE name = 'val/reward' "
          "GROUP BY model\"",

@@ -83,8 +83,6 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
     """
     import pyarrow as pa
 
-    from artstore.sizes import format_size
-
     s = get_store(store, storage_option)
     stats = [row for row in s.run_stats().to_pylist() if row["logs"]]  # a run with no committed log: not listed
     table = pa.Table.from_pylist([{
@@ -97,6 +95,9 @@ def runs(store: StoreOption = ".art", storage_option: StorageOption = None,
     size = [r["size_bytes"] for r in stats]
     fmt = resolve(fmt, output)
     if fmt == Format.table:
+        # pydantic's ByteSize: only where sizes are shown as text
+        from artstore.sizes import format_size
+
         differ = _differing(configs)  # in a table, what tells the runs apart
         table = table.append_column("config", pa.array([config_text(c, differ) for c in configs], pa.string()))
         table = table.append_column("size", pa.array([format_size(n) for n in size], pa.string()))

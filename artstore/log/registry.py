@@ -12,7 +12,9 @@ run, so listing the runs of a store reads one small table instead of walking eve
   runs an older artstore created since. A store without the registry is listed by the walk.
 - Stats (logs, trajectories, last step and time, last rewards, config, size): written into the
   run's row by the writer's background upkeep (`artstore.log.run_stats`), never by log() itself;
-  `read_stats` gives them in one scan. A refresh replaces a row only with stats of the same or a
+  `read_stats` gives them in one scan. With them, the commit-check counts (COMMIT_CHECK: the
+  logs version and its commit time, the highest commit_seq, the rows written to each gated
+  table), which let a cross-run query skip reading each run's logs (`artstore.read.scan`). A refresh replaces a row only with stats of the same or a
   later version of the run's logs table, so racing writers never move them backwards.
 """
 
@@ -29,7 +31,10 @@ from artstore.storage import Location, files, tables
 NAME = "_runs.lance"
 KEYS = ["project", "model"]
 STATS = ["logs", "trajectories", "last_step", "last_logged_at", "val_reward", "train_reward", "config", "size_bytes",
-         "logs_version", "stats_at"]
+         "logs_version", "stats_at", "logs_committed_at", "last_seq", "groups", "metric_values"]
+# Of STATS, what a reader needs to prove from counts alone that a gated table holds only visible
+# rows (`artstore.log.visibility`), for the logs version they were computed at.
+COMMIT_CHECK = ["logs_version", "logs_committed_at", "last_seq", "trajectories", "groups", "metric_values"]
 # A refresh replaces the row it matches only with stats of the same or a later logs version.
 _NEWER = "target.logs_version IS NULL OR source.logs_version >= target.logs_version"
 

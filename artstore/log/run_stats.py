@@ -50,7 +50,10 @@ def compute(run: Location) -> dict[str, Any] | None:
                                                                 ("log_id", "ascending")])
     stats: dict[str, Any] = {
         "logs": committed.num_rows, "logs_version": ds.version, "stats_at": tables.now_utc(),
+        "logs_committed_at": tables.version_time(ds), "last_seq": pc.max(committed[tables.SEQ]).as_py(),
         "trajectories": pc.sum(committed["num_trajectories"]).as_py() or 0,
+        "groups": pc.sum(committed["num_groups"]).as_py() or 0,
+        "metric_values": pc.sum(committed["num_metrics"]).as_py() or 0,
         "last_step": pc.max(committed["step"]).as_py(), "last_logged_at": pc.max(committed["recorded_at"]).as_py(),
         **_last_rewards(run, committed, is_journal),
     }

@@ -40,19 +40,12 @@ from collections import OrderedDict
 from datetime import timedelta
 
 from artstore.log import fold, registry
+from artstore.log.windows import DEFAULT_READER_WINDOW, DEFAULT_RETENTION  # noqa: F401  (re-exported)
 from artstore.storage import Location, compaction, tables
 
 logger = logging.getLogger(__name__)
 
-# How long old versions are kept before cleanup removes them (tagged versions always stay).
-DEFAULT_RETENTION = timedelta(days=7)
 EXIT_FLUSH_S = 10.0  # at interpreter exit, stale runs' stats are refreshed for at most this long
-# A journal run (its logs hold each log's rows: `artstore.log.journal`) keeps the physical
-# versions of its logs and data tables only this long: for readers in flight. Its data tables are
-# always read at their latest version, gated by the committed logs, and an older version of its
-# logs is answered from the run's version map (`artstore.storage.version_map`), so `as_of` any
-# earlier version or time still reads what it read then.
-DEFAULT_READER_WINDOW = timedelta(seconds=60)
 
 
 @dataclasses.dataclass(frozen=True)

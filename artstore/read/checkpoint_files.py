@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from artstore.checkpoints.retention import rank
 from artstore.checkpoints.table import Checkpoint, CheckpointTable, checkpoint_dir_name
 from artstore.errors import CheckpointError, ValidationError
 from artstore.storage import Location, files
@@ -49,6 +48,9 @@ def choose(table: CheckpointTable, which: Literal["best", "latest"] | int, mode:
     if which == "latest":
         chosen = ready[-1] if ready else None
     elif which == "best":
+        # pydantic's models: imported on first use (as `run._retention`)
+        from artstore.checkpoints.retention import rank
+
         order = rank(scores(), [c.step for c in ready], mode)
         chosen = next(c for c in ready if c.step == order[0]) if order else None
     elif isinstance(which, int) and not isinstance(which, bool):

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
-from artstore.checkpoints import pruning
-from artstore.checkpoints.retention import Plan, Policy, best
 from artstore.checkpoints.table import Checkpoint, CheckpointTable
 from artstore.errors import CheckpointError, RetentionError
 from artstore.log import group_commit, upkeep
@@ -34,6 +32,9 @@ from artstore.storage import Location, files, tables, version_map
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    from artstore.checkpoints.retention import Plan, Policy
     from artstore.read.store import Store
     from artstore.records.trajectory import TrajectoryGroup
 
@@ -130,7 +131,7 @@ class Run:
         """The step with the best per-step mean of `metric` (highest for max; ties go to the later
         step), as `checkpoint("best")` and retention rank. RetentionError when `metric` has no
         values. Fast: served from the run's step summary (one freshness check when warm)."""
-        return best(self._step_means(metric, as_of), mode)
+        return _retention().best(self._step_means(metric, as_of), mode)
 
     def latest_checkpoint_step(self) -> int | None:
         """Step of the newest checkpoint whose files are ready, or None when there is none."""
@@ -228,21 +229,21 @@ class Run:
         c = self.checkpoints_table().get(step)
         if c is None or c.status == "deleted":
             raise CheckpointError(f"no live checkpoint {step} in {self.project}/{self.name} to pin")
-        pruning.RetentionLog(self.location).pin(step, note)
+        _pruning().RetentionLog(self.location).pin(step, note)
 
     def unpin_checkpoint(self, step: int) -> None:
-        pruning.RetentionLog(self.location).unpin(step)
+        _pruning().RetentionLog(self.location).unpin(step)
 
     def pinned_checkpoints(self) -> dict[int, str | None]:
         """{step: note} of the pinned checkpoints."""
-        return pruning.RetentionLog(self.location).pins()
+        return _pruning().RetentionLog(self.location).pins()
 
     def set_retention_policy(self, policy: Policy) -> None:
         """Store `policy` with the run: the default of `retention_plan()` and `apply_retention()`."""
-        pruning.RetentionLog(self.location).set_policy(policy)
+        _pruning().RetentionLog(self.location).set_policy(policy)
 
     def retention_policy(self) -> Policy | None:
-        return pruning.RetentionLog(self.location).policy()
+        return _pruning().RetentionLog(self.location).policy()
 
     def _policy(self, policy: Policy | None) -> Policy:
         policy = policy or self.retention_policy()
@@ -252,13 +253,13 @@ class Run:
 
     def retention_plan(self, policy: Policy | None = None) -> Plan:
         """What `policy` (default: the stored one) would keep and delete, and why. Deletes nothing."""
-        return pruning.plan(self, self._policy(policy))
+        return _pruning().plan(self, self._policy(policy))
 
     def apply_retention(self, plan_or_policy: Plan | Policy | None = None) -> Plan:
         """Apply a plan or policy, deleting files through fsspec (use `TrainableModel.apply_retention`
         to delete through a training backend). Repairs interrupted prunes first."""
-        target = plan_or_policy if isinstance(plan_or_policy, Plan) else self._policy(plan_or_policy)
-        return pruning.apply(self, target, pruning.store_deleter(self))
+        target = plan_or_policy if isinstance(plan_or_policy, _retention().Plan) else self._policy(plan_or_policy)
+        return _pruning().apply(self, target, _pruning().store_deleter(self))
 
     def config(self, as_of: AsOf = None) -> dict[str, Any]:
         """The run's stored configuration: {"model": Model(config=...), "train": the last TrainConfig
@@ -311,3 +312,17 @@ class Run:
         not stop the others; then a StorageError names each that failed."""
         return run_upkeep.compact(self.location, lambda: self.store.table_names(self), self.store.retention,
                                   self.store.reader_window, force, f"{self.project}/{self.name}")
+
+
+def _retention() -> ModuleType:
+    """`artstore.checkpoints.retention`, imported on first use: its pydantic models (~0.14 s of
+    imports) are not needed by a run that is only read, as in a cross-run SQL query."""
+    from artstore.checkpoints import retention
+
+    return retention
+
+
+def _pruning() -> ModuleType:
+    from artstore.checkpoints import pruning  # as `_retention`
+
+    return pruning

@@ -6,7 +6,10 @@ one `Store.sql` call, a `RunSnapshot` per run it touches:
   after the pin, so it holds every row the pinned logs name (data rows commit before their logs row);
 - rows of the log-written tables pass only when their `write_id` is one the pinned logs name
   (the visibility semi-join, an Arrow `is_in` in the scan), unless row counts prove every row
-  visible: then no `write_id` is read (see `artstore.log.visibility`);
+  visible: then no `write_id` is read (see `artstore.log.visibility`). The counts come from the
+  pinned logs, or, when a query reads a run at its latest and the store's registry holds the
+  commit-check counts of exactly the pinned logs version (`registry.COMMIT_CHECK`), from the
+  registry: then the run's logs are not read at all (at 500 small runs, ~1/3 of a fresh query);
 - the versions opened are recorded, so the result can say what it read.
 No DuckDB here: this is Arrow and the storage layer.
 """
@@ -24,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from artstore.errors import VersionNotFoundError
-from artstore.log import journal
+from artstore.log import journal, registry
 from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, check_present, committed_logs
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.schema import arrow_schema
@@ -44,15 +47,19 @@ _TAILS: OrderedDict[tuple[str, int, str, str, int], pa.Table] = OrderedDict()
 TAILS_MAX_BYTES = 256 << 20
 _TAILS_BYTES = 0
 _TAILS_LOCK = threading.Lock()
+# a gated table -> the registry's count of the rows the committed logs wrote to it
+_REGISTERED_ROWS = {"trajectories": "trajectories", "groups": "groups", "metrics": "metric_values"}
 
 
 class RunSnapshot:
     """One run as one query reads it: the `logs` table pinned at first use, every other table opened
     after the pin (so it holds every row the pinned logs name), each opened at most once."""
 
-    def __init__(self, run: Run, as_of: Any):
+    def __init__(self, run: Run, as_of: Any, registered: Callable[[], dict[str, Any] | None] = lambda: None):
         self.run = run
         self.as_of = as_of
+        self._registered = registered  # the run's commit-check counts in the store's registry, if any
+        self._proven: dict[str, bool] = {}
         self.read: dict[str, int] = {}
         self._opened: dict[str, pads.Dataset | None] = {}
         self._latest: set[str] = set()  # tables opened at their latest version
@@ -69,6 +76,40 @@ class RunSnapshot:
                 self._opened[table] = self._open(table, pinned is not None)
             return self._opened[table]
 
+    def _logs_key(self) -> tuple[str, int, str]:
+        return self.run.table_location("logs").uri, self.read["logs"], str(self._logs_time)
+
+    def proven_by_registry(self, table: str) -> bool:
+        """Whether the store's registry proves, without reading the run's logs, that gated `table`
+        holds exactly the rows the pinned logs wrote, all of them folded (no journal rows left):
+        read at its latest; the registry's counts are of the same logs version (number and commit
+        time); the table, opened after the pin, holds that many rows; a journal run's table is
+        folded up to exactly the last committed log. Any doubt (no counts, a stale or newer
+        entry, extra rows of a crashed writer or a lost retry race) is False: the logs are read."""
+        with self._lock:
+            if table not in self._proven:
+                self._proven[table] = self._check_registry(table)
+            return self._proven[table]
+
+    def _check_registry(self, table: str) -> bool:
+        if table not in GATED or self.as_of is not None or self._committed is not None:
+            return False
+        logs, ds = self.dataset("logs"), self.dataset(table)
+        if logs is None or ds is None or not {"logs", table} <= self._latest:
+            return False
+        with _COMMITTED_LOCK:
+            if self._logs_key() in _COMMITTED:
+                return False  # kept from an earlier query: the usual gate reads nothing either
+        entry = self._registered()
+        if entry is None or entry["logs_version"] != self.read["logs"] or entry["logs_committed_at"] != self._logs_time:
+            return False
+        rows = entry[_REGISTERED_ROWS[table]]
+        if rows is None or ds.count_rows() != rows:
+            return False
+        if journal.is_journal(logs.schema):
+            return entry["last_seq"] is not None and journal.folded_seq(ds) == entry["last_seq"]
+        return True
+
     def committed(self) -> pa.Table:
         """The pinned logs' rows (`visibility.GATE_COLUMNS`; the first committed row of each
         log_id, as `Run.logs`): which rows of the data tables, and of the logs table itself, this
@@ -79,7 +120,7 @@ class RunSnapshot:
                 if logs is None:
                     self._committed = arrow_schema("logs").empty_table().select(GATE_COLUMNS)
                 else:
-                    key = (self.run.table_location("logs").uri, self.read["logs"], str(self._logs_time))
+                    key = self._logs_key()
                     with _COMMITTED_LOCK:
                         found = _COMMITTED.get(key)
                     if found is None:
@@ -103,6 +144,8 @@ class RunSnapshot:
         row is visible: the table was opened at its latest version after the logs pin and holds
         exactly as many rows as the pinned logs wrote to it (`visibility.all_visible`)."""
         with self._lock:
+            if table not in self._gates and self.proven_by_registry(table):
+                self._gates[table] = None
             if table not in self._gates:
                 committed = self.committed()
                 ds = self.dataset(table)
@@ -134,6 +177,8 @@ class RunSnapshot:
         there are none or the run is not a journal), read from the journal's payloads."""
         with self._lock:
             key = f"tail:{table}"
+            if key not in self._gates and self.proven_by_registry(table):
+                self._gates[key] = None
             if key not in self._gates:
                 committed = self.committed()
                 found = None
@@ -251,6 +296,9 @@ class Query:
         self._runs: dict[str, RunSnapshot] = {}
         self._keys: list[str] | None = None
         self._cache: dict[tuple, Any] = {}
+        self._checks: dict[str, dict[str, Any]] | None = None  # "project/model" -> its commit-check counts
+        # its own lock: taken under a snapshot's lock, and `_lock` is held while snapshots are read (`cached`)
+        self._checks_lock = threading.Lock()
         self._open: list[Any] = []
         self._lock = threading.RLock()
 
@@ -266,8 +314,19 @@ class Query:
         with self._lock:
             if key not in self._runs:
                 spec = self.as_of.get(key) if isinstance(self.as_of, dict) else self.as_of
-                self._runs[key] = RunSnapshot(self.store.run(*key.split("/")), spec)
+                self._runs[key] = RunSnapshot(self.store.run(*key.split("/")), spec, lambda: self.registered(key))
             return self._runs[key]
+
+    def registered(self, key: str) -> dict[str, Any] | None:
+        """The run `key`'s commit-check counts in the store's registry (`registry.COMMIT_CHECK`;
+        None when it has none), read once per query, at the first run that needs them."""
+        with self._checks_lock:
+            if self._checks is None:
+                found = registry.read_stats(self.store.location)
+                self._checks = {} if found is None else {
+                    f"{r['project']}/{r['model']}": r
+                    for r in found.select(["project", "model", *registry.COMMIT_CHECK]).to_pylist()}
+            return self._checks.get(key)
 
     def cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
         with self._lock:

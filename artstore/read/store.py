@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.log import registry
-from artstore.log.upkeep import DEFAULT_READER_WINDOW, DEFAULT_RETENTION
+from artstore.log.windows import DEFAULT_READER_WINDOW, DEFAULT_RETENTION
 from artstore.read.as_of import AsOf
 from artstore.storage import Location, files
 
@@ -60,8 +60,6 @@ class Store:
         `refresh_run_stats` does it now. A run without stats yet (its first refresh not run, a
         store written before them, or one without a registry: its runs are walked) has them
         computed here from its files, not written."""
-        from artstore.log import run_stats
-
         table = registry.read_stats(self.location)
         if table is None:
             table = registry.rows(registry.walk(self.location))
@@ -69,6 +67,8 @@ class Store:
             table = table.filter(pc.is_in(table["project"], value_set=pa.array(list(projects), pa.string())))
         missing = pc.is_null(table["logs_version"]).to_pylist()
         if any(missing):
+            from artstore.log import run_stats  # its imports only where stats are computed here
+
             rows = table.to_pylist()
             for row, absent in zip(rows, missing, strict=True):
                 if absent:
