@@ -131,7 +131,13 @@ def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]
     is `value`. Reads the key column of only the fragments this process has neither read nor
     committed (`note_keys`) before: a fragment never changes, and its data file's name is unique
     (compaction writes new ones), so a look-up costs the same at any length of the run."""
-    fragments = [(f, first_file(f)) for f in ds.get_fragments()]
+    return {path for path, ids in _key_sets(loc, ds, key, ds.get_fragments()).items() if value in ids}
+
+
+def _key_sets(loc: Location, ds: LanceDataset, key: str, fragments: list) -> dict[str, frozenset[str]]:
+    """{data file path: the values of `key` its fragment holds} for `fragments` (of `ds`, at
+    `loc`), reading in one scan only those this process has neither read nor committed before."""
+    fragments = [(f, first_file(f)) for f in fragments]
     cache_key = (loc.uri, key)
     with _KEYS_LOCK:
         known = _KEYS.get(cache_key, {})
@@ -147,8 +153,11 @@ def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]
         # keep what other threads noted meanwhile (fragments newer than `ds`), within a bound:
         # files compacted away go when it is passed
         merged = {**_KEYS.get(cache_key, {}), **current}
-        _KEYS[cache_key] = merged if len(merged) <= 2 * len(current) + 64 else current
-    return {path for path, ids in current.items() if value in ids}
+        if len(merged) > 2 * len(current) + 64:
+            live = {first_file(f) for f in ds.get_fragments()}
+            merged = {path: ids for path, ids in merged.items() if path in live}
+        _KEYS[cache_key] = merged
+    return current
 
 
 def _note_read(loc: Location, key: str, fragments: list, found: pa.Table) -> None:
@@ -228,3 +237,72 @@ def rows_with(loc: Location, ds: LanceDataset, key: str, values: list[str], colu
         empty = ds.schema.empty_table()
         return empty if columns is None else empty.select(columns)
     return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def firsts_after(loc: Location, ds: LanceDataset, key: str, seq: int, columns: list[str]) -> tuple[pa.Table, int]:
+    """The rows of `ds` (the dataset at `loc`, with a SEQ column) that are the first committed
+    row of their `key` value and whose sequence is above `seq` (see `first_per_key`): `columns`
+    of them, SEQ (filled in) and `_rowaddr` (each row's address in `ds`, for `rows_at`) last, in
+    commit order; and how many rows were read to find them.
+
+    Reads only the fragments numbered above `seq` (every row committed after `seq` is in one: see
+    `rows_after`), so the read does not grow with the rows at or below `seq`. A key found there
+    may have a first row at or below `seq` (a retry that raced past the writer's look-up, folded
+    since): such keys are looked for in the older fragments through the per-process key cache
+    (`key_files`; a fragment's key column is read once per process, and the writer's look-ups
+    keep the cache filled), and are left out."""
+    fragments = ds.get_fragments()
+    new = [f for f in fragments if f.fragment_id > seq]
+    cols = list(dict.fromkeys([*columns, key, SEQ]))
+    if not new:
+        empty = pa.table({c: pa.array([], ds.schema.field(c).type) for c in cols})
+        return empty.append_column("_rowaddr", pa.array([], pa.uint64())), 0
+    with storage_errors(loc, "read"):
+        found = ds.scanner(columns=cols, fragments=new, with_row_address=True).to_table()
+    _note_read(loc, key, new, found)
+    read = found.num_rows
+    filled = pc.coalesce(found[SEQ], pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64()))
+    found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), filled)
+    found = found.take(pc.sort_indices(found, [(SEQ, "ascending"), ("_rowaddr", "ascending")]))
+    values = found[key].combine_chunks()
+    first = pc.index_in(pc.unique(values), value_set=values)  # ascending: each value's first row
+    if len(first) < found.num_rows:
+        found = found.take(first)
+    found = found.filter(pc.greater(found[SEQ], seq))
+    old = [f for f in fragments if f.fragment_id <= seq]
+    if found.num_rows and old:
+        wanted, seen = set(found[key].to_pylist()), set()
+        for held in _key_sets(loc, ds, key, old).values():
+            seen |= wanted & held
+        if seen:
+            found = found.filter(pc.invert(pc.is_in(found[key], value_set=pa.array(sorted(seen), found.schema.field(key).type))))
+    return found.select([*dict.fromkeys([*columns, SEQ]), "_rowaddr"]), read
+
+
+def rows_at(loc: Location, ds: LanceDataset, addresses: pa.Array | pa.ChunkedArray, columns: list[str]) -> pa.Table:
+    """`columns` of the rows of `ds` (at `loc`) at these row addresses (of this version, e.g. from
+    `firsts_after`), in the order given: taken by offset from each fragment holding them (a
+    fragment with deleted rows is scanned instead: its offsets no longer match positions)."""
+    addresses = pa.chunked_array([addresses]) if isinstance(addresses, pa.Array) else addresses
+    order = pc.sort_indices(addresses)
+    ordered = addresses.take(order).to_pylist()
+    parts, start = [], 0
+    with storage_errors(loc, "read"):
+        while start < len(ordered):
+            fid = ordered[start] >> 32
+            end = start
+            while end < len(ordered) and ordered[end] >> 32 == fid:
+                end += 1
+            offsets = [a & 0xFFFFFFFF for a in ordered[start:end]]
+            fragment = ds.get_fragment(fid)
+            if fragment.deletion_file() is None:
+                parts.append(fragment.take(offsets, columns=columns))
+            else:
+                rows = ds.scanner(columns=columns, fragments=[fragment], with_row_address=True).to_table()
+                at = pc.index_in(pa.array(ordered[start:end], pa.uint64()), value_set=rows["_rowaddr"])
+                parts.append(rows.take(at).select(columns))
+            start = end
+    if not parts:
+        return ds.schema.empty_table().select(columns)
+    taken = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    return taken.take(pc.sort_indices(order))  # back to the order given
