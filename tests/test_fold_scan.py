@@ -1,0 +1,98 @@
+"""What a fold reads and commits (`artstore.log.fold`): only the journal rows above FOLDED, so its
+cost does not grow with the run; a retried log id whose first copy an earlier fold moved is not
+moved again; one claim for the three data tables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import artstore as art
+from artstore.log import commit as writer
+from artstore.log import fold
+from artstore.storage import compaction, keys, tables
+from tests.conftest import tool_call_trajectory
+
+
+def _model(base: str) -> art.Model:
+    return art.Model(name="m", project="p", base_path=base, report_metrics=[])
+
+
+def _log(model: art.Model, step: int, reward: float = 0.1, **kw) -> art.LogRecord:
+    groups = [art.TrajectoryGroup([tool_call_trajectory(reward + j / 100, step * 10 + j) for j in range(2)])]
+    return model.log_sync(groups, split="train", step=step, metrics={"loss": step / 3}, **kw)
+
+
+def _raw(run: art.Run, table: str) -> int:
+    found = tables.scan(run.table_location(table), columns=["write_id"])
+    return 0 if found is None else found.num_rows
+
+
+def _reads(run: art.Run) -> tuple:
+    return (run.trajectories().drop_columns(["recorded_at"]), run.groups(), run.history(), run.metrics(), run.logs())
+
+
+def test_a_retry_whose_first_copy_an_earlier_fold_moved_is_not_folded_again(tmp_path, monkeypatch):
+    model = _model(str(tmp_path))
+    for step in range(3):
+        _log(model, step)
+    first = _log(model, 3, log_id="raced")
+    run = model.run
+    assert fold.fold(run.location) == {"trajectories": 4, "groups": 4, "metrics": 4}
+    real = writer._winner
+
+    def missed(run, log_id, version=None):  # the look-up ran before the first attempt committed
+        return (None, 0, True, True) if version is None else real(run, log_id, version)
+
+    monkeypatch.setattr(writer, "_winner", missed)
+    late = _log(model, 3, reward=0.5, log_id="raced")  # other rows, the same id
+    monkeypatch.undo()
+    assert first.created and not late.created
+    last = _log(model, 4)
+    before = _reads(run)
+    raw = {t: _raw(run, t) for t in ("trajectories", "groups", "metrics")}
+    keys._KEYS.clear()  # as a fresh process: the older fragments' ids are read, not remembered
+    assert fold.fold(run.location) == {"trajectories": 1, "groups": 1, "metrics": 1}  # step 4's log only
+    assert {t: _raw(run, t) - raw[t] for t in raw} == {"trajectories": 2, "groups": 1, "metrics": len(last.metrics)}
+    assert _reads(run) == before
+    assert run.trajectories(step=3)["reward"].to_pylist() == [0.1, 0.11]  # the first copy's rows
+    assert fold.fold(run.location) == {"trajectories": 0, "groups": 0, "metrics": 0}
+
+
+def test_a_fold_after_many_folds_reads_only_the_journal_rows_above_folded(tmp_path):
+    model = _model(str(tmp_path))
+    run = model.run
+    for step in range(60):
+        _log(model, step)
+        if step % 6 == 5:
+            fold.fold(run.location)
+    run.wait_for_upkeep()
+    logs = run.table_location("logs")
+    compaction.maintain(logs, "logs", timedelta(days=7), force=True, rewrite=fold.drop_folded_payloads(run.location))
+    for step in range(60, 65):
+        _log(model, step)
+    fold.fold(run.location)  # reads the compacted fragment too: it is numbered above FOLDED
+    for step in range(65, 70):
+        _log(model, step)
+    run.wait_for_upkeep()
+    before = _reads(run)
+    assert fold.fold(run.location) == {"trajectories": 5, "groups": 5, "metrics": 5}
+    assert fold.rows_read(run.location) == 5  # of the journal's 70 rows
+    assert tables.open_dataset(logs).count_rows() == 70
+    assert _reads(run) == before
+    assert fold.fold(run.location) == {"trajectories": 0, "groups": 0, "metrics": 0}
+    assert fold.rows_read(run.location) == 0
+
+
+def test_a_fold_commits_one_claim_then_one_append_and_one_release_per_table(tmp_path):
+    model = _model(str(tmp_path))
+    for step in range(4):
+        _log(model, step)
+    run = model.run
+    fold.fold(run.location)  # creates the tables
+    for step in range(4, 8):
+        _log(model, step)
+    versions = {t: tables.open_dataset(run.table_location(t)).version for t in ("trajectories", "groups", "metrics")}
+    assert fold.fold(run.location) == {"trajectories": 4, "groups": 4, "metrics": 4}
+    after = {t: tables.open_dataset(run.table_location(t)).version for t in versions}
+    assert {t: after[t] - versions[t] for t in versions} == {"trajectories": 3, "groups": 2, "metrics": 2}
+    assert all(tables.open_dataset(run.table_location(t)).config().get(fold.CLAIM) == "" for t in ("trajectories",))
