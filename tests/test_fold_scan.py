@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import artstore as art
+from artstore.errors import StorageError
 from artstore.log import commit as writer
 from artstore.log import fold
 from artstore.storage import compaction, keys, tables
@@ -96,3 +97,32 @@ def test_a_fold_commits_one_claim_then_one_append_and_one_release_per_table(tmp_
     after = {t: tables.open_dataset(run.table_location(t)).version for t in versions}
     assert {t: after[t] - versions[t] for t in versions} == {"trajectories": 3, "groups": 2, "metrics": 2}
     assert all(tables.open_dataset(run.table_location(t)).config().get(fold.CLAIM) == "" for t in ("trajectories",))
+
+
+def test_a_fold_that_fails_midway_frees_its_claim_and_the_next_fold_finishes_without_doubling(tmp_path, monkeypatch):
+    model = _model(str(tmp_path))
+    for step in range(4):
+        _log(model, step)
+    run = model.run
+    fold.fold(run.location)
+    for step in range(4, 8):
+        _log(model, step)
+    before = _reads(run)
+    real = tables.update_config
+
+    def fail_release(loc, updates, read_version):
+        if fold.journal.FOLDED in updates:
+            raise StorageError("the bucket stopped answering")
+        return real(loc, updates, read_version)
+
+    monkeypatch.setattr(tables, "update_config", fail_release)
+    assert fold.fold(run.location) == {"trajectories": 0, "groups": 0, "metrics": 0}  # logged, not raised
+    monkeypatch.undo()
+    assert tables.open_dataset(run.table_location("trajectories")).config().get(fold.CLAIM) == ""
+    assert _raw(run, "trajectories") == 16  # its appends landed ...
+    assert _reads(run) == before  # ... and readers do not see them twice
+    assert fold.fold(run.location) == {"trajectories": 0, "groups": 0, "metrics": 0}  # all in already
+    folded = fold.stats(run.location)
+    assert len(set(folded.values())) == 1 and folded["trajectories"] >= 7  # FOLDED moved past step 7's log
+    assert _raw(run, "trajectories") == 16
+    assert _reads(run) == before

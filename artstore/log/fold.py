@@ -145,13 +145,13 @@ def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) ->
             if tables.update_config(locs[t], updates, version) is None:
                 logger.warning("fold of %s lost its claim (older than %.0f s)", locs[t].redact(locs[t].uri), LEASE_S)
                 done[t] = 0
-        claimed = None
-    finally:
+    except Exception:
         if claimed is not None:  # failed midway: free the run for the next fold (it checks ROWS)
             try:
                 tables.update_config(locs[lock], {CLAIM: ""}, claimed)
             except StorageError:
                 pass  # the claim's lease frees it
+        raise
     return done
 
 
