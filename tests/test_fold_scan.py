@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pyarrow as pa
+
 import artstore as art
 from artstore.errors import StorageError
 from artstore.log import commit as writer
 from artstore.log import fold
-from artstore.storage import compaction, keys, tables
+from artstore.storage import Location, compaction, keys, tables
 from tests.conftest import tool_call_trajectory
 
 
@@ -126,3 +128,17 @@ def test_a_fold_that_fails_midway_frees_its_claim_and_the_next_fold_finishes_wit
     assert len(set(folded.values())) == 1 and folded["trajectories"] >= 7  # FOLDED moved past step 7's log
     assert _raw(run, "trajectories") == 16
     assert _reads(run) == before
+
+
+def test_rows_at_takes_rows_by_address_in_the_order_given_with_and_without_deleted_rows(tmp_path):
+    loc = Location.parse(str(tmp_path / "t.lance"))
+    for start in (0, 10, 20):
+        tables.append(loc, pa.table({"a": pa.array(range(start, start + 10), pa.int64())}))
+    ds = tables.open_dataset(loc)
+    found = ds.scanner(columns=["a"], with_row_address=True).to_table()
+    wanted = [25, 3, 17, 0, 29]
+    addresses = found["_rowaddr"].take(pa.array(wanted))
+    assert keys.rows_at(loc, ds, addresses, ["a"])["a"].to_pylist() == wanted
+    ds.delete("a = 12")  # a deletion file: offsets are no longer positions
+    ds = tables.open_dataset(loc)
+    assert keys.rows_at(loc, ds, addresses, ["a"])["a"].to_pylist() == wanted

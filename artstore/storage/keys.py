@@ -281,28 +281,26 @@ def firsts_after(loc: Location, ds: LanceDataset, key: str, seq: int, columns: l
 
 def rows_at(loc: Location, ds: LanceDataset, addresses: pa.Array | pa.ChunkedArray, columns: list[str]) -> pa.Table:
     """`columns` of the rows of `ds` (at `loc`) at these row addresses (of this version, e.g. from
-    `firsts_after`), in the order given: taken by offset from each fragment holding them (a
-    fragment with deleted rows is scanned instead: its offsets no longer match positions)."""
-    addresses = pa.chunked_array([addresses]) if isinstance(addresses, pa.Array) else addresses
-    order = pc.sort_indices(addresses)
-    ordered = addresses.take(order).to_pylist()
-    parts, start = [], 0
-    with storage_errors(loc, "read"):
-        while start < len(ordered):
-            fid = ordered[start] >> 32
-            end = start
-            while end < len(ordered) and ordered[end] >> 32 == fid:
-                end += 1
-            offsets = [a & 0xFFFFFFFF for a in ordered[start:end]]
-            fragment = ds.get_fragment(fid)
-            if fragment.deletion_file() is None:
-                parts.append(fragment.take(offsets, columns=columns))
-            else:
-                rows = ds.scanner(columns=columns, fragments=[fragment], with_row_address=True).to_table()
-                at = pc.index_in(pa.array(ordered[start:end], pa.uint64()), value_set=rows["_rowaddr"])
-                parts.append(rows.take(at).select(columns))
-            start = end
-    if not parts:
+    `firsts_after`), in the order given: one take by position (a take per fragment cost ~0.15 ms
+    each), or, where a fragment has deleted rows (its offsets are no longer positions), a scan of
+    the fragments holding them."""
+    addresses = addresses.combine_chunks() if isinstance(addresses, pa.ChunkedArray) else addresses
+    if len(addresses) == 0:
         return ds.schema.empty_table().select(columns)
-    taken = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    return taken.take(pc.sort_indices(order))  # back to the order given
+    fragments = ds.get_fragments()
+    with storage_errors(loc, "read"):
+        if all(f.deletion_file() is None for f in fragments):
+            starts, at = {}, 0
+            for f in fragments:
+                starts[f.fragment_id] = at
+                at += f.physical_rows
+            ids = pc.shift_right(addresses, 32).to_pylist()
+            offsets = pc.bit_wise_and(addresses, pa.scalar(0xFFFFFFFF, pa.uint64())).to_pylist()
+            positions = np.array([starts[i] + o for i, o in zip(ids, offsets, strict=True)], dtype=np.int64)
+            order = np.argsort(positions, kind="stable")
+            taken = ds.take(positions[order].tolist(), columns=columns)
+            return taken.take(pa.array(np.argsort(order, kind="stable")))  # back to the order given
+        held = set(pc.unique(pc.shift_right(addresses, 32)).to_pylist())
+        found = ds.scanner(columns=columns, fragments=[f for f in fragments if f.fragment_id in held],
+                           with_row_address=True).to_table()
+    return found.take(pc.index_in(addresses, value_set=found["_rowaddr"])).select(columns)
