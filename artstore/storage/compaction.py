@@ -127,6 +127,8 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
                               storage_options=loc.lance_options())
         if "log_id" in merged.column_names:  # the writer's next id look-up need not read the new file back
             keys.note_keys(loc, "log_id", new, pc.unique(merged["log_id"]).to_pylist())
+        if merged.num_rows:  # nor the next fold, once it folded past these rows (`keys.firsts_after`)
+            keys.note_seq_hi(loc, new, pc.max(merged[SEQ]).as_py())
         groups.append(LanceOperation.RewriteGroup([f.metadata for f in olds], new))
     if groups:
         # through the dataset planned on: no listing of `_versions/` to find the latest

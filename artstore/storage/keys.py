@@ -193,6 +193,24 @@ def note_keys(loc: Location, key: str, fragments: list[FragmentMetadata], values
                 known[first_file(f)] = frozenset(values)
 
 
+# dataset uri -> {data file path: the highest sequence its rows hold}, of the fragments this
+# process's compactions wrote (`note_seq_hi`)
+_SEQ_HI: dict[str, dict[str, int]] = {}
+
+
+def note_seq_hi(loc: Location, fragments: list[FragmentMetadata], highest: int) -> None:
+    """Record that the fragments this process just wrote (a compaction's, of the dataset at `loc`
+    with a SEQ column) hold no row whose sequence is above `highest`, so `firsts_after` need not
+    read them for rows above it. At most 4,096 files are kept per dataset (the oldest go first)."""
+    with _KEYS_LOCK:
+        known = _SEQ_HI.setdefault(loc.uri, {})
+        for f in fragments:
+            if f.data_files():
+                known[first_file(f)] = highest
+        while len(known) > 4096:
+            del known[next(iter(known))]
+
+
 # (dataset uri, key column) -> {data file path: (the key values its fragment holds, its key column)}
 _KEY_COLUMNS: dict[tuple[str, str], dict[str, tuple[frozenset[str], pa.Array]]] = {}
 
@@ -252,7 +270,11 @@ def firsts_after(loc: Location, ds: LanceDataset, key: str, seq: int, columns: l
     (`key_files`; a fragment's key column is read once per process, and the writer's look-ups
     keep the cache filled), and are left out."""
     fragments = ds.get_fragments()
-    new = [f for f in fragments if f.fragment_id > seq]
+    with _KEYS_LOCK:
+        highest = dict(_SEQ_HI.get(loc.uri, {}))
+    # (a compaction's output is numbered above every fragment it read, but this process may know
+    # that all its rows are at or below `seq`: it is then one of the older fragments)
+    new = [f for f in fragments if f.fragment_id > seq and highest.get(first_file(f), seq + 1) > seq]
     cols = list(dict.fromkeys([*columns, key, SEQ]))
     if not new:
         empty = pa.table({c: pa.array([], ds.schema.field(c).type) for c in cols})
@@ -269,7 +291,8 @@ def firsts_after(loc: Location, ds: LanceDataset, key: str, seq: int, columns: l
     if len(first) < found.num_rows:
         found = found.take(first)
     found = found.filter(pc.greater(found[SEQ], seq))
-    old = [f for f in fragments if f.fragment_id <= seq]
+    read_ids = {f.fragment_id for f in new}
+    old = [f for f in fragments if f.fragment_id not in read_ids]
     if found.num_rows and old:
         wanted, seen = set(found[key].to_pylist()), set()
         for held in _key_sets(loc, ds, key, old).values():
