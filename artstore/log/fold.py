@@ -3,20 +3,31 @@ logs per commit, off the log() caller's path (`artstore.log.upkeep` runs it).
 
 For each data table T (trajectories, groups, metrics), the logs to fold are the committed logs
 (first row of each log_id) whose sequence is above FOLDED (T's Lance config), in commit order.
-One fold of T:
+A fold reads only the journal rows above the lowest FOLDED (`keys.firsts_after`: the fragments
+numbered above it; a log_id seen there whose first row is older, a retry that raced past the
+writer's look-up and whose first copy was folded already, is left out), so its cost does not grow
+with the run. One fold, at most 7 commits:
 
-1. claim: an UpdateConfig of T setting CLAIM (a token and the time), committed on the version
-   the folder read with no retry: Lance fails it when any other config change landed since, so
-   of two folders that read the same version one goes on. A folder that finds a fresh claim of
-   another (younger than LEASE) leaves T alone;
-2. append the rows of those logs (one commit);
-3. an UpdateConfig setting FOLDED to the last sequence folded and clearing CLAIM.
+1. claim (1 commit): an UpdateConfig setting CLAIM (a token and the time) on the first data table
+   that exists (the lock table), committed on the version the folder read with no retry: Lance
+   fails it when any other config change landed since, so of two folders that read the same
+   version one goes on. A folder that finds a fresh claim (younger than LEASE_S) on any data table
+   leaves the run alone. No table exists yet: each is created by one commit that fails when
+   another folder created it first, which serves as the claim;
+2. append (1 commit per table with rows): the rows of those logs. An append is compatible with
+   any config change, so it cannot be the claim;
+3. release (1 commit per table): an UpdateConfig setting FOLDED to the last sequence folded and
+   ROWS to the table's row count then (the lock table's last, clearing CLAIM), on the version
+   read in 1, so a folder that took over a stale claim meanwhile makes it fail. Readers read
+   FOLDED from each table's own manifest, so each table needs its own; Lance commits an append
+   and a config change only as two versions (pylance 14's `commit_batch` takes appends only).
 
 A SIGKILL at any point loses nothing and doubles nothing for readers: before 3, FOLDED still
 names the old point, so readers take those logs' rows from the journal and read T only for the
 logs up to FOLDED (filtering T's rows by write_id when T holds more rows than those logs wrote:
-`journal` readers check the counts). The next fold after the claim's lease checks which of its
-logs T already holds (a fold killed after 2) and appends only the others.
+`journal` readers check the counts). The next fold after the claim's lease finds T's row count
+different from ROWS (a fold killed after 2), checks which of its logs T already holds and appends
+only the others.
 """
 
 from __future__ import annotations
@@ -31,101 +42,147 @@ import pyarrow.compute as pc
 
 from artstore.errors import StorageError
 from artstore.log import journal
-from artstore.log.visibility import GATED, ROW_COUNTS, committed_logs
-from artstore.storage import Location, compaction, tables
+from artstore.log.visibility import GATED, ROW_COUNTS
+from artstore.storage import Location, compaction, keys, tables
 
 logger = logging.getLogger(__name__)
 
 CLAIM = "artstore.fold_claim"
+ROWS = "artstore.folded_rows"  # config key of a data table: its row count when FOLDED was set
 LEASE_S = 120.0  # a claim older than this is taken over (its folder is presumed dead)
-# log() asks for a fold when its journal version is a multiple of this. A fold costs ~3 commits and
-# a few opens per data table whatever its size (~60% of a 32-log fold's CPU), so that is the
-# upkeep's largest cost per log: 64 made the background CPU per small log ~20% less than 32
-# (benchmarks/RESULTS.md, bgcpu), while the journal holds at most ~64 unfolded logs' payloads
-# (~8 KB each for 8 trajectories; a reader decodes only the ones it reads).
+# log() asks for a fold when its journal version is a multiple of this. A fold costs a few
+# commits and opens whatever its size, so that is the upkeep's largest cost per log: 64 made the
+# background CPU per small log ~20% less than 32 (benchmarks/RESULTS.md, bgcpu), while the
+# journal holds at most ~64 unfolded logs' payloads (~8 KB each for 8 trajectories; a reader
+# decodes only the ones it reads).
 FOLD_EVERY = 64
 MAX_LOGS = 1024  # logs folded per commit at most (a run never folded before is folded in rounds)
+# What the fold reads of each journal row above FOLDED, then of the logs it folds
+_LOG_COLUMNS = ["log_id", "write_id", "split", "step", "recorded_at", *ROW_COUNTS.values()]
+_PAYLOADS = ["metric_names", "metric_values", *journal.IPC_COLUMN.values()]
+_READ: dict[str, int] = {}  # run uri -> journal rows its last fold here read (`rows_read`)
 
 
 def fold(run: Location, *, max_logs: int | None = None) -> dict[str, int]:
     """Fold the unfolded committed logs of the run at `run` into its data tables; {table: logs
     folded}. A run whose `logs` is not a journal has nothing to fold. Safe beside writers,
-    readers and other folders (see the module doc); errors of one table are logged and left to
-    the next fold."""
+    readers and other folders (see the module doc); an error is logged and left to the next fold."""
     logs_loc = run.child("logs.lance")
-    ds = tables.open_dataset(logs_loc)
+    ds = tables.open_latest(logs_loc)
     if ds is None or not journal.is_journal(ds.schema):
         return {}
-    committed = committed_logs(logs_loc, ds, columns=journal.log_columns())
-    done: dict[str, int] = {}
-    payloads = _Payloads(logs_loc)
-    for table in GATED:
-        try:
-            done[table] = _fold_table(run, logs_loc, table, committed, max_logs, payloads)
-        except Exception as e:  # noqa: BLE001 - a failed fold is retried by the next one
-            logger.warning("fold of %s into %s skipped: %s", logs_loc.redact(run.uri), table, e)
-    return done
+    try:
+        return _fold(run, logs_loc, ds, max_logs)
+    except Exception as e:  # noqa: BLE001 - a failed fold is retried by the next one
+        logger.warning("fold of %s skipped: %s", logs_loc.redact(run.uri), e)
+        return dict.fromkeys(GATED, 0)
 
 
-def _expected_rows(committed: pa.Table, table: str, upto: int) -> int:
-    mask = pc.less_equal(committed[tables.SEQ], upto)
-    return pc.sum(pc.filter(committed[ROW_COUNTS[table]], mask)).as_py() or 0
+def rows_read(run: Location) -> int | None:
+    """How many journal rows the last fold of the run at `run` in this process read (None: no
+    fold yet): for tests and benchmarks."""
+    return _READ.get(run.uri)
 
 
-class _Payloads:
-    """The journal rows of the logs one fold moves, read once for all data tables (each table's
-    logs to fold are usually the same ones)."""
-
-    def __init__(self, logs_loc: Location) -> None:
-        self._loc, self._ids, self._rows = logs_loc, set[str](), None
-
-    def rows(self, write_ids: list[str]) -> pa.Table:
-        if self._rows is None or not self._ids.issuperset(write_ids):
-            self._ids, self._rows = set(write_ids), journal.read_payloads(self._loc, write_ids)
-            return self._rows
-        return self._rows.filter(pc.is_in(self._rows["write_id"], value_set=pa.array(write_ids, pa.string())))
+def _claimed(ds: Any, now: float) -> bool:
+    claim = ds.config().get(CLAIM, "")
+    return bool(claim) and now - float(claim.split()[1]) < LEASE_S
 
 
-def _fold_table(run: Location, logs_loc: Location, table: str, committed: pa.Table, max_logs: int | None,
-                payloads: _Payloads) -> int:
-    loc = run.child(f"{table}.lance")
-    ds = tables.open_dataset(loc)
-    folded = journal.folded_seq(ds)
-    todo = committed.filter(pc.greater(committed[tables.SEQ], folded))
+def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) -> dict[str, int]:
+    done = dict.fromkeys(GATED, 0)
+    locs = {t: run.child(f"{t}.lance") for t in GATED}
+    data = {t: tables.open_latest(locs[t]) for t in GATED}
+    now = time.time()
+    if any(d is not None and _claimed(d, now) for d in data.values()):
+        return done  # another folder is at it
+    folded = {t: journal.folded_seq(d) for t, d in data.items() if d is not None}
+    # A table that does not exist yet had no rows in the logs up to the others' FOLDED: a fold
+    # creates each table its logs write to before it sets any FOLDED.
+    lo = min(folded.values(), default=-1)
+    todo, read = keys.firsts_after(logs_loc, logs, "log_id", lo, _LOG_COLUMNS)
+    _READ[run.uri] = read
     if max_logs is not None:
         todo = todo.slice(0, max_logs)
     if todo.num_rows == 0:
-        return 0
+        return done
     upto = pc.max(todo[tables.SEQ]).as_py()
-    version = None
-    if ds is not None:
-        claim = ds.config().get(CLAIM, "")
-        if claim and time.time() - float(claim.split()[1]) < LEASE_S:
-            return 0  # another folder is at it
-        version = tables.update_config(loc, {CLAIM: f"{uuid.uuid4().hex} {time.time():.3f}"}, ds.version)
-        if version is None:
-            return 0  # another folder claimed it first
-        if ds.count_rows() != _expected_rows(committed, table, folded):
-            todo = _not_yet_in(loc, todo)  # a fold killed after its append: those logs are in
-    if todo.num_rows:
-        rows = journal.payload_rows(table, payloads.rows(todo["write_id"].to_pylist()))
-        if rows.num_rows:
-            if ds is None:
-                version = tables.create(loc, rows, f"fold of {todo.num_rows} logs")
-                if version is None:
-                    return 0  # another folder created it first: the next fold goes on from there
+    lock = next((t for t in GATED if data[t] is not None), None)
+    claimed = None
+    if lock is not None:
+        claimed = tables.update_config(locs[lock], {CLAIM: f"{uuid.uuid4().hex} {time.time():.3f}"},
+                                       data[lock].version)
+        if claimed is None:
+            return done  # another folder claimed it first
+    try:
+        todo = _with_payloads(logs_loc, logs, todo)
+        release: dict[str, tuple[int, int]] = {}  # table -> (version to commit FOLDED on, rows then)
+        for t in GATED:
+            loc, d = locs[t], data[t]
+            mine = todo if d is None or folded[t] <= lo else todo.filter(pc.greater(todo[tables.SEQ], folded[t]))
+            if d is not None:
+                count = d.count_rows()
+                if d.config().get(ROWS) != str(count):  # a fold killed after its append (or a store from before ROWS)
+                    mine = _not_yet_in(loc, mine)
+                rows = _rows(t, mine)
+                if rows.num_rows:
+                    tables.append(loc, rows, f"fold of {mine.num_rows} logs", read_version=d.version)
+                release[t] = (claimed if t == lock else d.version, count + rows.num_rows)
             else:
-                tables.append(loc, rows, f"fold of {todo.num_rows} logs", read_version=version)
-    if version is None:  # nothing to write into a table that does not exist yet
-        return 0
-    if tables.update_config(loc, {journal.FOLDED: str(upto), CLAIM: ""}, version) is None:
-        logger.warning("fold of %s lost its claim (older than %.0f s)", loc.redact(loc.uri), LEASE_S)
-        return 0
-    return todo.num_rows
+                if lo > -1 and pc.any(pc.greater(mine[ROW_COUNTS[t]], 0)).as_py():
+                    mine = pa.concat_tables([_earlier(logs_loc, logs, t, lo), mine])
+                rows = _rows(t, mine)
+                if not rows.num_rows:
+                    continue  # nothing to write into a table that does not exist yet
+                version = tables.create(loc, rows, f"fold of {mine.num_rows} logs")
+                if version is None:
+                    continue  # another folder created it first: the next fold goes on from there
+                release[t] = (version, rows.num_rows)
+            done[t] = mine.num_rows
+        for t in sorted(release, key=lambda t: t == lock):  # the lock table's last: it clears the claim
+            version, count = release[t]
+            updates = {journal.FOLDED: str(upto), ROWS: str(count), **({CLAIM: ""} if t == lock else {})}
+            if tables.update_config(locs[t], updates, version) is None:
+                logger.warning("fold of %s lost its claim (older than %.0f s)", locs[t].redact(locs[t].uri), LEASE_S)
+                done[t] = 0
+    except Exception:
+        if claimed is not None:  # failed midway: free the run for the next fold (it checks ROWS)
+            try:
+                tables.update_config(locs[lock], {CLAIM: ""}, claimed)
+            except StorageError:
+                pass  # the claim's lease frees it
+        raise
+    return done
+
+
+def _rows(table: str, todo: pa.Table) -> pa.Table:
+    """The rows of `table` the `todo` logs wrote, in one chunk: Lance writes a table of one small
+    chunk per log ~2x slower (512 trajectories in 64 chunks: 33 ms of CPU, 17 ms + 4.5 ms to
+    combine them; 64 groups: 7.3 ms, 2.0 ms)."""
+    return journal.payload_rows(table, todo).combine_chunks()
+
+
+def _with_payloads(logs_loc: Location, logs: Any, todo: pa.Table) -> pa.Table:
+    """`todo` (journal rows from `keys.firsts_after`, with `_rowaddr`) with the payload columns."""
+    payloads = keys.rows_at(logs_loc, logs, todo["_rowaddr"], _PAYLOADS)
+    for name in _PAYLOADS:
+        todo = todo.append_column(payloads.schema.field(name), payloads[name])
+    return todo
+
+
+def _earlier(logs_loc: Location, logs: Any, table: str, lo: int) -> pa.Table:
+    """The committed logs up to sequence `lo` with rows of `table`, which does not exist yet, as
+    `_with_payloads` gives them (a store whose fold once created the other tables only; one
+    whole read of the journal, once per table)."""
+    found = keys.first_per_key(logs_loc, logs, "log_id", columns=[*_LOG_COLUMNS, tables.SEQ], with_address=True)
+    found = found.filter(pc.and_(pc.less_equal(found[tables.SEQ], lo), pc.greater(found[ROW_COUNTS[table]], 0)))
+    return _with_payloads(logs_loc, logs, found)
 
 
 def _not_yet_in(loc: Location, todo: pa.Table) -> pa.Table:
     """The logs of `todo` none of whose rows are in the table at `loc` yet."""
+    if todo.num_rows == 0:
+        return todo
     ids = todo["write_id"].to_pylist()
     where = "write_id IN (" + ", ".join("'" + i + "'" for i in ids) + ")"
     present = tables.scan(loc, columns=["write_id"], filter=where)

@@ -19,7 +19,7 @@ import tenacity
 from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
-from artstore.storage import keys, version_map
+from artstore.storage import handles, keys, version_map
 from artstore.storage.location import Location
 from artstore.storage.tables import (
     CLEANUP_LOCK,
@@ -27,6 +27,7 @@ from artstore.storage.tables import (
     SEQ,
     note_commit,
     open_dataset,
+    open_latest,
     storage_errors,
     vanished,
 )
@@ -122,15 +123,19 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
         merged = merged.take(pc.sort_indices(merged[SEQ]))  # stable: rows of one commit keep their order
         if rewrite is not None:
             merged = rewrite(merged)
-        new = write_fragments(merged, loc.uri, schema=ds.schema, max_rows_per_file=merged.num_rows,
+        new = write_fragments(merged, ds, schema=ds.schema, max_rows_per_file=merged.num_rows,
                               storage_options=loc.lance_options())
         if "log_id" in merged.column_names:  # the writer's next id look-up need not read the new file back
             keys.note_keys(loc, "log_id", new, pc.unique(merged["log_id"]).to_pylist())
+        if merged.num_rows:  # nor the next fold, once it folded past these rows (`keys.firsts_after`)
+            keys.note_seq_hi(loc, new, pc.max(merged[SEQ]).as_py())
         groups.append(LanceOperation.RewriteGroup([f.metadata for f in olds], new))
     if groups:
-        committed = LanceDataset.commit(loc.uri, LanceOperation.Rewrite(groups, []), read_version=ds.version,
+        # through the dataset planned on: no listing of `_versions/` to find the latest
+        committed = LanceDataset.commit(ds, LanceOperation.Rewrite(groups, []), read_version=ds.version,
                                         storage_options=loc.lance_options(), max_retries=COMMIT_RETRIES,
                                         commit_message="compact")
+        handles.remember(loc, committed)
         note_commit(loc, committed)  # the version map then needs no read of its manifest
 
 
@@ -174,7 +179,7 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
     with a SEQ column) changes the rows a compaction rewrites (same schema and row count: e.g. the
     journal drops the payloads of folded logs).
     """
-    ds = open_dataset(loc)
+    ds = open_latest(loc)  # this process's handle when nothing changed: a probe, not an open
     if ds is None:
         return {"fragments": 0, "compacted": 0, "rewritten_rows": 0, "removed_versions": 0}
     with storage_errors(loc, "compact"):
@@ -195,7 +200,7 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
             return {"fragments": 0, "compacted": 0, "rewritten_rows": 0, "removed_versions": 0}
         after, removed = rows, 0
         if target is not None:
-            after = {f.fragment_id: f.physical_rows for f in open_dataset(loc).get_fragments()}
+            after = {f.fragment_id: f.physical_rows for f in open_latest(loc).get_fragments()}
         # after a compaction (it leaves old files), or once versions piled up without one (its
         # writer compacted, or a rival); either way not for fewer than half that many versions:
         # a cleanup reads every manifest in the window, and a short window made it ~1 in 6 logs.
@@ -224,7 +229,7 @@ def _compact(loc: Location, table: str, force: bool, compact: bool,
              rewrite: Callable[[pa.Table], pa.Table] | None = None) -> tuple[dict[int, int], int | None, LanceDataset]:
     """One try at compacting the dataset at `loc`, planned on its latest version (a retry plans
     again): (rows per fragment before, the target used or None, the dataset opened)."""
-    ds = open_dataset(loc)
+    ds = open_latest(loc)
     rows = {f.fragment_id: f.physical_rows for f in ds.get_fragments()}
     top = TARGET_ROWS.get(table, DEFAULT_TARGET_ROWS)
     policy = (JOURNAL_COMPACT_AFTER_FRAGMENTS, JOURNAL_COMPACT_TO_FRAGMENTS) if table == "logs" else (None, None)
@@ -236,7 +241,9 @@ def _compact(loc: Location, table: str, force: bool, compact: bool,
                                rewrite)
         else:
             # One thread: these are small rewrites beside a writer (measured 10-35% less time).
-            ds.optimize.compact_files(target_rows_per_fragment=target, num_threads=None if force else 1)
+            # On a dataset of its own: compact_files borrows it mutably (a Lance panic, "Already
+            # borrowed", when another thread uses the held handle meanwhile).
+            open_dataset(loc, version=ds.version).optimize.compact_files(target_rows_per_fragment=target, num_threads=None if force else 1)
     return rows, target, ds
 
 

@@ -131,7 +131,13 @@ def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]
     is `value`. Reads the key column of only the fragments this process has neither read nor
     committed (`note_keys`) before: a fragment never changes, and its data file's name is unique
     (compaction writes new ones), so a look-up costs the same at any length of the run."""
-    fragments = [(f, first_file(f)) for f in ds.get_fragments()]
+    return {path for path, ids in _key_sets(loc, ds, key, ds.get_fragments()).items() if value in ids}
+
+
+def _key_sets(loc: Location, ds: LanceDataset, key: str, fragments: list) -> dict[str, frozenset[str]]:
+    """{data file path: the values of `key` its fragment holds} for `fragments` (of `ds`, at
+    `loc`), reading in one scan only those this process has neither read nor committed before."""
+    fragments = [(f, first_file(f)) for f in fragments]
     cache_key = (loc.uri, key)
     with _KEYS_LOCK:
         known = _KEYS.get(cache_key, {})
@@ -147,8 +153,11 @@ def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]
         # keep what other threads noted meanwhile (fragments newer than `ds`), within a bound:
         # files compacted away go when it is passed
         merged = {**_KEYS.get(cache_key, {}), **current}
-        _KEYS[cache_key] = merged if len(merged) <= 2 * len(current) + 64 else current
-    return {path for path, ids in current.items() if value in ids}
+        if len(merged) > 2 * len(current) + 64:
+            live = {first_file(f) for f in ds.get_fragments()}
+            merged = {path: ids for path, ids in merged.items() if path in live}
+        _KEYS[cache_key] = merged
+    return current
 
 
 def _note_read(loc: Location, key: str, fragments: list, found: pa.Table) -> None:
@@ -182,6 +191,24 @@ def note_keys(loc: Location, key: str, fragments: list[FragmentMetadata], values
         for f in fragments:
             if f.data_files():
                 known[first_file(f)] = frozenset(values)
+
+
+# dataset uri -> {data file path: the highest sequence its rows hold}, of the fragments this
+# process's compactions wrote (`note_seq_hi`)
+_SEQ_HI: dict[str, dict[str, int]] = {}
+
+
+def note_seq_hi(loc: Location, fragments: list[FragmentMetadata], highest: int) -> None:
+    """Record that the fragments this process just wrote (a compaction's, of the dataset at `loc`
+    with a SEQ column) hold no row whose sequence is above `highest`, so `firsts_after` need not
+    read them for rows above it. At most 4,096 files are kept per dataset (the oldest go first)."""
+    with _KEYS_LOCK:
+        known = _SEQ_HI.setdefault(loc.uri, {})
+        for f in fragments:
+            if f.data_files():
+                known[first_file(f)] = highest
+        while len(known) > 4096:
+            del known[next(iter(known))]
 
 
 # (dataset uri, key column) -> {data file path: (the key values its fragment holds, its key column)}
@@ -228,3 +255,75 @@ def rows_with(loc: Location, ds: LanceDataset, key: str, values: list[str], colu
         empty = ds.schema.empty_table()
         return empty if columns is None else empty.select(columns)
     return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def firsts_after(loc: Location, ds: LanceDataset, key: str, seq: int, columns: list[str]) -> tuple[pa.Table, int]:
+    """The rows of `ds` (the dataset at `loc`, with a SEQ column) that are the first committed
+    row of their `key` value and whose sequence is above `seq` (see `first_per_key`): `columns`
+    of them, SEQ (filled in) and `_rowaddr` (each row's address in `ds`, for `rows_at`) last, in
+    commit order; and how many rows were read to find them.
+
+    Reads only the fragments numbered above `seq` (every row committed after `seq` is in one: see
+    `rows_after`), so the read does not grow with the rows at or below `seq`. A key found there
+    may have a first row at or below `seq` (a retry that raced past the writer's look-up, folded
+    since): such keys are looked for in the older fragments through the per-process key cache
+    (`key_files`; a fragment's key column is read once per process, and the writer's look-ups
+    keep the cache filled), and are left out."""
+    fragments = ds.get_fragments()
+    with _KEYS_LOCK:
+        highest = dict(_SEQ_HI.get(loc.uri, {}))
+    # (a compaction's output is numbered above every fragment it read, but this process may know
+    # that all its rows are at or below `seq`: it is then one of the older fragments)
+    new = [f for f in fragments if f.fragment_id > seq and highest.get(first_file(f), seq + 1) > seq]
+    cols = list(dict.fromkeys([*columns, key, SEQ]))
+    if not new:
+        empty = pa.table({c: pa.array([], ds.schema.field(c).type) for c in cols})
+        return empty.append_column("_rowaddr", pa.array([], pa.uint64())), 0
+    with storage_errors(loc, "read"):
+        found = ds.scanner(columns=cols, fragments=new, with_row_address=True).to_table()
+    _note_read(loc, key, new, found)
+    read = found.num_rows
+    filled = pc.coalesce(found[SEQ], pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64()))
+    found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), filled)
+    found = found.take(pc.sort_indices(found, [(SEQ, "ascending"), ("_rowaddr", "ascending")]))
+    values = found[key].combine_chunks()
+    first = pc.index_in(pc.unique(values), value_set=values)  # ascending: each value's first row
+    if len(first) < found.num_rows:
+        found = found.take(first)
+    found = found.filter(pc.greater(found[SEQ], seq))
+    read_ids = {f.fragment_id for f in new}
+    old = [f for f in fragments if f.fragment_id not in read_ids]
+    if found.num_rows and old:
+        wanted, seen = set(found[key].to_pylist()), set()
+        for held in _key_sets(loc, ds, key, old).values():
+            seen |= wanted & held
+        if seen:
+            found = found.filter(pc.invert(pc.is_in(found[key], value_set=pa.array(sorted(seen), found.schema.field(key).type))))
+    return found.select([*dict.fromkeys([*columns, SEQ]), "_rowaddr"]), read
+
+
+def rows_at(loc: Location, ds: LanceDataset, addresses: pa.Array | pa.ChunkedArray, columns: list[str]) -> pa.Table:
+    """`columns` of the rows of `ds` (at `loc`) at these row addresses (of this version, e.g. from
+    `firsts_after`), in the order given: one take by position (a take per fragment cost ~0.15 ms
+    each), or, where a fragment has deleted rows (its offsets are no longer positions), a scan of
+    the fragments holding them."""
+    addresses = addresses.combine_chunks() if isinstance(addresses, pa.ChunkedArray) else addresses
+    if len(addresses) == 0:
+        return ds.schema.empty_table().select(columns)
+    fragments = ds.get_fragments()
+    with storage_errors(loc, "read"):
+        if all(f.deletion_file() is None for f in fragments):
+            starts, at = {}, 0
+            for f in fragments:
+                starts[f.fragment_id] = at
+                at += f.physical_rows
+            ids = pc.shift_right(addresses, 32).to_pylist()
+            offsets = pc.bit_wise_and(addresses, pa.scalar(0xFFFFFFFF, pa.uint64())).to_pylist()
+            positions = np.array([starts[i] + o for i, o in zip(ids, offsets, strict=True)], dtype=np.int64)
+            order = np.argsort(positions, kind="stable")
+            taken = ds.take(positions[order].tolist(), columns=columns)
+            return taken.take(pa.array(np.argsort(order, kind="stable")))  # back to the order given
+        held = set(pc.unique(pc.shift_right(addresses, 32)).to_pylist())
+        found = ds.scanner(columns=columns, fragments=[f for f in fragments if f.fragment_id in held],
+                           with_row_address=True).to_table()
+    return found.take(pc.index_in(addresses, value_set=found["_rowaddr"])).select(columns)

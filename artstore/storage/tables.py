@@ -233,11 +233,15 @@ def update_config(loc: Location, updates: dict[str, str], read_version: int) -> 
     two UpdateConfig transactions incompatible), which makes this a compare-and-set. Returns the
     new version."""
     with storage_errors(loc, "update the config of"):
+        held = handles.held(loc)  # its object store, and no listing of `_versions/` (see `commit_files`)
         try:
-            return LanceDataset.commit(
-                loc.uri, LanceOperation.UpdateConfig(config_updates=LanceOperation.UpdateMap(updates, replace=False)),
+            committed = LanceDataset.commit(
+                held if held is not None and held.version >= read_version else loc.uri,
+                LanceOperation.UpdateConfig(config_updates=LanceOperation.UpdateMap(updates, replace=False)),
                 read_version=read_version, max_retries=0, storage_options=loc.lance_options(),
-            ).version
+            )
+            handles.remember(loc, committed)
+            return committed.version
         except OSError as e:
             if "incompatible" in str(e).lower() or "conflict" in str(e).lower():
                 return None
