@@ -153,10 +153,14 @@ def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]
         known = _KEYS.get(cache_key, {})
         current = {path: known[path] for _, path in fragments if path in known}
     missing = [(f, path) for f, path in fragments if path not in current]
-    with _KEYS_LOCK:
-        keep = _KEEP.get(loc.uri, ())
-    keep = [c for c in dict.fromkeys([key, *keep]) if c in ds.schema.names] if keep else [key]
     if missing:  # one read, not one per fragment (each read costs ~5 ms on a busy machine)
+        with _KEYS_LOCK:
+            keep = _KEEP.get(loc.uri, ())
+        if keep:
+            names = set(ds.schema.names)  # (the schema is built anew at each access)
+            keep = [c for c in dict.fromkeys([key, *keep]) if c in names]
+        else:
+            keep = [key]
         read = [f for f, _ in missing]
         with storage_errors(loc, "read"):
             found = _whole(ds, read, keep)
@@ -191,8 +195,9 @@ def _whole(ds: LanceDataset, fragments: list, columns: list[str]) -> pa.Table:
 _KEEP: dict[str, tuple[str, ...]] = {}
 # dataset uri -> {data file path: its fragment's rows, those columns and `_rowaddr`, as a look-up
 # read them} (by path, as `_KEYS`: a dataset made again reuses fragment ids)
-_ROWS: dict[str, OrderedDict[str, pa.Table]] = {}
+_ROWS: OrderedDict[str, OrderedDict[str, pa.Table]] = OrderedDict()
 KEPT_ROWS = 4096  # rows kept per dataset at most (the oldest fragments go first)
+KEPT_DATASETS = 64  # datasets whose rows are kept at most (the least recently read go first)
 
 
 def keep_rows(loc: Location, columns: list[str]) -> None:
@@ -209,6 +214,9 @@ def _keep_read(loc: Location, fragments: list, found: pa.Table) -> None:
     fragment = pc.shift_right(found["_rowaddr"], 32)
     with _KEYS_LOCK:
         kept = _ROWS.setdefault(loc.uri, OrderedDict())
+        _ROWS.move_to_end(loc.uri)
+        while len(_ROWS) > KEPT_DATASETS:
+            _ROWS.popitem(last=False)
         for f in fragments:
             kept[first_file(f)] = found.filter(pc.equal(fragment, f.fragment_id)) if len(fragments) > 1 else found
         while sum(t.num_rows for t in kept.values()) > KEPT_ROWS and len(kept) > 1:
