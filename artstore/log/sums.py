@@ -226,9 +226,9 @@ class Tracker:
             self.sums = apply(self.sums or empty(), change)
             self.version = version
             self.rows += 1
-            held = handles.held(self.run.child("logs.lance"), version)  # our commit's fragment is read:
-            if held is not None:  # a later catch-up need not read it back
-                self.last = max(self.last, keys.last_fragment_id(held))
+            # our version's fragments are all counted: a later catch-up need not read them back
+            if (made := tables.committed_seq_hi(self.run.child("logs.lance"), version)) is not None:
+                self.last = max(self.last, made[1])
             return False
         if created and log_id not in self.seen and self._only_ours(version):
             self.seen.add(log_id)
