@@ -395,13 +395,17 @@ def _fold_notes(loc: Location) -> None:
         return
     row_schema = pa.schema([*(schema.field(c) for c in _columns(schema)), pa.field("_rowaddr", pa.uint64())],
                            schema.metadata) if old is None else old.by_seq.schema
-    rows = pa.Table.from_pylist([_row(n) for n in notes], schema=row_schema)
+    rows = pa.Table.from_pylist([_row(n) for n in notes], schema=row_schema)  # commit order
     key = (last.version, str(tables.version_time(ds) if last.when is None else last.when))
     if old is None:
         snapshot = Snapshot(loc, ds, schema, identities, _unplaced(rows, moved[0]), key=key, unresolved=moved[1])
     else:
         by_seq = _unplaced(_concat([old.by_seq, rows]), moved[0])
-        snapshot = _appended(old, rows.drop_columns(["_rowaddr"]).sort_by(ORDER),
+        # in the order of `Run.logs()` (`_before`'s keys): most often commit order already (a
+        # sort_by takes every column, ~0.5 ms)
+        order = sorted(range(len(notes)), key=lambda i: (notes[i].record.recorded_at, notes[i].record.log_id.encode()))
+        fresh = rows.drop_columns(["_rowaddr"])
+        snapshot = _appended(old, fresh if order == list(range(len(notes))) else fresh.take(order),
                              lambda committed, appended, earlier: Snapshot(
                                  loc, ds, schema, identities, by_seq, committed, appended, earlier, key=key,
                                  unresolved=(old.unresolved - moved[0]) | moved[1]))
