@@ -45,15 +45,15 @@ for i in range(3):  # imports, threads, Lance's first open: not part of the time
 warm.run.wait_for_upkeep(120)
 print("ready", file=out, flush=True)
 sys.stdin.readline()
-times, start = [], time.time()
+times, start, cpu0, thread0 = [], time.time(), time.process_time(), time.thread_time()
 for i, groups in enumerate(steps):
     t = time.perf_counter()
     model.log_sync(groups, split="train", step=k * 100000 + i)
     times.append(time.perf_counter() - t)
 model.flush()  # group mode: until the queued logs are committed (sync: nothing to wait for)
-end = time.time()
+end, cpu, thread = time.time(), time.process_time() - cpu0, time.thread_time() - thread0
 model.run.wait_for_upkeep(120)
-print(json.dumps({"times": times, "start": start, "end": end}), file=out, flush=True)
+print(json.dumps({"times": times, "start": start, "end": end, "cpu": cpu, "thread": thread}), file=out, flush=True)
 """
 
 
@@ -67,12 +67,13 @@ def artstore_side(base: Path, writers: int, logs: int, commit: str = "sync") -> 
     for p in procs:
         p.stdin.write("go\n")
         p.stdin.flush()
-    times, starts, ends = [], [], []
+    times, starts, ends, cpu, thread = [], [], [], 0.0, 0.0
     for p in procs:
         done = json.loads(p.stdout.readline())
         times += done["times"]
         starts.append(done["start"])
         ends.append(done["end"])
+        cpu, thread = cpu + done["cpu"], thread + done["thread"]
         p.wait()
     wall = max(ends) - min(starts)  # from the first writer's first log to the last one's last
     import artstore as art
@@ -80,6 +81,7 @@ def artstore_side(base: Path, writers: int, logs: int, commit: str = "sync") -> 
     run = art.open_store(base).run("bench", "shared")
     return {"logs_per_s": len(times) / wall, "p50_ms": 1000 * statistics.median(times),
             "p95_ms": 1000 * sorted(times)[int(0.95 * (len(times) - 1))], "expected": writers * logs,
+            "cpu_ms_per_log": 1000 * cpu / len(times), "thread_cpu_ms_per_log": 1000 * thread / len(times),
             "logs_stored": run.logs().num_rows, "history_rows": run.history().num_rows,
             "trajectories": run.trajectories().num_rows, "expected_trajectories": writers * logs * 8}
 
@@ -109,7 +111,8 @@ def main() -> None:
         theirs = art_side(Path(tmp) / "art", a.writers * a.logs)
     print(json.dumps({"artstore": ours, "ART (1 process)": theirs}, indent=1))
     print(f"artstore ({a.commit} commit), {a.writers} processes: {ours['logs_per_s']:.1f} logs/s (p50 {ours['p50_ms']:.0f} ms, "
-          f"p95 {ours['p95_ms']:.0f} ms); stored {ours['logs_stored']}/{ours['expected']} logs, "
+          f"p95 {ours['p95_ms']:.0f} ms; CPU per log {ours['cpu_ms_per_log']:.1f} ms, "
+          f"{ours['thread_cpu_ms_per_log']:.1f} ms on the logging thread); stored {ours['logs_stored']}/{ours['expected']} logs, "
           f"{ours['history_rows']}/{ours['expected']} history rows, "
           f"{ours['trajectories']}/{ours['expected_trajectories']} trajectories")
     print(f"ART, 1 process: {theirs['logs_per_s']:.1f} logs/s in log() (p50 {theirs['p50_ms']:.0f} ms, "

@@ -256,3 +256,53 @@ def test_a_run_made_again_under_a_writer_is_not_taken_for_a_move(tmp_path):
         again.log_sync(None, split="val", step=step, metrics={"new": float(step)})
     history = run.history()
     assert history["step"].to_pylist() == [5, 6, 7, 8] and "val/old" not in history.column_names
+
+
+# -- the notes are folded at the next read, not on the log path --------------------------------
+
+def test_own_logs_are_only_noted_while_logging_and_folded_at_the_next_read(tmp_path, make_trajectory, monkeypatch):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    _log_steps(model, make_trajectory, range(2))
+    assert run.history().num_rows == 4
+    reads, folds = _count_reads(monkeypatch), []
+    real_identities = latest_logs.fragments.fragment_identities
+    monkeypatch.setattr(latest_logs.fragments, "fragment_identities",
+                        lambda *a: folds.append(1) or real_identities(*a))
+    _log_steps(model, make_trajectory, range(2, 6))  # 8 logs: noted, not folded
+    assert folds == [] and len(latest_logs._NOTES[run.table_location("logs").uri]) == 8
+    history = run.history()  # the first read after them folds all 8 at once
+    assert len(folds) == 1 and reads == []
+    assert history.num_rows == 12 and history["step"].to_pylist() == [s for s in range(6) for _ in range(2)]
+    _assert_same_as_fresh(run)
+
+
+def test_notes_past_the_bound_are_folded_on_the_log_path(tmp_path, make_trajectory, monkeypatch):
+    monkeypatch.setattr(latest_logs, "_MAX_NOTES", 3)
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    reads = _count_reads(monkeypatch)
+    for step in range(5):  # 10 logs
+        _log_steps(model, make_trajectory, range(step, step + 1))
+        assert len(latest_logs._NOTES.get(run.table_location("logs").uri, [])) <= 3
+    assert run.history().num_rows == 10
+    assert reads == []
+    _assert_same_as_fresh(run)
+
+
+def test_another_process_log_after_own_noted_logs_reads_only_its_row(tmp_path, make_trajectory, monkeypatch):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    run = model.run
+    _log_steps(model, make_trajectory, range(2))
+    assert run.history().num_rows == 4
+    _log_steps(model, make_trajectory, range(2, 4))  # noted
+    # after them (its quiet run is not folded at its exit: no rewrite of our rows to read)
+    _log_in_another_process(tmp_path, then="; from artstore.log import idle_fold; idle_fold.drop_waiting()")
+    calls: list[list[int] | None] = []
+    real = latest_logs._read
+    monkeypatch.setattr(latest_logs, "_read", lambda *a, **k: calls.append(a[3] if len(a) > 3 else k.get(
+        "fragment_ids")) or real(*a, **k))
+    history = run.history()
+    assert history.num_rows == 9 and history["val/other"].to_pylist()[-1] == 3.0
+    assert len(calls) == 1 and calls[0] == [8]  # our 8 logs noted: only the other process's fragment is read
+    _assert_same_as_fresh(run)

@@ -84,6 +84,38 @@ def test_warm_calls_read_no_metrics_and_own_logs_extend_the_summary(model, reads
     assert run.step_summary().means("val/reward") == pytest.approx(_means_by_hand(run, "val/reward"))
 
 
+def test_own_logs_are_noted_and_extend_the_summary_once_at_the_next_ranking(model, reads, monkeypatch):
+    run = model.run
+    assert run.best_step() == 1
+    extensions = []
+    real = step_summary.StepSummary.extended
+    monkeypatch.setattr(step_summary.StepSummary, "extended",
+                        lambda self, logs: extensions.append(list(logs)) or real(self, extensions[-1]))
+    for step, reward in ((7, 5.0), (8, 1.0), (8, 3.0), (9, 0.5)):
+        model.log_sync(None, split="val", step=step, metrics={"reward": reward, "loss": -reward})
+        run.wait_for_upkeep()  # (a compaction between two logs would end the noted run of versions)
+    assert extensions == []  # the logs only noted themselves
+    assert run.best_step() == 7
+    assert len(extensions) == 1 and [step for step, _ in extensions[0]] == [7, 8, 8, 9]  # all at once
+    assert reads == ["metrics"]  # and nothing read again
+    assert run.step_summary().means("val/reward") == pytest.approx(_means_by_hand(run, "val/reward"))
+    assert run.step_summary().means("val/loss") == pytest.approx(_means_by_hand(run, "val/loss"))
+
+
+def test_notes_past_the_bound_extend_the_summary_on_the_log_path(model, reads, monkeypatch):
+    monkeypatch.setattr(step_summary, "_MAX_NOTES", 2)
+    run = model.run
+    assert run.best_step() == 1
+    uri = run.table_location("logs").uri
+    for step in range(10, 16):
+        model.log_sync(None, split="val", step=step, metrics={"reward": float(step)})
+        run.wait_for_upkeep()
+        assert len(step_summary._NOTES.get(uri, (None, []))[1]) <= 2
+    assert run.best_step() == 15
+    assert reads == ["metrics"]
+    assert run.step_summary().means("val/reward") == pytest.approx(_means_by_hand(run, "val/reward"))
+
+
 def test_another_writers_log_is_seen(model, reads):
     run = model.run
     assert run.best_step() == 1

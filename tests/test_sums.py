@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
 
+import lance
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -99,6 +102,66 @@ def test_a_model_catches_up_with_another_writers_logs_after_its_own_commit(tmp_p
         a.metrics_builder("train").add_cost("train/judge", 1.0)
         assert a.log_sync(None, split="train", step=9, metrics={"loss": expected}).metrics["costs/cum/all"] == expected
     assert _sums(b)["cum_state"]["costs/cum/all"] == 6.0
+
+
+OTHER_WRITER = """
+import sys
+import artstore as art
+from artstore.log import idle_fold
+model = art.Model(name="m", project="p", base_path=sys.argv[1], report_metrics=[])
+for step in range(10, 13):
+    model.metrics_builder("train").add_cost("train/judge", 10.0)
+    model.log_sync(None, split="train", step=step, metrics={"loss": 1.0})
+idle_fold.drop_waiting()  # no fold at exit: the journal rows stay where they were committed
+"""
+
+
+def _fragments_read(monkeypatch) -> list[int]:
+    """The fragment ids of the rows Lance reads on this thread from now on (one entry per read of
+    a fragment: scans, takes by address, a fragment's take or scan)."""
+    me, reads = threading.get_ident(), []
+
+    def spy(owner, name, fragments_of):
+        real = getattr(owner, name)
+
+        def wrapper(self, *a, **k):
+            if threading.get_ident() == me:
+                reads.extend(fragments_of(self, *a, **k))
+            return real(self, *a, **k)
+        monkeypatch.setattr(owner, name, wrapper)
+
+    whole = lambda ds: [f.fragment_id for f in ds.get_fragments()]  # noqa: E731
+    spy(lance.LanceDataset, "scanner", lambda ds, *a, fragments=None, **k: (
+        [f.fragment_id for f in fragments] if fragments is not None else whole(ds)))
+    spy(lance.LanceDataset, "_take_rows", lambda ds, addresses, *a, **k: sorted({x >> 32 for x in addresses}))
+    spy(lance.LanceDataset, "take", lambda ds, *a, **k: whole(ds))
+    for name in ("take", "to_table", "scanner"):
+        spy(lance.fragment.LanceFragment, name, lambda f, *a, **k: [f.fragment_id])
+    return reads
+
+
+def test_a_log_after_another_processs_logs_reads_each_of_their_journal_rows_once(tmp_path, monkeypatch):
+    a = _model(str(tmp_path))
+    a.metrics_builder("train").add_cost("train/judge", 1.0)
+    a.log_sync(None, split="train", step=0, metrics={"loss": 1.0})
+    upkeep.wait()
+    subprocess.run([sys.executable, "-c", OTHER_WRITER, str(tmp_path)], check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    logs = a.run.location.child("logs.lance")
+    theirs = [f.fragment_id for f in tables.open_dataset(logs).get_fragments()][-3:]
+    reads = _fragments_read(monkeypatch)
+    a.metrics_builder("train").add_cost("train/judge", 1.0)
+    record = a.log_sync(None, split="train", step=1, metrics={"loss": 1.0})
+    monkeypatch.undo()
+    # the id look-up read the other process's rows, and the sums' catch-up after the commit took
+    # its deltas from that read: no fragment read twice
+    assert set(theirs) <= set(reads), (theirs, reads)
+    assert len(reads) == len(set(reads)), reads
+    assert record.metrics["costs/cum/all"] == 2.0  # computed before the commit
+    assert a.metrics_builder().state_dict()["cum_state"]["costs/cum/all"] == 32.0  # caught up after it
+    a.metrics_builder("train").add_cost("train/judge", 1.0)
+    assert a.log_sync(None, split="train", step=2, metrics={"loss": 1.0}).metrics["costs/cum/all"] == 33.0
+    assert _sums(_model(str(tmp_path)))["cum_state"]["costs/cum/all"] == 33.0
 
 
 def _compact_journal(model: art.Model) -> None:

@@ -44,7 +44,7 @@ from artstore.records.encoding import check_stored_layout, encode_groups
 from artstore.records.numbers import as_int64
 from artstore.records.trajectory import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
-from artstore.storage import Location, barrier, compaction, keys, tables
+from artstore.storage import Location, barrier, compaction, handles, keys, tables
 
 logger = logging.getLogger(__name__)
 
@@ -164,11 +164,14 @@ def _record(run: Location, row: dict[str, Any]) -> LogRecord:
     )
 
 
-def _alone(logs: Location, log_id: str, fragments: list) -> bool:
-    """Whether the journal at `logs`, at its latest version, holds `log_id` in the data files of
-    `fragments` (just committed) only. Rows are never rewritten in place (compaction writes new
-    files), so then no other attempt of the id committed before ours."""
-    ds = tables.open_latest(logs)
+def _alone(logs: Location, log_id: str, fragments: list, version: int) -> bool:
+    """Whether the journal at `logs`, at `version` (the commit of `fragments`) or a later one,
+    holds `log_id` in the data files of `fragments` only. Every row committed before ours is in
+    our version (journal rows are never deleted), and rows are never rewritten in place
+    (compaction writes new files), so then no other attempt of the id committed before ours.
+    Our version as the commit left it held (no open) reads no commit made after ours."""
+    ds = handles.held(logs, version)
+    ds = ds if ds is not None else tables.open_latest(logs)
     ours = {tables.first_file(f) for f in fragments if f.data_files()}
     return ds is not None and bool(ours) and keys.key_files(logs, ds, "log_id", log_id) == ours
 
@@ -400,7 +403,7 @@ def write_log(
     # Another commit between our look-up and ours may hold the same id: then the first one wins,
     # and our rows stay invisible. (Our version right after the look-up's: no other commit; only
     # our data file holding the id: no other attempt of it.)
-    if not inserted or (logs_version > looked_at + 1 and not (is_journal and _alone(logs_loc, log_id, row_fragments))):
+    if not inserted or (logs_version > looked_at + 1 and not (is_journal and _alone(logs_loc, log_id, row_fragments, logs_version))):
         winner = _winner(run, log_id, version=logs_version)[0]
         if winner is None or winner["write_id"] != write_id:
             return _record(run, winner) if winner is not None else find_log(run, log_id)

@@ -174,7 +174,8 @@ class Tracker:
     `working()` (sums with the pending deltas) is what the builder computes on. After its own
     commit at version V, `settle` adds its delta without reading when V directly follows the
     version it knows; otherwise it reads the rows committed since (`keys.rows_after`: only the
-    fragments after the last it read). Not thread-safe: the Model calls it under its lock."""
+    fragments after the last it read, and of those only the ones its log's id look-ups did not
+    just read: `keys.keep_rows`). Not thread-safe: the Model calls it under its lock."""
 
     def __init__(self, run: Location):
         self.run = run
@@ -187,6 +188,8 @@ class Tracker:
             self.sums = _add_rows(self.sums, found.rows(), int((raw or {}).get(POSITION, -1)), self.seen)
         self.version = 0 if found.ds is None else found.ds.version
         self.last = found.last
+        if found.is_journal or found.ds is None:  # its logs' id look-ups read others' rows for `catch_up` too
+            keys.keep_rows(found.loc, ["log_id", journal.DELTA_COLUMN])
         self.rows = 0 if found.ds is None else _row_count(found.ds)  # physical rows of `version`
         self.pending: dict[int, dict[str, Any]] = {}
         self._next = 0
@@ -224,11 +227,17 @@ class Tracker:
             self.sums = apply(self.sums or empty(), change)
             self.version = version
             self.rows += 1
+            # our version's fragments are all counted: a later catch-up need not read them back
+            if (made := tables.committed_seq_hi(self.run.child("logs.lance"), version)) is not None:
+                self.last = max(self.last, made[1])
             return False
         if created and log_id not in self.seen and self._only_ours(version):
             self.seen.add(log_id)
             self.sums = apply(self.sums or empty(), change)
             return False
+        if created and log_id not in self.seen:  # our row is its id's first: counted here, not read back
+            self.seen.add(log_id)
+            self.sums = apply(self.sums or empty(), change)
         self.catch_up(version)
         return True
 
@@ -280,13 +289,15 @@ class Tracker:
         if version is not None and version <= self.version:
             return
         loc = self.run.child("logs.lance")
+        ds = None if version is None else handles.held(loc, version)  # (our commit's: no open)
         try:
-            ds = tables.open_dataset(loc, version=version)
+            ds = ds if ds is not None else tables.open_dataset(loc, version=version)
         except VersionNotFoundError:  # cleaned up meanwhile: the latest holds every row it held
             ds = tables.open_dataset(loc)
         if ds is None or journal.DELTA_COLUMN not in ds.schema.names:
             return
-        rows = keys.rows_after(loc, ds, self.last, ["log_id", journal.DELTA_COLUMN], note_key="log_id")
+        rows = keys.rows_after(loc, ds, self.last, ["log_id", journal.DELTA_COLUMN], note_key="log_id",
+                               known=self.seen)
         self.sums = _add_rows(self.sums, rows, self.last, self.seen)
         self.last = max(self.last, keys.last_fragment_id(ds))
         if ds.version > self.version:

@@ -17,9 +17,10 @@ run. So each process keeps, per run, the newest `Snapshot` it read (`latest`):
 - only moved since (compactions, payload drops: `_moved`, told from the manifests alone): the
   snapshot's rows serve as they are, nothing is read; the moved rows' addresses are looked up
   when a step read needs them (`Snapshot.unresolved`);
-- this process's own log (`note_log`, called by `TrainableModel.log` right after its commit):
-  its journal row extends the snapshot of the versions before it, so the next read after the
-  writer's own logs reads nothing (another writer's commit in between: the next read reads it).
+- this process's own logs (`note_log`, called by `Model.log` right after its commit, which
+  only notes them): at the next read their journal rows extend the snapshot of the versions
+  before them, so the first read after the writer's own logs reads nothing (another writer's
+  commit in between: that read reads what is new).
 
 A snapshot is immutable; answers derived from it (e.g. `Run.history()`) are kept on it, once
 per version (`Snapshot.derived`). Row addresses are valid for the snapshot's version only, and
@@ -158,6 +159,8 @@ class _NoSnapshot(Exception):
 def latest(loc: Location) -> Snapshot | None:
     """The snapshot of the logs table at `loc` at its latest version, None when the run has no
     logs table or it predates commit_seq (the caller reads it as before)."""
+    if loc.uri in _NOTES:  # this process's own logs since the last read: extend the kept snapshot
+        _fold_notes(loc)
     stamp = tables.latest_stamp(loc)
     with _LOCK:
         old = _SNAPSHOTS.get(loc.uri)
@@ -209,7 +212,7 @@ def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
     commit_seq, and so its place). Rows of the fragments still there unchanged are kept; when
     rows only moved (`_moved`), nothing is read. None when rows `old` held are gone (then read
     the whole table)."""
-    moved = _moved(old, identities)
+    moved = _moved(old.identities, identities)
     if moved is not None:  # the same rows: `old`'s answers hold
         before, earlier = _base(old)
         return Snapshot(loc, ds, schema, identities, _unplaced(old.by_seq, moved[0]), old.committed,
@@ -272,20 +275,23 @@ def _concat(parts: list[pa.Table]) -> pa.Table:
     return joined.combine_chunks() if joined.column(0).num_chunks > 64 else joined  # each extension adds a chunk
 
 
-def _moved(old: Snapshot, identities: dict[int, tuple[Any, ...]], ours: int | None = None
-           ) -> tuple[frozenset[int], frozenset[int]] | None:
-    """(fragments of `old` gone, fragments new) when the fragments `identities` (a later version's;
-    less `ours`, the fragment of this process's append) hold exactly `old`'s rows, moved: else None.
-    Told from the manifests alone: a rewrite of the journal (compaction, payload drop) keeps every
-    row (the journal has no deletes), gives its fragments new, higher ids, and removes the ones it
-    read; any other commit's rows (an append, even one rewritten since) make the new fragments hold
-    more rows than the gone ones held. A dataset made again reuses low ids, and is refused."""
-    gone = frozenset(i for i, ident in old.identities.items() if identities.get(i) != ident)
-    new = frozenset(i for i, ident in identities.items() if i != ours and old.identities.get(i) != ident)
-    top = max(old.identities, default=-1)
-    if any(i <= top or identities[i][1] != "None" for i in new) or any(old.identities[i][1] != "None" for i in gone):
+def _moved(before: dict[int, tuple[Any, ...]], identities: dict[int, tuple[Any, ...]],
+           ours: dict[int, tuple[Any, ...]] | None = None) -> tuple[frozenset[int], frozenset[int]] | None:
+    """(fragments gone, fragments new) when the fragments `identities` (a later version's) hold
+    exactly the rows of `before` (a snapshot's: `Snapshot.identities`) and of `ours` (the
+    fragments of this process's appends since, with
+    their identities: one row each), moved: else None. Told from the manifests alone: a rewrite
+    of the journal (compaction, payload drop) keeps every row (the journal has no deletes), gives
+    its fragments new, higher ids, and removes the ones it read; any other commit's rows (an
+    append, even one rewritten since) make the new fragments hold more rows than the gone ones
+    held. A dataset made again reuses low ids, and is refused."""
+    known = before if not ours else {**before, **ours}
+    gone = frozenset(i for i, ident in known.items() if identities.get(i) != ident)
+    new = frozenset(i for i, ident in identities.items() if known.get(i) != ident)
+    top = max(before, default=-1)
+    if any(i <= top or identities[i][1] != "None" for i in new) or any(known[i][1] != "None" for i in gone):
         return None
-    if sum(identities[i][2] for i in new) != sum(old.identities[i][2] for i in gone):
+    if sum(identities[i][2] for i in new) != sum(known[i][2] for i in gone):
         return None
     return gone, new
 
@@ -300,67 +306,126 @@ def _unplaced(by_seq: pa.Table, gone: frozenset[int]) -> pa.Table:
                              pc.if_else(moved, pa.scalar(None, pa.uint64()), address))
 
 
+class _Note:
+    """One log this process committed to a journal, as `note_log` keeps it until the next read:
+    its record, the version it made, its fragment (the highest of that version: a commit's one
+    row), and the commit's time; the dataset at that version and its stamp while the handle the
+    commit left still holds them (the newest note's serve the fold)."""
+
+    __slots__ = ("record", "version", "fragment", "when", "ds", "stamp")
+
+    def __init__(self, record: Any, version: int, fragment: int, when: Any, ds: Any, stamp: Any):
+        self.record, self.version, self.fragment, self.when, self.ds, self.stamp = \
+            record, version, fragment, when, ds, stamp
+
+
+_NOTES: dict[str, list[_Note]] = {}  # logs uri -> this process's logs committed since the last read
+_MAX_NOTES = 1024  # notes kept per run before they are folded on the log path (memory bound)
+
+
 def note_log(run_location: Location, record: Any) -> None:
     """Tell the kept logs that this process just committed `record` (a `LogRecord` with its
     `logs_version` and `write_id`; a retry's, which stored nothing, is ignored) to the run at
-    `run_location`: the snapshot of the versions before it is extended by its journal row, read
-    from nothing (the handle the commit left, `handles`, holds the version's manifest). Only when
-    every version in between only moved rows (`_moved`); else (another writer's commit in between,
-    an unknown history) the kept snapshot stays, and the next read reads what is new. The run's
-    first log (version 1, which made the table) starts its snapshot. On the log() path: about 1 ms
-    a log at load 7 (measured, benchmarks/RESULTS.md "first history() after logs")."""
+    `run_location`. Only noted here (a few dictionary look-ups: this runs in every log()); the
+    next read of the run folds the notes into its kept snapshot (`_fold_notes`), so the first read
+    after the writer's own logs reads nothing."""
     version, write_id = getattr(record, "logs_version", None), getattr(record, "write_id", None)
     if not record.created or version is None or write_id is None:
         return
     loc = run_location.child("logs.lance")
+    found = tables.committed_seq_hi(loc, version)  # (commit time, its highest fragment: ours)
+    if found is None and version == 1:  # the commit that made the table: its one fragment, the first
+        found = (None, 0)
     with _LOCK:
+        notes = _NOTES.get(loc.uri)
+        if notes is None and loc.uri not in _SNAPSHOTS and version != 1:
+            return  # nothing kept to extend, and not the run's first log: the next read reads
+        if found is None:  # not this process's commit as it knows it: the next read reads what is new
+            _NOTES.pop(loc.uri, None)
+            return
+        if notes is None:
+            notes = _NOTES[loc.uri] = []
+        for older in notes[-1:]:  # only the newest note's dataset is needed
+            older.ds = older.stamp = None
+        notes.append(_Note(record, version, found[1], found[0], handles.held(loc, version), handles.stamp(loc, version)))
+        full = len(notes) > _MAX_NOTES
+    if full:
+        _fold_notes(loc)
+
+
+def _fold_notes(loc: Location) -> None:
+    """Extend the kept snapshot of the logs table at `loc` by this process's noted logs
+    (`note_log`), reading nothing: the newest note's version's manifest tells the fragments.
+    Only when every fragment that version holds beyond the snapshot's and the notes' own holds
+    rows that were moved there (`_moved`: a compaction or payload drop rewrote them); else
+    (another writer's commit in between, an unknown history) the kept snapshot stays, and the
+    read reads what is new. The run's first log (version 1, which made the table) starts it."""
+    with _LOCK:
+        notes = _NOTES.pop(loc.uri, None)
         old = _SNAPSHOTS.get(loc.uri)
-    if (old is None) != (version == 1) or (old is not None and (old.version >= version or not old.is_journal)):
+    if not notes:
         return
+    notes = sorted((n for n in notes if old is None or n.version > old.version), key=lambda n: n.version)
+    if not notes or (old is None and notes[0].version != 1) or (old is not None and not old.is_journal):
+        return
+    last = notes[-1]
     try:
-        ds = handles.held(loc, version)  # (not `or`: a dataset's truth value counts its rows)
-        if ds is None and version == 1:
+        ds = last.ds if last.ds is not None else handles.held(loc, last.version)
+        if ds is None and last.version == 1:
             ds = tables.open_dataset(loc, version=1)
-        if ds is None and (newer := handles.held(loc)) is not None and newer.version > version:
-            ds = newer.checkout_version(version)  # a later version is held now: read this one's manifest
+        if ds is None and (newer := handles.held(loc)) is not None and newer.version > last.version:
+            ds = newer.checkout_version(last.version)  # a later version is held now: read this one's manifest
         if ds is None:
             return
         schema = ds.schema
         if not journal.is_journal(schema) or tables.SEQ not in schema.names or (old is not None and old.schema != schema):
             return
         identities = fragments.fragment_identities(loc, ds)
-    except (ArtstoreError, OSError, ValueError, RuntimeError):  # e.g. cleaned up meanwhile: the next read reads it
+    except (ArtstoreError, OSError, ValueError, RuntimeError):  # e.g. cleaned up meanwhile: the read reads it
         return
-    ours = max(identities, default=-1)
-    if ours <= (-1 if old is None else max(old.identities, default=-1)) or identities[ours][1] != "None" \
-            or identities[ours][2] != 1:
-        return  # not one row appended: not this log's commit alone
-    moved = (frozenset(), frozenset()) if old is None else _moved(old, identities, ours)
-    if moved is None or (old is None and len(identities) != 1):
+    top = -1 if old is None else max(old.identities, default=-1)
+    ours: dict[int, tuple[Any, ...]] = {}
+    for n in notes:  # each a one-row fragment above the snapshot's; still there, or moved since
+        here = identities.get(n.fragment)
+        if n.fragment <= top or n.fragment in ours or (here is not None and (here[1] != "None" or here[2] != 1)):
+            return
+        ours[n.fragment] = here if here is not None else ((), "None", 1)
+    moved = _moved({} if old is None else old.identities, identities, ours)
+    if moved is None:
         return
-    values = dict(record.metrics)
     row_schema = pa.schema([*(schema.field(c) for c in _columns(schema)), pa.field("_rowaddr", pa.uint64())],
                            schema.metadata) if old is None else old.by_seq.schema
-    row = pa.Table.from_pylist([{
-        "log_id": record.log_id, "write_id": write_id, "split": record.split, "step": record.step,
-        "num_groups": record.num_groups, "num_trajectories": record.num_trajectories,
-        "num_exceptions": record.num_exceptions, "num_metrics": len(values), "table_versions": None,
-        "recorded_at": record.recorded_at, tables.SEQ: ours, "metric_names": list(values),
-        "metric_values": list(values.values()), "_rowaddr": ours << 32,
-    }], schema=row_schema)
-    when = tables.committed_at(loc, version)
-    key = (version, str(tables.version_time(ds) if when is None else when))
+    rows = pa.Table.from_pylist([_row(n) for n in notes], schema=row_schema)  # commit order
+    key = (last.version, str(tables.version_time(ds) if last.when is None else last.when))
     if old is None:
-        snapshot = Snapshot(loc, ds, schema, identities, row, key=key)
+        snapshot = Snapshot(loc, ds, schema, identities, _unplaced(rows, moved[0]), key=key, unresolved=moved[1])
     else:
-        by_seq = _concat([_unplaced(old.by_seq, moved[0]), row])
-        snapshot = _appended(old, row.drop_columns(["_rowaddr"]), lambda committed, appended, earlier: Snapshot(
-            loc, ds, schema, identities, by_seq, committed, appended, earlier, key=key,
-            unresolved=(old.unresolved - moved[0]) | moved[1]))
+        by_seq = _unplaced(_concat([old.by_seq, rows]), moved[0])
+        # in the order of `Run.logs()` (`_before`'s keys): most often commit order already (a
+        # sort_by takes every column, ~0.5 ms)
+        order = sorted(range(len(notes)), key=lambda i: (notes[i].record.recorded_at, notes[i].record.log_id.encode()))
+        fresh = rows.drop_columns(["_rowaddr"])
+        snapshot = _appended(old, fresh if order == list(range(len(notes))) else fresh.take(order),
+                             lambda committed, appended, earlier: Snapshot(
+                                 loc, ds, schema, identities, by_seq, committed, appended, earlier, key=key,
+                                 unresolved=(old.unresolved - moved[0]) | moved[1]))
         if snapshot is None:
             return
-    snapshot.stamp = handles.stamp(loc, version)
+    snapshot.stamp = last.stamp if last.ds is not None else handles.stamp(loc, last.version)
     _keep(snapshot, lambda current: current is old)
+
+
+def _row(note: _Note) -> dict[str, Any]:
+    """The kept row (`Snapshot.by_seq`) of a noted log: its journal row's log columns, in its
+    fragment (offset 0)."""
+    record, values = note.record, dict(note.record.metrics)
+    return {
+        "log_id": record.log_id, "write_id": record.write_id, "split": record.split, "step": record.step,
+        "num_groups": record.num_groups, "num_trajectories": record.num_trajectories,
+        "num_exceptions": record.num_exceptions, "num_metrics": len(values), "table_versions": None,
+        "recorded_at": record.recorded_at, tables.SEQ: note.fragment, "metric_names": list(values),
+        "metric_values": list(values.values()), "_rowaddr": note.fragment << 32,
+    }
 
 
 def _before(a: pa.Table, b: pa.Table) -> bool:

@@ -11,7 +11,8 @@ summary is built once per run and version and kept in memory (`load`):
 - a version never changes, so a summary stays right for it; the key also holds the version's
   commit time, so a run deleted and logged again under the same name is not mistaken for the old;
 - this process's own logs extend the summary of the version they commit on top of (`note_log`,
-  called by `TrainableModel.log`), so a training loop that logs then ranks reads no metrics;
+  called by `Model.log`, notes them; the next `load` extends the summary by all of them at once),
+  so a training loop that logs then ranks reads no metrics;
   versions that only compacted the logs keep the summary (`tables.same_rows_since`); any other
   new version (another writer's log) rebuilds it from storage once.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -75,15 +76,22 @@ class StepSummary:
             self._means[metric] = found
         return found
 
-    def extended(self, step: int, values: Mapping[str, float]) -> StepSummary:
-        """This summary plus one log call's metric `values` at `step`."""
+    def extended(self, logs: Iterable[tuple[int, Mapping[str, float]]]) -> StepSummary:
+        """This summary plus the metric values of log calls, (step, values) each. Copies only the
+        metrics they add to (once each), not every metric."""
         sums = dict(self._sums)
-        for name, value in values.items():
-            by_step = dict(sums.get(name, {}))
-            total, count = by_step.get(step, (0.0, 0))
-            by_step[step] = (total + value, count + 1)
-            sums[name] = by_step
-        return StepSummary(sums)
+        copied: set[str] = set()
+        for step, values in logs:
+            for name, value in values.items():
+                if name not in copied:
+                    sums[name] = dict(sums.get(name, {}))
+                    copied.add(name)
+                by_step = sums[name]
+                total, count = by_step.get(step, (0.0, 0))
+                by_step[step] = (total + value, count + 1)
+        extended = StepSummary({})
+        extended._sums = sums  # (its own dicts, where it adds; shared read-only dicts elsewhere)
+        return extended
 
 
 def _key(logs_uri: str, ds: Any) -> tuple[str, int, str]:
@@ -113,6 +121,8 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
     `version` (a number or tag) / `asof` (a timezone-aware datetime). `visible_metrics(committed)`
     reads the `step`, `name`, `value` of the metrics rows those committed logs made visible. Empty
     when the run has no logs (then, or at that time)."""
+    if logs_loc.uri in _NOTES:  # this process's logs since: extend the kept summary by them first
+        _fold_notes(logs_loc)
     pinned = version_map.open_version(logs_loc, version, asof, session=tables.read_session())  # the freshness check
     if pinned is None:
         return StepSummary({})
@@ -146,25 +156,55 @@ def _unchanged_since(logs_loc: Location, ds: Any, key: tuple[str, int, str]) -> 
     return then is not None and _key(logs_loc.uri, then[0]) == key and tables.same_rows_since(ds, key[1])
 
 
+# logs uri -> (the key of the summary the notes extend, [(version, commit time or None, step,
+# values)] of this process's logs committed right after it, in version order)
+_NOTES: dict[str, tuple[tuple[str, int, str], list[tuple[int, Any, int, dict[str, float]]]]] = {}
+_MAX_NOTES = 256  # notes kept per run before they are folded on the log path (memory bound)
+
+
 def note_log(run_location: Location, logs_version: int | None, step: int, values: Mapping[str, float]) -> None:
     """Tell the cache this process committed `logs_version` of the run at `run_location`, adding the
-    metric `values` at `step`: the summary of the version before it, if kept, is extended. Any
-    other history (a version in between, a retry that stored nothing) leaves the cache alone."""
+    metric `values` at `step`: when the summary of the version before it is kept (or that version
+    was noted too), the log is noted, and the next `load` extends the summary by every noted log
+    at once (`_fold_notes`: one copy of the summary, not one a log, which grew with the run).
+    Any other history (a version in between, a retry that stored nothing) leaves the cache alone."""
     if logs_version is None:
         return
     logs_loc = run_location.child("logs.lance")
+    note = (logs_version, tables.committed_at(logs_loc, logs_version), step, dict(values))
+    with _LOCK:
+        pending = _NOTES.get(logs_loc.uri)
+        if pending is not None and pending[1][-1][0] == logs_version - 1:
+            pending[1].append(note)
+            if len(pending[1]) <= _MAX_NOTES:
+                return
+    if pending is not None:  # full, or a version between (a compaction, say): extend up to the last noted
+        _fold_notes(logs_loc)
+        if pending[1][-1] is note:
+            return
     with _LOCK:
         newest = _NEWEST.get(logs_loc.uri)
-        base = None if newest is None or newest[1] != logs_version - 1 else _CACHE.get(newest)
+        if newest is not None and newest[1] == logs_version - 1 and newest in _CACHE and logs_loc.uri not in _NOTES:
+            _NOTES[logs_loc.uri] = (newest, [note])
+
+
+def _fold_notes(logs_loc: Location) -> None:
+    """Extend the kept summary the notes of `logs_loc` (`note_log`) start from by all of them, and
+    keep it as the summary of the last one's version."""
+    with _LOCK:
+        pending = _NOTES.pop(logs_loc.uri, None)
+        base = None if pending is None else _CACHE.get(pending[0])
     if base is None:
         return
-    when = tables.committed_at(logs_loc, logs_version)  # known when this process committed it
+    version, when = pending[1][-1][:2]
     if when is not None:
-        _remember((logs_loc.uri, logs_version, str(when)), base.extended(step, values))
-        return
-    try:
-        found = tables.arrow_dataset(logs_loc, version=logs_version)
-    except VersionNotFoundError:  # a cleanup beside us removed it (a short window): the next load rebuilds
-        return
-    if found is not None:
-        _remember(_key(logs_loc.uri, found[0]), base.extended(step, values))
+        key = (logs_loc.uri, version, str(when))
+    else:
+        try:
+            found = tables.arrow_dataset(logs_loc, version=version)
+        except VersionNotFoundError:  # a cleanup beside us removed it (a short window): the load rebuilds
+            return
+        if found is None:
+            return
+        key = _key(logs_loc.uri, found[0])
+    _remember(key, base.extended([(step, values) for _, _, step, values in pending[1]]))

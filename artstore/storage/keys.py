@@ -1,7 +1,7 @@
 """Rows by key, in commit order: how a key made unique by "first commit wins" is read
 (`first_per_key`, `rows_after`), and the per-process key caches that let a look-up by key
 (`key_files`, `may_hold`, `rows_with`) skip the fragments already read or just committed
-(`note_keys`).
+(`note_keys`), and let `rows_after` skip the fragments a look-up just read (`keep_rows`).
 
 Plain appends (`tables.append`, `tables.commit_files`) don't enforce uniqueness; the first
 committed row of each key wins, ordered by the SEQ column (`tables.SEQ`) and fragment ids. Lance
@@ -11,6 +11,7 @@ errors leave as `StorageError`, as in `tables`.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from lance import LanceDataset
 from lance.fragment import FragmentMetadata
 
 from artstore.storage.location import Location
-from artstore.storage.tables import SEQ, first_file, storage_errors
+from artstore.storage.tables import SEQ, first_file, fragment_ids, storage_errors
 
 # A table of at most this many rows is read whole by `first_per_key` with one take, not a scan
 # (whose set-up, ~1-2 ms of CPU, is most of reading a small run's logs).
@@ -93,21 +94,34 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
     return found.append_column("_rowaddr", address) if with_address else found
 
 
-def rows_after(loc: Location, ds: LanceDataset, seq: int, columns: list[str], note_key: str | None = None) -> pa.Table:
+def rows_after(loc: Location, ds: LanceDataset, seq: int, columns: list[str], note_key: str | None = None,
+               known: set[str] | None = None) -> pa.Table:
     """`columns` of the rows of `ds` (the dataset at `loc`, with a SEQ column) whose sequence (see
     `first_per_key`) is above `seq`, in commit order, with SEQ (filled in) appended. Reads only
     the fragments whose id is above `seq`: a row committed after sequence `seq` was appended in
     a fragment numbered above it, and compaction places its outputs after every fragment it read.
-    With `note_key` (one of `columns`), the values of it each fragment read holds are noted for
-    `key_files`, so a look-up by that key need not read those fragments again."""
+    Fragments a key look-up read with these columns (`keep_rows`) are taken from what it kept,
+    not read again. With `note_key` (one of `columns`), the values of it each fragment read
+    holds are noted for `key_files`, so a look-up by that key need not read those fragments
+    again; `known`: values of `note_key` the caller counted already: a fragment this process
+    knows to hold only such values (`note_keys`, e.g. its own commit) is left out, unread."""
     cols = list(dict.fromkeys([*columns, SEQ]))
     fragments = [f for f in ds.get_fragments() if f.fragment_id > seq]
+    if known and note_key is not None and fragments:
+        with _KEYS_LOCK:
+            held = _KEYS.get((loc.uri, note_key), {})
+            fragments = [f for f in fragments if not ((values := held.get(first_file(f))) is not None and values <= known)]
     if not fragments:
         return pa.table({c: pa.array([], ds.schema.field(c).type) for c in cols})
-    with storage_errors(loc, "read"):
-        found = ds.scanner(columns=cols, fragments=fragments, with_row_address=True).to_table()
-    if note_key is not None:
-        _note_read(loc, note_key, fragments, found)
+    kept = _kept_rows(loc, fragments, cols)
+    parts = list(kept.values())
+    missing = [f for f in fragments if f.fragment_id not in kept]
+    if missing:
+        with storage_errors(loc, "read"):
+            parts.append(_whole(ds, missing, cols))
+        if note_key is not None:
+            _note_read(loc, note_key, missing, parts[-1])
+    found = pa.concat_tables([t.select([*cols, "_rowaddr"]) for t in parts])
     filled = pc.coalesce(found[SEQ], pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64()))
     found = found.set_column(found.schema.get_field_index(SEQ), found.schema.field(SEQ), filled)
     found = found.filter(pc.greater(filled, seq))
@@ -118,7 +132,7 @@ def rows_after(loc: Location, ds: LanceDataset, seq: int, columns: list[str], no
 def last_fragment_id(ds: LanceDataset) -> int:
     """The highest fragment id of `ds` (-1: none): every row it holds has a sequence at most this,
     and every row committed after it a sequence above it (Lance never reuses a fragment id)."""
-    return max((f.fragment_id for f in ds.get_fragments()), default=-1)
+    return max(fragment_ids(ds), default=-1)
 
 
 # (dataset uri, key column) -> {data file path: the key values its fragment holds}
@@ -130,25 +144,35 @@ def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]
     """The data files of the fragments of `ds` (the dataset at `loc`) holding a row whose `key`
     is `value`. Reads the key column of only the fragments this process has neither read nor
     committed (`note_keys`) before: a fragment never changes, and its data file's name is unique
-    (compaction writes new ones), so a look-up costs the same at any length of the run."""
+    (compaction writes new ones), so a look-up costs the same at any length of the run. Where a
+    reader asked for them (`keep_rows`), the fragments read are read with its columns too, and
+    their rows kept for its `rows_after`."""
     return {path for path, ids in _key_sets(loc, ds, key, ds.get_fragments()).items() if value in ids}
 
 
 def _key_sets(loc: Location, ds: LanceDataset, key: str, fragments: list) -> dict[str, frozenset[str]]:
     """{data file path: the values of `key` its fragment holds} for `fragments` (of `ds`, at
-    `loc`), reading in one scan only those this process has neither read nor committed before."""
+    `loc`), reading in one read only those this process has neither read nor committed before."""
     fragments = [(f, first_file(f)) for f in fragments]
     cache_key = (loc.uri, key)
     with _KEYS_LOCK:
         known = _KEYS.get(cache_key, {})
         current = {path: known[path] for _, path in fragments if path in known}
     missing = [(f, path) for f, path in fragments if path not in current]
-    with storage_errors(loc, "read"):
-        if len(missing) == 1:
-            current[missing[0][1]] = frozenset(missing[0][0].to_table(columns=[key])[key].to_pylist())
-        elif missing:  # one scan, not one per fragment (each read costs ~5 ms on a busy machine)
-            read = [f for f, _ in missing]
-            current.update(_by_file(read, ds.scanner(columns=[key], fragments=read, with_row_address=True).to_table(), key))
+    if missing:  # one read, not one per fragment (each read costs ~5 ms on a busy machine)
+        with _KEYS_LOCK:
+            keep = _KEEP.get(loc.uri, ())
+        if keep:
+            names = set(ds.schema.names)  # (the schema is built anew at each access)
+            keep = [c for c in dict.fromkeys([key, *keep]) if c in names]
+        else:
+            keep = [key]
+        read = [f for f, _ in missing]
+        with storage_errors(loc, "read"):
+            found = _whole(ds, read, keep)
+        current.update(_by_file(read, found, key))
+        if len(keep) > 1:
+            _keep_read(loc, read, found)
     with _KEYS_LOCK:
         # keep what other threads noted meanwhile (fragments newer than `ds`), within a bound:
         # files compacted away go when it is passed
@@ -158,6 +182,65 @@ def _key_sets(loc: Location, ds: LanceDataset, key: str, fragments: list) -> dic
             merged = {path: ids for path, ids in merged.items() if path in live}
         _KEYS[cache_key] = merged
     return current
+
+
+def _whole(ds: LanceDataset, fragments: list, columns: list[str]) -> pa.Table:
+    """`columns` and `_rowaddr` of every row of `fragments` of `ds`, in storage order: taken by
+    address (a take costs less than setting up a scan: ~0.4 ms vs ~0.7 for one small fragment),
+    or scanned where a fragment has deleted rows (its offsets are not its rows')."""
+    if any(f.deletion_file() is not None for f in fragments):
+        return ds.scanner(columns=columns, fragments=fragments, with_row_address=True).to_table()
+    address = [(f.fragment_id << 32) | i for f in fragments for i in range(f.physical_rows)]
+    if len(fragments) == 1:
+        found = fragments[0].take(list(range(fragments[0].physical_rows)), columns=columns)
+    elif address:
+        found = ds._take_rows(address, columns=columns)
+    else:
+        found = ds.schema.empty_table().select(columns)
+    return found.append_column("_rowaddr", pa.array(address, pa.uint64()))
+
+
+# dataset uri -> the columns a reader of `rows_after` asked key look-ups to read too (`keep_rows`)
+_KEEP: dict[str, tuple[str, ...]] = {}
+# dataset uri -> {data file path: its fragment's rows, those columns and `_rowaddr`, as a look-up
+# read them} (by path, as `_KEYS`: a dataset made again reuses fragment ids)
+_ROWS: OrderedDict[str, OrderedDict[str, pa.Table]] = OrderedDict()
+KEPT_ROWS = 4096  # rows kept per dataset at most (the oldest fragments go first)
+KEPT_DATASETS = 64  # datasets whose rows are kept at most (the least recently read go first)
+
+
+def keep_rows(loc: Location, columns: list[str]) -> None:
+    """Ask `key_files` to read `columns` (a SEQ table's) of the fragments it reads at `loc` and keep
+    their rows, so that the next `rows_after` there reads none of them again (a Model's running
+    sums, `artstore.log.sums`, catch up on the very fragments its log's id look-ups just read)."""
+    with _KEYS_LOCK:
+        _KEEP[loc.uri] = tuple(dict.fromkeys([*_KEEP.get(loc.uri, ()), *columns, SEQ]))
+
+
+def _keep_read(loc: Location, fragments: list, found: pa.Table) -> None:
+    """Keep the rows of each of `fragments` (`found`: all their rows, with `_rowaddr`) for
+    `rows_after`, within KEPT_ROWS."""
+    fragment = pc.shift_right(found["_rowaddr"], 32)
+    with _KEYS_LOCK:
+        kept = _ROWS.setdefault(loc.uri, OrderedDict())
+        _ROWS.move_to_end(loc.uri)
+        while len(_ROWS) > KEPT_DATASETS:
+            _ROWS.popitem(last=False)
+        for f in fragments:
+            kept[first_file(f)] = found.filter(pc.equal(fragment, f.fragment_id)) if len(fragments) > 1 else found
+        while sum(t.num_rows for t in kept.values()) > KEPT_ROWS and len(kept) > 1:
+            kept.popitem(last=False)
+
+
+def _kept_rows(loc: Location, fragments: list, columns: list[str]) -> dict[int, pa.Table]:
+    """{fragment id: its kept rows} of those of `fragments` whose rows a look-up kept with every
+    one of `columns` (`keep_rows`); each is handed out once."""
+    with _KEYS_LOCK:
+        kept = _ROWS.get(loc.uri)
+        if not kept:
+            return {}
+        found = {f.fragment_id: kept.pop(path) for f in fragments if (path := first_file(f)) in kept}
+    return {i: t for i, t in found.items() if all(c in t.column_names for c in columns)}
 
 
 def _note_read(loc: Location, key: str, fragments: list, found: pa.Table) -> None:
