@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from artstore.errors import StorageError
 from artstore.log import journal
 from artstore.log.visibility import GATED, ROW_COUNTS, committed_logs
-from artstore.storage import Location, compaction, tables
+from artstore.storage import Location, compaction, datasets, failures, keys, scans, writes
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def fold(run: Location, *, max_logs: int | None = None) -> dict[str, int]:
     readers and other folders (see the module doc); errors of one table are logged and left to
     the next fold."""
     logs_loc = run.child("logs.lance")
-    ds = tables.open_dataset(logs_loc)
+    ds = datasets.open_dataset(logs_loc)
     if ds is None or not journal.is_journal(ds.schema):
         return {}
     committed = committed_logs(logs_loc, ds, columns=journal.log_columns())
@@ -68,7 +68,7 @@ def fold(run: Location, *, max_logs: int | None = None) -> dict[str, int]:
 
 
 def _expected_rows(committed: pa.Table, table: str, upto: int) -> int:
-    mask = pc.less_equal(committed[tables.SEQ], upto)
+    mask = pc.less_equal(committed[keys.SEQ], upto)
     return pc.sum(pc.filter(committed[ROW_COUNTS[table]], mask)).as_py() or 0
 
 
@@ -89,20 +89,20 @@ class _Payloads:
 def _fold_table(run: Location, logs_loc: Location, table: str, committed: pa.Table, max_logs: int | None,
                 payloads: _Payloads) -> int:
     loc = run.child(f"{table}.lance")
-    ds = tables.open_dataset(loc)
+    ds = datasets.open_dataset(loc)
     folded = journal.folded_seq(ds)
-    todo = committed.filter(pc.greater(committed[tables.SEQ], folded))
+    todo = committed.filter(pc.greater(committed[keys.SEQ], folded))
     if max_logs is not None:
         todo = todo.slice(0, max_logs)
     if todo.num_rows == 0:
         return 0
-    upto = pc.max(todo[tables.SEQ]).as_py()
+    upto = pc.max(todo[keys.SEQ]).as_py()
     version = None
     if ds is not None:
         claim = ds.config().get(CLAIM, "")
         if claim and time.time() - float(claim.split()[1]) < LEASE_S:
             return 0  # another folder is at it
-        version = tables.update_config(loc, {CLAIM: f"{uuid.uuid4().hex} {time.time():.3f}"}, ds.version)
+        version = writes.update_config(loc, {CLAIM: f"{uuid.uuid4().hex} {time.time():.3f}"}, ds.version)
         if version is None:
             return 0  # another folder claimed it first
         if ds.count_rows() != _expected_rows(committed, table, folded):
@@ -111,14 +111,14 @@ def _fold_table(run: Location, logs_loc: Location, table: str, committed: pa.Tab
         rows = journal.payload_rows(table, payloads.rows(todo["write_id"].to_pylist()))
         if rows.num_rows:
             if ds is None:
-                version = tables.create(loc, rows, f"fold of {todo.num_rows} logs")
+                version = writes.create(loc, rows, f"fold of {todo.num_rows} logs")
                 if version is None:
                     return 0  # another folder created it first: the next fold goes on from there
             else:
-                tables.append(loc, rows, f"fold of {todo.num_rows} logs", read_version=version)
+                writes.append(loc, rows, f"fold of {todo.num_rows} logs", read_version=version)
     if version is None:  # nothing to write into a table that does not exist yet
         return 0
-    if tables.update_config(loc, {journal.FOLDED: str(upto), CLAIM: ""}, version) is None:
+    if writes.update_config(loc, {journal.FOLDED: str(upto), CLAIM: ""}, version) is None:
         logger.warning("fold of %s lost its claim (older than %.0f s)", loc.redact(loc.uri), LEASE_S)
         return 0
     return todo.num_rows
@@ -128,7 +128,7 @@ def _not_yet_in(loc: Location, todo: pa.Table) -> pa.Table:
     """The logs of `todo` none of whose rows are in the table at `loc` yet."""
     ids = todo["write_id"].to_pylist()
     where = "write_id IN (" + ", ".join("'" + i + "'" for i in ids) + ")"
-    present = tables.scan(loc, columns=["write_id"], filter=where)
+    present = scans.scan(loc, columns=["write_id"], filter=where)
     if present is None or present.num_rows == 0:
         return todo
     return todo.filter(pc.invert(pc.is_in(todo["write_id"], value_set=pc.unique(present["write_id"]))))
@@ -136,7 +136,7 @@ def _not_yet_in(loc: Location, todo: pa.Table) -> pa.Table:
 
 def stats(run: Location) -> dict[str, Any]:
     """{table: FOLDED} of the run's data tables (-1: nothing folded): for tests and benchmarks."""
-    return {t: journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED}
+    return {t: journal.folded_seq(datasets.open_dataset(run.child(f"{t}.lance"))) for t in GATED}
 
 
 _CLEAN: dict[str, set[tuple[int, str]]] = {}  # journal uri -> fragments known to hold no payload (id, file)
@@ -148,19 +148,19 @@ def drop_payloads(run: Location) -> int:
     keeps only its logs' records and metric values, whatever the compaction tiers would wait
     for. Returns the fragments rewritten (0: none, or another compaction won the race)."""
     logs_loc = run.child("logs.lance")
-    ds = tables.open_dataset(logs_loc)
+    ds = datasets.open_dataset(logs_loc)
     if ds is None or not journal.is_journal(ds.schema):
         return 0
-    upto = min(journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED)
+    upto = min(journal.folded_seq(datasets.open_dataset(run.child(f"{t}.lance"))) for t in GATED)
     clean = _CLEAN.setdefault(logs_loc.uri, set())
     todo, current = [], set()
-    with tables.storage_errors(logs_loc, "read"):
+    with failures.storage_errors(logs_loc, "read"):
         for f in ds.get_fragments():
             key = (f.fragment_id, f.data_files()[0].path if f.data_files() else "")
             current.add(key)
             if key in clean:
                 continue
-            seq = pc.max(pc.fill_null(f.to_table(columns=[tables.SEQ])[tables.SEQ], f.fragment_id)).as_py()
+            seq = pc.max(pc.fill_null(f.to_table(columns=[keys.SEQ])[keys.SEQ], f.fragment_id)).as_py()
             if seq is None or seq > upto:
                 continue  # holds a log not folded everywhere yet
             # (not LanceFragment.count_rows(filter): beside other scans of the process it hung in Lance)
@@ -190,8 +190,8 @@ def drop_folded_payloads(run: Location) -> Any:
 
     def rewrite(rows: pa.Table) -> pa.Table:
         if not upto:
-            upto.append(min(journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED))
-        folded = pc.less_equal(rows[tables.SEQ], upto[0])
+            upto.append(min(journal.folded_seq(datasets.open_dataset(run.child(f"{t}.lance"))) for t in GATED))
+        folded = pc.less_equal(rows[keys.SEQ], upto[0])
         for name in journal.IPC_COLUMN.values():
             if name not in rows.column_names:  # a logs table from before the journal
                 continue

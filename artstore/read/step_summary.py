@@ -12,7 +12,7 @@ summary is built once per run and version and kept in memory (`load`):
   commit time, so a run deleted and logged again under the same name is not mistaken for the old;
 - this process's own logs extend the summary of the version they commit on top of (`note_log`,
   called by `TrainableModel.log`), so a training loop that logs then ranks reads no metrics;
-  versions that only compacted the logs keep the summary (`tables.same_rows_since`); any other
+  versions that only compacted the logs keep the summary (`transactions.same_rows_since`); any other
   new version (another writer's log) rebuilds it from storage once.
 
 A summary holds only visible metric values (`Run` applies the all-or-nothing rule) and is
@@ -32,7 +32,7 @@ import pyarrow as pa
 from artstore.errors import VersionNotFoundError
 from artstore.log import journal
 from artstore.log.visibility import committed_logs
-from artstore.storage import Location, tables, version_map
+from artstore.storage import Location, datasets, failures, transactions, version_map, writes
 
 _CACHE: OrderedDict[tuple[str, int, str], StepSummary] = OrderedDict()  # (logs uri, version, time) ->
 _NEWEST: dict[str, tuple[str, int, str]] = {}  # logs uri -> key of the newest summary built or extended
@@ -87,7 +87,7 @@ class StepSummary:
 
 
 def _key(logs_uri: str, ds: Any) -> tuple[str, int, str]:
-    return logs_uri, ds.version, str(tables.version_time(ds))
+    return logs_uri, ds.version, str(datasets.version_time(ds))
 
 
 def _remember(key: tuple[str, int, str], summary: StepSummary) -> None:
@@ -113,7 +113,7 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
     `version` (a number or tag) / `asof` (a timezone-aware datetime). `visible_metrics(committed)`
     reads the `step`, `name`, `value` of the metrics rows those committed logs made visible. Empty
     when the run has no logs (then, or at that time)."""
-    pinned = version_map.open_version(logs_loc, version, asof, session=tables.read_session())  # the freshness check
+    pinned = version_map.open_version(logs_loc, version, asof, session=datasets.read_session())  # the freshness check
     if pinned is None:
         return StepSummary({})
     ds = pinned.dataset
@@ -126,7 +126,7 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
         summary = before  # only compactions since: the same committed logs
         _remember(key, summary)
     if summary is None:
-        with tables.storage_errors(logs_loc, "read"):
+        with failures.storage_errors(logs_loc, "read"):
             columns = journal.log_columns()
             if journal.is_journal(ds.schema):  # its rows hold their metrics: no other read
                 columns = [*columns, "metric_names", "metric_values"]
@@ -140,10 +140,10 @@ def _unchanged_since(logs_loc: Location, ds: Any, key: tuple[str, int, str]) -> 
     """Whether `ds` (the logs at a later version) has the rows of the version `key` names, and that
     version is the one the key was made from (not the same number of a run since recreated)."""
     try:
-        then = tables.arrow_dataset(logs_loc, version=key[1])
+        then = datasets.arrow_dataset(logs_loc, version=key[1])
     except VersionNotFoundError:  # cleaned up since: rebuild from the latest
         return False
-    return then is not None and _key(logs_loc.uri, then[0]) == key and tables.same_rows_since(ds, key[1])
+    return then is not None and _key(logs_loc.uri, then[0]) == key and transactions.same_rows_since(ds, key[1])
 
 
 def note_log(run_location: Location, logs_version: int | None, step: int, values: Mapping[str, float]) -> None:
@@ -158,12 +158,12 @@ def note_log(run_location: Location, logs_version: int | None, step: int, values
         base = None if newest is None or newest[1] != logs_version - 1 else _CACHE.get(newest)
     if base is None:
         return
-    when = tables.committed_at(logs_loc, logs_version)  # known when this process committed it
+    when = writes.committed_at(logs_loc, logs_version)  # known when this process committed it
     if when is not None:
         _remember((logs_loc.uri, logs_version, str(when)), base.extended(step, values))
         return
     try:
-        found = tables.arrow_dataset(logs_loc, version=logs_version)
+        found = datasets.arrow_dataset(logs_loc, version=logs_version)
     except VersionNotFoundError:  # a cleanup beside us removed it (a short window): the next load rebuilds
         return
     if found is not None:
