@@ -417,7 +417,7 @@ def scans(monkeypatch):
         recorded.append(("opened", where))
         return None if found is None else (_Recorder(found[0], where, recorded), found[1])
 
-    monkeypatch.setattr(scan.tables, "arrow_dataset", spy)
+    monkeypatch.setattr(scan.datasets, "arrow_dataset", spy)
     return recorded
 
 
