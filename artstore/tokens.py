@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from artstore.errors import ValidationError
 from artstore.names import check_segment, sql_quote
 from artstore.schema import arrow_schema
-from artstore.storage import Location, tables
+from artstore.storage import Location, datasets, scans, writes
 
 TABLE = "tokens"
 KEY = "sequence_id"
@@ -183,7 +183,7 @@ def conform(data: Any) -> pa.Table:
         else:
             cols[name] = pa.chunked_array([pa.array(expected, pa.int32())])
     if "recorded_at" not in cols:
-        cols["recorded_at"] = pa.chunked_array([pa.array([tables.now_utc()] * n, target.field("recorded_at").type)])
+        cols["recorded_at"] = pa.chunked_array([pa.array([writes.now_utc()] * n, target.field("recorded_at").type)])
     steps = cols["step"].to_numpy()
     if n and (steps < 0).any():
         raise ValidationError("step", f"must be >= 0, got {steps[_first(steps < 0)]} in {where(steps < 0)}")
@@ -233,17 +233,17 @@ class TokenTable:
         table = conform(data)
         if table.num_rows == 0:
             return self.version()
-        return tables.upsert(self.location, table, KEY)
+        return writes.upsert(self.location, table, KEY)
 
     def version(self) -> int:
         """The latest version of the table (0 when it does not exist yet)."""
-        return tables.latest_version(self.location)
+        return datasets.latest_version(self.location)
 
     def read(self, step: int | None = None, split: str | None = None, columns: Sequence[str] | None = None,
              version: int | None = None) -> pa.Table:
         """Rows matching `step` and `split`, in storage order (all of them when both are None)."""
         cols = _columns(columns)
-        found = tables.scan(self.location, columns=cols, filter=_where(step, split), version=version)
+        found = scans.scan(self.location, columns=cols, filter=_where(step, split), version=version)
         if found is None:
             empty = schema().empty_table()
             return empty if cols is None else empty.select(cols)
@@ -251,7 +251,7 @@ class TokenTable:
 
     def count(self, step: int | None = None, split: str | None = None, version: int | None = None) -> int:
         """How many rows match `step` and `split`."""
-        return tables.count_rows(self.location, filter=_where(step, split), version=version)
+        return scans.count_rows(self.location, filter=_where(step, split), version=version)
 
     def batches(self, step: int | None = None, split: str | None = None, columns: Sequence[str] | None = None,
                 batch_size: int = DEFAULT_BATCH_SIZE, rank: int = 0, world_size: int = 1,
@@ -270,7 +270,7 @@ class TokenTable:
         pinned = self.version() if version is None else version
         if pinned == 0:
             return
-        positions = tables.match_positions(self.location, where, version=pinned)
+        positions = scans.match_positions(self.location, where, version=pinned)
         start, stop = shard_range(len(positions), rank, world_size)
         if stop <= start:
             return
@@ -280,7 +280,7 @@ class TokenTable:
             where, offset = None, int(positions[start])
         else:
             offset = start
-        yield from exact_batches(tables.scan_batches(
+        yield from exact_batches(scans.scan_batches(
             self.location, columns=cols, filter=where, batch_size=batch_size, offset=offset,
             limit=stop - start, version=pinned), batch_size)
 

@@ -24,7 +24,7 @@ from lance import LanceDataset
 
 import artstore
 from artstore.log import fold, journal, upkeep
-from artstore.storage import keys, tables
+from artstore.storage import keys, writes
 from benchmarks.upkeep_loop import log_steps
 
 _cpu: collections.Counter[str] = collections.Counter()
@@ -65,7 +65,7 @@ def main() -> None:
     upkeep.wait()
     upkeep.request_fold = lambda *args, **kw: None  # the rounds below fold by hand
     for owner, name, label in [
-        (LanceDataset, "commit", "commit"), (lance, "dataset", "open"), (tables, "write_files", "write rows"),
+        (LanceDataset, "commit", "commit"), (lance, "dataset", "open"), (writes, "write_files", "write rows"),
         (journal, "payload_rows", "decode payloads"), (keys, "firsts_after", "read logs to fold"),
         (keys, "rows_at", "read payloads"), (fold, "fold", "FOLD"),
     ]:

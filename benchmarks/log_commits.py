@@ -23,7 +23,7 @@ from pathlib import Path
 
 import artstore as art
 from artstore.log import upkeep
-from artstore.storage import Location, tables
+from artstore.storage import Location, datasets
 from benchmarks.log_hot_path import tool_call_trajectory
 
 
@@ -32,7 +32,7 @@ def _group(step: int, seed: int) -> art.TrajectoryGroup:
 
 
 def _versions(run_dir: Path) -> dict[str, int]:
-    return {p.name: tables.latest_version(Location.parse(str(p))) for p in sorted(run_dir.glob("*.lance"))}
+    return {p.name: datasets.latest_version(Location.parse(str(p))) for p in sorted(run_dir.glob("*.lance"))}
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 PIECES = [("artstore.log.commit", "encode_groups"), ("artstore.log.commit", "_content_id"),
           ("artstore.log.commit", "_set_ids"), ("artstore.log.journal", "to_ipc"), ("artstore.log.commit", "_winner"),
-          ("artstore.storage.tables", "write_files"), ("artstore.storage.tables", "commit_files"),
+          ("artstore.storage.writes", "write_files"), ("artstore.storage.writes", "commit_files"),
           ("artstore.art.model", "compute_metrics"), ("artstore.log.sums", "Tracker.settle")]
 
 

@@ -23,7 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import artstore as art
-from artstore.storage import compaction, tables
+from artstore.storage import compaction, fragments, scans
 from benchmarks.log_hot_path import tool_call_trajectory
 
 TABLES = ("trajectories", "groups", "metrics", "logs")
@@ -50,7 +50,7 @@ def table_stats(run: art.Run) -> dict[str, dict[str, int]]:
             continue
         sizes = [_size(f) for f in folder.iterdir()]
         sizes = [n for n in sizes if n is not None]
-        out[t] = {"fragments": tables.fragment_count(run.table_location(t)), "manifests": len(sizes),
+        out[t] = {"fragments": fragments.fragment_count(run.table_location(t)), "manifests": len(sizes),
                   "versions_bytes": sum(sizes)}
     return out
 
@@ -140,7 +140,7 @@ def report(f: Fill, logs: int, run: art.Run) -> None:
               f"cpu mean {statistics.mean(f.cpu_ms[k:k + fifth]):5.1f} ms/log; "
               f"{sum(r['compacted'] > 0 for r in m):3d} compactions rewrote {sum(r['rewritten_rows'] for r in m):6d} rows")
     for t, w in f.worst.items():
-        rows = tables.scan(run.table_location(t), columns=["write_id"]).num_rows
+        rows = scans.scan(run.table_location(t), columns=["write_id"]).num_rows
         rewritten = sum(r["rewritten_rows"] for _, table, r in f.maintenance if table == t)
         print(f"  {t:12s} at most {w['fragments']:3d} fragments, {w['manifests']:3d} manifests, "
               f"{w['versions_bytes'] / 1024:6.1f} KiB of _versions/; compaction rewrote each row "

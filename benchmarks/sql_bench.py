@@ -247,10 +247,10 @@ def _same(a: Any, b: Any) -> bool:
 def fragments(root: Path) -> float:
     """Mean fragment count of the trajectories tables (what compaction brings down)."""
     import artstore as art
-    from artstore.storage import tables
+    from artstore.storage import fragments
 
     store = art.open_store(root / "artstore")
-    counts = [tables.fragment_count(r.table_location("trajectories")) for r in store.runs()]
+    counts = [fragments.fragment_count(r.table_location("trajectories")) for r in store.runs()]
     return statistics.fmean(counts)
 
 

@@ -1,6 +1,6 @@
 """Write path of one small log through `artstore.log.commit.write_log` (no Model front end, so
 no history state): median latency per window of steps, and where it goes (the look-up `_winner`,
-`tables.write_files`, `tables.commit_files`, `encode_groups`, `_content_id`), as a run grows.
+`writes.write_files`, `writes.commit_files`, `encode_groups`, `_content_id`), as a run grows.
 
     LANCE_LOG=error python -m benchmarks.write_path [--steps 1000] [--checkpoints 100,1000]
         [--window 50] [--uri DIR_OR_S3]
@@ -24,7 +24,7 @@ from collections import defaultdict
 
 from artstore.log import commit, upkeep
 from artstore.records import encoding
-from artstore.storage import Location, tables
+from artstore.storage import Location, writes
 from benchmarks.store_driver import build_groups
 from benchmarks.synthetic import make_step
 
@@ -46,8 +46,8 @@ def _instrument() -> None:
     commit._winner = _timed("_winner", commit._winner)
     commit._content_id = _timed("_content_id", commit._content_id)
     commit.encode_groups = _timed("encode_groups", encoding.encode_groups)
-    tables.write_files = _timed("write_files", tables.write_files)
-    tables.commit_files = _timed("commit_files", tables.commit_files)
+    writes.write_files = _timed("write_files", writes.write_files)
+    writes.commit_files = _timed("commit_files", writes.commit_files)
 
 
 def main() -> None:

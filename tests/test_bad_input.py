@@ -15,7 +15,7 @@ from openai.types.chat.chat_completion import Choice
 import artstore as art
 from artstore.log import upkeep
 from artstore.records.trajectory import MAX_DEPTH, ROLES
-from artstore.storage import tables
+from artstore.storage import scans
 
 # Derandomized (the same examples on every run) and unshrunk (a failure prints its example
 # as generated): each example logs to a store, and shrinking could take minutes.
@@ -83,7 +83,7 @@ class Probe:
         """Committed logs, then the rows physically in each data table (visible or not)."""
         run = self.model.run
         upkeep.wait(run.location)  # a background fold moves rows into the data tables meanwhile
-        raw = [tables.scan(run.table_location(t), columns=["write_id"]) for t in ("trajectories", "groups", "metrics")]
+        raw = [scans.scan(run.table_location(t), columns=["write_id"]) for t in ("trajectories", "groups", "metrics")]
         return (run.logs().num_rows, *(0 if r is None else r.num_rows for r in raw))
 
     def round_trip_or_named_error(self, build, field: str | None = None, **log_kw) -> list | None:

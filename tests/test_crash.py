@@ -25,7 +25,7 @@ import pytest
 
 import artstore as art
 from artstore.records.metrics import compute_metrics
-from artstore.storage import tables
+from artstore.storage import scans
 from tests.crash_writer import MODEL, PROJECT, log_content
 
 WRITER = str(Path(__file__).with_name("crash_writer.py"))
@@ -177,7 +177,7 @@ def test_sigkill_at_random_moments_leaves_every_acked_log_whole_and_no_partial_l
     finally:
         writers.close()
     assert sum(len(g.trajectories) for g in run.groups()) == run.trajectories().num_rows
-    raw = tables.scan(run.table_location("logs"), columns=["write_id"])  # a log is one logs row
+    raw = scans.scan(run.table_location("logs"), columns=["write_id"])  # a log is one logs row
     stats["logs rows of losing attempts (invisible)"] = raw.num_rows - run.logs().num_rows
     print(dict(stats))
     assert stats["acked"] >= FRESH_TRIALS + FORKED_TRIALS

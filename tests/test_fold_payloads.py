@@ -7,12 +7,12 @@ import pyarrow.compute as pc
 
 import artstore as art
 from artstore.log import fold, journal
-from artstore.storage import tables
+from artstore.storage import scans
 
 
 def _payloads(run: art.Run) -> int:
     """Payload cells (trajectories, groups) the journal still holds."""
-    rows = tables.scan(run.table_location("logs"), columns=list(journal.IPC_COLUMN.values()))
+    rows = scans.scan(run.table_location("logs"), columns=list(journal.IPC_COLUMN.values()))
     return sum(rows.num_rows - pc.sum(pc.is_null(rows[c])).as_py() for c in journal.IPC_COLUMN.values())
 
 

@@ -12,7 +12,7 @@ import artstore as art
 from artstore.errors import StorageError
 from artstore.log import commit as writer
 from artstore.log import fold
-from artstore.storage import Location, compaction, keys, tables
+from artstore.storage import Location, compaction, datasets, keys, scans, writes
 from tests.conftest import tool_call_trajectory
 
 
@@ -26,7 +26,7 @@ def _log(model: art.Model, step: int, reward: float = 0.1, **kw) -> art.LogRecor
 
 
 def _raw(run: art.Run, table: str) -> int:
-    found = tables.scan(run.table_location(table), columns=["write_id"])
+    found = scans.scan(run.table_location(table), columns=["write_id"])
     return 0 if found is None else found.num_rows
 
 
@@ -87,7 +87,7 @@ def test_a_fold_after_many_folds_reads_only_the_journal_rows_above_folded(tmp_pa
     keys._SEQ_HI.clear()  # as another process: the compacted fragment, numbered above FOLDED, is read once
     assert five_logs_then_fold(65) == 70
     assert five_logs_then_fold(70) == 5  # of the journal's 75 rows
-    assert tables.open_dataset(logs).count_rows() == 75
+    assert datasets.open_dataset(logs).count_rows() == 75
     assert fold.fold(run.location) == {"trajectories": 0, "groups": 0, "metrics": 0}
     assert fold.rows_read(run.location) == 0
 
@@ -100,11 +100,11 @@ def test_a_fold_commits_one_claim_then_one_append_and_one_release_per_table(tmp_
     fold.fold(run.location)  # creates the tables
     for step in range(4, 8):
         _log(model, step)
-    versions = {t: tables.open_dataset(run.table_location(t)).version for t in ("trajectories", "groups", "metrics")}
+    versions = {t: datasets.open_dataset(run.table_location(t)).version for t in ("trajectories", "groups", "metrics")}
     assert fold.fold(run.location) == {"trajectories": 4, "groups": 4, "metrics": 4}
-    after = {t: tables.open_dataset(run.table_location(t)).version for t in versions}
+    after = {t: datasets.open_dataset(run.table_location(t)).version for t in versions}
     assert {t: after[t] - versions[t] for t in versions} == {"trajectories": 3, "groups": 2, "metrics": 2}
-    assert all(tables.open_dataset(run.table_location(t)).config().get(fold.CLAIM) == "" for t in ("trajectories",))
+    assert all(datasets.open_dataset(run.table_location(t)).config().get(fold.CLAIM) == "" for t in ("trajectories",))
 
 
 def test_a_fold_that_fails_midway_frees_its_claim_and_the_next_fold_finishes_without_doubling(tmp_path, monkeypatch):
@@ -116,17 +116,17 @@ def test_a_fold_that_fails_midway_frees_its_claim_and_the_next_fold_finishes_wit
     for step in range(4, 8):
         _log(model, step)
     before = _reads(run)
-    real = tables.update_config
+    real = writes.update_config
 
     def fail_release(loc, updates, read_version):
         if fold.journal.FOLDED in updates:
             raise StorageError("the bucket stopped answering")
         return real(loc, updates, read_version)
 
-    monkeypatch.setattr(tables, "update_config", fail_release)
+    monkeypatch.setattr(writes, "update_config", fail_release)
     assert fold.fold(run.location) == {"trajectories": 0, "groups": 0, "metrics": 0}  # logged, not raised
     monkeypatch.undo()
-    assert tables.open_dataset(run.table_location("trajectories")).config().get(fold.CLAIM) == ""
+    assert datasets.open_dataset(run.table_location("trajectories")).config().get(fold.CLAIM) == ""
     assert _raw(run, "trajectories") == 16  # its appends landed ...
     assert _reads(run) == before  # ... and readers do not see them twice
     assert fold.fold(run.location) == {"trajectories": 0, "groups": 0, "metrics": 0}  # all in already
@@ -139,12 +139,12 @@ def test_a_fold_that_fails_midway_frees_its_claim_and_the_next_fold_finishes_wit
 def test_rows_at_takes_rows_by_address_in_the_order_given_with_and_without_deleted_rows(tmp_path):
     loc = Location.parse(str(tmp_path / "t.lance"))
     for start in (0, 10, 20):
-        tables.append(loc, pa.table({"a": pa.array(range(start, start + 10), pa.int64())}))
-    ds = tables.open_dataset(loc)
+        writes.append(loc, pa.table({"a": pa.array(range(start, start + 10), pa.int64())}))
+    ds = datasets.open_dataset(loc)
     found = ds.scanner(columns=["a"], with_row_address=True).to_table()
     wanted = [25, 3, 17, 0, 29]
     addresses = found["_rowaddr"].take(pa.array(wanted))
     assert keys.rows_at(loc, ds, addresses, ["a"])["a"].to_pylist() == wanted
     ds.delete("a = 12")  # a deletion file: offsets are no longer positions
-    ds = tables.open_dataset(loc)
+    ds = datasets.open_dataset(loc)
     assert keys.rows_at(loc, ds, addresses, ["a"])["a"].to_pylist() == wanted

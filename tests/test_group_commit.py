@@ -19,7 +19,7 @@ import pytest
 import artstore as art
 from artstore.log import fold, group_commit, upkeep
 from artstore.records.metrics_builder import STATE_KEY
-from artstore.storage import Location, pending, tables
+from artstore.storage import Location, datasets, keys, pending, scans, transactions, writes
 from tests.conftest import tool_call_trajectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +40,7 @@ def _history(model: art.Model) -> list[dict]:
 
 def _group_commits(run: Location) -> int:
     loc = run.child("logs.lance")
-    messages = tables.commit_messages(loc, [v["version"] for v in tables.versions(loc)])
+    messages = transactions.commit_messages(loc, [v["version"] for v in datasets.versions(loc)])
     return sum(1 for m in messages.values() if m.startswith("group commit"))
 
 
@@ -124,7 +124,7 @@ def test_threads_racing_to_log_one_id_queue_it_once(tmp_path, monkeypatch):
     assert sorted(r.created for r in records) == [False, False, False, True]
     model.flush()
     assert model.run.logs()["log_id"].to_pylist() == ["same"]
-    assert tables.count_rows(model.run.location.child("logs.lance")) == 1
+    assert scans.count_rows(model.run.location.child("logs.lance")) == 1
 
 
 def test_a_row_committed_twice_and_a_recovered_row_count_once_everywhere(tmp_path):
@@ -134,11 +134,11 @@ def test_a_row_committed_twice_and_a_recovered_row_count_once_everywhere(tmp_pat
     model.flush()
     run = model.run.location
     logs = run.child("logs.lance")
-    rows = tables.scan(logs)
-    again = rows.filter(pc.equal(rows["step"], 1)).drop_columns([tables.SEQ]).append_column(
-        tables.SEQ, pa.nulls(1, pa.int64())).select(rows.schema.names)
+    rows = scans.scan(logs)
+    again = rows.filter(pc.equal(rows["step"], 1)).drop_columns([keys.SEQ]).append_column(
+        keys.SEQ, pa.nulls(1, pa.int64())).select(rows.schema.names)
     # a committer killed after its commit, before deleting the pending file: the row lands again
-    tables.append(logs, again.cast(rows.schema), "the same row again")
+    writes.append(logs, again.cast(rows.schema), "the same row again")
     # and its pending file, left by a writer that is gone, is found by the next process
     pending.write(run, f"{pending.HOST}-{_dead_pid()}-{again['write_id'][0].as_py()}.arrow", again.cast(rows.schema))
     # a new log whose writer died before its commit
@@ -147,7 +147,7 @@ def test_a_row_committed_twice_and_a_recovered_row_count_once_everywhere(tmp_pat
     pending.write(run, f"{pending.HOST}-{_dead_pid()}-{'w' * 32}.arrow", pa.Table.from_pylist([lost], rows.schema))
     assert group_commit.recover(run) == 1  # the new one; the committed one is skipped
     assert pending.names(run) == []
-    assert tables.count_rows(logs) == 5  # 3 + the same row again + the recovered one
+    assert scans.count_rows(logs) == 5  # 3 + the same row again + the recovered one
 
     fresh = art.open_store(str(tmp_path)).run("p", "m")
     assert sorted(fresh.logs()["step"].to_pylist()) == [0, 1, 2, 9]

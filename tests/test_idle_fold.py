@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 import artstore as art
 from artstore.log import fold, idle_fold, journal, upkeep
-from artstore.storage import tables
+from artstore.storage import datasets, scans
 from tests.test_sql import rollout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,12 +23,12 @@ AGGREGATE = "SELECT step, split, avg(reward) AS r, count(*) AS n FROM trajectori
 
 def _unfolded_payloads(run: art.Run) -> int:
     """Payload cells (trajectories, groups) the run's journal still holds."""
-    rows = tables.scan(run.table_location("logs"), columns=list(journal.IPC_COLUMN.values()))
+    rows = scans.scan(run.table_location("logs"), columns=list(journal.IPC_COLUMN.values()))
     return sum(rows.num_rows - pc.sum(pc.is_null(rows[c])).as_py() for c in journal.IPC_COLUMN.values())
 
 
 def _folded_through(run: art.Run) -> dict[str, int]:
-    return {t: journal.folded_seq(tables.open_dataset(run.table_location(t))) for t in fold.GATED}
+    return {t: journal.folded_seq(datasets.open_dataset(run.table_location(t))) for t in fold.GATED}
 
 
 def _log_small_run(base: str) -> tuple[art.Run, list[int]]:

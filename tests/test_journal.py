@@ -20,7 +20,7 @@ import pytest
 import artstore as art
 from artstore.log import fold, journal
 from artstore.schema import arrow_schema
-from artstore.storage import files, tables
+from artstore.storage import datasets, files, scans, writes
 from tests.conftest import tool_call_trajectory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def _reads(run: art.Run) -> tuple:
 
 
 def _raw(run: art.Run, table: str) -> int:
-    found = tables.scan(run.table_location(table), columns=["write_id"])
+    found = scans.scan(run.table_location(table), columns=["write_id"])
     return 0 if found is None else found.num_rows
 
 
@@ -132,7 +132,7 @@ def test_a_fold_that_died_after_its_append_doubles_nothing(tmp_path, monkeypatch
         _log(model, step)
     run = model.run
     before = _reads(run)
-    real, calls = tables.update_config, []
+    real, calls = writes.update_config, []
 
     def die_on_release(loc, updates, read_version):
         calls.append(updates)
@@ -140,7 +140,7 @@ def test_a_fold_that_died_after_its_append_doubles_nothing(tmp_path, monkeypatch
             raise _Died()
         return real(loc, updates, read_version)
 
-    monkeypatch.setattr(tables, "update_config", die_on_release)
+    monkeypatch.setattr(writes, "update_config", die_on_release)
     with pytest.raises(_Died):
         fold.fold(run.location)
     monkeypatch.undo()
@@ -156,14 +156,14 @@ def test_a_fold_that_died_after_its_append_doubles_nothing(tmp_path, monkeypatch
 _FOLDER = """
 import sys, time, random
 from artstore.log import fold
-from artstore.storage import tables
-real = tables.append
+from artstore.storage import datasets, scans, writes
+real = writes.append
 def slow(*a, **k):
     time.sleep(random.random() * 0.3)
     out = real(*a, **k)
     time.sleep(random.random() * 0.3)
     return out
-tables.append = slow
+writes.append = slow
 fold.LEASE_S = 0.0
 print("ready", flush=True)
 fold.fold(__import__("artstore").open_store(sys.argv[1]).run("p", "m").location)
@@ -200,7 +200,7 @@ def test_sigkill_at_any_point_of_a_fold_loses_and_doubles_nothing(tmp_path):
 def test_a_run_from_before_the_journal_keeps_writing_its_data_tables(tmp_path):
     model = _model(str(tmp_path))
     old = pa.schema([f for f in arrow_schema("logs") if f.name not in journal.PAYLOAD_COLUMNS])
-    tables.create(model.run.table_location("logs"), old.empty_table())  # as an older artstore made it
+    writes.create(model.run.table_location("logs"), old.empty_table())  # as an older artstore made it
     for step in range(3):
         _log(model, step)
     run = model.run
@@ -217,7 +217,7 @@ def test_compaction_drops_folded_payloads_and_a_reader_that_missed_the_fold_read
     run = model.run
     before = _reads(run)
     run.compact()  # folds, then compacts the journal: the folded logs' payloads go
-    stored = tables.scan(run.table_location("logs"), columns=["trajectories_ipc", "groups_ipc", "metric_names"])
+    stored = scans.scan(run.table_location("logs"), columns=["trajectories_ipc", "groups_ipc", "metric_names"])
     assert stored["trajectories_ipc"].null_count == stored["groups_ipc"].null_count == 10
     assert stored["metric_names"].null_count == 0  # history reads these
     assert _reads(run) == before
@@ -225,7 +225,7 @@ def test_compaction_drops_folded_payloads_and_a_reader_that_missed_the_fold_read
     # payloads gone and reads their rows from the tables.
     for t in ("trajectories", "groups", "metrics"):
         loc = run.table_location(t)
-        tables.update_config(loc, {journal.FOLDED: "-1"}, tables.latest_version(loc))
+        writes.update_config(loc, {journal.FOLDED: "-1"}, datasets.latest_version(loc))
     assert _reads(run) == before
 
 

@@ -8,7 +8,7 @@ import threading
 
 import artstore as art
 from artstore.log import registry
-from artstore.storage import files, tables
+from artstore.storage import files, scans
 
 
 def _log(base: str, project: str, name: str, step: int = 0) -> None:
@@ -24,7 +24,7 @@ def test_runs_come_from_the_registry_written_by_each_runs_first_log(tmp_path):
     store = art.open_store(base)
     assert [(r.project, r.name) for r in store.runs()] == [("a", "m1"), ("b", "m1"), ("b", "m2")]
     assert [(r.project, r.name) for r in store.runs(projects=["b"])] == [("b", "m1"), ("b", "m2")]
-    assert tables.count_rows(registry.location(store.location)) == 3
+    assert scans.count_rows(registry.location(store.location)) == 3
 
 
 def test_racing_first_logs_register_a_run_once(tmp_path):

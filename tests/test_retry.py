@@ -12,7 +12,7 @@ import artstore as art
 from artstore.log import commit as writer
 from artstore.log import journal
 from artstore.schema import arrow_schema
-from artstore.storage import compaction, files, tables
+from artstore.storage import compaction, datasets, files, fragments, keys, scans, writes
 from tests.conftest import tool_call_trajectory
 
 
@@ -27,7 +27,7 @@ def _groups(make_trajectory, offset=0.0):
 
 def _raw_rows(run: art.Run, table: str) -> int:
     """Rows physically in the table, visible or not."""
-    found = tables.scan(run.table_location(table), columns=["write_id"])
+    found = scans.scan(run.table_location(table), columns=["write_id"])
     return 0 if found is None else found.num_rows
 
 
@@ -91,7 +91,7 @@ def test_attempt_that_died_before_its_commit_is_invisible_and_its_retry_shows_on
 
     data = model.run.location.child("logs.lance", "data")
     written = len(files.list_dir(data))
-    monkeypatch.setattr(tables, "commit_files", die)
+    monkeypatch.setattr(writes, "commit_files", die)
     with pytest.raises(_Died):
         model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="crashy")
     monkeypatch.undo()
@@ -139,7 +139,7 @@ def test_threads_racing_to_log_the_same_id_commit_it_once(base_path, make_trajec
 
 
 def _ids_in_storage_order(run: art.Run) -> list[str]:
-    return tables.scan(run.table_location("logs"), columns=["write_id"])["write_id"].to_pylist()
+    return scans.scan(run.table_location("logs"), columns=["write_id"])["write_id"].to_pylist()
 
 
 def test_an_attempt_that_raced_past_the_look_up_loses_to_the_first_commit_for_every_reader(
@@ -178,13 +178,13 @@ def test_an_attempt_that_raced_past_the_look_up_loses_to_the_first_commit_for_ev
     visible()
     # compaction of the first two logs rows puts them after the loser's: storage order is not commit order
     loc = run.table_location("logs")
-    ds = tables.open_dataset(loc)
+    ds = datasets.open_dataset(loc)
     compaction._rewrite_sequenced(loc, ds, [ds.get_fragments()[:2]])
     storage = _ids_in_storage_order(run)
     assert len(storage) == 3 and storage[0] not in run.logs()["write_id"].to_pylist()  # the loser is first now
     visible()
     run.compact()  # the fold, then every table, the logs rows into one fragment
-    assert tables.fragment_count(loc) == 1
+    assert fragments.fragment_count(loc) == 1
     assert _raw_rows(run, "trajectories") == 8  # the fold copied the winners' rows only
     visible()
     assert model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="raced").created is False
@@ -195,10 +195,10 @@ def test_a_logs_table_made_before_first_commit_wins_keeps_its_unique_insert(base
     commit order there) goes on inserting its logs rows with Lance's unique merge_insert."""
     model = _model(base_path)
     old_schema = pa.schema([f for f in arrow_schema("logs")
-                            if f.name not in (*journal.PAYLOAD_COLUMNS, tables.SEQ)])
-    tables.create(model.run.table_location("logs"), old_schema.empty_table())  # as that artstore made it
+                            if f.name not in (*journal.PAYLOAD_COLUMNS, keys.SEQ)])
+    writes.create(model.run.table_location("logs"), old_schema.empty_table())  # as that artstore made it
     model.log_sync(_groups(make_trajectory), split="val", step=0, log_id="old")
-    assert tables.SEQ not in tables.open_dataset(model.run.table_location("logs")).schema.names
+    assert keys.SEQ not in datasets.open_dataset(model.run.table_location("logs")).schema.names
     real_winner = writer._winner
     monkeypatch.setattr(writer, "_winner", lambda run, log_id, version=None:
                         (None, 0, False, False) if version is None else real_winner(run, log_id, version))

@@ -17,7 +17,7 @@ import artstore as art
 from artstore.log import journal
 from artstore.records.message_columns import COLUMNS, dumps
 from artstore.schema import arrow_schema
-from artstore.storage import tables
+from artstore.storage import writes
 
 
 def _tool_trajectory(i: int) -> art.Trajectory:
@@ -91,18 +91,18 @@ def _v1_table() -> pa.Table:
     row = {f.name: None for f in fields} | {
         "log_id": "old", "write_id": "w-old", "split": "train", "step": 0, "trajectory_id": "old:0:0",
         "group_id": "old:0", "group_index": 0, "trajectory_index": 0, "reward": 1.0,
-        "messages": [{"role": "user", "raw": "{}"}], "recorded_at": tables.now_utc()}
+        "messages": [{"role": "user", "raw": "{}"}], "recorded_at": writes.now_utc()}
     return pa.Table.from_pylist([row], schema=pa.schema(fields))
 
 
 def test_a_version_1_table_is_refused_naming_the_version_and_what_to_do(model):
     # artstore 0.1.0 wrote a log's rows to the data tables: a logs table from before the journal
     logs_schema = pa.schema([f for f in arrow_schema("logs") if f.name not in journal.PAYLOAD_COLUMNS])
-    tables.create(model.run.table_location("logs"), logs_schema.empty_table())
+    writes.create(model.run.table_location("logs"), logs_schema.empty_table())
     model.log_sync([art.TrajectoryGroup([_tool_trajectory(0)])], step=0)
     loc = model.run.table_location("trajectories")
     shutil.rmtree(loc.uri)  # as artstore 0.1.0 left it: the same run, its table in the old layout
-    tables.append(loc, _v1_table())
+    writes.append(loc, _v1_table())
     with pytest.raises(art.SchemaVersionError, match="schema version 1.*version 2.*export-art"):
         model.run.groups(step=0)
     with pytest.raises(art.SchemaVersionError, match="schema version 1"):

@@ -50,12 +50,12 @@ def test_a_damaged_run_raises_a_storage_error_naming_the_table(tmp_path, make_tr
 
     from artstore.log import journal
     from artstore.schema import arrow_schema
-    from artstore.storage import tables
+    from artstore.storage import datasets, writes
 
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     if layout == "data tables":  # a run whose logs table predates the journal: rows go to the data tables
         old = pa.schema([f for f in arrow_schema("logs") if f.name not in journal.PAYLOAD_COLUMNS])
-        tables.create(model.run.table_location("logs"), old.empty_table())
+        writes.create(model.run.table_location("logs"), old.empty_table())
     for step in range(3):
         model.log_sync([art.TrajectoryGroup([make_trajectory(0.5, i) for i in range(2)])], split="train", step=step)
     store = art.open_store(tmp_path)
@@ -71,7 +71,7 @@ def test_a_damaged_run_raises_a_storage_error_naming_the_table(tmp_path, make_tr
     with pytest.raises(art.StorageError, match=table):  # and no new table hides it
         model.log_sync([art.TrajectoryGroup([make_trajectory(0.5, 9)])], split="train", step=9)
     if how == "tables deleted":
-        assert not tables.exists(run.table_location("trajectories"))
+        assert not datasets.exists(run.table_location("trajectories"))
 
     from typer.testing import CliRunner
 

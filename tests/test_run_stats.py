@@ -21,7 +21,7 @@ import artstore as art
 from artstore.cli import app
 from artstore.log import registry, run_stats, upkeep
 from artstore.read.sql import versions_read
-from artstore.storage import files, tables
+from artstore.storage import datasets, files, fragments, scans, writes
 from tests.test_sql import rollout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def test_stats_after_upkeep_match_what_the_run_reads(tmp_path):
     assert a["train_reward"] == history.filter(pc.is_valid(history["train/reward"]))["train/reward"][-1].as_py()
     assert json.loads(a["config"]) == run.config() and run.config()["model"] == {"lr": 0.1}
     assert 0 < a["size_bytes"] <= run.size_bytes()
-    assert a["logs_version"] == tables.latest_version(run.table_location("logs"))
+    assert a["logs_version"] == datasets.latest_version(run.table_location("logs"))
     assert (got["q/b"]["logs"], got["q/b"]["last_step"], got["q/b"]["val_reward"]) == (1, 7, 0.9)
     assert store.run_stats(projects=["q"])["model"].to_pylist() == ["b"]
 
@@ -75,7 +75,7 @@ def test_a_refresh_never_replaces_stats_with_older_ones(tmp_path):
     older = {**newest, "logs": 1, "last_step": 0, "logs_version": newest["logs_version"] - 2}
     assert not registry.write_stats(store.location, "p", "a", older)  # e.g. a slower writer's refresh
     assert _stats(store)["p/a"]["logs"] == 3
-    assert tables.count_rows(registry.location(store.location)) == 1  # one row per run, replaced in place
+    assert scans.count_rows(registry.location(store.location)) == 1  # one row per run, replaced in place
 
 
 def test_log_commits_nothing_to_the_registry_until_the_delayed_refresh(tmp_path, monkeypatch):
@@ -84,12 +84,12 @@ def test_log_commits_nothing_to_the_registry_until_the_delayed_refresh(tmp_path,
     m = art.Model(name="a", project="p", base_path=base, report_metrics=[])
     m.log_sync(None, split="val", step=0, metrics={"reward": 0.1})
     loc = registry.location(art.open_store(base).location)
-    registered = tables.latest_version(loc)  # the first log registered the run: one commit
+    registered = datasets.latest_version(loc)  # the first log registered the run: one commit
     for step in range(1, 6):
         m.log_sync(None, split="val", step=step, metrics={"reward": 0.1})
-    assert tables.latest_version(loc) == registered  # no log commits to the registry itself
+    assert datasets.latest_version(loc) == registered  # no log commits to the registry itself
     assert upkeep.wait(timeout=60)
-    assert tables.latest_version(loc) == registered + 1  # the six logs share one refresh
+    assert datasets.latest_version(loc) == registered + 1  # the six logs share one refresh
     assert _stats(art.open_store(base))["p/a"]["logs"] == 6
 
 
@@ -136,7 +136,7 @@ def test_artstore_runs_reads_only_the_registry(tmp_path, monkeypatch):
     # junk in a run's folder that a walk would trip over
     (tmp_path / "p" / "models" / "b" / "junk.lance").mkdir()
     opened: list[str] = []
-    real_open = tables.open_dataset
+    real_open = datasets.open_dataset
 
     def recording_open(loc, *args, **kwargs):
         opened.append(loc.uri)
@@ -145,7 +145,7 @@ def test_artstore_runs_reads_only_the_registry(tmp_path, monkeypatch):
     def no_walk(*args, **kwargs):
         raise AssertionError("artstore runs walked the store's files")
 
-    monkeypatch.setattr(tables, "open_dataset", recording_open)
+    monkeypatch.setattr(datasets, "open_dataset", recording_open)
     for name in ("walk", "size", "glob", "list_dir"):
         monkeypatch.setattr(files, name, no_walk)
     result = CliRunner().invoke(app, ["runs", "--store", base, "--format", "json"])
@@ -165,7 +165,7 @@ def test_a_registry_without_stats_is_listed_with_stats_computed_then_upgraded(tm
     store = art.open_store(base)
     loc = registry.location(store.location)
     files.delete(loc)  # as the registry's first version left it: no stats columns
-    tables.append(loc, pa.table({"project": ["p"], "model": ["a"], "registered_at": [tables.now_utc()]},
+    writes.append(loc, pa.table({"project": ["p"], "model": ["a"], "registered_at": [writes.now_utc()]},
                                 schema=pa.schema([f for f in registry.rows([]).schema][:3])))
     assert _stats(store)["p/a"]["val_reward"] == 0.25  # computed from the run: it has no stats stored
     m.log_sync(None, split="val", step=1, metrics={"reward": 0.5})
@@ -215,6 +215,6 @@ def test_the_registry_stays_compact_however_many_runs_refresh(tmp_path, monkeypa
         assert upkeep.wait(timeout=60)
     store = art.open_store(base)
     loc = registry.location(store.location)
-    assert tables.fragment_count(loc) <= upkeep.REGISTRY_MAX_FRAGMENTS + 1
+    assert fragments.fragment_count(loc) <= upkeep.REGISTRY_MAX_FRAGMENTS + 1
     assert [(r["model"], r["logs"]) for r in registry.read_stats(store.location).to_pylist()] == \
         [(n, 1) for n in names]

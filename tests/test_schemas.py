@@ -10,7 +10,7 @@ import pytest
 import artstore as art
 from artstore.log import fold
 from artstore.schema import PRIMARY_KEY_META, arrow_schema, field_doc, table_names, table_spec
-from artstore.storage import tables
+from artstore.storage import datasets
 from tests.conftest import tool_call_trajectory
 from tests.token_rows import token_rows
 
@@ -41,7 +41,7 @@ def test_every_schema_file_names_a_table_the_tests_write():
 def test_dataset_schema_is_its_schema_file_with_nullability_and_no_docs(run, table):
     if table not in WRITTEN_HERE:
         pytest.skip(f"no writer of {table!r} in this test")
-    ds = tables.open_dataset(run.table_location(table))
+    ds = datasets.open_dataset(run.table_location(table))
     assert ds is not None, f"{table}.lance was not written"
     expected = arrow_schema(table)
     actual = ds.schema

@@ -9,7 +9,7 @@ import pytest
 
 import artstore as art
 from artstore.log import fold
-from artstore.storage import Location, files, tables
+from artstore.storage import Location, datasets, files, scans
 from tests.conftest import tool_call_trajectory
 
 pytestmark = pytest.mark.s3
@@ -65,11 +65,11 @@ def test_nothing_the_store_writes_holds_a_secret(secret_store, caplog):
     fold.fold(run.location)  # the data tables too (a log's rows are in its logs row until then)
     # the logs table and every other table, row by row
     for table in art.open_store(bucket.uri, opts).table_names(run):
-        _clean(str(tables.scan(run.table_location(table)).to_pylist()))
+        _clean(str(scans.scan(run.table_location(table)).to_pylist()))
     # Lance's commit messages and transaction properties, version by version
     for table in ("trajectories", "logs", "checkpoints"):
         loc = run.table_location(table)
-        ds = tables.open_dataset(loc)
+        ds = datasets.open_dataset(loc)
         for v in ds.versions():
             _clean(repr(ds.read_transaction(v["version"])))
     # every object in the bucket, byte by byte

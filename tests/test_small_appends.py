@@ -13,7 +13,7 @@ import pytest
 import artstore as art
 from artstore.log import commit as writer
 from artstore.log import fold
-from artstore.storage import compaction, tables
+from artstore.storage import compaction, datasets, fragments, scans, writes
 from benchmarks.small_appends import compacted_copy, fill, log_groups, read_ms, report
 
 LOGS, PER_LOG = 2000, 8
@@ -51,7 +51,7 @@ def test_2000_small_logs_keep_fragments_and_versions_bounded_tags_readable_and_r
     assert run.history(as_of="early").num_rows == 10
     versions = run.versions()
     assert [v["version"] for v in versions if v["tags"] == ["early"]] == [run.tags()["early"]]
-    assert len(tables.versions(run.table_location("logs"))) <= MAX_MANIFESTS  # the physical ones
+    assert len(datasets.versions(run.table_location("logs"))) <= MAX_MANIFESTS  # the physical ones
     assert [v["version"] for v in versions] == list(range(1, versions[-1]["version"] + 1))  # all: the map
     assert run.logs(as_of=versions[-1]["version"]).num_rows == LOGS
 
@@ -127,7 +127,7 @@ def test_reads_keep_the_logged_order_when_compaction_moves_fragments(tmp_path, m
                     ids = [f.fragment_id for f in lance.dataset(uri).get_fragments()]
                     lance.dataset(uri).optimize.compact_files(target_rows_per_fragment=10**6,
                                                               excluded_fragment_ids=ids[keep])
-    physical = tables.scan(model.run.table_location("logs"), columns=["log_id"])["log_id"].to_pylist()
+    physical = scans.scan(model.run.table_location("logs"), columns=["log_id"])["log_id"].to_pylist()
     assert physical != sorted(physical, key=lambda x: int(x.split("-")[1]))  # the dataset's order moved
     order = [f"log-{i}" for i in range(8)]
     assert model.run.logs()["log_id"].to_pylist() == order
@@ -148,7 +148,7 @@ def test_concurrent_forced_compactions_retry_lost_races_and_all_finish(tmp_path,
     monkeypatch.setattr(writer, "MAINTAIN_EVERY", 10**9)  # leave every small fragment to the compactions
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     old = pa.schema([f for f in arrow_schema("logs") if f.name not in journal.PAYLOAD_COLUMNS])
-    tables.create(model.run.table_location("logs"), old.empty_table())  # one commit per table and log
+    writes.create(model.run.table_location("logs"), old.empty_table())  # one commit per table and log
     run = art.open_store(tmp_path).run("p", "m")
     for table in ("trajectories", "logs"):  # Lance's compaction, and the order-keeping rewrite
         for trial in range(2):
@@ -171,4 +171,4 @@ def test_concurrent_forced_compactions_retry_lost_races_and_all_finish(tmp_path,
                 t.join()
             assert errors == [], (table, trial)
     assert run.trajectories().num_rows == run.logs().num_rows == 12
-    assert tables.fragment_count(run.table_location("trajectories")) == 1
+    assert fragments.fragment_count(run.table_location("trajectories")) == 1

@@ -14,7 +14,7 @@ from artstore.log import fold
 from artstore.read import scan, small_tables
 from artstore.read import sql as sql_mod
 from artstore.read.sql import versions_read
-from artstore.storage import tables
+from artstore.storage import datasets, writes
 
 REWARDS = {  # (project, model) -> split -> step -> rewards per group
     ("p1", "a"): {"train": {0: [[0.1, 0.3], [0.5, 0.7]], 1: [[0.2, 0.4], [0.6, 1.0]]}, "val": {1: [[0.9, 0.8]]}},
@@ -161,7 +161,7 @@ def test_tokens_view_appears_when_a_run_has_a_tokens_table(tmp_path):
     with pytest.raises(art.SqlError, match="tokens"):
         s.sql("SELECT * FROM tokens")
     tokens = pa.table({"trajectory_id": ["t0", "t1"], "input_ids": [[1, 2, 3], [4, 5]], "advantage": [0.5, -0.5]})
-    tables.append(s.run("p", "n").table_location("tokens"), tokens)
+    writes.append(s.run("p", "n").table_location("tokens"), tokens)
     got = rows(s.sql("SELECT project, model, trajectory_id, len(input_ids), advantage FROM tokens ORDER BY ALL"))
     assert got == [("p", "n", "t0", 3, 0.5), ("p", "n", "t1", 2, -0.5)]
 
@@ -199,7 +199,7 @@ def test_rows_of_an_uncommitted_log_are_invisible(tmp_path):
     s = art.open_store(tmp_path)
     run = s.run("p", "m")
     orphan = run.read_table("trajectories").set_column(1, "write_id", pa.array(["crashed"] * 2))
-    tables.append(run.table_location("trajectories"), orphan)  # a writer died before its logs row
+    writes.append(run.table_location("trajectories"), orphan)  # a writer died before its logs row
     assert s.sql("SELECT count(*) FROM trajectories").column(0)[0].as_py() == 2
     assert s.sql("SELECT count(*) FROM messages").column(0)[0].as_py() == 10
 
@@ -407,7 +407,7 @@ def scans(monkeypatch):
     """Every table a query opened, as ('opened', run/table), and every scan DuckDB asked of Lance, as
     (run/table, columns, filter)."""
     recorded: list[tuple] = []
-    real = tables.arrow_dataset
+    real = datasets.arrow_dataset
     small_tables.clear()  # read again, not taken from what earlier queries kept
 
     def spy(loc, version=None, asof=None):
@@ -417,7 +417,7 @@ def scans(monkeypatch):
         recorded.append(("opened", where))
         return None if found is None else (_Recorder(found[0], where, recorded), found[1])
 
-    monkeypatch.setattr(scan.tables, "arrow_dataset", spy)
+    monkeypatch.setattr(scan.datasets, "arrow_dataset", spy)
     return recorded
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 import artstore as art
-from artstore.storage import tables
+from artstore.storage import writes
 from tests.test_sql import log_all
 
 TRIES = 20
@@ -36,7 +36,7 @@ def store(tmp_path_factory):
     crashed = run.read_table("trajectories")
     crashed = crashed.set_column(crashed.schema.get_field_index("write_id"), "write_id",
                                  pa.array(["crashed"] * crashed.num_rows))
-    tables.append(run.table_location("trajectories"), crashed)  # a writer died before its logs row
+    writes.append(run.table_location("trajectories"), crashed)  # a writer died before its logs row
     return path
 
 

@@ -16,7 +16,7 @@ import pytest
 import artstore as art
 from artstore.log import fold, registry, run_stats
 from artstore.read import scan
-from artstore.storage import tables
+from artstore.storage import writes
 
 SQL = "SELECT model, step, count(*) AS n, sum(reward) AS r FROM trajectories GROUP BY ALL ORDER BY ALL"
 
@@ -83,7 +83,7 @@ def test_rows_of_a_crashed_writer_are_filtered_although_the_registry_is_current(
     run = store.run("p", "a")
     orphans = run.read_table("trajectories").slice(0, 2)
     orphans = orphans.set_column(orphans.schema.get_field_index("write_id"), "write_id", pa.array(["crashed"] * 2))
-    tables.append(run.table_location("trajectories"), orphans)  # rows no committed log names
+    writes.append(run.table_location("trajectories"), orphans)  # rows no committed log names
     assert art.open_store(store.uri).sql(SQL).to_pylist() == _expected({"a": 2, "b": 2})
     assert logs_read == ["p/a"]
 

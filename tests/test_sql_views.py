@@ -19,7 +19,7 @@ from artstore.read import sql as sql_mod
 from artstore.read import view_datasets as views
 from artstore.read.scan import view_schema
 from artstore.read.views import VIEWS
-from artstore.storage import tables
+from artstore.storage import writes
 from tests.test_sql import log_all
 
 RUNS = {("email-search", "agent-001"): {"train": {0: [[0.1, 0.2, 0.3]], 1: [[0.4, 0.5, 0.6]]}},
@@ -38,7 +38,7 @@ def path(tmp_path_factory):
     crashed = run.read_table("trajectories")  # a writer died before its logs row: invisible rows
     crashed = crashed.set_column(crashed.schema.get_field_index("write_id"), "write_id",
                                  pa.array(["crashed"] * crashed.num_rows))
-    tables.append(run.table_location("trajectories"), crashed)
+    writes.append(run.table_location("trajectories"), crashed)
     return path
 
 

@@ -14,7 +14,7 @@ import artstore as art
 from artstore.log.commit import write_log
 from artstore.read import step_summary
 from artstore.read.run import Run
-from artstore.storage import tables
+from artstore.storage import writes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,7 +146,7 @@ def test_values_of_uncommitted_writes_do_not_count(model):
     orphan = run.read_table("metrics").slice(0, 1)
     orphan = orphan.set_column(orphan.schema.get_field_index("write_id"), "write_id", pa.array(["crashed"]))
     orphan = orphan.set_column(orphan.schema.get_field_index("value"), "value", pa.array([100.0]))
-    tables.append(run.table_location("metrics"), orphan)  # a writer died before its logs row
+    writes.append(run.table_location("metrics"), orphan)  # a writer died before its logs row
     step_summary._CACHE.clear()
     assert run.best_step() == 1
 

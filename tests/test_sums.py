@@ -25,7 +25,7 @@ import artstore as art
 from artstore.log import journal, sums, upkeep
 from artstore.records.metrics_builder import STATE_KEY
 from artstore.schema import arrow_schema
-from artstore.storage import compaction, tables
+from artstore.storage import compaction, datasets, scans, transactions, writes
 from tests.conftest import tool_call_trajectory
 
 
@@ -39,7 +39,7 @@ def _group(step: int, n: int = 8) -> art.TrajectoryGroup:
 
 def _versions(run_dir: Path) -> dict[str, int]:
     """{table: its latest Lance version} of every table under the run folder."""
-    return {p.name: tables.latest_version(art.open_store(str(run_dir)).location.child(p.name))
+    return {p.name: datasets.latest_version(art.open_store(str(run_dir)).location.child(p.name))
             for p in sorted(run_dir.glob("*.lance"))}
 
 
@@ -65,7 +65,7 @@ def test_each_small_log_after_the_first_is_one_commit_of_logs_and_reads_no_state
             after = _versions(run_dir)
             made = {t: after[t] - before.get(t, 0) for t in after if after[t] != before.get(t, 0)}
             logs = art.open_store(str(tmp_path)).location.child(*run_dir.relative_to(tmp_path).parts, "logs.lance")
-            messages = tables.commit_messages(logs, list(range(before["logs.lance"] + 1, after["logs.lance"] + 1)))
+            messages = transactions.commit_messages(logs, list(range(before["logs.lance"] + 1, after["logs.lance"] + 1)))
             ours = [v for v, m in messages.items() if (m or "").startswith("log ")]
             assert ours == [record.logs_version], (step, split, messages)
             # anything else is the upkeep this log asked for, in the background: never state or configs
@@ -148,7 +148,7 @@ def test_a_log_after_another_processs_logs_reads_each_of_their_journal_rows_once
     subprocess.run([sys.executable, "-c", OTHER_WRITER, str(tmp_path)], check=True, timeout=120,
                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     logs = a.run.location.child("logs.lance")
-    theirs = [f.fragment_id for f in tables.open_dataset(logs).get_fragments()][-3:]
+    theirs = [f.fragment_id for f in datasets.open_dataset(logs).get_fragments()][-3:]
     reads = _fragments_read(monkeypatch)
     a.metrics_builder("train").add_cost("train/judge", 1.0)
     record = a.log_sync(None, split="train", step=1, metrics={"loss": 1.0})
@@ -167,9 +167,9 @@ def test_a_log_after_another_processs_logs_reads_each_of_their_journal_rows_once
 def _compact_journal(model: art.Model) -> None:
     upkeep.wait()  # the background upkeep of the last log is done: this compaction makes a version
     logs = model.run.location.child("logs.lance")
-    before = tables.latest_version(logs)
+    before = datasets.latest_version(logs)
     compaction.maintain(logs, "logs", timedelta(days=1), force=True, cleanup=False)
-    assert tables.latest_version(logs) > before  # a compaction commit between two logs
+    assert datasets.latest_version(logs) > before  # a compaction commit between two logs
 
 
 def test_a_log_after_compactions_of_the_journal_reads_no_rows_and_keeps_exact_sums(tmp_path, monkeypatch):
@@ -263,20 +263,20 @@ def test_a_journal_from_before_the_delta_column_gains_it_and_keeps_its_stored_su
     m = _model(str(tmp_path))
     logs = m.run.table_location("logs")
     v2 = pa.schema([f for f in arrow_schema("logs") if f.name != journal.DELTA_COLUMN])
-    tables.create(logs, v2.empty_table())  # as artstore made a journal before this column
+    writes.create(logs, v2.empty_table())  # as artstore made a journal before this column
     sums.store_delta(m.run.location, {"add": {"costs/cum/all": [0.0, 3.0]}})  # its sums, in state.lance
-    old_state = tables.latest_version(m.run.table_location("state"))
+    old_state = datasets.latest_version(m.run.table_location("state"))
     m.metrics_builder("train").add_cost("train/judge", 1.0)
     record = m.log_sync([_group(1)], split="train", step=1)
     assert record.metrics["costs/cum/all"] == 4.0 and record.state_delta_stored
-    assert journal.DELTA_COLUMN in tables.open_dataset(logs).schema.names
-    assert tables.latest_version(m.run.table_location("state")) == old_state  # the delta went into the row
+    assert journal.DELTA_COLUMN in datasets.open_dataset(logs).schema.names
+    assert datasets.latest_version(m.run.table_location("state")) == old_state  # the delta went into the row
     assert _sums(_model(str(tmp_path)))["cum_state"]["costs/cum/all"] == 4.0
     # an older artstore appending a row without the column still can: its delta goes to state.lance
     row = m.run.logs().slice(0, 1).to_pylist()[0]
     old_row = {**{f.name: None for f in v2}, **{k: v for k, v in row.items() if k in v2.names},
                "log_id": "old-writer", "write_id": "w-old"}
-    tables.append(logs, pa.Table.from_pylist([old_row], schema=v2))
+    writes.append(logs, pa.Table.from_pylist([old_row], schema=v2))
     sums.store_delta(m.run.location, {"add": {"costs/cum/all": [3.0, 5.0]}})
     assert _sums(_model(str(tmp_path)))["cum_state"]["costs/cum/all"] == 6.0
     assert m.run.logs().num_rows == 2
@@ -285,12 +285,12 @@ def test_a_journal_from_before_the_delta_column_gains_it_and_keeps_its_stored_su
 def test_a_run_from_before_the_journal_keeps_its_sums_in_state(tmp_path):
     m = _model(str(tmp_path))
     old = pa.schema([f for f in arrow_schema("logs") if f.name not in journal.PAYLOAD_COLUMNS])
-    tables.create(m.run.table_location("logs"), old.empty_table())
+    writes.create(m.run.table_location("logs"), old.empty_table())
     for step in range(3):
         m.metrics_builder("train").add_cost("train/judge", 1.0)
         record = m.log_sync([_group(step, n=2)], split="train", step=step)
         assert not record.state_delta_stored and record.metrics["costs/cum/all"] == step + 1
-    stored = json.loads(tables.scan(m.run.table_location("state"), columns=["state"])["state"][-1].as_py())
+    stored = json.loads(scans.scan(m.run.table_location("state"), columns=["state"])["state"][-1].as_py())
     assert stored[STATE_KEY]["cum_state"]["costs/cum/all"] == 3.0
     assert _sums(_model(str(tmp_path)))["cum_state"]["costs/cum/all"] == 3.0
 

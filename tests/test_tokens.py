@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import artstore as art
 from artstore.schema import arrow_schema
-from artstore.storage import tables
+from artstore.storage import datasets
 from tests.token_rows import token_rows
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "tokens.json"
@@ -61,7 +61,7 @@ def test_schema_file_is_what_the_design_says():
 
 def test_stored_dataset_schema_is_the_schema_file(run):
     run.write_tokens(token_rows([3, 0, 5]))
-    ds = tables.open_dataset(run.table_location("tokens"))
+    ds = datasets.open_dataset(run.table_location("tokens"))
     expected = arrow_schema("tokens")
     assert ds.schema.equals(expected, check_metadata=True)
     for field in expected:  # per-field docs and the primary key marker survive the round trip

@@ -13,7 +13,7 @@ from pathlib import Path
 import artstore as art
 from artstore.log import commit as writer
 from artstore.log import fold
-from artstore.storage import compaction, tables
+from artstore.storage import compaction, datasets, fragments
 
 RETENTION = timedelta(0)  # every compaction makes a cleanup due (see _fresh_cleanups)
 
@@ -60,8 +60,8 @@ def test_cleanup_in_the_background_removes_the_versions_outside_the_window(base_
     for t in ("trajectories", "groups", "metrics", "logs"):
         loc = model.run.table_location(t)
         small = compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS if t == "logs" else compaction.COMPACT_AFTER_FRAGMENTS
-        assert 0 < tables.fragment_count(loc) < small, t  # compacted in the background
-        assert len(tables.versions(loc)) < _logs_until_compaction(), t  # and cleaned up
+        assert 0 < fragments.fragment_count(loc) < small, t  # compacted in the background
+        assert len(datasets.versions(loc)) < _logs_until_compaction(), t  # and cleaned up
     assert model.run.logs()["log_id"].to_pylist() == [f"l{i}" for i in range(_logs_until_compaction())]
 
 
@@ -121,7 +121,7 @@ def test_a_journal_is_compacted_and_cleaned_up_while_a_slow_job_holds_the_other_
             time.sleep(0.1)
         assert not gate.is_set()
         assert manifests() <= compaction.CLEANUP_AFTER_VERSIONS + 4  # not one per log
-        assert tables.fragment_count(loc) <= compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY  # not 48
+        assert fragments.fragment_count(loc) <= compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY  # not 48
     finally:
         gate.set()
     assert model.run.wait_for_upkeep(timeout=60)

@@ -15,7 +15,7 @@ import artstore as art
 from artstore.errors import VersionNotFoundError
 from artstore.log import upkeep
 from artstore.log.commit import write_log
-from artstore.storage import compaction, tables
+from artstore.storage import compaction, datasets
 
 NO_WINDOW = timedelta(0)
 
@@ -37,7 +37,7 @@ def test_log_with_retention_zero_never_raises_after_it_committed(tmp_path, inlin
         if i % 7 == 0:
             assert model.run.best_step() == i  # a cached summary, extended by each log
     assert model.run.logs()["log_id"].to_pylist() == [f"l{i}" for i in range(40)]
-    assert len(tables.versions(model.run.table_location("logs"))) < 40  # cleanup did run
+    assert len(datasets.versions(model.run.table_location("logs"))) < 40  # cleanup did run
 
 
 def test_best_step_rebuilds_when_its_cached_summary_version_was_cleaned_up(tmp_path, inline_cleanup):
@@ -45,12 +45,12 @@ def test_best_step_rebuilds_when_its_cached_summary_version_was_cleaned_up(tmp_p
     model.log_sync(None, split="val", step=0, metrics={"reward": 0.5})
     run = model.run
     assert run.best_step() == 0  # a summary cached at this version
-    cached = tables.latest_version(run.table_location("logs"))
+    cached = datasets.latest_version(run.table_location("logs"))
     for step in range(1, 30):  # another writer: the cache is not told; compaction and cleanup run
         write_log(run.location, [], split="val", step=step, metrics={"reward": step / 10},
                   retention=NO_WINDOW)
     with pytest.raises(VersionNotFoundError):
-        tables.open_dataset(run.table_location("logs"), version=cached)  # the cached version is gone
+        datasets.open_dataset(run.table_location("logs"), version=cached)  # the cached version is gone
     assert run.best_step() == 29
     assert run.step_summary().means("val/reward")[29] == pytest.approx(2.9)
 
@@ -62,7 +62,7 @@ def test_a_tag_set_while_cleanup_runs_keeps_its_version_or_raises(tmp_path, make
     for trial in range(6):
         for i in range(6):
             model.log_sync(art.TrajectoryGroup([make_trajectory(0.1, i)]), step=trial, log_id=f"t{trial}-{i}")
-        target = tables.latest_version(loc) - 2  # not the latest: cleanup may remove it
+        target = datasets.latest_version(loc) - 2  # not the latest: cleanup may remove it
         cleaner = threading.Thread(target=compaction.maintain, args=(loc, "logs", NO_WINDOW),
                                    kwargs={"compact": False, "force": False})
         compaction._last_cleanup.pop(loc.uri, None)

@@ -15,7 +15,7 @@ import pytest
 
 import artstore as art
 from artstore.errors import VersionNotFoundError
-from artstore.storage import Location, compaction, files, tables, version_map
+from artstore.storage import Location, compaction, datasets, files, version_map
 
 NO_WINDOW = timedelta(0)
 
@@ -74,7 +74,7 @@ def test_every_cleaned_version_answers_as_before_its_removal(store_location, mak
     before_time = _answers(store, run, at_time)
 
     _clean(uri, opts)
-    physical = [v["version"] for v in tables.versions(run.table_location("logs"))]
+    physical = [v["version"] for v in datasets.versions(run.table_location("logs"))]
     assert len(physical) < 3 < len(versions)  # cleanup removed them
     assert [v["version"] for v in run.versions()][: len(versions)] == versions  # still listed, from the map
     for v in versions:
@@ -86,7 +86,7 @@ def test_a_version_never_mapped_is_not_found(tmp_path, make_trajectory):
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     _log_steps(model, make_trajectory, range(2))
     _clean(str(tmp_path))
-    latest = tables.latest_version(model.run.table_location("logs"))
+    latest = datasets.latest_version(model.run.table_location("logs"))
     with pytest.raises(VersionNotFoundError):
         model.run.logs(as_of=latest + 5)
 
@@ -101,7 +101,7 @@ def test_a_checkpoints_pinned_logs_version_is_answered_after_cleanup(tmp_path, m
     _log_steps(model, make_trajectory, range(3, 6))
     _clean(str(tmp_path))
     with pytest.raises(VersionNotFoundError):
-        tables.open_dataset(run.table_location("logs"), version=pinned)
+        datasets.open_dataset(run.table_location("logs"), version=pinned)
     assert run.trajectories(as_of=pinned) == before
 
 
@@ -162,7 +162,7 @@ def test_the_map_merges_its_files_and_keeps_every_entry(tmp_path, make_trajector
     loc = model.run.table_location("logs")
     for i in range(version_map.MERGE_AFTER + 3):
         _log_steps(model, make_trajectory, range(i, i + 1))
-        recorded = tables.open_dataset(loc)  # (background upkeep may commit after it: compare with it)
+        recorded = datasets.open_dataset(loc)  # (background upkeep may commit after it: compare with it)
         version_map.record(loc, recorded)
     names = files.list_dir(loc.child(version_map.MAP_DIR))
     assert len(names) <= version_map.MERGE_AFTER
@@ -190,5 +190,5 @@ def test_the_versions_command_names_the_log_of_a_cleaned_up_version(tmp_path, ma
     assert {f"t{s}" for s in range(3)} | {f"v{s}" for s in range(3)} <= set(before.values())
     _clean(str(tmp_path))
     after = listed()
-    assert len(tables.versions(model.run.table_location("logs"))) < len(before)
+    assert len(datasets.versions(model.run.table_location("logs"))) < len(before)
     assert {v: after[v] for v in before} == before

@@ -15,7 +15,7 @@ import pytest
 import artstore as art
 from artstore.log import fold
 from artstore.log.commit import write_log
-from artstore.storage import tables
+from artstore.storage import writes
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_without_orphans_no_write_id_is_read(run, read_columns):
 
 def test_orphan_rows_are_filtered_by_write_id(run, read_columns):
     orphan = run.read_table("trajectories").slice(0, 2).set_column(1, "write_id", pa.array(["crashed"] * 2))
-    tables.append(run.table_location("trajectories"), orphan)  # a writer died before its logs row
+    writes.append(run.table_location("trajectories"), orphan)  # a writer died before its logs row
     read_columns.clear()
     assert run.read_table("trajectories", columns=["step"])["step"].to_pylist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert [r["n"] for r in run.store.sql(SQL).to_pylist()] == [2, 2, 2, 2]
@@ -116,7 +116,7 @@ def test_a_table_pinned_at_a_given_version_is_always_filtered(tmp_path, read_col
     fold.fold(model.run.location)
     run = art.open_store(tmp_path).run("p", "m")
     orphan = run.read_table("trajectories").slice(0, 2).set_column(1, "write_id", pa.array(["crashed"] * 2))
-    with_orphans = tables.append(run.table_location("trajectories"), orphan)
+    with_orphans = writes.append(run.table_location("trajectories"), orphan)
     _log(model, 3, [0.5, 0.5])
     logs = run.versions()[-1]["version"]
     as_of = {"p/m": {"logs": logs, "trajectories": with_orphans}}

@@ -32,7 +32,7 @@ from artstore.checkpoints.table import CheckpointTable
 from artstore.errors import RetentionError
 from artstore.read.step_summary import StepSummary
 from artstore.schema import arrow_schema
-from artstore.storage import Location, files, tables
+from artstore.storage import Location, files, scans, writes
 
 
 class Run(Protocol):
@@ -77,13 +77,13 @@ class RetentionLog:
     def _append(self, kind: str, **fields: object) -> str:
         event_id = uuid.uuid4().hex
         row = {"event_id": event_id, "kind": kind, "intent_id": None, "step": None, "steps": None,
-               "note": None, "payload": None, "created_at": tables.now_utc(), **fields}
-        tables.append(self.location, pa.Table.from_pylist([row], schema=arrow_schema("retention")),
+               "note": None, "payload": None, "created_at": writes.now_utc(), **fields}
+        writes.append(self.location, pa.Table.from_pylist([row], schema=arrow_schema("retention")),
                       f"retention {kind}")
         return event_id
 
     def events(self, kind: str | None = None) -> list[dict]:
-        found = tables.scan(self.location, filter=None if kind is None else f"kind = '{kind}'")
+        found = scans.scan(self.location, filter=None if kind is None else f"kind = '{kind}'")
         if found is None:
             return []
         rows = found.to_pylist()
@@ -241,7 +241,7 @@ def abandon_stale_saves(run: Run, delete_files: DeleteFiles, lease: timedelta = 
     ago and whose files have not changed for as long (no writer is alive: a killed save): delete
     its files and mark its row deleted, saying why. Returns those steps."""
     table = run.checkpoints_table()
-    cutoff = tables.now_utc() - lease
+    cutoff = writes.now_utc() - lease
     stale = [c for c in table.list() if c.status == "saving" and c.created_at < cutoff]
     abandoned: dict[int, str] = {}
     for c in stale:

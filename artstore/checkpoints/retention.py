@@ -40,7 +40,7 @@ from artstore.checkpoints.table import Checkpoint
 from artstore.errors import RetentionError, ValidationError
 from artstore.read.step_summary import StepSummary
 from artstore.sizes import format_size, parse_size  # noqa: F401  (parse_size: imported from here by callers)
-from artstore.storage import tables
+from artstore.storage import writes
 
 _FROZEN = pydantic.ConfigDict(extra="forbid", frozen=True)
 
@@ -371,7 +371,7 @@ def make_plan(
             decisions.append(_decision(c, "keep", keep[c.step]))
         else:
             decisions.append(_decision(c, "delete", ["kept by no rule: " + "; ".join(missed[c.step])]))
-    return Plan(run=run, policy=policy, decisions=decisions, created_at=tables.now_utc(), blocked=blocked,
+    return Plan(run=run, policy=policy, decisions=decisions, created_at=writes.now_utc(), blocked=blocked,
                 warnings=warnings)
 
 

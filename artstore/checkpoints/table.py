@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from artstore.errors import CheckpointError
 from artstore.schema import arrow_schema
-from artstore.storage import Location, files, tables
+from artstore.storage import Location, files, scans, writes
 
 STATUSES = ("saving", "ready", "deleted")
 
@@ -67,7 +67,7 @@ class CheckpointTable:
 
     def table(self) -> pa.Table:
         """Every checkpoint row, ordered by step."""
-        found = tables.scan(self.location)
+        found = scans.scan(self.location)
         if found is None:
             return arrow_schema("checkpoints").empty_table()
         return found.sort_by("step")
@@ -76,7 +76,7 @@ class CheckpointTable:
         return [Checkpoint.from_row(r) for r in self.table().to_pylist()]
 
     def get(self, step: int) -> Checkpoint | None:
-        found = tables.scan(self.location, filter=f"step = {int(step)}")
+        found = scans.scan(self.location, filter=f"step = {int(step)}")
         return Checkpoint.from_row(found.to_pylist()[0]) if found is not None and found.num_rows else None
 
     def latest(self, status: str = "ready") -> Checkpoint | None:
@@ -85,7 +85,7 @@ class CheckpointTable:
 
     def _upsert(self, rows: Iterable[Checkpoint]) -> None:
         table = pa.Table.from_pylist([c.to_row() for c in rows], schema=arrow_schema("checkpoints"))
-        tables.upsert(self.location, table, "step")
+        writes.upsert(self.location, table, "step")
 
     def begin(self, step: int, *, base_model: str | None = None, table_versions: Mapping[str, int] | None = None,
               uri: str | None = None, linked: bool = False) -> Checkpoint:
@@ -96,7 +96,7 @@ class CheckpointTable:
         c = Checkpoint(
             step=step, uri=self.location_of(uri).uri if uri else self.files_location(step).uri, status="saving", size_bytes=None,
             base_model=base_model, table_versions=dict(table_versions or {}), linked=linked,
-            created_at=tables.now_utc(), ready_at=None, deleted_at=None, deleted_reason=None, deleted_by_policy=None,
+            created_at=writes.now_utc(), ready_at=None, deleted_at=None, deleted_reason=None, deleted_by_policy=None,
         )
         self._upsert([c])
         return c
@@ -118,7 +118,7 @@ class CheckpointTable:
             if not name.isdigit() or int(name) in known:
                 continue
             loc = self.files_location(int(name))
-            now = tables.now_utc()
+            now = writes.now_utc()
             found.append(Checkpoint(step=int(name), uri=loc.uri, status="ready", size_bytes=files.size(loc),
                                     base_model=None, table_versions={}, linked=False, created_at=now,
                                     ready_at=now, deleted_at=None, deleted_reason=None, deleted_by_policy=None))
@@ -142,13 +142,13 @@ class CheckpointTable:
             raise CheckpointError(f"no checkpoint {step} in {self.run_location.uri}: call begin() first")
         if size_bytes is None:
             size_bytes = files.size(self.location_of(c.uri))
-        ready = Checkpoint(**{**c.__dict__, "status": "ready", "size_bytes": size_bytes, "ready_at": tables.now_utc()})
+        ready = Checkpoint(**{**c.__dict__, "status": "ready", "size_bytes": size_bytes, "ready_at": writes.now_utc()})
         self._upsert([ready])
         return ready
 
     def mark_deleted(self, steps: Mapping[int, str], policy: str | None = None) -> None:
         """Mark checkpoints deleted, each with its reason; rows stay."""
-        now = tables.now_utc()
+        now = writes.now_utc()
         rows = []
         for step, reason in steps.items():
             c = self.get(step)

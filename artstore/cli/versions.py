@@ -37,11 +37,11 @@ def versions(run: RunArgument, store: StoreOption = ".art", storage_option: Stor
     """
     import pyarrow as pa
 
-    from artstore.storage import tables, version_map
+    from artstore.storage import transactions, version_map
 
     r = get_run(get_store(store, storage_option), run)
     listed = r.versions()
-    messages = tables.commit_messages(r.table_location("logs"), [v["version"] for v in listed])
+    messages = transactions.commit_messages(r.table_location("logs"), [v["version"] for v in listed])
     committed = r.logs().select(["log_id", "step", "split", "commit_seq"]).to_pylist()
     logs = {row["log_id"]: row for row in committed}
     # a version only the map holds (cleaned up): the log whose sequence is its largest fragment

@@ -44,7 +44,18 @@ from artstore.records.encoding import check_stored_layout, encode_groups
 from artstore.records.numbers import as_int64
 from artstore.records.trajectory import Trajectory, TrajectoryGroup, check_reward
 from artstore.schema import arrow_schema
-from artstore.storage import Location, barrier, compaction, handles, keys, tables
+from artstore.storage import (
+    Location,
+    barrier,
+    compaction,
+    data_files,
+    datasets,
+    failures,
+    handles,
+    keys,
+    scans,
+    writes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +138,9 @@ def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dic
     the table reads first-commit-wins: False for a logs table made by merge_insert, without
     `commit_seq`, whether the run's logs are a journal: True for a run without logs yet)."""
     loc = run.child("logs.lance")
-    for attempt in range(tables.VANISHED_RETRIES + 1):
+    for attempt in range(failures.VANISHED_RETRIES + 1):
         try:
-            ds = tables.open_latest(loc) if version is None else tables.open_dataset(loc, version=version)
+            ds = datasets.open_latest(loc) if version is None else datasets.open_dataset(loc, version=version)
         except VersionNotFoundError:
             # A cleanup beside us removed that version (a short window). The first committed row
             # of a log_id never changes once committed, so the latest version answers the same.
@@ -139,13 +150,13 @@ def _winner(run: Location, log_id: str, version: int | None = None) -> tuple[dic
             return None, 0, True, True
         schema = ds.schema  # built anew at each access (~30 us)
         try:
-            if version is None and tables.SEQ in schema.names and not keys.may_hold(loc, ds, "log_id", log_id):
+            if version is None and keys.SEQ in schema.names and not keys.may_hold(loc, ds, "log_id", log_id):
                 return None, ds.version, True, journal.is_journal(schema)  # a new id (the common case)
             found = keys.first_per_key(loc, ds, "log_id", filter=f"log_id = {sql_quote(log_id)}")
-            return ((found.to_pylist()[0] if found.num_rows else None), ds.version, tables.SEQ in schema.names,
+            return ((found.to_pylist()[0] if found.num_rows else None), ds.version, keys.SEQ in schema.names,
                     journal.is_journal(schema))
         except StorageError as e:  # a cleanup beside us removed files of the version opened
-            if version is not None or attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
+            if version is not None or attempt == failures.VANISHED_RETRIES or not failures.vanished(e):
                 raise
     raise AssertionError("unreachable")
 
@@ -154,7 +165,7 @@ def _record(run: Location, row: dict[str, Any]) -> LogRecord:
     if row.get("metric_names") is not None:  # a journal row holds its metrics
         values = dict(zip(row["metric_names"], row["metric_values"], strict=True))
     else:
-        m = tables.scan(run.child("metrics.lance"), columns=["name", "value"],
+        m = scans.scan(run.child("metrics.lance"), columns=["name", "value"],
                         filter=f"write_id = {sql_quote(row['write_id'])}")
         values = dict(zip(*m.to_pydict().values(), strict=True)) if m else {}
     return LogRecord(
@@ -171,8 +182,8 @@ def _alone(logs: Location, log_id: str, fragments: list, version: int) -> bool:
     (compaction writes new files), so then no other attempt of the id committed before ours.
     Our version as the commit left it held (no open) reads no commit made after ours."""
     ds = handles.held(logs, version)
-    ds = ds if ds is not None else tables.open_latest(logs)
-    ours = {tables.first_file(f) for f in fragments if f.data_files()}
+    ds = ds if ds is not None else datasets.open_latest(logs)
+    ours = {data_files.first_file(f) for f in fragments if f.data_files()}
     return ds is not None and bool(ours) and keys.key_files(logs, ds, "log_id", log_id) == ours
 
 
@@ -188,7 +199,7 @@ def _discard(run: Location, written: Mapping[str, list]) -> None:
     version names are invisible, and Lance's cleanup removes them after its safety window)."""
     for name, fragments in written.items():
         try:
-            tables.discard_files(run.child(f"{name}.lance"), fragments)
+            writes.discard_files(run.child(f"{name}.lance"), fragments)
         except ArtstoreError as e:
             logger.warning("could not delete the uncommitted files of %s: %s", name, e)
 
@@ -229,8 +240,8 @@ def _unqueued(start: Any, fn: Any, *args: Any) -> Any:
 def _commit_tables(run: Location, pool: ThreadPoolExecutor, rows: Mapping[str, pa.Table], message: str) -> dict[str, int]:
     """A run whose logs table predates the journal: write and commit the log's rows to each data
     table (one commit each); the table versions made."""
-    written = {name: pool.submit(tables.write_files, run.child(f"{name}.lance"), t) for name, t in rows.items()}
-    commits = {name: pool.submit(tables.commit_files, run.child(f"{name}.lance"), future.result(),
+    written = {name: pool.submit(writes.write_files, run.child(f"{name}.lance"), t) for name, t in rows.items()}
+    commits = {name: pool.submit(writes.commit_files, run.child(f"{name}.lance"), future.result(),
                                  rows[name].schema, message,
                                  before_create=functools.partial(_refuse_recreate, run, name))
                for name, future in written.items()}
@@ -260,19 +271,19 @@ def _refuse_recreate(run: Location, table: str) -> None:
     """StorageError when `table` is about to be created although the run's committed logs name
     rows of it (its files were deleted): a new table would hide the damage."""
     logs_loc = run.child("logs.lance")
-    logs = tables.open_dataset(logs_loc)
+    logs = datasets.open_dataset(logs_loc)
     if logs is not None:
         check_present(run.child(f"{table}.lance"), table, committed_logs(logs_loc, logs, GATE_COLUMNS), None)
 
 
 def commit_log(run: Location, row: pa.Table, first_commit_wins: bool, read_version: int = 0) -> tuple[bool, int]:
     """Append the logs row `row` (one commit, on `read_version` when the caller just read the
-    logs at it: see `tables.commit_files`); returns (appended, version). A logs table made before
+    logs at it: see `writes.commit_files`); returns (appended, version). A logs table made before
     first-commit-wins keeps its merge_insert, which appends nothing when the id is there."""
     loc = run.child("logs.lance")
     if first_commit_wins:
-        return True, tables.append(loc, row, f"log {row['log_id'][0]}", read_version=read_version or None)
-    return tables.insert_unique(loc, row.drop_columns([tables.SEQ]), "log_id")
+        return True, writes.append(loc, row, f"log {row['log_id'][0]}", read_version=read_version or None)
+    return writes.insert_unique(loc, row.drop_columns([keys.SEQ]), "log_id")
 
 
 def write_log(
@@ -302,7 +313,7 @@ def write_log(
     `state_delta`: what the log added to the model's running sums (`artstore.log.sums`), stored
     in the log's journal row, all or nothing with it (`LogRecord.state_delta_stored` says so; a
     run whose logs table is not a journal cannot hold it). A journal made before the column
-    existed gains it first (`tables.add_null_columns`: once per run, a change of the schema only).
+    existed gains it first (`writes.add_null_columns`: once per run, a change of the schema only).
     Old versions go after `retention`; a journal run's logs and data tables after the shorter of
     it and `reader_window` (`upkeep.DEFAULT_READER_WINDOW`). `commit_mode` "group" (None: the
     ARTSTORE_COMMIT variable, else "sync") queues a journal run's new log for a group commit
@@ -326,7 +337,7 @@ def write_log(
     if not groups and not values:
         raise ValidationError("trajectories", "nothing to log: give trajectory groups and/or metrics=")
     if recorded_at is None:
-        recorded_at = tables.now_utc()
+        recorded_at = writes.now_utc()
     elif recorded_at.tzinfo is None:
         raise ValidationError("recorded_at", "must be timezone-aware (UTC)")
     write_id = uuid.uuid4().hex
@@ -356,7 +367,7 @@ def write_log(
         # The journal row's data file is written while the id is looked up: uncommitted, no
         # reader sees it, and a retry (the id is there) deletes it, so it still stores nothing.
         logs_loc = run.child("logs.lance")
-        row_files = None if group else start(tables.write_files, logs_loc, commit)
+        row_files = None if group else start(writes.write_files, logs_loc, commit)
         try:
             existing, looked_at, first_commit_wins, is_journal = lookup.result()
             if group and existing is None and is_journal and first_commit_wins:
@@ -366,14 +377,14 @@ def write_log(
                     write_id=write_id), retention, min(retention, reader_window),
                     register=functools.partial(_register, run) if looked_at == 0 else None)
             if row_files is None:  # group mode, a retry or a logs table before the journal: as sync
-                row_files = _Later(list) if existing is not None else _Later(tables.write_files, logs_loc, commit)
+                row_files = _Later(list) if existing is not None else _Later(writes.write_files, logs_loc, commit)
             try:
                 row_fragments = row_files.result()
             except StorageError:
                 if not is_journal:
                     row_fragments = []  # a logs table before the journal refuses a journal row
                 elif journal.add_delta_column(logs_loc):  # a journal from before state_delta
-                    row_fragments = tables.write_files(logs_loc, commit)
+                    row_fragments = writes.write_files(logs_loc, commit)
                 else:
                     raise
             if existing is not None or not is_journal:
@@ -385,7 +396,7 @@ def write_log(
             message = f"log {log_id} ({split}, step {step})"
             if is_journal:  # one commit: the journal row holds the log's rows
                 versions: dict[str, int] = {}
-                inserted, logs_version = True, tables.commit_files(
+                inserted, logs_version = True, writes.commit_files(
                     logs_loc, row_fragments, commit.schema, message, read_version=looked_at or None)
             else:
                 versions = _commit_tables(run, pool, _table_rows(traj, grp, values, log_id, write_id, split, step,
@@ -442,7 +453,7 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
         # table's compaction while logs keep coming) that the table has MAX_FRAGMENTS: then here
         # (when a compaction of it runs, after it lands, once MAINTAIN_EVERY more logs came), which
         # bounds the fragments however fast logs come.
-        count = (tables.committed_fragments(loc, version) or 0) if background else 0
+        count = (writes.committed_fragments(loc, version) or 0) if background else 0
         wait = CROWDED_WAIT_S if count >= MAX_FRAGMENTS + MAINTAIN_EVERY else 0.0  # far behind: wait
         if count >= MAX_FRAGMENTS and upkeep.take_over(loc, timeout=wait):
             pass

@@ -20,7 +20,7 @@ import pydantic_core
 
 from artstore.errors import ValidationError
 from artstore.schema import arrow_schema
-from artstore.storage import Location, tables
+from artstore.storage import Location, scans, writes
 
 SOURCES = ("model", "train")
 
@@ -40,7 +40,7 @@ class ConfigLog:
 
     def rows(self, before: datetime | None = None) -> list[dict[str, Any]]:
         """Every stored configuration (recorded before `before`, when given), oldest first."""
-        found = tables.scan(self.location)
+        found = scans.scan(self.location)
         if found is None:
             return []
         rows = sorted(found.to_pylist(), key=lambda r: r["recorded_at"])  # stable: ties keep commit order
@@ -65,6 +65,6 @@ class ConfigLog:
         if last == config_json:
             return False
         row = {"config_id": uuid.uuid4().hex, "source": source, "step": step, "config": config_json,
-               "recorded_at": tables.now_utc()}
-        tables.append(self.location, pa.Table.from_pylist([row], schema=arrow_schema("configs")), f"config {source}")
+               "recorded_at": writes.now_utc()}
+        writes.append(self.location, pa.Table.from_pylist([row], schema=arrow_schema("configs")), f"config {source}")
         return True

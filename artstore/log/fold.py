@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 from artstore.errors import StorageError
 from artstore.log import journal
 from artstore.log.visibility import GATED, ROW_COUNTS
-from artstore.storage import Location, compaction, keys, tables
+from artstore.storage import Location, compaction, datasets, failures, keys, scans, writes
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def fold(run: Location, *, max_logs: int | None = None) -> dict[str, int]:
     folded}. A run whose `logs` is not a journal has nothing to fold. Safe beside writers,
     readers and other folders (see the module doc); an error is logged and left to the next fold."""
     logs_loc = run.child("logs.lance")
-    ds = tables.open_latest(logs_loc)
+    ds = datasets.open_latest(logs_loc)
     if ds is None or not journal.is_journal(ds.schema):
         return {}
     try:
@@ -92,7 +92,7 @@ def _claimed(ds: Any, now: float) -> bool:
 def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) -> dict[str, int]:
     done = dict.fromkeys(GATED, 0)
     locs = {t: run.child(f"{t}.lance") for t in GATED}
-    data = {t: tables.open_latest(locs[t]) for t in GATED}
+    data = {t: datasets.open_latest(locs[t]) for t in GATED}
     now = time.time()
     if any(d is not None and _claimed(d, now) for d in data.values()):
         return done  # another folder is at it
@@ -106,11 +106,11 @@ def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) ->
         todo = todo.slice(0, max_logs)
     if todo.num_rows == 0:
         return done
-    upto = pc.max(todo[tables.SEQ]).as_py()
+    upto = pc.max(todo[keys.SEQ]).as_py()
     lock = next((t for t in GATED if data[t] is not None), None)
     claimed = None
     if lock is not None:
-        claimed = tables.update_config(locs[lock], {CLAIM: f"{uuid.uuid4().hex} {time.time():.3f}"},
+        claimed = writes.update_config(locs[lock], {CLAIM: f"{uuid.uuid4().hex} {time.time():.3f}"},
                                        data[lock].version)
         if claimed is None:
             return done  # another folder claimed it first
@@ -119,14 +119,14 @@ def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) ->
         release: dict[str, tuple[int, int]] = {}  # table -> (version to commit FOLDED on, rows then)
         for t in GATED:
             loc, d = locs[t], data[t]
-            mine = todo if d is None or folded[t] <= lo else todo.filter(pc.greater(todo[tables.SEQ], folded[t]))
+            mine = todo if d is None or folded[t] <= lo else todo.filter(pc.greater(todo[keys.SEQ], folded[t]))
             if d is not None:
                 count = d.count_rows()
                 if d.config().get(ROWS) != str(count):  # a fold killed after its append (or a store from before ROWS)
                     mine = _not_yet_in(loc, mine)
                 rows = _rows(t, mine)
                 if rows.num_rows:
-                    tables.append(loc, rows, f"fold of {mine.num_rows} logs", read_version=d.version)
+                    writes.append(loc, rows, f"fold of {mine.num_rows} logs", read_version=d.version)
                 release[t] = (claimed if t == lock else d.version, count + rows.num_rows)
             else:
                 if lo > -1 and pc.any(pc.greater(mine[ROW_COUNTS[t]], 0)).as_py():
@@ -134,7 +134,7 @@ def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) ->
                 rows = _rows(t, mine)
                 if not rows.num_rows:
                     continue  # nothing to write into a table that does not exist yet
-                version = tables.create(loc, rows, f"fold of {mine.num_rows} logs")
+                version = writes.create(loc, rows, f"fold of {mine.num_rows} logs")
                 if version is None:
                     continue  # another folder created it first: the next fold goes on from there
                 release[t] = (version, rows.num_rows)
@@ -142,13 +142,13 @@ def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) ->
         for t in sorted(release, key=lambda t: t == lock):  # the lock table's last: it clears the claim
             version, count = release[t]
             updates = {journal.FOLDED: str(upto), ROWS: str(count), **({CLAIM: ""} if t == lock else {})}
-            if tables.update_config(locs[t], updates, version) is None:
+            if writes.update_config(locs[t], updates, version) is None:
                 logger.warning("fold of %s lost its claim (older than %.0f s)", locs[t].redact(locs[t].uri), LEASE_S)
                 done[t] = 0
     except Exception:
         if claimed is not None:  # failed midway: free the run for the next fold (it checks ROWS)
             try:
-                tables.update_config(locs[lock], {CLAIM: ""}, claimed)
+                writes.update_config(locs[lock], {CLAIM: ""}, claimed)
             except StorageError:
                 pass  # the claim's lease frees it
         raise
@@ -174,8 +174,8 @@ def _earlier(logs_loc: Location, logs: Any, table: str, lo: int) -> pa.Table:
     """The committed logs up to sequence `lo` with rows of `table`, which does not exist yet, as
     `_with_payloads` gives them (a store whose fold once created the other tables only; one
     whole read of the journal, once per table)."""
-    found = keys.first_per_key(logs_loc, logs, "log_id", columns=[*_LOG_COLUMNS, tables.SEQ], with_address=True)
-    found = found.filter(pc.and_(pc.less_equal(found[tables.SEQ], lo), pc.greater(found[ROW_COUNTS[table]], 0)))
+    found = keys.first_per_key(logs_loc, logs, "log_id", columns=[*_LOG_COLUMNS, keys.SEQ], with_address=True)
+    found = found.filter(pc.and_(pc.less_equal(found[keys.SEQ], lo), pc.greater(found[ROW_COUNTS[table]], 0)))
     return _with_payloads(logs_loc, logs, found)
 
 
@@ -185,7 +185,7 @@ def _not_yet_in(loc: Location, todo: pa.Table) -> pa.Table:
         return todo
     ids = todo["write_id"].to_pylist()
     where = "write_id IN (" + ", ".join("'" + i + "'" for i in ids) + ")"
-    present = tables.scan(loc, columns=["write_id"], filter=where)
+    present = scans.scan(loc, columns=["write_id"], filter=where)
     if present is None or present.num_rows == 0:
         return todo
     return todo.filter(pc.invert(pc.is_in(todo["write_id"], value_set=pc.unique(present["write_id"]))))
@@ -193,7 +193,7 @@ def _not_yet_in(loc: Location, todo: pa.Table) -> pa.Table:
 
 def stats(run: Location) -> dict[str, Any]:
     """{table: FOLDED} of the run's data tables (-1: nothing folded): for tests and benchmarks."""
-    return {t: journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED}
+    return {t: journal.folded_seq(datasets.open_dataset(run.child(f"{t}.lance"))) for t in GATED}
 
 
 _CLEAN: dict[str, set[tuple[int, str]]] = {}  # journal uri -> fragments known to hold no payload (id, file)
@@ -205,19 +205,19 @@ def drop_payloads(run: Location) -> int:
     keeps only its logs' records and metric values, whatever the compaction tiers would wait
     for. Returns the fragments rewritten (0: none, or another compaction won the race)."""
     logs_loc = run.child("logs.lance")
-    ds = tables.open_dataset(logs_loc)
+    ds = datasets.open_dataset(logs_loc)
     if ds is None or not journal.is_journal(ds.schema):
         return 0
-    upto = min(journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED)
+    upto = min(journal.folded_seq(datasets.open_dataset(run.child(f"{t}.lance"))) for t in GATED)
     clean = _CLEAN.setdefault(logs_loc.uri, set())
     todo, current = [], set()
-    with tables.storage_errors(logs_loc, "read"):
+    with failures.storage_errors(logs_loc, "read"):
         for f in ds.get_fragments():
             key = (f.fragment_id, f.data_files()[0].path if f.data_files() else "")
             current.add(key)
             if key in clean:
                 continue
-            seq = pc.max(pc.fill_null(f.to_table(columns=[tables.SEQ])[tables.SEQ], f.fragment_id)).as_py()
+            seq = pc.max(pc.fill_null(f.to_table(columns=[keys.SEQ])[keys.SEQ], f.fragment_id)).as_py()
             if seq is None or seq > upto:
                 continue  # holds a log not folded everywhere yet
             # (not LanceFragment.count_rows(filter): beside other scans of the process it hung in Lance)
@@ -247,8 +247,8 @@ def drop_folded_payloads(run: Location) -> Any:
 
     def rewrite(rows: pa.Table) -> pa.Table:
         if not upto:
-            upto.append(min(journal.folded_seq(tables.open_dataset(run.child(f"{t}.lance"))) for t in GATED))
-        folded = pc.less_equal(rows[tables.SEQ], upto[0])
+            upto.append(min(journal.folded_seq(datasets.open_dataset(run.child(f"{t}.lance"))) for t in GATED))
+        folded = pc.less_equal(rows[keys.SEQ], upto[0])
         for name in journal.IPC_COLUMN.values():
             if name not in rows.column_names:  # a logs table from before the journal
                 continue

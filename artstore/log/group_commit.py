@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 from artstore.errors import ArtstoreError, StorageError, ValidationError
 from artstore.log import fold, idle_fold, journal, upkeep
 from artstore.names import sql_quote
-from artstore.storage import Location, barrier, handles, keys, pending, tables
+from artstore.storage import Location, barrier, datasets, handles, keys, pending, writes
 
 logger = logging.getLogger(__name__)
 
@@ -295,13 +295,13 @@ def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> t
             raise
         fragments = pending.write_row_fragments(logs, rows)
     before = handles.held(logs)
-    top_before = max(tables.fragment_ids(before), default=0) if before is not None else 0
-    version = tables.commit_files(logs, fragments, rows.schema, f"group commit of {len(items)} logs")
+    top_before = max(fragments.fragment_ids(before), default=0) if before is not None else 0
+    version = writes.commit_files(logs, fragments, rows.schema, f"group commit of {len(items)} logs")
     for fragment, item in zip(fragments, items, strict=True):  # no later look-up reads them back
         keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
     committed = handles.held(logs, version)
     if committed is None and queue is not None:  # the commit that created the journal holds no handle
-        committed = tables.open_dataset(logs, version=version)
+        committed = datasets.open_dataset(logs, version=version)
     if queue is not None and committed is not None:
         with _COND:
             queue.commits.append((version, committed.count_rows(), [i.record.write_id for i in items]))
@@ -320,7 +320,7 @@ def _after(run: Location, items: list[_Item], version: int, top_before: int) -> 
         commit.maintain(run, {"logs": version}, window, background=True)
     except ArtstoreError as e:
         logger.warning("maintenance of %s skipped: %s", logs.redact(logs.uri), e)
-    top = tables.committed_seq_hi(logs, version)
+    top = writes.committed_seq_hi(logs, version)
     if top is not None and top[1] // fold.FOLD_EVERY > top_before // fold.FOLD_EVERY:
         upkeep.request_fold(run, window)
     idle_fold.note(run, window)
@@ -367,7 +367,7 @@ def _recover(run: Location) -> int:
         return 0
     rows = pa.concat_tables([pending.read(run, n) for n in names])
     logs = run.child("logs.lance")
-    ds = tables.open_latest(logs)
+    ds = datasets.open_latest(logs)
     if ds is not None:
         ids = ", ".join(sql_quote(i) for i in rows["log_id"].to_pylist())
         held = keys.first_per_key(logs, ds, "log_id", columns=["log_id"], filter=f"log_id IN ({ids})")["log_id"]

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from artstore.errors import StorageError
 from artstore.schema import arrow_schema
-from artstore.storage import keys, tables
+from artstore.storage import datasets, failures, keys, scans, writes
 
 PAYLOAD_COLUMNS = ("metric_names", "metric_values", "trajectories_ipc", "groups_ipc", "state_delta")
 DELTA_COLUMN = "state_delta"  # a Model log's change of the running sums (artstore.log.sums)
@@ -159,10 +159,10 @@ def read_payloads(logs_loc: object, write_ids: Iterable[str], filter: str | None
         return schema.empty_table()
     read = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
     if dataset is not None:
-        with tables.storage_errors(logs_loc, "read"):  # type: ignore[arg-type]
+        with failures.storage_errors(logs_loc, "read"):  # type: ignore[arg-type]
             found = dataset.to_table(columns=read, filter=_in_filter(ids, filter))
     else:
-        found = tables.scan(logs_loc, columns=read, filter=_in_filter(ids, filter))  # type: ignore[arg-type]
+        found = scans.scan(logs_loc, columns=read, filter=_in_filter(ids, filter))  # type: ignore[arg-type]
     if found is None:
         return schema.empty_table()
     if found.num_rows > 1:
@@ -187,9 +187,9 @@ def read_rows(loc: Any, table: str, committed: pa.Table, *, filter: str | None =
     (split, step, log_id, write_id, recorded_at): it also selects the unfolded logs' journal rows."""
     schema = arrow_schema(table)
     wanted = schema.names if columns is None else list(columns)
-    ds = tables.open_dataset(loc)
+    ds = datasets.open_dataset(loc)
     upto = folded_seq(ds)
-    seq = committed[tables.SEQ]
+    seq = committed[keys.SEQ]
     in_table = pc.less_equal(seq, upto) if committed.num_rows else pa.array([], pa.bool_())
     by_time = pc.count_distinct(committed["recorded_at"]).as_py() == committed.num_rows
     order = "recorded_at" if by_time else "write_id"
@@ -198,7 +198,7 @@ def read_rows(loc: Any, table: str, committed: pa.Table, *, filter: str | None =
     if ds is not None and pc.any(in_table).as_py():
         folded = committed.filter(in_table)
         expected = pc.sum(folded[ROW_COUNTS[table]]).as_py() or 0
-        with tables.storage_errors(loc, "read"):
+        with failures.storage_errors(loc, "read"):
             exact = upto <= pc.max(seq).as_py() and ds.count_rows() == expected
             if exact:
                 data = ds.to_table(columns=cols, filter=filter)
@@ -216,11 +216,11 @@ def read_rows(loc: Any, table: str, committed: pa.Table, *, filter: str | None =
             journal_rows, row_filter = read_payloads(logs_loc, ids), filter
         found = payload_rows(table, journal_rows)
         if row_filter is not None and found.num_rows:
-            found = tables.filter_rows(found, row_filter)
+            found = scans.filter_rows(found, row_filter)
         parts.append(found.select(cols))
         dropped = payloads_dropped(table, journal_rows)
         if dropped:  # folded since this read began: the table has them
-            found = tables.scan(loc, columns=list(dict.fromkeys([*cols, "write_id", *ROW_KEYS[table]])),
+            found = scans.scan(loc, columns=list(dict.fromkeys([*cols, "write_id", *ROW_KEYS[table]])),
                                 filter=_in_filter(dropped, filter))
             if found is not None:
                 parts.append(_first_copies(found, ROW_KEYS[table]).select(cols))
@@ -248,12 +248,12 @@ def _first_copies(data: pa.Table, key: tuple[str, ...]) -> pa.Table:
 def rows_of(loc: Any, table: str, write_ids: list[str]) -> pa.Table:
     """The rows of data table `table` (at `loc`, latest) of the logs with these write_ids, first
     copy of each row (all columns)."""
-    found = tables.scan(loc, filter=_in_filter(write_ids))
+    found = scans.scan(loc, filter=_in_filter(write_ids))
     return arrow_schema(table).empty_table() if found is None else _first_copies(found, ROW_KEYS[table])
 
 
 def rows_of_few(loc: Any, table: str, committed: pa.Table, journal_rows: pa.Table,
-                columns: list[str] | None = None, open_table: Callable[[Any], Any] = tables.open_dataset) -> pa.Table:
+                columns: list[str] | None = None, open_table: Callable[[Any], Any] = datasets.open_dataset) -> pa.Table:
     """The rows of data table `table` (at `loc`) written by the `committed` logs (journal rows, a
     few of a run's: e.g. one step's), given those logs' journal rows (`journal_rows`, with
     `PAYLOAD_READ_COLUMNS`; any order). Each log's rows come from its payload, or, where a
@@ -282,8 +282,8 @@ def rows_of_few(loc: Any, table: str, committed: pa.Table, journal_rows: pa.Tabl
 def add_delta_column(logs_loc: Any) -> bool:
     """Give the journal at `logs_loc` (schema version 2) its `state_delta` column, all null (the
     rows before it keep their sums in `state.lance`); False when it has the column already."""
-    ds = tables.open_dataset(logs_loc)
+    ds = datasets.open_dataset(logs_loc)
     if ds is None or DELTA_COLUMN in ds.schema.names or not is_journal(ds.schema):
         return False
-    tables.add_null_columns(logs_loc, [arrow_schema("logs").field(DELTA_COLUMN)])
+    writes.add_null_columns(logs_loc, [arrow_schema("logs").field(DELTA_COLUMN)])
     return True

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.schema import arrow_schema
-from artstore.storage import Location, files, tables
+from artstore.storage import Location, datasets, files, scans, writes
 
 NAME = "_runs.lance"
 KEYS = ["project", "model"]
@@ -54,7 +54,7 @@ def walk(store: Location) -> list[tuple[str, str]]:
 
 def read(store: Location) -> list[tuple[str, str]] | None:
     """(project, model) of every registered run, sorted; None when the store has no registry."""
-    t = tables.scan(location(store), columns=["project", "model"])
+    t = scans.scan(location(store), columns=["project", "model"])
     if t is None:
         return None
     return sorted(set(zip(t["project"].to_pylist(), t["model"].to_pylist(), strict=True)))
@@ -63,7 +63,7 @@ def read(store: Location) -> list[tuple[str, str]] | None:
 def read_stats(store: Location) -> pa.Table | None:
     """One row per registered run, sorted by project and model: the registry's columns (the
     STATS null where no refresh has run yet); None when the store has no registry. One scan."""
-    t = tables.scan(location(store))
+    t = scans.scan(location(store))
     if t is None:
         return None
     schema = arrow_schema("runs")
@@ -82,11 +82,11 @@ def write_stats(store: Location, project: str, model: str, stats: dict[str, Any]
     already holds stats of a later logs version; registers the run when missing. Returns whether
     the row changed."""
     loc = location(store)
-    known = tables.scan(loc, columns=["registered_at"], filter=f"project = {_lit(project)} AND model = {_lit(model)}")
+    known = scans.scan(loc, columns=["registered_at"], filter=f"project = {_lit(project)} AND model = {_lit(model)}")
     registered = min(known["registered_at"].to_pylist()) if known is not None and known.num_rows else None
-    row = {"project": project, "model": model, "registered_at": registered or tables.now_utc(),
+    row = {"project": project, "model": model, "registered_at": registered or writes.now_utc(),
            **{k: stats.get(k) for k in STATS}}
-    return tables.upsert_where(loc, pa.Table.from_pylist([row], schema=arrow_schema("runs")),
+    return writes.upsert_where(loc, pa.Table.from_pylist([row], schema=arrow_schema("runs")),
                                KEYS, _NEWER)
 
 
@@ -105,7 +105,7 @@ def split_run(run: Location) -> tuple[Location, str, str] | None:
 
 def rows(runs: list[tuple[str, str]]) -> pa.Table:
     """Registry rows of `runs` (project, model), registered now, no stats yet."""
-    now = tables.now_utc()
+    now = writes.now_utc()
     schema = arrow_schema("runs")
     return pa.table({"project": [p for p, _ in runs], "model": [m for _, m in runs],
                      "registered_at": [now] * len(runs),
@@ -115,17 +115,17 @@ def rows(runs: list[tuple[str, str]]) -> pa.Table:
 def _append(loc: Location, rows: pa.Table, message: str) -> None:
     """Append `rows`, only the columns the registry has (a version 1 registry: no stats columns
     until a stats refresh adds them)."""
-    ds = tables.open_dataset(loc)
+    ds = datasets.open_dataset(loc)
     if ds is not None and len(ds.schema) < len(rows.schema):
         rows = rows.select([n for n in rows.column_names if n in ds.schema.names])
-    tables.append(loc, rows, message)
+    writes.append(loc, rows, message)
 
 
 def register(store: Location, project: str, model: str) -> None:
     """Record the run `project/model` (one commit; a store's first also records what `walk` finds)."""
     loc = location(store)
     runs = [(project, model)]
-    if not tables.exists(loc):
+    if not datasets.exists(loc):
         runs = sorted({*runs, *walk(store)})
     _append(loc, rows(runs), f"register {project}/{model}")
 

@@ -26,14 +26,14 @@ from artstore.log import journal, registry
 from artstore.log.configs import ConfigLog
 from artstore.log.visibility import committed_logs, read_visible
 from artstore.records.metric_names import with_current_names
-from artstore.storage import Location, files, tables
+from artstore.storage import Location, data_files, datasets, files, keys, writes
 
 logger = logging.getLogger(__name__)
 
 STATS_DELAY_S = 5.0  # a refresh runs this long after the first log that left the stats stale
 REWARDS = {"val/reward": "val_reward", "train/reward": "train_reward"}
 _LOG_COLUMNS = ["log_id", "write_id", "split", "step", "num_trajectories", "num_groups", "num_metrics",
-                "recorded_at", tables.SEQ]
+                "recorded_at", keys.SEQ]
 
 
 def compute(run: Location) -> dict[str, Any] | None:
@@ -41,7 +41,7 @@ def compute(run: Location) -> dict[str, Any] | None:
     no logs table. Reads the committed logs' small columns, the rewards, the config, and each
     table's manifest (no listing of data files)."""
     logs_loc = run.child("logs.lance")
-    ds = tables.open_dataset(logs_loc)
+    ds = datasets.open_dataset(logs_loc)
     if ds is None:
         return None
     is_journal = journal.is_journal(ds.schema)
@@ -49,8 +49,8 @@ def compute(run: Location) -> dict[str, Any] | None:
     committed = committed_logs(logs_loc, ds, columns).sort_by([("recorded_at", "ascending"),
                                                                 ("log_id", "ascending")])
     stats: dict[str, Any] = {
-        "logs": committed.num_rows, "logs_version": ds.version, "stats_at": tables.now_utc(),
-        "logs_committed_at": tables.version_time(ds), "last_seq": pc.max(committed[tables.SEQ]).as_py(),
+        "logs": committed.num_rows, "logs_version": ds.version, "stats_at": writes.now_utc(),
+        "logs_committed_at": datasets.version_time(ds), "last_seq": pc.max(committed[keys.SEQ]).as_py(),
         "trajectories": pc.sum(committed["num_trajectories"]).as_py() or 0,
         "groups": pc.sum(committed["num_groups"]).as_py() or 0,
         "metric_values": pc.sum(committed["num_metrics"]).as_py() or 0,
@@ -82,7 +82,7 @@ def size_bytes(run: Location) -> int:
     """Bytes of the run's tables at their latest versions (the data files their manifests name)
     plus its checkpoint files (one listing of `checkpoints/`)."""
     names = files.list_dir(run)
-    total = sum(tables.data_bytes(run.child(n)) for n in names if n.endswith(".lance"))
+    total = sum(data_files.data_bytes(run.child(n)) for n in names if n.endswith(".lance"))
     if "checkpoints" in names:
         total += files.size(run.child("checkpoints"))
     return total

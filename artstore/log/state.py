@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from artstore.errors import CommitConflictError, ValidationError
 from artstore.log.commit import DEFAULT_RETENTION, maintain
 from artstore.schema import arrow_schema
-from artstore.storage import Location, tables
+from artstore.storage import Location, scans, writes
 
 TABLE = "state.lance"
 MAX_ATTEMPTS = 200  # optimistic retries before giving up (each loses only to a committed change)
@@ -28,11 +28,11 @@ MAX_ATTEMPTS = 200  # optimistic retries before giving up (each loses only to a 
 def read(run: Location) -> tuple[int, dict[str, Any] | None]:
     """(the current snapshot's seq, 0 when none; the state, None when never written)."""
     loc = run.child(TABLE)
-    seqs = tables.scan(loc, columns=["seq"])
+    seqs = scans.scan(loc, columns=["seq"])
     if seqs is None or seqs.num_rows == 0:
         return 0, None
     top = pc.max(seqs["seq"]).as_py()
-    row = tables.scan(loc, columns=["state"], filter=f"seq = {top}")
+    row = scans.scan(loc, columns=["state"], filter=f"seq = {top}")
     return top, json.loads(row["state"][0].as_py())
 
 
@@ -47,9 +47,9 @@ def update(run: Location, change: Callable[[dict[str, Any] | None], dict[str, An
         new = change(None if current is None else json.loads(json.dumps(current)))
         if new is None or new == current:
             return current
-        row = pa.Table.from_pylist([{"seq": seq + 1, "state": dumps(new), "recorded_at": tables.now_utc()}],
+        row = pa.Table.from_pylist([{"seq": seq + 1, "state": dumps(new), "recorded_at": writes.now_utc()}],
                                    schema=arrow_schema("state"))
-        inserted, version = tables.insert_unique(loc, row, "seq")
+        inserted, version = writes.insert_unique(loc, row, "seq")
         if inserted:
             maintain(run, {"state": version}, retention)  # one fragment per change: compact as logs do
             return new

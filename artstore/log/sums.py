@@ -33,7 +33,7 @@ from artstore.errors import VersionNotFoundError
 from artstore.log import journal
 from artstore.log import state as state_table
 from artstore.records.metrics_builder import STATE_KEY
-from artstore.storage import Location, handles, keys, tables
+from artstore.storage import Location, datasets, handles, keys, writes
 
 POSITION = "_artstore_sums_seq"  # state key: the journal sequence the stored base accounts for
 RATIOS = frozenset({"data/cum/unused_and_dummy_ratio"})  # set, not summed
@@ -88,7 +88,7 @@ class _Journal:
 
     def __init__(self, run: Location):
         self.loc = run.child("logs.lance")
-        self.ds = tables.open_dataset(self.loc)
+        self.ds = datasets.open_dataset(self.loc)
         self.is_journal = self.ds is not None and journal.is_journal(self.ds.schema)
         self.has_deltas = self.is_journal and journal.DELTA_COLUMN in self.ds.schema.names
         self.last = keys.last_fragment_id(self.ds) if self.is_journal else -1
@@ -97,8 +97,8 @@ class _Journal:
         """log_id, state_delta (null where none), sequence: the committed rows, in commit order."""
         if not self.is_journal:
             return pa.table({"log_id": pa.array([], pa.string()), journal.DELTA_COLUMN: pa.array([], pa.string()),
-                             tables.SEQ: pa.array([], pa.int64())})
-        cols = ["log_id", tables.SEQ] + ([journal.DELTA_COLUMN] if self.has_deltas else [])
+                             keys.SEQ: pa.array([], pa.int64())})
+        cols = ["log_id", keys.SEQ] + ([journal.DELTA_COLUMN] if self.has_deltas else [])
         found = keys.first_per_key(self.loc, self.ds, "log_id", columns=cols)
         if not self.has_deltas:
             found = found.append_column(journal.DELTA_COLUMN, pa.nulls(found.num_rows, pa.string()))
@@ -110,7 +110,7 @@ def _add_rows(sums: Sums | None, rows: pa.Table, after: int, seen: set[str] | No
     above `after` applied; with `seen`, rows whose log_id it holds are skipped (a later attempt
     of a counted log), and every log_id read is added to it."""
     for log_id, text, seq in zip(rows["log_id"].to_pylist(), rows[journal.DELTA_COLUMN].to_pylist(),
-                                 rows[tables.SEQ].to_pylist(), strict=True):
+                                 rows[keys.SEQ].to_pylist(), strict=True):
         if seen is not None:
             if log_id in seen:
                 continue
@@ -228,7 +228,7 @@ class Tracker:
             self.version = version
             self.rows += 1
             # our version's fragments are all counted: a later catch-up need not read them back
-            if (made := tables.committed_seq_hi(self.run.child("logs.lance"), version)) is not None:
+            if (made := writes.committed_seq_hi(self.run.child("logs.lance"), version)) is not None:
                 self.last = max(self.last, made[1])
             return False
         if created and log_id not in self.seen and self._only_ours(version):
@@ -291,9 +291,9 @@ class Tracker:
         loc = self.run.child("logs.lance")
         ds = None if version is None else handles.held(loc, version)  # (our commit's: no open)
         try:
-            ds = ds if ds is not None else tables.open_dataset(loc, version=version)
+            ds = ds if ds is not None else datasets.open_dataset(loc, version=version)
         except VersionNotFoundError:  # cleaned up meanwhile: the latest holds every row it held
-            ds = tables.open_dataset(loc)
+            ds = datasets.open_dataset(loc)
         if ds is None or journal.DELTA_COLUMN not in ds.schema.names:
             return
         rows = keys.rows_after(loc, ds, self.last, ["log_id", journal.DELTA_COLUMN], note_key="log_id",

@@ -41,7 +41,7 @@ from datetime import timedelta
 
 from artstore.log import fold, registry
 from artstore.log.windows import DEFAULT_READER_WINDOW, DEFAULT_RETENTION  # noqa: F401  (re-exported)
-from artstore.storage import Location, compaction, tables
+from artstore.storage import Location, compaction, fragments
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _refresh_stats(run: Location, retention: timedelta) -> None:
     found = registry.split_run(run)
     if found is not None:
         loc = registry.location(found[0])
-        if tables.fragment_count(loc) > REGISTRY_MAX_FRAGMENTS:  # nothing reads an old registry version
+        if fragments.fragment_count(loc) > REGISTRY_MAX_FRAGMENTS:  # nothing reads an old registry version
             compaction.maintain(loc, "runs", min(retention, DEFAULT_READER_WINDOW))
 
 

@@ -27,11 +27,11 @@ import pyarrow.compute as pc
 from artstore.errors import StorageError
 from artstore.log import journal
 from artstore.schema import arrow_schema
-from artstore.storage import Location, keys, tables
+from artstore.storage import Location, datasets, failures, keys
 
 GATED = ("trajectories", "groups", "metrics")  # rows visible only through a committed logs row
 ROW_COUNTS = journal.ROW_COUNTS
-GATE_COLUMNS = ["write_id", tables.SEQ, *ROW_COUNTS.values()]  # what a reader needs of the committed logs
+GATE_COLUMNS = ["write_id", keys.SEQ, *ROW_COUNTS.values()]  # what a reader needs of the committed logs
 
 
 def committed_logs(loc: Location, logs: Any, columns: list[str] | None = None, upto: int | None = None) -> pa.Table:
@@ -50,8 +50,8 @@ def committed_logs(loc: Location, logs: Any, columns: list[str] | None = None, u
         columns = journal.log_columns()
     found = keys.first_per_key(loc, logs, "log_id", columns=[c for c in columns if c in schema.names],
                                  upto=upto)
-    if tables.SEQ in columns and tables.SEQ not in found.column_names:  # a logs table made before commit_seq
-        found = found.append_column(arrow_schema("logs").field(tables.SEQ), pa.nulls(found.num_rows, pa.int64()))
+    if keys.SEQ in columns and keys.SEQ not in found.column_names:  # a logs table made before commit_seq
+        found = found.append_column(arrow_schema("logs").field(keys.SEQ), pa.nulls(found.num_rows, pa.int64()))
         found = found.select(columns)
     return journal.mark(found) if is_journal else found
 
@@ -115,12 +115,12 @@ def read_visible(loc: Location, table: str, committed: pa.Table, *, filter: str 
     is matched against `committed`."""
     if journal.marked(committed) and table in GATED:
         return journal.read_rows(loc, table, committed, filter=filter, columns=columns)
-    ds = tables.open_dataset(loc)
+    ds = datasets.open_dataset(loc)
     if ds is None:
         check_present(loc, table, committed, None)
         empty = arrow_schema(table).empty_table()
         return empty if columns is None else empty.select(columns)
-    with tables.storage_errors(loc, "read"):
+    with failures.storage_errors(loc, "read"):
         rows = ds.count_rows()
         check_present(loc, table, committed, rows)
         if all_visible(table, committed, rows) and \

@@ -19,7 +19,7 @@ from artstore.errors import StorageError
 from artstore.log import journal
 from artstore.read import latest_logs, run_logs
 from artstore.read.as_of import AsOf
-from artstore.storage import Location, tables
+from artstore.storage import Location, failures
 
 if TYPE_CHECKING:
     from artstore.records.trajectory import TrajectoryGroup
@@ -56,7 +56,7 @@ def read_groups(run: Location, split: str | None, step: int | None, as_of: AsOf,
         committed = snapshot.committed.filter(run_logs.log_mask(snapshot.committed, split, step))
         journal_rows = snapshot.payloads(committed["write_id"].to_pylist(), journal.PAYLOAD_READ_COLUMNS)
         in_tables = any(journal.payloads_dropped(t, journal_rows) for t in ("trajectories", "groups"))
-        for attempt in range(tables.VANISHED_RETRIES + 1):
+        for attempt in range(failures.VANISHED_RETRIES + 1):
             # Lance releases the GIL: reads of the two tables overlap (decoding payloads alone does not)
             pending = (_reader().submit if in_tables else _now)(
                 journal.rows_of_few, run.child("trajectories.lance"), "trajectories", committed, journal_rows,
@@ -67,7 +67,7 @@ def read_groups(run: Location, split: str | None, step: int | None, as_of: AsOf,
                 traj = pending.result()
                 break
             except StorageError as e:
-                if attempt < tables.VANISHED_RETRIES and tables.vanished(e):
+                if attempt < failures.VANISHED_RETRIES and failures.vanished(e):
                     snapshot.forget_tables()  # a cleanup removed files of the versions opened
                     continue
                 check_stored_layout(run.child("trajectories.lance"))  # a version 1 table: say so

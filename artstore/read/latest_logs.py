@@ -5,7 +5,7 @@ from storage that is a scan of the whole `logs` table: ~3.5 ms at 600 logs, grow
 run. So each process keeps, per run, the newest `Snapshot` it read (`latest`):
 
 - freshness: every call finds the logs table's latest version (a local run: Lance's version
-  hint and a stat of its manifest, `tables.latest_stamp`, ~0.1 ms; a bucket: opening it) and
+  hint and a stat of its manifest, `datasets.latest_stamp`, ~0.1 ms; a bucket: opening it) and
   compares it with the snapshot's: unchanged, the snapshot serves as it is (a version never
   changes);
 - changed since: only the fragments the snapshot did not read (new logs: one fragment each; a
@@ -41,7 +41,8 @@ from artstore.errors import ArtstoreError
 from artstore.log import journal
 from artstore.log.visibility import check_logs_schema
 from artstore.schema import arrow_schema
-from artstore.storage import Location, fragments, handles, keys, tables
+from artstore.storage import Location, datasets, fragments, handles, keys, writes
+from artstore.storage.keys import SEQ
 
 _SNAPSHOTS: OrderedDict[str, Snapshot] = OrderedDict()  # logs uri -> newest snapshot read
 _MAX_RUNS = 64
@@ -64,7 +65,7 @@ class Snapshot:
         self.loc = loc
         self.ds = ds  # the Lance dataset at `version`
         self.version: int = ds.version
-        self.key = (ds.version, str(tables.version_time(ds))) if key is None else key
+        self.key = (ds.version, str(datasets.version_time(ds))) if key is None else key
         # fragments whose rows' addresses are not known (moved there by a rewrite since they were
         # read): those rows' `_rowaddr` is null
         self.unresolved = unresolved
@@ -74,7 +75,7 @@ class Snapshot:
         self.is_journal = journal.is_journal(schema)
         self.committed = _sorted(by_seq.drop_columns(["_rowaddr"]), self.is_journal) if committed is None else committed
         self.appended = appended
-        self.stamp: tuple[int, int] | None = None  # `tables.latest_stamp` of a local run at `version`
+        self.stamp: tuple[int, int] | None = None  # `datasets.latest_stamp` of a local run at `version`
         self._earlier = {} if earlier is None else earlier  # the answers of the snapshot `appended` extends
         # nothing appended: the same logs as the snapshot extended, so its answers are these
         self.derived: dict[str, Any] = self._earlier if appended is not None and appended.num_rows == 0 else {}
@@ -100,7 +101,7 @@ class Snapshot:
         it was read: it holds every row the snapshot's logs folded into it."""
         with self._lock:
             if loc.uri not in self._tables:
-                self._tables[loc.uri] = tables.open_dataset(loc)
+                self._tables[loc.uri] = datasets.open_dataset(loc)
             return self._tables[loc.uri]
 
     def forget_tables(self) -> None:
@@ -141,7 +142,7 @@ def _columns(schema: pa.Schema) -> list[str]:
 def _read(loc: Location, ds: Any, schema: pa.Schema, fragment_ids: list[int] | None = None) -> pa.Table:
     """Committed rows of `ds` (of those fragments: first of each log_id among them), commit
     order, `_rowaddr` last."""
-    if tables.SEQ not in schema.names:  # a logs table made before commit_seq: no addresses
+    if SEQ not in schema.names:  # a logs table made before commit_seq: no addresses
         raise _NoSnapshot
     return keys.first_per_key(loc, ds, "log_id", columns=_columns(schema), fragment_ids=fragment_ids,
                                 with_address=True)
@@ -161,17 +162,17 @@ def latest(loc: Location) -> Snapshot | None:
     logs table or it predates commit_seq (the caller reads it as before)."""
     if loc.uri in _NOTES:  # this process's own logs since the last read: extend the kept snapshot
         _fold_notes(loc)
-    stamp = tables.latest_stamp(loc)
+    stamp = datasets.latest_stamp(loc)
     with _LOCK:
         old = _SNAPSHOTS.get(loc.uri)
         if old is not None and stamp is not None and old.stamp == stamp:  # a local run, unchanged
             _SNAPSHOTS.move_to_end(loc.uri)
             return old
-    ds = tables.open_dataset(loc)
+    ds = datasets.open_dataset(loc)
     if ds is None:
         return None
     check_logs_schema(loc, ds)
-    key = (ds.version, str(tables.version_time(ds)))
+    key = (ds.version, str(datasets.version_time(ds)))
     if old is not None and old.key == key:
         if stamp is not None and stamp[0] == ds.version:
             old.stamp = stamp  # (a noted snapshot, say): the next call costs one stat
@@ -237,7 +238,7 @@ def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
         fragment = pc.shift_right(old.by_seq["_rowaddr"], 32)
         still = old.by_seq.filter(pc.is_in(fragment, value_set=pa.array(kept, pa.uint64())))
         by_seq = pa.concat_tables([still, found])
-        by_seq = by_seq.take(pc.sort_indices(by_seq, [(tables.SEQ, "ascending"), ("_rowaddr", "ascending")]))
+        by_seq = by_seq.take(pc.sort_indices(by_seq, [(SEQ, "ascending"), ("_rowaddr", "ascending")]))
         keys = by_seq["log_id"].combine_chunks()
         first = pc.index_in(pc.unique(keys), value_set=keys)  # a retry's row in a new fragment goes
         if len(first) < by_seq.num_rows:
@@ -333,7 +334,7 @@ def note_log(run_location: Location, record: Any) -> None:
     if not record.created or version is None or write_id is None:
         return
     loc = run_location.child("logs.lance")
-    found = tables.committed_seq_hi(loc, version)  # (commit time, its highest fragment: ours)
+    found = writes.committed_seq_hi(loc, version)  # (commit time, its highest fragment: ours)
     if found is None and version == 1:  # the commit that made the table: its one fragment, the first
         found = (None, 0)
     with _LOCK:
@@ -372,13 +373,13 @@ def _fold_notes(loc: Location) -> None:
     try:
         ds = last.ds if last.ds is not None else handles.held(loc, last.version)
         if ds is None and last.version == 1:
-            ds = tables.open_dataset(loc, version=1)
+            ds = datasets.open_dataset(loc, version=1)
         if ds is None and (newer := handles.held(loc)) is not None and newer.version > last.version:
             ds = newer.checkout_version(last.version)  # a later version is held now: read this one's manifest
         if ds is None:
             return
         schema = ds.schema
-        if not journal.is_journal(schema) or tables.SEQ not in schema.names or (old is not None and old.schema != schema):
+        if not journal.is_journal(schema) or SEQ not in schema.names or (old is not None and old.schema != schema):
             return
         identities = fragments.fragment_identities(loc, ds)
     except (ArtstoreError, OSError, ValueError, RuntimeError):  # e.g. cleaned up meanwhile: the read reads it
@@ -396,7 +397,7 @@ def _fold_notes(loc: Location) -> None:
     row_schema = pa.schema([*(schema.field(c) for c in _columns(schema)), pa.field("_rowaddr", pa.uint64())],
                            schema.metadata) if old is None else old.by_seq.schema
     rows = pa.Table.from_pylist([_row(n) for n in notes], schema=row_schema)  # commit order
-    key = (last.version, str(tables.version_time(ds) if last.when is None else last.when))
+    key = (last.version, str(datasets.version_time(ds) if last.when is None else last.when))
     if old is None:
         snapshot = Snapshot(loc, ds, schema, identities, _unplaced(rows, moved[0]), key=key, unresolved=moved[1])
     else:
@@ -423,7 +424,7 @@ def _row(note: _Note) -> dict[str, Any]:
         "log_id": record.log_id, "write_id": record.write_id, "split": record.split, "step": record.step,
         "num_groups": record.num_groups, "num_trajectories": record.num_trajectories,
         "num_exceptions": record.num_exceptions, "num_metrics": len(values), "table_versions": None,
-        "recorded_at": record.recorded_at, tables.SEQ: note.fragment, "metric_names": list(values),
+        "recorded_at": record.recorded_at, SEQ: note.fragment, "metric_names": list(values),
         "metric_values": list(values.values()), "_rowaddr": note.fragment << 32,
     }
 

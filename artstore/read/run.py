@@ -28,7 +28,7 @@ from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.groups import read_groups
 from artstore.read.step_summary import StepSummary
-from artstore.storage import Location, files, tables, version_map
+from artstore.storage import Location, datasets, files, tags, version_map
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class Run:
         return self.location.child(f"{table}.lance")
 
     def exists(self) -> bool:
-        return tables.exists(self.table_location("logs"))
+        return datasets.exists(self.table_location("logs"))
 
     # -- visibility and time travel ---------------------------------------------------------
     def logs(self, as_of: AsOf = None) -> pa.Table:
@@ -150,7 +150,7 @@ class Run:
         """{table: latest version} of the run's logged tables (what a checkpoint is trained on)."""
         out = {}
         for t in self.store.table_names(self):
-            ds = None if t in ("checkpoints", "retention") else tables.open_dataset(self.table_location(t))
+            ds = None if t in ("checkpoints", "retention") else datasets.open_dataset(self.table_location(t))
             if ds is not None:
                 out[t] = ds.version
         return out
@@ -279,10 +279,10 @@ class Run:
     def tag(self, name: str, version: int | None = None) -> int:
         """Name a version of the run (default: the latest); tagged versions are never cleaned up."""
         check_segment("tag", name)
-        return tables.create_tag(self.table_location("logs"), name, version)
+        return tags.create_tag(self.table_location("logs"), name, version)
 
     def tags(self) -> dict[str, int]:
-        return tables.tags(self.table_location("logs"))
+        return tags.tags(self.table_location("logs"))
 
     def validate(self) -> list[str]:
         """Check the run; the tables checked. Raises StorageError naming the first damaged table:

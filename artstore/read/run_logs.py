@@ -19,7 +19,7 @@ from artstore.read import latest_logs
 from artstore.read.as_of import AsOf, as_of_args
 from artstore.records.numbers import as_int64
 from artstore.schema import arrow_schema
-from artstore.storage import Location, tables, version_map
+from artstore.storage import Location, datasets, failures, version_map
 
 
 def committed(run: Location, as_of: AsOf = None, with_metrics: bool = False, name: str = "") -> pa.Table:
@@ -32,10 +32,10 @@ def committed(run: Location, as_of: AsOf = None, with_metrics: bool = False, nam
         found = snapshot.committed
         return found if with_metrics else found.select([c for c in journal.log_columns() if c in found.column_names])
     version, asof = as_of_args(as_of)
-    for attempt in range(tables.VANISHED_RETRIES + 1):
+    for attempt in range(failures.VANISHED_RETRIES + 1):
         pinned = version_map.open_version(logs_loc, version, asof)
         if pinned is None:
-            if as_of is not None and not tables.exists(logs_loc):
+            if as_of is not None and not datasets.exists(logs_loc):
                 raise RunNotFoundError(f"no run {name}")
             return arrow_schema("logs").empty_table().select(journal.log_columns())
         columns = journal.log_columns()
@@ -44,7 +44,7 @@ def committed(run: Location, as_of: AsOf = None, with_metrics: bool = False, nam
         try:
             found = committed_logs(logs_loc, pinned.dataset, columns, upto=pinned.upto)
         except StorageError as e:  # a cleanup removed files of the version opened: open it again
-            if attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
+            if attempt == failures.VANISHED_RETRIES or not failures.vanished(e):
                 raise
             continue
         return found.sort_by(latest_logs.ORDER)
@@ -57,11 +57,11 @@ def visible(run: Location, table: str, committed: pa.Table, *, filter: str | Non
     table, in the order of `Run.logs()`), in that order (see `visibility.read_visible`). The table
     is opened at its latest version; when a cleanup removed its files meanwhile (after a
     compaction, outside the reader window), it is opened again."""
-    for attempt in range(tables.VANISHED_RETRIES + 1):
+    for attempt in range(failures.VANISHED_RETRIES + 1):
         try:
             return read_visible(run.child(f"{table}.lance"), table, committed, filter=filter, columns=columns)
         except StorageError as e:
-            if attempt == tables.VANISHED_RETRIES or not tables.vanished(e):
+            if attempt == failures.VANISHED_RETRIES or not failures.vanished(e):
                 raise
     raise AssertionError("unreachable")
 

@@ -13,7 +13,7 @@ from artstore.errors import CommitConflictError, StorageError
 from artstore.log import fold, journal, run_stats, upkeep
 from artstore.log.visibility import GATED, expected_rows
 from artstore.read import run_logs
-from artstore.storage import Location, compaction, tables
+from artstore.storage import Location, compaction, datasets
 
 
 def validate(run: Location, table_names: list[str], committed: pa.Table) -> list[str]:
@@ -25,7 +25,7 @@ def validate(run: Location, table_names: list[str], committed: pa.Table) -> list
             raise StorageError(f"{run.child(f'{t}.lance').uri} holds {got} visible rows, but the run's committed "
                                f"logs name {want}: the store is damaged. Restore the run from a copy.")
     for t in table_names:
-        tables.validate(run.child(f"{t}.lance"))
+        datasets.validate(run.child(f"{t}.lance"))
     return sorted({*table_names, *GATED})
 
 
@@ -37,7 +37,7 @@ def compact(run: Location, table_names: Callable[[], list[str]], retention: time
     while any(fold.fold(run, max_logs=fold.MAX_LOGS).values()):
         pass
     done, failed = {}, {}
-    logs = tables.open_dataset(run.child("logs.lance"))
+    logs = datasets.open_dataset(run.child("logs.lance"))
     short = (*GATED, "logs") if logs is not None and journal.is_journal(logs.schema) else ()
     for t in table_names():
         try:

@@ -31,7 +31,7 @@ from artstore.log import journal, registry
 from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, check_present, committed_logs
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.schema import arrow_schema
-from artstore.storage import tables, version_map
+from artstore.storage import datasets, failures, keys, version_map
 
 if TYPE_CHECKING:  # the facade calls this service, never the other way
     from artstore.read.run import Run
@@ -165,9 +165,9 @@ class RunSnapshot:
         """A journal run: the logs up to the table's FOLDED are read from the table (all its rows
         when it holds exactly theirs), the others from their journal payloads (`tail`)."""
         upto = journal.folded_seq(ds)
-        folded = committed.filter(pc.less_equal(committed[tables.SEQ], upto))
+        folded = committed.filter(pc.less_equal(committed[keys.SEQ], upto))
         expected = pc.sum(folded[journal.ROW_COUNTS[table]]).as_py() or 0
-        last = pc.max(committed[tables.SEQ]).as_py() if committed.num_rows else -1
+        last = pc.max(committed[keys.SEQ]).as_py() if committed.num_rows else -1
         if ds is not None and upto <= last and ds.count_rows() == expected:
             return None
         return folded.column("write_id").combine_chunks()
@@ -184,7 +184,7 @@ class RunSnapshot:
                 found = None
                 if journal.marked(committed) and table in GATED:
                     upto = journal.folded_seq(self.dataset(table))
-                    rest = committed.filter(pc.greater(committed[tables.SEQ], upto))
+                    rest = committed.filter(pc.greater(committed[keys.SEQ], upto))
                     if rest.num_rows:
                         found = self._unfolded(table, rest, upto)
                 self._gates[key] = found
@@ -194,7 +194,7 @@ class RunSnapshot:
         """The rows of gated `table` that the `rest` logs (those after FOLDED `upto`) wrote, from
         their journal payloads; kept between queries per logs version (its rows never change)."""
         logs_loc = self.run.table_location("logs")
-        key = (logs_loc.uri, self.read["logs"], str(tables.version_time(self.dataset("logs"))), table, upto)
+        key = (logs_loc.uri, self.read["logs"], str(datasets.version_time(self.dataset("logs"))), table, upto)
         with _TAILS_LOCK:
             found = _TAILS.get(key)
             if found is not None:
@@ -231,12 +231,12 @@ class RunSnapshot:
         if table == "logs":
             return self._open_logs(version, asof)
         try:
-            found = tables.arrow_dataset(self.run.table_location(table), version=version, asof=asof)
+            found = datasets.arrow_dataset(self.run.table_location(table), version=version, asof=asof)
         except VersionNotFoundError:
             if version is not None and table in GATED and self._journal():
                 # a journal run's data tables are read at their latest, gated by the pinned logs:
                 # a version gone after the reader window gives the same visible rows
-                found = tables.arrow_dataset(self.run.table_location(table))
+                found = datasets.arrow_dataset(self.run.table_location(table))
             elif asof is None:
                 raise
             else:
@@ -260,18 +260,18 @@ class RunSnapshot:
             if version is None:
                 return None
         try:
-            found = tables.arrow_dataset(loc, version=version)
+            found = datasets.arrow_dataset(loc, version=version)
         except VersionNotFoundError:
             if not isinstance(version, int):
                 raise
-            pinned = version_map.open_version(loc, version, session=tables.read_session())
+            pinned = version_map.open_version(loc, version, session=datasets.read_session())
             if pinned is None:
                 return None
             self.read["logs"], self._upto, self._logs_time = pinned.version, pinned.upto, pinned.committed_at
             return pinned.dataset
         if found is None:
             return None
-        self.read["logs"], self._logs_time = found[1], tables.version_time(found[0])
+        self.read["logs"], self._logs_time = found[1], datasets.version_time(found[0])
         if version is None:
             self._latest.add("logs")
         return found[0]
@@ -345,7 +345,7 @@ class Query:
         """`batches`, with a storage failure raised as a StorageError naming the run's table, and
         kept as the query's error (DuckDB re-raises it as its own)."""
         try:
-            with tables.storage_errors(self.store.run(*key.split("/")).table_location(table), "read"):
+            with failures.storage_errors(self.store.run(*key.split("/")).table_location(table), "read"):
                 yield from batches
         except BaseException as e:
             if not isinstance(e, GeneratorExit):
@@ -366,7 +366,7 @@ class Query:
 def view_schema(table: str) -> pa.Schema:
     """The columns a run's table shows in the views: all but the internal write_id and commit_seq."""
     schema = arrow_schema(table)
-    for internal in ("write_id", tables.SEQ, *journal.PAYLOAD_COLUMNS):
+    for internal in ("write_id", keys.SEQ, *journal.PAYLOAD_COLUMNS):
         if internal in schema.names:
             schema = schema.remove(schema.get_field_index(internal))
     return schema

@@ -13,7 +13,7 @@ summary is built once per run and version and kept in memory (`load`):
 - this process's own logs extend the summary of the version they commit on top of (`note_log`,
   called by `Model.log`, notes them; the next `load` extends the summary by all of them at once),
   so a training loop that logs then ranks reads no metrics;
-  versions that only compacted the logs keep the summary (`tables.same_rows_since`); any other
+  versions that only compacted the logs keep the summary (`transactions.same_rows_since`); any other
   new version (another writer's log) rebuilds it from storage once.
 
 A summary holds only visible metric values (`Run` applies the all-or-nothing rule) and is
@@ -33,7 +33,7 @@ import pyarrow as pa
 from artstore.errors import VersionNotFoundError
 from artstore.log import journal
 from artstore.log.visibility import committed_logs
-from artstore.storage import Location, tables, version_map
+from artstore.storage import Location, datasets, failures, transactions, version_map, writes
 
 _CACHE: OrderedDict[tuple[str, int, str], StepSummary] = OrderedDict()  # (logs uri, version, time) ->
 _NEWEST: dict[str, tuple[str, int, str]] = {}  # logs uri -> key of the newest summary built or extended
@@ -95,7 +95,7 @@ class StepSummary:
 
 
 def _key(logs_uri: str, ds: Any) -> tuple[str, int, str]:
-    return logs_uri, ds.version, str(tables.version_time(ds))
+    return logs_uri, ds.version, str(datasets.version_time(ds))
 
 
 def _remember(key: tuple[str, int, str], summary: StepSummary) -> None:
@@ -123,7 +123,7 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
     when the run has no logs (then, or at that time)."""
     if logs_loc.uri in _NOTES:  # this process's logs since: extend the kept summary by them first
         _fold_notes(logs_loc)
-    pinned = version_map.open_version(logs_loc, version, asof, session=tables.read_session())  # the freshness check
+    pinned = version_map.open_version(logs_loc, version, asof, session=datasets.read_session())  # the freshness check
     if pinned is None:
         return StepSummary({})
     ds = pinned.dataset
@@ -136,7 +136,7 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
         summary = before  # only compactions since: the same committed logs
         _remember(key, summary)
     if summary is None:
-        with tables.storage_errors(logs_loc, "read"):
+        with failures.storage_errors(logs_loc, "read"):
             columns = journal.log_columns()
             if journal.is_journal(ds.schema):  # its rows hold their metrics: no other read
                 columns = [*columns, "metric_names", "metric_values"]
@@ -150,10 +150,10 @@ def _unchanged_since(logs_loc: Location, ds: Any, key: tuple[str, int, str]) -> 
     """Whether `ds` (the logs at a later version) has the rows of the version `key` names, and that
     version is the one the key was made from (not the same number of a run since recreated)."""
     try:
-        then = tables.arrow_dataset(logs_loc, version=key[1])
+        then = datasets.arrow_dataset(logs_loc, version=key[1])
     except VersionNotFoundError:  # cleaned up since: rebuild from the latest
         return False
-    return then is not None and _key(logs_loc.uri, then[0]) == key and tables.same_rows_since(ds, key[1])
+    return then is not None and _key(logs_loc.uri, then[0]) == key and transactions.same_rows_since(ds, key[1])
 
 
 # logs uri -> (the key of the summary the notes extend, [(version, commit time or None, step,
@@ -171,7 +171,7 @@ def note_log(run_location: Location, logs_version: int | None, step: int, values
     if logs_version is None:
         return
     logs_loc = run_location.child("logs.lance")
-    note = (logs_version, tables.committed_at(logs_loc, logs_version), step, dict(values))
+    note = (logs_version, writes.committed_at(logs_loc, logs_version), step, dict(values))
     with _LOCK:
         pending = _NOTES.get(logs_loc.uri)
         if pending is not None and pending[1][-1][0] == logs_version - 1:
@@ -201,7 +201,7 @@ def _fold_notes(logs_loc: Location) -> None:
         key = (logs_loc.uri, version, str(when))
     else:
         try:
-            found = tables.arrow_dataset(logs_loc, version=version)
+            found = datasets.arrow_dataset(logs_loc, version=version)
         except VersionNotFoundError:  # a cleanup beside us removed it (a short window): the load rebuilds
             return
         if found is None:

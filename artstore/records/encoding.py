@@ -36,7 +36,7 @@ from artstore.records.trajectory import (
     field_path,
 )
 from artstore.schema import arrow_schema, table_spec
-from artstore.storage import Location, tables
+from artstore.storage import Location, datasets
 
 TRAJECTORIES_VERSION = table_spec("trajectories")["schema_version"]
 # The trajectories columns `decode_groups` needs: not the message fields only SQL reads.
@@ -259,7 +259,7 @@ def _decode_groups(groups: pa.Table, trajectories: pa.Table) -> list[TrajectoryG
 def check_stored_layout(trajectories: Location) -> None:
     """`check_layout` of the trajectories table stored at `trajectories` (on an error path: it
     opens the table)."""
-    ds = tables.open_dataset(trajectories)
+    ds = datasets.open_dataset(trajectories)
     if ds is not None:
         check_layout(ds.schema)
 

@@ -1,9 +1,12 @@
 """The storage boundary: the only code that imports lance and fsspec.
 
 `location` turns a URI plus one `storage_options` mapping into what Lance and fsspec each need;
-`tables` holds every Lance operation but compaction and cleanup, which live in `compaction`, and
-the reads by key in commit order (with their key caches), which live in `keys`;
-`files` every fsspec file operation.
+`failures` what a failed call means. Lance datasets: `datasets` opens one at a version (latest,
+version, tag or time) and lists its versions, `handles` keeps a writer's latest open, `writes`
+writes and commits, `scans` reads rows, `keys` reads by key in commit order (with the key
+caches), `fragments` and `data_files` what a version is made of, `tags` and `transactions` what
+its versions are called and did, `compaction` compacts and cleans up, `version_map` answers
+versions cleanup removed. `files` holds every fsspec file operation.
 """
 
 import os

@@ -1,6 +1,6 @@
 """A hook that lets a writer holding commits in flight make readers of this process wait for them.
 
-`tables` calls `wait(loc)` before it opens the latest version of a dataset (its four ways to:
+`datasets` calls `wait(loc)` before it opens the latest version of a dataset (its four ways to:
 `open_dataset` at no version, `open_latest`, `latest_stamp`, and `arrow_dataset`'s kept latest).
 A writer that returns before its rows are committed (`artstore.log.group_commit`) registers a
 hook that, for its dataset, waits until what this process queued is committed: read-your-writes

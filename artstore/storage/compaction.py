@@ -1,5 +1,5 @@
 """Compaction and cleanup of Lance datasets: the tiered policy, Lance's planner as a model, and the
-order-keeping rewrite of tables whose rows must keep their commit order (`tables.SEQ`).
+order-keeping rewrite of tables whose rows must keep their commit order (`keys.SEQ`).
 
 Small appends would leave one fragment per log call; compaction keeps the fragment count (and so
 the manifest size and the cost of every scan) bounded without anyone calling it by hand.
@@ -20,17 +20,12 @@ from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
 from artstore.storage import handles, keys, version_map
+from artstore.storage.datasets import open_dataset, open_latest
+from artstore.storage.failures import storage_errors, vanished
+from artstore.storage.keys import SEQ
 from artstore.storage.location import Location
-from artstore.storage.tables import (
-    CLEANUP_LOCK,
-    COMMIT_RETRIES,
-    SEQ,
-    note_commit,
-    open_dataset,
-    open_latest,
-    storage_errors,
-    vanished,
-)
+from artstore.storage.tags import CLEANUP_LOCK
+from artstore.storage.writes import COMMIT_RETRIES, note_commit
 
 logger = logging.getLogger(__name__)
 

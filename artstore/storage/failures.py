@@ -1,15 +1,20 @@
 """What a failed storage call means, said in one line that names the store and holds no secret.
 
 Lance and fsspec fail with long texts (Rust source paths, XML bodies) or bare exception types;
-`storage_error` turns either into a `StorageError` whose message starts with what to do.
+`storage_error` turns either into a `StorageError` whose message starts with what to do, and
+`storage_errors` does it for every Lance call inside it (a commit conflict left after the retries
+becomes a `CommitConflictError`). `vanished` tells a file removed by a cleanup (a reader or
+writer then tries the latest version again, `VANISHED_RETRIES` times).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
+from collections.abc import Iterator
 
-from artstore.errors import StorageError
+from artstore.errors import ArtstoreError, CommitConflictError, StorageError
 from artstore.storage.location import LANCE_DEFAULTS, Location
 
 _DENIED = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidClientTokenId", "ExpiredToken",
@@ -51,3 +56,28 @@ def storage_error(loc: Location, action: str, exc: BaseException) -> StorageErro
     text = loc.redact(re.sub(r"\s+", " ", raw).strip()) or type(exc).__name__
     detail = text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + " ..."
     return StorageError(f"{action} {loc.uri} failed: {_hint(loc, text, exc)}. [{type(exc).__name__}: {detail}]")
+
+
+# A cleanup beside a writer (a short retention window) can remove the version the writer read;
+# it then re-reads the latest and tries again, this many times.
+VANISHED_RETRIES = 3
+
+
+@contextlib.contextmanager
+def storage_errors(loc: Location, action: str) -> Iterator[None]:
+    """Turn Lance/IO errors into StorageError naming the dataset, never a secret."""
+    try:
+        yield
+    except ArtstoreError:  # already says what went wrong (e.g. a ValidationError is a ValueError)
+        raise
+    except (OSError, RuntimeError, ValueError) as e:
+        text = loc.redact(str(e))
+        if "conflict" in text.lower() and "retr" in text.lower():
+            raise CommitConflictError(f"{action} {loc.uri}: too many concurrent commits; retry. ({text})") from None
+        raise storage_error(loc, action, e) from None
+
+
+def vanished(e: BaseException) -> bool:
+    """Whether `e` says a file of the dataset was not found (a cleanup removed what was read)."""
+    text = str(e).lower()
+    return "not found" in text or "no such file" in text

@@ -1,4 +1,5 @@
-"""Fragments of a Lance table: what a distributed read splits a table version into.
+"""Fragments of a Lance table: how many a version has and their ids (from its manifest in memory),
+and what a distributed read splits a table version into.
 
 A scan plan (`artstore.engines.plan`) lists a pinned version's fragments with the distinct values
 of one column in each (the write_ids that decide visibility), and a worker reads a few of them
@@ -12,9 +13,12 @@ from typing import Any
 import lance
 import pyarrow as pa
 import pyarrow.compute as pc
+from lance import LanceDataset
 
+from artstore.storage import datasets
+from artstore.storage.data_files import data_file_path
+from artstore.storage.failures import storage_errors
 from artstore.storage.location import Location
-from artstore.storage.tables import data_file_path, storage_errors
 
 
 def fragment_rows(loc: Location, ds: Any) -> list[tuple[int, int]]:
@@ -65,3 +69,24 @@ def take_rows(loc: Location, ds: Any, addresses: list[int], columns: list[str] |
         if len(fragment_ids) == 1:  # one fragment (one log's rows, say): its take costs less
             return ds.get_fragment(fragment_ids.pop()).take([a & 0xFFFFFFFF for a in addresses], columns=columns)
         return ds._take_rows(addresses, columns=columns)
+
+
+def fragment_ids(ds: LanceDataset) -> list[int]:
+    """The fragment ids of the version `ds`, ascending, from its manifest in memory (no
+    LanceFragment objects: ~0.2 us in all instead of ~2 us a fragment)."""
+    raw = getattr(ds, "_ds", None)
+    if raw is not None and hasattr(raw, "fragment_ids"):
+        return sorted(raw.fragment_ids())
+    return sorted(f.fragment_id for f in ds.get_fragments())
+
+
+def fragments_of(ds: LanceDataset) -> int:
+    """How many fragments the version `ds` has, from its manifest in memory (no LanceFragment
+    objects: ~0.1 us instead of ~7 us a fragment)."""
+    raw = getattr(ds, "_ds", None)
+    return raw.count_fragments() if raw is not None and hasattr(raw, "count_fragments") else len(ds.get_fragments())
+
+
+def fragment_count(loc: Location) -> int:
+    ds = datasets.open_dataset(loc)
+    return 0 if ds is None else fragments_of(ds)

@@ -97,7 +97,7 @@ def remember(loc: Location, ds: LanceDataset) -> None:
 
 def stamp(loc: Location, version: int) -> tuple[int, int] | None:
     """(version, manifest mtime_ns) of the local handle at `loc` when it is at `version`, as
-    `tables.latest_stamp` gives them, without a stat; None otherwise."""
+    `datasets.latest_stamp` gives them, without a stat; None otherwise."""
     with _LOCK:
         known = _STAMPS.get(loc.uri) if _PID == os.getpid() else None
     return None if known is None or known[0] != version else (known[0], known[1])

@@ -3,9 +3,9 @@
 (`key_files`, `may_hold`, `rows_with`) skip the fragments already read or just committed
 (`note_keys`), and let `rows_after` skip the fragments a look-up just read (`keep_rows`).
 
-Plain appends (`tables.append`, `tables.commit_files`) don't enforce uniqueness; the first
-committed row of each key wins, ordered by the SEQ column (`tables.SEQ`) and fragment ids. Lance
-errors leave as `StorageError`, as in `tables`.
+Plain appends (`writes.append`, `writes.commit_files`) don't enforce uniqueness; the first
+committed row of each key wins, ordered by the SEQ column (`SEQ`) and fragment ids. Lance
+errors leave as `StorageError` (`failures.storage_errors`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ import pyarrow.dataset as pads
 from lance import LanceDataset
 from lance.fragment import FragmentMetadata
 
+from artstore.storage.data_files import first_file
+from artstore.storage.failures import storage_errors
+from artstore.storage.fragments import fragment_ids
 from artstore.storage.location import Location
-from artstore.storage.tables import SEQ, first_file, fragment_ids, storage_errors
+
+SEQ = "commit_seq"  # see `first_per_key`
 
 # A table of at most this many rows is read whole by `first_per_key` with one take, not a scan
 # (whose set-up, ~1-2 ms of CPU, is most of reading a small run's logs).

@@ -24,8 +24,8 @@ from lance.fragment import FragmentMetadata, write_fragments
 
 from artstore.errors import StorageError
 from artstore.storage import files, handles
+from artstore.storage.failures import storage_errors
 from artstore.storage.location import Location
-from artstore.storage.tables import storage_errors
 
 DIR = "logs.pending"
 SUFFIX = ".arrow"
@@ -126,7 +126,7 @@ def delete(run: Location, done: list[str]) -> None:
 
 def write_row_fragments(loc: Location, rows: pa.Table) -> list[FragmentMetadata]:
     """Write each row of `rows` as its own uncommitted data file of the dataset at `loc`, in row
-    order (one `write_fragments` call); `tables.commit_files` commits them in one append."""
+    order (one `write_fragments` call); `writes.commit_files` commits them in one append."""
     with storage_errors(loc, "write to"):
         target = handles.held(loc) or loc.uri
         return write_fragments(rows, target, schema=rows.schema, max_rows_per_file=1,

@@ -31,15 +31,10 @@ from lance import LanceDataset
 
 from artstore.errors import StorageError, VersionNotFoundError
 from artstore.storage import files
+from artstore.storage.datasets import newest_at, open_dataset, version_time, versions
+from artstore.storage.failures import storage_errors
 from artstore.storage.location import Location
-from artstore.storage.tables import (
-    committed_seq_hi,
-    newest_at,
-    open_dataset,
-    storage_errors,
-    version_time,
-    versions,
-)
+from artstore.storage.writes import committed_seq_hi
 
 MAP_DIR = "_artstore_version_map"
 MERGE_AFTER = 8  # map files kept before they are merged into one

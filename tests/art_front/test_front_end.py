@@ -393,13 +393,13 @@ async def test_trajectory_group_keeps_the_given_order_and_returns_exceptions_whe
 
 
 def test_state_table_stays_compact_after_many_changes(base_path):
-    from artstore.storage import tables
+    from artstore.storage import fragments
 
     model = trainable(base_path)
     for i in range(40):
         model.merge_state({"i": i})
     assert model.read_state() == {"i": 39}
-    assert tables.fragment_count(model.run.location.child("state.lance")) < 20
+    assert fragments.fragment_count(model.run.location.child("state.lance")) < 20
 
 
 async def test_what_artstore_does_not_do_raises_a_typed_error_saying_what_instead(make_trajectory):

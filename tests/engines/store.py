@@ -20,7 +20,7 @@ import pyarrow as pa
 
 import artstore as art
 from artstore.schema import arrow_schema
-from artstore.storage import tables
+from artstore.storage import writes
 
 WRITER = str(Path(__file__).with_name("writer_proc.py"))
 RUNS = ("p/a", "p/b", "q/c")
@@ -73,7 +73,7 @@ def build(path: Path) -> str:
     for table in ("trajectories", "groups", "metrics"):
         orphan = a.read_table(table).slice(0, 2).set_column(
             arrow_schema(table).get_field_index("write_id"), "write_id", pa.array(["crashed-fold"] * 2))
-        tables.append(a.table_location(table), orphan)
+        writes.append(a.table_location(table), orphan)
     a.compact()  # the orphans now share fragments with committed rows
     s.run("q", "c").compact()
     s.run("q", "c").tag(TAG)

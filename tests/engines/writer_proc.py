@@ -20,12 +20,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import artstore as art  # noqa: E402
 from artstore.log import commit as writer  # noqa: E402
-from artstore.storage import tables  # noqa: E402
+from artstore.storage import writes  # noqa: E402
 
 
 def main(spec: dict) -> None:
     project, model = spec["run"].split("/")
-    original = tables.commit_files
+    original = writes.commit_files
 
     def stopped(loc, *args, **kwargs):
         if not loc.uri.endswith("logs.lance"):  # a run before the journal: its data tables first
@@ -39,7 +39,7 @@ def main(spec: dict) -> None:
             time.sleep(0.01)
         return original(loc, *args, **kwargs)
 
-    tables.commit_files = stopped
+    writes.commit_files = stopped
     trajectories = [art.Trajectory(messages_and_choices=[{"role": "user", "content": f"{spec['log_id']} {i}"}],
                                    reward=spec["reward"] + i) for i in range(3)]
     loc = art.open_store(spec["store"]).run(project, model).location

@@ -1,5 +1,5 @@
 """A writer's handles on the latest version (`artstore.storage.handles` through
-`tables.open_latest`): reused while nothing changed, moved on by any other writer's commit, never
+`datasets.open_latest`): reused while nothing changed, moved on by any other writer's commit, never
 stale after a dataset is deleted and made again; on S3 one small log makes a few requests, the
 same number after many logs; look-ups find ids committed by other processes."""
 
@@ -17,7 +17,7 @@ import pytest
 
 import artstore as art
 from artstore.log import commit, upkeep
-from artstore.storage import Location, tables
+from artstore.storage import Location, datasets, writes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,14 +32,14 @@ def _keys(ds) -> list[str]:
 
 def test_open_latest_reuses_its_handle_until_another_writer_commits(tmp_path):
     loc = Location.parse(str(tmp_path / "t.lance"))
-    tables.append(loc, _rows("a"))
-    tables.append(loc, _rows("b"))
-    first = tables.open_latest(loc)
-    assert tables.open_latest(loc) is first  # nothing newer: the same snapshot, no open
+    writes.append(loc, _rows("a"))
+    writes.append(loc, _rows("b"))
+    first = datasets.open_latest(loc)
+    assert datasets.open_latest(loc) is first  # nothing newer: the same snapshot, no open
     # a commit that never went through this process's handles (another process, say)
     lance.write_dataset(_rows("c", "d"), loc.uri, mode="append")
     lance.write_dataset(_rows("e"), loc.uri, mode="append")
-    moved = tables.open_latest(loc)
+    moved = datasets.open_latest(loc)
     assert moved.version == first.version + 2 == lance.dataset(loc.uri).version
     assert _keys(moved) == ["a", "b", "c", "d", "e"]
 
@@ -47,13 +47,13 @@ def test_open_latest_reuses_its_handle_until_another_writer_commits(tmp_path):
 def test_open_latest_is_never_stale_after_the_dataset_is_deleted_and_made_again(tmp_path):
     loc = Location.parse(str(tmp_path / "t.lance"))
     for key in "abc":
-        tables.append(loc, _rows(key))
-    assert tables.open_latest(loc).version == 3
+        writes.append(loc, _rows(key))
+    assert datasets.open_latest(loc).version == 3
     shutil.rmtree(loc.uri)
     lance.write_dataset(_rows("new"), loc.uri)  # version 1 of another dataset at the same place
-    again = tables.open_latest(loc)
+    again = datasets.open_latest(loc)
     assert again.version == 1 and _keys(again) == ["new"]
-    tables.append(loc, _rows("next"), read_version=again.version)  # commits through the fresh handle
+    writes.append(loc, _rows("next"), read_version=again.version)  # commits through the fresh handle
     assert _keys(lance.dataset(loc.uri)) == ["new", "next"]
 
 

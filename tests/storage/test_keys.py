@@ -7,10 +7,10 @@ from __future__ import annotations
 import lance
 import pyarrow as pa
 
-from artstore.storage import Location, keys, tables
+from artstore.storage import Location, data_files, datasets, keys, writes
 
 KEYED = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("note", pa.string()),
-                   pa.field(tables.SEQ, pa.int64())])
+                   pa.field(keys.SEQ, pa.int64())])
 EVERY_KEY = [f"k{i}{b}" for i in range(5) for b in ("", "b")]
 
 
@@ -19,7 +19,7 @@ def _five_fragments(tmp_path) -> Location:
     had appended them."""
     loc = Location.parse(tmp_path / "keys.lance")
     for i in range(5):
-        tables.append(loc, pa.table({"key": [f"k{i}", f"k{i}b"], "note": [f"n{i}", None], tables.SEQ: [None, None]},
+        writes.append(loc, pa.table({"key": [f"k{i}", f"k{i}b"], "note": [f"n{i}", None], keys.SEQ: [None, None]},
                                     schema=KEYED))
     keys._KEYS.clear()
     keys._ROWS.pop(loc.uri, None)
@@ -44,7 +44,7 @@ def _reads(monkeypatch) -> list[int]:
 def test_rows_a_look_up_read_are_handed_to_the_next_rows_after_once(tmp_path, monkeypatch):
     loc = _five_fragments(tmp_path)
     keys.keep_rows(loc, ["key", "note"])
-    ds = tables.open_latest(loc)
+    ds = datasets.open_latest(loc)
     read = _reads(monkeypatch)
     assert not keys.may_hold(loc, ds, "key", "k9")  # reads the 5 fragments, with the kept columns
     assert sorted(read) == [0, 1, 2, 3, 4]
@@ -53,7 +53,7 @@ def test_rows_a_look_up_read_are_handed_to_the_next_rows_after_once(tmp_path, mo
     assert read == []  # all from the look-up's read
     assert rows["key"].to_pylist() == EVERY_KEY
     assert rows["note"].to_pylist() == [n for i in range(5) for n in (f"n{i}", None)]
-    assert rows[tables.SEQ].to_pylist() == [i for i in range(5) for _ in range(2)]  # filled in: commit order
+    assert rows[keys.SEQ].to_pylist() == [i for i in range(5) for _ in range(2)]  # filled in: commit order
     again = keys.rows_after(loc, ds, 2, ["key", "note"])  # handed out once: read this time
     assert sorted(set(read)) == [3, 4] and again["key"].to_pylist() == EVERY_KEY[6:]
 
@@ -62,8 +62,8 @@ def test_rows_kept_beyond_the_bound_are_read_again(tmp_path, monkeypatch):
     monkeypatch.setattr(keys, "KEPT_ROWS", 4)
     loc = _five_fragments(tmp_path)
     keys.keep_rows(loc, ["key"])
-    ds = tables.open_latest(loc)
-    assert keys.key_files(loc, ds, "key", "k3") == {tables.first_file(ds.get_fragments()[3])}
+    ds = datasets.open_latest(loc)
+    assert keys.key_files(loc, ds, "key", "k3") == {data_files.first_file(ds.get_fragments()[3])}
     read = _reads(monkeypatch)
     assert keys.rows_after(loc, ds, -1, ["key"])["key"].to_pylist() == EVERY_KEY
     assert sorted(set(read)) == [0, 1, 2]  # the oldest went; the newest 4 rows were kept
@@ -71,7 +71,7 @@ def test_rows_kept_beyond_the_bound_are_read_again(tmp_path, monkeypatch):
 
 def test_rows_after_leaves_out_fragments_holding_only_keys_already_counted(tmp_path, monkeypatch):
     loc = _five_fragments(tmp_path)
-    ds = tables.open_latest(loc)
+    ds = datasets.open_latest(loc)
     keys.key_files(loc, ds, "key", "k0")  # notes each fragment's keys
     read = _reads(monkeypatch)
     counted = {"k0", "k0b", "k1", "k2", "k2b", "k4", "k4b"}  # all of fragments 0, 2 and 4; half of 1

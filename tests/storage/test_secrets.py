@@ -9,7 +9,7 @@ import pytest
 
 from artstore.errors import StorageError
 from artstore.storage import Location
-from artstore.storage.tables import storage_errors
+from artstore.storage.failures import storage_errors
 
 TOKEN = "SeSsIoN-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
