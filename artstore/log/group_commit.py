@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 from artstore.errors import ArtstoreError, StorageError, ValidationError
 from artstore.log import fold, idle_fold, journal, upkeep
 from artstore.names import sql_quote
-from artstore.storage import Location, barrier, datasets, handles, keys, pending, writes
+from artstore.storage import Location, barrier, datasets, fragments, handles, keys, pending, writes
 
 logger = logging.getLogger(__name__)
 
@@ -289,15 +289,15 @@ def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> t
     logs = run.child("logs.lance")
     rows = pa.concat_tables([i.row for i in items])
     try:
-        fragments = pending.write_row_fragments(logs, rows)
+        written = pending.write_row_fragments(logs, rows)
     except StorageError:
         if not journal.add_delta_column(logs):  # a journal from before state_delta
             raise
-        fragments = pending.write_row_fragments(logs, rows)
+        written = pending.write_row_fragments(logs, rows)
     before = handles.held(logs)
     top_before = max(fragments.fragment_ids(before), default=0) if before is not None else 0
-    version = writes.commit_files(logs, fragments, rows.schema, f"group commit of {len(items)} logs")
-    for fragment, item in zip(fragments, items, strict=True):  # no later look-up reads them back
+    version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs")
+    for fragment, item in zip(written, items, strict=True):  # no later look-up reads them back
         keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
     committed = handles.held(logs, version)
     if committed is None and queue is not None:  # the commit that created the journal holds no handle
