@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from artstore.log import commit as writer
+from artstore.log import inline_upkeep
 from artstore.storage import compaction
 
 
@@ -40,7 +40,7 @@ def simulate(appends: int, rows: int, top: int) -> tuple[float, int, int]:
         frags.append(rows)
         version += 1
         worst = max(worst, sum(r < top for r in frags))
-        if version % writer.MAINTAIN_EVERY:
+        if version % inline_upkeep.MAINTAIN_EVERY:
             continue
         target = compaction.compaction_target(frags, top)
         if target is not None:
@@ -57,9 +57,9 @@ def main() -> None:
     p.add_argument("--tier-factor", type=int, nargs="+", default=[compaction.TIER_FACTOR])
     p.add_argument("--compact-to", type=int, nargs="+", default=[compaction.COMPACT_TO_FRAGMENTS])
     p.add_argument("--compact-after", type=int, default=compaction.COMPACT_AFTER_FRAGMENTS)
-    p.add_argument("--every", type=int, default=writer.MAINTAIN_EVERY, help="maintenance every N versions")
+    p.add_argument("--every", type=int, default=inline_upkeep.MAINTAIN_EVERY, help="maintenance every N versions")
     a = p.parse_args()
-    compaction.COMPACT_AFTER_FRAGMENTS, writer.MAINTAIN_EVERY = a.compact_after, a.every
+    compaction.COMPACT_AFTER_FRAGMENTS, inline_upkeep.MAINTAIN_EVERY = a.compact_after, a.every
     for tf, keep in itertools.product(a.tier_factor, a.compact_to):
         compaction.TIER_FACTOR, compaction.COMPACT_TO_FRAGMENTS = tf, keep
         for rows, n in itertools.product(a.rows, a.appends):

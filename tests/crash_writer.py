@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from openai.types.chat.chat_completion import Choice  # noqa: E402
 
 import artstore as art  # noqa: E402
-from artstore.log import commit as writer  # noqa: E402
+from artstore.log import inline_upkeep  # noqa: E402
 from artstore.storage import compaction  # noqa: E402
 
 PROJECT, MODEL = "crash", "writer"
@@ -71,7 +71,7 @@ def say(line: str) -> None:
 
 def write_forever(store: str, prefix: str, retry: str | None = None) -> None:
     """Log until killed. Maintenance runs often, so kills also land inside compaction/cleanup."""
-    writer.MAINTAIN_EVERY = 2
+    inline_upkeep.MAINTAIN_EVERY = 2
     compaction.COMPACT_AFTER_FRAGMENTS, compaction.COMPACT_TO_FRAGMENTS = 4, 2
     model = art.Model(name=MODEL, project=PROJECT, base_path=store, report_metrics=[],
                       retention=timedelta(seconds=0))

@@ -11,13 +11,12 @@ from datetime import timedelta
 import pytest
 
 import artstore as art
-from artstore.log import commit as writer
-from artstore.log import fold
+from artstore.log import fold, inline_upkeep
 from artstore.storage import compaction, datasets, fragments, scans, writes
 from benchmarks.small_appends import compacted_copy, fill, log_groups, read_ms, report
 
 LOGS, PER_LOG = 2000, 8
-MAX_FRAGMENTS = compaction.COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY  # 12: no data table is ever this far behind
+MAX_FRAGMENTS = compaction.COMPACT_AFTER_FRAGMENTS + inline_upkeep.MAINTAIN_EVERY  # 12: no data table is ever this far behind
 # Without cleanup: one per version, 2,000+ per table. With retention 0 a journal's cleanup is due every
 # CLEANUP_AFTER_VERSIONS versions, and its journal lane waits behind no fold, stats refresh or other
 # run (behind one thread for all it lagged up to ~170 logs in CI: a stale refresh of an earlier
@@ -40,7 +39,7 @@ def test_2000_small_logs_keep_fragments_and_versions_bounded_tags_readable_and_r
     assert run.logs().num_rows == LOGS and run.trajectories().num_rows == LOGS * PER_LOG
     for table, worst in f.worst.items():
         # the journal's writers compact it themselves only once its background compaction lags far behind
-        assert worst["fragments"] <= (writer.MAX_FRAGMENTS + writer.MAINTAIN_EVERY if table == "logs" else MAX_FRAGMENTS), table
+        assert worst["fragments"] <= (inline_upkeep.MAX_FRAGMENTS + inline_upkeep.MAINTAIN_EVERY if table == "logs" else MAX_FRAGMENTS), table
         assert worst["manifests"] <= MAX_MANIFESTS, table
         assert worst["versions_bytes"] <= MAX_VERSIONS_BYTES, table
     # a log is one version of logs (the journal); the fold adds a few versions per 16 logs per table
@@ -145,7 +144,7 @@ def test_concurrent_forced_compactions_retry_lost_races_and_all_finish(tmp_path,
     from artstore.log import journal
     from artstore.schema import arrow_schema
 
-    monkeypatch.setattr(writer, "MAINTAIN_EVERY", 10**9)  # leave every small fragment to the compactions
+    monkeypatch.setattr(inline_upkeep, "MAINTAIN_EVERY", 10**9)  # leave every small fragment to the compactions
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     old = pa.schema([f for f in arrow_schema("logs") if f.name not in journal.PAYLOAD_COLUMNS])
     writes.create(model.run.table_location("logs"), old.empty_table())  # one commit per table and log

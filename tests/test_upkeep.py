@@ -1,4 +1,4 @@
-"""Upkeep (artstore.log.upkeep, writer.maintain): log() leaves the compaction of its run's journal,
+"""Upkeep (artstore.log.upkeep, inline_upkeep.maintain): log() leaves the compaction of its run's journal,
 the fold and the cleanup of old versions to a background thread, which it does not wait for; the
 thread does one job at a time, and its failures never reach the caller."""
 
@@ -11,8 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import artstore as art
-from artstore.log import commit as writer
-from artstore.log import fold
+from artstore.log import fold, inline_upkeep
 from artstore.storage import compaction, datasets, fragments
 
 RETENTION = timedelta(0)  # every compaction makes a cleanup due (see _fresh_cleanups)
@@ -24,7 +23,7 @@ def _log(model: art.Model, i: int, make_trajectory) -> None:
 
 def _logs_until_compaction() -> int:
     """Enough logs for a compaction of the journal and a fold into the data tables."""
-    return max(compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS, fold.FOLD_EVERY) + writer.MAINTAIN_EVERY
+    return max(compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS, fold.FOLD_EVERY) + inline_upkeep.MAINTAIN_EVERY
 
 
 def test_log_returns_before_the_cleanup_it_asked_for_and_wait_for_upkeep_sees_it_done(
@@ -41,7 +40,7 @@ def test_log_returns_before_the_cleanup_it_asked_for_and_wait_for_upkeep_sees_it
         return real(loc, table, retention, force, **kw)
 
     monkeypatch.setattr(compaction, "maintain", recording)
-    logs = 2 * writer.MAINTAIN_EVERY  # the journal's upkeep is asked for twice (not yet crowded)
+    logs = 2 * inline_upkeep.MAINTAIN_EVERY  # the journal's upkeep is asked for twice (not yet crowded)
     for i in range(logs):
         _log(model, i, make_trajectory)
     assert started.wait(10) and not cleanups  # asked for, and log() did not wait for it
@@ -121,7 +120,7 @@ def test_a_journal_is_compacted_and_cleaned_up_while_a_slow_job_holds_the_other_
             time.sleep(0.1)
         assert not gate.is_set()
         assert manifests() <= compaction.CLEANUP_AFTER_VERSIONS + 4  # not one per log
-        assert fragments.fragment_count(loc) <= compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS + writer.MAINTAIN_EVERY  # not 48
+        assert fragments.fragment_count(loc) <= compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS + inline_upkeep.MAINTAIN_EVERY  # not 48
     finally:
         gate.set()
     assert model.run.wait_for_upkeep(timeout=60)

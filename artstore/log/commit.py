@@ -13,8 +13,9 @@ the SQL scans), so the loser's rows stay invisible,
 like a crashed write's, and its caller gets the winner's record. A plain append, not a
 merge_insert: Lance stores a 16 KiB key filter in each merge_insert's transaction and manifest.
 
-Upkeep runs after the commit: compaction here, cleanup of old versions in the background
-(`artstore.log.upkeep`).
+Upkeep runs after the commit (`artstore.log.inline_upkeep`): compaction in the background, or
+here when logs outrun it, and cleanup of old versions in the background (`artstore.log.upkeep`).
+Runs whose logs table predates the journal commit each data table (`artstore.log.legacy_logs`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,16 @@ from typing import Any
 import pyarrow as pa
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError, VersionNotFoundError
-from artstore.log import fold, group_commit, idle_fold, journal, registry, upkeep
-from artstore.log.visibility import GATE_COLUMNS, check_present, committed_logs
+from artstore.log import (
+    fold,
+    group_commit,
+    idle_fold,
+    inline_upkeep,
+    journal,
+    legacy_logs,
+    registry,
+    upkeep,
+)
 from artstore.names import check_log_id, check_segment, sql_quote
 from artstore.records import metrics as metrics_mod
 from artstore.records.encoding import check_stored_layout, encode_groups
@@ -47,7 +56,6 @@ from artstore.schema import arrow_schema
 from artstore.storage import (
     Location,
     barrier,
-    compaction,
     data_files,
     datasets,
     failures,
@@ -60,14 +68,6 @@ from artstore.storage import (
 logger = logging.getLogger(__name__)
 
 DATA_TABLES = ("trajectories", "groups", "metrics")
-MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
-# A journal is compacted in the background (`artstore.log.upkeep`'s journal lane) once it has
-# JOURNAL_COMPACT_AFTER_FRAGMENTS small fragments; its writer compacts it itself only past
-# MAX_FRAGMENTS, when logs truly outrun the lane (busy with this journal all along: a loaded
-# machine saw up to 22). With the bound at 12 and one upkeep thread, a steady small-log loop on 2
-# idle cores compacted inline 18 times in 200 logs.
-MAX_FRAGMENTS = compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS + 4 * MAINTAIN_EVERY
-CROWDED_WAIT_S = 5.0  # a journal MAINTAIN_EVERY past crowded: its writer waits at most this for the running compaction
 DEFAULT_RETENTION = upkeep.DEFAULT_RETENTION
 DEFAULT_READER_WINDOW = upkeep.DEFAULT_READER_WINDOW
 
@@ -237,53 +237,12 @@ def _unqueued(start: Any, fn: Any, *args: Any) -> Any:
     return start(call)
 
 
-def _commit_tables(run: Location, pool: ThreadPoolExecutor, rows: Mapping[str, pa.Table], message: str) -> dict[str, int]:
-    """A run whose logs table predates the journal: write and commit the log's rows to each data
-    table (one commit each); the table versions made."""
-    written = {name: pool.submit(writes.write_files, run.child(f"{name}.lance"), t) for name, t in rows.items()}
-    commits = {name: pool.submit(writes.commit_files, run.child(f"{name}.lance"), future.result(),
-                                 rows[name].schema, message,
-                                 before_create=functools.partial(_refuse_recreate, run, name))
-               for name, future in written.items()}
-    return {name: future.result() for name, future in commits.items()}
-
-
-def _table_rows(traj: pa.Table, grp: pa.Table, values: Mapping[str, float], log_id: str, write_id: str,
-                split: str, step: int, recorded_at: datetime) -> dict[str, pa.Table]:
-    """The log's rows of each data table that gets any, for a run whose logs predate the journal."""
-    n = len(values)
-    metric_rows = pa.table({
-        "log_id": [log_id] * n, "write_id": [write_id] * n, "step": [step] * n, "split": [split] * n,
-        "name": list(values), "value": list(values.values()), "recorded_at": [recorded_at] * n,
-    }, schema=arrow_schema("metrics"))
-    return {name: t for name, t in (("trajectories", traj), ("groups", grp), ("metrics", metric_rows)) if t.num_rows}
-
-
 def _register(run: Location) -> None:
     """Record the run at `run` (`{store}/{project}/models/{model}`) in its store's registry; a
     location outside that layout has no store to record it in."""
     found = registry.split_run(run)
     if found is not None:
         registry.register(*found)
-
-
-def _refuse_recreate(run: Location, table: str) -> None:
-    """StorageError when `table` is about to be created although the run's committed logs name
-    rows of it (its files were deleted): a new table would hide the damage."""
-    logs_loc = run.child("logs.lance")
-    logs = datasets.open_dataset(logs_loc)
-    if logs is not None:
-        check_present(run.child(f"{table}.lance"), table, committed_logs(logs_loc, logs, GATE_COLUMNS), None)
-
-
-def commit_log(run: Location, row: pa.Table, first_commit_wins: bool, read_version: int = 0) -> tuple[bool, int]:
-    """Append the logs row `row` (one commit, on `read_version` when the caller just read the
-    logs at it: see `writes.commit_files`); returns (appended, version). A logs table made before
-    first-commit-wins keeps its merge_insert, which appends nothing when the id is there."""
-    loc = run.child("logs.lance")
-    if first_commit_wins:
-        return True, writes.append(loc, row, f"log {row['log_id'][0]}", read_version=read_version or None)
-    return writes.insert_unique(loc, row.drop_columns([keys.SEQ]), "log_id")
 
 
 def write_log(
@@ -399,12 +358,12 @@ def write_log(
                 inserted, logs_version = True, writes.commit_files(
                     logs_loc, row_fragments, commit.schema, message, read_version=looked_at or None)
             else:
-                versions = _commit_tables(run, pool, _table_rows(traj, grp, values, log_id, write_id, split, step,
+                versions = legacy_logs.commit_tables(run, pool, legacy_logs.table_rows(traj, grp, values, log_id, write_id, split, step,
                                                                  recorded_at), message)
                 legacy = commit.drop_columns(list(journal.PAYLOAD_COLUMNS)).set_column(
                     commit.schema.get_field_index("table_versions"), commit.schema.field("table_versions"),
                     pa.array([list(versions.items())], commit.schema.field("table_versions").type))
-                inserted, logs_version = commit_log(run, legacy, first_commit_wins, looked_at)
+                inserted, logs_version = legacy_logs.commit_log(run, legacy, first_commit_wins, looked_at)
         except StorageError:
             check_stored_layout(run.child("trajectories.lance"))  # a version 1 table: say so
             raise
@@ -420,7 +379,7 @@ def write_log(
             return _record(run, winner) if winner is not None else find_log(run, log_id)
     versions["logs"] = logs_version
     window = min(retention, reader_window) if is_journal else retention
-    maintain(run, versions, window, background=is_journal)
+    inline_upkeep.maintain(run, versions, window, background=is_journal)
     # A fold every FOLD_EVERY versions: each multiple is in the (look-up, commit] span of some
     # writer's log (compactions of logs make versions too, so no single version is sure to be ours).
     if is_journal and logs_version // fold.FOLD_EVERY > looked_at // fold.FOLD_EVERY:
@@ -433,40 +392,3 @@ def write_log(
         num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, logs_version=logs_version,
         state_delta_stored=is_journal and state_delta is not None, write_id=write_id,
     )
-
-
-def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, background: bool = False) -> None:
-    """Compact each table whose new version is a multiple of MAINTAIN_EVERY (tiered, bounded
-    cost), and leave the cleanup of old versions that then falls due to `artstore.log.upkeep`'s
-    background thread.
-
-    Exactly one writer makes each version, so among many writers one does each round of upkeep,
-    and the fragment count stays bounded without anyone calling compaction by hand. The log is
-    committed before this runs: a failure here (e.g. losing a race with another compaction) is
-    logged and left to the next round, never raised. With `background` (a journal's logs, whose
-    rows keep their commit order in `commit_seq` wherever compaction puts them) the compaction too
-    runs on `artstore.log.upkeep`'s thread: log() returns right after its commit.
-    """
-    for name, version in versions.items():
-        loc = run.child(f"{name}.lance")
-        # In the background, unless the worker is so far behind (busy with a fold, or with this
-        # table's compaction while logs keep coming) that the table has MAX_FRAGMENTS: then here
-        # (when a compaction of it runs, after it lands, once MAINTAIN_EVERY more logs came), which
-        # bounds the fragments however fast logs come.
-        count = (writes.committed_fragments(loc, version) or 0) if background else 0
-        wait = CROWDED_WAIT_S if count >= MAX_FRAGMENTS + MAINTAIN_EVERY else 0.0  # far behind: wait
-        if count >= MAX_FRAGMENTS and upkeep.take_over(loc, timeout=wait):
-            pass
-        elif version % MAINTAIN_EVERY:
-            continue
-        elif background:
-            upkeep.request(loc, name, retention, compact=True)
-            continue
-        rewrite = fold.drop_folded_payloads(run) if background else None
-        try:
-            done = compaction.maintain(loc, name, retention, cleanup=False, rewrite=rewrite)
-        except ArtstoreError as e:
-            logger.warning("maintenance of %s skipped: %s", name, e)
-            continue
-        if done["compacted"] and compaction.cleanup_due(loc, retention):
-            upkeep.request(loc, name, retention)

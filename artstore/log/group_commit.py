@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError
-from artstore.log import fold, idle_fold, journal, upkeep
+from artstore.log import fold, idle_fold, inline_upkeep, journal, upkeep
 from artstore.names import sql_quote
 from artstore.storage import Location, barrier, datasets, fragments, handles, keys, pending, writes
 
@@ -311,13 +311,11 @@ def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> t
 def _after(run: Location, items: list[_Item], version: int, top_before: int) -> None:
     """After the group commit of `items` at `version`: delete their pending files, then ask for
     what `write_log` asks for after a sync commit, once for the batch."""
-    from artstore.log import commit  # (commit imports this module)
-
     pending.delete(run, [i.name for i in items if i.name])
     logs = run.child("logs.lance")
     window, retention = min(i.window for i in items), min(i.retention for i in items)
     try:
-        commit.maintain(run, {"logs": version}, window, background=True)
+        inline_upkeep.maintain(run, {"logs": version}, window, background=True)
     except ArtstoreError as e:
         logger.warning("maintenance of %s skipped: %s", logs.redact(logs.uri), e)
     top = writes.committed_seq_hi(logs, version)

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.errors import CommitConflictError, ValidationError
-from artstore.log.commit import DEFAULT_RETENTION, maintain
+from artstore.log.commit import DEFAULT_RETENTION
+from artstore.log.inline_upkeep import maintain
 from artstore.schema import arrow_schema
 from artstore.storage import Location, scans, writes
 

@@ -8,8 +8,8 @@ Two background threads per process (lanes) share one queue:
 - the other lane folds journals into the data tables (`artstore.log.fold`), compacts and cleans
   up those, and refreshes runs' stats.
 
-`log()` asks for its journal's compaction every `writer.MAINTAIN_EVERY` versions and compacts it
-itself only past `writer.MAX_FRAGMENTS` (logs outrunning the lane). Cleanup reads every manifest
+`log()` asks for its journal's compaction every `inline_upkeep.MAINTAIN_EVERY` versions and compacts it
+itself only past `inline_upkeep.MAX_FRAGMENTS` (logs outrunning the lane). Cleanup reads every manifest
 inside the retention window (0.2-0.3 s of CPU per table at 2,100 versions), so inline it made some
 log calls 10-100x slower than the median; it runs here, when `compaction.maintain` finds it due.
 
