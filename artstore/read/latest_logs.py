@@ -321,7 +321,7 @@ class _Note:
 
 
 _NOTES: dict[str, list[_Note]] = {}  # logs uri -> this process's logs committed since the last read
-_MAX_NOTES = 1024  # notes kept per run before they are folded on the log path (memory bound)
+_MAX_NOTES = 64  # notes kept per run before they are folded on the log path (bounds the first read after many logs)
 
 
 def note_log(run_location: Location, record: Any) -> None:
