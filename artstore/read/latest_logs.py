@@ -20,7 +20,8 @@ run. So each process keeps, per run, the newest `Snapshot` it read (`latest`):
 - this process's own logs (`note_log`, called by `Model.log` right after its commit, which
   only notes them): at the next read their journal rows extend the snapshot of the versions
   before them, so the first read after the writer's own logs reads nothing (another writer's
-  commit in between: that read reads what is new).
+  commit in between: that read reads what is new). A group commit's rows (`note_group_commit`,
+  told by the committer thread) are noted alike: one version, one fragment per row.
 
 A snapshot is immutable; answers derived from it (e.g. `Run.history()`) are kept on it, once
 per version (`Snapshot.derived`). Row addresses are valid for the snapshot's version only, and
