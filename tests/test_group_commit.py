@@ -243,3 +243,58 @@ def test_commit_mode_comes_from_the_environment_and_is_checked(monkeypatch):
     monkeypatch.setenv(group_commit.ENV, "later")
     with pytest.raises(art.ValidationError, match="commit"):
         group_commit.mode()
+
+
+# -- the committer notes its rows in the kept reads (`latest_logs`, `step_summary`) ----------------
+
+def _log_group_steps(model: art.Model, steps: range) -> None:
+    for step in steps:
+        model.log_sync([_group(step)], split="train" if step % 3 else "val", step=step, metrics={"x": float(step)})
+
+
+def test_history_after_own_group_logs_equals_sync_and_reads_nothing(tmp_path, monkeypatch):
+    from artstore.read import latest_logs, step_summary
+    from tests.test_latest_logs import _assert_same_as_fresh, _count_reads
+
+    monkeypatch.setattr(group_commit, "GATHER_S", 0.2)  # batches of several rows: one version, many notes
+    sync, group = _model(str(tmp_path), "sync"), _model(str(tmp_path), "group", commit="group")
+    for model in (sync, group):
+        _log_group_steps(model, range(2))
+        model.flush()
+        model.history()
+        model.run.step_summary()  # kept: the notes extend it
+    reads, summary_reads = _count_reads(monkeypatch), []
+    real_committed = step_summary.committed_logs
+    monkeypatch.setattr(step_summary, "committed_logs", lambda *a, **k: summary_reads.append(1) or real_committed(*a, **k))
+    for model in (sync, group):
+        _log_group_steps(model, range(2, 10))
+    group.flush()
+    assert _group_commits(group.run.location) < 10  # some commit held several of the rows
+    got = _history(group)
+    assert reads == []  # the kept logs were extended by the noted rows, nothing read back
+    assert got == _history(sync)
+    snapshot = latest_logs.latest(group.run.table_location("logs"))
+    assert snapshot.version == group.run.versions()[-1]["version"]
+    assert group.run.step_summary().means("train/x") == sync.run.step_summary().means("train/x")
+    assert reads == [] and summary_reads == []
+    _assert_same_as_fresh(group.run)
+
+
+def test_another_process_log_between_two_group_commits_is_seen(tmp_path, monkeypatch):
+    from tests.test_latest_logs import _assert_same_as_fresh, _count_reads, _log_in_another_process
+
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="group")
+    _log_group_steps(model, range(2))
+    model.flush()
+    assert model.history().num_rows == 2
+    reads = _count_reads(monkeypatch)
+    _log_in_another_process(tmp_path)  # committed between our two batches
+    _log_group_steps(model, range(2, 4))
+    model.flush()
+    history = model.history()
+    assert reads  # our notes do not cover the other row: the kept logs were read up to date
+    assert history.num_rows == 5 and history["val/other"].to_pylist().count(3.0) == 1
+    assert history["step"].to_pylist() == [0, 1, 11, 2, 3]
+    summary = model.run.step_summary()
+    assert summary.means("val/other") is not None
+    _assert_same_as_fresh(model.run)

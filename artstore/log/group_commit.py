@@ -57,6 +57,7 @@ from artstore.errors import ArtstoreError, StorageError, ValidationError
 from artstore.log import fold, idle_fold, inline_upkeep, journal, upkeep
 from artstore.names import sql_quote
 from artstore.storage import Location, barrier, datasets, fragments, handles, keys, pending, writes
+from artstore.storage.data_files import first_file
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,19 @@ _QUEUES: dict[str, _Queue] = {}  # logs uri -> queue
 _CHECKED: dict[str, float] = {}  # logs uri -> when this process last looked for its stale pending files
 _THREAD: tuple[int, threading.Thread] | None = None
 _ARMED = False  # a group log was made here: look for pending files on buckets too
+
+
+# called by the committer right after each group commit of queued logs, before any waiting read
+# goes on: (the run's journal, the version made, [(each log's record, its fragment id)])
+_ON_COMMIT: list[Callable[[Location, int, list[tuple[Any, int]]], None]] = []
+
+
+def on_commit(listener: Callable[[Location, int, list[tuple[Any, int]]], None]) -> None:
+    """Call `listener(journal location, version, [(record, fragment id)])` after each group
+    commit of this process's queued logs (in the committer thread: it must be quick and
+    thread-safe), e.g. so kept reads extend by the rows without reading them back."""
+    if listener not in _ON_COMMIT:
+        _ON_COMMIT.append(listener)
 
 
 def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, window: timedelta,
@@ -305,7 +319,28 @@ def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> t
     if queue is not None and committed is not None:
         with _COND:
             queue.commits.append((version, committed.count_rows(), [i.record.write_id for i in items]))
+        _tell(logs, version, committed, written, items)
     return version, top_before
+
+
+def _tell(logs: Location, version: int, committed: Any, written: list[Any], items: list[_Item]) -> None:
+    """Tell the `on_commit` listeners which fragment of `committed` (the version made) holds each
+    item's row, found by its data file; nothing when one is not found there."""
+    if not _ON_COMMIT:
+        return
+    try:
+        by_file = {paths[0]: i for i, (paths, _, _) in fragments.fragment_identities(logs, committed).items() if paths}
+        ids = [by_file.get(first_file(f)) for f in written]
+    except ArtstoreError as e:
+        logger.debug("group commit of %s: fragments not told (%s)", logs.redact(logs.uri), e)
+        return
+    if any(i is None for i in ids):
+        return
+    for listener in _ON_COMMIT:
+        try:
+            listener(logs, version, [(item.record, i) for item, i in zip(items, ids, strict=True)])
+        except Exception as e:  # noqa: BLE001 - committed: a listener's failure must not make it retried
+            logger.warning("after the group commit of %s: %s", logs.redact(logs.uri), e)
 
 
 def _after(run: Location, items: list[_Item], version: int, top_before: int) -> None:

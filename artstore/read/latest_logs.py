@@ -20,7 +20,8 @@ run. So each process keeps, per run, the newest `Snapshot` it read (`latest`):
 - this process's own logs (`note_log`, called by `Model.log` right after its commit, which
   only notes them): at the next read their journal rows extend the snapshot of the versions
   before them, so the first read after the writer's own logs reads nothing (another writer's
-  commit in between: that read reads what is new).
+  commit in between: that read reads what is new). A group commit's rows (`note_group_commit`,
+  told by the committer thread) are noted alike: one version, one fragment per row.
 
 A snapshot is immutable; answers derived from it (e.g. `Run.history()`) are kept on it, once
 per version (`Snapshot.derived`). Row addresses are valid for the snapshot's version only, and
@@ -38,10 +39,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.errors import ArtstoreError
-from artstore.log import journal
+from artstore.log import group_commit, journal
 from artstore.log.visibility import check_logs_schema
 from artstore.schema import arrow_schema
-from artstore.storage import Location, datasets, fragments, handles, keys, writes
+from artstore.storage import Location, barrier, datasets, fragments, handles, keys, writes
 from artstore.storage.keys import SEQ
 
 _SNAPSHOTS: OrderedDict[str, Snapshot] = OrderedDict()  # logs uri -> newest snapshot read
@@ -160,6 +161,7 @@ class _NoSnapshot(Exception):
 def latest(loc: Location) -> Snapshot | None:
     """The snapshot of the logs table at `loc` at its latest version, None when the run has no
     logs table or it predates commit_seq (the caller reads it as before)."""
+    barrier.wait(loc)  # this process's queued group logs land (and are noted) first
     if loc.uri in _NOTES:  # this process's own logs since the last read: extend the kept snapshot
         _fold_notes(loc)
     stamp = datasets.latest_stamp(loc)
@@ -337,18 +339,34 @@ def note_log(run_location: Location, record: Any) -> None:
     found = writes.committed_seq_hi(loc, version)  # (commit time, its highest fragment: ours)
     if found is None and version == 1:  # the commit that made the table: its one fragment, the first
         found = (None, 0)
+    _note(loc, version, [(record, None if found is None else found[1])], None if found is None else found[0])
+
+
+def note_group_commit(loc: Location, version: int, rows: list[tuple[Any, int]]) -> None:
+    """`note_log` for a group commit (`artstore.log.group_commit.on_commit`, in the committer
+    thread): this process committed the logs `rows` ([(record, its row's fragment id)], one
+    fragment each) to the journal at `loc` in one commit, `version`."""
+    found = writes.committed_seq_hi(loc, version)
+    _note(loc, version, rows, None if found is None else found[0])
+
+
+def _note(loc: Location, version: int, rows: list[tuple[Any, int | None]], when: Any) -> None:
+    """Keep the notes of `rows` ([(record, fragment id: None when not known)]) of `version`."""
     with _LOCK:
         notes = _NOTES.get(loc.uri)
         if notes is None and loc.uri not in _SNAPSHOTS and version != 1:
             return  # nothing kept to extend, and not the run's first log: the next read reads
-        if found is None:  # not this process's commit as it knows it: the next read reads what is new
-            _NOTES.pop(loc.uri, None)
+        if any(fragment is None for _, fragment in rows):  # not this process's commit as it knows it:
+            _NOTES.pop(loc.uri, None)  # the next read reads what is new
             return
         if notes is None:
             notes = _NOTES[loc.uri] = []
         for older in notes[-1:]:  # only the newest note's dataset is needed
             older.ds = older.stamp = None
-        notes.append(_Note(record, version, found[1], found[0], handles.held(loc, version), handles.stamp(loc, version)))
+        for record, fragment in rows[:-1]:
+            notes.append(_Note(record, version, fragment, when, None, None))
+        notes.append(_Note(rows[-1][0], version, rows[-1][1], when, handles.held(loc, version),
+                           handles.stamp(loc, version)))
         full = len(notes) > _MAX_NOTES
     if full:
         _fold_notes(loc)
@@ -366,7 +384,8 @@ def _fold_notes(loc: Location) -> None:
         old = _SNAPSHOTS.get(loc.uri)
     if not notes:
         return
-    notes = sorted((n for n in notes if old is None or n.version > old.version), key=lambda n: n.version)
+    # commit order: a group commit's notes share a version, its rows in fragment order
+    notes = sorted((n for n in notes if old is None or n.version > old.version), key=lambda n: (n.version, n.fragment))
     if not notes or (old is None and notes[0].version != 1) or (old is not None and not old.is_journal):
         return
     last = notes[-1]
@@ -434,3 +453,6 @@ def _before(a: pa.Table, b: pa.Table) -> bool:
     ka = (a["recorded_at"][0].value, a["log_id"][0].as_py().encode())  # Arrow compares strings bytewise
     kb = (b["recorded_at"][0].value, b["log_id"][0].as_py().encode())
     return ka < kb
+
+
+group_commit.on_commit(note_group_commit)

@@ -31,9 +31,17 @@ from typing import Any
 import pyarrow as pa
 
 from artstore.errors import VersionNotFoundError
-from artstore.log import journal
+from artstore.log import group_commit, journal
 from artstore.log.visibility import committed_logs
-from artstore.storage import Location, datasets, failures, transactions, version_map, writes
+from artstore.storage import (
+    Location,
+    barrier,
+    datasets,
+    failures,
+    transactions,
+    version_map,
+    writes,
+)
 
 _CACHE: OrderedDict[tuple[str, int, str], StepSummary] = OrderedDict()  # (logs uri, version, time) ->
 _NEWEST: dict[str, tuple[str, int, str]] = {}  # logs uri -> key of the newest summary built or extended
@@ -121,6 +129,8 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
     `version` (a number or tag) / `asof` (a timezone-aware datetime). `visible_metrics(committed)`
     reads the `step`, `name`, `value` of the metrics rows those committed logs made visible. Empty
     when the run has no logs (then, or at that time)."""
+    if version is None and asof is None:
+        barrier.wait(logs_loc)  # this process's queued group logs land (and are noted) first
     if logs_loc.uri in _NOTES:  # this process's logs since: extend the kept summary by them first
         _fold_notes(logs_loc)
     pinned = version_map.open_version(logs_loc, version, asof, session=datasets.read_session())  # the freshness check
@@ -170,22 +180,34 @@ def note_log(run_location: Location, logs_version: int | None, step: int, values
     Any other history (a version in between, a retry that stored nothing) leaves the cache alone."""
     if logs_version is None:
         return
-    logs_loc = run_location.child("logs.lance")
-    note = (logs_version, writes.committed_at(logs_loc, logs_version), step, dict(values))
+    _note(run_location.child("logs.lance"), logs_version, [(step, values)])
+
+
+def note_group_commit(logs_loc: Location, version: int, rows: list[tuple[Any, int]]) -> None:
+    """`note_log` of a group commit (`artstore.log.group_commit.on_commit`, in the committer
+    thread): the logs `rows` ([(record, its fragment id)]) all made `version`."""
+    _note(logs_loc, version, [(record.step, record.metrics) for record, _ in sorted(rows, key=lambda r: r[1])])
+
+
+def _note(logs_loc: Location, logs_version: int, logs: list[tuple[int, Mapping[str, float]]]) -> None:
+    """Note the logs ([(step, metric values)], commit order) that made `logs_version`, together:
+    a summary is kept for a version with all its logs or none."""
+    when = writes.committed_at(logs_loc, logs_version)
+    notes = [(logs_version, when, step, dict(values)) for step, values in logs]
     with _LOCK:
         pending = _NOTES.get(logs_loc.uri)
         if pending is not None and pending[1][-1][0] == logs_version - 1:
-            pending[1].append(note)
+            pending[1].extend(notes)
             if len(pending[1]) <= _MAX_NOTES:
                 return
     if pending is not None:  # full, or a version between (a compaction, say): extend up to the last noted
         _fold_notes(logs_loc)
-        if pending[1][-1] is note:
+        if pending[1][-1] is notes[-1]:
             return
     with _LOCK:
         newest = _NEWEST.get(logs_loc.uri)
         if newest is not None and newest[1] == logs_version - 1 and newest in _CACHE and logs_loc.uri not in _NOTES:
-            _NOTES[logs_loc.uri] = (newest, [note])
+            _NOTES[logs_loc.uri] = (newest, notes)
 
 
 def _fold_notes(logs_loc: Location) -> None:
@@ -208,3 +230,6 @@ def _fold_notes(logs_loc: Location) -> None:
             return
         key = _key(logs_loc.uri, found[0])
     _remember(key, base.extended([(step, values) for _, _, step, values in pending[1]]))
+
+
+group_commit.on_commit(note_group_commit)
