@@ -106,3 +106,18 @@ def test_a_journal_compaction_is_left_to_the_process_that_compacts_it(tmp_path, 
     assert upkeep.wait(model.run.location, timeout=60)
     assert fragments.fragment_count(logs) < before
     assert model.history()["step"].to_pylist() == list(range(20))
+
+
+def test_a_writer_holding_the_commit_lock_forever_delays_other_commits_but_never_blocks_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_lock, "MAX_WAIT_S", 0.5)
+    model = _model(str(tmp_path), commit="group")
+    model.log_sync([_group(0)], split="train", step=0)
+    model.flush()
+    holder = _holder(model.run.location, "logs.commit")  # e.g. stopped in a debugger
+    try:
+        model.log_sync([_group(1)], split="train", step=1)
+        group_commit.flush(model.run.location, timeout=60)  # committed unlocked, after the wait
+        assert holder.poll() is None
+        assert art.open_store(str(tmp_path)).run("p", "m").history()["step"].to_pylist() == [0, 1]
+    finally:
+        _kill(holder)

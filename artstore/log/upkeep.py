@@ -250,9 +250,9 @@ def _maintain(job: _Job) -> None:
     run = job.loc.sibling("")
     # One process of this host at a time (`run_lock`): two compactions of the same fragments do
     # the rewrite twice and throw one away. A compaction another process runs now is left to it;
-    # a payload drop waits for it (a drop asked for after a fold is not asked for again).
+    # a payload drop waits for it, then runs (a drop asked for after a fold is not asked again).
     with run_lock.held(run, f"{job.table}.compact", wait=job.drop) as mine:
-        if not mine:
+        if not mine and not job.drop:
             return
         if job.table == "logs":
             if job.drop:
