@@ -16,6 +16,8 @@ import pytest
 
 import artstore as art
 from artstore.log import fold, run_pool, run_stats
+from artstore.read import view_datasets
+from artstore.read.scan import Query, view_schema
 from artstore.read.sql import versions_read
 from artstore.storage import datasets, handles, scans, writes
 
@@ -147,3 +149,22 @@ def test_a_filter_on_project_and_model_is_answered_from_the_pool(store, opened):
         "SELECT model, step, count(*) AS n FROM trajectories WHERE model = 'b' AND reward >= 1 GROUP BY ALL")
     assert got.to_pylist() == [{"model": "b", "step": 1, "n": 2}]
     assert opened == []
+
+
+def test_a_log_landing_mid_query_is_in_no_view_of_a_pooled_run(store):
+    # run a's trajectories come from the pool; its groups (copy removed) from its own tables,
+    # opened after a new log landed: they are read at the pooled logs version all the same
+    writes.delete_where(run_pool.location(store.location, "groups"), "project = 'p' AND model = 'a'")
+    query = Query(art.open_store(store.uri), None)
+    views = {t: view_datasets.ViewDataset(t, view_schema(t), lambda: query) for t in ("trajectories", "groups")}
+    trajectories = views["trajectories"].to_table(columns=["model"])
+    assert query.versions()["p/a"].keys() == {"logs", "trajectories"}  # from the pool
+    model = art.Model(name="a", project="p", base_path=store.uri, report_metrics=[])
+    _log(model, 2)
+    fold.fold(model.run.location)
+    groups = views["groups"].to_table(columns=["model"])
+    query.close()
+    assert trajectories["model"].to_pylist().count("a") == 4 and groups["model"].to_pylist().count("a") == 2
+    assert art.open_store(store.uri).sql(  # the next query sees the new log in every view
+        "SELECT (SELECT count(*) FROM trajectories WHERE model = 'a') AS t, "
+        "(SELECT count(*) FROM groups WHERE model = 'a') AS g").to_pylist() == [{"t": 6, "g": 3}]
