@@ -112,19 +112,33 @@ def test_rows_of_a_crashed_writer_are_not_seen_through_the_pool(store, opened):
     orphans = orphans.set_column(orphans.schema.get_field_index("write_id"), "write_id", pa.array(["crashed"] * 2))
     writes.append(run.table_location("trajectories"), orphans)  # rows no committed log names
     assert art.open_store(store.uri).sql(SQL).to_pylist() == _expected({"a": 2, "b": 2})
-    assert store.refresh_run_stats(["p"]) == 2  # its counts no longer prove the table: the copy goes
+    assert store.refresh_run_stats(["p"]) == 2  # its counts no longer prove the table: no new copy
+    assert _copies(store) == {"a": 1, "b": 1}  # a's stays: made before the orphans, of the same logs version
+    assert art.open_store(store.uri).sql(SQL).to_pylist() == _expected({"a": 2, "b": 2})
+    assert opened == []  # the copy holds exactly the rows that version's logs name
+    writes.delete_where(run_pool.location(store.location, "trajectories"), "model = 'a'")
+    assert store.refresh_run_stats(["p"]) == 2  # a table holding rows no log names is never copied
     assert _copies(store) == {"b": 1}
     assert art.open_store(store.uri).sql(SQL).to_pylist() == _expected({"a": 2, "b": 2})
     assert opened == ["p/a"]
 
 
-def test_a_log_not_folded_yet_removes_the_copy_and_is_read_from_the_journal(store, opened):
+def test_a_log_not_folded_yet_is_read_from_the_journal_not_the_stale_copy(store, opened):
     model = art.Model(name="b", project="p", base_path=store.uri, report_metrics=[])
     _log(model, 2)  # in the journal only
-    assert store.refresh_run_stats(["p"]) == 2
-    assert _copies(store) == {"a": 1}
+    assert store.refresh_run_stats(["p"]) == 2  # not folded up to its last log: no new copy
+    assert _copies(store) == {"a": 1, "b": 1}
     assert art.open_store(store.uri).sql(SQL).to_pylist() == _expected({"a": 2, "b": 3})
     assert opened == ["p/b"]
+
+
+def test_a_run_grown_past_small_has_its_copy_removed(store, opened, monkeypatch):
+    monkeypatch.setattr(run_pool, "MAX_ROWS", 3)  # each run's trajectories hold 4 rows
+    assert store.refresh_run_stats(["p"]) == 2
+    assert _copies(store) == {}
+    assert _copies(store, "groups") == {"a": 1, "b": 1}  # 2 rows each: still small
+    assert art.open_store(store.uri).sql(SQL).to_pylist() == _expected({"a": 2, "b": 2})
+    assert sorted(opened) == ["p/a", "p/b"]
 
 
 def test_a_copy_of_another_incarnation_of_the_same_version_is_not_used(store, opened):

@@ -18,7 +18,8 @@ commit time; the table holds exactly the rows the committed logs wrote; a journa
 folded up to its last log): no write_id gate is needed, so the copy holds no internal columns.
 A copy replaces the run's earlier one (a delete, then an append: in between a reader finds no
 copy and reads the run's own tables; two racing copies of one version are told apart by their
-generation, and the reader takes one). What it costs: the bytes of the small runs' rows once
+generation, and the reader takes one). A refresh that proves nothing (a run still logging, its
+last logs not folded) leaves the stale copy, which no reader uses, and commits nothing. What it costs: the bytes of the small runs' rows once
 more (RESULTS.md, "500 runs: the pool"); old versions go after the reader window.
 """
 
@@ -45,6 +46,7 @@ LOGS_VERSION, LOGS_MTIME, TABLE_VERSION, GENERATION = ("pool_logs_version", "poo
                                                        "pool_table_version", "pool_generation")
 STAMP = [LOGS_VERSION, LOGS_MTIME, TABLE_VERSION, GENERATION]
 _INTERNAL = ("write_id", keys.SEQ, *journal.PAYLOAD_COLUMNS)
+_GROWN: set[tuple[str, str, str]] = set()  # (pool uri, project, model) whose copy this process removed for size
 
 
 def location(store: Location, table: str) -> Location:
@@ -72,7 +74,7 @@ def logs_stamp(store: Location, project: str, model: str) -> tuple[int, int] | N
 def refresh(store: Location, project: str, model: str, run: Location, stats: dict[str, Any]) -> int:
     """Copy the run's visible rows into the pool, replacing its earlier copy, for each table the
     registry's `stats` (computed at the run's latest logs version) prove visible and small; a
-    table that is not has its copy removed. Returns how many tables were copied. Local stores
+    table grown past MAX_ROWS has its copy removed. Returns how many tables were copied. Local stores
     only (on a bucket the per-run stamp check would cost a request per run)."""
     if not store.is_local:
         return 0
@@ -92,11 +94,16 @@ def refresh(store: Location, project: str, model: str, run: Location, stats: dic
                   and (not is_journal or stats.get("last_seq") is not None
                        and journal.folded_seq(ds) == stats["last_seq"]))
         loc = location(store, table)
-        _remove(loc, project, model)
         if proven:
+            _remove(loc, project, model)
             writes.append(loc, _copy(table, ds, project, model, stamp), f"pool {project}/{model}")
             copied += 1
-        compaction.maintain(loc, "pool", retention=DEFAULT_READER_WINDOW)
+            compaction.maintain(loc, "pool", retention=DEFAULT_READER_WINDOW)
+        elif rows is not None and rows > MAX_ROWS and (loc.uri, project, model) not in _GROWN:
+            _remove(loc, project, model)  # grown past small: its last copy would only take room
+            _GROWN.add((loc.uri, project, model))
+        # else (not folded up to its last log yet, say): a stale copy is never read; the next proven
+        # refresh replaces it, so a refresh while a run logs costs no pool commit
     return copied
 
 
