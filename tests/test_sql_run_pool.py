@@ -182,3 +182,17 @@ def test_a_log_landing_mid_query_is_in_no_view_of_a_pooled_run(store):
     assert art.open_store(store.uri).sql(  # the next query sees the new log in every view
         "SELECT (SELECT count(*) FROM trajectories WHERE model = 'a') AS t, "
         "(SELECT count(*) FROM groups WHERE model = 'a') AS g").to_pylist() == [{"t": 6, "g": 3}]
+
+
+def test_filters_on_times_lists_and_functions_answer_as_from_the_runs_own_tables(store, opened):
+    queries = ["SELECT model, count(*) AS n FROM trajectories WHERE recorded_at > TIMESTAMP '2020-01-01' "
+               "AND len(message_role) >= 1 GROUP BY ALL ORDER BY ALL",
+               "SELECT model, count(*) AS n FROM trajectories WHERE starts_with(message_content[1], '1.') "
+               "OR model = 'b' GROUP BY ALL ORDER BY ALL",
+               "SELECT count(*) AS n FROM metrics WHERE name LIKE '%reward%' AND value IS NOT NULL"]
+    for query in queries:
+        pooled = art.open_store(store.uri).sql(query)
+        assert opened == [] and versions_read(pooled)  # from the pool: no run's own trajectories opened
+        own = art.open_store(store.uri).sql(query, as_of=versions_read(pooled))  # each run's own tables
+        assert pooled.to_pylist() == own.to_pylist() and pooled.num_rows
+        opened.clear()

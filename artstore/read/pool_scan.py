@@ -38,13 +38,17 @@ class PoolShare:
         self.keys = keys
         self._generations = pa.array(sorted(generations), pa.string())
 
-    def batches(self, query: Query, out: pa.Schema, filter: Any) -> Iterator[pa.RecordBatch]:
-        """The pooled runs' rows passing `filter`, with the columns of `out` (the view's)."""
-        columns = list(dict.fromkeys([*out.names, run_pool.GENERATION]))
+    def batches(self, query: Query, out: pa.Schema, filter: Any, named: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        """The pooled runs' rows passing `filter` (which names the columns `named`), with the
+        columns of `out` (the view's). The filter runs in Arrow, as on a run's small table
+        (`small_tables`): the same expressions pass, and the pool is small."""
+        columns = list(dict.fromkeys([*out.names, *named, run_pool.GENERATION]))
         with failures.storage_errors(self._loc, "read"):
-            reader = query.track(self._ds.scanner(columns=columns, filter=filter).to_reader())
+            reader = query.track(self._ds.scanner(columns=columns).to_reader())
             for batch in reader:
                 batch = batch.filter(pc.is_in(batch.column(run_pool.GENERATION), value_set=self._generations))
+                if filter is not None:
+                    batch = batch.filter(filter)
                 if not out.names:
                     yield pa.RecordBatch.from_pydict({"_": pa.nulls(batch.num_rows)}).select([])  # count(*)
                 else:

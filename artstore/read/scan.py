@@ -10,7 +10,9 @@ one `Store.sql` call, a `RunSnapshot` per run it touches:
   pinned logs, or, when a query reads a run at its latest and the store's registry holds the
   commit-check counts of exactly the pinned logs version (`registry.COMMIT_CHECK`), from the
   registry: then the run's logs are not read at all (at 500 small runs, ~1/3 of a fresh query);
-- the versions opened are recorded, so the result can say what it read.
+- the versions opened are recorded, so the result can say what it read (and those read through
+  the store's pool of small runs, `artstore.read.pool_scan`, whose runs keep their logs pinned at
+  the pool copy's version for every view of the query).
 No DuckDB here: this is Arrow and the storage layer.
 """
 

@@ -21,6 +21,9 @@ How a query reads the store:
   pinned first, and its other tables are opened after the pin, so they hold every row it names.
 - `history` (one column per metric name) and `tokens` (each run's columns) depend on the data:
   a query that finds other columns than registered registers them and runs again.
+- Small runs read at their latest come from the store's pool of small runs' rows when their copy
+  is of their current logs version (`artstore.read.pool_scan`): one scan for all of them, the same
+  rows their own tables give.
 - Every reader a scan opens is closed when the query ends, also when DuckDB stopped early.
 - Time travel: `as_of` is a version, tag or datetime of every run's `logs` table, or a mapping
   {"project/model": as_of} per run (runs not named are read at their latest). `checkpoints` and
