@@ -16,7 +16,7 @@ import pytest
 
 import artstore as art
 from artstore.log import fold, run_pool, run_stats
-from artstore.read import view_datasets
+from artstore.read import pool_scan, view_datasets
 from artstore.read.scan import Query, view_schema
 from artstore.read.sql import versions_read
 from artstore.storage import datasets, handles, scans, writes
@@ -196,3 +196,17 @@ def test_filters_on_times_lists_and_functions_answer_as_from_the_runs_own_tables
         own = art.open_store(store.uri).sql(query, as_of=versions_read(pooled))  # each run's own tables
         assert pooled.to_pylist() == own.to_pylist() and pooled.num_rows
         opened.clear()
+
+
+def test_a_run_whose_own_logs_a_query_pinned_is_not_read_from_the_pool(store):
+    # its stamp was taken, then a log landed, then its own tables were pinned (at the new log):
+    # its other views must not come from the pool copy of the older version
+    query = Query(art.open_store(store.uri), None)
+    assert query.pool_stamp("p/a") is not None
+    model = art.Model(name="a", project="p", base_path=store.uri, report_metrics=[])
+    _log(model, 2)
+    fold.fold(model.run.location)
+    assert query.snapshot("p/a").dataset("logs") is not None  # pinned at the new log
+    found = pool_scan.share(query, "groups", ["p/a", "p/b"])
+    query.close()
+    assert found is not None and found.keys == {"p/b"}

@@ -10,9 +10,8 @@ one `Store.sql` call, a `RunSnapshot` per run it touches:
   pinned logs, or, when a query reads a run at its latest and the store's registry holds the
   commit-check counts of exactly the pinned logs version (`registry.COMMIT_CHECK`), from the
   registry: then the run's logs are not read at all (at 500 small runs, ~1/3 of a fresh query);
-- the versions opened are recorded, so the result can say what it read (and those read through
-  the store's pool of small runs, `artstore.read.pool_scan`, whose runs keep their logs pinned at
-  the pool copy's version for every view of the query).
+- the versions opened are recorded, so the result can say what it read (also those read through
+  the store's pool of small runs: `artstore.read.pool_scan`, `Query.pool_stamp`).
 No DuckDB here: this is Arrow and the storage layer.
 """
 
@@ -331,17 +330,18 @@ class Query:
             return self._runs[key]
 
     def pool_stamp(self, key: str) -> tuple[int, int] | None:
-        """(version, manifest mtime_ns) of the run `key`'s latest logs, decided once per query (so
-        every view of the query reads the run at that logs version, from the pool or its own
-        tables); None when the run is read otherwise (as_of, a bucket, a snapshot already pinned)."""
+        """(version, manifest mtime_ns) of the run `key`'s latest logs, decided once per query: every
+        view reads the run at that version, from the pool or its own tables (then pinned there).
+        None: the run is read otherwise (as_of, a bucket, its own logs pinned without the pool)."""
         with self._lock:
+            if key in self._runs and key not in self._pooled:
+                return None
             if key not in self._pool_stamps:
-                self._pool_stamps[key] = None if self.as_of is not None or key in self._runs else \
+                self._pool_stamps[key] = None if self.as_of is not None else \
                     run_pool.logs_stamp(self.store.location, *key.split("/"))
             return self._pool_stamps[key]
 
-    def note_pooled(self, key: str, table: str, logs_version: int, table_version: int) -> None:
-        """Record that `table` of the run `key` was read from the pool's copy (`versions`)."""
+    def note_pooled(self, key: str, table: str, logs_version: int, table_version: int) -> None:  # for `versions`
         with self._lock:
             self._pooled.setdefault(key, {}).update({"logs": logs_version, table: table_version})
 
@@ -388,9 +388,8 @@ class Query:
             closable.close()
 
     def versions(self) -> dict[str, dict[str, int]]:
-        read: dict[str, dict[str, int]] = {k: dict(v) for k, v in self._pooled.items()}
-        for k, s in self._runs.items():
-            read.setdefault(k, {}).update(s.read)
+        read = {k: {**self._pooled.get(k, {}), **(s.read if (s := self._runs.get(k)) else {})}
+                for k in {*self._pooled, *self._runs}}
         return {k: dict(sorted(v.items())) for k, v in sorted(read.items()) if v}
 
 
