@@ -13,9 +13,9 @@ columns, `history.jsonl`, `model.json`, `state.json`). Then times, beside ART in
    with artstore's bytecode compiled first (as `pip install` leaves it: with PYTHONDONTWRITEBYTECODE
    set and no `__pycache__`, every start would compile artstore's modules, ~0.2 s of CPU);
 3. the cross-run aggregate, mean train reward per run and step over every run: `Store.sql`'s first
-   query in a fresh process (the time of the call, not the imports) and later queries of a Store
-   kept open, vs DuckDB over ART's parquet files (a fresh connection each time, as a notebook cell
-   would), interleaved;
+   query in a fresh process (the time of the call; its imports timed apart) and later queries of a
+   Store kept open, vs DuckDB over ART's parquet files (a fresh connection each time, as a notebook
+   cell would; and in a fresh process, `import duckdb` timed apart), interleaved;
 4. a query pinned to one run (`WHERE project = ? AND model = ?`): its time, and how many runs
    it opened (from the versions the result says it read).
 
@@ -52,12 +52,30 @@ PINNED = ("SELECT step, avg(reward) AS mean_reward FROM trajectories WHERE proje
           "AND split = 'train' GROUP BY ALL ORDER BY ALL")
 
 
+# A fresh process: first the imports `Store.sql` needs (duckdb, pyarrow.dataset, lance), timed
+# apart, as DuckDB's side has its module imported; then the first query.
 FIRST_QUERY = f"""
 import resource, sys, time, artstore as art
-store = art.open_store(sys.argv[1])
 cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 t, c = time.perf_counter(), cpu()
+import artstore.read.sql
+print(1000 * (time.perf_counter() - t), 1000 * (cpu() - c))
+store = art.open_store(sys.argv[1])
+t, c = time.perf_counter(), cpu()
 store.sql({AGGREGATE!r})
+print(1000 * (time.perf_counter() - t), 1000 * (cpu() - c))
+"""
+# DuckDB over ART's files in a fresh process, the same way: `import duckdb`, then the query.
+DUCK_FIRST = """
+import resource, sys, time
+from pathlib import Path
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+t, c = time.perf_counter(), cpu()
+import duckdb
+print(1000 * (time.perf_counter() - t), 1000 * (cpu() - c))
+from benchmarks.many_runs import _art_aggregate
+t, c = time.perf_counter(), cpu()
+_art_aggregate(Path(sys.argv[1]))
 print(1000 * (time.perf_counter() - t), 1000 * (cpu() - c))
 """
 
@@ -186,19 +204,29 @@ def main() -> None:
     kept = art.open_store(store_dir)
     result = kept.sql(AGGREGATE)
     assert _rows(result) == [tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in expected]
-    fresh, warm, duck = [], [], []  # (wall ms, CPU ms)
+    fresh, warm, duck, imports, duck_fresh, duck_imports = [], [], [], [], [], []  # (wall ms, CPU ms)
     for _ in range(a.repeats):  # interleaved, so that load drifts hit each alike
-        out = subprocess.run([sys.executable, "-c", FIRST_QUERY, str(store_dir)], check=True, env=env,
-                             capture_output=True, text=True).stdout.split()
-        fresh.append((float(out[0]), float(out[1])))
+        for script, arg, into, imported in ((FIRST_QUERY, store_dir, fresh, imports),
+                                            (DUCK_FIRST, root, duck_fresh, duck_imports)):
+            out = subprocess.run([sys.executable, "-c", script, str(arg)], check=True, env=env,
+                                 capture_output=True, text=True).stdout.split()
+            imported.append((float(out[0]), float(out[1])))
+            into.append((float(out[2]), float(out[3])))
         for fn, into in ((lambda: kept.sql(AGGREGATE), warm), (lambda: _art_aggregate(root), duck)):
             t, c = time.perf_counter(), _cpu()
             fn()
             into.append((1000 * (time.perf_counter() - t), 1000 * (_cpu() - c)))
-    (first, first_cpu), (later, later_cpu), (theirs, theirs_cpu) = (
-        tuple(statistics.median(x[i] for x in xs) for i in (0, 1)) for xs in (fresh, warm, duck))
-    figures += [(f"cross-run aggregate ({a.runs} runs x {a.steps} steps): `Store.sql`, first query of a fresh process",
-                 f"{first:.0f} ms (CPU {first_cpu:.0f} ms)"),
+    (first, first_cpu), (later, later_cpu), (theirs, theirs_cpu), (imp, imp_cpu), (dfirst, dfirst_cpu), \
+        (dimp, dimp_cpu) = (tuple(statistics.median(x[i] for x in xs) for i in (0, 1))
+                            for xs in (fresh, warm, duck, imports, duck_fresh, duck_imports))
+    figures += [(f"cross-run aggregate ({a.runs} runs x {a.steps} steps): `Store.sql`, first query of a fresh process "
+                 "(its modules imported first)", f"{first:.0f} ms (CPU {first_cpu:.0f} ms)"),
+                ("its imports (`artstore.read.sql`: duckdb, pyarrow.dataset, lance)",
+                 f"{imp:.0f} ms (CPU {imp_cpu:.0f} ms)"),
+                ("DuckDB over ART's files in a fresh process: the query / `import duckdb`",
+                 f"{dfirst:.0f} ms (CPU {dfirst_cpu:.0f} ms) / {dimp:.0f} ms (CPU {dimp_cpu:.0f} ms)"),
+                ("ratio fresh process / DuckDB fresh process, imports included: wall (CPU)",
+                 f"{(first + imp) / (dfirst + dimp):.2f}x ({(first_cpu + imp_cpu) / (dfirst_cpu + dimp_cpu):.2f}x)"),
                 ("the same, later queries of a Store kept open (datasets and decoded rows kept)",
                  f"{later:.0f} ms (CPU {later_cpu:.0f} ms)"),
                 ("DuckDB over ART's parquet files (a fresh connection each time)",

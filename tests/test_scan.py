@@ -19,7 +19,7 @@ from artstore.read import view_datasets as views
 ])
 def test_runs_are_pruned_only_when_the_filter_rules_them_out(expr, kept):
     schema = views.with_run_columns(pa.schema([("step", pa.int64())]))
-    assert views._pruned(["p1/a", "p1/b", "p2/a"], expr, schema) == kept
+    assert views.pruned(["p1/a", "p1/b", "p2/a"], expr, schema) == kept
 
 
 def test_names_are_made_unique_ignoring_case_as_duckdb_does():

@@ -11,7 +11,7 @@ from openai.types.chat.chat_completion import Choice
 
 import artstore as art
 from artstore.log import fold
-from artstore.read import scan, small_tables
+from artstore.read import pool_scan, scan, small_tables
 from artstore.read import sql as sql_mod
 from artstore.read.sql import versions_read
 from artstore.storage import datasets, writes
@@ -418,6 +418,7 @@ def scans(monkeypatch):
         return None if found is None else (_Recorder(found[0], where, recorded), found[1])
 
     monkeypatch.setattr(scan.datasets, "arrow_dataset", spy)
+    monkeypatch.setattr(pool_scan, "share", lambda *args: None)  # each run's own tables: what these tests watch
     return recorded
 
 

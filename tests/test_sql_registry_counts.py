@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 import artstore as art
-from artstore.log import fold, registry, run_stats
+from artstore.log import fold, registry, run_pool, run_stats
 from artstore.read import scan
 from artstore.storage import writes
 
@@ -24,6 +24,7 @@ SQL = "SELECT model, step, count(*) AS n, sum(reward) AS r FROM trajectories GRO
 @pytest.fixture(autouse=True)
 def _no_background_refresh(monkeypatch):
     monkeypatch.setattr(run_stats, "STATS_DELAY_S", 3600.0)  # the tests decide when the registry is refreshed
+    monkeypatch.setattr(run_pool, "MAX_ROWS", 0)  # no run in the store's pool: each run's own tables are read
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from artstore.log import journal, registry
+from artstore.errors import ArtstoreError
+from artstore.log import journal, registry, run_pool
 from artstore.log.configs import ConfigLog
 from artstore.log.visibility import committed_logs, read_visible
 from artstore.records.metric_names import with_current_names
@@ -97,4 +98,9 @@ def refresh(run: Location) -> bool:
     stats = compute(run)
     if stats is None:
         return False
-    return registry.write_stats(*found, stats)
+    changed = registry.write_stats(*found, stats)
+    try:  # the store's pool of small runs' rows: a cache for cross-run queries, never the record
+        run_pool.refresh(*found, run, stats)
+    except (ArtstoreError, OSError, RuntimeError, ValueError) as e:
+        logger.debug("pool copy of %s skipped: %s", run.redact(run.uri), e)
+    return changed

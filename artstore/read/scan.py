@@ -10,7 +10,8 @@ one `Store.sql` call, a `RunSnapshot` per run it touches:
   pinned logs, or, when a query reads a run at its latest and the store's registry holds the
   commit-check counts of exactly the pinned logs version (`registry.COMMIT_CHECK`), from the
   registry: then the run's logs are not read at all (at 500 small runs, ~1/3 of a fresh query);
-- the versions opened are recorded, so the result can say what it read.
+- the versions opened are recorded, so the result can say what it read (also those read through
+  the store's pool of small runs: `artstore.read.pool_scan`, `Query.pool_stamp`).
 No DuckDB here: this is Arrow and the storage layer.
 """
 
@@ -27,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from artstore.errors import VersionNotFoundError
-from artstore.log import journal, registry
+from artstore.log import journal, registry, run_pool
 from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, check_present, committed_logs
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.schema import arrow_schema
@@ -55,9 +56,11 @@ class RunSnapshot:
     """One run as one query reads it: the `logs` table pinned at first use, every other table opened
     after the pin (so it holds every row the pinned logs name), each opened at most once."""
 
-    def __init__(self, run: Run, as_of: Any, registered: Callable[[], dict[str, Any] | None] = lambda: None):
+    def __init__(self, run: Run, as_of: Any, registered: Callable[[], dict[str, Any] | None] = lambda: None,
+                 logs_version: int | None = None):
         self.run = run
         self.as_of = as_of
+        self._pin = logs_version  # at latest, but the logs pinned at this version (the pool's: `pool_scan`)
         self._registered = registered  # the run's commit-check counts in the store's registry, if any
         self._proven: dict[str, bool] = {}
         self.read: dict[str, int] = {}
@@ -229,7 +232,7 @@ class RunSnapshot:
                     return None  # the run did not exist yet at that time
                 asof = spec if isinstance(spec, datetime) else self._logs_time
         if table == "logs":
-            return self._open_logs(version, asof)
+            return self._open_logs(self._pin if self._pin is not None else version, asof)
         try:
             found = datasets.arrow_dataset(self.run.table_location(table), version=version, asof=asof)
         except VersionNotFoundError:
@@ -299,6 +302,8 @@ class Query:
         self._checks: dict[str, dict[str, Any]] | None = None  # "project/model" -> its commit-check counts
         # its own lock: taken under a snapshot's lock, and `_lock` is held while snapshots are read (`cached`)
         self._checks_lock = threading.Lock()
+        self._pool_stamps: dict[str, tuple[int, int] | None] = {}  # key -> its logs (version, mtime_ns)
+        self._pooled: dict[str, dict[str, int]] = {}  # key -> versions read through the store's pool
         self._open: list[Any] = []
         self._lock = threading.RLock()
 
@@ -306,7 +311,12 @@ class Query:
         """The runs ("project/model", sorted) of the store (or of `projects`, `runs`), listed once."""
         with self._lock:
             if self._keys is None:
-                keys = [f"{r.project}/{r.name}" for r in self.store.runs(self.projects)]
+                # the registry's names, not Store.runs(): no Run objects (nor their module's imports)
+                # for runs the store's pool answers
+                found = registry.read(self.store.location)
+                if found is None:
+                    found = registry.walk(self.store.location)
+                keys = [f"{p}/{m}" for p, m in found if self.projects is None or p in self.projects]
                 self._keys = [k for k in keys if self.only is None or k in self.only]
             return self._keys
 
@@ -314,8 +324,26 @@ class Query:
         with self._lock:
             if key not in self._runs:
                 spec = self.as_of.get(key) if isinstance(self.as_of, dict) else self.as_of
-                self._runs[key] = RunSnapshot(self.store.run(*key.split("/")), spec, lambda: self.registered(key))
+                stamp = self._pool_stamps.get(key) if key in self._pooled else None
+                self._runs[key] = RunSnapshot(self.store.run(*key.split("/")), spec, lambda: self.registered(key),
+                                              logs_version=None if stamp is None else stamp[0])
             return self._runs[key]
+
+    def pool_stamp(self, key: str) -> tuple[int, int] | None:
+        """(version, manifest mtime_ns) of the run `key`'s latest logs, decided once per query: every
+        view reads the run at that version, from the pool or its own tables (then pinned there).
+        None: the run is read otherwise (as_of, a bucket, its own logs pinned without the pool)."""
+        with self._lock:
+            if key in self._runs and key not in self._pooled:
+                return None
+            if key not in self._pool_stamps:
+                self._pool_stamps[key] = None if self.as_of is not None else \
+                    run_pool.logs_stamp(self.store.location, *key.split("/"))
+            return self._pool_stamps[key]
+
+    def note_pooled(self, key: str, table: str, logs_version: int, table_version: int) -> None:  # for `versions`
+        with self._lock:
+            self._pooled.setdefault(key, {}).update({"logs": logs_version, table: table_version})
 
     def registered(self, key: str) -> dict[str, Any] | None:
         """The run `key`'s commit-check counts in the store's registry (`registry.COMMIT_CHECK`;
@@ -360,7 +388,9 @@ class Query:
             closable.close()
 
     def versions(self) -> dict[str, dict[str, int]]:
-        return {k: dict(sorted(s.read.items())) for k, s in sorted(self._runs.items()) if s.read}
+        read = {k: {**self._pooled.get(k, {}), **(s.read if (s := self._runs.get(k)) else {})}
+                for k in {*self._pooled, *self._runs}}
+        return {k: dict(sorted(v.items())) for k, v in sorted(read.items()) if v}
 
 
 def view_schema(table: str) -> pa.Schema:

@@ -21,6 +21,9 @@ How a query reads the store:
   pinned first, and its other tables are opened after the pin, so they hold every row it names.
 - `history` (one column per metric name) and `tokens` (each run's columns) depend on the data:
   a query that finds other columns than registered registers them and runs again.
+- Small runs read at their latest come from the store's pool of small runs' rows when their copy
+  is of their current logs version (`artstore.read.pool_scan`): one scan for all of them, the same
+  rows their own tables give.
 - Every reader a scan opens is closed when the query ends, also when DuckDB stopped early.
 - Time travel: `as_of` is a version, tag or datetime of every run's `logs` table, or a mapping
   {"project/model": as_of} per run (runs not named are read at their latest). `checkpoints` and
@@ -47,6 +50,7 @@ import pyarrow as pa
 
 from artstore.errors import SqlError, ValidationError
 from artstore.names import check_segment
+from artstore.read import computed_views
 from artstore.read import view_datasets as views
 from artstore.read.as_of import check_as_of
 from artstore.read.scan import GATED, Query, view_schema
@@ -102,19 +106,20 @@ def versions_read(result: pa.Table) -> dict[str, dict[str, int]]:
 _EXPLAIN = re.compile(r"\s*EXPLAIN(\s+ANALY[SZ]E)?\b", re.IGNORECASE)
 
 
-def check_read_only(query: str) -> None:
-    """Raise SqlError unless `query` is exactly one SELECT (or EXPLAIN of one), by DuckDB's parser."""
+def check_read_only(query: str, con: duckdb.DuckDBPyConnection | None = None) -> None:
+    """Raise SqlError unless `query` is exactly one SELECT (or EXPLAIN of one), by DuckDB's parser
+    (`con`'s, when given: a process's first use of DuckDB's default connection costs ~15 ms)."""
     if not isinstance(query, str) or not query.strip():
         raise SqlError("the query is empty: give one SELECT statement")
     try:
-        statements = duckdb.extract_statements(query)
+        statements = (con or duckdb).extract_statements(query)
     except duckdb.Error as e:
         raise SqlError(_one_line(e)) from None
     if len(statements) != 1:
         raise SqlError(f"one statement per call, got {len(statements)}")
     kind = statements[0].type
     if kind == duckdb.StatementType.EXPLAIN:
-        check_read_only(_EXPLAIN.sub("", query, count=1))
+        check_read_only(_EXPLAIN.sub("", query, count=1), con)
     elif kind != duckdb.StatementType.SELECT:
         name = kind.name if kind != duckdb.StatementType.MULTI else "PIVOT (give its values: PIVOT ... ON x IN (...))"
         raise SqlError(f"the store is read-only through SQL: {name} statements are refused; write a SELECT")
@@ -194,12 +199,12 @@ class _Catalog:
         self.con.execute("CREATE TEMP VIEW runs AS " + _RUNS.format(
             base=_lit(base), middle=_lit(store.location.child("x", "models", "y").uri[len(base) + 1:-1])))
         self._computed = {
-            "history": (views.history_columns, views.history_rows),
-            "tokens": (views.tokens_columns, views.tokens_rows),
+            "history": (computed_views.history_columns, computed_views.history_rows),
+            "tokens": (computed_views.tokens_columns, computed_views.tokens_rows),
         }
         self._current = current
         self.registered: set[str] = set()  # data-dependent views now registered
-        self.register("history", views.history_columns(_EmptyQuery()))
+        self.register("history", computed_views.history_columns(_EmptyQuery()))
         self.con.execute("SET lock_configuration = true")  # no statement can undo any of this
 
     def register(self, view: str, schema: pa.Schema | None) -> None:
@@ -211,7 +216,7 @@ class _Catalog:
             return
         columns, rows = self._computed[view]
         self.registered.add(view)
-        self.con.register(view, views.ComputedDataset(view, schema, self._current, columns, rows))
+        self.con.register(view, computed_views.ComputedDataset(view, schema, self._current, columns, rows))
 
 
 class _EmptyQuery:
@@ -240,12 +245,13 @@ def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
     """Run one read-only SELECT over the store's views; see the module doc. Returns a pyarrow.Table
     whose schema metadata holds the versions read (`versions_read`). `runs` ("project/model")
     limits the views to those runs."""
-    check_read_only(sql)
+    catalog = _catalog(store)
+    with catalog.lock:  # a DuckDB connection serves one thread at a time
+        check_read_only(sql, catalog.con)
     bound = _params(params)
     if projects is not None:
         projects = [check_segment("project", p) for p in ([projects] if isinstance(projects, str) else projects)]
     spec = check_as_of(store, as_of, projects)
-    catalog = _catalog(store)
     with catalog.lock:
         catalog.query = q = Query(store, spec, projects, runs)
         try:
@@ -272,7 +278,7 @@ def _run(catalog: _Catalog, q: Query, sql: str, bound: Any) -> pa.Table:
             if error is not None:
                 raise error from None
             if isinstance(e, duckdb.CatalogException) and attempt < 2 and "tokens" not in catalog.registered:
-                found = views.tokens_columns(q)
+                found = computed_views.tokens_columns(q)
                 if found is not None:
                     catalog.register("tokens", found)
                     continue

@@ -6,7 +6,7 @@ a dataset's `schema` to bind a query and calls `scanner(columns=, filter=)` to r
 then
 - lists the query's runs (once per query, `Query.keys`), and keeps those whose constant `project`
   and `model` can satisfy the filter. pyarrow decides that, as it prunes the partitions of a
-  partitioned dataset (`_pruned`), so the runs left out are exactly those the filter rules out, for
+  partitioned dataset (`pruned`), so the runs left out are exactly those the filter rules out, for
   any query shape: pruned runs' tables are never opened;
 - scans each kept run's Lance table (`RunSnapshot`: logs pinned first, visibility gate), pushing
   the filter and columns into Lance when the filter does not name `project` or `model`, and
@@ -15,9 +15,11 @@ then
   DuckDB stopped early (a LIMIT): a Lance reader left open until interpreter exit can hang or abort
   the exit while pyarrow's thread pool shuts down.
 
-`history` and `tokens` have columns that depend on the data (metric names; each run's tokens
-columns). Their datasets are registered with the columns last seen; a scan that finds others
-raises `SchemaChanged`, and `sql` registers the new columns and runs the query again (once).
+Runs whose copy in the store's pool of small runs is of their current logs version are read
+from the pool in one scan (`pool_scan`), before the others.
+
+`history` and `tokens` (columns that depend on the data) are in `artstore.read.computed_views`;
+a scan of them that finds other columns than registered raises `SchemaChanged`.
 """
 
 from __future__ import annotations
@@ -34,9 +36,8 @@ import pyarrow.fs as pafs
 
 from artstore.errors import SqlError
 from artstore.log.visibility import GATED, visible_mask
-from artstore.read import small_tables
+from artstore.read import pool_scan, small_tables
 from artstore.read.scan import Query
-from artstore.schema import arrow_schema
 
 RUN_COLUMNS = ("project", "model")
 # A filter naming project/model runs in Arrow. When it also names stored columns, those are read
@@ -44,8 +45,7 @@ RUN_COLUMNS = ("project", "model")
 FETCH_AT_MOST = 0.1
 # Runs whose opens and gates are read ahead, in parallel, while DuckDB consumes earlier runs' rows.
 PREFETCH_THREADS = 4
-HISTORY_FIXED = ("project", "model", "step", "recorded_at")
-_RUN_FIELDS = [pa.field("project", pa.string()), pa.field("model", pa.string())]
+RUN_FIELDS = [pa.field("project", pa.string()), pa.field("model", pa.string())]
 
 
 class SchemaChanged(Exception):  # noqa: N818 - a signal to rebind, not an error the user sees
@@ -57,7 +57,7 @@ class SchemaChanged(Exception):  # noqa: N818 - a signal to rebind, not an error
 
 
 def with_run_columns(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([*_RUN_FIELDS, *schema])
+    return pa.schema([*RUN_FIELDS, *schema])
 
 
 def unique_names(names: Sequence[str]) -> list[str]:
@@ -76,7 +76,7 @@ def unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _pruned(keys: list[str], filter: Any, schema: pa.Schema) -> list[str]:
+def pruned(keys: list[str], filter: Any, schema: pa.Schema) -> list[str]:
     """The runs ("project/model") whose rows can match `filter`: pyarrow's partition pruning, with
     one partition per run whose expression is its project and model."""
     if filter is None or not keys or not _references(filter, schema, RUN_COLUMNS):
@@ -107,7 +107,7 @@ def _filter_columns(filter: Any, schema: pa.Schema) -> list[str]:
     return [c for c in schema.names if _references(filter, schema, [c])]
 
 
-class _Scan:
+class Scan:
     """One scan of one view: per-run batches, with the readers registered for closing."""
 
     def __init__(self, query: Query, schema: pa.Schema, columns: Sequence[str] | None, filter: Any):
@@ -184,7 +184,7 @@ class _Scan:
                      for c in self.out.names], schema=self.out)
 
 
-class _Scanner:
+class Scanner:
     """What DuckDB takes from `scanner()`: a reader pulled in the caller's thread. Not
     `pads.Scanner.from_batches`: that reads ahead on pyarrow's I/O threads, which then may sit in
     a Lance scan when the query has returned (DuckDB stopped early) and at interpreter exit."""
@@ -217,8 +217,11 @@ class ViewDataset(pads.Dataset):
 
     def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
         query = self._current()
-        scan = _Scan(query, self._schema, columns, filter)
-        keys = _pruned(query.keys(), filter, self._schema)
+        scan = Scan(query, self._schema, columns, filter)
+        keys = pruned(query.keys(), filter, self._schema)
+        pooled = pool_scan.share(query, self._table, keys) if self._table in GATED else None
+        if pooled is not None:  # small runs at their pool copy's logs version: one scan for all
+            keys = [k for k in keys if k not in pooled.keys]
 
         tails: list[tuple[str, pa.Table]] = []  # the runs' unfolded rows, filtered together at the end
         smalls: list[tuple[str, pa.Table]] = []  # the runs' small tables (`small_tables`), the same way
@@ -277,6 +280,9 @@ class ViewDataset(pads.Dataset):
             pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="artstore-prefetch") if len(keys) > 1 \
                 else None
             try:
+                if pooled is not None:
+                    yield from pooled.batches(query, scan.out, filter, [] if filter is None else
+                                              _filter_columns(filter, self._schema))
                 futures = [pool.submit(prepare, key) for key in keys] if pool is not None else [None] * len(keys)
                 for key, prepared in zip(keys, futures, strict=True):
                     yield from query.guard(self._table, key, run_batches(key, prepared))
@@ -287,118 +293,13 @@ class ViewDataset(pads.Dataset):
                 if parts:
                     yield from scan.rows_out(small_tables.with_runs(parts))
 
-        return _Scanner(scan.out, query.track(chained()))
+        return Scanner(scan.out, query.track(chained()))
 
     def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
         return self.scanner(columns, filter, **kwargs).to_table()
 
     def count_rows(self, filter: Any = None, **kwargs: Any) -> int:
         return self.to_table(columns=[], filter=filter).num_rows
-
-
-class ComputedDataset(pads.Dataset):
-    """A view whose rows are computed per run in Python (`rows(query, key)` -> a table, or None
-    when the run has none) and whose columns depend on the data (`columns(query)`, the schema of
-    every run's rows together). Registered with the columns last seen: a scan that finds others
-    raises SchemaChanged."""
-
-    def __init__(self, view: str, schema: pa.Schema, current: Callable[[], Query],
-                 columns: Callable[[Query], pa.Schema | None], rows: Callable[[Query, str], pa.Table | None]):
-        self._view, self._schema, self._current = view, schema, current
-        self._columns, self._rows = columns, rows
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self._schema
-
-    def scanner(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> Any:
-        query = self._current()
-        found = self._columns(query)
-        if found is None or not found.equals(self._schema):
-            query.error = SchemaChanged(self._view, found)  # DuckDB re-raises it as its own error
-            raise query.error
-        scan = _Scan(query, self._schema, columns, filter)
-        keys = _pruned(query.keys(), filter, self._schema)
-
-        def chained() -> Iterator[pa.RecordBatch]:
-            for key in keys:
-                table = self._rows(query, key)
-                if table is None or not table.num_rows:
-                    continue
-                part = pa.table({c: table[c] if c in table.column_names else pa.nulls(table.num_rows, f.type)
-                                 for c, f in zip(self._schema.names, self._schema, strict=True)
-                                 if c not in RUN_COLUMNS})
-                yield from scan.batches(key, part.select(scan.stored).to_batches(), None)
-
-        return _Scanner(scan.out, query.track(chained()))
-
-    def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
-        return self.scanner(columns, filter, **kwargs).to_table()
-
-    def count_rows(self, filter: Any = None, **kwargs: Any) -> int:
-        return self.to_table(columns=[], filter=filter).num_rows
-
-
-# -- history: Run.history() of every run, with the project and model in front --------------------
-def run_history(query: Query, key: str) -> pa.Table | None:
-    """`Run.history()` of the run `key` at the query's pinned logs version (None: no logs then).
-    Kept for the query."""
-    def compute() -> pa.Table | None:
-        snapshot = query.snapshot(key)
-        if snapshot.dataset("logs") is None:
-            return None
-        snapshot.dataset("metrics")  # recorded in the versions read
-        return snapshot.run.history(as_of=snapshot.read["logs"])
-    return query.cached(("history", key), compute)
-
-
-def _history_names(query: Query) -> dict[str, str]:
-    """{metric name: its column in the view}, names in order of first appearance (runs in name
-    order), each made unique ignoring case (`unique_names`: DuckDB's names are not case-sensitive,
-    and `project`, `model`, `step`, `recorded_at` come first)."""
-    def compute() -> dict[str, str]:
-        names: dict[str, None] = {}
-        for key in query.keys():
-            h = run_history(query, key)
-            if h is not None:
-                names.update(dict.fromkeys(h.column_names[2:]))
-        return dict(zip(names, unique_names([*HISTORY_FIXED, *names])[len(HISTORY_FIXED):], strict=True))
-    return query.cached(("history-names",), compute)
-
-
-def history_columns(query: Query) -> pa.Schema:
-    """project, model, step, recorded_at, then one float64 per metric name (`_history_names`)."""
-    return pa.schema([*_RUN_FIELDS, pa.field("step", pa.int64()), arrow_schema("logs").field("recorded_at"),
-                      *(pa.field(c, pa.float64()) for c in _history_names(query).values())])
-
-
-def history_rows(query: Query, key: str) -> pa.Table | None:
-    h = run_history(query, key)
-    if h is None:
-        return None
-    columns = _history_names(query)
-    names = ["step", "recorded_at", *(columns[n] for n in h.column_names[2:])]
-    return pa.Table.from_arrays(h.columns, names=names)
-
-
-# -- tokens: each run's tokens table, columns by name --------------------------------------------
-def tokens_columns(query: Query) -> pa.Schema | None:
-    """project, model, then the union (by name, first seen first) of the runs' tokens columns;
-    None when no run has a tokens table."""
-    def compute() -> pa.Schema | None:
-        fields: dict[str, pa.Field] = {}
-        for key in query.keys():
-            ds = query.snapshot(key).dataset("tokens")
-            if ds is not None:
-                for f in ds.schema:
-                    fields.setdefault(f.name, f)
-        return None if not fields else pa.schema([*_RUN_FIELDS, *fields.values()])
-    return query.cached(("tokens-columns",), compute)
-
-
-def tokens_rows(query: Query, key: str) -> pa.Table | None:
-    ds = query.snapshot(key).dataset("tokens")
-    return None if ds is None else ds.to_table()
 
 
 def current_query(get: Callable[[], Query | None]) -> Callable[[], Query]:

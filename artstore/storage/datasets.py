@@ -97,7 +97,7 @@ def latest_stamp(loc: Location) -> tuple[int, int] | None:
     barrier.wait(loc)
     try:
         version = _local_latest(loc)
-        return version, os.stat(handles.manifest(loc, version).uri).st_mtime_ns
+        return version, os.stat(handles.local_manifest(loc, version)).st_mtime_ns
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -109,7 +109,7 @@ def _local_latest(loc: Location) -> int:
     hint."""
     with open(os.path.join(loc.uri, "_versions", "latest_version_hint.json"), "rb") as f:
         version = int(json.loads(f.read())["version"])
-    while os.path.exists(handles.manifest(loc, version + 1).uri):
+    while os.path.exists(handles.local_manifest(loc, version + 1)):
         version += 1
     return version
 

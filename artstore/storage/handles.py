@@ -54,13 +54,13 @@ def _handles() -> OrderedDict[str, LanceDataset]:
 def _stamp(loc: Location, version: int) -> tuple[int, int, int] | None:
     """(version, mtime_ns, size) of the local manifest of `version`; None when it is gone."""
     try:
-        st = os.stat(_local_manifest(loc, version))
+        st = os.stat(local_manifest(loc, version))
     except OSError:
         return None
     return version, st.st_mtime_ns, st.st_size
 
 
-def _local_manifest(loc: Location, version: int) -> str:
+def local_manifest(loc: Location, version: int) -> str:
     """`manifest(loc, version)` as a local path (a probe makes two: no Location objects)."""
     return os.path.join(loc.uri, "_versions", f"{_MAX_U64 - version:020d}.manifest")
 
@@ -148,7 +148,7 @@ def _latest_version(loc: Location, version: int) -> int | None:
         if known is None or _stamp(loc, version) != known:
             return None  # deleted (perhaps made again) or rewritten in place: open afresh
         for step in range(1, _LOCAL_WALK + 1):
-            if not os.path.exists(_local_manifest(loc, version + step)):
+            if not os.path.exists(local_manifest(loc, version + step)):
                 return version + step - 1
     except StorageError:
         if loc.scheme == "s3":

@@ -190,6 +190,14 @@ def upsert_where(loc: Location, table: pa.Table, keys: list[str], condition: str
         return _merge_insert(loc, table, keys, update=True, condition=condition)[0]
 
 
+def delete_where(loc: Location, condition: str) -> None:
+    """Delete the rows where the Lance SQL `condition` holds (one commit; concurrent writers retry)."""
+    with storage_errors(loc, "delete from"):
+        ds = datasets.open_dataset(loc)
+        if ds is not None:
+            ds.delete(condition)
+
+
 def add_null_columns(loc: Location, fields: list[pa.Field]) -> None:
     """Add the nullable `fields` the dataset at `loc` lacks, as all-null columns: one commit that
     changes only the schema (no data file is written). Lance refuses it when another commit landed
