@@ -310,7 +310,10 @@ def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> t
         written = pending.write_row_fragments(logs, rows)
     before = handles.held(logs)
     top_before = max(fragments.fragment_ids(before), default=0) if before is not None else 0
-    version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs")
+    # on the held version (the id look-ups keep it recent): no open of the latest (a LIST and a
+    # GET on a bucket); Lance checks the commits made since, as for any append
+    version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs",
+                                  read_version=before.version if before is not None else None)
     for fragment, item in zip(written, items, strict=True):  # no later look-up reads them back
         keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
     committed = handles.held(logs, version)

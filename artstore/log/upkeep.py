@@ -175,13 +175,14 @@ class _Worker:
                     self._busy.pop(lane, None)
                     self._cond.notify_all()
 
-    def wait(self, prefix: str = "", timeout: float | None = None) -> bool:
+    def wait(self, prefix: str = "", timeout: float | None = None, stats: bool = True) -> bool:
         def done() -> bool:
-            return not any(u.startswith(prefix) for u in [*self._pending, *self._stats, *self._busy.values()])
+            waiting = [*self._pending, *self._busy.values(), *(self._stats if stats else ())]
+            return not any(u.startswith(prefix) for u in waiting)
 
         with self._cond:
             for key, (run, retention, _) in self._stats.items():
-                if key.startswith(prefix):
+                if stats and key.startswith(prefix):
                     self._stats[key] = (run, retention, 0.0)  # due now
             self._cond.notify_all()
             return self._cond.wait_for(done, timeout)
@@ -284,8 +285,10 @@ def request_stats(run: Location, retention: timedelta) -> None:
     _worker.request_stats(run, retention)
 
 
-def wait(under: Location | None = None, timeout: float | None = None) -> bool:
+def wait(under: Location | None = None, timeout: float | None = None, stats: bool = True) -> bool:
     """Block until the cleanups asked for so far of the tables under `under` (a run's location;
-    all tables when None) are done. False when `timeout` seconds passed first."""
+    all tables when None) are done, and (with `stats`) their stats refreshes, made due now.
+    Without `stats` a refresh not due yet stays waiting (benchmarks: upkeep as it runs between
+    logs). False when `timeout` seconds passed first."""
     prefix = "" if under is None else under.uri.rstrip("/") + "/"
-    return _worker.wait(prefix, timeout)
+    return _worker.wait(prefix, timeout, stats)

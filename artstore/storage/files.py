@@ -189,6 +189,21 @@ def delete(loc: Location, recursive: bool = True) -> None:
             fs.rm(path, recursive=recursive)
 
 
+def delete_files(locs: list[Location]) -> None:
+    """Delete the files `locs` (of one filesystem); missing ones are fine. No existence check
+    first: on S3 one batch request per 1,000 files (a HEAD and a delete each through `delete`)."""
+    if not locs:
+        return
+    fs, paths = filesystem(locs[0]), [loc.path_for_fsspec() for loc in locs]
+    with _errors(locs[0], "delete"):
+        try:
+            fs.rm(paths)
+        except FileNotFoundError:  # a filesystem that refuses a missing path: one at a time
+            for path in paths:
+                if fs.exists(path):
+                    fs.rm(path)
+
+
 def size(loc: Location) -> int:
     """Total bytes of a file, or of every file under a folder (0 when missing)."""
     fs, path = filesystem(loc), loc.path_for_fsspec()
