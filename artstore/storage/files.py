@@ -168,9 +168,16 @@ def list_dir(loc: Location) -> list[str]:
     """Names (not paths) of the entries directly under `loc`; [] when it does not exist."""
     fs, path = filesystem(loc), loc.path_for_fsspec()
     with _errors(loc, "list"):
-        if not fs.exists(path):
-            return []
-        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if not _is_tmp(p))
+        if loc.is_local:
+            if not fs.exists(path):
+                return []
+            found = fs.ls(path, detail=False)
+        else:  # one LIST, fresh (not fsspec's cached listing), no existence check first (a HEAD and a LIST)
+            try:
+                found = fs.ls(path, detail=False, refresh=True)
+            except FileNotFoundError:
+                return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found if not _is_tmp(p))
 
 
 def glob(loc: Location, pattern: str) -> list[str]:
