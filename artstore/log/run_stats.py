@@ -41,7 +41,7 @@ def compute(run: Location) -> dict[str, Any] | None:
     no logs table. Reads the committed logs' small columns, the rewards, the config, and each
     table's manifest (no listing of data files)."""
     logs_loc = run.child("logs.lance")
-    ds = datasets.open_dataset(logs_loc)
+    ds = datasets.open_latest(logs_loc)  # the writer's handle: a probe (one LIST on S3), not an open
     if ds is None:
         return None
     is_journal = journal.is_journal(ds.schema)
