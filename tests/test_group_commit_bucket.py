@@ -3,13 +3,15 @@ and the recovery of pending files a writer that is gone left in the bucket."""
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 import artstore as art
-from artstore.log import fold, group_commit, idle_fold, inline_upkeep, run_stats
-from artstore.storage import Location, keys, pending, scans
+from artstore.log import fold, group_commit, idle_fold, inline_upkeep, registry, run_stats, upkeep
+from artstore.storage import Location, datasets, keys, pending, scans
 from tests.conftest import tool_call_trajectory
 
 pytestmark = pytest.mark.s3
@@ -93,3 +95,16 @@ def test_a_group_commit_lands_on_top_of_a_commit_made_after_its_look_up(s3_bucke
     assert sorted(fresh.logs()["step"].to_pylist()) == [0, 1, 2]
     assert fresh.trajectories().num_rows == 12
     assert pending.names(run) == []
+
+
+def test_a_bucket_runs_stats_refresh_waits_longer_than_a_local_runs(s3_bucket, monkeypatch):
+    monkeypatch.setattr(run_stats, "STATS_DELAY_S", 1.0)  # a bucket: BUCKET_STATS_FACTOR (6) s
+    uri, opts = s3_bucket.uri, s3_bucket.storage_options
+    model = art.Model(name="m", project="p", base_path=uri, storage_options=opts, report_metrics=[])
+    model.log_sync([_group(0)], split="train", step=0)
+    loc = registry.location(art.open_store(uri, opts).location)
+    registered = datasets.latest_version(loc)
+    time.sleep(2.5)  # past a local run's delay, well before a bucket run's
+    assert datasets.latest_version(loc) == registered
+    assert upkeep.wait(timeout=60)  # made due now
+    assert datasets.latest_version(loc) == registered + 1

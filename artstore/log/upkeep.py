@@ -24,7 +24,7 @@ log calls 10-100x slower than the median; it runs here, when `compaction.maintai
 `wait()` blocks until the jobs asked for so far (of one run, or of all) are done: for tests and
 benchmarks that count files, and for a caller about to copy a store.
 
-A stats refresh (`artstore.log.run_stats`) is due STATS_DELAY_S after the first log that asked
+A stats refresh (`artstore.log.run_stats`) is due `run_stats.delay_s` after the first log that asked
 for it (later logs meanwhile join it), at once for `wait()`, and at interpreter exit (for at most
 EXIT_FLUSH_S).
 """
@@ -101,7 +101,7 @@ class _Worker:
 
             key = run.child(_STATS).uri
             if key not in self._stats:  # a stale refresh keeps its due time: logs meanwhile join it
-                self._stats[key] = (run, retention, time.monotonic() + run_stats.STATS_DELAY_S)
+                self._stats[key] = (run, retention, time.monotonic() + run_stats.delay_s(run))
             self._start(_OTHER)
 
     def _start(self, lane: str) -> None:
@@ -281,7 +281,7 @@ def request_fold(run: Location, retention: timedelta) -> None:
 
 def request_stats(run: Location, retention: timedelta) -> None:
     """Ask for a refresh of the stats of the run at `run` in its store's registry, due
-    STATS_DELAY_S from the first such request not yet served; returns at once."""
+    `run_stats.delay_s` from the first such request not yet served; returns at once."""
     _worker.request_stats(run, retention)
 
 
