@@ -11,7 +11,7 @@ import pytest
 
 import artstore as art
 from artstore.log import fold, group_commit, idle_fold, inline_upkeep, registry, run_stats, upkeep
-from artstore.storage import Location, datasets, keys, pending, scans
+from artstore.storage import Location, datasets, files, keys, pending, scans
 from tests.conftest import tool_call_trajectory
 
 pytestmark = pytest.mark.s3
@@ -108,3 +108,18 @@ def test_a_bucket_runs_stats_refresh_waits_longer_than_a_local_runs(s3_bucket, m
     assert datasets.latest_version(loc) == registered
     assert upkeep.wait(timeout=60)  # made due now
     assert datasets.latest_version(loc) == registered + 1
+
+
+def test_a_bucket_folder_is_listed_with_one_request_per_page(faulty_s3, monkeypatch):
+    loc = Location.parse(faulty_s3.uri, faulty_s3.storage_options).child("folder")
+    for name in ["a", "b/c", "d/e/f", "g", "h"]:
+        files.put_bytes(loc.child(name), b"1")
+    files.put_bytes(loc.child(".i" + files.TMP_MARK + "x"), b"1")  # a write under way: not listed
+    monkeypatch.setattr(files, "_S3_PAGE", 2)
+    proxy = faulty_s3.proxy
+    before = proxy.requests
+    assert files.list_dir(loc) == ["a", "b", "d", "g", "h"]
+    assert proxy.requests - before == 3  # 6 entries, 2 a page
+    before = proxy.requests
+    assert files.list_dir(loc.child("missing")) == []
+    assert proxy.requests - before == 1

@@ -172,12 +172,32 @@ def list_dir(loc: Location) -> list[str]:
             if not fs.exists(path):
                 return []
             found = fs.ls(path, detail=False)
+        elif loc.scheme == "s3":
+            found = _s3_names(fs, path)
         else:  # one LIST, fresh (not fsspec's cached listing), no existence check first (a HEAD and a LIST)
             try:
                 found = fs.ls(path, detail=False, refresh=True)
             except FileNotFoundError:
                 return []
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found if not _is_tmp(p))
+
+
+_S3_PAGE = 1000  # keys per LIST request (S3's most)
+
+
+def _s3_names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    """The entries directly under the S3 folder `path`: one LIST per 1,000, none cached, and a
+    missing folder is one empty LIST (s3fs's `ls` lists its parent too, or HEADs it)."""
+    bucket, key, _ = fs.split_path(path)
+    prefix, found, token = key.rstrip("/") + "/", [], None
+    while True:
+        page = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=_S3_PAGE,
+                          **({"ContinuationToken": token} if token else {}))
+        found += [c["Key"] for c in page.get("Contents") or [] if c["Key"] != prefix]
+        found += [c["Prefix"] for c in page.get("CommonPrefixes") or []]
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return found
 
 
 def glob(loc: Location, pattern: str) -> list[str]:
