@@ -57,7 +57,10 @@ def commit(run: Location, items: list[Item], listeners: Sequence[Listener] | Non
     before = handles.held(logs)
     top_before = max(fragments.fragment_ids(before), default=0) if before is not None else 0
     with run_lock.held(run, "logs.commit"):  # one at a time among this host's writers (module doc)
-        version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs")
+        # on the held version (the id look-ups keep it recent): no open of the latest (a LIST and a
+        # GET on a bucket); Lance checks the commits made since, as for any append
+        version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs",
+                                      read_version=before.version if before is not None else None)
     for fragment, item in zip(written, items, strict=True):  # no later look-up reads them back
         keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
     if listeners is None:

@@ -247,7 +247,8 @@ def drop_folded_payloads(run: Location) -> Any:
 
     def rewrite(rows: pa.Table) -> pa.Table:
         if not upto:
-            upto.append(min(journal.folded_seq(datasets.open_dataset(run.child(f"{t}.lance"))) for t in GATED))
+            # through the handles the fold keeps: a probe (one LIST on S3), not an open (and a GET)
+            upto.append(min(journal.folded_seq(datasets.open_latest(run.child(f"{t}.lance"))) for t in GATED))
         folded = pc.less_equal(rows[keys.SEQ], upto[0])
         for name in journal.IPC_COLUMN.values():
             if name not in rows.column_names:  # a logs table from before the journal

@@ -8,7 +8,8 @@ after the first log that left the stats stale, so the logs of those seconds shar
 commit (a log costs no registry commit of its own).
 
 How fresh: while the writing process lives, at most STATS_DELAY_S (plus one refresh) behind its
-last log; exact once `upkeep.wait()` returns, and after the process exits normally (the upkeep
+last log (a run in a bucket: BUCKET_STATS_FACTOR times as long, since a refresh there costs ~25
+requests, ~0.5 s at 20 ms each: at 5 s it made ~4 of a small log's ~20 requests); exact once `upkeep.wait()` returns, and after the process exits normally (the upkeep
 thread refreshes what is stale at exit, for at most `upkeep.EXIT_FLUSH_S`). A writer killed before its
 refresh leaves the stats of its last logs out, until the run's next log or `artstore compact`.
 """
@@ -32,6 +33,12 @@ from artstore.storage import Location, data_files, datasets, files, keys, writes
 logger = logging.getLogger(__name__)
 
 STATS_DELAY_S = 5.0  # a refresh runs this long after the first log that left the stats stale
+BUCKET_STATS_FACTOR = 6  # ... times this for a run in a bucket (30 s)
+
+
+def delay_s(run: Location) -> float:
+    """Seconds from the first log that left the stats of the run at `run` stale to its refresh."""
+    return STATS_DELAY_S if run.is_local else STATS_DELAY_S * BUCKET_STATS_FACTOR
 REWARDS = {"val/reward": "val_reward", "train/reward": "train_reward"}
 _LOG_COLUMNS = ["log_id", "write_id", "split", "step", "num_trajectories", "num_groups", "num_metrics",
                 "recorded_at", keys.SEQ]
@@ -42,7 +49,7 @@ def compute(run: Location) -> dict[str, Any] | None:
     no logs table. Reads the committed logs' small columns, the rewards, the config, and each
     table's manifest (no listing of data files)."""
     logs_loc = run.child("logs.lance")
-    ds = datasets.open_dataset(logs_loc)
+    ds = datasets.open_latest(logs_loc)  # the writer's handle: a probe (one LIST on S3), not an open
     if ds is None:
         return None
     is_journal = journal.is_journal(ds.schema)

@@ -24,7 +24,7 @@ log calls 10-100x slower than the median; it runs here, when `compaction.maintai
 `wait()` blocks until the jobs asked for so far (of one run, or of all) are done: for tests and
 benchmarks that count files, and for a caller about to copy a store.
 
-A stats refresh (`artstore.log.run_stats`) is due STATS_DELAY_S after the first log that asked
+A stats refresh (`artstore.log.run_stats`) is due `run_stats.delay_s` after the first log that asked
 for it (later logs meanwhile join it), at once for `wait()`, and at interpreter exit (for at most
 EXIT_FLUSH_S).
 """
@@ -101,7 +101,7 @@ class _Worker:
 
             key = run.child(_STATS).uri
             if key not in self._stats:  # a stale refresh keeps its due time: logs meanwhile join it
-                self._stats[key] = (run, retention, time.monotonic() + run_stats.STATS_DELAY_S)
+                self._stats[key] = (run, retention, time.monotonic() + run_stats.delay_s(run))
             self._start(_OTHER)
 
     def _start(self, lane: str) -> None:
@@ -175,13 +175,14 @@ class _Worker:
                     self._busy.pop(lane, None)
                     self._cond.notify_all()
 
-    def wait(self, prefix: str = "", timeout: float | None = None) -> bool:
+    def wait(self, prefix: str = "", timeout: float | None = None, stats: bool = True) -> bool:
         def done() -> bool:
-            return not any(u.startswith(prefix) for u in [*self._pending, *self._stats, *self._busy.values()])
+            waiting = [*self._pending, *self._busy.values(), *(self._stats if stats else ())]
+            return not any(u.startswith(prefix) for u in waiting)
 
         with self._cond:
             for key, (run, retention, _) in self._stats.items():
-                if key.startswith(prefix):
+                if stats and key.startswith(prefix):
                     self._stats[key] = (run, retention, 0.0)  # due now
             self._cond.notify_all()
             return self._cond.wait_for(done, timeout)
@@ -286,12 +287,14 @@ def request_fold(run: Location, retention: timedelta) -> None:
 
 def request_stats(run: Location, retention: timedelta) -> None:
     """Ask for a refresh of the stats of the run at `run` in its store's registry, due
-    STATS_DELAY_S from the first such request not yet served; returns at once."""
+    `run_stats.delay_s` from the first such request not yet served; returns at once."""
     _worker.request_stats(run, retention)
 
 
-def wait(under: Location | None = None, timeout: float | None = None) -> bool:
+def wait(under: Location | None = None, timeout: float | None = None, stats: bool = True) -> bool:
     """Block until the cleanups asked for so far of the tables under `under` (a run's location;
-    all tables when None) are done. False when `timeout` seconds passed first."""
+    all tables when None) are done, and (with `stats`) their stats refreshes, made due now.
+    Without `stats` a refresh not due yet stays waiting (benchmarks: upkeep as it runs between
+    logs). False when `timeout` seconds passed first."""
     prefix = "" if under is None else under.uri.rstrip("/") + "/"
-    return _worker.wait(prefix, timeout)
+    return _worker.wait(prefix, timeout, stats)

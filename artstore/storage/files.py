@@ -168,9 +168,36 @@ def list_dir(loc: Location) -> list[str]:
     """Names (not paths) of the entries directly under `loc`; [] when it does not exist."""
     fs, path = filesystem(loc), loc.path_for_fsspec()
     with _errors(loc, "list"):
-        if not fs.exists(path):
-            return []
-        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if not _is_tmp(p))
+        if loc.is_local:
+            if not fs.exists(path):
+                return []
+            found = fs.ls(path, detail=False)
+        elif loc.scheme == "s3":
+            found = _s3_names(fs, path)
+        else:  # one LIST, fresh (not fsspec's cached listing), no existence check first (a HEAD and a LIST)
+            try:
+                found = fs.ls(path, detail=False, refresh=True)
+            except FileNotFoundError:
+                return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found if not _is_tmp(p))
+
+
+_S3_PAGE = 1000  # keys per LIST request (S3's most)
+
+
+def _s3_names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    """The entries directly under the S3 folder `path`: one LIST per 1,000, none cached, and a
+    missing folder is one empty LIST (s3fs's `ls` lists its parent too, or HEADs it)."""
+    bucket, key, _ = fs.split_path(path)
+    prefix, found, token = key.rstrip("/") + "/", [], None
+    while True:
+        page = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=_S3_PAGE,
+                          **({"ContinuationToken": token} if token else {}))
+        found += [c["Key"] for c in page.get("Contents") or [] if c["Key"] != prefix]
+        found += [c["Prefix"] for c in page.get("CommonPrefixes") or []]
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return found
 
 
 def glob(loc: Location, pattern: str) -> list[str]:
@@ -187,6 +214,21 @@ def delete(loc: Location, recursive: bool = True) -> None:
     with _errors(loc, "delete"):
         if fs.exists(path):
             fs.rm(path, recursive=recursive)
+
+
+def delete_files(locs: list[Location]) -> None:
+    """Delete the files `locs` (of one filesystem); missing ones are fine. No existence check
+    first: on S3 one batch request per 1,000 files (a HEAD and a delete each through `delete`)."""
+    if not locs:
+        return
+    fs, paths = filesystem(locs[0]), [loc.path_for_fsspec() for loc in locs]
+    with _errors(locs[0], "delete"):
+        try:
+            fs.rm(paths)
+        except FileNotFoundError:  # a filesystem that refuses a missing path: one at a time
+            for path in paths:
+                if fs.exists(path):
+                    fs.rm(path)
 
 
 def size(loc: Location) -> int:

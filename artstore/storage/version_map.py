@@ -32,7 +32,7 @@ from lance import LanceDataset
 from artstore.errors import StorageError, VersionNotFoundError
 from artstore.storage import files
 from artstore.storage.datasets import newest_at, open_dataset, version_time, versions
-from artstore.storage.failures import storage_errors
+from artstore.storage.failures import storage_errors, vanished
 from artstore.storage.location import Location
 from artstore.storage.writes import committed_seq_hi
 
@@ -116,12 +116,15 @@ def record(loc: Location, ds: LanceDataset) -> int:
     # and its upkeep's compactions: all of them for a run with one writer); the others are read.
     made = {v: committed_seq_hi(loc, v) for v in range(last + 1, ds.version + 1)}
     with storage_errors(loc, "map the versions of"):
-        if any(m is None for m in made.values()):
-            for v in ds.versions():
-                if v["version"] <= last or made.get(v["version"]) is not None:
-                    continue
-                at = ds.checkout_version(v["version"])
-                made[v["version"]] = (version_time(at), max((f.fragment_id for f in at.get_fragments()), default=-1))
+        # one manifest read per version not known (`ds.versions()` would read every manifest)
+        for v in [v for v, m in made.items() if m is None]:
+            try:
+                at = ds.checkout_version(v)
+            except (OSError, ValueError) as e:  # removed already (another process's cleanup): nothing to map
+                if not vanished(e):
+                    raise
+                continue
+            made[v] = (version_time(at), max((f.fragment_id for f in at.get_fragments()), default=-1))
         rows = [{"version": v, "committed_at": m[0], "seq_hi": m[1]} for v, m in sorted(made.items()) if m is not None]
     if rows:
         _write(loc, pa.Table.from_pylist(rows, schema=SCHEMA))

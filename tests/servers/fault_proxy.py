@@ -65,6 +65,7 @@ class FaultProxy:
         self._delay_s = 0.0
         self.requests = 0  # requests seen, faulted or not
         self.faults = 0  # requests answered with an error or dropped
+        self.seen: list[tuple[str, str]] | None = None  # set to a list: (method, path) of each request is added
         self._server = _Server((LOCALHOST, 0), _Handler, self, max_connections)
         self.endpoint = f"http://{LOCALHOST}:{self._server.server_address[1]}"
         self._thread: threading.Thread | None = None
@@ -90,10 +91,12 @@ class FaultProxy:
         with self._lock:
             self._mode, self._remaining, self._status, self._delay_s = mode, n, status, delay_s
 
-    def _next_action(self) -> tuple[str, int, float]:
+    def _next_action(self, method: str = "", path: str = "") -> tuple[str, int, float]:
         """Count one request and say what to do with it: (mode, status, delay seconds)."""
         with self._lock:
             self.requests += 1
+            if self.seen is not None:
+                self.seen.append((method, path))
             mode, status, delay_s = self._mode, self._status, self._delay_s
             if mode != "pass":
                 self.faults += 1
@@ -184,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         proxy = self.server.proxy
-        mode, status, delay_s = proxy._next_action()
+        mode, status, delay_s = proxy._next_action(self.command, self.path)
         if mode == "drop":
             # SO_LINGER 0: close() sends RST, the client sees a reset, not a clean EOF.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

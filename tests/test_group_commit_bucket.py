@@ -1,0 +1,125 @@
+"""Group commit on a bucket (moto S3 over HTTP): the requests one log costs, its commit included,
+and the recovery of pending files a writer that is gone left in the bucket."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import artstore as art
+from artstore.log import fold, group_commit, idle_fold, inline_upkeep, registry, run_stats, upkeep
+from artstore.storage import Location, datasets, files, keys, pending, scans
+from tests.conftest import tool_call_trajectory
+
+pytestmark = pytest.mark.s3
+
+
+def _group(step: int) -> art.TrajectoryGroup:
+    return art.TrajectoryGroup([tool_call_trajectory(j / 4, step * 100 + j) for j in range(4)])
+
+
+def _model(uri: str, opts: dict) -> art.Model:
+    return art.Model(name="m", project="p", base_path=uri, storage_options=opts, report_metrics=[], commit="group")
+
+
+def test_a_group_log_on_a_bucket_makes_seven_requests_its_commit_included(faulty_s3, monkeypatch):
+    # no upkeep falls due meanwhile: what is counted is the log and its commit only
+    monkeypatch.setattr(inline_upkeep, "MAINTAIN_EVERY", 10_000)
+    monkeypatch.setattr(fold, "FOLD_EVERY", 10_000)
+    monkeypatch.setattr(run_stats, "STATS_DELAY_S", 3_600.0)
+    monkeypatch.setattr(idle_fold, "FOLD_IDLE_S", 3_600.0)
+    model = _model(faulty_s3.uri, faulty_s3.storage_options)
+    for step in range(2):
+        model.log_sync([_group(step)], split="train", step=step)
+    model.flush()
+    proxy = faulty_s3.proxy
+    for step in range(2, 5):
+        proxy.seen = seen = []
+        model.log_sync([_group(step)], split="train", step=step)
+        model.flush()
+        proxy.seen = None
+        # the id look-up (a LIST), the pending file (a PUT), the row's data file, Lance's check
+        # of commits since (a LIST), its transaction and manifest, the pending file's delete
+        assert len(seen) <= 7, seen
+        assert not any(method == "HEAD" for method, _ in seen), seen
+    assert model.history()["step"].to_pylist() == [0, 1, 2, 3, 4]
+
+
+def test_pending_files_left_in_a_bucket_are_committed_once_by_the_next_open(s3_bucket, monkeypatch):
+    uri, opts = s3_bucket.uri, s3_bucket.storage_options
+    model = _model(uri, opts)
+    for step in range(2):
+        model.log_sync([_group(step)], split="train", step=step)
+    model.flush()
+    run = model.run.location
+    logs = run.child("logs.lance")
+    rows = scans.scan(logs)
+    schema = rows.schema
+    # a committer on another host killed after its commit, before deleting its pending file
+    done = rows.filter(pc.equal(rows["step"], 1)).to_pylist()[0]
+    pending.write(run, f"otherhost-7-{done['write_id']}.arrow", pa.Table.from_pylist([done], schema))
+    # and one killed before its commit
+    lost = dict(done, log_id="lost", write_id="w" * 32, step=9, commit_seq=None)
+    pending.write(run, f"otherhost-7-{'w' * 32}.arrow", pa.Table.from_pylist([lost], schema))
+    assert len(pending.names(run)) == 2
+    # another host's file is abandoned once older than STALE_S; a fresh process looks at its first open
+    monkeypatch.setattr(group_commit, "STALE_S", 0.0)
+    monkeypatch.setattr(group_commit, "_CHECKED", {})
+    fresh = art.open_store(uri, opts).run("p", "m")
+    assert sorted(fresh.logs()["step"].to_pylist()) == [0, 1, 9]
+    assert pending.names(run) == []  # both deleted, the committed one without being committed again
+    assert scans.count_rows(logs) == 3
+    assert fresh.trajectories().num_rows == 12
+    assert keys.SEQ in scans.scan(logs).column_names
+    # deleting pending files already gone is fine (a recovery beside us took them)
+    pending.delete(run, [f"otherhost-7-{'w' * 32}.arrow", "otherhost-7-x.arrow"])
+    assert pending.names(run) == []
+
+
+def test_a_group_commit_lands_on_top_of_a_commit_made_after_its_look_up(s3_bucket, monkeypatch):
+    uri, opts = s3_bucket.uri, s3_bucket.storage_options
+    model = _model(uri, opts)
+    model.log_sync([_group(0)], split="train", step=0)
+    model.flush()
+    monkeypatch.setattr(group_commit, "GATHER_S", 3.0)  # the committer waits: its held version gets old
+    model.log_sync([_group(2)], split="train", step=2)
+    # another writer commits after our look-up, before our group commit (made on the version held)
+    other = art.Model(name="m", project="p", base_path=uri, storage_options=opts, report_metrics=[], commit="sync")
+    other.log_sync([_group(1)], split="train", step=1)
+    model.flush()
+    run = Location.parse(uri, opts).child("p", "models", "m")
+    fresh = art.open_store(uri, opts).run("p", "m")
+    assert sorted(fresh.logs()["step"].to_pylist()) == [0, 1, 2]
+    assert fresh.trajectories().num_rows == 12
+    assert pending.names(run) == []
+
+
+def test_a_bucket_runs_stats_refresh_waits_longer_than_a_local_runs(s3_bucket, monkeypatch):
+    monkeypatch.setattr(run_stats, "STATS_DELAY_S", 1.0)  # a bucket: BUCKET_STATS_FACTOR (6) s
+    uri, opts = s3_bucket.uri, s3_bucket.storage_options
+    model = art.Model(name="m", project="p", base_path=uri, storage_options=opts, report_metrics=[])
+    model.log_sync([_group(0)], split="train", step=0)
+    loc = registry.location(art.open_store(uri, opts).location)
+    registered = datasets.latest_version(loc)
+    time.sleep(2.5)  # past a local run's delay, well before a bucket run's
+    assert datasets.latest_version(loc) == registered
+    assert upkeep.wait(timeout=60)  # made due now
+    assert datasets.latest_version(loc) == registered + 1
+
+
+def test_a_bucket_folder_is_listed_with_one_request_per_page(faulty_s3, monkeypatch):
+    loc = Location.parse(faulty_s3.uri, faulty_s3.storage_options).child("folder")
+    for name in ["a", "b/c", "d/e/f", "g", "h"]:
+        files.put_bytes(loc.child(name), b"1")
+    files.put_bytes(loc.child(".i" + files.TMP_MARK + "x"), b"1")  # a write under way: not listed
+    monkeypatch.setattr(files, "_S3_PAGE", 2)
+    proxy = faulty_s3.proxy
+    before = proxy.requests
+    assert files.list_dir(loc) == ["a", "b", "d", "g", "h"]
+    assert proxy.requests - before == 3  # 6 entries, 2 a page
+    before = proxy.requests
+    assert files.list_dir(loc.child("missing")) == []
+    assert proxy.requests - before == 1
