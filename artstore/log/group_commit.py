@@ -64,6 +64,7 @@ logger = logging.getLogger(__name__)
 MODES = ("sync", "group")
 ENV = "ARTSTORE_COMMIT"
 STALE_S = 30.0  # a pending file whose writer cannot be asked (a bucket, another host) is abandoned after this
+RECHECK_S = 1.0  # a local run's pending files are looked for at most this often by one process
 EXIT_FLUSH_S = 30.0  # at interpreter exit, queued logs get at most this long to commit
 _NO_WAIT = ("artstore-upkeep", "artstore-idle-fold", "artstore-group-commit")  # threads that never wait
 _HISTORY = 256  # commits per run remembered for `commits_since`
@@ -225,15 +226,27 @@ def _wait_locked(queue: _Queue, ticket: int, errors: int, deadline: float | None
 
 def _before_open(loc: Location) -> None:
     """The barrier hook: before this process opens the latest journal of a run, its queued rows
-    of that run are committed, and stale pending files of the run are committed once."""
+    of that run are committed (unless `barrier.no_wait()`), and stale pending files of the run
+    are looked for when due (`_due`)."""
     uri = loc.uri
     if not uri.endswith("logs.lance") or threading.current_thread().name.startswith(_NO_WAIT):
         return
     if _due(uri, loc.is_local):
         _recover_once(_run_of(loc))
     queue = _QUEUES.get(uri)
-    if queue is not None and queue.done < queue.queued:
+    if queue is not None and queue.done < queue.queued and barrier.waiting():
         _wait(queue, queue.queued)
+
+
+def queued(logs: Location) -> list[Any]:
+    """The records of the logs this process queued for the journal at `logs` and has not
+    committed yet, in queue order (a read that takes them as they are need not wait: see
+    `artstore.read.latest_logs.beyond`)."""
+    queue = _QUEUES.get(logs.uri)
+    if queue is None or queue.done >= queue.queued:
+        return []
+    with _COND:
+        return [i.record for i in (*queue.busy, *queue.items)]
 
 
 barrier.add(_before_open)
@@ -361,11 +374,11 @@ def _after(run: Location, items: list[_Item], version: int, top_before: int) -> 
 
 
 def _due(uri: str, local: bool) -> bool:
-    """Whether to look for stale pending files of the journal `uri` at this open: on a local disk
-    at each (one directory read, ~5 us when there is no pending folder), on a bucket at the first
-    open and then every STALE_S (a LIST each)."""
+    """Whether to look for stale pending files of the journal `uri` at this open: at the first
+    open of it in this process, then on a local disk every RECHECK_S (one directory read, and a
+    check of each file's writer), on a bucket every STALE_S (a LIST each)."""
     last = _CHECKED.get(uri)
-    return last is None or local or time.monotonic() - last > STALE_S
+    return last is None or time.monotonic() - last > (RECHECK_S if local else STALE_S)
 
 
 def _recover_once(run: Location) -> None:
