@@ -110,6 +110,7 @@ class _Queue:
         self.reserved: dict[str, Any] = {}  # write_id -> record of a log whose pending file is being written
         # (version, physical rows, write_ids) of this process's recent commits, oldest first
         self.commits: deque[tuple[int, int, list[str]]] = deque(maxlen=_HISTORY)
+        self.flying: dict[str, Any] = {}  # data file -> record of each row of the batch being committed (`in_flight`)
 
 
 _COND = threading.Condition()
@@ -323,17 +324,31 @@ def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> t
         written = pending.write_row_fragments(logs, rows)
     before = handles.held(logs)
     top_before = max(fragments.fragment_ids(before), default=0) if before is not None else 0
-    version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs")
-    for fragment, item in zip(written, items, strict=True):  # no later look-up reads them back
-        keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
-    committed = handles.held(logs, version)
-    if committed is None and queue is not None:  # the commit that created the journal holds no handle
-        committed = datasets.open_dataset(logs, version=version)
-    if queue is not None and committed is not None:
-        with _COND:
-            queue.commits.append((version, committed.count_rows(), [i.record.write_id for i in items]))
-        _tell(logs, version, committed, written, items)
+    if queue is not None:  # a reader finding them committed before they are told takes them from here
+        queue.flying = {first_file(f): i.record for f, i in zip(written, items, strict=True)}
+    try:
+        version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs")
+        for fragment, item in zip(written, items, strict=True):  # no later look-up reads them back
+            keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
+        committed = handles.held(logs, version)
+        if committed is None and queue is not None:  # the commit that created the journal holds no handle
+            committed = datasets.open_dataset(logs, version=version)
+        if queue is not None and committed is not None:
+            with _COND:
+                queue.commits.append((version, committed.count_rows(), [i.record.write_id for i in items]))
+            _tell(logs, version, committed, written, items)
+    finally:
+        if queue is not None:
+            queue.flying = {}
     return version, top_before
+
+
+def in_flight(logs: Location) -> dict[str, Any]:
+    """{data file path: record} of the rows of the batch this process is committing to the journal
+    at `logs` (its commit may have landed and not been told to `on_commit` yet): a reader that finds
+    one-row fragments of these files committed knows their rows without reading them."""
+    queue = _QUEUES.get(logs.uri)
+    return {} if queue is None else queue.flying
 
 
 def _tell(logs: Location, version: int, committed: Any, written: list[Any], items: list[_Item]) -> None:

@@ -51,6 +51,35 @@ def _read(loc: Location, ds: Any, schema: pa.Schema, fragment_ids: list[int] | N
                                 with_address=True)
 
 
+def _read_new(loc: Location, ds: Any, schema: pa.Schema, new: list[int], identities: dict[int, tuple[Any, ...]],
+              row_schema: pa.Schema, top: int) -> pa.Table:
+    """`_read` of the fragments `new`, but the one-row fragments of this process's own commits
+    are made from their records, not read: those noted and not folded yet (`log_notes.noted`,
+    by fragment id: only ids above `top`, the snapshot's highest, as an append's are), and those
+    of a group commit that landed and is not told yet (`group_commit.in_flight`, by data file)."""
+    flying = group_commit.in_flight(loc)
+    notes = log_notes.noted(loc.uri) if log_notes.pending(loc.uri) else {}
+    known = {}
+    for i in new if flying or notes else ():
+        paths, deletion, rows = identities[i]
+        if rows != 1 or deletion != "None" or len(paths) != 1:
+            continue
+        record = (notes.get(i) if i > top else None) or flying.get(paths[0])
+        if record is not None:
+            known[i] = record
+    if not known:
+        return _read(loc, ds, schema, new)
+    rest = [i for i in new if i not in known]
+    parts = [pa.Table.from_pylist([log_notes.row(record, i) for i, record in sorted(known.items())], schema=row_schema)]
+    if rest:
+        parts.insert(0, _read(loc, ds, schema, rest).cast(row_schema))
+    found = pa.concat_tables(parts)
+    found = found.take(pc.sort_indices(found, [(SEQ, "ascending"), ("_rowaddr", "ascending")]))
+    ids = found["log_id"].combine_chunks()
+    first = pc.index_in(pc.unique(ids), value_set=ids)  # first committed row of each log_id
+    return found.take(first) if len(first) < found.num_rows else found
+
+
 class _NoSnapshot(Exception):
     """The logs table cannot be kept as a snapshot (it predates commit_seq)."""
 
@@ -97,14 +126,18 @@ def beyond(loc: Location) -> tuple[Snapshot, list[Any]] | None:
 
 
 def _latest(loc: Location) -> Snapshot | None:
-    if log_notes.pending(loc.uri):  # this process's own logs since the last read: extend the kept snapshot
-        log_notes.fold(loc)
-    stamp = datasets.latest_stamp(loc)
-    with LOCK:
-        old = log_snapshot.kept(loc.uri)
-        if old is not None and stamp is not None and old.stamp == stamp:  # a local run, unchanged
-            log_snapshot.touch(loc.uri)
-            return old
+    stamp = None
+    for _ in range(2):  # (again when a group commit of ours was told meanwhile: it landed as we looked)
+        if log_notes.pending(loc.uri):  # this process's own logs since the last read: extend the kept snapshot
+            log_notes.fold(loc)
+        stamp = datasets.latest_stamp(loc)
+        with LOCK:
+            old = log_snapshot.kept(loc.uri)
+            if old is not None and stamp is not None and old.stamp == stamp:  # a local run, unchanged
+                log_snapshot.touch(loc.uri)
+                return old
+        if not log_notes.pending(loc.uri):
+            break
     ds = datasets.open_dataset(loc)
     if ds is None:
         return None
@@ -145,10 +178,14 @@ def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
         return Snapshot(loc, ds, schema, identities, log_snapshot.unplaced(old.by_seq, moved[0]), old.committed,
                         old.committed.schema.empty_table() if before is None else before, earlier,
                         unresolved=(old.unresolved - moved[0]) | moved[1])
-    # (rows of unresolved fragments are read again: their addresses)
-    kept = [i for i, ident in old.identities.items() if identities.get(i) == ident and i not in old.unresolved]
-    new = [i for i, ident in identities.items() if old.identities.get(i) != ident or i in old.unresolved]
-    found = _read(loc, ds, schema, new) if new else old.by_seq.schema.empty_table()
+    # Rows whose addresses are not known (moved by a rewrite) stay so while every fragment holding
+    # them is unchanged (a step read looks them up); else those fragments are read again.
+    settled = all(identities.get(i) == old.identities.get(i) for i in old.unresolved)
+    unresolved = old.unresolved if settled else frozenset()
+    kept = [i for i, ident in old.identities.items() if identities.get(i) == ident and (settled or i not in old.unresolved)]
+    new = [i for i, ident in identities.items() if old.identities.get(i) != ident or (i in old.unresolved and not settled)]
+    found = _read_new(loc, ds, schema, new, identities, old.by_seq.schema, max(old.identities, default=-1)) if new \
+        else old.by_seq.schema.empty_table()
     # Logs not in `old` (first of each: a log's first row commits before any retry's, so a
     # log_id `old` holds keeps its row there), the rest rewritten rows of logs `old` holds.
     old_ids = old.by_seq["log_id"].combine_chunks()
@@ -162,7 +199,8 @@ def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
         by_seq = pa.concat_tables([old.by_seq, fresh]) if fresh.num_rows else old.by_seq
     else:
         fragment = pc.shift_right(old.by_seq["_rowaddr"], 32)
-        still = old.by_seq.filter(pc.is_in(fragment, value_set=pa.array(kept, pa.uint64())))
+        still = pc.is_in(fragment, value_set=pa.array(kept, pa.uint64()))
+        still = old.by_seq.filter(pc.or_kleene(still, pc.is_null(fragment)) if unresolved else still)
         by_seq = pa.concat_tables([still, found])
         by_seq = by_seq.take(pc.sort_indices(by_seq, [(SEQ, "ascending"), ("_rowaddr", "ascending")]))
         ids = by_seq["log_id"].combine_chunks()
@@ -173,6 +211,7 @@ def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
             return None
     fresh = fresh.drop_columns(["_rowaddr"]).sort_by(ORDER)
     if fresh.num_rows == 0:
-        return Snapshot(loc, ds, schema, identities, by_seq, old.committed, fresh, old.derived)
+        return Snapshot(loc, ds, schema, identities, by_seq, old.committed, fresh, old.derived, unresolved=unresolved)
     return log_snapshot.appended(old, fresh, lambda committed, appended, earlier: Snapshot(
-        loc, ds, schema, identities, by_seq, committed, appended, earlier)) or Snapshot(loc, ds, schema, identities, by_seq)
+        loc, ds, schema, identities, by_seq, committed, appended, earlier, unresolved=unresolved)) or \
+        Snapshot(loc, ds, schema, identities, by_seq, unresolved=unresolved)

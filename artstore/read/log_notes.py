@@ -48,6 +48,12 @@ def pending(uri: str) -> bool:
     return uri in _NOTES
 
 
+def noted(uri: str) -> dict[int, Any]:
+    """{fragment id: record} of the logs of the logs table at `uri` noted and not folded yet."""
+    with LOCK:
+        return {n.fragment: n.record for n in _NOTES.get(uri, ())}
+
+
 def note_log(run_location: Location, record: Any) -> None:
     """Tell the kept logs that this process just committed `record` (a `LogRecord` with its
     `logs_version` and `write_id`; a retry's, which stored nothing, is ignored) to the run at
@@ -134,7 +140,7 @@ def fold(loc: Location) -> None:
         return
     row_schema = pa.schema([*(schema.field(c) for c in log_snapshot.columns(schema)), pa.field("_rowaddr", pa.uint64())],
                            schema.metadata) if old is None else old.by_seq.schema
-    rows = pa.Table.from_pylist([_row(n) for n in notes], schema=row_schema)  # commit order
+    rows = pa.Table.from_pylist([row(n.record, n.fragment) for n in notes], schema=row_schema)  # commit order
     key = (last.version, str(datasets.version_time(ds) if last.when is None else last.when))
     if old is None:
         snapshot = Snapshot(loc, ds, schema, identities, log_snapshot.unplaced(rows, moved[0]), key=key,
@@ -162,16 +168,16 @@ def _same_fragments(before: dict[int, tuple[Any, ...]], identities: dict[int, tu
     return any(identities.get(i) == ident for i, ident in before.items())
 
 
-def _row(note: _Note) -> dict[str, Any]:
-    """The kept row (`Snapshot.by_seq`) of a noted log: its journal row's log columns, in its
-    fragment (offset 0)."""
-    record, values = note.record, dict(note.record.metrics)
+def row(record: Any, fragment: int) -> dict[str, Any]:
+    """The kept row (`Snapshot.by_seq`) of a log this process committed (`record`, a
+    `LogRecord`) alone in `fragment`: its journal row's log columns (offset 0)."""
+    values = dict(record.metrics)
     return {
         "log_id": record.log_id, "write_id": record.write_id, "split": record.split, "step": record.step,
         "num_groups": record.num_groups, "num_trajectories": record.num_trajectories,
         "num_exceptions": record.num_exceptions, "num_metrics": len(values), "table_versions": None,
-        "recorded_at": record.recorded_at, SEQ: note.fragment, "metric_names": list(values),
-        "metric_values": list(values.values()), "_rowaddr": note.fragment << 32,
+        "recorded_at": record.recorded_at, SEQ: fragment, "metric_names": list(values),
+        "metric_values": list(values.values()), "_rowaddr": fragment << 32,
     }
 
 
