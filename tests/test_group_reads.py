@@ -178,3 +178,18 @@ def test_own_noted_logs_not_folded_are_made_from_their_records(tmp_path, monkeyp
     assert model.history()["step"].to_pylist() == [0, 1, 2, 3, 4]
     assert reads == []
     _assert_same_as_fresh(model.run)
+
+
+def test_the_committer_folds_its_rows_and_extends_the_kept_history_before_any_read(tmp_path):
+    from artstore.read import log_snapshot
+
+    model = _model(str(tmp_path), "m", commit="group")
+    _log(model, range(2))
+    model.flush()
+    assert model.history().num_rows == 2  # a history kept: the committer extends it
+    _log(model, range(2, 6))
+    model.flush()
+    snapshot = log_snapshot.kept(model.run.table_location("logs").uri)
+    assert snapshot.derived["history"]["step"].to_pylist() == [0, 1, 2, 3, 4, 5]  # folded, made before this read
+    assert model.history() is snapshot.derived["history"]
+    _assert_same_as_fresh(model.run)

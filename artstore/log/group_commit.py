@@ -11,12 +11,14 @@ pending files and asks for the upkeep a sync log asks for (compaction, fold, idl
 What "logged" means in group mode:
 - when log() returns, the log is durable (its pending file) and every read of the run in this
   process sees it: each open of the latest `logs.lance` first waits for this process's queued
-  rows of that run (`artstore.storage.barrier`);
+  rows of that run (`artstore.storage.barrier`), or takes them as they are (`queued`: the
+  history);
 - other processes see it once its group commit lands (milliseconds on an idle local disk; the
   committer commits as soon as it has rows, so a batch is whatever queued during the previous
   commit);
 - a writer killed after log() returned leaves its pending file; the next process that opens the
-  run (reads it, or logs to it) commits the pending files whose writer is gone (same host: its
+  run (reads it, or logs to it; one that has it open looks again every RECHECK_S) commits the
+  pending files whose writer is gone (same host: its
   pid no longer runs; a bucket or another host: older than STALE_S), skipping rows whose log_id
   the journal already holds. A crash between a group commit and the deletion of its files, or
   two processes recovering one file, can commit a row twice: the first committed row of a

@@ -73,9 +73,17 @@ def note_log(run_location: Location, record: Any) -> None:
 def note_group_commit(loc: Location, version: int, rows: list[tuple[Any, int]]) -> None:
     """`note_log` for a group commit (`artstore.log.group_commit.on_commit`, in the committer
     thread): this process committed the logs `rows` ([(record, its row's fragment id)], one
-    fragment each) to the journal at `loc` in one commit, `version`."""
+    fragment each) to the journal at `loc` in one commit, `version`. Folded at once (the
+    committer's time, not a read's)."""
     found = writes.committed_seq_hi(loc, version)
     _note(loc, version, rows, None if found is None else found[0])
+    # Folded here, in the committer thread, with the answers kept reads derived (the history):
+    # the next read of the run finds them made, and need not wait for this commit at all.
+    fold(loc)
+    with LOCK:
+        snapshot = log_snapshot.kept(loc.uri)
+    if snapshot is not None and snapshot.version == version:
+        snapshot.derive_ahead()
 
 
 def _note(loc: Location, version: int, rows: list[tuple[Any, int | None]], when: Any) -> None:
@@ -121,11 +129,10 @@ def fold(loc: Location) -> None:
             ds = newer.checkout_version(last.version)  # a later version is held now: read this one's manifest
         if ds is None:
             return
-        identities = fragments.fragment_identities(loc, ds)
-        # the schema only changes with a rewrite of every fragment (a new column): the kept one holds
-        schema = old.schema if old is not None and _same_fragments(old.identities, identities) else ds.schema
+        schema = ds.schema
         if not journal.is_journal(schema) or SEQ not in schema.names or (old is not None and old.schema != schema):
             return
+        identities = fragments.fragment_identities(loc, ds)
     except (ArtstoreError, OSError, ValueError, RuntimeError):  # e.g. cleaned up meanwhile: the read reads it
         return
     top = -1 if old is None else max(old.identities, default=-1)
@@ -160,12 +167,6 @@ def fold(loc: Location) -> None:
         snapshot = found
     snapshot.stamp = last.stamp if last.ds is not None else handles.stamp(loc, last.version)
     log_snapshot.keep(snapshot, lambda current: current is old)
-
-
-def _same_fragments(before: dict[int, tuple[Any, ...]], identities: dict[int, tuple[Any, ...]]) -> bool:
-    """Whether some fragment of `before` is in `identities` unchanged (same data files): then no
-    rewrite of every fragment (a schema change) happened between them."""
-    return any(identities.get(i) == ident for i, ident in before.items())
 
 
 def row(record: Any, fragment: int) -> dict[str, Any]:

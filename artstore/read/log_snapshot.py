@@ -61,6 +61,8 @@ class Snapshot:
         self._tables: dict[str, Any] = {}  # data table uri -> its dataset (`table`)
         # name -> (the logs beyond this snapshot it was made with, the answer): `derive_beyond`
         self._beyond: dict[str, tuple[tuple[str, ...], Any]] = {}
+        # name -> the `extend` of the last `derive` of it on this run's snapshots (`derive_ahead`)
+        self.extenders: dict[str, Callable[[Any, pa.Table], Any]] = {}
 
     def derive(self, name: str, make: Callable[[pa.Table], Any],
                extend: Callable[[Any, pa.Table], Any] | None = None) -> Any:
@@ -68,6 +70,8 @@ class Snapshot:
         extends one that computed it, `extend(its answer, appended rows)`, which must equal
         `make` of all the rows (or be None: then `make` runs)."""
         with self._lock:
+            if extend is not None:
+                self.extenders[name] = extend
             if name not in self.derived:
                 before = self._earlier.get(name)
                 found = None
@@ -75,6 +79,19 @@ class Snapshot:
                     found = extend(before, self.appended)
                 self.derived[name] = make(self.committed) if found is None else found
             return self.derived[name]
+
+    def derive_ahead(self) -> None:
+        """Make now, by extension, each answer the snapshot this one extends holds and whose
+        `extend` is known (e.g. in a writer's background thread, so that the next read finds it
+        made). Nothing that would need `make`."""
+        for name, extend in list(self.extenders.items()):
+            with self._lock:
+                before = self._earlier.get(name)
+                if name in self.derived or before is None or self.appended is None:
+                    continue
+                found = extend(before, self.appended)
+                if found is not None:
+                    self.derived[name] = found
 
     def derive_beyond(self, name: str, ids: tuple[str, ...], make: Callable[[], Any]) -> Any:
         """`make()`, an answer of this snapshot's logs and some more (their ids `ids`: e.g. this
@@ -139,6 +156,8 @@ def keep(snapshot: Snapshot, replaces: Callable[[Snapshot], bool]) -> None:
     with LOCK:
         current = _SNAPSHOTS.get(snapshot.loc.uri)
         if current is None or replaces(current):
+            if current is not None and not snapshot.extenders:
+                snapshot.extenders = current.extenders  # (one per run: the same functions)
             _SNAPSHOTS[snapshot.loc.uri] = snapshot
             _SNAPSHOTS.move_to_end(snapshot.loc.uri)
         while len(_SNAPSHOTS) > _MAX_RUNS:
