@@ -72,3 +72,20 @@ def test_a_history_extended_by_records_of_queued_logs_equals_one_made_of_all(fir
 def test_a_metric_named_like_a_history_column_is_made_again_not_extended():
     before, after = _rows([(1, {"loss": 1.0})]), _rows([(2, {"step": 5.0})], start=1)
     assert history.extended(_make)(_make(before), after) is None  # (the caller makes it of all rows)
+
+
+def test_records_of_queued_logs_read_as_committed_rows_when_the_history_is_made_again():
+    from artstore.read import log_snapshot
+
+    schema = arrow_schema("logs")
+    committed = _rows([(1, {"loss": 1.0})])
+    full = pa.Table.from_pylist(committed.to_pylist(), schema=pa.schema(
+        [schema.field(c) for c in log_snapshot.columns(schema)]))
+    more = _rows([(2, {"loss": 2.0, "train/group_metric_x": 3.0})], start=1).to_pylist()[0]
+    record = LogRecord(log_id=more["log_id"], split="train", step=2, num_groups=1, num_trajectories=2,
+                       num_exceptions=0, recorded_at=more["recorded_at"],
+                       metrics={"loss": 2.0, "train/group_metric_x": 3.0}, write_id=more["write_id"])
+    rows = history._records_table(full, [record])
+    assert rows.schema == full.schema and rows["num_trajectories"].to_pylist() == [2]
+    assert _same(_make(journal.mark(pa.concat_tables([full, rows]))),
+                 _make(pa.concat_tables([committed, _rows([(2, {"loss": 2.0, "train/group_metric_x": 3.0})], 1)])))
