@@ -9,10 +9,11 @@ those logs: the figure issue 13 asks about) and once more (warm). Reported: the 
 reads over the steps of each stretch of ``--checkpoints``, and its ratio to ART's.
 
     LANCE_LOG=error python -m benchmarks.history_after_logs [--steps 300] [--every 20]
-        [--checkpoints 100,300] [--base DIR] [--reader-window-s 0.5]
+        [--checkpoints 100,300] [--base DIR] [--reader-window-s 0.5] [--commit sync|group]
 
 ``--base DIR``: a tree of artstore to compare with (e.g. ``git archive <commit> | tar -x -C DIR``);
-its ``benchmarks/store_driver.py`` runs with this interpreter. The machine is shared: read the
+its ``benchmarks/store_driver.py`` runs with this interpreter. ``--commit group`` runs both artstore
+sides with ARTSTORE_COMMIT=group (`artstore.log.group_commit`). The machine is shared: read the
 ratios, measured in the same run, not the milliseconds.
 """
 
@@ -30,20 +31,20 @@ from benchmarks.art_client import ArtDriver, DriverProcess, StoreDriver
 from benchmarks.growth import TRAIN, VAL
 
 
-def _base_driver(tree: Path, base: Path) -> DriverProcess:
+def _base_driver(tree: Path, base: Path, commit: str) -> DriverProcess:
     driver = DriverProcess(base, "bench", "agent", python=sys.executable, driver=tree / "benchmarks" / "store_driver.py",
-                           init=False, env={"LANCE_LOG": "error"})
+                           init=False, env={"LANCE_LOG": "error", "ARTSTORE_COMMIT": commit})
     driver.side = "artstore (base)"  # type: ignore[attr-defined]
     return driver
 
 
 def run(steps: int, every: int, checkpoints: list[int], base_tree: Path | None,
-        reader_window_s: float | None) -> dict[str, Any]:
+        reader_window_s: float | None, commit: str = "sync") -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="history-after-logs-"))
     drivers: list[Any] = [ArtDriver(root / "art", "bench", "agent"),
-                          StoreDriver(root / "store", "bench", "agent", init=False)]
+                          StoreDriver(root / "store", "bench", "agent", init=False, env={"ARTSTORE_COMMIT": commit})]
     if base_tree is not None:
-        drivers.append(_base_driver(base_tree, root / "base"))
+        drivers.append(_base_driver(base_tree, root / "base", commit))
     extra = {} if reader_window_s is None else {"reader_window_s": reader_window_s}
     for d, folder in zip(drivers[1:], ("store", "base"), strict=False):
         d.init(base_path=str(root / folder), project="bench", name="agent", **extra)
@@ -66,7 +67,7 @@ def run(steps: int, every: int, checkpoints: list[int], base_tree: Path | None,
         for d in drivers:
             d.close()
         shutil.rmtree(root, ignore_errors=True)
-    return {"first": first, "warm": warm, "checkpoints": checkpoints, "every": every}
+    return {"first": first, "warm": warm, "checkpoints": checkpoints, "every": every, "commit": commit}
 
 
 def table(res: dict[str, Any]) -> str:
@@ -92,8 +93,9 @@ def main() -> None:
     p.add_argument("--checkpoints", default="100,300")
     p.add_argument("--base", type=Path, default=None, help="an exported tree of artstore to compare with")
     p.add_argument("--reader-window-s", type=float, default=None)
+    p.add_argument("--commit", choices=["sync", "group"], default="sync", help="artstore's commit mode (both trees)")
     a = p.parse_args()
-    res = run(a.steps, a.every, [int(c) for c in a.checkpoints.split(",")], a.base, a.reader_window_s)
+    res = run(a.steps, a.every, [int(c) for c in a.checkpoints.split(",")], a.base, a.reader_window_s, a.commit)
     print(table(res))
 
 

@@ -10,7 +10,16 @@ import pyarrow.compute as pc
 import pytest
 
 import artstore as art
-from artstore.log import fold, group_commit, idle_fold, inline_upkeep, registry, run_stats, upkeep
+from artstore.log import (
+    fold,
+    group_commit,
+    idle_fold,
+    inline_upkeep,
+    pending_recovery,
+    registry,
+    run_stats,
+    upkeep,
+)
 from artstore.storage import Location, datasets, files, keys, pending, scans
 from tests.conftest import tool_call_trajectory
 
@@ -66,7 +75,7 @@ def test_pending_files_left_in_a_bucket_are_committed_once_by_the_next_open(s3_b
     pending.write(run, f"otherhost-7-{'w' * 32}.arrow", pa.Table.from_pylist([lost], schema))
     assert len(pending.names(run)) == 2
     # another host's file is abandoned once older than STALE_S; a fresh process looks at its first open
-    monkeypatch.setattr(group_commit, "STALE_S", 0.0)
+    monkeypatch.setattr(pending_recovery, "STALE_S", 0.0)
     monkeypatch.setattr(group_commit, "_CHECKED", {})
     fresh = art.open_store(uri, opts).run("p", "m")
     assert sorted(fresh.logs()["step"].to_pylist()) == [0, 1, 9]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import artstore as art
-from artstore.read import latest_logs
+from artstore.read import latest_logs, log_notes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,7 +148,7 @@ def test_reads_stay_exact_while_the_journal_is_compacted_in_the_background(tmp_p
     assert run.history().num_rows == 24
 
 
-# -- this process's own logs (`latest_logs.note_log`) ------------------------------------------
+# -- this process's own logs (`log_notes.note_log`) ------------------------------------------
 
 def _count_reads(monkeypatch) -> list[int]:
     """Count the reads of the logs table's rows made for the kept snapshot (`latest_logs._read`)."""
@@ -266,11 +266,11 @@ def test_own_logs_are_only_noted_while_logging_and_folded_at_the_next_read(tmp_p
     _log_steps(model, make_trajectory, range(2))
     assert run.history().num_rows == 4
     reads, folds = _count_reads(monkeypatch), []
-    real_identities = latest_logs.fragments.fragment_identities
-    monkeypatch.setattr(latest_logs.fragments, "fragment_identities",
+    real_identities = log_notes.fragments.fragment_identities
+    monkeypatch.setattr(log_notes.fragments, "fragment_identities",
                         lambda *a: folds.append(1) or real_identities(*a))
     _log_steps(model, make_trajectory, range(2, 6))  # 8 logs: noted, not folded
-    assert folds == [] and len(latest_logs._NOTES[run.table_location("logs").uri]) == 8
+    assert folds == [] and len(log_notes._NOTES[run.table_location("logs").uri]) == 8
     history = run.history()  # the first read after them folds all 8 at once
     assert len(folds) == 1 and reads == []
     assert history.num_rows == 12 and history["step"].to_pylist() == [s for s in range(6) for _ in range(2)]
@@ -278,13 +278,13 @@ def test_own_logs_are_only_noted_while_logging_and_folded_at_the_next_read(tmp_p
 
 
 def test_notes_past_the_bound_are_folded_on_the_log_path(tmp_path, make_trajectory, monkeypatch):
-    monkeypatch.setattr(latest_logs, "_MAX_NOTES", 3)
+    monkeypatch.setattr(log_notes, "_MAX_NOTES", 3)
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     run = model.run
     reads = _count_reads(monkeypatch)
     for step in range(5):  # 10 logs
         _log_steps(model, make_trajectory, range(step, step + 1))
-        assert len(latest_logs._NOTES.get(run.table_location("logs").uri, [])) <= 3
+        assert len(log_notes._NOTES.get(run.table_location("logs").uri, [])) <= 3
     assert run.history().num_rows == 10
     assert reads == []
     _assert_same_as_fresh(run)

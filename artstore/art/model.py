@@ -38,7 +38,7 @@ from artstore.log.commit import (
 )
 from artstore.log.configs import ConfigLog, as_json
 from artstore.names import check_segment
-from artstore.read import latest_logs, step_summary
+from artstore.read import log_notes, step_summary
 from artstore.read.run import Run
 from artstore.read.store import Store
 from artstore.records.metric_names import is_cumulative
@@ -327,7 +327,7 @@ class Model(pydantic.BaseModel):
         if record.created:
             # keep a cached step summary current without reading (see step_summary)
             step_summary.note_log(location, record.logs_version, record.step, record.metrics)
-            latest_logs.note_log(location, record)  # and the kept logs (see latest_logs)
+            log_notes.note_log(location, record)  # and the kept logs (see log_notes)
         return record
 
     def _tracker(self, location: Any) -> sums_mod.Tracker:

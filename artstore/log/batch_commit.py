@@ -41,11 +41,13 @@ class Item:
     ticket: int  # its place in its queue (0: recovered, no queue)
 
 
-def commit(run: Location, items: list[Item], listeners: Sequence[Listener] | None = None) -> tuple[int, int, int | None]:
+def commit(run: Location, items: list[Item], listeners: Sequence[Listener] | None = None,
+           in_flight: Callable[[dict[str, Any]], None] | None = None) -> tuple[int, int, int | None]:
     """Append the rows of `items` to the run's journal in one commit. Returns (the version made,
     the largest fragment id held before it, the physical rows of that version: None without
     `listeners`). `listeners` (the committer's: `group_commit.on_commit`) are told which
-    fragment holds each row."""
+    fragment holds each row. `in_flight` is given {data file: record} of the batch's rows while
+    their commit is under way (a reader finding them committed first takes them from there), then {}."""
     logs = run.child("logs.lance")
     rows = pa.concat_tables([i.row for i in items])
     try:
@@ -56,23 +58,29 @@ def commit(run: Location, items: list[Item], listeners: Sequence[Listener] | Non
         written = pending.write_row_fragments(logs, rows)
     before = handles.held(logs)
     top_before = max(fragments.fragment_ids(before), default=0) if before is not None else 0
-    with run_lock.held(run, "logs.commit"):  # one at a time among this host's writers (module doc)
-        # on the held version (the id look-ups keep it recent): no open of the latest (a LIST and a
-        # GET on a bucket); Lance checks the commits made since, as for any append
-        version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs",
-                                      read_version=before.version if before is not None else None)
-    for fragment, item in zip(written, items, strict=True):  # no later look-up reads them back
-        keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
-    if listeners is None:
-        return version, top_before, None
-    committed = handles.held(logs, version)
-    if committed is None:  # the commit that created the journal holds no handle
-        committed = datasets.open_dataset(logs, version=version)
-    if committed is None:
-        return version, top_before, None
-    physical = committed.count_rows()
-    _tell(listeners, logs, version, committed, written, items)
-    return version, top_before, physical
+    if in_flight is not None:
+        in_flight({first_file(f): i.record for f, i in zip(written, items, strict=True)})
+    try:
+        with run_lock.held(run, "logs.commit"):  # one at a time among this host's writers (module doc)
+            # on the held version (the id look-ups keep it recent): no open of the latest (a LIST and a
+            # GET on a bucket); Lance checks the commits made since, as for any append
+            version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs",
+                                          read_version=before.version if before is not None else None)
+        for fragment, item in zip(written, items, strict=True):  # no later look-up reads them back
+            keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
+        if listeners is None:
+            return version, top_before, None
+        committed = handles.held(logs, version)
+        if committed is None:  # the commit that created the journal holds no handle
+            committed = datasets.open_dataset(logs, version=version)
+        if committed is None:
+            return version, top_before, None
+        physical = committed.count_rows()
+        _tell(listeners, logs, version, committed, written, items)
+        return version, top_before, physical
+    finally:
+        if in_flight is not None:
+            in_flight({})
 
 
 def _tell(listeners: Sequence[Listener], logs: Location, version: int, committed: Any, written: list[Any],

@@ -11,12 +11,14 @@ pending files and asks for the upkeep a sync log asks for (compaction, fold, idl
 What "logged" means in group mode:
 - when log() returns, the log is durable (its pending file) and every read of the run in this
   process sees it: each open of the latest `logs.lance` first waits for this process's queued
-  rows of that run (`artstore.storage.barrier`);
+  rows of that run (`artstore.storage.barrier`), or takes them as they are (`queued`: the
+  history);
 - other processes see it once its group commit lands (milliseconds on an idle local disk; the
   committer commits as soon as it has rows, so a batch is whatever queued during the previous
   commit);
 - a writer killed after log() returned leaves its pending file; the next process that opens the
-  run commits it (`artstore.log.pending_recovery`). A row committed twice (a crash between a
+  run commits it (`artstore.log.pending_recovery`; a process that has the run open looks again
+  every RECHECK_S there). A row committed twice (a crash between a
   group commit and the deletion of its files) is read once: the first committed row of a log_id
   wins for every reader (`keys.first_per_key`, the fold, the sums);
 - `flush()` (and `Model.flush()`) waits until everything queued is committed; it runs at normal
@@ -95,6 +97,7 @@ class _Queue:
         self.reserved: dict[str, Any] = {}  # write_id -> record of a log whose pending file is being written
         # (version, physical rows, write_ids) of this process's recent commits, oldest first
         self.commits: deque[tuple[int, int, list[str]]] = deque(maxlen=_HISTORY)
+        self.flying: dict[str, Any] = {}  # data file -> record of each row of the batch being committed (`in_flight`)
 
 
 _COND = threading.Condition()
@@ -210,15 +213,27 @@ def _wait_locked(queue: _Queue, ticket: int, errors: int, deadline: float | None
 
 def _before_open(loc: Location) -> None:
     """The barrier hook: before this process opens the latest journal of a run, its queued rows
-    of that run are committed, and stale pending files of the run are committed once."""
+    of that run are committed (unless `barrier.no_wait()`), and stale pending files of the run
+    are looked for when due (`_due`)."""
     uri = loc.uri
     if not uri.endswith("logs.lance") or threading.current_thread().name.startswith(_NO_WAIT):
         return
     if pending_recovery.due(uri, loc.is_local):
         _recover_once(_run_of(loc))
     queue = _QUEUES.get(uri)
-    if queue is not None and queue.done < queue.queued:
+    if queue is not None and queue.done < queue.queued and barrier.waiting():
         _wait(queue, queue.queued)
+
+
+def queued(logs: Location) -> list[Any]:
+    """The records of the logs this process queued for the journal at `logs` and has not
+    committed yet, in queue order (a read that takes them as they are need not wait: see
+    `artstore.read.latest_logs.beyond`)."""
+    queue = _QUEUES.get(logs.uri)
+    if queue is None or queue.done >= queue.queued:
+        return []
+    with _COND:
+        return [i.record for i in (*queue.busy, *queue.items)]
 
 
 barrier.add(_before_open)
@@ -286,11 +301,23 @@ def _commit(queue: _Queue) -> tuple[int, int]:
     """Commit the rows `queue` took (`batch_commit.commit`), remember the commit for
     `commits_since` and tell the `on_commit` listeners. Returns (the version made, the largest
     fragment id held before it)."""
-    version, top_before, rows = batch_commit.commit(queue.run, queue.busy, _ON_COMMIT)
+
+    def fly(records: dict[str, Any]) -> None:  # a reader finding them committed before they are told takes them from here
+        queue.flying = records
+
+    version, top_before, rows = batch_commit.commit(queue.run, queue.busy, _ON_COMMIT, fly)
     if rows is not None:
         with _COND:
             queue.commits.append((version, rows, [i.record.write_id for i in queue.busy]))
     return version, top_before
+
+
+def in_flight(logs: Location) -> dict[str, Any]:
+    """{data file path: record} of the rows of the batch this process is committing to the journal
+    at `logs` (its commit may have landed and not been told to `on_commit` yet): a reader that finds
+    one-row fragments of these files committed knows their rows without reading them."""
+    queue = _QUEUES.get(logs.uri)
+    return {} if queue is None else queue.flying
 
 
 def _recover_once(run: Location) -> None:

@@ -258,7 +258,7 @@ def rows_of_few(loc: Any, table: str, committed: pa.Table, journal_rows: pa.Tabl
     few of a run's: e.g. one step's), given those logs' journal rows (`journal_rows`, with
     `PAYLOAD_READ_COLUMNS`; any order). Each log's rows come from its payload, or, where a
     compaction of the journal dropped it (the log was folded), from the fragments of the table
-    holding them (`keys.rows_with`), first copy of each row. So the read costs the same at any
+    holding them (`key_columns.rows_with`), first copy of each row. So the read costs the same at any
     length of the run. In the order of `committed`, each log's rows in the order it wrote them.
     `open_table(loc)` opens the table (at a version opened after `committed` was read)."""
     schema = arrow_schema(table)

@@ -9,9 +9,9 @@ first is committed. A crash between a commit and the deletion of its files, or t
 recovering one file, can still commit a row twice: the first committed row of a log_id wins for
 every reader, so nothing is counted twice.
 
-When to look (`due`): on a local disk at each open of the run's latest journal (one directory read,
-~5 us when there is no pending folder), on a bucket at the first open and then every STALE_S (a
-LIST each).
+When to look (`due`): at the first open of the run's latest journal in this process, then on a
+local disk every RECHECK_S (one directory read, and a check of each file's writer), on a bucket
+every STALE_S (a LIST each).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from artstore.storage import Location, datasets, keys, pending
 logger = logging.getLogger(__name__)
 
 STALE_S = 30.0  # a pending file whose writer cannot be asked (a bucket, another host) is abandoned after this
+RECHECK_S = 1.0  # a local run's pending files are looked for at most this often by one process
 _CHECKED: dict[str, float] = {}  # logs uri -> when this process last looked for its stale pending files
 
 
@@ -41,7 +42,7 @@ def never_checked(uri: str) -> bool:
 def due(uri: str, local: bool) -> bool:
     """Whether to look for stale pending files of the journal `uri` now (see the module doc)."""
     last = _CHECKED.get(uri)
-    return last is None or local or time.monotonic() - last > STALE_S
+    return last is None or time.monotonic() - last > (RECHECK_S if local else STALE_S)
 
 
 def checked(uri: str) -> None:

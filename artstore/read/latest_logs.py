@@ -2,7 +2,8 @@
 
 Every read of a run starts from its committed logs (the all-or-nothing rule, `visibility`). Read
 from storage that is a scan of the whole `logs` table: ~3.5 ms at 600 logs, growing with the
-run. So each process keeps, per run, the newest `Snapshot` it read (`latest`):
+run. So each process keeps, per run, the newest snapshot it read (`latest`; the snapshot and its
+extension rules: `artstore.read.log_snapshot`):
 
 - freshness: every call finds the logs table's latest version (a local run: Lance's version
   hint and a stat of its manifest, `datasets.latest_stamp`, ~0.1 ms; a bucket: opening it) and
@@ -14,139 +15,31 @@ run. So each process keeps, per run, the newest `Snapshot` it read (`latest`):
   commit order; the first committed row of each log_id still wins;
 - rows gone, or a log_id now another call's (a run deleted and logged again): the whole table
   is read again;
-- only moved since (compactions, payload drops: `_moved`, told from the manifests alone): the
-  snapshot's rows serve as they are, nothing is read; the moved rows' addresses are looked up
-  when a step read needs them (`Snapshot.unresolved`);
-- this process's own logs (`note_log`, called by `Model.log` right after its commit, which
-  only notes them): at the next read their journal rows extend the snapshot of the versions
-  before them, so the first read after the writer's own logs reads nothing (another writer's
-  commit in between: that read reads what is new). A group commit's rows (`note_group_commit`,
-  told by the committer thread) are noted alike: one version, one fragment per row.
-
-A snapshot is immutable; answers derived from it (e.g. `Run.history()`) are kept on it, once
-per version (`Snapshot.derived`). Row addresses are valid for the snapshot's version only, and
-are read through its dataset (`payloads`).
+- only moved since (compactions, payload drops: `log_snapshot.moved`, told from the manifests
+  alone): the snapshot's rows serve as they are, nothing is read; the moved rows' addresses are
+  looked up when a step read needs them (`Snapshot.unresolved`);
+- this process's own committed logs (`artstore.read.log_notes`): at the next read they extend the
+  snapshot of the versions before them, so the first read after the writer's own logs reads
+  nothing (another writer's commit in between: that read reads what is new);
+- this process's group logs not committed yet (`beyond`): a read that can take them as records
+  (`Run.history()`) gets the snapshot and those records instead of waiting for their commit.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from artstore.errors import ArtstoreError
-from artstore.log import group_commit, journal
+from artstore.log import group_commit
 from artstore.log.visibility import check_logs_schema
-from artstore.schema import arrow_schema
-from artstore.storage import (
-    Location,
-    barrier,
-    datasets,
-    fragments,
-    handles,
-    key_columns,
-    keys,
-    writes,
-)
+from artstore.read import log_notes, log_snapshot
+from artstore.read.log_snapshot import LOCK, ORDER, Snapshot
+from artstore.storage import Location, barrier, datasets, fragments, keys
 from artstore.storage.keys import SEQ
 
-_SNAPSHOTS: OrderedDict[str, Snapshot] = OrderedDict()  # logs uri -> newest snapshot read
-_MAX_RUNS = 64
-_LOCK = threading.Lock()
-ORDER = [("recorded_at", "ascending"), ("log_id", "ascending")]  # the order of `Run.logs()`
-
-
-class Snapshot:
-    """The committed logs of a run at one version of its `logs` table.
-
-    `by_seq`: the committed rows in commit order with their row addresses (`_rowaddr`, last);
-    `committed`: the same rows in the order of `Run.logs()`; `appended`: when this snapshot is an
-    earlier one's `committed` followed by some rows (new logs sorting after all others: the
-    usual case), those rows, so that derived answers extend instead of being made again."""
-
-    def __init__(self, loc: Location, ds: Any, schema: pa.Schema, identities: dict[int, tuple[Any, ...]],
-                 by_seq: pa.Table, committed: pa.Table | None = None, appended: pa.Table | None = None,
-                 earlier: dict[str, Any] | None = None, key: tuple[int, str] | None = None,
-                 unresolved: frozenset[int] = frozenset()):
-        self.loc = loc
-        self.ds = ds  # the Lance dataset at `version`
-        self.version: int = ds.version
-        self.key = (ds.version, str(datasets.version_time(ds))) if key is None else key
-        # fragments whose rows' addresses are not known (moved there by a rewrite since they were
-        # read): those rows' `_rowaddr` is null
-        self.unresolved = unresolved
-        self.schema = schema
-        self.identities = identities  # {fragment id: identity} at this version
-        self.by_seq = by_seq
-        self.is_journal = journal.is_journal(schema)
-        self.committed = _sorted(by_seq.drop_columns(["_rowaddr"]), self.is_journal) if committed is None else committed
-        self.appended = appended
-        self.stamp: tuple[int, int] | None = None  # `datasets.latest_stamp` of a local run at `version`
-        self._earlier = {} if earlier is None else earlier  # the answers of the snapshot `appended` extends
-        # nothing appended: the same logs as the snapshot extended, so its answers are these
-        self.derived: dict[str, Any] = self._earlier if appended is not None and appended.num_rows == 0 else {}
-        self._lock = threading.Lock()
-        self._tables: dict[str, Any] = {}  # data table uri -> its dataset (`table`)
-
-    def derive(self, name: str, make: Callable[[pa.Table], Any],
-               extend: Callable[[Any, pa.Table], Any] | None = None) -> Any:
-        """`make(committed)`, computed once per snapshot under `name`; or, when this snapshot
-        extends one that computed it, `extend(its answer, appended rows)`, which must equal
-        `make` of all the rows (or be None: then `make` runs)."""
-        with self._lock:
-            if name not in self.derived:
-                before = self._earlier.get(name)
-                found = None
-                if extend is not None and before is not None and self.appended is not None:
-                    found = extend(before, self.appended)
-                self.derived[name] = make(self.committed) if found is None else found
-            return self.derived[name]
-
-    def table(self, loc: Location) -> Any:
-        """The Lance dataset of a data table of the run (at `loc`), opened once per snapshot, after
-        it was read: it holds every row the snapshot's logs folded into it."""
-        with self._lock:
-            if loc.uri not in self._tables:
-                self._tables[loc.uri] = datasets.open_dataset(loc)
-            return self._tables[loc.uri]
-
-    def forget_tables(self) -> None:
-        """Open the data tables afresh next time (`table`): files of the versions opened went."""
-        with self._lock:
-            self._tables.clear()
-
-    def payloads(self, write_ids: list[str], columns: list[str] | None = None) -> pa.Table:
-        """`columns` (all when None) of the journal rows of the committed logs with these
-        write_ids, in commit order, read by row address at this version."""
-        wanted = self.by_seq.filter(pc.is_in(self.by_seq["write_id"], value_set=pa.array(write_ids, pa.string())))
-        if wanted.num_rows == 0:
-            empty = arrow_schema("logs").empty_table()
-            return empty if columns is None else empty.select(columns)
-        if wanted["_rowaddr"].null_count == 0:
-            return fragments.take_rows(self.loc, self.ds, wanted["_rowaddr"].to_pylist(), columns)
-        # Some rows moved since they were read: those by write_id (unique to one attempt's row),
-        # from the fragments holding it (each fragment's key column is read once per process).
-        known = wanted.filter(pc.is_valid(wanted["_rowaddr"]))
-        moved = wanted.filter(pc.is_null(wanted["_rowaddr"]))["write_id"].to_pylist()
-        read = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
-        parts = [key_columns.rows_with(self.loc, self.ds, "write_id", moved, read)]
-        if known.num_rows:
-            parts.append(fragments.take_rows(self.loc, self.ds, known["_rowaddr"].to_pylist(), read))
-        found = pa.concat_tables(parts)
-        order = pc.index_in(wanted["write_id"], value_set=found["write_id"].combine_chunks())
-        found = found.take(order)
-        return found if columns is None else found.select(columns)
-
-
-def _columns(schema: pa.Schema) -> list[str]:
-    columns = journal.log_columns()
-    if journal.is_journal(schema):  # its rows hold their metrics: history reads no other table
-        columns = [*columns, "metric_names", "metric_values"]
-    return [c for c in columns if c in schema.names]
+__all__ = ["ORDER", "Snapshot", "beyond", "latest"]
 
 
 def _read(loc: Location, ds: Any, schema: pa.Schema, fragment_ids: list[int] | None = None) -> pa.Table:
@@ -154,13 +47,37 @@ def _read(loc: Location, ds: Any, schema: pa.Schema, fragment_ids: list[int] | N
     order, `_rowaddr` last."""
     if SEQ not in schema.names:  # a logs table made before commit_seq: no addresses
         raise _NoSnapshot
-    return keys.first_per_key(loc, ds, "log_id", columns=_columns(schema), fragment_ids=fragment_ids,
+    return keys.first_per_key(loc, ds, "log_id", columns=log_snapshot.columns(schema), fragment_ids=fragment_ids,
                                 with_address=True)
 
 
-def _sorted(by_seq: pa.Table, is_journal: bool) -> pa.Table:
-    found = by_seq.sort_by(ORDER)
-    return journal.mark(found) if is_journal else found
+def _read_new(loc: Location, ds: Any, schema: pa.Schema, new: list[int], identities: dict[int, tuple[Any, ...]],
+              row_schema: pa.Schema, top: int) -> pa.Table:
+    """`_read` of the fragments `new`, but the one-row fragments of this process's own commits
+    are made from their records, not read: those noted and not folded yet (`log_notes.noted`,
+    by fragment id: only ids above `top`, the snapshot's highest, as an append's are), and those
+    of a group commit that landed and is not told yet (`group_commit.in_flight`, by data file)."""
+    flying = group_commit.in_flight(loc)
+    notes = log_notes.noted(loc.uri) if log_notes.pending(loc.uri) else {}
+    known = {}
+    for i in new if flying or notes else ():
+        paths, deletion, rows = identities[i]
+        if rows != 1 or deletion != "None" or len(paths) != 1:
+            continue
+        record = (notes.get(i) if i > top else None) or flying.get(paths[0])
+        if record is not None:
+            known[i] = record
+    if not known:
+        return _read(loc, ds, schema, new)
+    rest = [i for i in new if i not in known]
+    parts = [pa.Table.from_pylist([log_notes.row(record, i) for i, record in sorted(known.items())], schema=row_schema)]
+    if rest:
+        parts.insert(0, _read(loc, ds, schema, rest).cast(row_schema))
+    found = pa.concat_tables(parts)
+    found = found.take(pc.sort_indices(found, [(SEQ, "ascending"), ("_rowaddr", "ascending")]))
+    ids = found["log_id"].combine_chunks()
+    first = pc.index_in(pc.unique(ids), value_set=ids)  # first committed row of each log_id
+    return found.take(first) if len(first) < found.num_rows else found
 
 
 class _NoSnapshot(Exception):
@@ -171,14 +88,56 @@ def latest(loc: Location) -> Snapshot | None:
     """The snapshot of the logs table at `loc` at its latest version, None when the run has no
     logs table or it predates commit_seq (the caller reads it as before)."""
     barrier.wait(loc)  # this process's queued group logs land (and are noted) first
-    if loc.uri in _NOTES:  # this process's own logs since the last read: extend the kept snapshot
-        _fold_notes(loc)
-    stamp = datasets.latest_stamp(loc)
-    with _LOCK:
-        old = _SNAPSHOTS.get(loc.uri)
-        if old is not None and stamp is not None and old.stamp == stamp:  # a local run, unchanged
-            _SNAPSHOTS.move_to_end(loc.uri)
-            return old
+    with barrier.bypass():  # one barrier check per read: the opens below skip it
+        return _latest(loc)
+
+
+def beyond(loc: Location) -> tuple[Snapshot, list[Any]] | None:
+    """`latest(loc)` without waiting for this process's group logs of the run still queued (not
+    committed), with the records (`LogRecord`) of those it does not hold, in the order of
+    `Run.logs()`: they sort after all of its logs (else this waits, as `latest`, and gives none).
+    What a read that can take logs as records (`Run.history()`) needs to see every log this
+    process returned from, without waiting for their commit. None as `latest`."""
+    queued = group_commit.queued(loc)  # before the snapshot: a row committed since is in it
+    if not queued:
+        found = latest(loc)
+        return None if found is None else (found, [])
+    with barrier.no_wait():
+        barrier.wait(loc)  # (a killed writer's rows are still looked for)
+    with barrier.bypass():
+        snapshot = _latest(loc)
+    if snapshot is None or not snapshot.is_journal:
+        found = latest(loc)
+        return None if found is None else (found, [])
+    ids = pa.array([r.log_id for r in queued], pa.string())
+    held = pc.is_in(snapshot.by_seq["log_id"], value_set=ids)  # committed since (ours, or another's first)
+    if pc.any(held).as_py():
+        gone = set(snapshot.by_seq["log_id"].filter(held).to_pylist())
+        queued = [r for r in queued if r.log_id not in gone]
+    queued.sort(key=lambda r: (r.recorded_at, r.log_id.encode()))  # Arrow compares strings bytewise
+    committed = snapshot.committed
+    if queued and committed.num_rows:
+        last = (committed["recorded_at"][committed.num_rows - 1].as_py(),
+                committed["log_id"][committed.num_rows - 1].as_py().encode())
+        if last >= (queued[0].recorded_at, queued[0].log_id.encode()):  # not after them: as `latest`
+            found = latest(loc)
+            return None if found is None else (found, [])
+    return snapshot, queued
+
+
+def _latest(loc: Location) -> Snapshot | None:
+    stamp = None
+    for _ in range(2):  # (again when a group commit of ours was told meanwhile: it landed as we looked)
+        if log_notes.pending(loc.uri):  # this process's own logs since the last read: extend the kept snapshot
+            log_notes.fold(loc)
+        stamp = datasets.latest_stamp(loc)
+        with LOCK:
+            old = log_snapshot.kept(loc.uri)
+            if old is not None and stamp is not None and old.stamp == stamp:  # a local run, unchanged
+                log_snapshot.touch(loc.uri)
+                return old
+        if not log_notes.pending(loc.uri):
+            break
     ds = datasets.open_dataset(loc)
     if ds is None:
         return None
@@ -187,8 +146,8 @@ def latest(loc: Location) -> Snapshot | None:
     if old is not None and old.key == key:
         if stamp is not None and stamp[0] == ds.version:
             old.stamp = stamp  # (a noted snapshot, say): the next call costs one stat
-        with _LOCK:
-            _SNAPSHOTS.move_to_end(loc.uri)
+        with LOCK:
+            log_snapshot.touch(loc.uri)
         return old
     schema = ds.schema  # converted from Lance's on each access: once
     try:
@@ -202,19 +161,8 @@ def latest(loc: Location) -> Snapshot | None:
         return None
     if stamp is not None and stamp[0] == ds.version:
         snapshot.stamp = stamp
-    _keep(snapshot, lambda current: current.version <= snapshot.version)
+    log_snapshot.keep(snapshot, lambda current: current.version <= snapshot.version)
     return snapshot
-
-
-def _keep(snapshot: Snapshot, replaces: Callable[[Snapshot], bool]) -> None:
-    """Keep `snapshot` as its run's newest, unless one is kept that `replaces` says to keep."""
-    with _LOCK:
-        current = _SNAPSHOTS.get(snapshot.loc.uri)
-        if current is None or replaces(current):
-            _SNAPSHOTS[snapshot.loc.uri] = snapshot
-            _SNAPSHOTS.move_to_end(snapshot.loc.uri)
-        while len(_SNAPSHOTS) > _MAX_RUNS:
-            _SNAPSHOTS.popitem(last=False)
 
 
 def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
@@ -222,18 +170,22 @@ def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
     """`old` brought to `ds` (a later version) reading only the fragments it lacks (new, or
     changed): new logs' rows, and rows a compaction rewrote (each keeps its sequence in
     commit_seq, and so its place). Rows of the fragments still there unchanged are kept; when
-    rows only moved (`_moved`), nothing is read. None when rows `old` held are gone (then read
+    rows only moved (`log_snapshot.moved`), nothing is read. None when rows `old` held are gone (then read
     the whole table)."""
-    moved = _moved(old.identities, identities)
+    moved = log_snapshot.moved(old.identities, identities)
     if moved is not None:  # the same rows: `old`'s answers hold
-        before, earlier = _base(old)
-        return Snapshot(loc, ds, schema, identities, _unplaced(old.by_seq, moved[0]), old.committed,
+        before, earlier = log_snapshot.base(old)
+        return Snapshot(loc, ds, schema, identities, log_snapshot.unplaced(old.by_seq, moved[0]), old.committed,
                         old.committed.schema.empty_table() if before is None else before, earlier,
                         unresolved=(old.unresolved - moved[0]) | moved[1])
-    # (rows of unresolved fragments are read again: their addresses)
-    kept = [i for i, ident in old.identities.items() if identities.get(i) == ident and i not in old.unresolved]
-    new = [i for i, ident in identities.items() if old.identities.get(i) != ident or i in old.unresolved]
-    found = _read(loc, ds, schema, new) if new else old.by_seq.schema.empty_table()
+    # Rows whose addresses are not known (moved by a rewrite) stay so while every fragment holding
+    # them is unchanged (a step read looks them up); else those fragments are read again.
+    settled = all(identities.get(i) == old.identities.get(i) for i in old.unresolved)
+    unresolved = old.unresolved if settled else frozenset()
+    kept = [i for i, ident in old.identities.items() if identities.get(i) == ident and (settled or i not in old.unresolved)]
+    new = [i for i, ident in identities.items() if old.identities.get(i) != ident or (i in old.unresolved and not settled)]
+    found = _read_new(loc, ds, schema, new, identities, old.by_seq.schema, max(old.identities, default=-1)) if new \
+        else old.by_seq.schema.empty_table()
     # Logs not in `old` (first of each: a log's first row commits before any retry's, so a
     # log_id `old` holds keeps its row there), the rest rewritten rows of logs `old` holds.
     old_ids = old.by_seq["log_id"].combine_chunks()
@@ -247,221 +199,19 @@ def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
         by_seq = pa.concat_tables([old.by_seq, fresh]) if fresh.num_rows else old.by_seq
     else:
         fragment = pc.shift_right(old.by_seq["_rowaddr"], 32)
-        still = old.by_seq.filter(pc.is_in(fragment, value_set=pa.array(kept, pa.uint64())))
+        still = pc.is_in(fragment, value_set=pa.array(kept, pa.uint64()))
+        still = old.by_seq.filter(pc.or_kleene(still, pc.is_null(fragment)) if unresolved else still)
         by_seq = pa.concat_tables([still, found])
         by_seq = by_seq.take(pc.sort_indices(by_seq, [(SEQ, "ascending"), ("_rowaddr", "ascending")]))
-        keys = by_seq["log_id"].combine_chunks()
-        first = pc.index_in(pc.unique(keys), value_set=keys)  # a retry's row in a new fragment goes
+        ids = by_seq["log_id"].combine_chunks()
+        first = pc.index_in(pc.unique(ids), value_set=ids)  # a retry's row in a new fragment goes
         if len(first) < by_seq.num_rows:
             by_seq = by_seq.take(first)
         if by_seq.num_rows != old.by_seq.num_rows + fresh.num_rows:  # rows went: unexpected, read again
             return None
     fresh = fresh.drop_columns(["_rowaddr"]).sort_by(ORDER)
     if fresh.num_rows == 0:
-        return Snapshot(loc, ds, schema, identities, by_seq, old.committed, fresh, old.derived)
-    return _appended(old, fresh, lambda committed, appended, earlier: Snapshot(
-        loc, ds, schema, identities, by_seq, committed, appended, earlier)) or Snapshot(loc, ds, schema, identities, by_seq)
-
-
-def _appended(old: Snapshot, fresh: pa.Table, make: Callable[[pa.Table, pa.Table, dict[str, Any]], Snapshot]) -> Snapshot | None:
-    """`make(committed, appended, earlier)` of `old`'s committed logs followed by `fresh` (rows in
-    the order of `Run.logs()`, all sorting after `old`'s: else None). When `old` derived nothing,
-    what it extends is extended in turn (so logs noted one by one extend one answer)."""
-    if old.committed.num_rows and not _before(old.committed.slice(old.committed.num_rows - 1), fresh.slice(0, 1)):
-        return None
-    fresh = fresh.replace_schema_metadata(old.committed.schema.metadata)
-    before, earlier = _base(old)
-    return make(_concat([old.committed, fresh]), fresh if before is None else _concat([before, fresh]), earlier)
-
-
-def _base(old: Snapshot) -> tuple[pa.Table | None, dict[str, Any]]:
-    """(the rows `old` appended to the snapshot whose answers it extends, those answers), or
-    (None, `old`'s answers) when `old` derived some or extends none."""
-    if old.derived or old.appended is None or not old._earlier:
-        return None, old.derived
-    return old.appended, old._earlier
-
-
-def _concat(parts: list[pa.Table]) -> pa.Table:
-    joined = pa.concat_tables(parts)
-    return joined.combine_chunks() if joined.column(0).num_chunks > 64 else joined  # each extension adds a chunk
-
-
-def _moved(before: dict[int, tuple[Any, ...]], identities: dict[int, tuple[Any, ...]],
-           ours: dict[int, tuple[Any, ...]] | None = None) -> tuple[frozenset[int], frozenset[int]] | None:
-    """(fragments gone, fragments new) when the fragments `identities` (a later version's) hold
-    exactly the rows of `before` (a snapshot's: `Snapshot.identities`) and of `ours` (the
-    fragments of this process's appends since, with
-    their identities: one row each), moved: else None. Told from the manifests alone: a rewrite
-    of the journal (compaction, payload drop) keeps every row (the journal has no deletes), gives
-    its fragments new, higher ids, and removes the ones it read; any other commit's rows (an
-    append, even one rewritten since) make the new fragments hold more rows than the gone ones
-    held. A dataset made again reuses low ids, and is refused."""
-    known = before if not ours else {**before, **ours}
-    gone = frozenset(i for i, ident in known.items() if identities.get(i) != ident)
-    new = frozenset(i for i, ident in identities.items() if known.get(i) != ident)
-    top = max(before, default=-1)
-    if any(i <= top or identities[i][1] != "None" for i in new) or any(known[i][1] != "None" for i in gone):
-        return None
-    if sum(identities[i][2] for i in new) != sum(known[i][2] for i in gone):
-        return None
-    return gone, new
-
-
-def _unplaced(by_seq: pa.Table, gone: frozenset[int]) -> pa.Table:
-    """`by_seq` with a null address for each row of a fragment in `gone` (moved elsewhere)."""
-    if not gone:
-        return by_seq
-    address = by_seq["_rowaddr"]
-    moved = pc.is_in(pc.shift_right(address, 32), value_set=pa.array(sorted(gone), pa.uint64()))
-    return by_seq.set_column(by_seq.num_columns - 1, by_seq.schema.field("_rowaddr"),
-                             pc.if_else(moved, pa.scalar(None, pa.uint64()), address))
-
-
-class _Note:
-    """One log this process committed to a journal, as `note_log` keeps it until the next read:
-    its record, the version it made, its fragment (the highest of that version: a commit's one
-    row), and the commit's time; the dataset at that version and its stamp while the handle the
-    commit left still holds them (the newest note's serve the fold)."""
-
-    __slots__ = ("record", "version", "fragment", "when", "ds", "stamp")
-
-    def __init__(self, record: Any, version: int, fragment: int, when: Any, ds: Any, stamp: Any):
-        self.record, self.version, self.fragment, self.when, self.ds, self.stamp = \
-            record, version, fragment, when, ds, stamp
-
-
-_NOTES: dict[str, list[_Note]] = {}  # logs uri -> this process's logs committed since the last read
-_MAX_NOTES = 64  # notes kept per run before they are folded on the log path (bounds the first read after many logs)
-
-
-def note_log(run_location: Location, record: Any) -> None:
-    """Tell the kept logs that this process just committed `record` (a `LogRecord` with its
-    `logs_version` and `write_id`; a retry's, which stored nothing, is ignored) to the run at
-    `run_location`. Only noted here (a few dictionary look-ups: this runs in every log()); the
-    next read of the run folds the notes into its kept snapshot (`_fold_notes`), so the first read
-    after the writer's own logs reads nothing."""
-    version, write_id = getattr(record, "logs_version", None), getattr(record, "write_id", None)
-    if not record.created or version is None or write_id is None:
-        return
-    loc = run_location.child("logs.lance")
-    found = writes.committed_seq_hi(loc, version)  # (commit time, its highest fragment: ours)
-    if found is None and version == 1:  # the commit that made the table: its one fragment, the first
-        found = (None, 0)
-    _note(loc, version, [(record, None if found is None else found[1])], None if found is None else found[0])
-
-
-def note_group_commit(loc: Location, version: int, rows: list[tuple[Any, int]]) -> None:
-    """`note_log` for a group commit (`artstore.log.group_commit.on_commit`, in the committer
-    thread): this process committed the logs `rows` ([(record, its row's fragment id)], one
-    fragment each) to the journal at `loc` in one commit, `version`."""
-    found = writes.committed_seq_hi(loc, version)
-    _note(loc, version, rows, None if found is None else found[0])
-
-
-def _note(loc: Location, version: int, rows: list[tuple[Any, int | None]], when: Any) -> None:
-    """Keep the notes of `rows` ([(record, fragment id: None when not known)]) of `version`."""
-    with _LOCK:
-        notes = _NOTES.get(loc.uri)
-        if notes is None and loc.uri not in _SNAPSHOTS and version != 1:
-            return  # nothing kept to extend, and not the run's first log: the next read reads
-        if any(fragment is None for _, fragment in rows):  # not this process's commit as it knows it:
-            _NOTES.pop(loc.uri, None)  # the next read reads what is new
-            return
-        if notes is None:
-            notes = _NOTES[loc.uri] = []
-        for older in notes[-1:]:  # only the newest note's dataset is needed
-            older.ds = older.stamp = None
-        for record, fragment in rows[:-1]:
-            notes.append(_Note(record, version, fragment, when, None, None))
-        notes.append(_Note(rows[-1][0], version, rows[-1][1], when, handles.held(loc, version),
-                           handles.stamp(loc, version)))
-        full = len(notes) > _MAX_NOTES
-    if full:
-        _fold_notes(loc)
-
-
-def _fold_notes(loc: Location) -> None:
-    """Extend the kept snapshot of the logs table at `loc` by this process's noted logs
-    (`note_log`), reading nothing: the newest note's version's manifest tells the fragments.
-    Only when every fragment that version holds beyond the snapshot's and the notes' own holds
-    rows that were moved there (`_moved`: a compaction or payload drop rewrote them); else
-    (another writer's commit in between, an unknown history) the kept snapshot stays, and the
-    read reads what is new. The run's first log (version 1, which made the table) starts it."""
-    with _LOCK:
-        notes = _NOTES.pop(loc.uri, None)
-        old = _SNAPSHOTS.get(loc.uri)
-    if not notes:
-        return
-    # commit order: a group commit's notes share a version, its rows in fragment order
-    notes = sorted((n for n in notes if old is None or n.version > old.version), key=lambda n: (n.version, n.fragment))
-    if not notes or (old is None and notes[0].version != 1) or (old is not None and not old.is_journal):
-        return
-    last = notes[-1]
-    try:
-        ds = last.ds if last.ds is not None else handles.held(loc, last.version)
-        if ds is None and last.version == 1:
-            ds = datasets.open_dataset(loc, version=1)
-        if ds is None and (newer := handles.held(loc)) is not None and newer.version > last.version:
-            ds = newer.checkout_version(last.version)  # a later version is held now: read this one's manifest
-        if ds is None:
-            return
-        schema = ds.schema
-        if not journal.is_journal(schema) or SEQ not in schema.names or (old is not None and old.schema != schema):
-            return
-        identities = fragments.fragment_identities(loc, ds)
-    except (ArtstoreError, OSError, ValueError, RuntimeError):  # e.g. cleaned up meanwhile: the read reads it
-        return
-    top = -1 if old is None else max(old.identities, default=-1)
-    ours: dict[int, tuple[Any, ...]] = {}
-    for n in notes:  # each a one-row fragment above the snapshot's; still there, or moved since
-        here = identities.get(n.fragment)
-        if n.fragment <= top or n.fragment in ours or (here is not None and (here[1] != "None" or here[2] != 1)):
-            return
-        ours[n.fragment] = here if here is not None else ((), "None", 1)
-    moved = _moved({} if old is None else old.identities, identities, ours)
-    if moved is None:
-        return
-    row_schema = pa.schema([*(schema.field(c) for c in _columns(schema)), pa.field("_rowaddr", pa.uint64())],
-                           schema.metadata) if old is None else old.by_seq.schema
-    rows = pa.Table.from_pylist([_row(n) for n in notes], schema=row_schema)  # commit order
-    key = (last.version, str(datasets.version_time(ds) if last.when is None else last.when))
-    if old is None:
-        snapshot = Snapshot(loc, ds, schema, identities, _unplaced(rows, moved[0]), key=key, unresolved=moved[1])
-    else:
-        by_seq = _unplaced(_concat([old.by_seq, rows]), moved[0])
-        # in the order of `Run.logs()` (`_before`'s keys): most often commit order already (a
-        # sort_by takes every column, ~0.5 ms)
-        order = sorted(range(len(notes)), key=lambda i: (notes[i].record.recorded_at, notes[i].record.log_id.encode()))
-        fresh = rows.drop_columns(["_rowaddr"])
-        snapshot = _appended(old, fresh if order == list(range(len(notes))) else fresh.take(order),
-                             lambda committed, appended, earlier: Snapshot(
-                                 loc, ds, schema, identities, by_seq, committed, appended, earlier, key=key,
-                                 unresolved=(old.unresolved - moved[0]) | moved[1]))
-        if snapshot is None:
-            return
-    snapshot.stamp = last.stamp if last.ds is not None else handles.stamp(loc, last.version)
-    _keep(snapshot, lambda current: current is old)
-
-
-def _row(note: _Note) -> dict[str, Any]:
-    """The kept row (`Snapshot.by_seq`) of a noted log: its journal row's log columns, in its
-    fragment (offset 0)."""
-    record, values = note.record, dict(note.record.metrics)
-    return {
-        "log_id": record.log_id, "write_id": record.write_id, "split": record.split, "step": record.step,
-        "num_groups": record.num_groups, "num_trajectories": record.num_trajectories,
-        "num_exceptions": record.num_exceptions, "num_metrics": len(values), "table_versions": None,
-        "recorded_at": record.recorded_at, SEQ: note.fragment, "metric_names": list(values),
-        "metric_values": list(values.values()), "_rowaddr": note.fragment << 32,
-    }
-
-
-def _before(a: pa.Table, b: pa.Table) -> bool:
-    """Whether the one row of `a` sorts before the one row of `b` in the order of `Run.logs()`."""
-    ka = (a["recorded_at"][0].value, a["log_id"][0].as_py().encode())  # Arrow compares strings bytewise
-    kb = (b["recorded_at"][0].value, b["log_id"][0].as_py().encode())
-    return ka < kb
-
-
-group_commit.on_commit(note_group_commit)
+        return Snapshot(loc, ds, schema, identities, by_seq, old.committed, fresh, old.derived, unresolved=unresolved)
+    return log_snapshot.appended(old, fresh, lambda committed, appended, earlier: Snapshot(
+        loc, ds, schema, identities, by_seq, committed, appended, earlier, unresolved=unresolved)) or \
+        Snapshot(loc, ds, schema, identities, by_seq, unresolved=unresolved)

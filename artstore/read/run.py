@@ -23,7 +23,7 @@ from artstore.errors import CheckpointError, RetentionError
 from artstore.log import group_commit, upkeep
 from artstore.log.configs import ConfigLog
 from artstore.names import check_segment
-from artstore.read import checkpoint_files, history, latest_logs, run_logs, run_upkeep, step_summary
+from artstore.read import checkpoint_files, history, run_logs, run_upkeep, step_summary
 from artstore.read.as_of import AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.groups import read_groups
@@ -105,9 +105,9 @@ class Run:
     def history(self, as_of: AsOf = None) -> pa.Table:
         """One row per log call in commit order: `step`, `recorded_at` (UTC), then one float64
         column per metric name ever logged (null where a row lacks it), as ART's history.jsonl.
-        At the latest version it is kept in memory per version (`latest_logs`)."""
-        if as_of is None and (snapshot := latest_logs.latest(self.table_location("logs"))) is not None:
-            return snapshot.derive("history", self._history, history.extended(self._history))
+        At the latest version it is kept in memory per version (`history.latest`)."""
+        if as_of is None and (found := history.latest(self.location, self._history)) is not None:
+            return found
         return self._history(self._logs(as_of, with_metrics=True))
 
     def _history(self, logs: pa.Table) -> pa.Table:

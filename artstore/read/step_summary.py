@@ -131,6 +131,13 @@ def load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
     when the run has no logs (then, or at that time)."""
     if version is None and asof is None:
         barrier.wait(logs_loc)  # this process's queued group logs land (and are noted) first
+        with barrier.bypass():  # one barrier check per load: the opens below skip it
+            return _load(logs_loc, visible_metrics, version, asof)
+    return _load(logs_loc, visible_metrics, version, asof)
+
+
+def _load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
+          version: int | str | None, asof: Any) -> StepSummary:
     if logs_loc.uri in _NOTES:  # this process's logs since: extend the kept summary by them first
         _fold_notes(logs_loc)
     pinned = version_map.open_version(logs_loc, version, asof, session=datasets.read_session())  # the freshness check

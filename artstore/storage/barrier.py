@@ -7,7 +7,10 @@ hook that, for its dataset, waits until what this process queued is committed: r
 inside the process. With no hook registered a call costs one truthiness test.
 
 The hooks' own threads (the committer, and threads that must not wait on it) run under
-`bypass()`, so a commit never waits on itself.
+`bypass()`, so a commit never waits on itself; a read that opens one dataset several times runs
+the hooks once, then opens under `bypass()`. A read that takes the writer's queued rows as they
+are (`artstore.read.latest_logs.beyond`) runs the hooks under `no_wait()`: they do what else they
+do (look for a killed writer's rows), but do not wait.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ def bypassed() -> bool:
     return getattr(_LOCAL, "off", False)
 
 
+def waiting() -> bool:
+    """Whether a hook may wait on the calling thread (not inside `no_wait()`)."""
+    return not getattr(_LOCAL, "no_wait", False)
+
+
 @contextlib.contextmanager
 def bypass() -> Iterator[None]:
     """Opens on this thread skip the hooks (a committer's own reads, a writer's id look-up)."""
@@ -49,3 +57,14 @@ def bypass() -> Iterator[None]:
         yield
     finally:
         _LOCAL.off = before
+
+
+@contextlib.contextmanager
+def no_wait() -> Iterator[None]:
+    """Hooks run on this thread meanwhile do not wait for commits in flight (`waiting()` is False)."""
+    before = getattr(_LOCAL, "no_wait", False)
+    _LOCAL.no_wait = True
+    try:
+        yield
+    finally:
+        _LOCAL.no_wait = before
