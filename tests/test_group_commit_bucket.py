@@ -76,7 +76,7 @@ def test_pending_files_left_in_a_bucket_are_committed_once_by_the_next_open(s3_b
     assert len(pending.names(run)) == 2
     # another host's file is abandoned once older than STALE_S; a fresh process looks at its first open
     monkeypatch.setattr(pending_recovery, "STALE_S", 0.0)
-    monkeypatch.setattr(group_commit, "_CHECKED", {})
+    monkeypatch.setattr(pending_recovery, "_CHECKED", {})
     fresh = art.open_store(uri, opts).run("p", "m")
     assert sorted(fresh.logs()["step"].to_pylist()) == [0, 1, 9]
     assert pending.names(run) == []  # both deleted, the committed one without being committed again

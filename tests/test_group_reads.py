@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import artstore as art
-from artstore.log import group_commit, pending_recovery
+from artstore.log import batch_commit, group_commit, pending_recovery
 from artstore.storage import keys, pending, scans
 from tests.test_latest_logs import (
     ROOT,
@@ -113,8 +113,8 @@ def test_each_read_looks_for_pending_files_at_most_once_per_recheck_interval(tmp
     _log(model, range(2))
     model.history()
     dues, lists = [], []
-    real_due, real_names = group_commit._due, pending.names
-    monkeypatch.setattr(group_commit, "_due", lambda *a: dues.append(1) or real_due(*a))
+    real_due, real_names = pending_recovery.due, pending.names
+    monkeypatch.setattr(pending_recovery, "due", lambda *a: dues.append(1) or real_due(*a))
     monkeypatch.setattr(pending, "names", lambda *a: lists.append(1) or real_names(*a))
     monkeypatch.setattr(pending_recovery, "RECHECK_S", 60.0)
     for step in range(2, 6):
@@ -151,13 +151,13 @@ def test_a_read_between_a_group_commit_and_its_notes_reads_nothing_back(tmp_path
     model.flush()
     assert model.history().num_rows == 2
     reads, seen = _count_reads(monkeypatch), []
-    real_tell = group_commit._tell
+    real_tell = batch_commit._tell
 
     def tell_after_a_read(*args):  # the commit landed; its rows are not told to the kept reads yet
         seen.append(model.history()["step"].to_pylist())
         real_tell(*args)
 
-    monkeypatch.setattr(group_commit, "_tell", tell_after_a_read)
+    monkeypatch.setattr(batch_commit, "_tell", tell_after_a_read)
     _log(model, range(2, 5))
     model.flush()
     assert seen and all(steps == list(range(len(steps))) for steps in seen)
