@@ -206,6 +206,15 @@ class Driver:
                 if len(rel) > 1 and rel[1] in meta:
                     meta[rel[1]] += size
                 files += 1
+        # the store-level tables a run adds to (its registry row, the pool's copy of a small run's
+        # rows) count too: ART keeps nothing outside the run folder
+        store_root = self._dir().parents[2]
+        for sub in ("_runs.lance", "_pool"):
+            for dirpath, _, names in os.walk(store_root / sub):
+                for name in names:
+                    parts[f"store/{sub}"] = parts.get(f"store/{sub}", 0) + (Path(dirpath) / name).stat().st_size
+                    files_parts[f"store/{sub}"] = files_parts.get(f"store/{sub}", 0) + 1
+                    files += 1
         if after_retention:
             shutil.rmtree(copy, ignore_errors=True)
         return {"seconds": time.perf_counter() - t, "bytes": sum(parts.values()), "files": files,
