@@ -254,9 +254,12 @@ class Model(pydantic.BaseModel):
     # -- internals ------------------------------------------------------------------------------
     def _store_config(self, source: str, config: Any, step: int) -> None:
         """Store `config` with the run when it differs from the last stored (see `artstore.log.configs`):
-        read once per model object and source, then compared in memory."""
+        read once per model object and source, then compared in memory. This process's logs still
+        queued for a group commit land first, so `config(as_of=...)` a version holding a log made
+        before the change never shows the new config (a change is rare: one wait per change)."""
         text = as_json(config)
         if self._stored_config.get(source) != text:
+            group_commit.flush(self.run.location)
             ConfigLog(self.run.location).record(source, text, step, known=self._stored_config.get(source))
             self._stored_config[source] = text
 
