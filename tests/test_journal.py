@@ -58,8 +58,8 @@ def _raw(run: art.Run, table: str) -> int:
     return 0 if found is None else found.num_rows
 
 
-def test_a_log_is_one_commit_of_one_logs_row_and_writes_no_data_table(tmp_path):
-    model = _model(str(tmp_path))
+def test_a_sync_log_is_one_commit_of_one_logs_row_and_writes_no_data_table(tmp_path):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
     version = 0
     for step in range(8):  # fewer versions than FOLD_EVERY: no fold yet
         record = _log(model, step)
