@@ -260,8 +260,10 @@ def test_a_run_made_again_under_a_writer_is_not_taken_for_a_move(tmp_path):
 
 # -- the notes are folded at the next read, not on the log path --------------------------------
 
-def test_own_logs_are_only_noted_while_logging_and_folded_at_the_next_read(tmp_path, make_trajectory, monkeypatch):
-    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+def test_own_sync_logs_are_only_noted_while_logging_and_folded_at_the_next_read(tmp_path, make_trajectory, monkeypatch):
+    # sync: each log() notes its own commit (a group commit's notes come from the committer, per
+    # batch: tests/test_group_commit.py)
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
     run = model.run
     _log_steps(model, make_trajectory, range(2))
     assert run.history().num_rows == 4
