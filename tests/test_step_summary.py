@@ -135,7 +135,10 @@ def test_another_process_log_is_seen(model):
 
 def test_as_of_ranks_the_run_as_it_was(model):
     run = model.run
-    before = model.log_sync(None, split="val", step=8, metrics={"reward": 9.0}).logs_version - 1
+    model.flush()  # group mode: the step-8 log below is alone in its group commit
+    record = model.log_sync(None, split="val", step=8, metrics={"reward": 9.0})
+    model.flush()  # its logs_version is set once its commit lands
+    before = record.logs_version - 1
     assert run.best_step(as_of=before) == 1
     assert run.best_step() == 8
     assert run.best_step(as_of=before) == 1
