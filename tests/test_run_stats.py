@@ -19,12 +19,19 @@ from typer.testing import CliRunner
 
 import artstore as art
 from artstore.cli import app
-from artstore.log import registry, run_stats, upkeep
+from artstore.log import group_commit, registry, run_stats, upkeep
 from artstore.read.sql import versions_read
 from artstore.storage import datasets, files, fragments, scans, writes
 from tests.test_sql import rollout
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settled() -> bool:
+    """This process's queued logs committed (group mode asks for the stats refresh at the commit),
+    then the upkeep they asked for done."""
+    group_commit.flush()
+    return upkeep.wait(timeout=60)
 
 
 def _group(*rewards: float) -> art.TrajectoryGroup:
@@ -44,7 +51,7 @@ def test_stats_after_upkeep_match_what_the_run_reads(tmp_path):
     m.log_sync(None, split="train", step=2, metrics={"loss": 0.3})
     art.Model(name="b", project="q", base_path=base, report_metrics=[]).log_sync(None, split="val", step=7,
                                                                                   metrics={"reward": 0.9})
-    assert upkeep.wait(timeout=60)
+    assert _settled()
     store = art.open_store(base)
     got = _stats(store)
     assert list(got) == ["p/a", "q/b"]
@@ -69,7 +76,7 @@ def test_a_refresh_never_replaces_stats_with_older_ones(tmp_path):
     m = art.Model(name="a", project="p", base_path=base, report_metrics=[])
     for step in range(3):
         m.log_sync(None, split="val", step=step, metrics={"reward": step / 2})
-    assert upkeep.wait(timeout=60)
+    assert _settled()
     store = art.open_store(base)
     newest = _stats(store)["p/a"]
     older = {**newest, "logs": 1, "last_step": 0, "logs_version": newest["logs_version"] - 2}
@@ -88,7 +95,7 @@ def test_log_commits_nothing_to_the_registry_until_the_delayed_refresh(tmp_path,
     for step in range(1, 6):
         m.log_sync(None, split="val", step=step, metrics={"reward": 0.1})
     assert datasets.latest_version(loc) == registered  # no log commits to the registry itself
-    assert upkeep.wait(timeout=60)
+    assert _settled()
     assert datasets.latest_version(loc) == registered + 1  # the six logs share one refresh
     assert _stats(art.open_store(base))["p/a"]["logs"] == 6
 
@@ -132,7 +139,7 @@ def test_artstore_runs_reads_only_the_registry(tmp_path, monkeypatch):
     for name in ("a", "b", "c"):
         art.Model(name=name, project="p", base_path=base, report_metrics=[]).log_sync(
             [_group(0.5)], split="train", step=1)
-    assert upkeep.wait(timeout=60)
+    assert _settled()
     # junk in a run's folder that a walk would trip over
     (tmp_path / "p" / "models" / "b" / "junk.lance").mkdir()
     opened: list[str] = []
@@ -161,7 +168,7 @@ def test_a_registry_without_stats_is_listed_with_stats_computed_then_upgraded(tm
     base = str(tmp_path)
     m = art.Model(name="a", project="p", base_path=base, report_metrics=[])
     m.log_sync(None, split="val", step=0, metrics={"reward": 0.25})
-    assert upkeep.wait(timeout=60)
+    assert _settled()
     store = art.open_store(base)
     loc = registry.location(store.location)
     files.delete(loc)  # as the registry's first version left it: no stats columns
@@ -169,7 +176,7 @@ def test_a_registry_without_stats_is_listed_with_stats_computed_then_upgraded(tm
                                 schema=pa.schema([f for f in registry.rows([]).schema][:3])))
     assert _stats(store)["p/a"]["val_reward"] == 0.25  # computed from the run: it has no stats stored
     m.log_sync(None, split="val", step=1, metrics={"reward": 0.5})
-    assert upkeep.wait(timeout=60)
+    assert _settled()
     stored = registry.read_stats(store.location).to_pylist()
     assert [(r["model"], r["logs"], r["val_reward"]) for r in stored] == [("a", 2, 0.5)]
 
@@ -212,7 +219,7 @@ def test_the_registry_stays_compact_however_many_runs_refresh(tmp_path, monkeypa
     for n in names:  # each refresh rewrites its run's row into a fragment of its own
         art.Model(name=n, project="p", base_path=base, report_metrics=[]).log_sync(
             None, split="val", step=1, metrics={"reward": 0.5})
-        assert upkeep.wait(timeout=60)
+        assert _settled()
     store = art.open_store(base)
     loc = registry.location(store.location)
     assert fragments.fragment_count(loc) <= upkeep.REGISTRY_MAX_FRAGMENTS + 1
