@@ -94,8 +94,10 @@ def test_sums_continue_exactly_across_model_recreation(tmp_path):
     assert len(_sums(m)["unique_scenario_ids"]) == 6  # one scenario per group
 
 
-def test_a_model_catches_up_with_another_writers_logs_after_its_own_commit(tmp_path):
-    a, b = _model(str(tmp_path)), _model(str(tmp_path))
+def test_a_sync_model_catches_up_with_another_writers_logs_after_its_own_commit(tmp_path):
+    # sync: each log commits before it returns (group mode counts another Model object's queued log
+    # once it is committed: tests/test_group_commit.py, README)
+    a, b = _model(str(tmp_path), commit="sync"), _model(str(tmp_path), commit="sync")
     for step, m in enumerate((a, b, a, b)):
         m.metrics_builder("train").add_cost("train/judge", 1.0)
         m.log_sync(None, split="train", step=step, metrics={"loss": float(step)})
@@ -143,8 +145,10 @@ def _fragments_read(monkeypatch) -> list[int]:
     return reads
 
 
-def test_a_log_after_another_processs_logs_reads_each_of_their_journal_rows_once(tmp_path, monkeypatch):
-    a = _model(str(tmp_path))
+def test_a_sync_log_after_another_processs_logs_reads_each_of_their_journal_rows_once(tmp_path, monkeypatch):
+    # sync: the catch-up runs right after the log's own commit, inside log_sync (a group log
+    # catches up at the next log after its group commit)
+    a = _model(str(tmp_path), commit="sync")
     a.metrics_builder("train").add_cost("train/judge", 1.0)
     a.log_sync(None, split="train", step=0, metrics={"loss": 1.0})
     upkeep.wait()
