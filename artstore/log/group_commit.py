@@ -16,12 +16,9 @@ What "logged" means in group mode:
   committer commits as soon as it has rows, so a batch is whatever queued during the previous
   commit);
 - a writer killed after log() returned leaves its pending file; the next process that opens the
-  run (reads it, or logs to it) commits the pending files whose writer is gone (same host: its
-  pid no longer runs; a bucket or another host: older than STALE_S), skipping rows whose log_id
-  the journal already holds. A crash between a group commit and the deletion of its files, or
-  two processes recovering one file, can commit a row twice: the first committed row of a
-  log_id wins for every reader (`keys.first_per_key`, the fold, the sums), so nothing is
-  counted twice;
+  run commits it (`artstore.log.pending_recovery`). A row committed twice (a crash between a
+  group commit and the deletion of its files) is read once: the first committed row of a log_id
+  wins for every reader (`keys.first_per_key`, the fold, the sums);
 - `flush()` (and `Model.flush()`) waits until everything queued is committed; it runs at normal
   interpreter exit too.
 
@@ -52,19 +49,19 @@ from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError
-from artstore.log import fold, idle_fold, inline_upkeep, journal, upkeep
-from artstore.names import sql_quote
-from artstore.storage import Location, barrier, datasets, fragments, handles, keys, pending, writes
-from artstore.storage.data_files import first_file
+from artstore.log import batch_commit, pending_recovery, upkeep
+from artstore.storage import (
+    Location,
+    barrier,
+    pending,
+)
 
 logger = logging.getLogger(__name__)
 
 MODES = ("sync", "group")
 ENV = "ARTSTORE_COMMIT"
-STALE_S = 30.0  # a pending file whose writer cannot be asked (a bucket, another host) is abandoned after this
 EXIT_FLUSH_S = 30.0  # at interpreter exit, queued logs get at most this long to commit
 _NO_WAIT = ("artstore-upkeep", "artstore-idle-fold", "artstore-group-commit")  # threads that never wait
 _HISTORY = 256  # commits per run remembered for `commits_since`
@@ -84,24 +81,13 @@ def mode(given: str | None = None) -> str:
     return found
 
 
-@dataclasses.dataclass
-class _Item:
-    run: Location
-    row: pa.Table  # the log's journal row
-    record: Any  # the LogRecord its log() returned
-    name: str  # its pending file
-    retention: timedelta
-    window: timedelta
-    ticket: int
-
-
 class _Queue:
     """The rows of one run this process queued, committed in ticket order."""
 
     def __init__(self, run: Location) -> None:
         self.run = run
-        self.items: list[_Item] = []  # queued, not taken yet
-        self.busy: list[_Item] = []  # being committed
+        self.items: list[batch_commit.Item] = []  # queued, not taken yet
+        self.busy: list[batch_commit.Item] = []  # being committed
         self.queued = 0  # tickets handed out
         self.done = 0  # every ticket up to this is committed
         self.finished = 0  # ... and its pending files deleted, its upkeep asked for
@@ -114,7 +100,6 @@ class _Queue:
 
 _COND = threading.Condition()
 _QUEUES: dict[str, _Queue] = {}  # logs uri -> queue
-_CHECKED: dict[str, float] = {}  # logs uri -> when this process last looked for its stale pending files
 _THREAD: tuple[int, threading.Thread] | None = None
 _ARMED = False  # a group log was made here: look for pending files on buckets too
 
@@ -142,7 +127,7 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
     global _ARMED
     _ARMED = True
     uri = run.child("logs.lance").uri
-    if uri not in _CHECKED:  # the run's first log here: a writer gone may have left rows
+    if pending_recovery.never_checked(uri):  # the run's first log here: a writer gone may have left rows
         _recover_once(run)
     with _COND:
         queue = _QUEUES.get(uri)
@@ -164,7 +149,7 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
     with _COND:
         del queue.reserved[record.write_id]
         queue.queued += 1
-        queue.items.append(_Item(run, row, record, name, retention, window, queue.queued))
+        queue.items.append(batch_commit.Item(run, row, record, name, retention, window, queue.queued))
         _start()
         _COND.notify_all()
     return record
@@ -240,7 +225,7 @@ def _before_open(loc: Location) -> None:
     uri = loc.uri
     if not uri.endswith("logs.lance") or threading.current_thread().name.startswith(_NO_WAIT):
         return
-    if _due(uri, loc.is_local):
+    if pending_recovery.due(uri, loc.is_local):
         _recover_once(_run_of(loc))
     queue = _QUEUES.get(uri)
     if queue is not None and queue.done < queue.queued:
@@ -282,7 +267,7 @@ def _run() -> None:
             for q in work:
                 failed: BaseException | None = None
                 try:
-                    version, top_before = _commit(q.run, q.busy, q)
+                    version, top_before = _commit(q)
                 except BaseException as e:  # noqa: BLE001 - kept pending and retried; waiters are told
                     failed = e  # (whatever it was: this thread must not die with rows queued)
                     logger.warning("group commit of %d logs of %s failed (retried): %s",
@@ -300,7 +285,7 @@ def _run() -> None:
                     time.sleep(min(5.0, 0.05 * 2 ** min(q.errors, 7)))
                     continue
                 try:
-                    _after(q.run, done, version, top_before)
+                    batch_commit.after(q.run, done, version, top_before)
                 except Exception as e:  # noqa: BLE001 - committed: a leftover file is skipped by recovery
                     logger.warning("after the group commit of %s: %s", q.run.redact(q.run.uri), e)
                 with _COND:
@@ -308,86 +293,27 @@ def _run() -> None:
                     _COND.notify_all()
 
 
-def _commit(run: Location, items: list[_Item], queue: _Queue | None = None) -> tuple[int, int]:
-    """Append the rows of `items` to the run's journal in one commit. Returns (the version made,
-    the largest fragment id held before it)."""
-    logs = run.child("logs.lance")
-    rows = pa.concat_tables([i.row for i in items])
-    try:
-        written = pending.write_row_fragments(logs, rows)
-    except StorageError:
-        if not journal.add_delta_column(logs):  # a journal from before state_delta
-            raise
-        written = pending.write_row_fragments(logs, rows)
-    before = handles.held(logs)
-    top_before = max(fragments.fragment_ids(before), default=0) if before is not None else 0
-    version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs")
-    for fragment, item in zip(written, items, strict=True):  # no later look-up reads them back
-        keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
-        if getattr(item.record, "queued", False):  # its caller's LogRecord now tells the version it is in
-            object.__setattr__(item.record, "logs_version", version)  # (frozen: this one field is filled in once)
-    committed = handles.held(logs, version)
-    if committed is None and queue is not None:  # the commit that created the journal holds no handle
-        committed = datasets.open_dataset(logs, version=version)
-    if queue is not None and committed is not None:
+def _commit(queue: _Queue) -> tuple[int, int]:
+    """Commit the rows `queue` took (`batch_commit.commit`), remember the commit for
+    `commits_since` and tell the `on_commit` listeners. Returns (the version made, the largest
+    fragment id held before it)."""
+    version, top_before, rows = batch_commit.commit(queue.run, queue.busy, _ON_COMMIT)
+    for item in queue.busy:  # each caller's LogRecord now tells the version its log is in
+        if getattr(item.record, "queued", False):  # (frozen: this one field is filled in once, here)
+            object.__setattr__(item.record, "logs_version", version)
+    if rows is not None:
         with _COND:
-            queue.commits.append((version, committed.count_rows(), [i.record.write_id for i in items]))
-        _tell(logs, version, committed, written, items)
+            queue.commits.append((version, rows, [i.record.write_id for i in queue.busy]))
     return version, top_before
 
 
-def _tell(logs: Location, version: int, committed: Any, written: list[Any], items: list[_Item]) -> None:
-    """Tell the `on_commit` listeners which fragment of `committed` (the version made) holds each
-    item's row, found by its data file; nothing when one is not found there."""
-    if not _ON_COMMIT:
-        return
-    try:
-        by_file = {paths[0]: i for i, (paths, _, _) in fragments.fragment_identities(logs, committed).items() if paths}
-        ids = [by_file.get(first_file(f)) for f in written]
-    except ArtstoreError as e:
-        logger.debug("group commit of %s: fragments not told (%s)", logs.redact(logs.uri), e)
-        return
-    if any(i is None for i in ids):
-        return
-    for listener in _ON_COMMIT:
-        try:
-            listener(logs, version, [(item.record, i) for item, i in zip(items, ids, strict=True)])
-        except Exception as e:  # noqa: BLE001 - committed: a listener's failure must not make it retried
-            logger.warning("after the group commit of %s: %s", logs.redact(logs.uri), e)
-
-
-def _after(run: Location, items: list[_Item], version: int, top_before: int) -> None:
-    """After the group commit of `items` at `version`: delete their pending files, then ask for
-    what `write_log` asks for after a sync commit, once for the batch."""
-    pending.delete(run, [i.name for i in items if i.name])
-    logs = run.child("logs.lance")
-    window, retention = min(i.window for i in items), min(i.retention for i in items)
-    try:
-        inline_upkeep.maintain(run, {"logs": version}, window, background=True)
-    except ArtstoreError as e:
-        logger.warning("maintenance of %s skipped: %s", logs.redact(logs.uri), e)
-    top = writes.committed_seq_hi(logs, version)
-    if top is not None and top[1] // fold.FOLD_EVERY > top_before // fold.FOLD_EVERY:
-        upkeep.request_fold(run, window)
-    idle_fold.note(run, window)
-    upkeep.request_stats(run, retention)
-
-
-def _due(uri: str, local: bool) -> bool:
-    """Whether to look for stale pending files of the journal `uri` at this open: on a local disk
-    at each (one directory read, ~5 us when there is no pending folder), on a bucket at the first
-    open and then every STALE_S (a LIST each)."""
-    last = _CHECKED.get(uri)
-    return last is None or local or time.monotonic() - last > STALE_S
-
-
 def _recover_once(run: Location) -> None:
-    """Commit the run's stale pending files (see `_due`; on a bucket only once this process made
-    a group log or ARTSTORE_COMMIT says group: a LIST per run otherwise)."""
+    """Commit the run's stale pending files (when `pending_recovery.due`; on a bucket only once
+    this process made a group log or ARTSTORE_COMMIT says group: a LIST per run otherwise)."""
     uri = run.child("logs.lance").uri
-    if not _due(uri, run.is_local):
+    if not pending_recovery.due(uri, run.is_local):
         return
-    _CHECKED[uri] = time.monotonic()
+    pending_recovery.checked(uri)
     if not run.is_local and not _ARMED and mode() != "group":
         return
     try:
@@ -397,41 +323,22 @@ def _recover_once(run: Location) -> None:
 
 
 def recover(run: Location) -> int:
-    """Commit the pending files of the run at `run` whose writer is gone (see the module doc),
-    skipping rows whose log_id the journal holds already; returns how many rows it committed.
-    One recovery at a time in a process."""
+    """Commit the pending files of the run at `run` whose writer is gone (see the module doc and
+    `artstore.log.pending_recovery`), skipping rows whose log_id the journal holds already;
+    returns how many rows it committed. One recovery at a time in a process."""
     with _RECOVERY, barrier.bypass():
-        return _recover(run)
+        return pending_recovery.recover(run, _commit_recovered, _ours)
 
 
 _RECOVERY = threading.Lock()
 
 
-def _recover(run: Location) -> int:
-    names = [n for n in pending.names(run) if _abandoned(run, n)]
-    if not names:
-        return 0
-    rows = pa.concat_tables([pending.read(run, n) for n in names])
-    logs = run.child("logs.lance")
-    ds = datasets.open_latest(logs)
-    if ds is not None:
-        ids = ", ".join(sql_quote(i) for i in rows["log_id"].to_pylist())
-        held = keys.first_per_key(logs, ds, "log_id", columns=["log_id"], filter=f"log_id IN ({ids})")["log_id"]
-        keep = pc.invert(pc.is_in(rows["log_id"], value_set=held.combine_chunks()))
-        rows = rows.filter(keep)
-    if rows.num_rows == 0:
-        pending.delete(run, names)
-        return 0
-    first = {}
-    for i, log_id in enumerate(rows["log_id"].to_pylist()):  # two abandoned attempts of one id: the first
-        first.setdefault(log_id, i)
-    rows = rows.take(sorted(first.values()))
-    items = [_Item(run, rows.slice(i, 1), _Recovered(rows["log_id"][i].as_py(), rows["write_id"][i].as_py()),
+def _commit_recovered(run: Location, rows: pa.Table) -> None:
+    """Group-commit `rows` (journal rows of abandoned pending files) as the committer would, with
+    the default windows for their upkeep."""
+    items = [batch_commit.Item(run, rows.slice(i, 1), _Recovered(rows["log_id"][i].as_py(), rows["write_id"][i].as_py()),
                    "", upkeep.DEFAULT_RETENTION, upkeep.DEFAULT_READER_WINDOW, 0) for i in range(rows.num_rows)]
-    _after(run, items, *_commit(run, items))
-    pending.delete(run, names)
-    logger.info("committed %d pending logs of %s left by a writer that is gone", rows.num_rows, run.redact(run.uri))
-    return rows.num_rows
+    batch_commit.after(run, items, *batch_commit.commit(run, items)[:2])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -440,36 +347,13 @@ class _Recovered:
     write_id: str
 
 
-def _abandoned(run: Location, name: str) -> bool:
-    """Whether the writer of the pending file `name` is gone (then anyone may commit it)."""
-    found = pending.owner(name)
-    if found is None:
-        return False
-    host, pid = found
-    if host == pending.HOST and run.is_local:
-        if pid != os.getpid():
-            return not _alive(pid)
-        with _COND:  # ours, queued: not abandoned (else a process before us with our pid left it)
-            queue = _QUEUES.get(run.child("logs.lance").uri)
-            if queue is not None and any(i.name == name for i in (*queue.items, *queue.busy)) or \
-                    queue is not None and any(name == pending.name_for(w) for w in queue.reserved):
-                return False
-    return pending.age_s(run, name) > STALE_S
-
-
-def _alive(pid: int) -> bool:
-    """Whether the process `pid` of this host runs (a zombie, killed but not reaped yet, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
+def _ours(run: Location, name: str) -> bool:
+    """Whether the pending file `name` of the run at `run` is one this process has queued (or is
+    writing)."""
+    with _COND:
+        queue = _QUEUES.get(run.child("logs.lance").uri)
+        return queue is not None and (any(i.name == name for i in (*queue.items, *queue.busy)) or
+                                      any(name == pending.name_for(w) for w in queue.reserved))
 
 
 def _at_exit() -> None:

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from artstore.errors import ArtstoreError
 from artstore.log import fold, upkeep
-from artstore.storage import Location, compaction, writes
+from artstore.storage import Location, compaction, run_lock, writes
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ MAX_FRAGMENTS = compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS + 4 * MAINTAIN_EVERY
 CROWDED_WAIT_S = 5.0  # a journal MAINTAIN_EVERY past crowded: its writer waits at most this for the running compaction
 
 
-def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, background: bool = False) -> None:
+def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, background: bool = False,
+             crowded_wait_s: float = CROWDED_WAIT_S) -> None:
     """Compact each table whose new version is a multiple of MAINTAIN_EVERY (tiered, bounded
     cost), and leave the cleanup of old versions that then falls due to `artstore.log.upkeep`'s
     background thread.
@@ -36,7 +37,10 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
     committed before this runs: a failure here (e.g. losing a race with another compaction) is
     logged and left to the next round, never raised. With `background` (a journal's logs, whose
     rows keep their commit order in `commit_seq` wherever compaction puts them) the compaction too
-    runs on `artstore.log.upkeep`'s thread: log() returns right after its commit.
+    runs on `artstore.log.upkeep`'s thread: log() returns right after its commit. A journal
+    crowded past MAX_FRAGMENTS is compacted here only when no other process of this host compacts
+    it (`run_lock`), after waiting at most `crowded_wait_s` for this process's running one (a
+    group committer waits for none: its next commit would wait too).
     """
     for name, version in versions.items():
         loc = run.child(f"{name}.lance")
@@ -45,7 +49,7 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
         # (when a compaction of it runs, after it lands, once MAINTAIN_EVERY more logs came), which
         # bounds the fragments however fast logs come.
         count = (writes.committed_fragments(loc, version) or 0) if background else 0
-        wait = CROWDED_WAIT_S if count >= MAX_FRAGMENTS + MAINTAIN_EVERY else 0.0  # far behind: wait
+        wait = crowded_wait_s if count >= MAX_FRAGMENTS + MAINTAIN_EVERY else 0.0  # far behind: wait
         if count >= MAX_FRAGMENTS and upkeep.take_over(loc, timeout=wait):
             pass
         elif version % MAINTAIN_EVERY:
@@ -55,7 +59,10 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
             continue
         rewrite = fold.drop_folded_payloads(run) if background else None
         try:
-            done = compaction.maintain(loc, name, retention, cleanup=False, rewrite=rewrite)
+            with run_lock.held(run, f"{name}.compact", wait=False) as mine:
+                if not mine:  # another process compacts it now: its compaction bounds the count
+                    continue
+                done = compaction.maintain(loc, name, retention, cleanup=False, rewrite=rewrite)
         except ArtstoreError as e:
             logger.warning("maintenance of %s skipped: %s", name, e)
             continue

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from artstore.errors import StorageError
 from artstore.schema import arrow_schema
-from artstore.storage import datasets, failures, keys, scans, writes
+from artstore.storage import datasets, failures, key_columns, keys, scans, writes
 
 PAYLOAD_COLUMNS = ("metric_names", "metric_values", "trajectories_ipc", "groups_ipc", "state_delta")
 DELTA_COLUMN = "state_delta"  # a Model log's change of the running sums (artstore.log.sums)
@@ -271,7 +271,7 @@ def rows_of_few(loc: Any, table: str, committed: pa.Table, journal_rows: pa.Tabl
         if ds is None:
             raise StorageError(f"{loc.uri} is missing, but the run's committed logs name rows of it that the "
                                "journal no longer holds: the store is damaged. Restore the run from a copy.")
-        found = keys.rows_with(loc, ds, "write_id", dropped, list(dict.fromkeys([*cols, *ROW_KEYS[table]])))
+        found = key_columns.rows_with(loc, ds, "write_id", dropped, list(dict.fromkeys([*cols, *ROW_KEYS[table]])))
         parts.append(_first_copies(found, ROW_KEYS[table]).select(cols))
     data = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     if data.num_rows > 1:  # stable: a log's rows keep their order

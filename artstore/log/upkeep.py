@@ -41,7 +41,7 @@ from datetime import timedelta
 
 from artstore.log import fold, registry
 from artstore.log.windows import DEFAULT_READER_WINDOW, DEFAULT_RETENTION  # noqa: F401  (re-exported)
-from artstore.storage import Location, compaction, fragments
+from artstore.storage import Location, compaction, fragments, run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -247,12 +247,18 @@ def _maintain(job: _Job) -> None:
     """Compact (with `job.compact`) and clean up when due one table; a journal first drops its
     folded logs' payloads (with `job.drop`), and its compactions drop them too."""
     rewrite = None
-    if job.table == "logs":
-        run = job.loc.sibling("")
-        if job.drop:
-            fold.drop_payloads(run)
-        rewrite = fold.drop_folded_payloads(run) if job.compact else None
-    compaction.maintain(job.loc, job.table, job.retention, compact=job.compact, rewrite=rewrite)
+    run = job.loc.sibling("")
+    # One process of this host at a time (`run_lock`): two compactions of the same fragments do
+    # the rewrite twice and throw one away. A compaction another process runs now is left to it;
+    # a payload drop waits for it (a drop asked for after a fold is not asked for again).
+    with run_lock.held(run, f"{job.table}.compact", wait=job.drop) as mine:
+        if not mine:
+            return
+        if job.table == "logs":
+            if job.drop:
+                fold.drop_payloads(run)
+            rewrite = fold.drop_folded_payloads(run) if job.compact else None
+        compaction.maintain(job.loc, job.table, job.retention, compact=job.compact, rewrite=rewrite)
 
 
 _worker = _Worker()

@@ -42,7 +42,16 @@ from artstore.errors import ArtstoreError
 from artstore.log import group_commit, journal
 from artstore.log.visibility import check_logs_schema
 from artstore.schema import arrow_schema
-from artstore.storage import Location, barrier, datasets, fragments, handles, keys, writes
+from artstore.storage import (
+    Location,
+    barrier,
+    datasets,
+    fragments,
+    handles,
+    key_columns,
+    keys,
+    writes,
+)
 from artstore.storage.keys import SEQ
 
 _SNAPSHOTS: OrderedDict[str, Snapshot] = OrderedDict()  # logs uri -> newest snapshot read
@@ -124,7 +133,7 @@ class Snapshot:
         known = wanted.filter(pc.is_valid(wanted["_rowaddr"]))
         moved = wanted.filter(pc.is_null(wanted["_rowaddr"]))["write_id"].to_pylist()
         read = None if columns is None else list(dict.fromkeys([*columns, "write_id"]))
-        parts = [keys.rows_with(self.loc, self.ds, "write_id", moved, read)]
+        parts = [key_columns.rows_with(self.loc, self.ds, "write_id", moved, read)]
         if known.num_rows:
             parts.append(fragments.take_rows(self.loc, self.ds, known["_rowaddr"].to_pylist(), read))
         found = pa.concat_tables(parts)

@@ -1,0 +1,111 @@
+"""One group commit (`artstore.log.group_commit`): the journal rows of a batch of logs appended to
+a run's `logs.lance` in ONE Lance commit, then the upkeep a sync log asks for, once for the batch.
+
+Each row gets its own data file and fragment (`pending.write_row_fragments`), so it keeps its own
+sequence (`artstore.log.journal`) and commit order and first-commit-wins read as in sync mode. On
+a local disk the writers of one host commit one at a time (`run_lock`): a race costs Lance a retry
+and a backoff sleep (tens of ms), the lock a few ms of waiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from artstore.errors import ArtstoreError, StorageError
+from artstore.log import fold, idle_fold, inline_upkeep, journal, upkeep
+from artstore.storage import Location, datasets, fragments, handles, keys, pending, run_lock, writes
+from artstore.storage.data_files import first_file
+
+logger = logging.getLogger(__name__)
+
+# (the run's journal, the version made, [(each log's record, its fragment id)])
+Listener = Callable[[Location, int, list[tuple[Any, int]]], None]
+
+
+@dataclasses.dataclass
+class Item:
+    """One log's row in a batch."""
+
+    run: Location
+    row: pa.Table  # the log's journal row
+    record: Any  # the LogRecord its log() returned
+    name: str  # its pending file ("": none)
+    retention: timedelta
+    window: timedelta
+    ticket: int  # its place in its queue (0: recovered, no queue)
+
+
+def commit(run: Location, items: list[Item], listeners: Sequence[Listener] | None = None) -> tuple[int, int, int | None]:
+    """Append the rows of `items` to the run's journal in one commit. Returns (the version made,
+    the largest fragment id held before it, the physical rows of that version: None without
+    `listeners`). `listeners` (the committer's: `group_commit.on_commit`) are told which
+    fragment holds each row."""
+    logs = run.child("logs.lance")
+    rows = pa.concat_tables([i.row for i in items])
+    try:
+        written = pending.write_row_fragments(logs, rows)
+    except StorageError:
+        if not journal.add_delta_column(logs):  # a journal from before state_delta
+            raise
+        written = pending.write_row_fragments(logs, rows)
+    before = handles.held(logs)
+    top_before = max(fragments.fragment_ids(before), default=0) if before is not None else 0
+    with run_lock.held(run, "logs.commit"):  # one at a time among this host's writers (module doc)
+        version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs")
+    for fragment, item in zip(written, items, strict=True):  # no later look-up reads them back
+        keys.note_keys(logs, "log_id", [fragment], [item.record.log_id])
+    if listeners is None:
+        return version, top_before, None
+    committed = handles.held(logs, version)
+    if committed is None:  # the commit that created the journal holds no handle
+        committed = datasets.open_dataset(logs, version=version)
+    if committed is None:
+        return version, top_before, None
+    physical = committed.count_rows()
+    _tell(listeners, logs, version, committed, written, items)
+    return version, top_before, physical
+
+
+def _tell(listeners: Sequence[Listener], logs: Location, version: int, committed: Any, written: list[Any],
+          items: list[Item]) -> None:
+    """Tell `listeners` which fragment of `committed` (the version made) holds each item's row,
+    found by its data file; nothing when one is not found there."""
+    if not listeners:
+        return
+    try:
+        by_file = {paths[0]: i for i, (paths, _, _) in fragments.fragment_identities(logs, committed).items() if paths}
+        ids = [by_file.get(first_file(f)) for f in written]
+    except ArtstoreError as e:
+        logger.debug("group commit of %s: fragments not told (%s)", logs.redact(logs.uri), e)
+        return
+    if any(i is None for i in ids):
+        return
+    for listener in listeners:
+        try:
+            listener(logs, version, [(item.record, i) for item, i in zip(items, ids, strict=True)])
+        except Exception as e:  # noqa: BLE001 - committed: a listener's failure must not make it retried
+            logger.warning("after the group commit of %s: %s", logs.redact(logs.uri), e)
+
+
+def after(run: Location, items: list[Item], version: int, top_before: int) -> None:
+    """After the group commit of `items` at `version`: delete their pending files, then ask for
+    what `write_log` asks for after a sync commit, once for the batch. The committer never waits
+    here for a compaction (its next commit would wait too)."""
+    pending.delete(run, [i.name for i in items if i.name])
+    logs = run.child("logs.lance")
+    window, retention = min(i.window for i in items), min(i.retention for i in items)
+    try:
+        inline_upkeep.maintain(run, {"logs": version}, window, background=True, crowded_wait_s=0.0)
+    except ArtstoreError as e:
+        logger.warning("maintenance of %s skipped: %s", logs.redact(logs.uri), e)
+    top = writes.committed_seq_hi(logs, version)
+    if top is not None and top[1] // fold.FOLD_EVERY > top_before // fold.FOLD_EVERY:
+        upkeep.request_fold(run, window)
+    idle_fold.note(run, window)
+    upkeep.request_stats(run, retention)

@@ -1,0 +1,106 @@
+"""Recovery of pending journal rows (`artstore.storage.pending`) whose writer is gone: a group-mode
+writer (`artstore.log.group_commit`) killed after its log() returned leaves its row's pending file,
+and the next process that opens the run commits it.
+
+A pending file is abandoned when its writer is gone: on the same host, its pid no longer runs (a
+zombie counts as gone); on a bucket or from another host, it is older than STALE_S. Rows whose
+log_id the journal holds already are skipped, and of two abandoned attempts of one log_id only the
+first is committed. A crash between a commit and the deletion of its files, or two processes
+recovering one file, can still commit a row twice: the first committed row of a log_id wins for
+every reader, so nothing is counted twice.
+
+When to look (`due`): on a local disk at each open of the run's latest journal (one directory read,
+~5 us when there is no pending folder), on a bucket at the first open and then every STALE_S (a
+LIST each).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from artstore.names import sql_quote
+from artstore.storage import Location, datasets, keys, pending
+
+logger = logging.getLogger(__name__)
+
+STALE_S = 30.0  # a pending file whose writer cannot be asked (a bucket, another host) is abandoned after this
+_CHECKED: dict[str, float] = {}  # logs uri -> when this process last looked for its stale pending files
+
+
+def never_checked(uri: str) -> bool:
+    """Whether this process never looked for stale pending files of the journal at `uri`."""
+    return uri not in _CHECKED
+
+
+def due(uri: str, local: bool) -> bool:
+    """Whether to look for stale pending files of the journal `uri` now (see the module doc)."""
+    last = _CHECKED.get(uri)
+    return last is None or local or time.monotonic() - last > STALE_S
+
+
+def checked(uri: str) -> None:
+    """Note that this process looks for stale pending files of the journal `uri` now."""
+    _CHECKED[uri] = time.monotonic()
+
+
+def recover(run: Location, commit: Callable[[Location, pa.Table], None], ours: Callable[[Location, str], bool]) -> int:
+    """Commit, through `commit(run, rows)` (one group commit, then its upkeep), the rows of the
+    abandoned pending files of the run at `run` that the journal does not hold yet, then delete
+    those files; returns how many rows it committed. `ours(run, name)`: whether this process
+    itself queued the pending file `name` (never abandoned then)."""
+    names = [n for n in pending.names(run) if not ours(run, n) and _abandoned(run, n)]
+    if not names:
+        return 0
+    rows = pa.concat_tables([pending.read(run, n) for n in names])
+    logs = run.child("logs.lance")
+    ds = datasets.open_latest(logs)
+    if ds is not None:
+        ids = ", ".join(sql_quote(i) for i in rows["log_id"].to_pylist())
+        held = keys.first_per_key(logs, ds, "log_id", columns=["log_id"], filter=f"log_id IN ({ids})")["log_id"]
+        keep = pc.invert(pc.is_in(rows["log_id"], value_set=held.combine_chunks()))
+        rows = rows.filter(keep)
+    if rows.num_rows == 0:
+        pending.delete(run, names)
+        return 0
+    first = {}
+    for i, log_id in enumerate(rows["log_id"].to_pylist()):  # two abandoned attempts of one id: the first
+        first.setdefault(log_id, i)
+    rows = rows.take(sorted(first.values()))
+    commit(run, rows)
+    pending.delete(run, names)
+    logger.info("committed %d pending logs of %s left by a writer that is gone", rows.num_rows, run.redact(run.uri))
+    return rows.num_rows
+
+
+def _abandoned(run: Location, name: str) -> bool:
+    """Whether the writer of the pending file `name` (not one this process queued) is gone."""
+    found = pending.owner(name)
+    if found is None:
+        return False
+    host, pid = found
+    if host == pending.HOST and run.is_local and pid != os.getpid():
+        return not _alive(pid)
+    # another host, a bucket, or our own pid on a file we did not queue (a process before us with
+    # our pid left it): by its age
+    return pending.age_s(run, name) > STALE_S
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process `pid` of this host runs (a zombie, killed but not reaped yet, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
