@@ -12,8 +12,9 @@ The growth column is last checkpoint / first.
         [--window 50] [--repeats 5] [--retention-s SECONDS] [--reader-window-s SECONDS]
         [--commit sync|group] [--json out.json]
 
-``--commit group`` runs artstore's side with ARTSTORE_COMMIT=group (`artstore.log.group_commit`):
-log() returns once its row is durable, and the reads that follow wait for its commit.
+``--commit`` sets ARTSTORE_COMMIT for artstore's side: ``group`` (the default mode,
+`artstore.log.group_commit`: log() returns once its row is durable, and the reads that follow wait
+for its commit) or ``sync`` (each log() makes its own Lance commit).
 
 The machine is shared: read the ratios (measured in the same run), not the milliseconds.
 """
@@ -40,7 +41,7 @@ def _median_ms(xs: list[float]) -> float:
 
 
 def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention_s: float | None,
-        reader_window_s: float | None = None, commit: str = "sync") -> dict[str, Any]:
+        reader_window_s: float | None = None, commit: str = "group") -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="growth-"))
     art = ArtDriver(base / "art", "bench", "agent")
     store = StoreDriver(base / "store", "bench", "agent", init=False, env={"ARTSTORE_COMMIT": commit})
@@ -128,7 +129,7 @@ def main() -> None:
     p.add_argument("--retention-s", type=float, default=None, help="artstore's version window (default 7 days)")
     p.add_argument("--reader-window-s", type=float, default=None,
                    help="how long a journal run keeps physical versions (default 60 s)")
-    p.add_argument("--commit", choices=["sync", "group"], default="sync", help="artstore's commit mode")
+    p.add_argument("--commit", choices=["sync", "group"], default="group", help="artstore's commit mode")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     res = run(a.steps, [int(c) for c in a.checkpoints.split(",")], a.window, a.repeats, a.retention_s, a.reader_window_s,

@@ -21,11 +21,12 @@ NAMES = ("agent-with-a-rather-long-name-lr-0001", "agent-with-a-rather-long-name
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Two runs whose names differ only at their end, each with val and train at steps 0-2, a
-    stored Model config, and a trainer-like TrainConfig per run; one checkpoint on the first."""
+    stored Model config, and a trainer-like TrainConfig per run; one checkpoint on the first.
+    Logged in sync mode: one version per log, which the versions and as-of tests name."""
     path = str(tmp_path_factory.mktemp("readable") / "store")
     for n, name in enumerate(NAMES):
         model = art.TrainableModel(name=name, project=PROJECT, base_model="tiny", base_path=path,
-                                   report_metrics=[], config={"group_size": 4, "seed": n})
+                                   report_metrics=[], config={"group_size": 4, "seed": n}, commit="sync")
         for step in range(3):
             model.log_sync([art.TrajectoryGroup([tool_call_trajectory(0.1 * step + 0.05 * i + n, i)
                                                  for i in range(3)])], split="val", step=step)
@@ -208,25 +209,29 @@ def test_the_runs_config_is_stored_shown_and_queryable_by_learning_rate(store):
     assert by_lr[1]["reward"] - by_lr[0]["reward"] == pytest.approx(1.0)
 
 
-def test_an_unchanged_config_is_stored_once_a_changed_one_again_and_both_are_versioned(tmp_path):
+@pytest.mark.parametrize("commit", ["group", "sync"])
+def test_an_unchanged_config_is_stored_once_a_changed_one_again_and_both_are_versioned(tmp_path, commit):
     def model() -> art.TrainableModel:  # a new process's model object: it remembers nothing
         return art.TrainableModel(name="m", project="p", base_model="tiny", base_path=str(tmp_path),
-                                  report_metrics=[], config={"group_size": 4})
+                                  report_metrics=[], config={"group_size": 4}, commit=commit)
     first = model()
     first._store_config("train", art.TrainConfig(learning_rate=1e-4), 0)
-    first.log_sync(None, split="val", step=0, metrics={"reward": 0.5})  # version 1
+    first.log_sync(None, split="val", step=0, metrics={"reward": 0.5})
     again = model()
     again._store_config("train", art.TrainConfig(learning_rate=1e-4), 1)  # the same: no row
-    again.log_sync(None, split="val", step=1, metrics={"reward": 0.6})  # the same model config: no row
-    again._store_config("train", art.TrainConfig(learning_rate=3e-4), 1)
-    again.log_sync(None, split="val", step=2, metrics={"reward": 0.7})  # version 3
+    before = again.log_sync(None, split="val", step=1, metrics={"reward": 0.6})  # the same model config: no row
+    again._store_config("train", art.TrainConfig(learning_rate=3e-4), 1)  # group: the step-1 log lands first
+    again.log_sync(None, split="val", step=2, metrics={"reward": 0.7})
+    again.flush()
+    if commit == "sync":
+        assert before.logs_version == 2  # one version per log
     q = "SELECT source, count(*) AS n FROM configs GROUP BY source ORDER BY source"
     assert json.loads(run("sql", q, "--store", str(tmp_path), "-f", "json").stdout) == \
         [{"source": "model", "n": 1}, {"source": "train", "n": 2}]
     r = art.open_store(str(tmp_path)).run("p", "m")
     assert r.config()["model"] == {"group_size": 4} and r.config()["train"]["learning_rate"] == 3e-4
-    assert r.config(as_of=2)["train"]["learning_rate"] == 1e-4  # the run as of its 2nd version
-    r.tag("before-lr-change", 2)
+    assert r.config(as_of=before.logs_version)["train"]["learning_rate"] == 1e-4  # as of the step-1 log
+    r.tag("before-lr-change", before.logs_version)
     assert r.config(as_of="before-lr-change")["train"]["learning_rate"] == 1e-4
     old = json.loads(run("sql", "SELECT config->>'learning_rate' AS lr FROM configs WHERE source = 'train'",
                          "--run", "p/m", "--as-of", "before-lr-change", "--store", str(tmp_path), "-f", "json").stdout)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pyarrow as pa
+import pytest
 
 import artstore as art
 from artstore.errors import StorageError
@@ -16,8 +17,8 @@ from artstore.storage import Location, compaction, datasets, keys, scans, writes
 from tests.conftest import tool_call_trajectory
 
 
-def _model(base: str) -> art.Model:
-    return art.Model(name="m", project="p", base_path=base, report_metrics=[])
+def _model(base: str, **kw) -> art.Model:
+    return art.Model(name="m", project="p", base_path=base, report_metrics=[], **kw)
 
 
 def _log(model: art.Model, step: int, reward: float = 0.1, **kw) -> art.LogRecord:
@@ -34,8 +35,12 @@ def _reads(run: art.Run) -> tuple:
     return (run.trajectories().drop_columns(["recorded_at"]), run.groups(), run.history(), run.metrics(), run.logs())
 
 
-def test_a_retry_whose_first_copy_an_earlier_fold_moved_is_not_folded_again(tmp_path, monkeypatch):
-    model = _model(str(tmp_path))
+@pytest.mark.parametrize("commit", [pytest.param("group", marks=pytest.mark.xfail(strict=True, reason=(
+    "known group-mode bug: a second copy of a log_id committed by this same process (its look-up "
+    "missed the first) is noted by the committer into this process's kept logs, so its reads show "
+    "both copies until a fold; a fresh process reads one (defaultgroup's report)"))), "sync"])
+def test_a_retry_whose_first_copy_an_earlier_fold_moved_is_not_folded_again(tmp_path, monkeypatch, commit):
+    model = _model(str(tmp_path), commit=commit)
     for step in range(3):
         _log(model, step)
     first = _log(model, 3, log_id="raced")
@@ -49,7 +54,9 @@ def test_a_retry_whose_first_copy_an_earlier_fold_moved_is_not_folded_again(tmp_
     monkeypatch.setattr(writer, "_winner", missed)
     late = _log(model, 3, reward=0.5, log_id="raced")  # other rows, the same id
     monkeypatch.undo()
-    assert first.created and not late.created
+    # sync: the commit's own re-check finds the first copy; group: the racing attempt was queued
+    # before any re-check, so its caller was told created (README: two processes racing one log_id)
+    assert first.created and late.created == (commit == "group")
     last = _log(model, 4)
     before = _reads(run)
     raw = {t: _raw(run, t) for t in ("trajectories", "groups", "metrics")}
@@ -62,7 +69,9 @@ def test_a_retry_whose_first_copy_an_earlier_fold_moved_is_not_folded_again(tmp_
 
 
 def test_a_fold_after_many_folds_reads_only_the_journal_rows_above_folded(tmp_path):
-    model = _model(str(tmp_path))
+    # sync: the counts below assume no background fold between the explicit ones, which sync's
+    # per-version fold trigger gives here (a group commit asks by fragment id, at other logs)
+    model = _model(str(tmp_path), commit="sync")
     run = model.run
     logs = run.table_location("logs")
     for step in range(60):

@@ -64,9 +64,41 @@ def test_a_group_log_is_read_back_in_the_same_process_right_after_log_returns(tm
     assert pending.names(model.run.location) == []  # committed, its pending file gone
 
 
+def test_group_is_the_default_mode_and_sync_the_opt_out(tmp_path, monkeypatch):
+    monkeypatch.delenv(group_commit.ENV, raising=False)
+    assert group_commit.mode() == "group"
+    monkeypatch.setenv(group_commit.ENV, "sync")
+    assert group_commit.mode() == "sync" and group_commit.mode("group") == "group"
+    sync = _model(str(tmp_path), "env-sync")  # no commit= given: the environment's mode
+    record = sync.log_sync([_group(1)], split="train", step=1)
+    assert not record.queued and record.logs_version == sync.run.versions()[-1]["version"]
+    monkeypatch.delenv(group_commit.ENV)
+    default = _model(str(tmp_path), "default")
+    assert default.log_sync([_group(1)], split="train", step=1).queued
+
+
+def test_a_queued_logs_record_tells_its_version_once_committed_and_as_of_it_holds_the_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(group_commit, "GATHER_S", 0.3)  # the three logs share one group commit
+    model = _model(str(tmp_path), "m", commit="group")
+    first = model.log_sync([_group(0)], split="train", step=0)
+    model.flush()
+    records = [model.log_sync([_group(step)], split="train", step=step) for step in (1, 2, 3)]
+    assert [r.logs_version for r in records] == [None, None, None]  # queued: no version yet
+    model.flush()
+    versions = {r.logs_version for r in records}
+    assert len(versions) == 1 and first.logs_version is not None
+    (version,) = versions
+    assert version > first.logs_version
+    assert version in [v["version"] for v in model.run.versions()]
+    assert model.run.logs(as_of=version)["log_id"].to_pylist() == [first.log_id, *(r.log_id for r in records)]
+    assert model.run.logs(as_of=first.logs_version)["log_id"].to_pylist() == [first.log_id]
+    assert model.run.trajectories(as_of=first.logs_version).num_rows == 4
+    assert model.run.trajectories(as_of=version).num_rows == 16
+
+
 def test_quick_group_logs_make_fewer_commits_and_read_exactly_as_sync_logs(tmp_path, monkeypatch):
     monkeypatch.setattr(group_commit, "GATHER_S", 0.05)
-    sync, group = _model(str(tmp_path), "sync"), _model(str(tmp_path), "group", commit="group")
+    sync, group = _model(str(tmp_path), "sync", commit="sync"), _model(str(tmp_path), "group", commit="group")
     n = 16
     for model in (sync, group):
         for step in range(n):
@@ -257,7 +289,7 @@ def test_history_after_own_group_logs_equals_sync_and_reads_nothing(tmp_path, mo
     from tests.test_latest_logs import _assert_same_as_fresh, _count_reads
 
     monkeypatch.setattr(group_commit, "GATHER_S", 0.2)  # batches of several rows: one version, many notes
-    sync, group = _model(str(tmp_path), "sync"), _model(str(tmp_path), "group", commit="group")
+    sync, group = _model(str(tmp_path), "sync", commit="sync"), _model(str(tmp_path), "group", commit="group")
     for model in (sync, group):
         _log_group_steps(model, range(2))
         model.flush()

@@ -33,12 +33,13 @@ def _folded_through(run: art.Run) -> dict[str, int]:
 
 def _log_small_run(base: str) -> tuple[art.Run, list[int]]:
     model = art.Model(name="m", project="p", base_path=base, report_metrics=[])
-    versions = []
+    records = []
     for step in range(3):
         for split in ("train", "val"):
             group = art.TrajectoryGroup([rollout(step / 4 + i / 8, i) for i in range(3)])
-            versions.append(model.log_sync([group], split=split, step=step).logs_version)
-    return model.run, versions
+            records.append(model.log_sync([group], split=split, step=step))
+    model.flush()  # group mode: each record's logs_version is set once its commit lands
+    return model.run, [r.logs_version for r in records]
 
 
 def test_a_quiet_small_run_is_folded_and_reads_the_same(tmp_path, monkeypatch):

@@ -58,8 +58,8 @@ def _raw(run: art.Run, table: str) -> int:
     return 0 if found is None else found.num_rows
 
 
-def test_a_log_is_one_commit_of_one_logs_row_and_writes_no_data_table(tmp_path):
-    model = _model(str(tmp_path))
+def test_a_sync_log_is_one_commit_of_one_logs_row_and_writes_no_data_table(tmp_path):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
     version = 0
     for step in range(8):  # fewer versions than FOLD_EVERY: no fold yet
         record = _log(model, step)
@@ -89,7 +89,8 @@ def test_readers_see_the_same_rows_before_and_after_the_fold(tmp_path):
     assert fold.fold(run.location) == {"trajectories": 0, "groups": 0, "metrics": 0}
 
 
-def test_time_travel_reads_a_folded_run_as_it_was(tmp_path):
+def test_time_travel_reads_a_folded_run_as_it_was(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARTSTORE_COMMIT", "sync")  # sync: the versions named below are one per log
     model = _model(str(tmp_path))
     versions = [_log(model, step).logs_version for step in range(6)]
     fold.fold(model.run.location)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 import artstore as art
-from artstore.log import registry
+from artstore.log import group_commit, registry
 from artstore.storage import files, scans
 
 
@@ -61,6 +61,7 @@ def test_rescan_records_runs_an_older_artstore_created_since(tmp_path):
     _log(base, "p", "a")
     store = art.open_store(base)
     _log(base, "p", "b")
+    group_commit.flush()  # run b's log is committed: its files are copied below
     # An older artstore logs run "c": it never registers.
     files.copy_tree(store.location.child("p", "models", "b"), store.location.child("p", "models", "c"))
     assert [r.name for r in store.runs()] == ["a", "b"]

@@ -16,8 +16,8 @@ from artstore.storage import compaction, datasets, files, fragments, keys, scans
 from tests.conftest import tool_call_trajectory
 
 
-def _model(base_path):
-    return art.Model(name="m", project="p", base_path=base_path, report_metrics=[])
+def _model(base_path, **kw):
+    return art.Model(name="m", project="p", base_path=base_path, report_metrics=[], **kw)
 
 
 def _groups(make_trajectory, offset=0.0):
@@ -46,9 +46,9 @@ def test_same_log_id_is_stored_once_and_the_retry_returns_the_stored_record(base
     assert model.run.groups() == _groups(make_trajectory)
 
 
-def test_a_retry_leaves_no_data_files_behind(base_path, make_trajectory):
-    """The writer writes a log's data files while it looks the id up; a retry deletes them."""
-    model = _model(base_path)
+def test_a_sync_retry_leaves_no_data_files_behind(base_path, make_trajectory):
+    """The sync writer writes a log's data files while it looks the id up; a retry deletes them."""
+    model = _model(base_path, commit="sync")
     model.log_sync(_groups(make_trajectory), split="val", log_id="rollout-17")
     # A log is one journal row (artstore.log.journal): its only data file is in logs.lance.
     data = {t: model.run.location.child(f"{t}.lance", "data") for t in ("logs",)}
@@ -81,9 +81,9 @@ class _Died(BaseException):
     """Stands for the process dying: not an Exception, so nothing on the way catches it."""
 
 
-def test_attempt_that_died_before_its_commit_is_invisible_and_its_retry_shows_once(
+def test_sync_attempt_that_died_before_its_commit_is_invisible_and_its_retry_shows_once(
         base_path, make_trajectory, monkeypatch):
-    model = _model(base_path)
+    model = _model(base_path, commit="sync")  # the death is injected into write_log's own commit
     model.log_sync(_groups(make_trajectory), split="val", step=0, log_id="before")
 
     def die(*args, **kwargs):
@@ -142,12 +142,17 @@ def _ids_in_storage_order(run: art.Run) -> list[str]:
     return scans.scan(run.table_location("logs"), columns=["write_id"])["write_id"].to_pylist()
 
 
+@pytest.mark.parametrize("commit", [pytest.param("group", marks=pytest.mark.xfail(strict=True, reason=(
+    "known group-mode bug: a second copy of a log_id committed by this same process (its look-up "
+    "missed the first) is noted by the committer into this process's kept logs, so its reads show "
+    "both copies until a fold; a fresh process reads one (defaultgroup's report)"))), "sync"])
 def test_an_attempt_that_raced_past_the_look_up_loses_to_the_first_commit_for_every_reader(
-        base_path, make_trajectory, monkeypatch):
+        base_path, make_trajectory, monkeypatch, commit):
     """Two attempts at one log_id that both miss the look-up both append a logs row: the first
     committed wins for Run.logs, the data tables and SQL, even after compaction put the loser's
-    row first in storage; the loser's caller gets the winner's record."""
-    model = _model(base_path)
+    row first in storage; the loser's caller gets the winner's record (sync; group: it was told
+    created, README)."""
+    model = _model(base_path, commit=commit)
     model.log_sync(_groups(make_trajectory, 0.1), split="val", step=0, log_id="before")
     first = model.log_sync(_groups(make_trajectory), split="val", step=1, log_id="raced")
     real = writer._winner
@@ -158,10 +163,14 @@ def test_an_attempt_that_raced_past_the_look_up_loses_to_the_first_commit_for_ev
     monkeypatch.setattr(writer, "_winner", missed)
     late = model.log_sync(_groups(make_trajectory, 0.2), split="val", step=1, log_id="raced")
     monkeypatch.undo()
-    assert first.created and not late.created
-    assert (late.recorded_at, late.metrics, late.num_trajectories) == \
-        (first.recorded_at, first.metrics, first.num_trajectories)
     run = model.run
+    if commit == "group":  # queued before any re-check: its caller was told created
+        assert first.created and late.created
+        assert run.logs()["log_id"].to_pylist() == ["before", "raced"]  # the bug named above fails here
+    else:
+        assert first.created and not late.created
+        assert (late.recorded_at, late.metrics, late.num_trajectories) == \
+            (first.recorded_at, first.metrics, first.num_trajectories)
     assert _raw_rows(run, "logs") == 3  # the loser's journal row is there
 
     def visible():

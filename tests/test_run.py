@@ -58,6 +58,7 @@ def test_a_damaged_run_raises_a_storage_error_naming_the_table(tmp_path, make_tr
         writes.create(model.run.table_location("logs"), old.empty_table())
     for step in range(3):
         model.log_sync([art.TrajectoryGroup([make_trajectory(0.5, i) for i in range(2)])], split="train", step=step)
+    model.flush()  # group mode: the newest manifest, damaged below, is the last log's
     store = art.open_store(tmp_path)
     run = store.run("p", "m")
     table, view = _damage(run, how)

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import artstore as art
 from artstore.cli import app
-from artstore.log import registry, run_stats, upkeep
+from artstore.log import group_commit, registry, run_stats, upkeep
 from artstore.read.sql import versions_read
 from artstore.storage import Location, datasets, files, fragments, scans, writes
 from tests.test_sql import rollout
@@ -32,8 +32,10 @@ def _group(*rewards: float) -> art.TrajectoryGroup:
 
 
 def _settled(base: str) -> bool:
-    """This store's upkeep and stats refreshes are done (an earlier test's runs, e.g. on a bucket
+    """This process's queued logs committed (group mode asks for the stats refresh at the commit),
+    then this store's upkeep and stats refreshes done (an earlier test's runs, e.g. on a bucket
     whose server has stopped, are not waited for)."""
+    group_commit.flush()
     return upkeep.wait(Location.parse(base), timeout=60)
 
 

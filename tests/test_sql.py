@@ -237,7 +237,8 @@ def test_as_of_a_version_sees_exactly_that_versions_data(tmp_path):
         run.metrics(as_of=versions[1]).num_rows
 
 
-def test_as_of_tag_datetime_and_per_run(tmp_path):
+def test_as_of_tag_datetime_and_per_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARTSTORE_COMMIT", "sync")  # sync: the versions named below are one per log
     path = str(tmp_path)
     a = art.Model(name="a", project="p", base_path=path, report_metrics=[])
     b = art.Model(name="b", project="p", base_path=path, report_metrics=[])

@@ -116,12 +116,15 @@ def test_notes_past_the_bound_extend_the_summary_on_the_log_path(model, reads, m
     assert run.step_summary().means("val/reward") == pytest.approx(_means_by_hand(run, "val/reward"))
 
 
-def test_another_writers_log_is_seen(model, reads):
+@pytest.mark.parametrize("commit", ["group", "sync"])
+def test_another_writers_log_is_seen(model, reads, commit):
     run = model.run
     assert run.best_step() == 1
-    write_log(run.location, [], split="val", step=9, metrics={"reward": 2.0})  # not through this model
+    write_log(run.location, [], split="val", step=9, metrics={"reward": 2.0}, commit_mode=commit)  # not through this model
     assert run.best_step() == 9
-    assert reads == ["metrics", "metrics"]
+    # group: this process's committer noted the row (whichever writer queued it): nothing read again;
+    # sync: a write_log outside a Model notes nothing, so the summary reads what is new
+    assert reads == (["metrics"] if commit == "group" else ["metrics", "metrics"])
 
 
 def test_another_process_log_is_seen(model):
@@ -135,7 +138,10 @@ def test_another_process_log_is_seen(model):
 
 def test_as_of_ranks_the_run_as_it_was(model):
     run = model.run
-    before = model.log_sync(None, split="val", step=8, metrics={"reward": 9.0}).logs_version - 1
+    model.flush()  # group mode: the step-8 log below is alone in its group commit
+    record = model.log_sync(None, split="val", step=8, metrics={"reward": 9.0})
+    model.flush()  # its logs_version is set once its commit lands
+    before = record.logs_version - 1
     assert run.best_step(as_of=before) == 1
     assert run.best_step() == 8
     assert run.best_step(as_of=before) == 1

@@ -47,11 +47,13 @@ def _sums(model: art.Model) -> dict:
     return (model.read_state() or {}).get(STATE_KEY)
 
 
-def test_each_small_log_after_the_first_is_one_commit_of_logs_and_reads_no_state(tmp_path):
-    model = _model(str(tmp_path), config={"lr": 0.1})
+@pytest.mark.parametrize("commit", ["group", "sync"])
+def test_each_small_log_after_the_first_is_one_commit_of_logs_and_reads_no_state(tmp_path, commit):
+    model = _model(str(tmp_path), config={"lr": 0.1}, commit=commit)
     model.merge_state({"dataset": "emails"})  # a state.lance to (not) read
     model.metrics_builder("train").add_cost("train/judge", 0.5)
     model.log_sync([_group(0)], split="train", step=0)
+    model.flush()
     run_dir = Path(model.run.location.uri)
     # Moved away: a log that read it would find no sums and start them again from zero.
     os.rename(run_dir / "state.lance", tmp_path / "state.lance")
@@ -62,11 +64,12 @@ def test_each_small_log_after_the_first_is_one_commit_of_logs_and_reads_no_state
             scope = "train" if split == "train" else "eval"  # the builder scope each split flushes
             model.metrics_builder(scope).add_cost(f"{scope}/judge", 0.5)
             record = model.log_sync([_group(step)], split=split, step=step)
+            model.flush()  # group: its commit (of this one log) lands; sync: nothing to wait for
             after = _versions(run_dir)
             made = {t: after[t] - before.get(t, 0) for t in after if after[t] != before.get(t, 0)}
             logs = art.open_store(str(tmp_path)).location.child(*run_dir.relative_to(tmp_path).parts, "logs.lance")
             messages = transactions.commit_messages(logs, list(range(before["logs.lance"] + 1, after["logs.lance"] + 1)))
-            ours = [v for v, m in messages.items() if (m or "").startswith("log ")]
+            ours = [v for v, m in messages.items() if (m or "").startswith(("log ", "group commit of 1 logs"))]
             assert ours == [record.logs_version], (step, split, messages)
             # anything else is the upkeep this log asked for, in the background: never state or configs
             assert "state.lance" not in made and "configs.lance" not in made, made
@@ -91,8 +94,10 @@ def test_sums_continue_exactly_across_model_recreation(tmp_path):
     assert len(_sums(m)["unique_scenario_ids"]) == 6  # one scenario per group
 
 
-def test_a_model_catches_up_with_another_writers_logs_after_its_own_commit(tmp_path):
-    a, b = _model(str(tmp_path)), _model(str(tmp_path))
+def test_a_sync_model_catches_up_with_another_writers_logs_after_its_own_commit(tmp_path):
+    # sync: each log commits before it returns (group mode counts another Model object's queued log
+    # once it is committed: tests/test_group_commit.py, README)
+    a, b = _model(str(tmp_path), commit="sync"), _model(str(tmp_path), commit="sync")
     for step, m in enumerate((a, b, a, b)):
         m.metrics_builder("train").add_cost("train/judge", 1.0)
         m.log_sync(None, split="train", step=step, metrics={"loss": float(step)})
@@ -140,8 +145,10 @@ def _fragments_read(monkeypatch) -> list[int]:
     return reads
 
 
-def test_a_log_after_another_processs_logs_reads_each_of_their_journal_rows_once(tmp_path, monkeypatch):
-    a = _model(str(tmp_path))
+def test_a_sync_log_after_another_processs_logs_reads_each_of_their_journal_rows_once(tmp_path, monkeypatch):
+    # sync: the catch-up runs right after the log's own commit, inside log_sync (a group log
+    # catches up at the next log after its group commit)
+    a = _model(str(tmp_path), commit="sync")
     a.metrics_builder("train").add_cost("train/judge", 1.0)
     a.log_sync(None, split="train", step=0, metrics={"loss": 1.0})
     upkeep.wait()

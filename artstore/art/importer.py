@@ -35,6 +35,7 @@ from artstore.art.format import (
     sha256,
 )
 from artstore.errors import ImportFormatError, ValidationError
+from artstore.log import group_commit
 from artstore.log.commit import write_log
 from artstore.names import check_segment
 from artstore.read.store import Store
@@ -335,6 +336,7 @@ def apply_import(store: Store, plans: list[RunPlan], *, link: bool = False,
                 result.logs_present += 1
             if progress:
                 progress(f"write {plan.project}/{plan.name}", i, total)
+        group_commit.flush(run.location)  # the logs queued for a group commit: other processes see them now
         for name, data in plan.art_files.items():
             target = run.location.child(ART_FILES_DIR, name)
             if not files.exists(target) or files.get_bytes(target) != data:

@@ -2,7 +2,7 @@
 
     model = Model(name="gpt-4.1", project="email-search",
                   inference_base_url="https://api.openai.com/v1", inference_api_key=key)
-    await model.log(groups, split="val")           # one all-or-nothing commit, 0.5.23's metric names
+    await model.log(groups, split="val")           # all or nothing (one journal row), 0.5.23's metric names
 
 The store is the record: trajectories, the history row and the run's state (`read_state`,
 `merge_state`, the metrics builder's running sums) all live in the run's Lance tables; wandb,
@@ -77,8 +77,9 @@ class Model(pydantic.BaseModel):
     allow_nonfinite_rewards: bool = False
     retention: timedelta = DEFAULT_RETENTION
     reader_window: timedelta = DEFAULT_READER_WINDOW  # a journal run's physical versions (see Store)
-    # "group": log() returns once its row is durable, and a background thread commits the queued
-    # logs many at a time (`artstore.log.group_commit`); None: ARTSTORE_COMMIT, else "sync"
+    # "group" (the default): log() returns once its row is durable, and a background thread commits
+    # the queued logs many at a time (`artstore.log.group_commit`); "sync": log() makes its own
+    # Lance commit before it returns; None: ARTSTORE_COMMIT, else "group"
     commit: Literal["sync", "group"] | None = None
 
     _store: Store | None = pydantic.PrivateAttr(default=None)
@@ -221,8 +222,9 @@ class Model(pydantic.BaseModel):
     async def log(self, trajectories: Any = None, split: str = "val", *, metrics: Mapping[str, float] | None = None,
                   step: int | None = None, log_id: str | None = None) -> LogRecord | None:
         """Store trajectory groups (a group, a list of groups, or a list of trajectories) and the
-        history row ART 0.5.23 computes from them (`artstore.records.metrics`) as one commit,
-        then mirror the row to wandb if asked. The default step is `get_step()`. A retried call
+        history row ART 0.5.23 computes from them (`artstore.records.metrics`) as one journal row,
+        all or nothing (committed with others in a group commit by default: `flush`), then mirror
+        the row to wandb if asked. The default step is `get_step()`. A retried call
         with the same `log_id` stores nothing new. Nothing to log (no groups, no metrics): None."""
         groups = None if trajectories is None else as_groups(trajectories)  # consumed once, here
         if step is None:
@@ -240,9 +242,9 @@ class Model(pydantic.BaseModel):
         return record
 
     def flush(self) -> None:
-        """Wait until this model's logs queued for a group commit (`commit="group"`) are
-        committed, so other processes see them; nothing to wait for in sync mode. Normal
-        interpreter exit flushes too."""
+        """Wait until this model's logs queued for a group commit (the default mode) are
+        committed, so other processes see them and their records' `logs_version` is set; nothing
+        to wait for with `commit="sync"`. Normal interpreter exit flushes too."""
         group_commit.flush(self.run.location)
 
     def history(self) -> Any:
@@ -252,9 +254,12 @@ class Model(pydantic.BaseModel):
     # -- internals ------------------------------------------------------------------------------
     def _store_config(self, source: str, config: Any, step: int) -> None:
         """Store `config` with the run when it differs from the last stored (see `artstore.log.configs`):
-        read once per model object and source, then compared in memory."""
+        read once per model object and source, then compared in memory. This process's logs still
+        queued for a group commit land first, so `config(as_of=...)` a version holding a log made
+        before the change never shows the new config (a change is rare: one wait per change)."""
         text = as_json(config)
         if self._stored_config.get(source) != text:
+            group_commit.flush(self.run.location)
             ConfigLog(self.run.location).record(source, text, step, known=self._stored_config.get(source))
             self._stored_config[source] = text
 
@@ -319,12 +324,13 @@ class Model(pydantic.BaseModel):
         finally:
             with self._metrics_lock:
                 done = record is not None
-                if done and record.created and record.logs_version is None and record.state_delta_stored:
+                # a queued log's logs_version is filled in by the committer, maybe already: not read here
+                if done and record.created and record.queued and record.state_delta_stored:
                     sums.settle_queued(token, record.log_id, record.write_id)  # queued for a group commit
                 elif sums.settle(token, record.log_id if done else None, done and record.created,
-                               done and record.state_delta_stored, record.logs_version if done else None):
+                               done and record.state_delta_stored, record.logs_version if done and not record.queued else None):
                     self._metrics.load_sums(sums.working())
-        if record.created:
+        if record.created and not record.queued:  # a group commit notes its rows itself (`group_commit.on_commit`)
             # keep a cached step summary current without reading (see step_summary)
             step_summary.note_log(location, record.logs_version, record.step, record.metrics)
             log_notes.note_log(location, record)  # and the kept logs (see log_notes)

@@ -85,9 +85,12 @@ class LogRecord:
     recorded_at: datetime
     metrics: dict[str, float] = field(default_factory=dict)
     created: bool = True
-    logs_version: int | None = field(default=None, compare=False)  # the run version it committed (None: none)
+    # the run version it committed (None: none, or not yet: a log `queued` for a group commit gets
+    # it once its commit lands, set by the committer; `Model.flush()` waits for that)
+    logs_version: int | None = field(default=None, compare=False)
     state_delta_stored: bool = field(default=False, compare=False, repr=False)  # in its journal row (see write_log)
     write_id: str | None = field(default=None, compare=False, repr=False)  # of the row committed (None: a retry's)
+    queued: bool = field(default=False, compare=False, repr=False)  # returned before its group commit (`group_commit`)
 
 
 def as_groups(trajectories: Any) -> list[TrajectoryGroup]:
@@ -275,8 +278,9 @@ def write_log(
     existed gains it first (`writes.add_null_columns`: once per run, a change of the schema only).
     Old versions go after `retention`; a journal run's logs and data tables after the shorter of
     it and `reader_window` (`upkeep.DEFAULT_READER_WINDOW`). `commit_mode` "group" (None: the
-    ARTSTORE_COMMIT variable, else "sync") queues a journal run's new log for a group commit
-    instead of committing it here (`artstore.log.group_commit`): its record's logs_version is None.
+    ARTSTORE_COMMIT variable, else "group") queues a journal run's new log for a group commit
+    instead of committing it here (`artstore.log.group_commit`): its record is `queued`, and its
+    logs_version is None until that commit lands; "sync" commits it here.
     """
     group = group_commit.mode(commit_mode) == "group"
     check_segment("split", split)
@@ -333,7 +337,7 @@ def write_log(
                 return group_commit.submit(run, commit, LogRecord(
                     log_id=log_id, split=split, step=step, num_groups=len(groups), num_trajectories=traj.num_rows,
                     num_exceptions=n_exc, recorded_at=recorded_at, metrics=values, state_delta_stored=state_delta is not None,
-                    write_id=write_id), retention, min(retention, reader_window),
+                    write_id=write_id, queued=True), retention, min(retention, reader_window),
                     register=functools.partial(_register, run) if looked_at == 0 else None)
             if row_files is None:  # group mode, a retry or a logs table before the journal: as sync
                 row_files = _Later(list) if existing is not None else _Later(writes.write_files, logs_loc, commit)

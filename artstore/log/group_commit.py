@@ -1,5 +1,5 @@
-"""Group commit (opt-in: `Model(commit="group")` or ARTSTORE_COMMIT=group): a log() that does not
-wait for a Lance commit. Many small logs become few commits of the journal.
+"""Group commit (the default mode; `Model(commit="sync")` or ARTSTORE_COMMIT=sync opts out): a
+log() that does not wait for a Lance commit. Many small logs become few commits of the journal.
 
 In group mode `write_log` validates, encodes and looks up the log exactly as in sync mode, then
 `submit`s its journal row: the row is written as one pending file (`artstore.storage.pending`,
@@ -24,8 +24,9 @@ What "logged" means in group mode:
 - `flush()` (and `Model.flush()`) waits until everything queued is committed; it runs at normal
   interpreter exit too.
 
-Differences from sync mode a caller can see: a log's record has no `logs_version`; one version of
-`logs` holds a batch of logs, so `as_of` a version names all of its batch (time travel is per
+Differences from sync mode a caller can see: a log's record has no `logs_version` when log()
+returns (the committer fills it in once the commit lands: after `flush()` it is set); one version
+of `logs` holds a batch of logs, so `as_of` a version names all of its batch (time travel is per
 group commit, not per log); another Model object of the same run in this process counts a queued
 log in its running sums (cumulative metrics) once it is committed, not while it is queued.
 
@@ -75,8 +76,8 @@ _URGENT = 0  # threads of this process waiting for a commit
 
 
 def mode(given: str | None = None) -> str:
-    """The commit mode: `given`, else ARTSTORE_COMMIT, else "sync"."""
-    found = (given if given is not None else os.environ.get(ENV) or "sync").strip().lower()
+    """The commit mode: `given`, else ARTSTORE_COMMIT, else "group" (the default)."""
+    found = (given if given is not None else os.environ.get(ENV) or "group").strip().lower()
     if found not in MODES:
         raise ValidationError("commit", f"must be 'sync' or 'group', got {found!r}")
     return found
@@ -121,7 +122,8 @@ def on_commit(listener: Callable[[Location, int, list[tuple[Any, int]]], None]) 
 
 def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, window: timedelta,
            register: Callable[[], None] | None = None) -> Any:
-    """Queue the journal row `row` of the log `record` (a LogRecord, logs_version None) for the
+    """Queue the journal row `row` of the log `record` (a LogRecord, `queued`, its logs_version
+    None until the commit sets it) for the
     next group commit of the run at `run` and return `record`, once its pending file is written.
     An attempt of the same log_id still queued here: its record, `created` False. `register`
     (the run's first log) runs before the run's first row is queued in this process."""
@@ -136,7 +138,7 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
         queue = _QUEUES.setdefault(uri, _Queue(run))
         for other in (*(i.record for i in (*queue.busy, *queue.items)), *queue.reserved.values()):
             if other.log_id == record.log_id:
-                return dataclasses.replace(other, created=False, state_delta_stored=False, write_id=None)
+                return dataclasses.replace(other, created=False, state_delta_stored=False, write_id=None, queued=False)
         queue.reserved[record.write_id] = record  # a retry of its id racing this one finds it
     name = pending.name_for(record.write_id)
     try:
@@ -164,6 +166,15 @@ def flush(run: Location | None = None, timeout: float | None = None) -> None:
         targets = [(q, q.queued) for q in queues]
     for queue, ticket in targets:
         _wait(queue, ticket, timeout, finished=True)
+
+
+def drop_queued() -> None:
+    """Forget every log this process queued and has not committed (tests whose storage server is
+    gone: nothing retries them here any more). Their pending files stay where they were written,
+    for the next process that opens the run."""
+    with _COND:
+        _QUEUES.clear()
+        _COND.notify_all()
 
 
 def commits_since(logs: Location, version: int) -> tuple[int, int, list[str] | None] | None:
@@ -306,6 +317,9 @@ def _commit(queue: _Queue) -> tuple[int, int]:
         queue.flying = records
 
     version, top_before, rows = batch_commit.commit(queue.run, queue.busy, _ON_COMMIT, fly)
+    for item in queue.busy:  # each caller's LogRecord now tells the version its log is in
+        if getattr(item.record, "queued", False):  # (frozen: this one field is filled in once, here)
+            object.__setattr__(item.record, "logs_version", version)
     if rows is not None:
         with _COND:
             queue.commits.append((version, rows, [i.record.write_id for i in queue.busy]))

@@ -300,7 +300,7 @@ class Run:
         """Block until the background cleanup of old versions that this process's log() calls
         asked for on this run is done; False when `timeout` seconds passed first. log() never
         waits for it (it compacts inline); call this before counting files or copying the run.
-        This process's logs queued for a group commit (`Model(commit="group")`) land first."""
+        This process's logs queued for a group commit (the default mode) land first."""
         group_commit.flush(self.location, timeout)
         return upkeep.wait(self.location, timeout)
 

@@ -87,6 +87,7 @@ async def test_run_name_names_the_run_folder_and_name_is_the_serving_alias(base_
     model = trainable(base_path)
     await model.log([art.TrajectoryGroup([make_trajectory(1.0)])], split="val")
     assert model.run.location.uri.endswith("/p/models/run-1")
+    model.flush()  # the group commit lands (the default mode)
     assert "logs.lance" in files.list_dir(model.run.location)  # the journal: data tables fill on fold
     assert model.run.trajectories().num_rows == 1
     assert model.get_inference_name() == "agent" and model.get_inference_name(step=3) == "agent@3"

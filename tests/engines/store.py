@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import artstore as art
+from artstore.log import group_commit
 from artstore.schema import arrow_schema
 from artstore.storage import writes
 
@@ -80,6 +81,7 @@ def build(path: Path) -> str:
     for step in range(4, 6):
         _log(store, "q/c", step, reward=50.0 + step)
         _log(store, "p/b", step, reward=60.0 + step)
+    group_commit.flush()  # engines read in other processes (Ray, Spark): every log is committed first
     return store
 
 

@@ -1,4 +1,5 @@
-"""A logging process the engine tests stop at the commit of its logs row.
+"""A logging process the engine tests stop at the commit of its logs row (a sync commit: the
+crash and the race it makes are inside `write_log`'s own commit).
 
     python tests/engines/writer_proc.py '{"store": ..., "run": "p/a", "log_id": "x", "reward": 1.0,
                                           "mode": "crash" | "race", "me": path, "other": path}'
@@ -43,7 +44,8 @@ def main(spec: dict) -> None:
     trajectories = [art.Trajectory(messages_and_choices=[{"role": "user", "content": f"{spec['log_id']} {i}"}],
                                    reward=spec["reward"] + i) for i in range(3)]
     loc = art.open_store(spec["store"]).run(project, model).location
-    writer.write_log(loc, [art.TrajectoryGroup(trajectories)], split="train", step=99, log_id=spec["log_id"])
+    writer.write_log(loc, [art.TrajectoryGroup(trajectories)], split="train", step=99, log_id=spec["log_id"],
+                     commit_mode="sync")
     os.write(1, b"done\n")
 
 

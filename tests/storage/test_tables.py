@@ -158,9 +158,11 @@ def test_arrow_dataset_is_a_pyarrow_dataset_with_its_version(tmp_path):
     assert datasets.arrow_dataset(Location.parse(tmp_path / "missing.lance")) is None
 
 
-async def test_run_reads_as_of_a_datetime(tmp_path, make_trajectory):
-    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+@pytest.mark.parametrize("commit", ["group", "sync"])
+async def test_run_reads_as_of_a_datetime_the_logs_committed_by_then(tmp_path, make_trajectory, commit):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit=commit)
     await model.log([art.TrajectoryGroup([make_trajectory(0.5)])])
+    model.flush()  # group mode: as_of a time holds the logs whose group commit landed by then
     between = datetime.now(UTC)
     await model.log([art.TrajectoryGroup([make_trajectory(0.7, 1)])], step=1)
     assert model.run.trajectories(as_of=between)["reward"].to_pylist() == [0.5]

@@ -33,7 +33,7 @@ def log_steps(model: art.Model, steps: range, scenarios: list[str]) -> None:
 
 @pytest.fixture
 def client(store_location):
-    model = store_location.model(name="agent", project="proj")
+    model = store_location.model(name="agent", project="proj", commit="sync")  # one version per log: the time-travel test names them
     log_steps(model, range(4), ["s-1", "s-10", "s-1'x"])
     return TestClient(create_app(store_location.store())), model
 
