@@ -35,10 +35,7 @@ def _reads(run: art.Run) -> tuple:
     return (run.trajectories().drop_columns(["recorded_at"]), run.groups(), run.history(), run.metrics(), run.logs())
 
 
-@pytest.mark.parametrize("commit", [pytest.param("group", marks=pytest.mark.xfail(strict=True, reason=(
-    "known group-mode bug: a second copy of a log_id committed by this same process (its look-up "
-    "missed the first) is noted by the committer into this process's kept logs, so its reads show "
-    "both copies until a fold; a fresh process reads one (defaultgroup's report)"))), "sync"])
+@pytest.mark.parametrize("commit", ["group", "sync"])
 def test_a_retry_whose_first_copy_an_earlier_fold_moved_is_not_folded_again(tmp_path, monkeypatch, commit):
     model = _model(str(tmp_path), commit=commit)
     for step in range(3):

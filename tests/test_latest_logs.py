@@ -109,19 +109,20 @@ def test_another_process_log_is_seen(tmp_path, make_trajectory):
     _assert_same_as_fresh(run)
 
 
-@pytest.mark.parametrize("commit", [pytest.param("group", marks=pytest.mark.xfail(strict=True, reason=(
-    "known group-mode bug: a run deleted under this process and logged again by a new Model reads a data file of the deleted journal (StorageError: Not found); defaultgroup's report"))), "sync"])
+@pytest.mark.parametrize("commit", ["group", "sync"])
 def test_a_run_deleted_and_logged_again_is_read_afresh(tmp_path, make_trajectory, commit):
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit=commit)
     run = model.run
-    model.log_sync(None, split="val", step=1, metrics={"old": 1.0})
-    model.log_sync(None, split="val", step=2, metrics={"old": 2.0})
+    for step in (1, 2):  # one version each (group: each commit lands before the next log)
+        model.log_sync(None, split="val", step=step, metrics={"old": float(step)})
+        model.flush()
     assert run.history()["val/old"].to_pylist() == [1.0, 2.0]
     version = _latest_version(run)
     shutil.rmtree(run.location.uri)
     again = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit=commit)
-    again.log_sync(None, split="val", step=5, metrics={"new": 5.0})
-    again.log_sync(None, split="val", step=6, metrics={"new": 6.0})
+    for step in (5, 6):
+        again.log_sync(None, split="val", step=step, metrics={"new": float(step)})
+        again.flush()
     assert _latest_version(run) == version  # the same version number, other contents
     history = run.history()
     assert history["step"].to_pylist() == [5, 6] and "val/old" not in history.column_names
@@ -248,8 +249,7 @@ def test_a_retried_log_id_keeps_the_first_commit(tmp_path, monkeypatch):
     _assert_same_as_fresh(run)
 
 
-@pytest.mark.parametrize("commit", [pytest.param("group", marks=pytest.mark.xfail(strict=True, reason=(
-    "known group-mode bug: a run deleted under this process and logged again by a new Model reads a data file of the deleted journal (StorageError: Not found); defaultgroup's report"))), "sync"])
+@pytest.mark.parametrize("commit", ["group", "sync"])
 def test_a_run_made_again_under_a_writer_is_not_taken_for_a_move(tmp_path, commit):
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit=commit)
     run = model.run

@@ -295,7 +295,8 @@ class Model(pydantic.BaseModel):
         group = group_commit.mode(self.commit) == "group"
         with self._metrics_lock:  # the builder's sums: one log computes at a time in this process
             sums = self._tracker(location)
-            if group and sums.follow(group_commit.commits_since(location.child("logs.lance"), sums.version)):
+            if group and sums.follow(group_commit.commits_since(location.child("logs.lance"), sums.version,
+                                                                     sums.read_at)):
                 self._metrics.load_sums(sums.working())  # another writer's logs landed meanwhile
             if sums.legacy:  # a run from before the journal: its sums live in its state only
                 sums.refresh()

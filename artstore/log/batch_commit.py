@@ -24,7 +24,8 @@ from artstore.storage.data_files import first_file
 
 logger = logging.getLogger(__name__)
 
-# (the run's journal, the version made, [(each log's record, its fragment id)])
+# (the run's journal, the version made, [(each log's record, its fragment id)]: the record None for
+# a row that lost to an earlier committed row of its log_id, stored and never read)
 Listener = Callable[[Location, int, list[tuple[Any, int]]], None]
 
 
@@ -97,11 +98,33 @@ def _tell(listeners: Sequence[Listener], logs: Location, version: int, committed
         return
     if any(i is None for i in ids):
         return
+    try:
+        losers = _losers(logs, committed, items, ids, by_file)
+    except ArtstoreError as e:
+        logger.debug("group commit of %s: fragments not told (%s)", logs.redact(logs.uri), e)
+        return
+    if losers is None:
+        return
+    told = [(None if n in losers else item.record, i) for n, (item, i) in enumerate(zip(items, ids, strict=True))]
     for listener in listeners:
         try:
-            listener(logs, version, [(item.record, i) for item, i in zip(items, ids, strict=True)])
+            listener(logs, version, told)
         except Exception as e:  # noqa: BLE001 - committed: a listener's failure must not make it retried
             logger.warning("after the group commit of %s: %s", logs.redact(logs.uri), e)
+
+
+def _losers(logs: Location, committed: Any, items: list[Item], ids: list[int], by_file: dict[str, int]) -> set[int] | None:
+    """The indexes of the `items` whose row lost to an earlier committed row of its log_id (an
+    attempt whose look-up missed a copy committed before it: first committed wins, for every
+    reader), told from the key sets of `committed` (each fragment read once per process; the
+    look-ups read those before them already). Any earlier row sits in a fragment of a lower id:
+    Lance gives a commit's new fragments ids above every fragment before them. None when a
+    holder is not a fragment of `committed` as its identities tell (then nothing is told)."""
+    holders = keys.files_holding(logs, committed, "log_id", [i.record.log_id for i in items])
+    if any(path not in by_file for paths in holders.values() for path in paths):
+        return None
+    return {n for n, (item, i) in enumerate(zip(items, ids, strict=True))
+            if any(by_file[path] < i for path in holders[item.record.log_id])}
 
 
 def after(run: Location, items: list[Item], version: int, top_before: int) -> None:

@@ -96,8 +96,9 @@ class _Queue:
         self.errors = 0  # failed commit rounds (they are retried)
         self.error: BaseException | None = None
         self.reserved: dict[str, Any] = {}  # write_id -> record of a log whose pending file is being written
-        # (version, physical rows, write_ids) of this process's recent commits, oldest first
-        self.commits: deque[tuple[int, int, list[str]]] = deque(maxlen=_HISTORY)
+        # (version, physical rows, write_ids, time.monotonic() once landed) of this process's
+        # recent commits, oldest first
+        self.commits: deque[tuple[int, int, list[str], float]] = deque(maxlen=_HISTORY)
         self.flying: dict[str, Any] = {}  # data file -> record of each row of the batch being committed (`in_flight`)
 
 
@@ -115,7 +116,9 @@ _ON_COMMIT: list[Callable[[Location, int, list[tuple[Any, int]]], None]] = []
 def on_commit(listener: Callable[[Location, int, list[tuple[Any, int]]], None]) -> None:
     """Call `listener(journal location, version, [(record, fragment id)])` after each group
     commit of this process's queued logs (in the committer thread: it must be quick and
-    thread-safe), e.g. so kept reads extend by the rows without reading them back."""
+    thread-safe), e.g. so kept reads extend by the rows without reading them back. The record is
+    None for a row that lost to an earlier committed row of its log_id (a retry whose look-up
+    missed the first copy): stored, never read, so never to be added to a kept read."""
     if listener not in _ON_COMMIT:
         _ON_COMMIT.append(listener)
 
@@ -177,15 +180,20 @@ def drop_queued() -> None:
         _COND.notify_all()
 
 
-def commits_since(logs: Location, version: int) -> tuple[int, int, list[str] | None] | None:
+def commits_since(logs: Location, version: int, read_at: float) -> tuple[int, int, list[str] | None] | None:
     """(the latest version this process's group commits made of the journal at `logs`, its
     physical rows, the write_ids this process committed in versions after `version`: None when
-    they are no longer all remembered), or None when it made none after `version`."""
+    they are no longer all remembered), or None when it made none after `version`. `version` is
+    the one a read that began at `read_at` (time.monotonic()) found: a commit that landed before
+    then is in it, or was made to a journal deleted since (its versions, above `version` even,
+    are not this journal's: a run deleted and logged again), so only later ones count."""
     with _COND:
         queue = _QUEUES.get(logs.uri)
         if queue is None or not queue.commits or queue.commits[-1][0] <= version:
             return None
-        after = [c for c in queue.commits if c[0] > version]
+        after = [c for c in queue.commits if c[0] > version and c[3] > read_at]
+        if not after:
+            return None
         forgotten = len(after) == len(queue.commits) == queue.commits.maxlen
         return after[-1][0], after[-1][1], None if forgotten else [w for c in after for w in c[2]]
 
@@ -322,7 +330,7 @@ def _commit(queue: _Queue) -> tuple[int, int]:
             object.__setattr__(item.record, "logs_version", version)
     if rows is not None:
         with _COND:
-            queue.commits.append((version, rows, [i.record.write_id for i in queue.busy]))
+            queue.commits.append((version, rows, [i.record.write_id for i in queue.busy], time.monotonic()))
     return version, top_before
 
 

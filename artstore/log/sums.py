@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -179,6 +180,8 @@ class Tracker:
 
     def __init__(self, run: Location):
         self.run = run
+        # when the read began (time.monotonic()): `group_commit.commits_since` counts commits after it
+        self.read_at = time.monotonic()
         raw = state_table.read(run)[1]  # the base first: it never accounts for rows read after it
         found = _Journal(run)
         self.legacy = found.ds is not None and not found.is_journal  # logs schema 1: deltas go to the base

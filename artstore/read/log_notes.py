@@ -51,7 +51,7 @@ def pending(uri: str) -> bool:
 def noted(uri: str) -> dict[int, Any]:
     """{fragment id: record} of the logs of the logs table at `uri` noted and not folded yet."""
     with LOCK:
-        return {n.fragment: n.record for n in _NOTES.get(uri, ())}
+        return {n.fragment: n.record for n in _NOTES.get(uri, ()) if n.record is not None}
 
 
 def note_log(run_location: Location, record: Any) -> None:
@@ -73,8 +73,9 @@ def note_log(run_location: Location, record: Any) -> None:
 def note_group_commit(loc: Location, version: int, rows: list[tuple[Any, int]]) -> None:
     """`note_log` for a group commit (`artstore.log.group_commit.on_commit`, in the committer
     thread): this process committed the logs `rows` ([(record, its row's fragment id)], one
-    fragment each) to the journal at `loc` in one commit, `version`. Folded at once (the
-    committer's time, not a read's)."""
+    fragment each; the record None for a row that lost to an earlier copy of its log_id: its
+    fragment is accounted for, its row never added) to the journal at `loc` in one commit,
+    `version`. Folded at once (the committer's time, not a read's)."""
     found = writes.committed_seq_hi(loc, version)
     _note(loc, version, rows, None if found is None else found[0])
     # Folded here, in the committer thread, with the answers kept reads derived (the history):
@@ -147,11 +148,17 @@ def fold(loc: Location) -> None:
         return
     row_schema = pa.schema([*(schema.field(c) for c in log_snapshot.columns(schema)), pa.field("_rowaddr", pa.uint64())],
                            schema.metadata) if old is None else old.by_seq.schema
+    notes = [n for n in notes if n.record is not None]  # (a loser's fragment is in `ours`: not moved, not new)
     rows = pa.Table.from_pylist([row(n.record, n.fragment) for n in notes], schema=row_schema)  # commit order
     key = (last.version, str(datasets.version_time(ds) if last.when is None else last.when))
     if old is None:
         snapshot = Snapshot(loc, ds, schema, identities, log_snapshot.unplaced(rows, moved[0]), key=key,
                             unresolved=moved[1])
+    elif not notes:  # only losers: the same logs as `old`
+        before, earlier = log_snapshot.base(old)
+        snapshot = Snapshot(loc, ds, schema, identities, log_snapshot.unplaced(old.by_seq, moved[0]), old.committed,
+                            old.committed.schema.empty_table() if before is None else before, earlier, key=key,
+                            unresolved=(old.unresolved - moved[0]) | moved[1])
     else:
         by_seq = log_snapshot.unplaced(log_snapshot.concat([old.by_seq, rows]), moved[0])
         # in the order of `Run.logs()` (`log_snapshot.before`'s keys): most often commit order

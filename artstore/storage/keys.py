@@ -154,6 +154,17 @@ def key_files(loc: Location, ds: LanceDataset, key: str, value: str) -> set[str]
     return {path for path, ids in _key_sets(loc, ds, key, ds.get_fragments()).items() if value in ids}
 
 
+def files_holding(loc: Location, ds: LanceDataset, key: str, values: list[str]) -> dict[str, set[str]]:
+    """{value: the data files of the fragments of `ds` holding a row whose `key` is it} for each
+    of `values`: `key_files` of many values, one look at the fragments."""
+    wanted = set(values)
+    found: dict[str, set[str]] = {v: set() for v in values}
+    for path, ids in _key_sets(loc, ds, key, ds.get_fragments()).items():
+        for value in ids & wanted:
+            found[value].add(path)
+    return found
+
+
 def _key_sets(loc: Location, ds: LanceDataset, key: str, fragments: list) -> dict[str, frozenset[str]]:
     """{data file path: the values of `key` its fragment holds} for `fragments` (of `ds`, at
     `loc`), reading in one read only those this process has neither read nor committed before."""
