@@ -36,7 +36,7 @@ from artstore.log import group_commit
 from artstore.log.visibility import check_logs_schema
 from artstore.read import log_notes, log_snapshot
 from artstore.read.log_snapshot import LOCK, ORDER, Snapshot
-from artstore.storage import Location, barrier, datasets, fragments, keys
+from artstore.storage import Location, barrier, datasets, fragments, keys, transactions
 from artstore.storage.keys import SEQ
 
 __all__ = ["ORDER", "Snapshot", "beyond", "latest"]
@@ -178,6 +178,10 @@ def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
         return Snapshot(loc, ds, schema, identities, log_snapshot.unplaced(old.by_seq, moved[0]), old.committed,
                         old.committed.schema.empty_table() if before is None else before, earlier,
                         unresolved=(old.unresolved - moved[0]) | moved[1])
+    if any(identities.get(i) != ident for i, ident in old.identities.items()):  # rows moved, and more
+        found = _appended_beside_moves(loc, ds, schema, old, identities)
+        if found is not None:
+            return found
     # Rows whose addresses are not known (moved by a rewrite) stay so while every fragment holding
     # them is unchanged (a step read looks them up); else those fragments are read again.
     settled = all(identities.get(i) == old.identities.get(i) for i in old.unresolved)
@@ -214,4 +218,30 @@ def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
         return Snapshot(loc, ds, schema, identities, by_seq, old.committed, fresh, old.derived, unresolved=unresolved)
     return log_snapshot.appended(old, fresh, lambda committed, appended, earlier: Snapshot(
         loc, ds, schema, identities, by_seq, committed, appended, earlier, unresolved=unresolved)) or \
+        Snapshot(loc, ds, schema, identities, by_seq, unresolved=unresolved)
+
+
+def _appended_beside_moves(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,
+                           identities: dict[int, tuple[Any, ...]]) -> Snapshot | None:
+    """`old` brought to `ds` when the versions since only appended fragments (another writer's
+    logs: read) and compacted others (rows `old` holds, moved: not read), as their transactions
+    tell (`transactions.appended_since`: a few manifest reads, fewer bytes than the rows a
+    compaction moved). None when that cannot be told, or an appended fragment is gone again,
+    or holds a log `old` holds (then `_extended` reads what it does not know)."""
+    appended = transactions.appended_since(ds, old.version)
+    if not appended or not appended <= identities.keys():
+        return None
+    moved = log_snapshot.moved(old.identities, identities, {i: identities[i] for i in appended})
+    if moved is None:
+        return None
+    found = _read_new(loc, ds, schema, sorted(appended), identities, old.by_seq.schema, max(old.identities, default=-1))
+    if pc.any(pc.is_in(found["log_id"], value_set=old.by_seq["log_id"].combine_chunks())).as_py():
+        return None  # another call of a log_id `old` holds: read again
+    by_seq = pa.concat_tables([log_snapshot.unplaced(old.by_seq, moved[0]), found.cast(old.by_seq.schema)])
+    unresolved = (old.unresolved - moved[0]) | moved[1]
+    fresh = found.drop_columns(["_rowaddr"]).sort_by(ORDER)
+    if fresh.num_rows == 0:
+        return Snapshot(loc, ds, schema, identities, by_seq, unresolved=unresolved)
+    return log_snapshot.appended(old, fresh, lambda committed, added, earlier: Snapshot(
+        loc, ds, schema, identities, by_seq, committed, added, earlier, unresolved=unresolved)) or \
         Snapshot(loc, ds, schema, identities, by_seq, unresolved=unresolved)

@@ -49,3 +49,28 @@ def same_rows_since(ds: LanceDataset, version: int, limit: int = 8) -> bool:
     except (OSError, ValueError, RuntimeError):
         return False  # e.g. a version cleaned up meanwhile
     return True
+
+
+def appended_since(ds: LanceDataset, version: int, limit: int = 8) -> set[int] | None:
+    """The ids of the fragments that the (at most `limit`) versions of `ds` after its earlier
+    `version` appended (an Append's new fragments; some may be gone again by `ds`'s version),
+    when every other version among them only compacted files (a Rewrite: rows moved, none added)
+    or kept the fragments as they were. None when unsure (another operation, a transaction gone,
+    too many versions); the caller then reads every fragment it does not know."""
+    if not 0 < ds.version - version <= limit:
+        return None
+    appended: set[int] = set()
+    try:
+        before = {f.fragment_id for f in ds.checkout_version(version).get_fragments()}
+        for v in range(version + 1, ds.version + 1):
+            tx = ds.read_transaction(v)
+            now = {f.fragment_id for f in (ds if v == ds.version else ds.checkout_version(v)).get_fragments()}
+            kind = None if tx is None else type(tx.operation).__name__
+            if kind == "Append" and before <= now:
+                appended |= now - before
+            elif kind != "Rewrite" and now != before:
+                return None
+            before = now
+    except (OSError, ValueError, RuntimeError):
+        return None  # e.g. a version cleaned up meanwhile
+    return appended
