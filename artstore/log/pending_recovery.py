@@ -9,9 +9,11 @@ first is committed. A crash between a commit and the deletion of its files, or t
 recovering one file, can still commit a row twice: the first committed row of a log_id wins for
 every reader, so nothing is counted twice.
 
-When to look (`due`): at the first open of the run's latest journal in this process, then on a
-local disk every RECHECK_S (one directory read, and a check of each file's writer), on a bucket
-every STALE_S (a LIST each).
+When to look (`due`): at the first open of the run's latest journal in this process; then on a
+local disk whenever the pending folder changed since the last look (one stat: its mtime), or the
+last look left files of writers still running (they may have died since), or RECHECK_S passed; on
+a bucket every STALE_S (a LIST each). So a reader that looked moments ago still commits, at its
+next read, the rows of a writer killed since (they are acked: its log() had returned).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ logger = logging.getLogger(__name__)
 STALE_S = 30.0  # a pending file whose writer cannot be asked (a bucket, another host) is abandoned after this
 RECHECK_S = 1.0  # a local run's pending files are looked for at most this often by one process
 _CHECKED: dict[str, float] = {}  # logs uri -> when this process last looked for its stale pending files
+# local logs uri -> (the pending folder's stamp at the last look, whether that look left files of
+# writers still running)
+_SEEN: dict[str, tuple[int | None, bool]] = {}
+_FRESH_NS = 100_000_000  # a folder changed this recently may change again within its mtime's clock tick
 
 
 def never_checked(uri: str) -> bool:
@@ -42,7 +48,15 @@ def never_checked(uri: str) -> bool:
 def due(uri: str, local: bool) -> bool:
     """Whether to look for stale pending files of the journal `uri` now (see the module doc)."""
     last = _CHECKED.get(uri)
-    return last is None or time.monotonic() - last > (RECHECK_S if local else STALE_S)
+    if last is None or time.monotonic() - last > (RECHECK_S if local else STALE_S):
+        return True
+    if not local:
+        return False
+    seen = _SEEN.get(uri)
+    if seen is None:
+        return True
+    stamp = pending.local_stamp(uri)
+    return seen[1] or stamp != seen[0] or (stamp is not None and time.time_ns() - stamp < _FRESH_NS)
 
 
 def checked(uri: str) -> None:
@@ -55,7 +69,12 @@ def recover(run: Location, commit: Callable[[Location, pa.Table], None], ours: C
     abandoned pending files of the run at `run` that the journal does not hold yet, then delete
     those files; returns how many rows it committed. `ours(run, name)`: whether this process
     itself queued the pending file `name` (never abandoned then)."""
-    names = [n for n in pending.names(run) if not ours(run, n) and _abandoned(run, n)]
+    logs_uri = run.child("logs.lance").uri
+    stamp = pending.local_stamp(logs_uri) if run.is_local else None  # before the listing: a file after it changes it
+    foreign = [n for n in pending.names(run) if not ours(run, n)]
+    names = [n for n in foreign if _abandoned(run, n)]
+    if run.is_local:
+        _SEEN[logs_uri] = (stamp, len(names) < len(foreign))
     if not names:
         return 0
     rows = pa.concat_tables([pending.read(run, n) for n in names])

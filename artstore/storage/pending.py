@@ -97,6 +97,16 @@ def read(run: Location, name: str) -> pa.Table:
     return pa.ipc.open_stream(files.get_bytes(folder(run).child(name))).read_all()
 
 
+def local_stamp(logs_uri: str) -> int | None:
+    """The mtime (ns since the epoch) of the local pending folder beside the journal at `logs_uri`
+    (a path), None when it does not exist: one stat. Creating, renaming or deleting a pending file
+    changes it, so an unchanged stamp says the folder's names are the ones last listed."""
+    try:
+        return os.stat(os.path.join(os.path.dirname(logs_uri.rstrip("/")), DIR)).st_mtime_ns
+    except OSError:
+        return None
+
+
 def age_s(run: Location, name: str) -> float:
     """Seconds since the pending file `name` was written (0 when unknown)."""
     loc = folder(run).child(name)
