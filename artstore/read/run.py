@@ -147,7 +147,10 @@ class Run:
         return self.checkpoints_table().table()
 
     def table_versions(self) -> dict[str, int]:
-        """{table: latest version} of the run's logged tables (what a checkpoint is trained on)."""
+        """{table: latest version} of the run's logged tables (what a checkpoint is trained on).
+        This process's logs still queued for a group commit land first: a checkpoint trained on
+        them names the versions that hold them."""
+        group_commit.flush(self.location)
         out = {}
         for t in self.store.table_names(self):
             ds = None if t in ("checkpoints", "retention") else datasets.open_dataset(self.table_location(t))
