@@ -291,7 +291,9 @@ class Run:
         """Check the run; the tables checked. Raises StorageError naming the first damaged table:
         the logs unreadable (e.g. a damaged manifest), a table the committed logs name rows of
         missing or holding fewer visible rows than they wrote, or Lance's own consistency check
-        failing (e.g. a data file it needs is missing)."""
+        failing (e.g. a data file it needs is missing). This process's logs still queued for a
+        group commit land first, so the check covers everything logged here."""
+        group_commit.flush(self.location)
         names = self.store.table_names(self)
         return run_upkeep.validate(self.location, names, self.logs())
 
