@@ -13,6 +13,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from artstore.errors import CheckpointError
+from artstore.log import group_commit
 from artstore.schema import arrow_schema
 from artstore.storage import Location, files, scans, writes
 
@@ -89,7 +90,10 @@ class CheckpointTable:
 
     def begin(self, step: int, *, base_model: str | None = None, table_versions: Mapping[str, int] | None = None,
               uri: str | None = None, linked: bool = False) -> Checkpoint:
-        """Record that the checkpoint of `step` is being saved (status `saving`)."""
+        """Record that the checkpoint of `step` is being saved (status `saving`). This process's
+        logs of the run still queued for a group commit land first: a checkpoint comes after
+        the logs it was trained on, in every reader's view (its `table_versions` may name them)."""
+        group_commit.flush(self.run_location)
         existing = self.get(step)
         if existing is not None and existing.status == "ready":
             raise CheckpointError(f"checkpoint {step} of {self.run_location.uri} is already ready; use a new step")

@@ -134,11 +134,12 @@ def after(run: Location, items: list[Item], version: int, top_before: int) -> No
     pending.delete(run, [i.name for i in items if i.name])
     logs = run.child("logs.lance")
     window, retention = min(i.window for i in items), min(i.retention for i in items)
-    try:
-        inline_upkeep.maintain(run, {"logs": version}, window, background=True, crowded_wait_s=0.0)
+    top = writes.committed_seq_hi(logs, version)
+    try:  # due per MAINTAIN_EVERY logs (fragments), not per MAINTAIN_EVERY commits of a batch each
+        due = inline_upkeep.due_after(top[1] if top is not None else top_before + len(items), len(items))
+        inline_upkeep.maintain(run, {"logs": version}, window, background=True, crowded_wait_s=0.0, due=due)
     except ArtstoreError as e:
         logger.warning("maintenance of %s skipped: %s", logs.redact(logs.uri), e)
-    top = writes.committed_seq_hi(logs, version)
     if top is not None and top[1] // fold.FOLD_EVERY > top_before // fold.FOLD_EVERY:
         upkeep.request_fold(run, window)
     idle_fold.note(run, window)

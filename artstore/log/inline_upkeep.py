@@ -27,10 +27,11 @@ CROWDED_WAIT_S = 5.0  # a journal MAINTAIN_EVERY past crowded: its writer waits 
 
 
 def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, background: bool = False,
-             crowded_wait_s: float = CROWDED_WAIT_S) -> None:
+             crowded_wait_s: float = CROWDED_WAIT_S, due: bool | None = None) -> None:
     """Compact each table whose new version is a multiple of MAINTAIN_EVERY (tiered, bounded
     cost), and leave the cleanup of old versions that then falls due to `artstore.log.upkeep`'s
-    background thread.
+    background thread. `due` overrides that test (a group commit's version adds one fragment per
+    log of its batch: `due_after` counts its fragments instead).
 
     Exactly one writer makes each version, so among many writers one does each round of upkeep,
     and the fragment count stays bounded without anyone calling compaction by hand. The log is
@@ -52,7 +53,7 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
         wait = crowded_wait_s if count >= MAX_FRAGMENTS + MAINTAIN_EVERY else 0.0  # far behind: wait
         if count >= MAX_FRAGMENTS and upkeep.take_over(loc, timeout=wait):
             pass
-        elif version % MAINTAIN_EVERY:
+        elif (version % MAINTAIN_EVERY) if due is None else not due:
             continue
         elif background:
             upkeep.request(loc, name, retention, compact=True)
@@ -68,3 +69,11 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
             continue
         if done["compacted"] and compaction.cleanup_due(loc, retention):
             upkeep.request(loc, name, retention)
+
+
+def due_after(top: int, added: int) -> bool:
+    """Whether a commit that added `added` one-row fragments, the largest fragment id now `top`,
+    makes a compaction check due: it crossed a multiple of MAINTAIN_EVERY fragment ids, as
+    MAINTAIN_EVERY sync logs (one fragment each) do. A group commit thus asks as often per log
+    as sync logs, however its logs are batched."""
+    return added > 0 and top // MAINTAIN_EVERY > (top - added) // MAINTAIN_EVERY

@@ -147,7 +147,10 @@ class Run:
         return self.checkpoints_table().table()
 
     def table_versions(self) -> dict[str, int]:
-        """{table: latest version} of the run's logged tables (what a checkpoint is trained on)."""
+        """{table: latest version} of the run's logged tables (what a checkpoint is trained on).
+        This process's logs still queued for a group commit land first: a checkpoint trained on
+        them names the versions that hold them."""
+        group_commit.flush(self.location)
         out = {}
         for t in self.store.table_names(self):
             ds = None if t in ("checkpoints", "retention") else datasets.open_dataset(self.table_location(t))
@@ -288,7 +291,9 @@ class Run:
         """Check the run; the tables checked. Raises StorageError naming the first damaged table:
         the logs unreadable (e.g. a damaged manifest), a table the committed logs name rows of
         missing or holding fewer visible rows than they wrote, or Lance's own consistency check
-        failing (e.g. a data file it needs is missing)."""
+        failing (e.g. a data file it needs is missing). This process's logs still queued for a
+        group commit land first, so the check covers everything logged here."""
+        group_commit.flush(self.location)
         names = self.store.table_names(self)
         return run_upkeep.validate(self.location, names, self.logs())
 
