@@ -94,6 +94,8 @@ class _Queue:
         self.done = 0  # every ticket up to this is committed
         self.finished = 0  # ... and its pending files deleted, its upkeep asked for
         self.errors = 0  # failed commit rounds (they are retried)
+        self.rounds = 0  # commit rounds started
+        self.failed_round = 0  # the latest round that failed
         self.error: BaseException | None = None
         self.reserved: dict[str, Any] = {}  # write_id -> record of a log whose pending file is being written
         # (version, physical rows, write_ids, time.monotonic() once landed) of this process's
@@ -163,7 +165,8 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
 
 def flush(run: Location | None = None, timeout: float | None = None) -> None:
     """Wait until every log this process queued (for the run at `run`, or all) is committed.
-    StorageError when a commit round fails meanwhile (its rows stay pending and are retried)."""
+    StorageError when a commit round that began after the call fails (its rows stay pending and
+    are retried): a round under way when the storage recovers is retried, not raised."""
     with _COND:
         queues = list(_QUEUES.values()) if run is None else [q for q in [_QUEUES.get(run.child("logs.lance").uri)] if q]
         targets = [(q, q.queued) for q in queues]
@@ -203,11 +206,11 @@ def _wait(queue: _Queue, ticket: int, timeout: float | None = None, finished: bo
     global _URGENT
     deadline = None if timeout is None else time.monotonic() + timeout
     with _COND:
-        errors = queue.errors
+        started = queue.rounds  # a round under way may have begun before a fault ended: not counted
         _URGENT += 1
         _COND.notify_all()
         try:
-            _wait_locked(queue, ticket, errors, deadline, timeout)
+            _wait_locked(queue, ticket, started, deadline, timeout)
             while finished and queue.finished < ticket:
                 _COND.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
                 if deadline is not None and time.monotonic() >= deadline:
@@ -216,10 +219,12 @@ def _wait(queue: _Queue, ticket: int, timeout: float | None = None, finished: bo
             _URGENT -= 1
 
 
-def _wait_locked(queue: _Queue, ticket: int, errors: int, deadline: float | None, timeout: float | None) -> None:
-    """(Under _COND) until `queue` committed `ticket`; StorageError when a round fails meanwhile."""
+def _wait_locked(queue: _Queue, ticket: int, started: int, deadline: float | None, timeout: float | None) -> None:
+    """(Under _COND) until `queue` committed `ticket`; StorageError when a commit round that began
+    after round `started` fails (each round already retried its requests within the storage
+    options' budget: the storage kept failing while the caller waited)."""
     while queue.done < ticket:
-        if queue.errors > errors:
+        if queue.failed_round > started:
             raise StorageError(
                 f"logs of {queue.run.redact(queue.run.uri)} are not committed yet ({queue.error}); they are kept in "
                 f"{pending.DIR}/ and retried, and the next process that opens the run commits them")
@@ -287,6 +292,7 @@ def _run() -> None:
                 work = [q for q in _QUEUES.values() if q.items]
                 for q in work:
                     q.busy, q.items = q.items, []
+                    q.rounds += 1
             for q in work:
                 failed: BaseException | None = None
                 try:
@@ -302,6 +308,7 @@ def _run() -> None:
                     else:
                         q.items, q.error = done + q.items, failed
                         q.errors += 1
+                        q.failed_round = q.rounds
                     q.busy = []
                     _COND.notify_all()  # readers go on: the files and the upkeep need not wait
                 if failed is not None:
