@@ -51,6 +51,7 @@ def run(tmp_path):
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     for step in range(4):
         _log(model, step, [step + 0.25, step + 0.75])
+        model.flush()  # one version of logs per log (group mode may batch logs): as_of names each
     fold.fold(model.run.location)  # the data tables hold the rows (journaled logs are read alike)
     return art.open_store(tmp_path).run("p", "m")
 

@@ -212,8 +212,11 @@ def delete(loc: Location, recursive: bool = True) -> None:
     """Delete `loc` (a file or folder); missing is fine."""
     fs, path = filesystem(loc), loc.path_for_fsspec()
     with _errors(loc, "delete"):
-        if fs.exists(path):
-            fs.rm(path, recursive=recursive)
+        try:
+            if fs.exists(path):
+                fs.rm(path, recursive=recursive)
+        except FileNotFoundError:  # deleted between the check and the rm (another merger, a cleanup)
+            pass
 
 
 def delete_files(locs: list[Location]) -> None:
