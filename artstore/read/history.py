@@ -140,8 +140,9 @@ def _joined(before: pa.Table, steps: Any, recorded_at: Any, metrics: Sequence[It
 def _with_records(history: pa.Table, records: list[Any]) -> pa.Table | None:
     """`history` followed by the rows of the log `records` (`LogRecord`s, in the order of
     `Run.logs()`, after `history`'s logs); None when a column name repeats."""
-    return _joined(history, pa.array([r.step for r in records], history.schema.field("step").type),
-                   pa.array([r.recorded_at for r in records], history.schema.field("recorded_at").type),
+    # by position: a metric may be named `step` or `recorded_at` too (its column comes later)
+    return _joined(history, pa.array([r.step for r in records], history.schema.field(0).type),
+                   pa.array([r.recorded_at for r in records], history.schema.field(1).type),
                    [r.metrics.items() for r in records])
 
 
