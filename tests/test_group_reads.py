@@ -39,6 +39,15 @@ def _history(model: art.Model) -> list[dict]:
     return h.drop_columns(["recorded_at"]).to_pylist()
 
 
+def _read_group_model(base: str) -> art.Model:
+    """A group-mode model of two committed logs whose history this process has read once."""
+    model = _model(base, "m", commit="group")
+    _log(model, range(2))
+    model.flush()
+    assert model.history().num_rows == 2
+    return model
+
+
 def _queued(model: art.Model) -> int:
     return len(group_commit.queued(model.run.table_location("logs")))
 
@@ -66,10 +75,7 @@ def test_history_right_after_group_logs_takes_the_queued_logs_without_waiting(tm
 
 
 def test_another_process_log_after_queued_group_logs_is_read_in_its_place(tmp_path, monkeypatch):
-    model = _model(str(tmp_path), "m", commit="group")
-    _log(model, range(2))
-    model.flush()
-    assert model.history().num_rows == 2
+    model = _read_group_model(str(tmp_path))
     monkeypatch.setattr(group_commit, "GATHER_S", 30.0)
     try:
         _log(model, range(2, 4))  # queued
@@ -86,10 +92,7 @@ def test_another_process_log_after_queued_group_logs_is_read_in_its_place(tmp_pa
 
 
 def test_queued_logs_committed_while_read_are_counted_once(tmp_path, monkeypatch):
-    model = _model(str(tmp_path), "m", commit="group")
-    _log(model, range(2))
-    model.flush()
-    assert model.history().num_rows == 2
+    model = _read_group_model(str(tmp_path))
     monkeypatch.setattr(group_commit, "GATHER_S", 30.0)
     _log(model, range(2, 5))
     queued = group_commit.queued(model.run.table_location("logs"))
@@ -146,10 +149,7 @@ def test_a_killed_writers_pending_log_is_committed_by_a_reader_that_looked_momen
 # -- own rows committed but not folded in yet are made from their records ------------------------
 
 def test_a_read_between_a_group_commit_and_its_notes_reads_nothing_back(tmp_path, monkeypatch):
-    model = _model(str(tmp_path), "m", commit="group")
-    _log(model, range(2))
-    model.flush()
-    assert model.history().num_rows == 2
+    model = _read_group_model(str(tmp_path))
     reads, seen = _count_reads(monkeypatch), []
     real_tell = batch_commit._tell
 
@@ -183,10 +183,7 @@ def test_own_noted_logs_not_folded_are_made_from_their_records(tmp_path, monkeyp
 def test_the_committer_folds_its_rows_and_extends_the_kept_history_before_any_read(tmp_path):
     from artstore.read import log_snapshot
 
-    model = _model(str(tmp_path), "m", commit="group")
-    _log(model, range(2))
-    model.flush()
-    assert model.history().num_rows == 2  # a history kept: the committer extends it
+    model = _read_group_model(str(tmp_path))  # a history kept: the committer extends it
     _log(model, range(2, 6))
     model.flush()
     snapshot = log_snapshot.kept(model.run.table_location("logs").uri)

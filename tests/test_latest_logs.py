@@ -265,6 +265,14 @@ def test_a_run_made_again_under_a_writer_is_not_taken_for_a_move(tmp_path, commi
     assert history["step"].to_pylist() == [5, 6, 7, 8] and "val/old" not in history.column_names
 
 
+def _fragments_read(monkeypatch) -> list[list[int] | None]:
+    """The fragment ids each read of the journal by `latest_logs` asked for (None: all)."""
+    calls: list[list[int] | None] = []
+    real = latest_logs._read
+    monkeypatch.setattr(latest_logs, "_read", lambda *a, **k: calls.append(a[3] if len(a) > 3 else k.get(
+        "fragment_ids")) or real(*a, **k))
+    return calls
+
 
 @pytest.mark.parametrize("commit", ["group", "sync"])
 def test_another_process_log_beside_a_compaction_of_known_rows_reads_only_the_log(tmp_path, make_trajectory,
@@ -290,10 +298,7 @@ def test_another_process_log_beside_a_compaction_of_known_rows_reads_only_the_lo
     assert all(f.fragment_id > top for f in fragments_now)
     appended = [f.fragment_id for f in fragments_now if f.count_rows() == 1]  # the other process's log
     assert len(appended) == 1 and sum(f.count_rows() for f in fragments_now) == 5
-    calls: list[list[int] | None] = []
-    real = latest_logs._read
-    monkeypatch.setattr(latest_logs, "_read", lambda *a, **k: calls.append(a[3] if len(a) > 3 else k.get(
-        "fragment_ids")) or real(*a, **k))
+    calls = _fragments_read(monkeypatch)
     history = run.history()
     assert history.num_rows == 5 and history["val/other"].to_pylist()[-1] == 3.0
     assert calls == [appended]
@@ -343,10 +348,7 @@ def test_another_process_log_after_own_noted_logs_reads_only_its_row(tmp_path, m
     _log_steps(model, make_trajectory, range(2, 4))  # noted
     # after them (its quiet run is not folded at its exit: no rewrite of our rows to read)
     _log_in_another_process(tmp_path, then="; from artstore.log import idle_fold; idle_fold.drop_waiting()")
-    calls: list[list[int] | None] = []
-    real = latest_logs._read
-    monkeypatch.setattr(latest_logs, "_read", lambda *a, **k: calls.append(a[3] if len(a) > 3 else k.get(
-        "fragment_ids")) or real(*a, **k))
+    calls = _fragments_read(monkeypatch)
     history = run.history()
     assert history.num_rows == 9 and history["val/other"].to_pylist()[-1] == 3.0
     assert len(calls) == 1 and calls[0] == [8]  # our 8 logs noted: only the other process's fragment is read

@@ -49,17 +49,22 @@ def _log(model: art.Model, step: int) -> None:
     model.log_sync([group], split="train", step=step)
 
 
-@pytest.fixture
-def store(tmp_path):
-    """Two runs of two folded steps each, their registry stats refreshed."""
+def two_folded_runs(base) -> art.Store:
+    """Two runs of two folded steps each, their registry stats refreshed (which also copies them to
+    the store's pool, where that is on)."""
     for name in ("a", "b"):
-        model = art.Model(name=name, project="p", base_path=str(tmp_path), report_metrics=[])
+        model = art.Model(name=name, project="p", base_path=str(base), report_metrics=[])
         for step in range(2):
             _log(model, step)
         fold.fold(model.run.location)
-    s = art.open_store(tmp_path)
+    s = art.open_store(base)
     assert s.refresh_run_stats() == 2
     return s
+
+
+@pytest.fixture
+def store(tmp_path):
+    return two_folded_runs(tmp_path)
 
 
 def _expected(models: dict[str, int]) -> list[dict]:

@@ -20,6 +20,7 @@ from artstore.read import pool_scan, view_datasets
 from artstore.read.scan import Query, view_schema
 from artstore.read.sql import versions_read
 from artstore.storage import datasets, handles, scans, writes
+from tests.test_sql_registry_counts import _expected, _log, two_folded_runs
 
 SQL = "SELECT model, step, count(*) AS n, sum(reward) AS r FROM trajectories GROUP BY ALL ORDER BY ALL"
 
@@ -44,28 +45,9 @@ def opened(monkeypatch):
     return seen
 
 
-def _log(model: art.Model, step: int) -> None:
-    group = art.TrajectoryGroup([art.Trajectory(messages_and_choices=[{"role": "user", "content": f"{step}.{i}"}],
-                                                reward=step + i / 4) for i in range(2)])
-    model.log_sync([group], split="train", step=step)
-
-
 @pytest.fixture
 def store(tmp_path):
-    """Two runs of two folded steps each, their registry stats refreshed (which copies them)."""
-    for name in ("a", "b"):
-        model = art.Model(name=name, project="p", base_path=str(tmp_path), report_metrics=[])
-        for step in range(2):
-            _log(model, step)
-        fold.fold(model.run.location)
-    s = art.open_store(tmp_path)
-    assert s.refresh_run_stats() == 2
-    return s
-
-
-def _expected(models: dict[str, int]) -> list[dict]:
-    return [{"model": m, "step": s, "n": 2, "r": 2 * s + 0.25} for m, steps in sorted(models.items())
-            for s in range(steps)]
+    return two_folded_runs(tmp_path)
 
 
 def _copies(store: art.Store, table: str = "trajectories") -> dict[str, int]:

@@ -33,7 +33,7 @@ def add(hook: Callable[[Location], None]) -> None:
 
 def wait(loc: Location) -> None:
     """Run the hooks for `loc` (each may block until this process's commits of it land)."""
-    if _HOOKS and not getattr(_LOCAL, "off", False):
+    if _HOOKS and not bypassed():
         for hook in _HOOKS:
             hook(loc)
 
@@ -49,22 +49,21 @@ def waiting() -> bool:
 
 
 @contextlib.contextmanager
-def bypass() -> Iterator[None]:
+def _flag(name: str) -> Iterator[None]:
+    """Set the calling thread's flag `name` meanwhile (nested uses restore the outer value)."""
+    before = getattr(_LOCAL, name, False)
+    setattr(_LOCAL, name, True)
+    try:
+        yield
+    finally:
+        setattr(_LOCAL, name, before)
+
+
+def bypass() -> contextlib.AbstractContextManager[None]:
     """Opens on this thread skip the hooks (a committer's own reads, a writer's id look-up)."""
-    before = getattr(_LOCAL, "off", False)
-    _LOCAL.off = True
-    try:
-        yield
-    finally:
-        _LOCAL.off = before
+    return _flag("off")
 
 
-@contextlib.contextmanager
-def no_wait() -> Iterator[None]:
+def no_wait() -> contextlib.AbstractContextManager[None]:
     """Hooks run on this thread meanwhile do not wait for commits in flight (`waiting()` is False)."""
-    before = getattr(_LOCAL, "no_wait", False)
-    _LOCAL.no_wait = True
-    try:
-        yield
-    finally:
-        _LOCAL.no_wait = before
+    return _flag("no_wait")
