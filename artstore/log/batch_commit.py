@@ -93,13 +93,7 @@ def _tell(listeners: Sequence[Listener], logs: Location, version: int, committed
     try:
         by_file = {paths[0]: i for i, (paths, _, _) in fragments.fragment_identities(logs, committed).items() if paths}
         ids = [by_file.get(first_file(f)) for f in written]
-    except ArtstoreError as e:
-        logger.debug("group commit of %s: fragments not told (%s)", logs.redact(logs.uri), e)
-        return
-    if any(i is None for i in ids):
-        return
-    try:
-        losers = _losers(logs, committed, items, ids, by_file)
+        losers = None if any(i is None for i in ids) else _losers(logs, committed, items, ids, by_file)
     except ArtstoreError as e:
         logger.debug("group commit of %s: fragments not told (%s)", logs.redact(logs.uri), e)
         return

@@ -34,14 +34,14 @@ logger = logging.getLogger(__name__)
 
 STATS_DELAY_S = 5.0  # a refresh runs this long after the first log that left the stats stale
 BUCKET_STATS_FACTOR = 6  # ... times this for a run in a bucket (30 s)
+REWARDS = {"val/reward": "val_reward", "train/reward": "train_reward"}
+_LOG_COLUMNS = ["log_id", "write_id", "split", "step", "num_trajectories", "num_groups", "num_metrics",
+                "recorded_at", keys.SEQ]
 
 
 def delay_s(run: Location) -> float:
     """Seconds from the first log that left the stats of the run at `run` stale to its refresh."""
     return STATS_DELAY_S if run.is_local else STATS_DELAY_S * BUCKET_STATS_FACTOR
-REWARDS = {"val/reward": "val_reward", "train/reward": "train_reward"}
-_LOG_COLUMNS = ["log_id", "write_id", "split", "step", "num_trajectories", "num_groups", "num_metrics",
-                "recorded_at", keys.SEQ]
 
 
 def compute(run: Location) -> dict[str, Any] | None:
