@@ -39,10 +39,11 @@ for name, given in names:
 
 
 @pytest.mark.slow
-def test_four_processes_logging_to_one_run_lose_and_duplicate_nothing(tmp_path):
+@pytest.mark.parametrize("commit", ["group", "sync"])
+def test_four_processes_logging_to_one_run_lose_and_duplicate_nothing(tmp_path, commit):
     store = str(tmp_path / "store")
     code = WRITER
-    env = {**os.environ, "PYTHONPATH": ROOT, "LANCE_LOG": "error"}
+    env = {**os.environ, "PYTHONPATH": ROOT, "LANCE_LOG": "error", "ARTSTORE_COMMIT": commit}
     procs = [subprocess.Popen([sys.executable, "-c", code, store, str(k + 1), str(LOGS_EACH), str(SHARED)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env) for k in range(WRITERS)]
@@ -58,7 +59,10 @@ def test_four_processes_logging_to_one_run_lose_and_duplicate_nothing(tmp_path):
     assert len(results) == WRITERS * (LOGS_EACH + SHARED)
     id_of = {name: log_id for name, log_id, _ in results}
     created = Counter(name for name, _, was_created in results if was_created)
-    assert all(created[name] == 1 for name in id_of), "each log created by exactly one writer"
+    if commit == "sync":
+        assert all(created[name] == 1 for name in id_of), "each log created by exactly one writer"
+    else:  # group: a race's loser was told created=True before the commits met (README: sync vs group)
+        assert all(created[name] >= 1 for name in id_of), "each log created by a writer"
     assert all(id_of[name].startswith("d-") for name in id_of if int(name.split("-")[1]) % 2 == 0
                and not name.startswith("t99"))
 
