@@ -3,7 +3,9 @@
 Each step logs a small train step (1 group of 8 trajectories) and a val eval (1 group of 8) on
 both sides (the drivers of ``make bench``: one process each, the same synthetic data, only the
 library call timed, the sides alternating who goes first). At each checkpoint step it records,
-per side: the median latency of the train and the val logs of the last ``--window`` steps,
+per side: the median latency of the train and the val logs of the last ``--window`` steps, the
+CPU per log of the driver process over them (every thread: background work included; the
+harness's own building of the data left out: less sensitive to the machine's load than latency),
 ``history()`` and reading the checkpoint's train step back (``--repeats`` each, median; and the
 first of them, right after the step's logs, apart), and the files and bytes of the run folder.
 The growth column is last checkpoint / first.
@@ -49,6 +51,15 @@ def _median_ms(xs: list[float]) -> float:
     return 1000 * statistics.median(xs)
 
 
+def _cpu_per_log(samples: list[tuple[int, float, float]], after: int) -> float:
+    """ms of CPU per log of the driver process, every thread (the log call and the background
+    work it leaves: group commit, fold, compaction, cleanup), less the harness's own (building the
+    data), over the logs of the steps after `after`; from log to log within them, so nothing
+    run between steps (a mark, a settle) counts."""
+    w = [s for s in samples if s[0] > after]
+    return 1000 * ((w[-1][1] - w[0][1]) - (w[-1][2] - w[0][2])) / (len(w) - 1)
+
+
 def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention_s: float | None,
         reader_window_s: float | None = None, commit: str = "group", settle_every: int = 0,
         mark_step: int = 50) -> dict[str, Any]:
@@ -66,13 +77,16 @@ def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention
                            "reader_window_s": reader_window_s, "commit": commit,
                            "settle_every": settle_every, "mark_step": mark_step}
     mark: dict[str, Any] | None = None
+    cpu: dict[str, list[tuple[int, float, float]]] = {}  # side -> (step, process CPU, harness CPU) after each log
     t0 = time.perf_counter()
     try:
         for step in range(1, steps + 1):
             order = drivers if step % 2 == 0 else drivers[::-1]
             for d in order:
-                lat.setdefault((d.side, "train"), []).append((step, d.log(step, "train", synthetic=TRAIN)["seconds"]))
-                lat.setdefault((d.side, "val"), []).append((step, d.log(step, "val", synthetic=VAL)["seconds"]))
+                for split, spec in (("train", TRAIN), ("val", VAL)):
+                    answer = d.log(step, split, synthetic=spec)
+                    lat.setdefault((d.side, split), []).append((step, answer["seconds"]))
+                    cpu.setdefault(d.side, []).append((step, answer["cpu"], answer["harness_cpu"]))
             if step == mark_step:
                 mark = store.call("mark")
                 mark.pop("seconds", None)
@@ -84,6 +98,7 @@ def run(steps: int, checkpoints: list[int], window: int, repeats: int, retention
                     at[d.side] = {
                         split: _median_ms([s for k, s in lat[(d.side, split)] if k > step - window])
                         for split in ("train", "val")}
+                    at[d.side]["cpu_per_log"] = _cpu_per_log(cpu[d.side], step - window)
                 for i in range(repeats):
                     for d in (drivers if i % 2 == 0 else drivers[::-1]):
                         at[d.side].setdefault("history", []).append(d.history()["seconds"])
@@ -136,6 +151,7 @@ def table(res: dict[str, Any]) -> str:
 
     row("small train log (ms)", "train")
     row("small val log (ms)", "val")
+    row("CPU per log, background included (ms)", "cpu_per_log")
     row("history() (ms)", "history")
     row("read a step (8) (ms)", "read_step")
     if all("history_first" in res["checkpoints"][c]["artstore"] for c in cps):

@@ -50,7 +50,14 @@ from typing import Any
 
 _T0 = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.driver_protocol import build_timed, serve, take_stdout, trajectory_fields, warmup  # noqa: E402
+from benchmarks.driver_protocol import (  # noqa: E402
+    build_timed,
+    cpu_counters,
+    serve,
+    take_stdout,
+    trajectory_fields,
+    warmup,
+)
 
 _PROTO = take_stdout()
 
@@ -120,7 +127,7 @@ class Driver:
         record = await model.log(built, split=split, step=step, metrics=metrics)
         seconds = time.perf_counter() - t
         return {"seconds": seconds, "build_seconds": build, "n_groups": len(built),
-                "n_trajectories": record.num_trajectories}
+                "n_trajectories": record.num_trajectories, **cpu_counters()}
 
     async def log_template(self, step: int, template: dict[str, Any], scale: float,
                            split: str = "train") -> dict[str, Any]:
