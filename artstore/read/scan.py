@@ -370,11 +370,17 @@ class Query:
         return closable
 
     def guard(self, table: str, key: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """`batches`, with a storage failure raised as a StorageError naming the run's table, and
-        kept as the query's error (DuckDB re-raises it as its own)."""
-        try:
+        """`noting` `batches`, a storage failure raised as a StorageError naming the run's table."""
+        def named() -> Iterator[pa.RecordBatch]:
             with failures.storage_errors(self.store.run(*key.split("/")).table_location(table), "read"):
                 yield from batches
+        return self.noting(named())
+
+    def noting(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """`batches`, the first error they raise kept as the query's error (DuckDB re-raises it as
+        its own; `Store.sql` raises that one, or retries)."""
+        try:
+            yield from batches
         except BaseException as e:
             if not isinstance(e, GeneratorExit):
                 self.error = self.error or e
