@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from datetime import timedelta
 
 import lance
 import pytest
@@ -38,7 +39,7 @@ def test_a_logical_tag_answers_after_compaction_and_cleanup_removed_its_version(
     model.flush()
     store, run = store_location.store(), store_location.store().run("p", "m")
     tagged = run.tag("mid")
-    assert not tagged.pinned and tagged == _logs_version(run)
+    assert isinstance(tagged, art.Tag) and not tagged.pinned and tagged == _logs_version(run)
     before = _answers(store, run, "mid")
     _log_steps(model, make_trajectory, range(3, 6))
     model.flush()
@@ -248,3 +249,25 @@ def test_a_tag_is_a_record_beside_the_logs_not_a_lance_tag(tmp_path):
     logs = model.run.table_location("logs")
     assert lance.dataset(logs.uri).tags.list() == {}
     assert files.list_dir(logs.child(tags.TAGS_DIR)) == ["t.json"]
+
+
+def test_a_run_whose_logs_have_no_commit_sequence_is_always_tagged_pinned(tmp_path, make_trajectory):
+    import pyarrow as pa
+
+    from artstore.log import journal
+    from artstore.schema import arrow_schema
+    from artstore.storage import keys, writes
+
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    oldest = pa.schema([f for f in arrow_schema("logs") if f.name not in {*journal.PAYLOAD_COLUMNS, keys.SEQ}])
+    writes.create(model.run.table_location("logs"), oldest.empty_table())  # the first layout of `logs`
+    model.log_sync([art.TrajectoryGroup([make_trajectory(0.5, 0)])], split="train", step=0)
+    model.flush()
+    tagged = model.run.tag("t")
+    assert tagged.pinned and "t" in lance.dataset(model.run.table_location("logs").uri).tags.list()
+    before = model.run.trajectories(as_of="t")
+    model.log_sync([art.TrajectoryGroup([make_trajectory(0.5, 1)])], split="train", step=1)
+    model.flush()
+    art.open_store(str(tmp_path), retention=timedelta(0)).run("p", "m").compact()
+    assert not _physical(model.run, 1)  # the cleanup ran
+    assert _physical(model.run, tagged) and model.run.trajectories(as_of="t") == before

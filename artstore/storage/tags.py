@@ -38,8 +38,8 @@ from artstore.storage.location import Location
 from artstore.storage.version_map import Pinned
 
 TAGS_DIR = "_artstore_tags"
-# Held while tagging, and while cleaning up (`compaction.maintain`): a cleanup reads the tags when
-# it starts, so a tag made meanwhile on a version it then removes would point at nothing.
+# Held while pinning, and while cleaning up (`compaction.maintain`): a cleanup reads the Lance tags
+# when it starts, so a pin made meanwhile on a version it then removes would point at nothing.
 CLEANUP_LOCK = threading.Lock()
 
 
@@ -130,23 +130,23 @@ def create_tag(loc: Location, name: str, version: int | None = None, pin: bool =
     replacing a tag of that name. Logical unless `pin` (or the table has no SEQ column): a record
     that answers the point after cleanup, keeping no version. Pinned: a Lance tag too, which keeps
     the physical version; VersionNotFoundError, and no tag, when that version is gone already."""
-    with CLEANUP_LOCK:
-        latest = datasets.open_dataset(loc)
-        if latest is None:
-            raise VersionNotFoundError(f"{loc.redact(loc.uri)} does not exist yet: nothing to tag (log first)")
-        pin = pin or SEQ not in latest.schema.names
-        point = _point(loc, latest.version if version is None else version)
-        seq_hi = point.upto if point.upto is not None else last_fragment_id(point.dataset)
-        record = _Record(point.version, point.committed_at, seq_hi, pin)
-        if pin:
-            if point.upto is not None:
-                raise VersionNotFoundError(
-                    f"{loc.redact(loc.uri)} no longer keeps version {point.version} (cleaned up after the reader "
-                    "window): it cannot be pinned; tag it without pin (a logical tag still answers it)")
+    latest = datasets.open_dataset(loc)
+    if latest is None:
+        raise VersionNotFoundError(f"{loc.redact(loc.uri)} does not exist yet: nothing to tag (log first)")
+    pin = pin or SEQ not in latest.schema.names
+    point = _point(loc, latest.version if version is None else version)
+    seq_hi = point.upto if point.upto is not None else last_fragment_id(point.dataset)
+    record = _Record(point.version, point.committed_at, seq_hi, pin)
+    if pin:
+        if point.upto is not None:
+            raise VersionNotFoundError(
+                f"{loc.redact(loc.uri)} no longer keeps version {point.version} (cleaned up after the reader "
+                "window): it cannot be pinned; tag it without pin (a logical tag still answers it)")
+        with CLEANUP_LOCK:
             _pin(loc, latest, name, point.version)
-        files.put_bytes(_record_location(loc, name), record.to_bytes(datetime.now(UTC)))
-        if not pin:
-            _unpin(loc, name)  # re-tagged without pin: the version it pinned may go now
+    files.put_bytes(_record_location(loc, name), record.to_bytes(datetime.now(UTC)))
+    if not pin:
+        _unpin(loc, name)  # re-tagged without pin: the version it pinned may go now
     return Tag(record.version, pin, record.committed_at)
 
 
