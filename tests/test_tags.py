@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import pickle
 from datetime import timedelta
 
 import lance
@@ -242,13 +243,17 @@ def test_round_trip_every_tag_reads_what_its_point_held_after_cleanup(tmp_path_f
     files.delete(Location.parse(path))
 
 
-def test_a_tag_is_a_record_beside_the_logs_not_a_lance_tag(tmp_path):
-    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
-    model.log_sync(None, split="val", step=0, metrics={"x": 1.0})
-    model.run.tag("t")
+def test_a_tag_is_a_record_beside_the_logs_not_a_lance_tag_and_holds_this_processes_queued_logs(tmp_path):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="group")
+    for step in range(3):
+        model.log_sync(None, split="val", step=step, metrics={"x": 1.0}, log_id=f"l{step}")
+    tagged = model.run.tag("t")  # no flush: the queued logs land first
+    assert model.run.logs(as_of="t")["log_id"].to_pylist() == ["l0", "l1", "l2"]
     logs = model.run.table_location("logs")
     assert lance.dataset(logs.uri).tags.list() == {}
     assert files.list_dir(logs.child(tags.TAGS_DIR)) == ["t.json"]
+    again = pickle.loads(pickle.dumps(tagged))
+    assert (again, again.pinned, again.committed_at) == (tagged, False, tagged.committed_at)
 
 
 def test_a_run_whose_logs_have_no_commit_sequence_is_always_tagged_pinned(tmp_path, make_trajectory):

@@ -57,6 +57,9 @@ class Tag(int):
         tag.pinned, tag.committed_at = pinned, committed_at
         return tag
 
+    def __getnewargs__(self) -> tuple[int, bool, datetime | None]:  # pickle and copy keep the fields
+        return int(self), self.pinned, self.committed_at
+
     def __repr__(self) -> str:
         return f"Tag(version={int(self)}, pinned={self.pinned})"
 
