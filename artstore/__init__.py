@@ -35,6 +35,7 @@ _MODULES = {
                                 "trajectory_group_batches"),
     "artstore.records.metrics_builder": ("MetricsBuilder",),
     "artstore.records.trajectory": ("Choice", "History", "PydanticException", "Trajectory", "TrajectoryGroup"),
+    "artstore.storage.tags": ("Tag",),
     "artstore.tokens": ("shard_range",),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}

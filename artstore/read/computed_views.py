@@ -81,7 +81,9 @@ def run_history(query: Query, key: str) -> pa.Table | None:
         if snapshot.dataset("logs") is None:
             return None
         snapshot.dataset("metrics")  # recorded in the versions read
-        return snapshot.run.history(as_of=snapshot.read["logs"])
+        # a tag reads its point whether or not the version is still kept (`artstore.storage.tags`)
+        as_of = snapshot.as_of if isinstance(snapshot.as_of, str) else snapshot.read["logs"]
+        return snapshot.run.history(as_of=as_of)
     return query.cached(("history", key), compute)
 
 
