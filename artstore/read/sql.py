@@ -277,8 +277,10 @@ def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
         projects = [check_segment("project", p) for p in ([projects] if isinstance(projects, str) else projects)]
     spec = check_as_of(store, as_of, projects)
 
-    def removed(e: BaseException) -> bool:  # a file of the snapshot gone mid-read (a version a user named may not exist)
-        return (isinstance(e, StorageError) and vanished(e)) or (isinstance(e, VersionNotFoundError) and spec is None)
+    def removed(e: BaseException) -> bool:  # a file of the snapshot gone mid-read (not a bucket that is not
+        if isinstance(e, StorageError):  # there, nor a version a user named that is not)
+            return vanished(e) and "bucket does not exist" not in str(e)
+        return isinstance(e, VersionNotFoundError) and spec is None
 
     def once() -> tuple[pa.Table, Query]:
         with catalog.lock:
