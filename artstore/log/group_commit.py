@@ -3,10 +3,17 @@ log() that does not wait for a Lance commit. Many small logs become few commits 
 
 In group mode `write_log` validates, encodes and looks up the log exactly as in sync mode, then
 `submit`s its journal row: the row is written as one pending file (`artstore.storage.pending`,
-`{run}/logs.pending/`), queued, and log() returns. One committer thread per process takes every
-row queued for a run and appends them to `logs.lance` in ONE commit (one data file and one
-fragment per row, so each row keeps its own sequence, as in sync mode), then deletes their
-pending files and asks for the upkeep a sync log asks for (compaction, fold, idle fold, stats).
+`{run}/logs.pending/`), queued, and log() returns. Each run this process logs to has its own
+committer thread (so a run whose bucket stops answering delays no other run's commits; it ends
+after COMMITTER_IDLE_S without rows), which takes every row queued for the run and appends them to
+`logs.lance` in ONE commit (one data file and one fragment per row, so each row keeps its own
+sequence, as in sync mode), then deletes their pending files and asks for the upkeep a sync log
+asks for (compaction, fold, idle fold, stats).
+
+The journal's fragments stay within the sync bound (`inline_upkeep.BOUND`): a batch that would
+pass it waits for (or runs) the journal's compaction first and is cut to what fits
+(`inline_upkeep.room`), and a log() whose run has more rows waiting than that waits at most
+`inline_upkeep.CROWDED_WAIT_S` for the committer, as a sync log waits for a crowded journal.
 
 What "logged" means in group mode:
 - when log() returns, the log is durable (its pending file) and every read of the run in this
@@ -53,26 +60,27 @@ from typing import Any
 import pyarrow as pa
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError
-from artstore.log import batch_commit, pending_recovery, upkeep
+from artstore.log import batch_commit, inline_upkeep, pending_recovery, upkeep
 from artstore.storage import (
     Location,
     barrier,
     pending,
+    writes,
 )
 
 logger = logging.getLogger(__name__)
 
 MODES = ("sync", "group")
 ENV = "ARTSTORE_COMMIT"
-EXIT_FLUSH_S = 30.0  # at interpreter exit, queued logs get at most this long to commit
-_NO_WAIT = ("artstore-upkeep", "artstore-idle-fold", "artstore-group-commit")  # threads that never wait
+EXIT_FLUSH_S = 30.0  # at interpreter exit, queued logs (of all runs together) get at most this long to commit
+COMMITTER_IDLE_S = 5.0  # a run's committer thread ends after this long without rows (the next log starts one)
+_NO_WAIT = ("artstore-upkeep", "artstore-idle-fold", "artstore-group-commit")  # threads that never wait (name prefixes)
 _HISTORY = 256  # commits per run remembered for `commits_since`
 # The committer waits this long after a row arrives for more to join its commit (0: commits at
 # once, and a batch is whatever queued during the previous commit), unless a read or flush of
 # this process waits for it. Raising it trades the time until other processes see a log for
 # fewer commits.
 GATHER_S = 0.0
-_URGENT = 0  # threads of this process waiting for a commit
 
 
 def mode(given: str | None = None) -> str:
@@ -102,11 +110,15 @@ class _Queue:
         # recent commits, oldest first
         self.commits: deque[tuple[int, int, list[str], float]] = deque(maxlen=_HISTORY)
         self.flying: dict[str, Any] = {}  # data file -> record of each row of the batch being committed (`in_flight`)
+        self.urgent = 0  # threads waiting for this queue's commit (the committer stops gathering)
+        self.thread: threading.Thread | None = None  # its committer, None when it ended (idle)
+        self.fragments: int | None = None  # the journal's fragments at this process's last commit
 
 
 _COND = threading.Condition()
 _QUEUES: dict[str, _Queue] = {}  # logs uri -> queue
-_THREAD: tuple[int, threading.Thread] | None = None
+_PID = os.getpid()  # the process the queues are of (a forked child starts afresh)
+_EXIT_HOOKED = False
 _ARMED = False  # a group log was made here: look for pending files on buckets too
 
 
@@ -138,6 +150,7 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
     if pending_recovery.never_checked(uri):  # the run's first log here: a writer gone may have left rows
         _recover_once(run)
     with _COND:
+        _forked()
         queue = _QUEUES.get(uri)
         first = queue is None
         queue = _QUEUES.setdefault(uri, _Queue(run))
@@ -158,20 +171,40 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
         del queue.reserved[record.write_id]
         queue.queued += 1
         queue.items.append(batch_commit.Item(run, row, record, name, retention, window, queue.queued))
-        _start()
+        _start(queue)
         _COND.notify_all()
+        if queue.queued - queue.done > inline_upkeep.BOUND:
+            _crowded(queue, uri)
     return record
+
+
+def _crowded(queue: _Queue, uri: str) -> None:
+    """(Under _COND) the run has more rows waiting than its journal may hold (`inline_upkeep.BOUND`:
+    its committer is behind, compacting or retrying): wait at most CROWDED_WAIT_S for it to catch
+    up, as a sync log waits for a crowded journal's compaction."""
+    queue.urgent += 1  # no gathering meanwhile
+    _COND.notify_all()
+    try:
+        _COND.wait_for(lambda: queue.queued - queue.done <= inline_upkeep.BOUND or _QUEUES.get(uri) is not queue,
+                       inline_upkeep.CROWDED_WAIT_S)
+    finally:
+        queue.urgent -= 1
 
 
 def flush(run: Location | None = None, timeout: float | None = None) -> None:
     """Wait until every log this process queued (for the run at `run`, or all) is committed.
     StorageError when a commit round that began after the call fails (its rows stay pending and
     are retried): a round under way when the storage recovers is retried, not raised."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for queue, ticket in _targets(run):
+        _wait(queue, ticket, None if deadline is None else max(0.0, deadline - time.monotonic()), finished=True)
+
+
+def _targets(run: Location | None) -> list[tuple[_Queue, int]]:
+    """(queue, its latest ticket) of the run at `run`, or of every run."""
     with _COND:
         queues = list(_QUEUES.values()) if run is None else [q for q in [_QUEUES.get(run.child("logs.lance").uri)] if q]
-        targets = [(q, q.queued) for q in queues]
-    for queue, ticket in targets:
-        _wait(queue, ticket, timeout, finished=True)
+        return [(q, q.queued) for q in queues]
 
 
 def drop_queued() -> None:
@@ -179,7 +212,9 @@ def drop_queued() -> None:
     gone: nothing retries them here any more). Their pending files stay where they were written,
     for the next process that opens the run."""
     with _COND:
-        _QUEUES.clear()
+        for queue in _QUEUES.values():
+            queue.items = []
+        _QUEUES.clear()  # their committers end (`_take`)
         _COND.notify_all()
 
 
@@ -203,11 +238,10 @@ def commits_since(logs: Location, version: int, read_at: float) -> tuple[int, in
 
 def _wait(queue: _Queue, ticket: int, timeout: float | None = None, finished: bool = False) -> None:
     """Until `queue` committed `ticket` (and, `finished`, deleted its pending files)."""
-    global _URGENT
     deadline = None if timeout is None else time.monotonic() + timeout
     with _COND:
         started = queue.rounds  # a round under way may have begun before a fault ended: not counted
-        _URGENT += 1
+        queue.urgent += 1
         _COND.notify_all()
         try:
             _wait_locked(queue, ticket, started, deadline, timeout)
@@ -216,7 +250,7 @@ def _wait(queue: _Queue, ticket: int, timeout: float | None = None, finished: bo
                 if deadline is not None and time.monotonic() >= deadline:
                     break
         finally:
-            _URGENT -= 1
+            queue.urgent -= 1
 
 
 def _wait_locked(queue: _Queue, ticket: int, started: int, deadline: float | None, timeout: float | None) -> None:
@@ -267,60 +301,87 @@ def _run_of(logs: Location) -> Location:
     return Location(logs.uri.rstrip("/").rsplit("/", 1)[0], logs.storage_options)
 
 
-def _start() -> None:
-    """Start this process's committer (under _COND); a forked child starts its own."""
-    global _THREAD, _QUEUES
-    if _THREAD is not None and _THREAD[0] == os.getpid() and _THREAD[1].is_alive():
+def _forked() -> None:
+    """(Under _COND) in a forked child, forget the parent's queues: they are the parent's to commit."""
+    global _PID, _QUEUES
+    if _PID != os.getpid():
+        _PID, _QUEUES = os.getpid(), {}
+
+
+def _start(queue: _Queue) -> None:
+    """(Under _COND) start the committer of `queue` unless it runs."""
+    global _EXIT_HOOKED
+    if queue.thread is not None and queue.thread.is_alive():
         return
-    if _THREAD is not None and _THREAD[0] != os.getpid():
-        _QUEUES = {}  # the parent's queue is the parent's to commit
-    if _THREAD is None:
+    if not _EXIT_HOOKED:
+        _EXIT_HOOKED = True
         atexit.register(_at_exit)  # after upkeep's and idle_fold's: runs before them
-    _THREAD = (os.getpid(), threading.Thread(target=_run, name="artstore-group-commit", daemon=True))
-    _THREAD[1].start()
+    queue.thread = threading.Thread(target=_run, args=(queue,), daemon=True,
+                                    name=f"artstore-group-commit {queue.run.redact(queue.run.uri)}")
+    queue.thread.start()
 
 
-def _run() -> None:
+def _run(queue: _Queue) -> None:
+    """The committer of `queue`: commits its rows in batches until it has none for
+    COMMITTER_IDLE_S, or the queue is dropped."""
     with barrier.bypass():
-        while True:
+        while _take(queue):
+            failed: BaseException | None = None
+            try:
+                version, top_before = _commit(queue)
+            except BaseException as e:  # noqa: BLE001 - kept pending and retried; waiters are told
+                failed = e  # (whatever it was: this thread must not die with rows queued)
+                logger.warning("group commit of %d logs of %s failed (retried): %s",
+                               len(queue.busy), queue.run.redact(queue.run.uri), e)
             with _COND:
-                while not any(q.items for q in _QUEUES.values()):
-                    _COND.wait()
-                deadline = time.monotonic() + GATHER_S
-                while not _URGENT and (left := deadline - time.monotonic()) > 0:
-                    _COND.wait(left)  # gathering: a reader or flush waiting cuts it short
-                work = [q for q in _QUEUES.values() if q.items]
-                for q in work:
-                    q.busy, q.items = q.items, []
-                    q.rounds += 1
-            for q in work:
-                failed: BaseException | None = None
-                try:
-                    version, top_before = _commit(q)
-                except BaseException as e:  # noqa: BLE001 - kept pending and retried; waiters are told
-                    failed = e  # (whatever it was: this thread must not die with rows queued)
-                    logger.warning("group commit of %d logs of %s failed (retried): %s",
-                                   len(q.busy), q.run.redact(q.run.uri), e)
-                with _COND:
-                    done = q.busy
-                    if failed is None:
-                        q.done = done[-1].ticket
-                    else:
-                        q.items, q.error = done + q.items, failed
-                        q.errors += 1
-                        q.failed_round = q.rounds
-                    q.busy = []
-                    _COND.notify_all()  # readers go on: the files and the upkeep need not wait
-                if failed is not None:
-                    time.sleep(min(5.0, 0.05 * 2 ** min(q.errors, 7)))
-                    continue
-                try:
-                    batch_commit.after(q.run, done, version, top_before)
-                except Exception as e:  # noqa: BLE001 - committed: a leftover file is skipped by recovery
-                    logger.warning("after the group commit of %s: %s", q.run.redact(q.run.uri), e)
-                with _COND:
-                    q.finished = done[-1].ticket
-                    _COND.notify_all()
+                done = queue.busy
+                if failed is None:
+                    queue.done = done[-1].ticket
+                else:
+                    queue.items, queue.error = done + queue.items, failed
+                    queue.errors += 1
+                    queue.failed_round = queue.rounds
+                queue.busy = []
+                _COND.notify_all()  # readers go on: the files and the upkeep need not wait
+            if failed is not None:
+                time.sleep(min(5.0, 0.05 * 2 ** min(queue.errors, 7)))
+                continue
+            try:
+                batch_commit.after(queue.run, done, version, top_before)
+            except Exception as e:  # noqa: BLE001 - committed: a leftover file is skipped by recovery
+                logger.warning("after the group commit of %s: %s", queue.run.redact(queue.run.uri), e)
+            with _COND:
+                queue.finished = done[-1].ticket
+                _COND.notify_all()
+
+
+def _take(queue: _Queue) -> bool:
+    """Move the next batch of `queue` to `queue.busy`: once rows came (and GATHER_S passed, unless
+    someone waits), as many as the journal has room for (`inline_upkeep.room`, which may compact it
+    first). False, the committer to end, once none came for COMMITTER_IDLE_S or the queue was dropped."""
+    uri = queue.run.child("logs.lance").uri
+    with _COND:
+        idle_until = time.monotonic() + COMMITTER_IDLE_S
+        while not queue.items or _QUEUES.get(uri) is not queue:
+            left = idle_until - time.monotonic()
+            if left <= 0 or _QUEUES.get(uri) is not queue:  # (a dropped queue's rows stay pending)
+                queue.thread = None
+                return False
+            _COND.wait(left)
+        deadline = time.monotonic() + GATHER_S
+        while not queue.urgent and (left := deadline - time.monotonic()) > 0:
+            _COND.wait(left)  # gathering: a reader or flush waiting cuts it short
+        rows, retention = len(queue.items), min(i.window for i in queue.items)
+    try:
+        take, queue.fragments = inline_upkeep.room(queue.run, queue.fragments, rows, retention)
+    except Exception as e:  # noqa: BLE001 - the bound is upkeep: its failure must not hold the rows
+        logger.warning("compaction of the journal of %s before a group commit skipped: %s",
+                       queue.run.redact(queue.run.uri), e)
+        take, queue.fragments = rows, None
+    with _COND:
+        queue.busy, queue.items = queue.items[:take], queue.items[take:]
+        queue.rounds += 1
+    return True
 
 
 def _commit(queue: _Queue) -> tuple[int, int]:
@@ -332,6 +393,7 @@ def _commit(queue: _Queue) -> tuple[int, int]:
         queue.flying = records
 
     version, top_before, rows = batch_commit.commit(queue.run, queue.busy, _ON_COMMIT, fly)
+    queue.fragments = writes.committed_fragments(queue.run.child("logs.lance"), version)
     for item in queue.busy:  # each caller's LogRecord now tells the version its log is in
         if getattr(item.record, "queued", False):  # (frozen: this one field is filled in once, here)
             object.__setattr__(item.record, "logs_version", version)
@@ -368,11 +430,13 @@ def recover(run: Location) -> int:
     """Commit the pending files of the run at `run` whose writer is gone (see the module doc and
     `artstore.log.pending_recovery`), skipping rows whose log_id the journal holds already;
     returns how many rows it committed. One recovery at a time in a process."""
-    with _RECOVERY, barrier.bypass():
+    with _COND:
+        lock = _RECOVERY.setdefault(run.child("logs.lance").uri, threading.Lock())
+    with lock, barrier.bypass():
         return pending_recovery.recover(run, _commit_recovered, _ours)
 
 
-_RECOVERY = threading.Lock()
+_RECOVERY: dict[str, threading.Lock] = {}  # logs uri -> its recovery's lock (one run's stuck bucket holds no other's)
 
 
 def _commit_recovered(run: Location, rows: pa.Table) -> None:
@@ -399,7 +463,11 @@ def _ours(run: Location, name: str) -> bool:
 
 
 def _at_exit() -> None:
-    try:
-        flush(timeout=EXIT_FLUSH_S)
-    except ArtstoreError as e:
-        logger.warning("%s", e)
+    """Flush every run's queue within EXIT_FLUSH_S in all; one run's failure does not keep the
+    others' logs from committing."""
+    deadline = time.monotonic() + EXIT_FLUSH_S
+    for queue, ticket in _targets(None):
+        try:
+            _wait(queue, ticket, max(0.0, deadline - time.monotonic()), finished=True)
+        except ArtstoreError as e:
+            logger.warning("%s", e)

@@ -1,0 +1,110 @@
+"""Group commit's committers (`artstore.log.group_commit`): one thread per run, which ends when the
+run is idle, so a run whose bucket stops answering delays no other run's commits; and a batch
+never crowds the journal past the fragment bound a sync log keeps (`inline_upkeep.BOUND`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import artstore as art
+from artstore.log import group_commit, inline_upkeep
+from artstore.storage import datasets, fragments
+from tests.conftest import tool_call_trajectory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _group(step: int) -> art.TrajectoryGroup:
+    return art.TrajectoryGroup([tool_call_trajectory(j / 4, step * 100 + j) for j in range(4)])
+
+
+def _committers() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("artstore-group-commit")]
+
+
+def _steps_seen_by_another_process(base: str, name: str) -> list[int]:
+    code = textwrap.dedent("""
+        import json
+        import sys
+        import artstore as art
+        print(json.dumps(art.open_store(sys.argv[1]).run("p", sys.argv[2]).history()["step"].to_pylist()))
+    """)
+    env = {**os.environ, "PYTHONPATH": ROOT, "LANCE_LOG": "error"}
+    out = subprocess.run([sys.executable, "-c", code, base, name], capture_output=True, text=True, env=env,
+                         timeout=120, check=True)
+    return json.loads(out.stdout)
+
+
+def test_a_batch_that_would_crowd_the_journal_is_compacted_first_and_cut_to_fit(tmp_path, monkeypatch):
+    # every row waits to be gathered (no reader or flush hurries the committer) until log() finds
+    # more rows waiting than the journal may hold: one batch would then add them all at once
+    monkeypatch.setattr(group_commit, "GATHER_S", 60.0)
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="group")
+    logs = 3 * inline_upkeep.BOUND
+    t0 = time.monotonic()
+    for step in range(logs):
+        model.log_sync([_group(step)], split="train", step=step)
+    waited = time.monotonic() - t0
+    model.flush()
+    loc = model.run.table_location("logs")
+    counts = {v["version"]: fragments.fragments_of(datasets.open_dataset(loc, version=v["version"]))
+              for v in datasets.versions(loc)}
+    assert max(counts.values()) <= inline_upkeep.BOUND, counts  # every version the writer made
+    assert waited < logs * inline_upkeep.CROWDED_WAIT_S / 4  # log() waited for commits, not out its limit
+    assert model.history()["step"].to_pylist() == list(range(logs))
+
+
+def test_each_run_has_its_own_committer_and_idle_committers_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(group_commit, "COMMITTER_IDLE_S", 0.2)
+    base = str(tmp_path)
+    models = [art.Model(name=n, project="p", base_path=base, report_metrics=[], commit="group") for n in ("a", "b")]
+    for m in models:
+        m.log_sync([_group(0)], split="train", step=0)
+    assert len(_committers()) >= 1  # (the first may already have ended)
+    for m in models:
+        m.flush()
+    deadline = time.monotonic() + 30
+    while _committers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _committers() == []
+    for m in models:  # a later log starts one again
+        m.log_sync([_group(1)], split="train", step=1)
+    group_commit.flush()
+    assert [art.open_store(base).run("p", n).history()["step"].to_pylist() for n in ("a", "b")] == [[0, 1], [0, 1]]
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_a_run_whose_bucket_stalls_delays_no_local_runs_commits_and_loses_nothing(tmp_path, faulty_s3, monkeypatch):
+    base = str(tmp_path)
+    bucket = art.Model(name="remote", project="p", base_path=faulty_s3.uri, storage_options=faulty_s3.storage_options,
+                       report_metrics=[], commit="group")
+    local = art.Model(name="local", project="p", base_path=base, report_metrics=[], commit="group")
+    for m in (bucket, local):
+        m.log_sync([_group(0)], split="train", step=0)
+        m.flush()
+    # the bucket's next rows wait to be gathered, so the stall below catches its committer
+    monkeypatch.setattr(group_commit, "GATHER_S", 1.0)
+    bucket.log_sync([_group(1)], split="train", step=1)  # its pending file is in the bucket
+    faulty_s3.proxy.delay(20.0)  # every request to the bucket now hangs 20 s
+    time.sleep(1.5)  # the bucket's committer is inside its commit
+    t0 = time.monotonic()
+    for step in range(1, 6):
+        local.log_sync([_group(step)], split="train", step=step)
+    group_commit.flush(local.run.location, timeout=10.0)  # (one committer per process: >= 20 s)
+    assert time.monotonic() - t0 < 10.0
+    assert _steps_seen_by_another_process(base, "local") == list(range(6))
+    assert [r.step for r in group_commit.queued(bucket.run.table_location("logs"))] == [1]  # still stuck
+    faulty_s3.proxy.pass_through()
+    bucket.flush()
+    fresh = art.open_store(faulty_s3.uri, faulty_s3.storage_options).run("p", "remote")
+    assert fresh.history()["step"].to_pylist() == [0, 1]
+    assert local.history()["step"].to_pylist() == list(range(6))
