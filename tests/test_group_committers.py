@@ -15,7 +15,7 @@ import time
 import pytest
 
 import artstore as art
-from artstore.log import group_commit, inline_upkeep
+from artstore.log import group_commit, inline_upkeep, run_committer
 from artstore.storage import datasets, fragments
 from tests.conftest import tool_call_trajectory
 
@@ -46,7 +46,7 @@ def _steps_seen_by_another_process(base: str, name: str) -> list[int]:
 def test_a_batch_that_would_crowd_the_journal_is_compacted_first_and_cut_to_fit(tmp_path, monkeypatch):
     # every row waits to be gathered (no reader or flush hurries the committer) until log() finds
     # more rows waiting than the journal may hold: one batch would then add them all at once
-    monkeypatch.setattr(group_commit, "GATHER_S", 60.0)
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="group")
     logs = 3 * inline_upkeep.BOUND
     t0 = time.monotonic()
@@ -63,7 +63,7 @@ def test_a_batch_that_would_crowd_the_journal_is_compacted_first_and_cut_to_fit(
 
 
 def test_each_run_has_its_own_committer_and_idle_committers_end(tmp_path, monkeypatch):
-    monkeypatch.setattr(group_commit, "COMMITTER_IDLE_S", 0.2)
+    monkeypatch.setattr(run_committer, "IDLE_S", 0.2)
     base = str(tmp_path)
     models = [art.Model(name=n, project="p", base_path=base, report_metrics=[], commit="group") for n in ("a", "b")]
     for m in models:
@@ -92,7 +92,7 @@ def test_a_run_whose_bucket_stalls_delays_no_local_runs_commits_and_loses_nothin
         m.log_sync([_group(0)], split="train", step=0)
         m.flush()
     # the bucket's next rows wait to be gathered, so the stall below catches its committer
-    monkeypatch.setattr(group_commit, "GATHER_S", 1.0)
+    monkeypatch.setattr(run_committer, "GATHER_S", 1.0)
     bucket.log_sync([_group(1)], split="train", step=1)  # its pending file is in the bucket
     faulty_s3.proxy.delay(20.0)  # every request to the bucket now hangs 20 s
     time.sleep(1.5)  # the bucket's committer is inside its commit

@@ -4,8 +4,8 @@ log() that does not wait for a Lance commit. Many small logs become few commits 
 In group mode `write_log` validates, encodes and looks up the log exactly as in sync mode, then
 `submit`s its journal row: the row is written as one pending file (`artstore.storage.pending`,
 `{run}/logs.pending/`), queued, and log() returns. Each run this process logs to has its own
-committer thread (so a run whose bucket stops answering delays no other run's commits; it ends
-after COMMITTER_IDLE_S without rows), which takes every row queued for the run and appends them to
+committer thread (`artstore.log.run_committer`: a run whose bucket stops answering delays no other
+run's commits; it ends when idle), which takes every row queued for the run and appends them to
 `logs.lance` in ONE commit (one data file and one fragment per row, so each row keeps its own
 sequence, as in sync mode), then deletes their pending files and asks for the upkeep a sync log
 asks for (compaction, fold, idle fold, stats).
@@ -52,7 +52,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -60,12 +59,11 @@ from typing import Any
 import pyarrow as pa
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError
-from artstore.log import batch_commit, inline_upkeep, pending_recovery, upkeep
+from artstore.log import batch_commit, inline_upkeep, pending_recovery, run_committer
 from artstore.storage import (
     Location,
     barrier,
     pending,
-    writes,
 )
 
 logger = logging.getLogger(__name__)
@@ -73,14 +71,7 @@ logger = logging.getLogger(__name__)
 MODES = ("sync", "group")
 ENV = "ARTSTORE_COMMIT"
 EXIT_FLUSH_S = 30.0  # at interpreter exit, queued logs (of all runs together) get at most this long to commit
-COMMITTER_IDLE_S = 5.0  # a run's committer thread ends after this long without rows (the next log starts one)
 _NO_WAIT = ("artstore-upkeep", "artstore-idle-fold", "artstore-group-commit")  # threads that never wait (name prefixes)
-_HISTORY = 256  # commits per run remembered for `commits_since`
-# The committer waits this long after a row arrives for more to join its commit (0: commits at
-# once, and a batch is whatever queued during the previous commit), unless a read or flush of
-# this process waits for it. Raising it trades the time until other processes see a log for
-# fewer commits.
-GATHER_S = 0.0
 
 
 def mode(given: str | None = None) -> str:
@@ -91,40 +82,11 @@ def mode(given: str | None = None) -> str:
     return found
 
 
-class _Queue:
-    """The rows of one run this process queued, committed in ticket order."""
-
-    def __init__(self, run: Location) -> None:
-        self.run = run
-        self.items: list[batch_commit.Item] = []  # queued, not taken yet
-        self.busy: list[batch_commit.Item] = []  # being committed
-        self.queued = 0  # tickets handed out
-        self.done = 0  # every ticket up to this is committed
-        self.finished = 0  # ... and its pending files deleted, its upkeep asked for
-        self.errors = 0  # failed commit rounds (they are retried)
-        self.rounds = 0  # commit rounds started
-        self.failed_round = 0  # the latest round that failed
-        self.error: BaseException | None = None
-        self.reserved: dict[str, Any] = {}  # write_id -> record of a log whose pending file is being written
-        # (version, physical rows, write_ids, time.monotonic() once landed) of this process's
-        # recent commits, oldest first
-        self.commits: deque[tuple[int, int, list[str], float]] = deque(maxlen=_HISTORY)
-        self.flying: dict[str, Any] = {}  # data file -> record of each row of the batch being committed (`in_flight`)
-        self.urgent = 0  # threads waiting for this queue's commit (the committer stops gathering)
-        self.thread: threading.Thread | None = None  # its committer, None when it ended (idle)
-        self.fragments: int | None = None  # the journal's fragments at this process's last commit
-
-
-_COND = threading.Condition()
-_QUEUES: dict[str, _Queue] = {}  # logs uri -> queue
+_COND = run_committer.COND
+_QUEUES: dict[str, run_committer.Queue] = {}  # logs uri -> queue
 _PID = os.getpid()  # the process the queues are of (a forked child starts afresh)
 _EXIT_HOOKED = False
 _ARMED = False  # a group log was made here: look for pending files on buckets too
-
-
-# called by the committer right after each group commit of queued logs, before any waiting read
-# goes on: (the run's journal, the version made, [(each log's record, its fragment id)])
-_ON_COMMIT: list[Callable[[Location, int, list[tuple[Any, int]]], None]] = []
 
 
 def on_commit(listener: Callable[[Location, int, list[tuple[Any, int]]], None]) -> None:
@@ -133,8 +95,8 @@ def on_commit(listener: Callable[[Location, int, list[tuple[Any, int]]], None]) 
     thread-safe), e.g. so kept reads extend by the rows without reading them back. The record is
     None for a row that lost to an earlier committed row of its log_id (a retry whose look-up
     missed the first copy): stored, never read, so never to be added to a kept read."""
-    if listener not in _ON_COMMIT:
-        _ON_COMMIT.append(listener)
+    if listener not in run_committer.ON_COMMIT:
+        run_committer.ON_COMMIT.append(listener)
 
 
 def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, window: timedelta,
@@ -153,7 +115,7 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
         _forked()
         queue = _QUEUES.get(uri)
         first = queue is None
-        queue = _QUEUES.setdefault(uri, _Queue(run))
+        queue = _QUEUES.setdefault(uri, run_committer.Queue(run))
         for other in (*(i.record for i in (*queue.busy, *queue.items)), *queue.reserved.values()):
             if other.log_id == record.log_id:
                 return dataclasses.replace(other, created=False, state_delta_stored=False, write_id=None, queued=False)
@@ -172,20 +134,19 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
         queue.queued += 1
         queue.items.append(batch_commit.Item(run, row, record, name, retention, window, queue.queued))
         _start(queue)
-        _COND.notify_all()
         if queue.queued - queue.done > inline_upkeep.BOUND:
-            _crowded(queue, uri)
+            _crowded(queue)
     return record
 
 
-def _crowded(queue: _Queue, uri: str) -> None:
+def _crowded(queue: run_committer.Queue) -> None:
     """(Under _COND) the run has more rows waiting than its journal may hold (`inline_upkeep.BOUND`:
     its committer is behind, compacting or retrying): wait at most CROWDED_WAIT_S for it to catch
     up, as a sync log waits for a crowded journal's compaction."""
     queue.urgent += 1  # no gathering meanwhile
     _COND.notify_all()
     try:
-        _COND.wait_for(lambda: queue.queued - queue.done <= inline_upkeep.BOUND or _QUEUES.get(uri) is not queue,
+        _COND.wait_for(lambda: queue.queued - queue.done <= inline_upkeep.BOUND or queue.dropped,
                        inline_upkeep.CROWDED_WAIT_S)
     finally:
         queue.urgent -= 1
@@ -200,7 +161,7 @@ def flush(run: Location | None = None, timeout: float | None = None) -> None:
         _wait(queue, ticket, None if deadline is None else max(0.0, deadline - time.monotonic()), finished=True)
 
 
-def _targets(run: Location | None) -> list[tuple[_Queue, int]]:
+def _targets(run: Location | None) -> list[tuple[run_committer.Queue, int]]:
     """(queue, its latest ticket) of the run at `run`, or of every run."""
     with _COND:
         queues = list(_QUEUES.values()) if run is None else [q for q in [_QUEUES.get(run.child("logs.lance").uri)] if q]
@@ -213,8 +174,8 @@ def drop_queued() -> None:
     for the next process that opens the run."""
     with _COND:
         for queue in _QUEUES.values():
-            queue.items = []
-        _QUEUES.clear()  # their committers end (`_take`)
+            queue.items, queue.dropped = [], True  # its committer ends
+        _QUEUES.clear()
         _COND.notify_all()
 
 
@@ -236,7 +197,7 @@ def commits_since(logs: Location, version: int, read_at: float) -> tuple[int, in
         return after[-1][0], after[-1][1], None if forgotten else [w for c in after for w in c[2]]
 
 
-def _wait(queue: _Queue, ticket: int, timeout: float | None = None, finished: bool = False) -> None:
+def _wait(queue: run_committer.Queue, ticket: int, timeout: float | None = None, finished: bool = False) -> None:
     """Until `queue` committed `ticket` (and, `finished`, deleted its pending files)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with _COND:
@@ -253,7 +214,7 @@ def _wait(queue: _Queue, ticket: int, timeout: float | None = None, finished: bo
             queue.urgent -= 1
 
 
-def _wait_locked(queue: _Queue, ticket: int, started: int, deadline: float | None, timeout: float | None) -> None:
+def _wait_locked(queue: run_committer.Queue, ticket: int, started: int, deadline: float | None, timeout: float | None) -> None:
     """(Under _COND) until `queue` committed `ticket`; StorageError when a commit round that began
     after round `started` fails (each round already retried its requests within the storage
     options' budget: the storage kept failing while the caller waited)."""
@@ -301,106 +262,21 @@ def _run_of(logs: Location) -> Location:
     return Location(logs.uri.rstrip("/").rsplit("/", 1)[0], logs.storage_options)
 
 
+def _start(queue: run_committer.Queue) -> None:
+    """(Under _COND) start the committer of `queue` unless it runs; hook the exit flush once."""
+    global _EXIT_HOOKED
+    if not _EXIT_HOOKED:
+        _EXIT_HOOKED = True
+        atexit.register(_at_exit)  # after upkeep's and idle_fold's: runs before them
+    run_committer.start(queue)
+    _COND.notify_all()
+
+
 def _forked() -> None:
     """(Under _COND) in a forked child, forget the parent's queues: they are the parent's to commit."""
     global _PID, _QUEUES
     if _PID != os.getpid():
         _PID, _QUEUES = os.getpid(), {}
-
-
-def _start(queue: _Queue) -> None:
-    """(Under _COND) start the committer of `queue` unless it runs."""
-    global _EXIT_HOOKED
-    if queue.thread is not None and queue.thread.is_alive():
-        return
-    if not _EXIT_HOOKED:
-        _EXIT_HOOKED = True
-        atexit.register(_at_exit)  # after upkeep's and idle_fold's: runs before them
-    queue.thread = threading.Thread(target=_run, args=(queue,), daemon=True,
-                                    name=f"artstore-group-commit {queue.run.redact(queue.run.uri)}")
-    queue.thread.start()
-
-
-def _run(queue: _Queue) -> None:
-    """The committer of `queue`: commits its rows in batches until it has none for
-    COMMITTER_IDLE_S, or the queue is dropped."""
-    with barrier.bypass():
-        while _take(queue):
-            failed: BaseException | None = None
-            try:
-                version, top_before = _commit(queue)
-            except BaseException as e:  # noqa: BLE001 - kept pending and retried; waiters are told
-                failed = e  # (whatever it was: this thread must not die with rows queued)
-                logger.warning("group commit of %d logs of %s failed (retried): %s",
-                               len(queue.busy), queue.run.redact(queue.run.uri), e)
-            with _COND:
-                done = queue.busy
-                if failed is None:
-                    queue.done = done[-1].ticket
-                else:
-                    queue.items, queue.error = done + queue.items, failed
-                    queue.errors += 1
-                    queue.failed_round = queue.rounds
-                queue.busy = []
-                _COND.notify_all()  # readers go on: the files and the upkeep need not wait
-            if failed is not None:
-                time.sleep(min(5.0, 0.05 * 2 ** min(queue.errors, 7)))
-                continue
-            try:
-                batch_commit.after(queue.run, done, version, top_before)
-            except Exception as e:  # noqa: BLE001 - committed: a leftover file is skipped by recovery
-                logger.warning("after the group commit of %s: %s", queue.run.redact(queue.run.uri), e)
-            with _COND:
-                queue.finished = done[-1].ticket
-                _COND.notify_all()
-
-
-def _take(queue: _Queue) -> bool:
-    """Move the next batch of `queue` to `queue.busy`: once rows came (and GATHER_S passed, unless
-    someone waits), as many as the journal has room for (`inline_upkeep.room`, which may compact it
-    first). False, the committer to end, once none came for COMMITTER_IDLE_S or the queue was dropped."""
-    uri = queue.run.child("logs.lance").uri
-    with _COND:
-        idle_until = time.monotonic() + COMMITTER_IDLE_S
-        while not queue.items or _QUEUES.get(uri) is not queue:
-            left = idle_until - time.monotonic()
-            if left <= 0 or _QUEUES.get(uri) is not queue:  # (a dropped queue's rows stay pending)
-                queue.thread = None
-                return False
-            _COND.wait(left)
-        deadline = time.monotonic() + GATHER_S
-        while not queue.urgent and (left := deadline - time.monotonic()) > 0:
-            _COND.wait(left)  # gathering: a reader or flush waiting cuts it short
-        rows, retention = len(queue.items), min(i.window for i in queue.items)
-    try:
-        take, queue.fragments = inline_upkeep.room(queue.run, queue.fragments, rows, retention)
-    except Exception as e:  # noqa: BLE001 - the bound is upkeep: its failure must not hold the rows
-        logger.warning("compaction of the journal of %s before a group commit skipped: %s",
-                       queue.run.redact(queue.run.uri), e)
-        take, queue.fragments = rows, None
-    with _COND:
-        queue.busy, queue.items = queue.items[:take], queue.items[take:]
-        queue.rounds += 1
-    return True
-
-
-def _commit(queue: _Queue) -> tuple[int, int]:
-    """Commit the rows `queue` took (`batch_commit.commit`), remember the commit for
-    `commits_since` and tell the `on_commit` listeners. Returns (the version made, the largest
-    fragment id held before it)."""
-
-    def fly(records: dict[str, Any]) -> None:  # a reader finding them committed before they are told takes them from here
-        queue.flying = records
-
-    version, top_before, rows = batch_commit.commit(queue.run, queue.busy, _ON_COMMIT, fly)
-    queue.fragments = writes.committed_fragments(queue.run.child("logs.lance"), version)
-    for item in queue.busy:  # each caller's LogRecord now tells the version its log is in
-        if getattr(item.record, "queued", False):  # (frozen: this one field is filled in once, here)
-            object.__setattr__(item.record, "logs_version", version)
-    if rows is not None:
-        with _COND:
-            queue.commits.append((version, rows, [i.record.write_id for i in queue.busy], time.monotonic()))
-    return version, top_before
 
 
 def in_flight(logs: Location) -> dict[str, Any]:
@@ -429,28 +305,9 @@ def _recover_once(run: Location) -> None:
 def recover(run: Location) -> int:
     """Commit the pending files of the run at `run` whose writer is gone (see the module doc and
     `artstore.log.pending_recovery`), skipping rows whose log_id the journal holds already;
-    returns how many rows it committed. One recovery at a time in a process."""
-    with _COND:
-        lock = _RECOVERY.setdefault(run.child("logs.lance").uri, threading.Lock())
-    with lock, barrier.bypass():
-        return pending_recovery.recover(run, _commit_recovered, _ours)
-
-
-_RECOVERY: dict[str, threading.Lock] = {}  # logs uri -> its recovery's lock (one run's stuck bucket holds no other's)
-
-
-def _commit_recovered(run: Location, rows: pa.Table) -> None:
-    """Group-commit `rows` (journal rows of abandoned pending files) as the committer would, with
-    the default windows for their upkeep."""
-    items = [batch_commit.Item(run, rows.slice(i, 1), _Recovered(rows["log_id"][i].as_py(), rows["write_id"][i].as_py()),
-                   "", upkeep.DEFAULT_RETENTION, upkeep.DEFAULT_READER_WINDOW, 0) for i in range(rows.num_rows)]
-    batch_commit.after(run, items, *batch_commit.commit(run, items)[:2])
-
-
-@dataclasses.dataclass(frozen=True)
-class _Recovered:
-    log_id: str
-    write_id: str
+    returns how many rows it committed. One recovery of a run at a time in a process."""
+    with barrier.bypass():
+        return pending_recovery.recover(run, batch_commit.commit_recovered, _ours)
 
 
 def _ours(run: Location, name: str) -> bool:
