@@ -16,7 +16,7 @@ import pytest
 
 import artstore as art
 from artstore.log import group_commit, inline_upkeep, run_committer
-from artstore.storage import datasets, fragments
+from artstore.storage import Location, datasets, fragments, pending
 from tests.conftest import tool_call_trajectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,3 +108,51 @@ def test_a_run_whose_bucket_stalls_delays_no_local_runs_commits_and_loses_nothin
     fresh = art.open_store(faulty_s3.uri, faulty_s3.storage_options).run("p", "remote")
     assert fresh.history()["step"].to_pylist() == [0, 1]
     assert local.history()["step"].to_pylist() == list(range(6))
+
+
+EXITING_WRITER = textwrap.dedent("""
+    import json
+    import sys
+    import artstore as art
+    from artstore.log import group_commit, run_committer
+    from tests.conftest import tool_call_trajectory
+    local, bucket, opts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    group_commit.EXIT_FLUSH_S = 3.0
+    run_committer.GATHER_S = 60.0  # nothing commits before the exit flush hurries it
+    g = art.TrajectoryGroup([tool_call_trajectory(0.5, 1)])
+    remote = art.Model(name="remote", project="p", base_path=bucket, storage_options=opts, report_metrics=[])
+    remote.log_sync([g], split="train", step=1)
+    print("queued", flush=True)
+    sys.stdin.readline()  # the bucket stalls now
+    for name in ("a", "b"):
+        art.Model(name=name, project="p", base_path=local, report_metrics=[]).log_sync([g], split="train", step=1)
+""")
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_exit_commits_every_answering_runs_logs_within_its_limit_and_a_stalled_runs_stay_pending(
+        tmp_path, faulty_s3, monkeypatch):
+    from artstore.log import pending_recovery
+
+    base, opts = str(tmp_path), faulty_s3.storage_options
+    env = {**os.environ, "PYTHONPATH": ROOT, "LANCE_LOG": "error"}
+    proc = subprocess.Popen([sys.executable, "-c", EXITING_WRITER, base, faulty_s3.uri, json.dumps(opts)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "queued"
+    faulty_s3.proxy.delay(60.0)  # every request to the bucket now hangs for a minute
+    t0 = time.monotonic()
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    proc.wait(timeout=45)  # (the at-exit flush gives up after its 3 s; before, each run got the whole limit)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert time.monotonic() - t0 < 30
+    for name in ("a", "b"):  # committed at exit: nothing left for a reader to recover
+        assert pending.names(Location.parse(base).child("p", "models", name)) == []
+        assert art.open_store(base).run("p", name).history()["step"].to_pylist() == [1]
+    faulty_s3.proxy.pass_through()
+    # the stalled run's log is in its pending file: the next process to open the run commits it
+    monkeypatch.setattr(pending_recovery, "STALE_S", 0.0)
+    monkeypatch.setattr(pending_recovery, "_CHECKED", {})
+    fresh = art.open_store(faulty_s3.uri, opts).run("p", "remote")
+    assert fresh.history()["step"].to_pylist() == [1]

@@ -320,11 +320,21 @@ def _ours(run: Location, name: str) -> bool:
 
 
 def _at_exit() -> None:
-    """Flush every run's queue within EXIT_FLUSH_S in all; one run's failure does not keep the
-    others' logs from committing."""
+    """Flush every run's queue within EXIT_FLUSH_S in all; every committer is hurried at once, so
+    a run whose storage does not answer keeps no other run's logs from committing."""
     deadline = time.monotonic() + EXIT_FLUSH_S
-    for queue, ticket in _targets(None):
-        try:
-            _wait(queue, ticket, max(0.0, deadline - time.monotonic()), finished=True)
-        except ArtstoreError as e:
-            logger.warning("%s", e)
+    targets = _targets(None)
+    with _COND:
+        for queue, _ in targets:
+            queue.urgent += 1  # no gathering: each committer commits what it has now
+        _COND.notify_all()
+    try:
+        for queue, ticket in targets:
+            try:
+                _wait(queue, ticket, max(0.0, deadline - time.monotonic()), finished=True)
+            except ArtstoreError as e:
+                logger.warning("%s", e)
+    finally:
+        with _COND:
+            for queue, _ in targets:
+                queue.urgent -= 1
