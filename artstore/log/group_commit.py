@@ -47,12 +47,13 @@ it reads the run again).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -157,8 +158,26 @@ def flush(run: Location | None = None, timeout: float | None = None) -> None:
     StorageError when a commit round that began after the call fails (its rows stay pending and
     are retried): a round under way when the storage recovers is retried, not raised."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    for queue, ticket in _targets(run):
-        _wait(queue, ticket, None if deadline is None else max(0.0, deadline - time.monotonic()), finished=True)
+    targets = _targets(run)
+    with _hurried(targets):
+        for queue, ticket in targets:
+            _wait(queue, ticket, None if deadline is None else max(0.0, deadline - time.monotonic()), finished=True)
+
+
+@contextlib.contextmanager
+def _hurried(targets: list[tuple[run_committer.Queue, int]]) -> Iterator[None]:
+    """Meanwhile the committers of the `targets`' queues commit what they have without gathering
+    (all at once: waiting for one run does not leave the others gathering)."""
+    with _COND:
+        for queue, _ in targets:
+            queue.urgent += 1
+        _COND.notify_all()
+    try:
+        yield
+    finally:
+        with _COND:
+            for queue, _ in targets:
+                queue.urgent -= 1
 
 
 def _targets(run: Location | None) -> list[tuple[run_committer.Queue, int]]:
@@ -324,17 +343,9 @@ def _at_exit() -> None:
     a run whose storage does not answer keeps no other run's logs from committing."""
     deadline = time.monotonic() + EXIT_FLUSH_S
     targets = _targets(None)
-    with _COND:
-        for queue, _ in targets:
-            queue.urgent += 1  # no gathering: each committer commits what it has now
-        _COND.notify_all()
-    try:
+    with _hurried(targets):
         for queue, ticket in targets:
             try:
                 _wait(queue, ticket, max(0.0, deadline - time.monotonic()), finished=True)
             except ArtstoreError as e:
                 logger.warning("%s", e)
-    finally:
-        with _COND:
-            for queue, _ in targets:
-                queue.urgent -= 1
