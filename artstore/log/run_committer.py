@@ -126,6 +126,9 @@ def _take(queue: Queue) -> bool:
                        queue.run.redact(queue.run.uri), e)
         take, queue.fragments = rows, None
     with COND:
+        if queue.dropped:  # meanwhile
+            queue.thread = None
+            return False
         queue.busy, queue.items = queue.items[:take], queue.items[take:]
         queue.rounds += 1
     return True
