@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pytest
 
 import artstore as art
-from artstore.log import fold, group_commit, upkeep
+from artstore.log import fold, group_commit, run_committer, upkeep
 from artstore.records.metrics_builder import STATE_KEY
 from artstore.storage import Location, datasets, keys, pending, scans, transactions, writes
 from tests.conftest import tool_call_trajectory
@@ -51,7 +51,7 @@ def _dead_pid() -> int:
 
 
 def test_a_group_log_is_read_back_in_the_same_process_right_after_log_returns(tmp_path, monkeypatch):
-    monkeypatch.setattr(group_commit, "GATHER_S", 0.3)  # so the row is surely still queued at the read
+    monkeypatch.setattr(run_committer, "GATHER_S", 0.3)  # so the row is surely still queued at the read
     model = _model(str(tmp_path), "m", commit="group")
     record = model.log_sync([_group(1)], split="train", step=1)
     assert record.created and record.logs_version is None
@@ -78,7 +78,7 @@ def test_group_is_the_default_mode_and_sync_the_opt_out(tmp_path, monkeypatch):
 
 
 def test_a_queued_logs_record_tells_its_version_once_committed_and_as_of_it_holds_the_log(tmp_path, monkeypatch):
-    monkeypatch.setattr(group_commit, "GATHER_S", 0.3)  # the three logs share one group commit
+    monkeypatch.setattr(run_committer, "GATHER_S", 0.3)  # the three logs share one group commit
     model = _model(str(tmp_path), "m", commit="group")
     first = model.log_sync([_group(0)], split="train", step=0)
     model.flush()
@@ -97,7 +97,7 @@ def test_a_queued_logs_record_tells_its_version_once_committed_and_as_of_it_hold
 
 
 def test_quick_group_logs_make_fewer_commits_and_read_exactly_as_sync_logs(tmp_path, monkeypatch):
-    monkeypatch.setattr(group_commit, "GATHER_S", 0.05)
+    monkeypatch.setattr(run_committer, "GATHER_S", 0.05)
     sync, group = _model(str(tmp_path), "sync", commit="sync"), _model(str(tmp_path), "group", commit="group")
     n = 16
     for model in (sync, group):
@@ -126,7 +126,7 @@ def test_quick_group_logs_make_fewer_commits_and_read_exactly_as_sync_logs(tmp_p
 
 
 def test_a_retried_log_id_is_stored_once_whether_queued_or_committed(tmp_path, monkeypatch):
-    monkeypatch.setattr(group_commit, "GATHER_S", 0.3)
+    monkeypatch.setattr(run_committer, "GATHER_S", 0.3)
     model = _model(str(tmp_path), "m", commit="group")
     first = model.log_sync([_group(1)], split="train", step=1, log_id="given")
     queued_retry = model.log_sync([_group(1)], split="train", step=1, log_id="given")  # still queued
@@ -149,7 +149,7 @@ def test_a_group_models_running_sums_count_another_writers_committed_logs(tmp_pa
 
 
 def test_threads_racing_to_log_one_id_queue_it_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(group_commit, "GATHER_S", 0.2)
+    monkeypatch.setattr(run_committer, "GATHER_S", 0.2)
     model = _model(str(tmp_path), "m", commit="group")
     with ThreadPoolExecutor(4) as pool:
         records = list(pool.map(lambda _: model.log_sync([_group(1)], split="train", step=1, log_id="same"), range(4)))
@@ -198,10 +198,10 @@ def test_a_row_committed_twice_and_a_recovered_row_count_once_everywhere(tmp_pat
 WRITER = textwrap.dedent("""
     import sys
     import artstore as art
-    from artstore.log import group_commit
+    from artstore.log import run_committer
     from tests.conftest import tool_call_trajectory
     base, name, n, gather = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-    group_commit.GATHER_S = gather
+    run_committer.GATHER_S = gather
     model = art.Model(name="m", project="p", base_path=base, report_metrics=[], commit="group")
     for i in range(n):
         g = art.TrajectoryGroup([tool_call_trajectory(j / 4, i * 10 + j) for j in range(4)])
@@ -288,7 +288,7 @@ def test_history_after_own_group_logs_equals_sync_and_reads_nothing(tmp_path, mo
     from artstore.read import latest_logs, step_summary
     from tests.test_latest_logs import _assert_same_as_fresh, _count_reads
 
-    monkeypatch.setattr(group_commit, "GATHER_S", 0.2)  # batches of several rows: one version, many notes
+    monkeypatch.setattr(run_committer, "GATHER_S", 0.2)  # batches of several rows: one version, many notes
     sync, group = _model(str(tmp_path), "sync", commit="sync"), _model(str(tmp_path), "group", commit="group")
     for model in (sync, group):
         _log_group_steps(model, range(2))

@@ -12,11 +12,11 @@ import pytest
 import artstore as art
 from artstore.log import (
     fold,
-    group_commit,
     idle_fold,
     inline_upkeep,
     pending_recovery,
     registry,
+    run_committer,
     run_stats,
     upkeep,
 )
@@ -93,7 +93,7 @@ def test_a_group_commit_lands_on_top_of_a_commit_made_after_its_look_up(s3_bucke
     model = _model(uri, opts)
     model.log_sync([_group(0)], split="train", step=0)
     model.flush()
-    monkeypatch.setattr(group_commit, "GATHER_S", 3.0)  # the committer waits: its held version gets old
+    monkeypatch.setattr(run_committer, "GATHER_S", 3.0)  # the committer waits: its held version gets old
     model.log_sync([_group(2)], split="train", step=2)
     # another writer commits after our look-up, before our group commit (made on the version held)
     other = art.Model(name="m", project="p", base_path=uri, storage_options=opts, report_metrics=[], commit="sync")

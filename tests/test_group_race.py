@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WRITER = textwrap.dedent("""
     import json, sys
     import artstore as art
-    from artstore.log import group_commit
+    from artstore.log import group_commit, run_committer
     from tests.conftest import tool_call_trajectory
     base, role = sys.argv[1], sys.argv[2]
     model = art.Model(name="m", project="p", base_path=base, report_metrics=[], commit="group")
@@ -35,7 +35,7 @@ WRITER = textwrap.dedent("""
         assert model.history().num_rows == 1 and model.run.logs().num_rows == 1
         print("ready", flush=True)
         sys.stdin.readline()
-    group_commit.GATHER_S = 600.0  # "raced" waits in the queue until the flush below
+    run_committer.GATHER_S = 600.0  # "raced" waits in the queue until the flush below
     x, reward = (9.0, 0.9) if role == "late" else (2.0, 0.5)
     record = model.log_sync([group(1, reward)], split="train", step=1, metrics={"x": x}, log_id="raced")
     print(json.dumps({"created": record.created, "queued": len(group_commit.queued(model.run.table_location("logs")))}),

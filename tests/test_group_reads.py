@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import artstore as art
-from artstore.log import batch_commit, group_commit, pending_recovery
+from artstore.log import batch_commit, group_commit, pending_recovery, run_committer
 from artstore.storage import keys, pending, scans
 from tests.test_latest_logs import (
     ROOT,
@@ -59,7 +59,7 @@ def test_history_right_after_group_logs_takes_the_queued_logs_without_waiting(tm
         model.flush()
         assert model.history().num_rows == 3  # kept: what follows extends it
     reads = _count_reads(monkeypatch)
-    monkeypatch.setattr(group_commit, "GATHER_S", 30.0)  # a commit only when a read or flush waits for it
+    monkeypatch.setattr(run_committer, "GATHER_S", 30.0)  # a commit only when a read or flush waits for it
     try:
         for model in (sync, group):
             _log(model, range(3, 8))  # (step 5 adds a metric)
@@ -76,7 +76,7 @@ def test_history_right_after_group_logs_takes_the_queued_logs_without_waiting(tm
 
 def test_another_process_log_after_queued_group_logs_is_read_in_its_place(tmp_path, monkeypatch):
     model = _read_group_model(str(tmp_path))
-    monkeypatch.setattr(group_commit, "GATHER_S", 30.0)
+    monkeypatch.setattr(run_committer, "GATHER_S", 30.0)
     try:
         _log(model, range(2, 4))  # queued
         _log_in_another_process(tmp_path)  # committed first, recorded after ours: ours are not last
@@ -93,7 +93,7 @@ def test_another_process_log_after_queued_group_logs_is_read_in_its_place(tmp_pa
 
 def test_queued_logs_committed_while_read_are_counted_once(tmp_path, monkeypatch):
     model = _read_group_model(str(tmp_path))
-    monkeypatch.setattr(group_commit, "GATHER_S", 30.0)
+    monkeypatch.setattr(run_committer, "GATHER_S", 30.0)
     _log(model, range(2, 5))
     queued = group_commit.queued(model.run.table_location("logs"))
     model.flush()  # committed after the read took the queue, before it takes the snapshot

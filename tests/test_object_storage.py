@@ -245,14 +245,14 @@ def test_a_persistent_fault_raises_a_clear_error_in_bounded_time_and_loses_nothi
     file's PUT, fails); a log queued before the fault is kept pending and committed once the
     storage answers again, and a read then waits for it without raising (a commit round under
     way when the fault ended is retried, not reported)."""
-    from artstore.log import group_commit
+    from artstore.log import run_committer
 
     uri, opts = faulty_s3.uri, _default_knobs(faulty_s3)  # artstore's default retries and timeouts
     model = art.Model(name="m", project="p", base_path=uri, storage_options=opts, report_metrics=[], commit=commit)
     model.log_sync(_groups("ok-0"), log_id="ok-0")
     model.flush()
     if commit == "group":
-        monkeypatch.setattr(group_commit, "GATHER_S", 2.0)  # ok-1 is still queued when the fault starts
+        monkeypatch.setattr(run_committer, "GATHER_S", 2.0)  # ok-1 is still queued when the fault starts
     model.log_sync(_groups("ok-1"), log_id="ok-1")
     faulty_s3.proxy.fail_all()
     start = time.monotonic()

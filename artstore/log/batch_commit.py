@@ -138,3 +138,19 @@ def after(run: Location, items: list[Item], version: int, top_before: int) -> No
         upkeep.request_fold(run, window)
     idle_fold.note(run, window)
     upkeep.request_stats(run, retention)
+
+
+def commit_recovered(run: Location, rows: pa.Table) -> None:
+    """Group-commit `rows` (journal rows of abandoned pending files: `pending_recovery`) as a
+    committer would, with the default windows for their upkeep."""
+    items = [Item(run, rows.slice(i, 1), _Recovered(rows["log_id"][i].as_py(), rows["write_id"][i].as_py()),
+                  "", upkeep.DEFAULT_RETENTION, upkeep.DEFAULT_READER_WINDOW, 0) for i in range(rows.num_rows)]
+    after(run, items, *commit(run, items)[:2])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recovered:
+    """The record of a recovered row (its log() was made by a process that is gone)."""
+
+    log_id: str
+    write_id: str

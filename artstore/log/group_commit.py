@@ -3,10 +3,17 @@ log() that does not wait for a Lance commit. Many small logs become few commits 
 
 In group mode `write_log` validates, encodes and looks up the log exactly as in sync mode, then
 `submit`s its journal row: the row is written as one pending file (`artstore.storage.pending`,
-`{run}/logs.pending/`), queued, and log() returns. One committer thread per process takes every
-row queued for a run and appends them to `logs.lance` in ONE commit (one data file and one
-fragment per row, so each row keeps its own sequence, as in sync mode), then deletes their
-pending files and asks for the upkeep a sync log asks for (compaction, fold, idle fold, stats).
+`{run}/logs.pending/`), queued, and log() returns. Each run this process logs to has its own
+committer thread (`artstore.log.run_committer`: a run whose bucket stops answering delays no other
+run's commits; it ends when idle), which takes every row queued for the run and appends them to
+`logs.lance` in ONE commit (one data file and one fragment per row, so each row keeps its own
+sequence, as in sync mode), then deletes their pending files and asks for the upkeep a sync log
+asks for (compaction, fold, idle fold, stats).
+
+The journal's fragments stay within the sync bound (`inline_upkeep.BOUND`): a batch that would
+pass it waits for (or runs) the journal's compaction first and is cut to what fits
+(`inline_upkeep.room`), and a log() whose run has more rows waiting than that waits at most
+`inline_upkeep.CROWDED_WAIT_S` for the committer, as a sync log waits for a crowded journal.
 
 What "logged" means in group mode:
 - when log() returns, the log is durable (its pending file) and every read of the run in this
@@ -40,20 +47,20 @@ it reads the run again).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError
-from artstore.log import batch_commit, pending_recovery, upkeep
+from artstore.log import batch_commit, inline_upkeep, pending_recovery, run_committer
 from artstore.storage import (
     Location,
     barrier,
@@ -64,15 +71,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("sync", "group")
 ENV = "ARTSTORE_COMMIT"
-EXIT_FLUSH_S = 30.0  # at interpreter exit, queued logs get at most this long to commit
-_NO_WAIT = ("artstore-upkeep", "artstore-idle-fold", "artstore-group-commit")  # threads that never wait
-_HISTORY = 256  # commits per run remembered for `commits_since`
-# The committer waits this long after a row arrives for more to join its commit (0: commits at
-# once, and a batch is whatever queued during the previous commit), unless a read or flush of
-# this process waits for it. Raising it trades the time until other processes see a log for
-# fewer commits.
-GATHER_S = 0.0
-_URGENT = 0  # threads of this process waiting for a commit
+EXIT_FLUSH_S = 30.0  # at interpreter exit, queued logs (of all runs together) get at most this long to commit
+_NO_WAIT = ("artstore-upkeep", "artstore-idle-fold", "artstore-group-commit")  # threads that never wait (name prefixes)
 
 
 def mode(given: str | None = None) -> str:
@@ -83,36 +83,11 @@ def mode(given: str | None = None) -> str:
     return found
 
 
-class _Queue:
-    """The rows of one run this process queued, committed in ticket order."""
-
-    def __init__(self, run: Location) -> None:
-        self.run = run
-        self.items: list[batch_commit.Item] = []  # queued, not taken yet
-        self.busy: list[batch_commit.Item] = []  # being committed
-        self.queued = 0  # tickets handed out
-        self.done = 0  # every ticket up to this is committed
-        self.finished = 0  # ... and its pending files deleted, its upkeep asked for
-        self.errors = 0  # failed commit rounds (they are retried)
-        self.rounds = 0  # commit rounds started
-        self.failed_round = 0  # the latest round that failed
-        self.error: BaseException | None = None
-        self.reserved: dict[str, Any] = {}  # write_id -> record of a log whose pending file is being written
-        # (version, physical rows, write_ids, time.monotonic() once landed) of this process's
-        # recent commits, oldest first
-        self.commits: deque[tuple[int, int, list[str], float]] = deque(maxlen=_HISTORY)
-        self.flying: dict[str, Any] = {}  # data file -> record of each row of the batch being committed (`in_flight`)
-
-
-_COND = threading.Condition()
-_QUEUES: dict[str, _Queue] = {}  # logs uri -> queue
-_THREAD: tuple[int, threading.Thread] | None = None
+_COND = run_committer.COND
+_QUEUES: dict[str, run_committer.Queue] = {}  # logs uri -> queue
+_PID = os.getpid()  # the process the queues are of (a forked child starts afresh)
+_EXIT_HOOKED = False
 _ARMED = False  # a group log was made here: look for pending files on buckets too
-
-
-# called by the committer right after each group commit of queued logs, before any waiting read
-# goes on: (the run's journal, the version made, [(each log's record, its fragment id)])
-_ON_COMMIT: list[Callable[[Location, int, list[tuple[Any, int]]], None]] = []
 
 
 def on_commit(listener: Callable[[Location, int, list[tuple[Any, int]]], None]) -> None:
@@ -121,8 +96,8 @@ def on_commit(listener: Callable[[Location, int, list[tuple[Any, int]]], None]) 
     thread-safe), e.g. so kept reads extend by the rows without reading them back. The record is
     None for a row that lost to an earlier committed row of its log_id (a retry whose look-up
     missed the first copy): stored, never read, so never to be added to a kept read."""
-    if listener not in _ON_COMMIT:
-        _ON_COMMIT.append(listener)
+    if listener not in run_committer.ON_COMMIT:
+        run_committer.ON_COMMIT.append(listener)
 
 
 def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, window: timedelta,
@@ -138,9 +113,10 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
     if pending_recovery.never_checked(uri):  # the run's first log here: a writer gone may have left rows
         _recover_once(run)
     with _COND:
+        _forked()
         queue = _QUEUES.get(uri)
         first = queue is None
-        queue = _QUEUES.setdefault(uri, _Queue(run))
+        queue = _QUEUES.setdefault(uri, run_committer.Queue(run))
         for other in (*(i.record for i in (*queue.busy, *queue.items)), *queue.reserved.values()):
             if other.log_id == record.log_id:
                 return dataclasses.replace(other, created=False, state_delta_stored=False, write_id=None, queued=False)
@@ -158,20 +134,57 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
         del queue.reserved[record.write_id]
         queue.queued += 1
         queue.items.append(batch_commit.Item(run, row, record, name, retention, window, queue.queued))
-        _start()
-        _COND.notify_all()
+        _start(queue)
+        if queue.queued - queue.done > inline_upkeep.BOUND:
+            _crowded(queue)
     return record
+
+
+def _crowded(queue: run_committer.Queue) -> None:
+    """(Under _COND) the run has more rows waiting than its journal may hold (`inline_upkeep.BOUND`:
+    its committer is behind, compacting or retrying): wait at most CROWDED_WAIT_S for it to catch
+    up, as a sync log waits for a crowded journal's compaction."""
+    queue.urgent += 1  # no gathering meanwhile
+    _COND.notify_all()
+    try:
+        _COND.wait_for(lambda: queue.queued - queue.done <= inline_upkeep.BOUND or queue.dropped,
+                       inline_upkeep.CROWDED_WAIT_S)
+    finally:
+        queue.urgent -= 1
 
 
 def flush(run: Location | None = None, timeout: float | None = None) -> None:
     """Wait until every log this process queued (for the run at `run`, or all) is committed.
     StorageError when a commit round that began after the call fails (its rows stay pending and
     are retried): a round under way when the storage recovers is retried, not raised."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    targets = _targets(run)
+    with _hurried(targets):
+        for queue, ticket in targets:
+            _wait(queue, ticket, None if deadline is None else max(0.0, deadline - time.monotonic()), finished=True)
+
+
+@contextlib.contextmanager
+def _hurried(targets: list[tuple[run_committer.Queue, int]]) -> Iterator[None]:
+    """Meanwhile the committers of the `targets`' queues commit what they have without gathering
+    (all at once: waiting for one run does not leave the others gathering)."""
+    with _COND:
+        for queue, _ in targets:
+            queue.urgent += 1
+        _COND.notify_all()
+    try:
+        yield
+    finally:
+        with _COND:
+            for queue, _ in targets:
+                queue.urgent -= 1
+
+
+def _targets(run: Location | None) -> list[tuple[run_committer.Queue, int]]:
+    """(queue, its latest ticket) of the run at `run`, or of every run."""
     with _COND:
         queues = list(_QUEUES.values()) if run is None else [q for q in [_QUEUES.get(run.child("logs.lance").uri)] if q]
-        targets = [(q, q.queued) for q in queues]
-    for queue, ticket in targets:
-        _wait(queue, ticket, timeout, finished=True)
+        return [(q, q.queued) for q in queues]
 
 
 def drop_queued() -> None:
@@ -179,6 +192,8 @@ def drop_queued() -> None:
     gone: nothing retries them here any more). Their pending files stay where they were written,
     for the next process that opens the run."""
     with _COND:
+        for queue in _QUEUES.values():
+            queue.items, queue.dropped = [], True  # its committer ends
         _QUEUES.clear()
         _COND.notify_all()
 
@@ -201,13 +216,12 @@ def commits_since(logs: Location, version: int, read_at: float) -> tuple[int, in
         return after[-1][0], after[-1][1], None if forgotten else [w for c in after for w in c[2]]
 
 
-def _wait(queue: _Queue, ticket: int, timeout: float | None = None, finished: bool = False) -> None:
+def _wait(queue: run_committer.Queue, ticket: int, timeout: float | None = None, finished: bool = False) -> None:
     """Until `queue` committed `ticket` (and, `finished`, deleted its pending files)."""
-    global _URGENT
     deadline = None if timeout is None else time.monotonic() + timeout
     with _COND:
         started = queue.rounds  # a round under way may have begun before a fault ended: not counted
-        _URGENT += 1
+        queue.urgent += 1
         _COND.notify_all()
         try:
             _wait_locked(queue, ticket, started, deadline, timeout)
@@ -216,10 +230,10 @@ def _wait(queue: _Queue, ticket: int, timeout: float | None = None, finished: bo
                 if deadline is not None and time.monotonic() >= deadline:
                     break
         finally:
-            _URGENT -= 1
+            queue.urgent -= 1
 
 
-def _wait_locked(queue: _Queue, ticket: int, started: int, deadline: float | None, timeout: float | None) -> None:
+def _wait_locked(queue: run_committer.Queue, ticket: int, started: int, deadline: float | None, timeout: float | None) -> None:
     """(Under _COND) until `queue` committed `ticket`; StorageError when a commit round that began
     after round `started` fails (each round already retried its requests within the storage
     options' budget: the storage kept failing while the caller waited)."""
@@ -267,78 +281,21 @@ def _run_of(logs: Location) -> Location:
     return Location(logs.uri.rstrip("/").rsplit("/", 1)[0], logs.storage_options)
 
 
-def _start() -> None:
-    """Start this process's committer (under _COND); a forked child starts its own."""
-    global _THREAD, _QUEUES
-    if _THREAD is not None and _THREAD[0] == os.getpid() and _THREAD[1].is_alive():
-        return
-    if _THREAD is not None and _THREAD[0] != os.getpid():
-        _QUEUES = {}  # the parent's queue is the parent's to commit
-    if _THREAD is None:
+def _start(queue: run_committer.Queue) -> None:
+    """(Under _COND) start the committer of `queue` unless it runs; hook the exit flush once."""
+    global _EXIT_HOOKED
+    if not _EXIT_HOOKED:
+        _EXIT_HOOKED = True
         atexit.register(_at_exit)  # after upkeep's and idle_fold's: runs before them
-    _THREAD = (os.getpid(), threading.Thread(target=_run, name="artstore-group-commit", daemon=True))
-    _THREAD[1].start()
+    run_committer.start(queue)
+    _COND.notify_all()
 
 
-def _run() -> None:
-    with barrier.bypass():
-        while True:
-            with _COND:
-                while not any(q.items for q in _QUEUES.values()):
-                    _COND.wait()
-                deadline = time.monotonic() + GATHER_S
-                while not _URGENT and (left := deadline - time.monotonic()) > 0:
-                    _COND.wait(left)  # gathering: a reader or flush waiting cuts it short
-                work = [q for q in _QUEUES.values() if q.items]
-                for q in work:
-                    q.busy, q.items = q.items, []
-                    q.rounds += 1
-            for q in work:
-                failed: BaseException | None = None
-                try:
-                    version, top_before = _commit(q)
-                except BaseException as e:  # noqa: BLE001 - kept pending and retried; waiters are told
-                    failed = e  # (whatever it was: this thread must not die with rows queued)
-                    logger.warning("group commit of %d logs of %s failed (retried): %s",
-                                   len(q.busy), q.run.redact(q.run.uri), e)
-                with _COND:
-                    done = q.busy
-                    if failed is None:
-                        q.done = done[-1].ticket
-                    else:
-                        q.items, q.error = done + q.items, failed
-                        q.errors += 1
-                        q.failed_round = q.rounds
-                    q.busy = []
-                    _COND.notify_all()  # readers go on: the files and the upkeep need not wait
-                if failed is not None:
-                    time.sleep(min(5.0, 0.05 * 2 ** min(q.errors, 7)))
-                    continue
-                try:
-                    batch_commit.after(q.run, done, version, top_before)
-                except Exception as e:  # noqa: BLE001 - committed: a leftover file is skipped by recovery
-                    logger.warning("after the group commit of %s: %s", q.run.redact(q.run.uri), e)
-                with _COND:
-                    q.finished = done[-1].ticket
-                    _COND.notify_all()
-
-
-def _commit(queue: _Queue) -> tuple[int, int]:
-    """Commit the rows `queue` took (`batch_commit.commit`), remember the commit for
-    `commits_since` and tell the `on_commit` listeners. Returns (the version made, the largest
-    fragment id held before it)."""
-
-    def fly(records: dict[str, Any]) -> None:  # a reader finding them committed before they are told takes them from here
-        queue.flying = records
-
-    version, top_before, rows = batch_commit.commit(queue.run, queue.busy, _ON_COMMIT, fly)
-    for item in queue.busy:  # each caller's LogRecord now tells the version its log is in
-        if getattr(item.record, "queued", False):  # (frozen: this one field is filled in once, here)
-            object.__setattr__(item.record, "logs_version", version)
-    if rows is not None:
-        with _COND:
-            queue.commits.append((version, rows, [i.record.write_id for i in queue.busy], time.monotonic()))
-    return version, top_before
+def _forked() -> None:
+    """(Under _COND) in a forked child, forget the parent's queues: they are the parent's to commit."""
+    global _PID, _QUEUES
+    if _PID != os.getpid():
+        _PID, _QUEUES = os.getpid(), {}
 
 
 def in_flight(logs: Location) -> dict[str, Any]:
@@ -367,26 +324,9 @@ def _recover_once(run: Location) -> None:
 def recover(run: Location) -> int:
     """Commit the pending files of the run at `run` whose writer is gone (see the module doc and
     `artstore.log.pending_recovery`), skipping rows whose log_id the journal holds already;
-    returns how many rows it committed. One recovery at a time in a process."""
-    with _RECOVERY, barrier.bypass():
-        return pending_recovery.recover(run, _commit_recovered, _ours)
-
-
-_RECOVERY = threading.Lock()
-
-
-def _commit_recovered(run: Location, rows: pa.Table) -> None:
-    """Group-commit `rows` (journal rows of abandoned pending files) as the committer would, with
-    the default windows for their upkeep."""
-    items = [batch_commit.Item(run, rows.slice(i, 1), _Recovered(rows["log_id"][i].as_py(), rows["write_id"][i].as_py()),
-                   "", upkeep.DEFAULT_RETENTION, upkeep.DEFAULT_READER_WINDOW, 0) for i in range(rows.num_rows)]
-    batch_commit.after(run, items, *batch_commit.commit(run, items)[:2])
-
-
-@dataclasses.dataclass(frozen=True)
-class _Recovered:
-    log_id: str
-    write_id: str
+    returns how many rows it committed. One recovery of a run at a time in a process."""
+    with barrier.bypass():
+        return pending_recovery.recover(run, batch_commit.commit_recovered, _ours)
 
 
 def _ours(run: Location, name: str) -> bool:
@@ -399,7 +339,13 @@ def _ours(run: Location, name: str) -> bool:
 
 
 def _at_exit() -> None:
-    try:
-        flush(timeout=EXIT_FLUSH_S)
-    except ArtstoreError as e:
-        logger.warning("%s", e)
+    """Flush every run's queue within EXIT_FLUSH_S in all; every committer is hurried at once, so
+    a run whose storage does not answer keeps no other run's logs from committing."""
+    deadline = time.monotonic() + EXIT_FLUSH_S
+    targets = _targets(None)
+    with _hurried(targets):
+        for queue, ticket in targets:
+            try:
+                _wait(queue, ticket, max(0.0, deadline - time.monotonic()), finished=True)
+            except ArtstoreError as e:
+                logger.warning("%s", e)

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from artstore.errors import ArtstoreError
 from artstore.log import fold, upkeep
-from artstore.storage import Location, compaction, run_lock, writes
+from artstore.storage import Location, compaction, fragments, run_lock, writes
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,9 @@ MAINTAIN_EVERY = 4  # check compaction every this many versions of a table
 # idle cores compacted inline 18 times in 200 logs.
 MAX_FRAGMENTS = compaction.JOURNAL_COMPACT_AFTER_FRAGMENTS + 4 * MAINTAIN_EVERY
 CROWDED_WAIT_S = 5.0  # a journal MAINTAIN_EVERY past crowded: its writer waits at most this for the running compaction
+# The most fragments a journal's writers let it reach (sync and group mode alike): past it, a
+# sync log or a group commit waits for (or does) the journal's compaction before adding more.
+BOUND = MAX_FRAGMENTS + MAINTAIN_EVERY
 
 
 def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, background: bool = False,
@@ -50,7 +53,7 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
         # (when a compaction of it runs, after it lands, once MAINTAIN_EVERY more logs came), which
         # bounds the fragments however fast logs come.
         count = (writes.committed_fragments(loc, version) or 0) if background else 0
-        wait = crowded_wait_s if count >= MAX_FRAGMENTS + MAINTAIN_EVERY else 0.0  # far behind: wait
+        wait = crowded_wait_s if count >= BOUND else 0.0  # far behind: wait
         if count >= MAX_FRAGMENTS and upkeep.take_over(loc, timeout=wait):
             pass
         elif (version % MAINTAIN_EVERY) if due is None else not due:
@@ -58,17 +61,49 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
         elif background:
             upkeep.request(loc, name, retention, compact=True)
             continue
-        rewrite = fold.drop_folded_payloads(run) if background else None
-        try:
-            with run_lock.held(run, f"{name}.compact", wait=False) as mine:
-                if not mine:  # another process compacts it now: its compaction bounds the count
-                    continue
-                done = compaction.maintain(loc, name, retention, cleanup=False, rewrite=rewrite)
-        except ArtstoreError as e:
-            logger.warning("maintenance of %s skipped: %s", name, e)
-            continue
-        if done["compacted"] and compaction.cleanup_due(loc, retention):
-            upkeep.request(loc, name, retention)
+        _compact_here(run, name, retention, journal=background)
+
+
+def room(run: Location, count: int | None, rows: int, retention: timedelta,
+         wait_s: float = CROWDED_WAIT_S) -> tuple[int, int | None]:
+    """How many of `rows` queued logs a group commit may add to the run's journal (one fragment
+    each) without passing BOUND fragments, its count `count` at this process's last commit (None:
+    not known); returns (that many, at least 1; the journal's count now, None: not read).
+
+    The sync bound, kept per group commit: when the batch would pass BOUND, the journal's
+    fragments are counted afresh (a background compaction may have landed since) and, still too
+    many, its compaction runs here before the batch, after waiting at most `wait_s` for this
+    process's running one, as a sync log that finds it crowded does. A compaction that cannot run
+    (another process of this host holds it, a failure) leaves the count: the batch is cut to what
+    fits, and at least one row goes on, as a sync log goes on."""
+    if count is not None and count + rows <= BOUND:
+        return rows, count
+    loc = run.child("logs.lance")
+    count = fragments.fragment_count(loc)
+    if count + rows > BOUND and upkeep.take_over(loc, timeout=wait_s):
+        count = fragments.fragment_count(loc)  # the compaction it waited for may have made room
+        if count + rows > BOUND and _compact_here(run, "logs", retention, journal=True):
+            count = fragments.fragment_count(loc)
+    return max(1, min(rows, BOUND - count)), count
+
+
+def _compact_here(run: Location, name: str, retention: timedelta, journal: bool) -> bool:
+    """Compact the table `name` of the run on this thread, unless another process of this host
+    compacts it now (its compaction bounds the count); leave the cleanup that falls due to the
+    background. A `journal`'s compaction drops the payloads of folded logs. Whether it compacted."""
+    loc = run.child(f"{name}.lance")
+    rewrite = fold.drop_folded_payloads(run) if journal else None
+    try:
+        with run_lock.held(run, f"{name}.compact", wait=False) as mine:
+            if not mine:
+                return False
+            done = compaction.maintain(loc, name, retention, cleanup=False, rewrite=rewrite)
+    except ArtstoreError as e:
+        logger.warning("maintenance of %s skipped: %s", name, e)
+        return False
+    if done["compacted"] and compaction.cleanup_due(loc, retention):
+        upkeep.request(loc, name, retention)
+    return bool(done["compacted"])
 
 
 def due_after(top: int, added: int) -> bool:

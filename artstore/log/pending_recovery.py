@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -38,6 +39,8 @@ _CHECKED: dict[str, float] = {}  # logs uri -> when this process last looked for
 # writers still running)
 _SEEN: dict[str, tuple[int | None, bool]] = {}
 _FRESH_NS = 100_000_000  # a folder changed this recently may change again within its mtime's clock tick
+_LOCKS: dict[str, threading.Lock] = {}  # logs uri -> the lock of its recovery in this process
+_LOCKS_LOCK = threading.Lock()
 
 
 def never_checked(uri: str) -> bool:
@@ -68,7 +71,15 @@ def recover(run: Location, commit: Callable[[Location, pa.Table], None], ours: C
     """Commit, through `commit(run, rows)` (one group commit, then its upkeep), the rows of the
     abandoned pending files of the run at `run` that the journal does not hold yet, then delete
     those files; returns how many rows it committed. `ours(run, name)`: whether this process
-    itself queued the pending file `name` (never abandoned then)."""
+    itself queued the pending file `name` (never abandoned then). One recovery of a run at a time
+    in a process (a run on a bucket that stops answering holds no other run's)."""
+    with _LOCKS_LOCK:
+        lock = _LOCKS.setdefault(run.child("logs.lance").uri, threading.Lock())
+    with lock:
+        return _recover(run, commit, ours)
+
+
+def _recover(run: Location, commit: Callable[[Location, pa.Table], None], ours: Callable[[Location, str], bool]) -> int:
     logs_uri = run.child("logs.lance").uri
     stamp = pending.local_stamp(logs_uri) if run.is_local else None  # before the listing: a file after it changes it
     foreign = [n for n in pending.names(run) if not ours(run, n)]

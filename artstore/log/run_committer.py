@@ -1,0 +1,153 @@
+"""A run's committer (`artstore.log.group_commit`): the queue of the journal rows one process
+logged to one run, and the thread that commits them in batches (`artstore.log.batch_commit`).
+
+Each run has its own committer, so a run whose storage stops answering (a stalled bucket, its
+requests retried for minutes) delays no other run's commits. A committer ends after IDLE_S
+without rows; the next row queued starts one again. A batch takes only as many rows as the
+journal has room for within the sync bound (`inline_upkeep.room`: it may compact the journal
+first), so group mode keeps the journal's fragments as bounded as sync mode does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from artstore.log import batch_commit, inline_upkeep
+from artstore.storage import Location, barrier, writes
+
+logger = logging.getLogger(__name__)
+
+# The committer waits this long after a row arrives for more to join its commit (0: commits at
+# once, and a batch is whatever queued during the previous commit), unless a read or flush of
+# this process waits for it. Raising it trades the time until other processes see a log for
+# fewer commits.
+GATHER_S = 0.0
+IDLE_S = 5.0  # a run's committer thread ends after this long without rows (the next row starts one)
+HISTORY = 256  # commits per run remembered for `group_commit.commits_since`
+COND = threading.Condition()  # guards every queue; notified whenever one changes
+# called by a committer right after each group commit of queued logs, before any waiting read goes
+# on: (the run's journal, the version made, [(each log's record, its fragment id)])
+ON_COMMIT: list[Callable[[Location, int, list[tuple[Any, int]]], None]] = []
+
+
+class Queue:
+    """The rows of one run this process queued, committed in ticket order."""
+
+    def __init__(self, run: Location) -> None:
+        self.run = run
+        self.items: list[batch_commit.Item] = []  # queued, not taken yet
+        self.busy: list[batch_commit.Item] = []  # being committed
+        self.queued = 0  # tickets handed out
+        self.done = 0  # every ticket up to this is committed
+        self.finished = 0  # ... and its pending files deleted, its upkeep asked for
+        self.errors = 0  # failed commit rounds (they are retried)
+        self.rounds = 0  # commit rounds started
+        self.failed_round = 0  # the latest round that failed
+        self.error: BaseException | None = None
+        self.reserved: dict[str, Any] = {}  # write_id -> record of a log whose pending file is being written
+        # (version, physical rows, write_ids, time.monotonic() once landed) of this process's
+        # recent commits, oldest first
+        self.commits: deque[tuple[int, int, list[str], float]] = deque(maxlen=HISTORY)
+        self.flying: dict[str, Any] = {}  # data file -> record of each row of the batch being committed (`in_flight`)
+        self.urgent = 0  # threads waiting for this queue's commit (the committer stops gathering)
+        self.thread: threading.Thread | None = None  # its committer, None when it ended (idle)
+        self.fragments: int | None = None  # the journal's fragments at this process's last commit
+        self.dropped = False  # forgotten (`group_commit.drop_queued`): its committer ends
+
+
+def start(queue: Queue) -> None:
+    """(Under COND) start the committer of `queue` unless it runs."""
+    if queue.thread is not None and queue.thread.is_alive():
+        return
+    queue.thread = threading.Thread(target=_run, args=(queue,), daemon=True,
+                                    name=f"artstore-group-commit {queue.run.redact(queue.run.uri)}")
+    queue.thread.start()
+
+
+def _run(queue: Queue) -> None:
+    """The committer of `queue`: commits its rows in batches until it has none for
+    IDLE_S, or the queue is dropped."""
+    with barrier.bypass():
+        while _take(queue):
+            failed: BaseException | None = None
+            try:
+                version, top_before = _commit(queue)
+            except BaseException as e:  # noqa: BLE001 - kept pending and retried; waiters are told
+                failed = e  # (whatever it was: this thread must not die with rows queued)
+                logger.warning("group commit of %d logs of %s failed (retried): %s",
+                               len(queue.busy), queue.run.redact(queue.run.uri), e)
+            with COND:
+                done = queue.busy
+                if failed is None:
+                    queue.done = done[-1].ticket
+                else:
+                    queue.items, queue.error = done + queue.items, failed
+                    queue.errors += 1
+                    queue.failed_round = queue.rounds
+                queue.busy = []
+                COND.notify_all()  # readers go on: the files and the upkeep need not wait
+            if failed is not None:
+                time.sleep(min(5.0, 0.05 * 2 ** min(queue.errors, 7)))
+                continue
+            try:
+                batch_commit.after(queue.run, done, version, top_before)
+            except Exception as e:  # noqa: BLE001 - committed: a leftover file is skipped by recovery
+                logger.warning("after the group commit of %s: %s", queue.run.redact(queue.run.uri), e)
+            with COND:
+                queue.finished = done[-1].ticket
+                COND.notify_all()
+
+
+def _take(queue: Queue) -> bool:
+    """Move the next batch of `queue` to `queue.busy`: once rows came (and GATHER_S passed, unless
+    someone waits), as many as the journal has room for (`inline_upkeep.room`, which may compact it
+    first). False, the committer to end, once none came for IDLE_S or the queue was dropped."""
+    with COND:
+        idle_until = time.monotonic() + IDLE_S
+        while not queue.items or queue.dropped:
+            left = idle_until - time.monotonic()
+            if left <= 0 or queue.dropped:  # (a dropped queue's rows stay pending)
+                queue.thread = None
+                return False
+            COND.wait(left)
+        deadline = time.monotonic() + GATHER_S
+        while not queue.urgent and (left := deadline - time.monotonic()) > 0:
+            COND.wait(left)  # gathering: a reader or flush waiting cuts it short
+        rows, retention = len(queue.items), min(i.window for i in queue.items)
+    try:
+        take, queue.fragments = inline_upkeep.room(queue.run, queue.fragments, rows, retention)
+    except Exception as e:  # noqa: BLE001 - the bound is upkeep: its failure must not hold the rows
+        logger.warning("compaction of the journal of %s before a group commit skipped: %s",
+                       queue.run.redact(queue.run.uri), e)
+        take, queue.fragments = rows, None
+    with COND:
+        if queue.dropped:  # meanwhile
+            queue.thread = None
+            return False
+        queue.busy, queue.items = queue.items[:take], queue.items[take:]
+        queue.rounds += 1
+    return True
+
+
+def _commit(queue: Queue) -> tuple[int, int]:
+    """Commit the rows `queue` took (`batch_commit.commit`), remember the commit for
+    `commits_since` and tell the `on_commit` listeners. Returns (the version made, the largest
+    fragment id held before it)."""
+
+    def fly(records: dict[str, Any]) -> None:  # a reader finding them committed before they are told takes them from here
+        queue.flying = records
+
+    version, top_before, rows = batch_commit.commit(queue.run, queue.busy, ON_COMMIT, fly)
+    queue.fragments = writes.committed_fragments(queue.run.child("logs.lance"), version)
+    for item in queue.busy:  # each caller's LogRecord now tells the version its log is in
+        if getattr(item.record, "queued", False):  # (frozen: this one field is filled in once, here)
+            object.__setattr__(item.record, "logs_version", version)
+    if rows is not None:
+        with COND:
+            queue.commits.append((version, rows, [i.record.write_id for i in queue.busy], time.monotonic()))
+    return version, top_before

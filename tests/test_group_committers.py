@@ -1,0 +1,159 @@
+"""Group commit's committers (`artstore.log.group_commit`): one thread per run, which ends when the
+run is idle, so a run whose bucket stops answering delays no other run's commits; and a batch
+never crowds the journal past the fragment bound a sync log keeps (`inline_upkeep.BOUND`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import artstore as art
+from artstore.log import group_commit, inline_upkeep, run_committer
+from artstore.storage import Location, datasets, fragments, pending
+from tests.conftest import tool_call_trajectory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _group(step: int) -> art.TrajectoryGroup:
+    return art.TrajectoryGroup([tool_call_trajectory(j / 4, step * 100 + j) for j in range(4)])
+
+
+def _committers() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("artstore-group-commit")]
+
+
+def _steps_seen_by_another_process(base: str, name: str) -> list[int]:
+    code = textwrap.dedent("""
+        import json
+        import sys
+        import artstore as art
+        print(json.dumps(art.open_store(sys.argv[1]).run("p", sys.argv[2]).history()["step"].to_pylist()))
+    """)
+    env = {**os.environ, "PYTHONPATH": ROOT, "LANCE_LOG": "error"}
+    out = subprocess.run([sys.executable, "-c", code, base, name], capture_output=True, text=True, env=env,
+                         timeout=120, check=True)
+    return json.loads(out.stdout)
+
+
+def test_a_batch_that_would_crowd_the_journal_is_compacted_first_and_cut_to_fit(tmp_path, monkeypatch):
+    # every row waits to be gathered (no reader or flush hurries the committer) until log() finds
+    # more rows waiting than the journal may hold: one batch would then add them all at once
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="group")
+    logs = 3 * inline_upkeep.BOUND
+    t0 = time.monotonic()
+    for step in range(logs):
+        model.log_sync([_group(step)], split="train", step=step)
+    waited = time.monotonic() - t0
+    model.flush()
+    loc = model.run.table_location("logs")
+    counts = {v["version"]: fragments.fragments_of(datasets.open_dataset(loc, version=v["version"]))
+              for v in datasets.versions(loc)}
+    assert max(counts.values()) <= inline_upkeep.BOUND, counts  # every version the writer made
+    assert waited < logs * inline_upkeep.CROWDED_WAIT_S / 4  # log() waited for commits, not out its limit
+    assert model.history()["step"].to_pylist() == list(range(logs))
+
+
+def test_each_run_has_its_own_committer_and_idle_committers_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_committer, "IDLE_S", 1.0)
+    base = str(tmp_path)
+    models = [art.Model(name=n, project="p", base_path=base, report_metrics=[], commit="group") for n in ("a", "b")]
+    for m in models:
+        m.log_sync([_group(0)], split="train", step=0)
+    ours = [n for n in _committers() if base in n]
+    assert sorted(n.rsplit("/", 1)[1] for n in ours) == ["a", "b"]  # one per run, each still within IDLE_S
+    for m in models:
+        m.flush()
+    deadline = time.monotonic() + 30
+    while [n for n in _committers() if base in n] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [n for n in _committers() if base in n] == []  # idle: ended
+    for m in models:  # a later log starts one again
+        m.log_sync([_group(1)], split="train", step=1)
+    group_commit.flush()
+    assert [art.open_store(base).run("p", n).history()["step"].to_pylist() for n in ("a", "b")] == [[0, 1], [0, 1]]
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_a_run_whose_bucket_stalls_delays_no_local_runs_commits_and_loses_nothing(tmp_path, faulty_s3, monkeypatch):
+    base = str(tmp_path)
+    bucket = art.Model(name="remote", project="p", base_path=faulty_s3.uri, storage_options=faulty_s3.storage_options,
+                       report_metrics=[], commit="group")
+    local = art.Model(name="local", project="p", base_path=base, report_metrics=[], commit="group")
+    for m in (bucket, local):
+        m.log_sync([_group(0)], split="train", step=0)
+        m.flush()
+    # the bucket's next rows wait to be gathered, so the stall below catches its committer
+    monkeypatch.setattr(run_committer, "GATHER_S", 1.0)
+    bucket.log_sync([_group(1)], split="train", step=1)  # its pending file is in the bucket
+    faulty_s3.proxy.delay(20.0)  # every request to the bucket now hangs 20 s
+    time.sleep(1.5)  # the bucket's committer is inside its commit
+    t0 = time.monotonic()
+    for step in range(1, 6):
+        local.log_sync([_group(step)], split="train", step=step)
+    group_commit.flush(local.run.location, timeout=10.0)  # (one committer per process: >= 20 s)
+    assert time.monotonic() - t0 < 10.0
+    assert _steps_seen_by_another_process(base, "local") == list(range(6))
+    assert [r.step for r in group_commit.queued(bucket.run.table_location("logs"))] == [1]  # still stuck
+    faulty_s3.proxy.pass_through()
+    bucket.flush()
+    fresh = art.open_store(faulty_s3.uri, faulty_s3.storage_options).run("p", "remote")
+    assert fresh.history()["step"].to_pylist() == [0, 1]
+    assert local.history()["step"].to_pylist() == list(range(6))
+
+
+EXITING_WRITER = textwrap.dedent("""
+    import json
+    import sys
+    import artstore as art
+    from artstore.log import group_commit, run_committer
+    from tests.conftest import tool_call_trajectory
+    local, bucket, opts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    group_commit.EXIT_FLUSH_S = 3.0
+    run_committer.GATHER_S = 60.0  # nothing commits before the exit flush hurries it
+    g = art.TrajectoryGroup([tool_call_trajectory(0.5, 1)])
+    remote = art.Model(name="remote", project="p", base_path=bucket, storage_options=opts, report_metrics=[])
+    remote.log_sync([g], split="train", step=1)
+    print("queued", flush=True)
+    sys.stdin.readline()  # the bucket stalls now
+    for name in ("a", "b"):
+        art.Model(name=name, project="p", base_path=local, report_metrics=[]).log_sync([g], split="train", step=1)
+""")
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_exit_commits_every_answering_runs_logs_within_its_limit_and_a_stalled_runs_stay_pending(
+        tmp_path, faulty_s3, monkeypatch):
+    from artstore.log import pending_recovery
+
+    base, opts = str(tmp_path), faulty_s3.storage_options
+    env = {**os.environ, "PYTHONPATH": ROOT, "LANCE_LOG": "error"}
+    proc = subprocess.Popen([sys.executable, "-c", EXITING_WRITER, base, faulty_s3.uri, json.dumps(opts)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "queued"
+    faulty_s3.proxy.delay(60.0)  # every request to the bucket now hangs for a minute
+    t0 = time.monotonic()
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    proc.wait(timeout=45)  # (the at-exit flush gives up after its 3 s; before, each run got the whole limit)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert time.monotonic() - t0 < 30
+    for name in ("a", "b"):  # committed at exit: nothing left for a reader to recover
+        assert pending.names(Location.parse(base).child("p", "models", name)) == []
+        assert art.open_store(base).run("p", name).history()["step"].to_pylist() == [1]
+    faulty_s3.proxy.pass_through()
+    # the stalled run's log is in its pending file: the next process to open the run commits it
+    monkeypatch.setattr(pending_recovery, "STALE_S", 0.0)
+    monkeypatch.setattr(pending_recovery, "_CHECKED", {})
+    fresh = art.open_store(faulty_s3.uri, opts).run("p", "remote")
+    assert fresh.history()["step"].to_pylist() == [1]
