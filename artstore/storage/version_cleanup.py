@@ -1,4 +1,4 @@
-"""Cleanup of old versions on an object store in a few requests, whatever the window holds.
+"""Cleanup of old versions on S3 in a few requests, whatever the window holds.
 
 Lance's `cleanup_old_versions` reads every manifest `_versions/` holds at each cleanup, lists five
 folders, and deletes each file with a request of its own (pylance 14 on S3: one batch-delete
@@ -42,7 +42,6 @@ _V1_MANIFEST = re.compile(r"^(\d{1,19})\.manifest$")
 # The manifest's transaction_file field: `{read_version}-{uuid}.txn` (no other manifest string
 # has that shape: data files end in .lance, config values are artstore's own).
 _TXN = re.compile(rb"\d{1,20}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.txn")
-_OBJECT_STORES = frozenset({"s3", "gs"})
 LISTED_RESOLUTION = timedelta(seconds=1)
 
 # dataset uri -> version -> the files it names (relative to the dataset), or None: it names a
@@ -53,9 +52,9 @@ _LOCK = threading.Lock()
 
 
 def applies(loc: Location) -> bool:
-    """Whether cleanups of the dataset at `loc` go through here: on an object store (a local
-    listing and delete cost no request)."""
-    return loc.scheme in _OBJECT_STORES
+    """Whether cleanups of the dataset at `loc` go through here: on S3 (a local listing and
+    delete cost no request; gs:// keeps Lance's cleanup, untested here)."""
+    return loc.scheme == "s3"
 
 
 def _named(ds: LanceDataset) -> frozenset[str] | None:
