@@ -26,8 +26,8 @@ _MODULES = {
     "artstore.errors": ("ArtstoreError", "BackendError", "CheckpointError", "CommitConflictError",
                         "ImportFormatError", "InferenceUnavailableError", "InvalidNameError",
                         "ModelNotRegisteredError", "RetentionError", "RunNotFoundError", "SchemaVersionError",
-                        "SqlError", "StorageError", "StoreNotFoundError", "UnsupportedError", "ValidationError",
-                        "VersionNotFoundError"),
+                        "SnapshotRemovedError", "SqlError", "StorageError", "StoreNotFoundError", "UnsupportedError",
+                        "ValidationError", "VersionNotFoundError"),
     "artstore.log.commit": ("LogRecord",),
     "artstore.read.run": ("Run",),
     "artstore.read.store": ("Store", "open_store"),
@@ -35,6 +35,7 @@ _MODULES = {
                                 "trajectory_group_batches"),
     "artstore.records.metrics_builder": ("MetricsBuilder",),
     "artstore.records.trajectory": ("Choice", "History", "PydanticException", "Trajectory", "TrajectoryGroup"),
+    "artstore.storage.tags": ("Tag",),
     "artstore.tokens": ("shard_range",),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}

@@ -69,6 +69,12 @@ class CommitConflictError(StorageError):
     """Too many concurrent writers raced for the same commit; retry the call."""
 
 
+class SnapshotRemovedError(StorageError):
+    """The files of the versions a read pinned were removed while it read, again after one retry
+    on a fresh snapshot: another process's cleanup with a short window (`reader_window`,
+    `retention`) is removing versions faster than the read finishes. The store is unchanged."""
+
+
 class SqlError(ArtstoreError):
     """A statement `Store.sql` refused or DuckDB could not run."""
 

@@ -8,6 +8,8 @@ from artstore.errors import InvalidNameError, ValidationError
 
 _LOG_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,255}")  # always a usable segment (but '.' and '..')
+# A tag: a file name everywhere and a Lance ref (no leading or trailing '.', no '..', no '.lock' end)
+TAG_NAME = re.compile(r"(?!.*\.\.)(?!.*\.lock$)[A-Za-z0-9_\-](?:[A-Za-z0-9_.\-]{0,126}[A-Za-z0-9_\-])?")
 
 
 def check_segment(field: str, name: object) -> str:
@@ -45,3 +47,16 @@ def check_log_id(log_id: object) -> str:
 def sql_quote(value: str) -> str:
     """A string literal for a Lance filter (values are checked names or ids; quotes doubled)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def check_tag(name: object) -> str:
+    """`name` if it can name a tag: 1-128 ASCII letters, digits, '_', '-' and '.', not starting or
+    ending with '.', without '..', not ending with '.lock' (what a Lance tag accepts, and a file
+    name on every storage). Raises InvalidNameError naming the field "tag"."""
+    if isinstance(name, str) and TAG_NAME.fullmatch(name):
+        return name
+    if not isinstance(name, str):
+        raise InvalidNameError("tag", f"must be a string, got {type(name).__name__}")
+    check_text("tag", name, InvalidNameError)
+    raise InvalidNameError("tag", f"{name!r} is not a tag name: use 1-128 ASCII letters, digits, '_', '-' and '.' "
+                                  "(not first or last, not twice in a row, no '.lock' ending), e.g. release-1")

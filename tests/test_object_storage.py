@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import artstore as art
 from artstore.cli import app
+from artstore.storage import writes
 from artstore.storage.location import LANCE_DEFAULTS
 from tests.conftest import tool_call_trajectory
 
@@ -28,8 +29,8 @@ def _groups(tag: str, n: int = 2) -> list[art.TrajectoryGroup]:
             for i in range(n)]
 
 
-def _model(uri: str, opts: dict | None, name: str = "m") -> art.Model:
-    return art.Model(name=name, project="p", base_path=uri, storage_options=opts, report_metrics=[])
+def _model(uri: str, opts: dict | None, name: str = "m", **kw) -> art.Model:
+    return art.Model(name=name, project="p", base_path=uri, storage_options=opts, report_metrics=[], **kw)
 
 
 def _assert_all_or_nothing(run: art.Run) -> None:
@@ -88,18 +89,64 @@ def test_four_processes_logging_to_one_run_on_s3_lose_and_duplicate_nothing(s3_b
 
 # -- SeaweedFS: crash and restart, wrong secret ------------------------------------------------------
 
-def test_seaweedfs_killed_mid_log_and_restarted_keeps_every_acknowledged_log(seaweedfs, seaweed_bucket):
-    uri, opts = seaweed_bucket.uri, seaweed_bucket.storage_options
-    model = _model(uri, opts)
-    acked, failed, stop, in_log = [], [], threading.Event(), threading.Event()
+@pytest.mark.parametrize("commit", ["sync", "group"])
+def test_seaweedfs_killed_mid_log_and_restarted_keeps_every_acknowledged_log(seaweedfs, seaweed_bucket,
+                                                                               make_fault_proxy, monkeypatch, commit, caplog):
+    """SeaweedFS is SIGKILLed at a point the test controls: as a commit of the run's journal
+    (`writes.commit_files` on logs.lance) sends its manifest, seen by a proxy in front of the
+    server. In sync mode that commit is inside a log() call; in group mode it is the committer's,
+    holding logs already acknowledged. Every acknowledged log survives the restart, an interrupted
+    log is stored once when retried, and each log is all or nothing. The server comes back only once
+    the interrupted commit failed, so the writer's own recovery is what brings the logs in."""
+    proxy = make_fault_proxy(seaweed_bucket.endpoint)
+    uri = seaweed_bucket.uri  # (requests to a dead server fail after 2 s of retries, not 10)
+    opts = {**seaweed_bucket.storage_options, "aws_endpoint": proxy.endpoint, "client_retry_timeout": "2"}
+    model = _model(uri, opts, commit=commit)
+    acked, records, failed = [], [], []
+    stop, in_log, committing, armed, killed = (threading.Event() for _ in range(5))
+    at_kill: dict = {}
+
+    real_commit = writes.commit_files
+
+    def commit_files(loc, *args, **kwargs):  # marks a commit of the journal as under way
+        if not loc.uri.rstrip("/").endswith("logs.lance"):
+            return real_commit(loc, *args, **kwargs)
+        committing.set()
+        try:
+            return real_commit(loc, *args, **kwargs)
+        finally:
+            committing.clear()
+
+    monkeypatch.setattr(writes, "commit_files", commit_files)
+
+    def kill() -> None:  # in the proxy, before it forwards the commit's manifest
+        at_kill["in_log"], at_kill["log"] = in_log.is_set(), current[0]
+        if commit == "group":  # (the acknowledged logs of the batch are recorded by now, or a moment later)
+            deadline = time.monotonic() + 10
+            while not any(r.logs_version is None for r in list(records)) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            at_kill["unlanded"] = [r.log_id for r in list(records) if r.logs_version is None]
+        seaweedfs.kill()
+        at_kill["acked"] = len(acked)
+        killed.set()
+
+    proxy.call_once(lambda method, path: armed.is_set() and committing.is_set() and method == "PUT"
+                    and "/logs.lance/_versions/" in path, kill)
+
+    def interrupted_failed() -> bool:
+        if commit == "sync":  # the log whose commit was cut short raised
+            return at_kill["log"] in failed
+        return any("failed (retried)" in r.getMessage() for r in caplog.records)  # the committer's round
+
+    current = [""]
 
     def keep_logging():
         i = 0
         while not stop.is_set():
-            log_id = f"log-{i}"
+            log_id = current[0] = f"log-{i}"
             in_log.set()
             try:
-                model.log_sync(_groups(log_id), log_id=log_id)
+                records.append(model.log_sync(_groups(log_id), log_id=log_id))
                 acked.append(log_id)
             except art.StorageError:
                 failed.append(log_id)
@@ -114,26 +161,32 @@ def test_seaweedfs_killed_mid_log_and_restarted_keeps_every_acknowledged_log(sea
         deadline = time.monotonic() + 60
         while len(acked) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        in_log.wait(timeout=10)
-        seaweedfs.kill()  # SIGKILL while the writer is inside a log call
-        killed_after, interrupted = len(acked), in_log.is_set()
-        time.sleep(1.0)
+        armed.set()  # the next commit of the journal meets the kill
+        assert killed.wait(timeout=60), "no commit of the journal reached the server"
+        # restart only once the interrupted commit failed (the client's retries ran out): the
+        # writer's recovery is what is tested, not the client's retries outlasting the outage
+        while not interrupted_failed() and time.monotonic() < deadline + 60:
+            time.sleep(0.05)
+        assert interrupted_failed(), "the interrupted commit did not fail while the server was down"
         seaweedfs.restart()
-        while len(acked) < killed_after + 2 and time.monotonic() < deadline + 60:
+        while len(acked) < at_kill["acked"] + 2 and time.monotonic() < deadline + 60:
             time.sleep(0.05)
     finally:
         stop.set()
         writer.join(timeout=120)
-    # The interrupted log either failed, or its retries outlasted the restart and it landed.
-    assert interrupted, "the kill fell between two log calls"
-    assert len(acked) >= killed_after + 2, "logging did not resume after the restart"
+    if commit == "sync":
+        assert at_kill["in_log"], "the kill fell outside a log call"
+    else:
+        assert at_kill["unlanded"], "the kill fell outside a commit of acknowledged logs"
+    assert len(acked) >= at_kill["acked"] + 2, "logging did not resume after the restart"
 
-    run = art.open_store(uri, opts).run("p", "m")  # a fresh reader
+    run = art.open_store(uri, opts).run("p", "m")  # a fresh reader (this process's queued logs land first)
     stored = run.logs()["log_id"].to_pylist()
     assert set(acked) <= set(stored)
     _assert_all_or_nothing(run)
     for log_id in failed:  # retrying an interrupted log stores it exactly once
         model.log_sync(_groups(log_id), log_id=log_id)
+    model.flush()
     assert sorted(run.logs()["log_id"].to_pylist()) == sorted(set(acked) | set(failed))
     _assert_all_or_nothing(run)
 

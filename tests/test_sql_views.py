@@ -183,6 +183,40 @@ def test_history_holds_run_history_for_any_metric_names(tmp_path):
     assert len({c.lower() for c in got.column_names}) == got.num_columns  # each name reachable in DuckDB
 
 
+def test_a_fresh_stores_first_query_may_name_history_metric_columns(tmp_path):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    for step in range(2):
+        model.log_sync(None, split="val", step=step, metrics={"Loss": float(step), "loss": 10.0 + step})
+    model.flush()
+    # a Store's views bind no metric column before its first query: DuckDB could not bind these
+    got = art.open_store(tmp_path).sql('SELECT step, "val/Loss" AS a, "val/loss_1" AS b FROM history '
+                                       'WHERE "val/loss_1" > 10 ORDER BY step')
+    assert got.to_pylist() == [{"step": 1, "a": 1.0, "b": 11.0}]
+    store = art.open_store(tmp_path)
+    assert store.sql("SELECT max(\"val/Loss\") AS m FROM history")["m"].to_pylist() == [1.0]
+    model.log_sync(None, split="val", step=2, metrics={"new": 1.0})
+    model.flush()
+    assert store.sql('SELECT step FROM history WHERE "val/new" = 1')["step"].to_pylist() == [2]  # a name new since
+    with pytest.raises(art.SqlError, match="val/none"):  # a name no run has stays an error
+        store.sql('SELECT "val/none" FROM history')
+
+
+def test_a_filter_on_history_keeps_only_the_matching_rows(tmp_path):
+    for name in ("a", "b"):
+        model = art.Model(name=name, project="p", base_path=str(tmp_path), report_metrics=[])
+        for step in range(4):
+            model.log_sync(None, split="val", step=step, metrics={"x": float(step)})
+        model.flush()
+    store = art.open_store(tmp_path)
+    store.sql("SELECT * FROM history")  # every column bound: DuckDB pushes the filters below down
+    for where, want in [("step = 1", [("a", 1), ("b", 1)]), ('"val/x" >= 2 AND step < 3', [("a", 2), ("b", 2)]),
+                        ("step IN (0, 3) AND model = 'b'", [("b", 0), ("b", 3)]), ('"val/x" IS NULL', [])]:
+        got = store.sql(f"SELECT model, step FROM history WHERE {where} ORDER BY model, step")
+        assert [(r["model"], r["step"]) for r in got.to_pylist()] == want, where
+        count = store.sql(f"SELECT count(*) AS n FROM history WHERE {where}")["n"].to_pylist()
+        assert count == [len(want)], where
+
+
 def test_history_of_many_metric_names_takes_linear_time(tmp_path):
     run = art.open_store(tmp_path).run("p", "m")
     names = [f"val/metric_{i}" for i in range(3000)]

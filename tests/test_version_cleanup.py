@@ -56,24 +56,29 @@ def test_best_step_rebuilds_when_its_cached_summary_version_was_cleaned_up(tmp_p
     assert run.step_summary().means("val/reward")[29] == pytest.approx(2.9)
 
 
-def test_a_tag_set_while_cleanup_runs_keeps_its_version_or_raises(tmp_path, make_trajectory):
+@pytest.mark.parametrize("pin", [False, True])  # a logical tag keeps its point; a pinned one its version
+def test_a_tag_set_while_cleanup_runs_keeps_its_version_or_raises(tmp_path, make_trajectory, pin):
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     run = model.run
     loc = run.table_location("logs")
     for trial in range(6):
         for i in range(6):
             model.log_sync(art.TrajectoryGroup([make_trajectory(0.1, i)]), step=trial, log_id=f"t{trial}-{i}")
-        target = datasets.latest_version(loc) - 2  # not the latest: cleanup may remove it
+        # not the latest: cleanup may remove it (group commits may have made fewer than 3 versions yet)
+        target = max(1, datasets.latest_version(loc) - 2)
         cleaner = threading.Thread(target=compaction.maintain, args=(loc, "logs", NO_WINDOW),
                                    kwargs={"compact": False, "force": False})
         compaction._last_cleanup.pop(loc.uri, None)
         cleaner.start()
         try:
-            run.tag(f"trial{trial}", target)
+            run.tag(f"trial{trial}", target, pin=pin)
         except VersionNotFoundError:
+            assert pin  # a logical tag is answered after cleanup: never refused
             cleaner.join()
             assert f"trial{trial}" not in run.tags()  # refused: no dangling tag
             continue
         cleaner.join()
-        assert run.tags()[f"trial{trial}"] == target
+        assert run.tags()[f"trial{trial}"] == target and run.tags()[f"trial{trial}"].pinned == pin
+        if pin:
+            assert datasets.open_dataset(loc, version=target) is not None  # kept
         assert 0 < run.logs(as_of=f"trial{trial}").num_rows <= 6 * (trial + 1)  # still readable

@@ -156,7 +156,8 @@ def show(run: RunArgument, store: StoreOption = ".art", storage_option: StorageO
     versions = r.versions()
     tags = r.tags()
     out(f"versions     {len(versions)}, latest {versions[-1]['version']} at {_when(versions[-1]['timestamp'])}; "
-        "tags " + (", ".join(f"{k} -> {v}" for k, v in sorted(tags.items())) or "none"))
+        "tags " + (", ".join(f"{k} -> {int(v)}" + (" (pinned)" if v.pinned else "") for k, v in sorted(tags.items()))
+                 or "none"))
     cps = r.checkpoints_table().list()
     if cps:
         by_status: dict[str, list[Any]] = {}

@@ -80,18 +80,26 @@ def _what(message: str) -> str | None:
 @handle_errors
 def tag(
     run: RunArgument,
-    name: Annotated[str, typer.Argument(help="The tag, e.g. release-1 (a simple name).")],
+    name: Annotated[str, typer.Argument(help="The tag, e.g. release-1 (ASCII letters, digits, '_', '-', '.').")],
     version: Annotated[int | None, typer.Option("--version", "-v", help="The version to tag (default: latest).")] = None,
+    pin: Annotated[bool, typer.Option("--pin", help="Also keep the physical version through cleanup (a Lance tag), "
+                                      "for readers of the raw Lance dataset.")] = False,
     store: StoreOption = ".art",
     storage_option: StorageOption = None,
 ) -> None:
-    """Name a version of a run. Tagged versions are never cleaned up; moving a tag re-points it.
+    """Name a point of a run: a version of its logs, i.e. the logs committed by then. Reading
+    `--as-of NAME` answers that point even after cleanup removed the version; nothing is kept
+    for it unless --pin. Moving a tag re-points it.
 
     Examples:
 
         artstore tag email-search/agent-001 paper-figures
 
         artstore tag email-search/agent-001 before-fix --version 41
+
+        artstore tag email-search/agent-001 release-1 --pin
     """
-    tagged = get_run(get_store(store, storage_option), run).tag(name, version)
-    console.print(f"tagged version {tagged} of {run} as {name!r}", markup=False, highlight=False)
+    tagged = get_run(get_store(store, storage_option), run).tag(name, version, pin=pin)
+    how = ("pinned: the version is kept through cleanup" if tagged.pinned
+           else "logical: read as of it after cleanup too; the version itself is not kept")
+    console.print(f"tagged version {int(tagged)} of {run} as {name!r} ({how})", markup=False, highlight=False)

@@ -1,4 +1,7 @@
-"""`as_of`: which past state of a run a read sees (a version of its logs table, a tag, or a time)."""
+"""`as_of`: which past state of a run a read sees (a version of its logs table, a tag, or a time).
+
+A tag reads the point it names (`artstore.storage.tags`), whether or not Lance still keeps that
+version; a time, the newest version committed at or before it (`version_map.version_at`)."""
 
 from __future__ import annotations
 

@@ -59,9 +59,11 @@ class ComputedDataset(pads.Dataset):
                 part = pa.table({c: table[c] if c in table.column_names else pa.nulls(table.num_rows, f.type)
                                  for c, f in zip(self._schema.names, self._schema, strict=True)
                                  if c not in RUN_COLUMNS})
+                if filter is not None and not scan.in_arrow:  # (else `batches` applies it) pushed down by
+                    part = part.filter(filter)  # DuckDB, which does not apply it again: here, not in Lance
                 yield from scan.batches(key, part.select(scan.stored).to_batches(), None)
 
-        return Scanner(scan.out, query.track(chained()))
+        return Scanner(scan.out, query.track(query.noting(chained())))
 
     def to_table(self, columns: Sequence[str] | None = None, filter: Any = None, **kwargs: Any) -> pa.Table:
         return self.scanner(columns, filter, **kwargs).to_table()
@@ -79,7 +81,9 @@ def run_history(query: Query, key: str) -> pa.Table | None:
         if snapshot.dataset("logs") is None:
             return None
         snapshot.dataset("metrics")  # recorded in the versions read
-        return snapshot.run.history(as_of=snapshot.read["logs"])
+        # a tag reads its point whether or not the version is still kept (`artstore.storage.tags`)
+        as_of = snapshot.as_of if isinstance(snapshot.as_of, str) else snapshot.read["logs"]
+        return snapshot.run.history(as_of=as_of)
     return query.cached(("history", key), compute)
 
 

@@ -19,16 +19,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 
 from artstore.checkpoints.table import Checkpoint, CheckpointTable
-from artstore.errors import CheckpointError, RetentionError
+from artstore.errors import CheckpointError, RetentionError, ValidationError
 from artstore.log import group_commit, upkeep
 from artstore.log.configs import ConfigLog
-from artstore.names import check_segment
+from artstore.names import check_segment, check_tag
 from artstore.read import checkpoint_files, history, run_logs, run_upkeep, step_summary
-from artstore.read.as_of import AsOf
+from artstore.read.as_of import MAX_VERSION, AsOf
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.read.groups import read_groups
 from artstore.read.step_summary import StepSummary
 from artstore.storage import Location, datasets, files, tags, version_map
+from artstore.storage.tags import Tag
 from artstore.tokens import DEFAULT_BATCH_SIZE, TokenTable
 
 if TYPE_CHECKING:
@@ -270,21 +271,39 @@ class Run:
         last stored before that version was committed). See `artstore.log.configs`."""
         version, asof = _as_of_args(as_of)
         if version is not None:
-            asof = version_map.timestamp(self.table_location("logs"), version)
+            asof = tags.committed_at(self.table_location("logs"), version)
         return ConfigLog(self.location).latest(before=asof)
 
     def versions(self) -> list[dict[str, Any]]:
         """Versions of the run (its `logs` table): [{version, timestamp (UTC), tags}], oldest first.
         Each can be read (`as_of`): those Lance still keeps, and those only the run's version map
-        holds (cleaned up after the reader window: `artstore.storage.version_map`)."""
-        return version_map.all_versions(self.table_location("logs"))
+        holds (cleaned up after the reader window: `artstore.storage.version_map`). `tags` names
+        both kinds of tag on it (`tags()`)."""
+        listed = version_map.all_versions(self.table_location("logs"))
+        by_version: dict[int, list[str]] = {}
+        for name, version in self.tags().items():
+            by_version.setdefault(int(version), []).append(name)
+        return [{**v, "tags": sorted({*v["tags"], *by_version.get(v["version"], [])})} for v in listed]
 
-    def tag(self, name: str, version: int | None = None) -> int:
-        """Name a version of the run (default: the latest); tagged versions are never cleaned up."""
-        check_segment("tag", name)
-        return tags.create_tag(self.table_location("logs"), name, version)
+    def tag(self, name: str, version: int | None = None, pin: bool = False) -> Tag:
+        """Name a point of the run: `version` of its logs (default: the latest; this process's
+        queued logs land first), that is the logs committed by then, in commit order. Moving a
+        tag re-points it. `as_of=name` then reads that point everywhere (Run reads, `Store.sql`,
+        `Store.snapshot`, the command line), even after cleanup removed the version: the tag is a
+        record of the point (`artstore.storage.tags`) and keeps no physical version. With `pin`,
+        the physical version is also kept through cleanup (a Lance tag), as a reader of the raw
+        Lance dataset needs. VersionNotFoundError when the run never had that version, or (pin)
+        no longer keeps it. Runs whose logs predate the journal are always pinned. Returns the
+        `Tag` (the version, and whether it is pinned)."""
+        check_tag(name)
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                    or not 0 <= version < MAX_VERSION):
+            raise ValidationError("version", f"a version number of the run (Run.versions() lists them), got {version!r}")
+        return tags.create_tag(self.table_location("logs"), name, version, pin)
 
-    def tags(self) -> dict[str, int]:
+    def tags(self) -> dict[str, Tag]:
+        """{name: Tag} of the run's tags, logical and pinned, sorted by name. A `Tag` is the
+        version it names (an int), with `.pinned` and `.committed_at` (UTC)."""
         return tags.tags(self.table_location("logs"))
 
     def validate(self) -> list[str]:

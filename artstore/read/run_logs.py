@@ -19,7 +19,7 @@ from artstore.read import latest_logs
 from artstore.read.as_of import AsOf, as_of_args
 from artstore.records.numbers import as_int64
 from artstore.schema import arrow_schema
-from artstore.storage import Location, datasets, failures, version_map
+from artstore.storage import Location, datasets, failures, tags
 
 
 def committed(run: Location, as_of: AsOf = None, with_metrics: bool = False, name: str = "") -> pa.Table:
@@ -33,7 +33,7 @@ def committed(run: Location, as_of: AsOf = None, with_metrics: bool = False, nam
         return found if with_metrics else found.select([c for c in journal.log_columns() if c in found.column_names])
     version, asof = as_of_args(as_of)
     for attempt in range(failures.VANISHED_RETRIES + 1):
-        pinned = version_map.open_version(logs_loc, version, asof)
+        pinned = tags.open_version(logs_loc, version, asof)  # a tag: the point it names
         if pinned is None:
             if as_of is not None and not datasets.exists(logs_loc):
                 raise RunNotFoundError(f"no run {name}")

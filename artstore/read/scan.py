@@ -32,7 +32,7 @@ from artstore.log import journal, registry, run_pool
 from artstore.log.visibility import GATE_COLUMNS, GATED, all_visible, check_present, committed_logs
 from artstore.read.as_of import as_of_args as _as_of_args
 from artstore.schema import arrow_schema
-from artstore.storage import datasets, failures, keys, version_map
+from artstore.storage import datasets, failures, keys, tags, version_map
 
 if TYPE_CHECKING:  # the facade calls this service, never the other way
     from artstore.read.run import Run
@@ -252,8 +252,9 @@ class RunSnapshot:
         return found[0]
 
     def _open_logs(self, version: int | str | None, asof: datetime | None) -> pads.Dataset | None:
-        """The logs at `version` / `asof` (latest when both are None); a version cleaned up after
-        the reader window is read through the run's version map (`version_map`)."""
+        """The logs at `version` (a number or tag) / `asof` (latest when both are None); a version
+        cleaned up after the reader window is read through the run's version map (`version_map`),
+        a tag at the point it names (`tags`)."""
         loc = self.run.table_location("logs")
         if asof is not None:  # the newest version then, Lance's or the map's
             try:
@@ -262,22 +263,24 @@ class RunSnapshot:
                 return None  # the run had no version yet at that time
             if version is None:
                 return None
-        try:
-            found = datasets.arrow_dataset(loc, version=version)
-        except VersionNotFoundError:
-            if not isinstance(version, int):
-                raise
-            pinned = version_map.open_version(loc, version, session=datasets.read_session())
-            if pinned is None:
-                return None
-            self.read["logs"], self._upto, self._logs_time = pinned.version, pinned.upto, pinned.committed_at
-            return pinned.dataset
-        if found is None:
+        if not isinstance(version, str):  # a tag: the point it names, below
+            try:
+                found = datasets.arrow_dataset(loc, version=version)
+            except VersionNotFoundError:
+                if version is None:
+                    raise
+            else:
+                if found is None:
+                    return None
+                self.read["logs"], self._logs_time = found[1], datasets.version_time(found[0])
+                if version is None:
+                    self._latest.add("logs")
+                return found[0]
+        pinned = tags.open_version(loc, version, session=datasets.read_session())
+        if pinned is None:
             return None
-        self.read["logs"], self._logs_time = found[1], datasets.version_time(found[0])
-        if version is None:
-            self._latest.add("logs")
-        return found[0]
+        self.read["logs"], self._upto, self._logs_time = pinned.version, pinned.upto, pinned.committed_at
+        return pinned.dataset
 
     def _journal(self) -> bool:
         logs = self.dataset("logs")
@@ -370,11 +373,17 @@ class Query:
         return closable
 
     def guard(self, table: str, key: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """`batches`, with a storage failure raised as a StorageError naming the run's table, and
-        kept as the query's error (DuckDB re-raises it as its own)."""
-        try:
+        """`noting` `batches`, a storage failure raised as a StorageError naming the run's table."""
+        def named() -> Iterator[pa.RecordBatch]:
             with failures.storage_errors(self.store.run(*key.split("/")).table_location(table), "read"):
                 yield from batches
+        return self.noting(named())
+
+    def noting(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """`batches`, the first error they raise kept as the query's error (DuckDB re-raises it as
+        its own; `Store.sql` raises that one, or retries)."""
+        try:
+            yield from batches
         except BaseException as e:
             if not isinstance(e, GeneratorExit):
                 self.error = self.error or e

@@ -31,6 +31,9 @@ How a query reads the store:
   The result's schema metadata holds, under `artstore.versions`, the versions each run's tables were
   read at, as JSON {"project/model": {table: version}}; that mapping is itself an `as_of`, so
   `store.sql(q, as_of=versions_read(result))` reads the same versions again.
+- A read that finds files of its snapshot removed (another process compacted and cleaned up with a
+  short reader window while it read) runs once more on a fresh snapshot; a second such failure
+  raises SnapshotRemovedError (`READ_ATTEMPTS`).
 - Read-only: one SELECT (or EXPLAIN of one) per call, checked with DuckDB's own parser; the connection
   has external access off (no files, URLs, COPY, ATTACH, extension loading), no scans of Python
   variables, and its configuration locked. Parameters are bound, never formatted into SQL.
@@ -47,19 +50,28 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import tenacity
 
-from artstore.errors import SqlError, ValidationError
+from artstore.errors import (
+    SnapshotRemovedError,
+    SqlError,
+    StorageError,
+    ValidationError,
+    VersionNotFoundError,
+)
 from artstore.names import check_segment
 from artstore.read import computed_views
 from artstore.read import view_datasets as views
 from artstore.read.as_of import check_as_of
 from artstore.read.scan import GATED, Query, view_schema
 from artstore.read.views import VIEWS  # noqa: F401  (re-exported: the views and their docs)
+from artstore.storage.failures import vanished
 
 if TYPE_CHECKING:  # the facade calls this service, never the other way
     from artstore.read.store import Store
 
 VERSIONS_KEY = b"artstore.versions"
+READ_ATTEMPTS = 2  # a query whose snapshot's files a concurrent cleanup removed runs once more, afresh
 STATIC = ("logs", *GATED, "checkpoints", "configs")  # tables with a schema file, registered for every run
 _CONFIG = {
     "enable_external_access": False,  # no files or URLs: read_csv, glob, COPY, ATTACH, httpfs all fail
@@ -203,7 +215,7 @@ class _Catalog:
             "tokens": (computed_views.tokens_columns, computed_views.tokens_rows),
         }
         self._current = current
-        self.registered: set[str] = set()  # data-dependent views now registered
+        self.registered: dict[str, pa.Schema] = {}  # data-dependent views now registered: their columns
         self.register("history", computed_views.history_columns(_EmptyQuery()))
         self.con.execute("SET lock_configuration = true")  # no statement can undo any of this
 
@@ -212,11 +224,23 @@ class _Catalog:
         if schema is None:
             if view in self.registered:
                 self.con.unregister(view)
-                self.registered.discard(view)
+                del self.registered[view]
             return
         columns, rows = self._computed[view]
-        self.registered.add(view)
+        self.registered[view] = schema
         self.con.register(view, computed_views.ComputedDataset(view, schema, self._current, columns, rows))
+
+    def rebind(self, q: Query) -> bool:
+        """Register again each data-dependent view whose columns for `q` differ from those
+        registered (a query naming a metric column that DuckDB could not bind: the views of a
+        fresh Store have none yet); whether any did."""
+        changed = False
+        for view, schema in list(self.registered.items()):
+            found = self._computed[view][0](q)
+            if found is None or not found.equals(schema):
+                self.register(view, found)
+                changed = True
+        return changed
 
 
 class _EmptyQuery:
@@ -252,21 +276,41 @@ def query(store: Store, sql: str, params: Any = None, as_of: Any = None,
     if projects is not None:
         projects = [check_segment("project", p) for p in ([projects] if isinstance(projects, str) else projects)]
     spec = check_as_of(store, as_of, projects)
-    with catalog.lock:
-        catalog.query = q = Query(store, spec, projects, runs)
-        try:
-            result = _run(catalog, q, sql, bound)
-        finally:
-            catalog.query = None
-            q.close()  # every reader a scan opened, also those DuckDB stopped reading early
+
+    def removed(e: BaseException) -> bool:  # a file of the snapshot gone mid-read (not a bucket that is not
+        if isinstance(e, StorageError):  # there, nor a version a user named that is not)
+            return vanished(e) and "bucket does not exist" not in str(e)
+        return isinstance(e, VersionNotFoundError) and spec is None
+
+    def once() -> tuple[pa.Table, Query]:
+        with catalog.lock:
+            catalog.query = q = Query(store, spec, projects, runs)  # a fresh snapshot each attempt
+            try:
+                return _run(catalog, q, sql, bound), q
+            finally:
+                catalog.query = None
+                q.close()  # every reader a scan opened, also those DuckDB stopped reading early
+
+    try:
+        result, q = tenacity.Retrying(retry=tenacity.retry_if_exception(removed), reraise=True,
+                                      stop=tenacity.stop_after_attempt(READ_ATTEMPTS))(once)
+    except (StorageError, VersionNotFoundError) as e:
+        if not removed(e):
+            raise
+        raise SnapshotRemovedError(
+            f"the query was tried {READ_ATTEMPTS} times, each on a fresh snapshot, and each time files of the "
+            f"versions it read were removed while it read: another process is compacting and cleaning up with a short window (reader_window / "
+            f"retention). Run it again when that is done, or give that process a window longer than this query "
+            f"takes (open_store(..., reader_window=...)). [{e}]") from None
     meta = {**(result.schema.metadata or {}), VERSIONS_KEY: json.dumps(q.versions()).encode()}
     return result.replace_schema_metadata(meta)
 
 
 def _run(catalog: _Catalog, q: Query, sql: str, bound: Any) -> pa.Table:
     """Run `sql`; when a data-dependent view (history, tokens) turns out to have other columns
-    than registered, or `tokens` is missing and now exists, register them and run it again
-    (the query's snapshots are kept, so the second run reads what the first did)."""
+    than registered (found by a scan, or by DuckDB failing to bind a column), or `tokens` is
+    missing and now exists, register them and run it again (the query's snapshots are kept, so
+    the second run reads what the first did)."""
     for attempt in range(3):
         try:
             return catalog.con.sql(sql, params=bound).to_arrow_table()
@@ -282,6 +326,8 @@ def _run(catalog: _Catalog, q: Query, sql: str, bound: Any) -> pa.Table:
                 if found is not None:
                     catalog.register("tokens", found)
                     continue
+            if isinstance(e, duckdb.BinderException) and attempt < 2 and catalog.rebind(q):
+                continue
             raise SqlError(public_message(_one_line(e))) from None
     raise AssertionError("unreachable")
 

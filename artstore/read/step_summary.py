@@ -38,8 +38,8 @@ from artstore.storage import (
     barrier,
     datasets,
     failures,
+    tags,
     transactions,
-    version_map,
     writes,
 )
 
@@ -140,7 +140,7 @@ def _load(logs_loc: Location, visible_metrics: Callable[[pa.Table], pa.Table],
           version: int | str | None, asof: Any) -> StepSummary:
     if logs_loc.uri in _NOTES:  # this process's logs since: extend the kept summary by them first
         _fold_notes(logs_loc)
-    pinned = version_map.open_version(logs_loc, version, asof, session=datasets.read_session())  # the freshness check
+    pinned = tags.open_version(logs_loc, version, asof, session=datasets.read_session())  # the freshness check
     if pinned is None:
         return StepSummary({})
     ds = pinned.dataset

@@ -281,8 +281,8 @@ class ViewDataset(pads.Dataset):
                 else None
             try:
                 if pooled is not None:
-                    yield from pooled.batches(query, scan.out, filter, [] if filter is None else
-                                              _filter_columns(filter, self._schema))
+                    yield from query.noting(pooled.batches(query, scan.out, filter, [] if filter is None else
+                                                           _filter_columns(filter, self._schema)))
                 futures = [pool.submit(prepare, key) for key in keys] if pool is not None else [None] * len(keys)
                 for key, prepared in zip(keys, futures, strict=True):
                     yield from query.guard(self._table, key, run_batches(key, prepared))

@@ -4,9 +4,11 @@
 `failures` what a failed call means. Lance datasets: `datasets` opens one at a version (latest,
 version, tag or time) and lists its versions, `handles` keeps a writer's latest open, `writes`
 writes and commits, `scans` reads rows, `keys` reads by key in commit order (with the key
-caches), `fragments` and `data_files` what a version is made of, `tags` and `transactions` what
-its versions are called and did, `compaction` compacts and cleans up (on a bucket through
-`version_cleanup`: a few requests per cleanup), `version_map` answers versions cleanup removed. `files` holds every fsspec file operation.
+caches), `fragments` and `data_files` what a version is made of, `transactions` what its
+versions did, `tags` the names of a run's points (records answered after cleanup; a Lance tag
+only where a version is pinned), `compaction` compacts and cleans up (on S3 through
+`version_cleanup`: a few requests per cleanup), `version_map` answers versions cleanup removed.
+`files` holds every fsspec file operation.
 """
 
 import os

@@ -163,7 +163,8 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
              compact: bool = True, cleanup: bool = True,
              rewrite: Callable[[pa.Table], pa.Table] | None = None) -> dict[str, int]:
     """Compact small fragments (tiered, see `compaction_target`; with `compact`) and remove
-    versions older than `retention` (with `cleanup`; tagged versions are kept).
+    versions older than `retention` (with `cleanup`; pinned versions, those with a Lance tag, are
+    kept; a logical tag keeps none: `tags`).
 
     Cheap when there is nothing to do: it opens the dataset and counts rows per fragment. Lance's
     cleanup reads every manifest inside the window (on a bucket `version_cleanup` reads only those

@@ -134,10 +134,23 @@ def put_file(loc: Location, local_path: str | os.PathLike[str]) -> None:
 
 def get_bytes(loc: Location) -> bytes:
     with _errors(loc, "read"):
-        if loc.is_local:  # what fsspec's local filesystem does, without importing it
-            with open(loc.path_for_fsspec(), "rb") as f:
-                return f.read()
-        return filesystem(loc).cat_file(loc.path_for_fsspec())
+        return _read(loc)
+
+
+def get_bytes_or_none(loc: Location) -> bytes | None:
+    """`get_bytes`, or None when there is no file at `loc` (one request; any other failure raises)."""
+    with _errors(loc, "read"):
+        try:
+            return _read(loc)
+        except FileNotFoundError:
+            return None
+
+
+def _read(loc: Location) -> bytes:
+    if loc.is_local:  # what fsspec's local filesystem does, without importing it
+        with open(loc.path_for_fsspec(), "rb") as f:
+            return f.read()
+    return filesystem(loc).cat_file(loc.path_for_fsspec())
 
 
 def get_file(loc: Location, local_path: str | os.PathLike[str]) -> None:

@@ -8,7 +8,9 @@ runtime from the test thread:
 - ``fail_next(n, status=503)``: answer the next ``n`` requests with an S3 error, then forward;
 - ``drop_next(n)``: reset the connection (no response) on the next ``n`` requests;
 - ``delay(seconds)``: wait ``seconds`` before forwarding each request, until changed;
-- ``fail_all(status=503)``: answer every request with an S3 error (a persistent fault).
+- ``fail_all(status=503)``: answer every request with an S3 error (a persistent fault);
+- ``call_once(matches, action)``: run ``action()`` once, before forwarding the first request
+  for which ``matches(method, path)`` is true (e.g. kill the server while a commit is in flight).
 
 Bounded: at most ``max_connections`` client connections are served at once, idle connections
 time out after ``io_timeout`` seconds, and ``stop()`` closes every open connection.
@@ -24,6 +26,7 @@ import struct
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -66,6 +69,7 @@ class FaultProxy:
         self.requests = 0  # requests seen, faulted or not
         self.faults = 0  # requests answered with an error or dropped
         self.seen: list[tuple[str, str]] | None = None  # set to a list: (method, path) of each request is added
+        self._once: tuple[Callable[[str, str], bool], Callable[[], None]] | None = None
         self._server = _Server((LOCALHOST, 0), _Handler, self, max_connections)
         self.endpoint = f"http://{LOCALHOST}:{self._server.server_address[1]}"
         self._thread: threading.Thread | None = None
@@ -86,6 +90,18 @@ class FaultProxy:
 
     def fail_all(self, status: int = 503) -> None:
         self._set("status", None, status=status)
+
+    def call_once(self, matches: Callable[[str, str], bool], action: Callable[[], None]) -> None:
+        with self._lock:
+            self._once = (matches, action)
+
+    def _take_once(self, method: str, path: str) -> Callable[[], None] | None:
+        """The `call_once` action, taken, when this request matches it."""
+        with self._lock:
+            if self._once is None or not self._once[0](method, path):
+                return None
+            action, self._once = self._once[1], None
+            return action
 
     def _set(self, mode: str, n: int | None, status: int = 503, delay_s: float = 0.0) -> None:
         with self._lock:
@@ -188,6 +204,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy = self.server.proxy
         mode, status, delay_s = proxy._next_action(self.command, self.path)
+        action = proxy._take_once(self.command, self.path)
+        if action is not None:
+            action()
         if mode == "drop":
             # SO_LINGER 0: close() sends RST, the client sees a reset, not a clean EOF.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
