@@ -37,7 +37,7 @@ def test_a_bucket_runs_upkeep_deletes_and_reads_no_more_per_log_as_the_run_grows
             model.log_sync(art.TrajectoryGroup([make_trajectory(i / 100, i)]), split="val", step=i)
             upkeep.wait(model.run.location, 120, stats=False)  # the upkeep this log asked for
         per_stretch.append(_upkeep_deletes_and_manifest_reads(seen[before:]))
-    print(per_stretch)
-    (d1, m1), (d2, m2), (d3, m3) = per_stretch
-    assert d3 <= 8 and m3 <= 16, per_stretch  # per 32 logs: a few batch deletes; manifests of others' versions
-    assert d3 <= max(d2, 2) * 2 and m3 <= max(m2, 4) * 2, per_stretch
+    # Per 32 logs, in each stretch alike: a few batch deletes, and reads of manifests this process
+    # did not make (Lance's cleanup: 58, 91, 80 deletes and 46, 66, 60 manifest reads here)
+    for deletes, manifests in per_stretch:
+        assert deletes <= 8 and manifests <= 16, per_stretch

@@ -26,6 +26,7 @@ names (a commit that failed) are left for Lance's full cleanup (`compaction.main
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
@@ -47,7 +48,7 @@ LISTED_RESOLUTION = timedelta(seconds=1)
 # dataset uri -> version -> the files it names (relative to the dataset), or None: it names a
 # deletion file (Lance's cleanup then runs instead)
 _REFS: dict[str, OrderedDict[int, frozenset[str] | None]] = {}
-_KEEP = 4096  # versions remembered per dataset (a window rarely holds more)
+_KEEP = 2048  # versions remembered per dataset (a reader window rarely holds more; older ones are read again)
 _LOCK = threading.Lock()
 
 
@@ -63,7 +64,7 @@ def _named(ds: LanceDataset) -> frozenset[str] | None:
     for f in ds.get_fragments():
         if f.metadata.deletion_file is not None:
             return None
-        found.update(f"data/{d.path}" for d in f.data_files())
+        found.update(sys.intern(f"data/{d.path}") for d in f.data_files())  # one string per file, not per version
     txn = _TXN.search(ds._ds.serialized_manifest())  # pylance 14: not on LanceDataset itself
     if txn is not None:
         found.add(f"_transactions/{txn.group().decode()}")
