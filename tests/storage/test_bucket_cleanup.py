@@ -26,6 +26,9 @@ from artstore.storage import (
 pytestmark = pytest.mark.s3
 
 WINDOW = timedelta(seconds=1)
+# old enough for sure: a listing's LastModified is in whole seconds, so a cleanup counts a version
+# old only past the window plus that second
+AGED_S = (WINDOW + version_cleanup.LISTED_RESOLUTION).total_seconds() + 0.5
 
 
 def _table(faulty_s3, name: str) -> Location:
@@ -64,7 +67,7 @@ def test_a_cleanup_on_a_bucket_makes_the_same_few_requests_however_many_versions
     for name, versions in (("short", 6), ("long", 40)):
         loc = _table(faulty_s3, name)
         _append(loc, versions)
-        time.sleep(WINDOW.total_seconds() + 0.5)
+        time.sleep(AGED_S)
         _append(loc, 2, start=versions)  # inside the window: kept
         requests, removed = _cleanup_requests(faulty_s3, loc)
         assert removed == versions  # every version older than the window
@@ -80,7 +83,7 @@ def test_a_cleanup_on_a_bucket_removes_exactly_the_files_only_old_versions_named
     compaction.maintain(loc, "t", timedelta(days=1), force=True, cleanup=False)  # a Rewrite: old data files
     _append(loc, 3, start=12)
     datasets.open_latest(loc).tags.create("kept", 5)
-    time.sleep(WINDOW.total_seconds() + 0.5)
+    time.sleep(AGED_S)
     _append(loc, 2, start=15)
     kept_before = {v: datasets.open_dataset(loc, version=v).to_table()["i"].to_pylist() for v in (5, 18, 19)}
     _, removed = _cleanup_requests(faulty_s3, loc)
@@ -98,7 +101,7 @@ def test_a_table_deleted_and_made_again_keeps_its_files_through_a_cleanup(faulty
     _append(loc, 8)
     files.delete(loc)
     _append(loc, 4, start=100)  # versions 1-4 again, other files
-    time.sleep(WINDOW.total_seconds() + 0.5)
+    time.sleep(AGED_S)
     _append(loc, 1, start=104)
     _, removed = _cleanup_requests(faulty_s3, loc)
     assert removed == 4
@@ -111,7 +114,7 @@ def test_a_version_with_a_deletion_file_is_left_to_lances_cleanup(faulty_s3):
     _append(loc, 3)
     writes.append(loc, pa.table({"i": [3, 30]}))
     lance.dataset(loc.uri, storage_options=loc.lance_options()).delete("i = 30")  # a deletion file
-    time.sleep(WINDOW.total_seconds() + 0.5)
+    time.sleep(AGED_S)
     _append(loc, 1, start=4)
     ds = datasets.open_latest(loc)
     assert version_cleanup.cleanup(loc, ds, WINDOW) is None  # nothing removed here
