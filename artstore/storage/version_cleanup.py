@@ -65,10 +65,22 @@ def _named(ds: LanceDataset) -> frozenset[str] | None:
         if f.metadata.deletion_file is not None:
             return None
         found.update(sys.intern(f"data/{d.path}") for d in f.data_files())  # one string per file, not per version
-    txn = _TXN.search(ds._ds.serialized_manifest())  # pylance 14: not on LanceDataset itself
+    txn = _txn_name(ds._ds.serialized_manifest())  # pylance 14: not on LanceDataset itself
     if txn is not None:
-        found.add(f"_transactions/{txn.group().decode()}")
+        found.add(f"_transactions/{txn}")
     return frozenset(found)
+
+
+def _txn_name(manifest: bytes) -> str | None:
+    """The transaction file name in a serialized manifest: a protobuf string, so the byte before
+    it is its length (which may itself read as a digit, e.g. 0x30 before a 48-byte name)."""
+    found = _TXN.search(manifest)
+    if found is None:
+        return None
+    for start in range(found.start(), found.end()):
+        if start > 0 and manifest[start - 1] == found.end() - start:
+            return manifest[start:found.end()].decode()
+    return found.group().decode()
 
 
 def note(loc: Location, ds: LanceDataset) -> None:

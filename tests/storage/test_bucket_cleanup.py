@@ -139,3 +139,11 @@ def test_the_version_map_on_a_bucket_reads_none_of_its_own_files_back(faulty_s3)
         assert len(made) <= 5, made  # a LIST and a PUT; a merge adds a LIST, a PUT and one batch delete
     assert len(files.list_dir(loc.child(version_map.MAP_DIR))) <= version_map.MERGE_AFTER + 1
     assert version_map.entries(loc)["version"].to_pylist() == list(range(1, 3 * version_map.MERGE_AFTER + 1))
+
+
+@pytest.mark.parametrize("read_version", [0, 12, 1_000_000, 10**12])
+def test_a_transaction_file_name_is_read_whole_from_its_manifest_bytes(read_version):
+    """A protobuf string: its length byte is 0x30-0x39 ('0'-'9') for 48-57-byte names."""
+    name = f"{read_version}-0123abcd-0123-4567-89ab-0123456789ab.txn"
+    manifest = b"\x08\x02\x62" + bytes([len(name)]) + name.encode() + b"\x6a\x00"
+    assert version_cleanup._txn_name(manifest) == name
