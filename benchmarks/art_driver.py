@@ -56,7 +56,14 @@ _T0 = time.perf_counter()
 # litellm (imported by art) fetches a price list from GitHub at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.driver_protocol import build_timed, serve, take_stdout, trajectory_fields, warmup  # noqa: E402
+from benchmarks.driver_protocol import (  # noqa: E402
+    build_timed,
+    cpu_counters,
+    serve,
+    take_stdout,
+    trajectory_fields,
+    warmup,
+)
 
 # Protocol on a private descriptor; fd 1 (print, tqdm, ...) goes to stderr from here on.
 _PROTO = take_stdout()
@@ -185,7 +192,7 @@ class Driver:
         path = self._dir() / "trajectories" / split / f"{step:04d}.parquet"
         return {"seconds": seconds, "build_seconds": build, "n_groups": len(art_groups),
                 "n_trajectories": _count(art_groups), "file": str(path),
-                "file_bytes": path.stat().st_size}
+                "file_bytes": path.stat().st_size, **cpu_counters()}
 
     async def read_step(self, step: int, split: str = "train") -> dict[str, Any]:
         path = self._dir() / "trajectories" / split / f"{step:04d}.parquet"

@@ -21,6 +21,13 @@ answer the same questions through artstore's public API:
 - ``analytics`` project_wide: mean reward per (split, step) (per (model, split, step) over
   every run of the project when ``project_wide``) with ``Store.sql`` over the trajectories view.
 - ``warmup``: one small cycle in a scratch store (first-call costs).
+- ``backlog``: what upkeep has not caught up with (not timed): journal rows not yet folded into
+  every data table, fragments and manifests (``_versions/``) per table, pending files.
+- ``settle`` timeout: waits for this process's queued logs and the upkeep they asked for
+  (``Run.wait_for_upkeep``); its seconds are how far upkeep was behind.
+- ``mark``: lands the queued logs and names the run's latest version with its history's rows and
+  a digest; ``as_of_history`` version rows digest: times ``Run.history(as_of=version)`` and
+  checks it is that same table (time travel to an earlier log).
 - ``bytes_on_disk`` after_retention=False: bytes of the run folder, by table, and of the
   version metadata (``_versions/``) and transaction files. ``after_retention``: the same for a
   copy of the run once its retention window has passed (``open_store(copy,
@@ -43,7 +50,14 @@ from typing import Any
 
 _T0 = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.driver_protocol import build_timed, serve, take_stdout, trajectory_fields, warmup  # noqa: E402
+from benchmarks.driver_protocol import (  # noqa: E402
+    build_timed,
+    cpu_counters,
+    serve,
+    take_stdout,
+    trajectory_fields,
+    warmup,
+)
 
 _PROTO = take_stdout()
 
@@ -113,7 +127,7 @@ class Driver:
         record = await model.log(built, split=split, step=step, metrics=metrics)
         seconds = time.perf_counter() - t
         return {"seconds": seconds, "build_seconds": build, "n_groups": len(built),
-                "n_trajectories": record.num_trajectories}
+                "n_trajectories": record.num_trajectories, **cpu_counters()}
 
     async def log_template(self, step: int, template: dict[str, Any], scale: float,
                            split: str = "train") -> dict[str, Any]:
@@ -183,6 +197,53 @@ class Driver:
     async def warmup(self) -> dict[str, Any]:
         return await warmup(self, _SCRATCH, ("analytics", {}))
 
+    async def backlog(self) -> dict[str, Any]:
+        import lance  # benchmarks may: artstore imports lance only in artstore/storage
+
+        root = self._dir()
+        out: dict[str, Any] = {"fragments": {}, "manifests": {}}
+        folded = []
+        for table in ("logs", "trajectories", "groups", "metrics"):
+            path = root / f"{table}.lance"
+            if not path.exists():
+                continue
+            ds = lance.dataset(str(path))
+            out["fragments"][table] = len(ds.get_fragments())
+            out["manifests"][table] = len(os.listdir(path / "_versions"))
+            if table != "logs":
+                folded.append(int(ds.config().get("artstore.folded_seq", -1)))
+        logs = lance.dataset(str(root / "logs.lance"))
+        rows = logs.to_table(columns=["commit_seq"], with_row_address=True)
+        seq = pc.coalesce(rows["commit_seq"], pc.shift_right(rows["_rowaddr"], 32).cast(pa.int64()))
+        low = min(folded, default=-1)
+        out["unfolded"] = int(pc.sum(pc.greater(seq, low)).as_py() or 0)
+        out["journal_rows"] = rows.num_rows
+        pending = root / "logs.pending"
+        out["pending_files"] = len(os.listdir(pending)) if pending.exists() else 0
+        return out
+
+    async def settle(self, timeout: float = 600.0) -> dict[str, Any]:
+        t = time.perf_counter()
+        done = self._model().run.wait_for_upkeep(timeout)
+        return {"seconds": time.perf_counter() - t, "done": done}
+
+    async def mark(self) -> dict[str, Any]:
+        self._model().flush()  # this process's queued logs land, so the version holds them
+        run = self._model().run
+        table = run.history()
+        return {"version": run.versions()[-1]["version"], "rows": table.num_rows,
+                "digest": _digest(table)}
+
+    async def as_of_history(self, version: int, rows: int, digest: str) -> dict[str, Any]:
+        run = self._model().run
+        t = time.perf_counter()
+        table = run.history(as_of=version)
+        seconds = time.perf_counter() - t
+        if table.num_rows != rows or _digest(table) != digest:
+            raise RuntimeError(f"history as of version {version}: {table.num_rows} rows, not the "
+                               f"{rows} it had then (or other values)")
+        return {"seconds": seconds, "rows": table.num_rows}
+
     async def bytes_on_disk(self, after_retention: bool = False) -> dict[str, Any]:
         t = time.perf_counter()
         root = self._dir()
@@ -220,6 +281,14 @@ class Driver:
         return {"seconds": time.perf_counter() - t, "bytes": sum(parts.values()), "files": files,
                 "parts": parts, "files_parts": files_parts, "versions_bytes": meta["_versions"],
                 "transactions_bytes": meta["_transactions"]}
+
+
+def _digest(table: pa.Table) -> str:
+    """A digest of a history table's values, every column (sorted by name)."""
+    import hashlib
+
+    cols = sorted(table.column_names)
+    return hashlib.sha256(repr(table.select(cols).to_pydict()).encode()).hexdigest()
 
 
 def _best_step(table: pa.Table) -> int | None:

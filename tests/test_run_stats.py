@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +22,7 @@ import artstore as art
 from artstore.cli import app
 from artstore.log import group_commit, registry, run_stats, upkeep
 from artstore.read.sql import versions_read
-from artstore.storage import Location, datasets, files, fragments, scans, writes
+from artstore.storage import Location, compaction, datasets, files, fragments, scans, writes
 from tests.test_sql import rollout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,3 +228,22 @@ def test_the_registry_stays_compact_however_many_runs_refresh(tmp_path, monkeypa
     assert fragments.fragment_count(loc) <= upkeep.REGISTRY_MAX_FRAGMENTS + 1
     assert [(r["model"], r["logs"]) for r in registry.read_stats(store.location).to_pylist()] == \
         [(n, 1) for n in names]
+
+
+def test_the_registry_keeps_few_versions_however_often_one_run_refreshes(tmp_path):
+    # One run's refresh replaces its row: its old fragment goes, so fragments never pile up, but
+    # each refresh is a version (4 files). A 10,000-step run left 559 files in `_runs.lance`.
+    base = str(tmp_path)
+    model = art.Model(name="m", project="p", base_path=base, report_metrics=[])
+    refreshes = 3 * compaction.CLEANUP_AFTER_VERSIONS
+    for step in range(refreshes):
+        model.log_sync(None, split="val", step=step, metrics={"reward": 0.5})
+        model.flush()
+        upkeep._refresh_stats(model.run.location, timedelta(0))  # window 0: only the latest is read
+    loc = registry.location(art.open_store(base).location)
+    versions = datasets.open_dataset(loc).versions()
+    assert versions[-1]["version"] >= refreshes  # every refresh committed a version
+    assert len(versions) <= compaction.CLEANUP_AFTER_VERSIONS + 1
+    assert len(os.listdir(Path(loc.uri) / "_versions")) <= compaction.CLEANUP_AFTER_VERSIONS + 1
+    assert [(r["model"], r["logs"]) for r in registry.read_stats(art.open_store(base).location).to_pylist()] == \
+        [("m", refreshes)]

@@ -15,7 +15,7 @@ import pytest
 
 import artstore as art
 from artstore.errors import VersionNotFoundError
-from artstore.storage import Location, compaction, datasets, files, version_map
+from artstore.storage import Location, compaction, datasets, files, keys, version_map
 
 NO_WINDOW = timedelta(0)
 
@@ -193,3 +193,36 @@ def test_the_versions_command_names_the_log_of_a_cleaned_up_version(tmp_path, ma
     after = listed()
     assert len(datasets.versions(model.run.table_location("logs"))) < len(before)
     assert {v: after[v] for v in before} == before
+
+
+def test_an_early_version_of_a_long_run_reads_only_its_own_logs_rows(tmp_path, make_trajectory, monkeypatch):
+    # A run past SMALL_ROWS logs reads its logs by a scan: time travel to step 1 of a long run
+    # read every row of the journal (20,000 at step 10,000) to keep a few.
+    monkeypatch.setattr(keys, "SMALL_ROWS", 0)
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    _log_steps(model, make_trajectory, range(2))
+    model.flush()
+    run = model.run
+    early = run.versions()[-1]["version"]
+    before = {"history": run.history(as_of=early), "logs": run.logs(as_of=early),
+              "trajectories": run.trajectories(as_of=early)}
+    _log_steps(model, make_trajectory, range(2, 30))
+    model.flush()
+    _clean(str(tmp_path))
+    with pytest.raises(VersionNotFoundError):  # answered through the version map
+        datasets.open_dataset(run.table_location("logs"), version=early)
+    scanned: list[int] = []
+    scanner = type(datasets.open_dataset(run.table_location("logs")).scanner())
+    real = scanner.to_table
+
+    def counted(self):
+        table = real(self)
+        if self._ds.uri.rstrip("/").endswith("logs.lance"):
+            scanned.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(scanner, "to_table", counted)
+    assert run.history(as_of=early) == before["history"]
+    assert run.logs(as_of=early) == before["logs"]
+    assert run.trajectories(as_of=early) == before["trajectories"]
+    assert scanned and max(scanned) == before["logs"].num_rows == 4  # of the journal's 60

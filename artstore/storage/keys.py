@@ -58,6 +58,12 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
             read = None if cols is None else list(dict.fromkeys([*cols, SEQ]))
             fragments = None if fragment_ids is None else [ds.get_fragment(i) for i in fragment_ids]
             whole = fragments is None and filter is None and ds.count_rows() <= SMALL_ROWS
+            if upto is not None and fragments is None and filter is None and not whole:
+                # An older version read from a later one (time travel): only rows at most `upto`
+                # and rows appended since the last compaction (SEQ null: their fragment id is their
+                # sequence, filtered below), not the whole run's rows: a read of step 50's history
+                # at step 10,000 read 20,000 rows for 100.
+                filter = f"{SEQ} <= {int(upto)} OR {SEQ} IS NULL"
             if whole:  # a small table: every row
                 fragments = ds.get_fragments()
             if fragments is not None and filter is None and all(f.deletion_file() is None for f in fragments):
