@@ -6,8 +6,9 @@ version, tag or time) and lists its versions, `handles` keeps a writer's latest 
 writes and commits, `scans` reads rows, `keys` reads by key in commit order (with the key
 caches), `fragments` and `data_files` what a version is made of, `transactions` what its
 versions did, `tags` the names of a run's points (records answered after cleanup; a Lance tag
-only where a version is pinned), `compaction` compacts and cleans up, `version_map` answers
-versions cleanup removed. `files` holds every fsspec file operation.
+only where a version is pinned), `compaction` compacts and cleans up (on S3 through
+`version_cleanup`: a few requests per cleanup), `version_map` answers versions cleanup removed.
+`files` holds every fsspec file operation.
 """
 
 import os

@@ -19,7 +19,7 @@ import tenacity
 from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
-from artstore.storage import handles, keys, version_map
+from artstore.storage import handles, keys, version_cleanup, version_map
 from artstore.storage.datasets import open_dataset, open_latest
 from artstore.storage.failures import storage_errors, vanished
 from artstore.storage.keys import SEQ
@@ -166,8 +166,9 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
     versions older than `retention` (with `cleanup`; pinned versions, those with a Lance tag, are
     kept; a logical tag keeps none: `tags`).
 
-    Cheap when there is nothing to do: it opens the dataset and counts rows per fragment. Cleanup
-    reads every manifest inside the window, so it runs only when `cleanup_due` (after a compaction,
+    Cheap when there is nothing to do: it opens the dataset and counts rows per fragment. Lance's
+    cleanup reads every manifest inside the window (on a bucket `version_cleanup` reads only those
+    this process has not seen, and deletes in one request), so it runs only when `cleanup_due` (after a compaction,
     at most once per CLEANUP_EVERY_FRACTION_OF_RETENTION of the window; `log()` runs it in the
     background: `artstore.log.upkeep`). Safe beside concurrent writers (compaction commits like any
     writer; cleanup keeps the files of versions inside the window and unverified new files).
@@ -206,9 +207,13 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
             _last_cleanup[loc.uri] = time.monotonic()
             _cleaned_at[loc.uri] = ds.version
             with CLEANUP_LOCK:  # no tag is made while the versions to remove are chosen and removed
+                latest = open_latest(loc)  # the handle: a probe
                 if table == "logs" and SEQ in ds.schema.names:  # old versions stay answerable: version_map
-                    version_map.record(loc, open_dataset(loc))
-                removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
+                    version_map.record(loc, latest)
+                removed = version_cleanup.cleanup(loc, latest, retention) \
+                    if version_cleanup.applies(loc) and not force else None
+                if removed is None:  # locally, forced (files of failed commits too), or a deletion file
+                    removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
         gone = rows.keys() - after.keys()
         return {"fragments": len(after), "compacted": len(gone), "rewritten_rows": sum(rows[i] for i in gone),
                 "removed_versions": removed}

@@ -198,19 +198,47 @@ def list_dir(loc: Location) -> list[str]:
 _S3_PAGE = 1000  # keys per LIST request (S3's most)
 
 
-def _s3_names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
-    """The entries directly under the S3 folder `path`: one LIST per 1,000, none cached, and a
-    missing folder is one empty LIST (s3fs's `ls` lists its parent too, or HEADs it)."""
+def _s3_pages(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[dict]:
+    """The LIST responses of the S3 folder `path`: one per 1,000 entries, none cached."""
     bucket, key, _ = fs.split_path(path)
-    prefix, found, token = key.rstrip("/") + "/", [], None
+    prefix, token = key.rstrip("/") + "/", None
     while True:
         page = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=_S3_PAGE,
                           **({"ContinuationToken": token} if token else {}))
-        found += [c["Key"] for c in page.get("Contents") or [] if c["Key"] != prefix]
-        found += [c["Prefix"] for c in page.get("CommonPrefixes") or []]
+        yield page
         token = page.get("NextContinuationToken")
         if not page.get("IsTruncated") or not token:
-            return found
+            return
+
+
+def _s3_names(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    """The entries directly under the S3 folder `path`: one LIST per 1,000, none cached, and a
+    missing folder is one empty LIST (s3fs's `ls` lists its parent too, or HEADs it)."""
+    prefix, found = fs.split_path(path)[1].rstrip("/") + "/", []
+    for page in _s3_pages(fs, path):
+        found += [c["Key"] for c in page.get("Contents") or [] if c["Key"] != prefix]
+        found += [c["Prefix"] for c in page.get("CommonPrefixes") or []]
+    return found
+
+
+def list_modified(loc: Location) -> dict[str, datetime]:
+    """{name: last modified (UTC)} of the files directly under `loc` (on S3 one LIST per 1,000,
+    none cached); {} when it does not exist."""
+    fs, path = filesystem(loc), loc.path_for_fsspec()
+    with _errors(loc, "list"):
+        if loc.scheme == "s3":
+            found = {c["Key"]: c.get("LastModified") for page in _s3_pages(fs, path) for c in page.get("Contents") or []}
+        else:
+            try:
+                found = {i["name"]: _modified(i) for i in fs.ls(path, detail=True, refresh=True) if i.get("type") != "directory"}
+            except FileNotFoundError:
+                return {}
+    out = {}
+    for key, modified in found.items():
+        name = key.rstrip("/").rsplit("/", 1)[-1]
+        if name and not _is_tmp(key):
+            out[name] = modified.astimezone(UTC) if isinstance(modified, datetime) else _modified({"mtime": modified})
+    return {n: t for n, t in out.items() if t is not None}
 
 
 def glob(loc: Location, pattern: str) -> list[str]:

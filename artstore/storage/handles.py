@@ -29,7 +29,7 @@ from collections.abc import Callable
 from lance import LanceDataset
 
 from artstore.errors import ArtstoreError, StorageError
-from artstore.storage import files
+from artstore.storage import files, version_cleanup
 from artstore.storage.location import Location
 
 _MAX_U64 = 2**64 - 1
@@ -79,6 +79,7 @@ def held(loc: Location, version: int | None = None) -> LanceDataset | None:
 
 def remember(loc: Location, ds: LanceDataset) -> None:
     """Hold `ds` (the latest version at `loc` a moment ago) unless a newer one is held."""
+    version_cleanup.note(loc, ds)  # on a bucket: the files it names, for the cleanups to come
     with _LOCK:
         held_now = _handles()
         old = held_now.get(loc.uri)

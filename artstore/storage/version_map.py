@@ -127,22 +127,40 @@ def record(loc: Location, ds: LanceDataset) -> int:
             made[v] = (version_time(at), max((f.fragment_id for f in at.get_fragments()), default=-1))
         rows = [{"version": v, "committed_at": m[0], "seq_hi": m[1]} for v, m in sorted(made.items()) if m is not None]
     if rows:
-        _write(loc, pa.Table.from_pylist(rows, schema=SCHEMA))
+        added = pa.Table.from_pylist(rows, schema=SCHEMA)
+        _known(loc, known, _write(loc, added), added)
         _merge(loc)
     return len(rows)
 
 
-def _merge(loc: Location) -> None:
-    """Merge the map's files into one once there are more than MERGE_AFTER."""
+def _known(loc: Location, before: pa.Table, name: str, added: pa.Table) -> None:
+    """Note the file `name` this process just wrote (`added` its rows) in the cache when the
+    cache held `before`: the next `entries` lists the folder but reads nothing again."""
     folder = _folder(loc)
-    names = [n for n in files.list_dir(folder) if n.endswith(".arrow")]
+    with _LOCK:
+        cached = _CACHE.get(folder.uri)
+        if cached is not None and cached[1] is before:
+            rows = pa.concat_tables([before, added]).combine_chunks()
+            _CACHE[folder.uri] = (tuple(sorted({*cached[0], name})), rows.take(pc.sort_indices(rows["version"])))
+
+
+def _merge(loc: Location) -> None:
+    """Merge the map's files into one once there are more than MERGE_AFTER (one listing, one
+    write, one batch delete)."""
+    folder = _folder(loc)
+    with _LOCK:
+        names = _CACHE.get(folder.uri, ((), None))[0]
+    if len(names) <= MERGE_AFTER:  # as of this process's last look (`record` just listed it)
+        return
+    merged = entries(loc)  # listed again: another process may have merged meanwhile
+    with _LOCK:
+        names = _CACHE.get(folder.uri, ((), None))[0]
     if len(names) <= MERGE_AFTER:
         return
-    merged = entries(loc)
     kept = _write(loc, merged)
-    for name in names:
-        if name != kept:
-            files.delete(folder.child(name), recursive=False)
+    files.delete_files([folder.child(name) for name in names if name != kept])
+    with _LOCK:
+        _CACHE[folder.uri] = ((kept,), merged)
 
 
 def _mapped(loc: Location, version: int) -> dict[str, Any] | None:
