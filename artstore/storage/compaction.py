@@ -19,7 +19,7 @@ import tenacity
 from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
-from artstore.storage import handles, keys, version_cleanup, version_map
+from artstore.storage import handles, keys, version_cleanup, version_map, written_rows
 from artstore.storage.datasets import open_dataset, open_latest
 from artstore.storage.failures import storage_errors, vanished
 from artstore.storage.keys import SEQ
@@ -49,6 +49,9 @@ JOURNAL_COMPACT_AFTER_FRAGMENTS = 16
 JOURNAL_COMPACT_TO_FRAGMENTS = 6
 # Tries of one compaction that loses a race with another (Lance: "retryable commit conflict").
 COMPACT_ATTEMPTS = 8
+# A compaction's output of at most this many rows is kept in memory (`written_rows`): the next
+# tier's compaction (16 one-row fragments make one of 16) reads it from there.
+KEEP_REWRITTEN_ROWS = 256
 _last_cleanup: dict[str, float] = {}  # dataset uri -> time.monotonic() of this process's last cleanup
 _cleaned_at: dict[str, int] = {}  # dataset uri -> its latest version at this process's last cleanup
 # A cleanup also falls due, without a compaction, once a table made this many versions since the
@@ -111,15 +114,15 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
     for olds in bins:
         # one scan of the bin (a read per fragment cost ~2 ms each); an appended row's sequence is
         # its fragment's id, the upper half of its row address
-        t = ds.scanner(fragments=olds, with_row_address=True, scan_in_order=True).to_table()
-        fragment_ids = pc.cast(pc.shift_right(t["_rowaddr"], pa.scalar(32, pa.uint64())), pa.int64())
-        t = t.drop_columns(["_rowaddr"])
-        merged = t.set_column(t.schema.get_field_index(SEQ), t.schema.field(SEQ), pc.coalesce(t[SEQ], fragment_ids))
+        merged = _sequenced_rows(loc, ds, olds)
         merged = merged.take(pc.sort_indices(merged[SEQ]))  # stable: rows of one commit keep their order
         if rewrite is not None:
             merged = rewrite(merged)
         new = write_fragments(merged, ds, schema=ds.schema, max_rows_per_file=merged.num_rows,
                               storage_options=loc.lance_options())
+        written_rows.forget(loc, olds)
+        if len(new) == 1 and merged.num_rows <= KEEP_REWRITTEN_ROWS:  # the next tier's compaction need not read them back
+            written_rows.note(loc, new, [merged])
         if "log_id" in merged.column_names:  # the writer's next id look-up need not read the new file back
             keys.note_keys(loc, "log_id", new, pc.unique(merged["log_id"]).to_pylist())
         if merged.num_rows:  # nor the next fold, once it folded past these rows (`keys.firsts_after`)
@@ -132,6 +135,32 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
                                         commit_message="compact")
         handles.remember(loc, committed)
         note_commit(loc, committed)  # the version map then needs no read of its manifest
+
+
+def _sequenced_rows(loc: Location, ds: LanceDataset, fragments: list[Any]) -> pa.Table:
+    """Every row of `fragments` (of `ds`, with a SEQ column), in their order, SEQ filled in with
+    each appended row's fragment id: rows this process wrote itself (`written_rows`) from memory,
+    the others in one scan (a GET per data file on a bucket)."""
+    kept = {f.fragment_id: t for f in fragments if (t := written_rows.rows_of(loc, f, ds.schema)) is not None}
+    missing = [f for f in fragments if f.fragment_id not in kept]
+    read = {}
+    if missing:
+        t = ds.scanner(fragments=missing, with_row_address=True, scan_in_order=True).to_table()
+        at = pc.cast(pc.shift_right(t["_rowaddr"], pa.scalar(32, pa.uint64())), pa.int64())
+        t = t.drop_columns(["_rowaddr"])
+        t = t.set_column(t.schema.get_field_index(SEQ), t.schema.field(SEQ), pc.coalesce(t[SEQ], at))
+        read = {f.fragment_id: t.filter(pc.equal(at, f.fragment_id)) for f in missing} if kept else {-1: t}
+    if not kept:
+        return read[-1]
+    parts = []
+    for f in fragments:
+        if f.fragment_id in kept:
+            t = kept[f.fragment_id].select(ds.schema.names).cast(ds.schema)
+            seq = pc.coalesce(t[SEQ], pa.scalar(f.fragment_id, pa.int64()))
+            parts.append(t.set_column(t.schema.get_field_index(SEQ), t.schema.field(SEQ), seq))
+        else:
+            parts.append(read[f.fragment_id])
+    return pa.concat_tables(parts)
 
 
 def rewrite_fragments(loc: Location, ds: LanceDataset, fragments: list[Any],

@@ -23,7 +23,7 @@ import pyarrow as pa
 from lance.fragment import FragmentMetadata, write_fragments
 
 from artstore.errors import StorageError
-from artstore.storage import files, handles
+from artstore.storage import files, handles, written_rows
 from artstore.storage.failures import storage_errors
 from artstore.storage.location import Location
 
@@ -139,5 +139,8 @@ def write_row_fragments(loc: Location, rows: pa.Table) -> list[FragmentMetadata]
     order (one `write_fragments` call); `writes.commit_files` commits them in one append."""
     with storage_errors(loc, "write to"):
         target = handles.held(loc) or loc.uri
-        return write_fragments(rows, target, schema=rows.schema, max_rows_per_file=1,
-                               storage_options=loc.lance_options())
+        written = write_fragments(rows, target, schema=rows.schema, max_rows_per_file=1,
+                                  storage_options=loc.lance_options())
+    if len(written) == rows.num_rows:  # their compaction, seconds later, need not read them back
+        written_rows.note_each_row(loc, written, rows)
+    return written
