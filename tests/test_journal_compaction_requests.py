@@ -1,6 +1,9 @@
-"""On a bucket, a journal's compaction takes the rows of the one-row fragments this process's
-group commits wrote from memory (`artstore.storage.written_rows`), not with a GET per data file
-(about 1.2 GETs per small log before). Counted at the fault proxy in front of moto."""
+"""On a bucket, the upkeep of a run's journal after its group commits costs few requests:
+- its compaction takes the rows of the one-row fragments this process's commits wrote from
+  memory (`artstore.storage.written_rows`), not with a GET per data file (~1.2 per small log);
+- its compaction check plans on this process's handle (`compaction.maintain(held=True)`), not
+  after two probes (a LIST of `_versions/` each) for a newer version per check.
+Counted at the fault proxy in front of moto, in the upkeep each log asked for."""
 
 from __future__ import annotations
 
@@ -15,31 +18,47 @@ from artstore.storage import fragments, written_rows
 
 pytestmark = pytest.mark.s3
 
-LOGS = 40  # two and a half journal compactions (16 fragments each), no fold (every 64)
+LOGS = 40  # two journal compactions (16 fragments each), no fold (every 64)
 
 
-def _journal_data_gets(seen: list[tuple[str, str]]) -> int:
-    return sum(m == "GET" and "/logs.lance/data/" in urllib.parse.unquote(urllib.parse.urlsplit(p).path)
-               for m, p in seen)
-
-
-def _log_and_count(faulty_s3, make_trajectory, name: str) -> int:
+def _upkeep_requests(faulty_s3, make_trajectory, name: str) -> list[tuple[str, str]]:
+    """(method, unquoted path with query) of each request made by the upkeep of LOGS small logs,
+    each group-committed and followed by the upkeep it asked for."""
     model = art.Model(name=name, project="p", base_path=faulty_s3.uri, storage_options=faulty_s3.storage_options,
                       report_metrics=[], reader_window=timedelta(seconds=2), commit="group")
     faulty_s3.proxy.seen = seen = []
+    made = []
     for i in range(LOGS):
         model.log_sync(art.TrajectoryGroup([make_trajectory(i / 100, i)]), split="val", step=i)
         model.flush()
+        start = len(seen)
         upkeep.wait(model.run.location, 120, stats=False)  # the compaction this log asked for
+        made += seen[start:]
     assert fragments.fragment_count(model.run.location.child("logs.lance")) < LOGS // 2  # it compacted
     assert len(model.run.history()) == LOGS  # every log still read
-    return _journal_data_gets(seen)
+    return [(m, urllib.parse.unquote(p)) for m, p in made]
+
+
+def _journal_data_gets(made: list[tuple[str, str]]) -> int:
+    return sum(m == "GET" and "/logs.lance/data/" in urllib.parse.urlsplit(p).path for m, p in made)
+
+
+def _journal_version_lists(made: list[tuple[str, str]]) -> int:
+    return sum(m == "GET" and "list-type" in p and "logs.lance/_versions" in p for m, p in made)
 
 
 def test_a_journal_compaction_reads_back_none_of_the_rows_its_process_wrote(faulty_s3, make_trajectory, monkeypatch):
-    gets = _log_and_count(faulty_s3, make_trajectory, "kept")
+    gets = _journal_data_gets(_upkeep_requests(faulty_s3, make_trajectory, "kept"))
     with monkeypatch.context() as m:
         m.setattr(written_rows, "KEPT_BYTES", 0)  # nothing kept: the compactions read every fragment
-        gets_reading = _log_and_count(faulty_s3, make_trajectory, "read")
+        gets_reading = _journal_data_gets(_upkeep_requests(faulty_s3, make_trajectory, "read"))
     assert gets_reading >= LOGS // 2, gets_reading  # what it costs without: ~1 GET per log
-    assert gets <= 4, (gets, gets_reading)
+    assert gets <= 2, (gets, gets_reading)
+
+
+def test_a_journal_compaction_check_lists_no_versions_after_its_own_commit(faulty_s3, make_trajectory):
+    made = _upkeep_requests(faulty_s3, make_trajectory, "held")
+    # A check every 4 logs made two probes of `_versions/` (maintain's open, then the planning
+    # try's: 16 here); left: Lance's listing at each compaction's commit and
+    # each cleanup's (6 here)
+    assert _journal_version_lists(made) <= LOGS // 4, made

@@ -271,7 +271,10 @@ def _maintain(job: _Job) -> None:
             if job.drop:
                 fold.drop_payloads(run)
             rewrite = fold.drop_folded_payloads(run) if job.compact else None
-        compaction.maintain(job.loc, job.table, job.retention, compact=job.compact, rewrite=rewrite)
+        # a journal's: on this process's handle (its commits keep it at the latest they made;
+        # another process's commits since are Lance's to check when the compaction commits)
+        compaction.maintain(job.loc, job.table, job.retention, compact=job.compact, rewrite=rewrite,
+                            held=job.table == "logs")
 
 
 _worker = _Worker()

@@ -19,7 +19,7 @@ import tenacity
 from lance import LanceDataset, LanceOperation
 from lance.fragment import write_fragments
 
-from artstore.storage import handles, keys, version_cleanup, version_map, written_rows
+from artstore.storage import barrier, handles, keys, version_cleanup, version_map, written_rows
 from artstore.storage.datasets import open_dataset, open_latest
 from artstore.storage.failures import storage_errors, vanished
 from artstore.storage.keys import SEQ
@@ -190,7 +190,7 @@ def compaction_target(rows: list[int], top: int, after: int | None = None, to: i
 
 def maintain(loc: Location, table: str, retention: timedelta, force: bool = False, *,
              compact: bool = True, cleanup: bool = True,
-             rewrite: Callable[[pa.Table], pa.Table] | None = None) -> dict[str, int]:
+             rewrite: Callable[[pa.Table], pa.Table] | None = None, held: bool = False) -> dict[str, int]:
     """Compact small fragments (tiered, see `compaction_target`; with `compact`) and remove
     versions older than `retention` (with `cleanup`; pinned versions, those with a Lance tag, are
     kept; a logical tag keeps none: `tags`).
@@ -203,9 +203,11 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
     writer; cleanup keeps the files of versions inside the window and unverified new files).
     `force` compacts everything to the largest size and cleans up now. `rewrite` (for a table
     with a SEQ column) changes the rows a compaction rewrites (same schema and row count: e.g. the
-    journal drops the payloads of folded logs).
+    journal drops the payloads of folded logs). `held`: plan on this process's handle of the
+    dataset, with no probe for a newer version (a writer's upkeep right after its own commit:
+    Lance's commit of the compaction checks what landed since, as for any commit).
     """
-    ds = open_latest(loc)  # this process's handle when nothing changed: a probe, not an open
+    ds = _open(loc, held)  # this process's handle when nothing changed: a probe, not an open
     if ds is None:
         return {"fragments": 0, "compacted": 0, "rewritten_rows": 0, "removed_versions": 0}
     with storage_errors(loc, "compact"):
@@ -216,7 +218,10 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
             stop=tenacity.stop_after_attempt(COMPACT_ATTEMPTS if force else 1),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=2))
         try:
-            rows, target, ds = retrying(_compact, loc, table, force, compact, rewrite)
+            # the first try plans on `ds`; a retry opens the latest afresh
+            first = [ds]
+            rows, target, ds = retrying(lambda: _compact(loc, table, force, compact, rewrite,
+                                                         first.pop() if first else open_latest(loc)))
         except (OSError, RuntimeError, ValueError) as e:
             # Lost a race: another compaction rewrote these fragments, or a cleanup removed the
             # version opened. The winner did the work, and the next round plans afresh: quiet.
@@ -226,7 +231,9 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
             return {"fragments": 0, "compacted": 0, "rewritten_rows": 0, "removed_versions": 0}
         after, removed = rows, 0
         if target is not None:
-            after = {f.fragment_id: f.physical_rows for f in open_latest(loc).get_fragments()}
+            mine = handles.held(loc)  # the commit of a sequenced rewrite is held: no probe
+            latest = mine if mine is not None and mine.version > ds.version else open_latest(loc)
+            after = {f.fragment_id: f.physical_rows for f in latest.get_fragments()}
         # after a compaction (it leaves old files), or once versions piled up without one (its
         # writer compacted, or a rival); either way not for fewer than half that many versions:
         # a cleanup reads every manifest in the window, and a short window made it ~1 in 6 logs.
@@ -255,11 +262,21 @@ def retryable(e: BaseException) -> bool:
     return isinstance(e, (OSError, RuntimeError, ValueError)) and "retryable commit conflict" in str(e).lower()
 
 
+def _open(loc: Location, held: bool) -> LanceDataset | None:
+    """The dataset at `loc` at its latest version (`open_latest`: a probe), or with `held` this
+    process's handle of it when there is one (no request)."""
+    if held:
+        barrier.wait(loc)
+        mine = handles.held(loc)
+        if mine is not None:
+            return mine
+    return open_latest(loc)
+
+
 def _compact(loc: Location, table: str, force: bool, compact: bool,
-             rewrite: Callable[[pa.Table], pa.Table] | None = None) -> tuple[dict[int, int], int | None, LanceDataset]:
-    """One try at compacting the dataset at `loc`, planned on its latest version (a retry plans
-    again): (rows per fragment before, the target used or None, the dataset opened)."""
-    ds = open_latest(loc)
+             rewrite: Callable[[pa.Table], pa.Table] | None, ds: LanceDataset) -> tuple[dict[int, int], int | None, LanceDataset]:
+    """One try at compacting `ds`, the dataset at `loc` at its latest version a moment ago (a
+    retry plans again on a fresh open): (rows per fragment before, the target used or None, `ds`)."""
     rows = {f.fragment_id: f.physical_rows for f in ds.get_fragments()}
     top = TARGET_ROWS.get(table, DEFAULT_TARGET_ROWS)
     policy = (JOURNAL_COMPACT_AFTER_FRAGMENTS, JOURNAL_COMPACT_TO_FRAGMENTS) if table == "logs" else (None, None)
