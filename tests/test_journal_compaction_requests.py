@@ -2,7 +2,9 @@
 - its compaction takes the rows of the one-row fragments this process's commits wrote from
   memory (`artstore.storage.written_rows`), not with a GET per data file (~1.2 per small log);
 - its compaction check plans on this process's handle (`compaction.maintain(held=True)`), not
-  after two probes (a LIST of `_versions/` each) for a newer version per check.
+  after two probes (a LIST of `_versions/` each) for a newer version per check;
+- a fold's look-up of the unfolded logs and its take of their payloads (`keys.firsts_after`,
+  `keys.rows_at`) take those rows from memory too.
 Counted at the fault proxy in front of moto, in the upkeep each log asked for."""
 
 from __future__ import annotations
@@ -62,3 +64,26 @@ def test_a_journal_compaction_check_lists_no_versions_after_its_own_commit(fault
     # try's: 16 here); left: Lance's listing at each compaction's commit and
     # each cleanup's (6 here)
     assert _journal_version_lists(made) <= LOGS // 4, made
+
+
+def test_a_fold_reads_none_of_the_journal_rows_its_process_wrote(faulty_s3, make_trajectory, monkeypatch):
+    from artstore.log import fold
+
+    def fold_gets(name: str) -> int:
+        model = art.Model(name=name, project="p", base_path=faulty_s3.uri, storage_options=faulty_s3.storage_options,
+                          report_metrics=[], reader_window=timedelta(seconds=2), commit="group")
+        for i in range(24):  # past one journal compaction (its output is kept too), short of a fold
+            model.log_sync(art.TrajectoryGroup([make_trajectory(i / 100, i)]), split="val", step=i)
+            model.flush()
+            upkeep.wait(model.run.location, 120, stats=False)
+        faulty_s3.proxy.seen = seen = []
+        assert max(fold.fold(model.run.location).values()) == 24  # every log folded here
+        assert len(model.run.groups(split="val")) == 24
+        return _journal_data_gets([(m, urllib.parse.unquote(p)) for m, p in seen])
+
+    gets = fold_gets("kept")
+    with monkeypatch.context() as m:
+        m.setattr(written_rows, "KEPT_BYTES", 0)
+        gets_reading = fold_gets("read")
+    # without: the look-up of unfolded logs and the take of their payloads read each fragment
+    assert gets_reading >= 4 and gets == 0, (gets, gets_reading)

@@ -21,6 +21,7 @@ import pyarrow.dataset as pads
 from lance import LanceDataset
 from lance.fragment import FragmentMetadata
 
+from artstore.storage import written_rows
 from artstore.storage.data_files import first_file
 from artstore.storage.failures import storage_errors
 from artstore.storage.fragments import fragment_ids
@@ -128,7 +129,7 @@ def rows_after(loc: Location, ds: LanceDataset, seq: int, columns: list[str], no
     missing = [f for f in fragments if f.fragment_id not in kept]
     if missing:
         with storage_errors(loc, "read"):
-            parts.append(_whole(ds, missing, cols))
+            parts.append(_whole(loc, ds, missing, cols))
         if note_key is not None:
             _note_read(loc, note_key, missing, parts[-1])
     found = pa.concat_tables([t.select([*cols, "_rowaddr"]) for t in parts])
@@ -190,7 +191,7 @@ def _key_sets(loc: Location, ds: LanceDataset, key: str, fragments: list) -> dic
             keep = [key]
         read = [f for f, _ in missing]
         with storage_errors(loc, "read"):
-            found = _whole(ds, read, keep)
+            found = _whole(loc, ds, read, keep)
         current.update(_by_file(read, found, key))
         if len(keep) > 1:
             _keep_read(loc, read, found)
@@ -205,10 +206,29 @@ def _key_sets(loc: Location, ds: LanceDataset, key: str, fragments: list) -> dic
     return current
 
 
-def _whole(ds: LanceDataset, fragments: list, columns: list[str]) -> pa.Table:
-    """`columns` and `_rowaddr` of every row of `fragments` of `ds`, in storage order: taken by
+def _whole(loc: Location, ds: LanceDataset, fragments: list, columns: list[str]) -> pa.Table:
+    """`columns` and `_rowaddr` of every row of `fragments` of `ds` (at `loc`), in storage order:
+    rows this process wrote itself from memory (`written_rows`: no GET), the others taken by
     address (a take costs less than setting up a scan: ~0.4 ms vs ~0.7 for one small fragment),
     or scanned where a fragment has deleted rows (its offsets are not its rows')."""
+    kept = {f.fragment_id: t for f in fragments if (t := written_rows.rows_of(loc, f, ds.schema)) is not None}
+    if not kept:
+        return _read_whole(ds, fragments, columns)
+    rest = [f for f in fragments if f.fragment_id not in kept]
+    read = _read_whole(ds, rest, columns) if rest else None
+    at = pc.shift_right(read["_rowaddr"], 32) if read is not None else None
+    parts = []
+    for f in fragments:
+        if f.fragment_id in kept:
+            address = pa.array([(f.fragment_id << 32) | i for i in range(f.physical_rows)], pa.uint64())
+            parts.append(kept[f.fragment_id].select(columns).append_column("_rowaddr", address))
+        else:
+            parts.append(read.filter(pc.equal(at, f.fragment_id)))
+    return pa.concat_tables(parts)
+
+
+def _read_whole(ds: LanceDataset, fragments: list, columns: list[str]) -> pa.Table:
+    """`_whole` of fragments read from storage."""
     if any(f.deletion_file() is not None for f in fragments):
         return ds.scanner(columns=columns, fragments=fragments, with_row_address=True).to_table()
     address = [(f.fragment_id << 32) | i for f in fragments for i in range(f.physical_rows)]
@@ -338,7 +358,7 @@ def firsts_after(loc: Location, ds: LanceDataset, key: str, seq: int, columns: l
         empty = pa.table({c: pa.array([], ds.schema.field(c).type) for c in cols})
         return empty.append_column("_rowaddr", pa.array([], pa.uint64())), 0
     with storage_errors(loc, "read"):
-        found = ds.scanner(columns=cols, fragments=new, with_row_address=True).to_table()
+        found = _whole(loc, ds, new, cols)
     _note_read(loc, key, new, found)
     read = found.num_rows
     filled = pc.coalesce(found[SEQ], pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64()))
@@ -369,6 +389,11 @@ def rows_at(loc: Location, ds: LanceDataset, addresses: pa.Array | pa.ChunkedArr
     if len(addresses) == 0:
         return ds.schema.empty_table().select(columns)
     fragments = ds.get_fragments()
+    held = set(pc.unique(pc.shift_right(addresses, 32)).to_pylist())
+    holding = [f for f in fragments if f.fragment_id in held]
+    if all(written_rows.rows_of(loc, f, ds.schema) is not None for f in holding):  # no GET
+        found = _whole(loc, ds, holding, columns)
+        return found.take(pc.index_in(addresses, value_set=found["_rowaddr"])).select(columns)
     with storage_errors(loc, "read"):
         if all(f.deletion_file() is None for f in fragments):
             starts, at = {}, 0
@@ -381,7 +406,5 @@ def rows_at(loc: Location, ds: LanceDataset, addresses: pa.Array | pa.ChunkedArr
             order = np.argsort(positions, kind="stable")
             taken = ds.take(positions[order].tolist(), columns=columns)
             return taken.take(pa.array(np.argsort(order, kind="stable")))  # back to the order given
-        held = set(pc.unique(pc.shift_right(addresses, 32)).to_pylist())
-        found = ds.scanner(columns=columns, fragments=[f for f in fragments if f.fragment_id in held],
-                           with_row_address=True).to_table()
+        found = ds.scanner(columns=columns, fragments=holding, with_row_address=True).to_table()
     return found.take(pc.index_in(addresses, value_set=found["_rowaddr"])).select(columns)
