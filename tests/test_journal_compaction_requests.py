@@ -4,7 +4,8 @@
 - its compaction check plans on this process's handle (`compaction.maintain(held=True)`), not
   after two probes (a LIST of `_versions/` each) for a newer version per check;
 - a fold's look-up of the unfolded logs and its take of their payloads (`keys.firsts_after`,
-  `keys.rows_at`) take those rows from memory too.
+  `keys.rows_at`), and a stats refresh's read of the committed logs (`keys.first_per_key`),
+  take those rows from memory too.
 Counted at the fault proxy in front of moto, in the upkeep each log asked for."""
 
 from __future__ import annotations
@@ -86,4 +87,26 @@ def test_a_fold_reads_none_of_the_journal_rows_its_process_wrote(faulty_s3, make
         m.setattr(written_rows, "KEPT_BYTES", 0)
         gets_reading = fold_gets("read")
     # without: the look-up of unfolded logs and the take of their payloads read each fragment
+    assert gets_reading >= 4 and gets == 0, (gets, gets_reading)
+
+
+def test_a_stats_refresh_reads_none_of_the_journal_rows_its_process_wrote(faulty_s3, make_trajectory, monkeypatch):
+    from artstore.log import run_stats
+
+    def stats_gets(name: str) -> int:
+        model = art.Model(name=name, project="p", base_path=faulty_s3.uri, storage_options=faulty_s3.storage_options,
+                          report_metrics=[], reader_window=timedelta(seconds=2), commit="group")
+        for i in range(20):  # one journal compaction's output and a few one-row fragments
+            model.log_sync(art.TrajectoryGroup([make_trajectory(i / 100, i)]), split="val", step=i)
+            model.flush()
+            upkeep.wait(model.run.location, 120, stats=False)
+        faulty_s3.proxy.seen = seen = []
+        assert run_stats.compute(model.run.location)["logs"] == 20
+        return _journal_data_gets([(m, urllib.parse.unquote(p)) for m, p in seen])
+
+    gets = stats_gets("kept")
+    with monkeypatch.context() as m:
+        m.setattr(written_rows, "KEPT_BYTES", 0)
+        gets_reading = stats_gets("read")
+    # without: the committed logs' small columns read from every fragment of the journal
     assert gets_reading >= 4 and gets == 0, (gets, gets_reading)

@@ -49,9 +49,6 @@ JOURNAL_COMPACT_AFTER_FRAGMENTS = 16
 JOURNAL_COMPACT_TO_FRAGMENTS = 6
 # Tries of one compaction that loses a race with another (Lance: "retryable commit conflict").
 COMPACT_ATTEMPTS = 8
-# A compaction's output of at most this many rows is kept in memory (`written_rows`): the next
-# tier's compaction (16 one-row fragments make one of 16) reads it from there.
-KEEP_REWRITTEN_ROWS = 256
 _last_cleanup: dict[str, float] = {}  # dataset uri -> time.monotonic() of this process's last cleanup
 _cleaned_at: dict[str, int] = {}  # dataset uri -> its latest version at this process's last cleanup
 # A cleanup also falls due, without a compaction, once a table made this many versions since the
@@ -121,7 +118,7 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
         new = write_fragments(merged, ds, schema=ds.schema, max_rows_per_file=merged.num_rows,
                               storage_options=loc.lance_options())
         written_rows.forget(loc, olds)
-        if len(new) == 1 and merged.num_rows <= KEEP_REWRITTEN_ROWS:  # the next tier's compaction need not read them back
+        if len(new) == 1:  # the next tier's compaction, a fold, need not read them back (within `written_rows`' bound)
             written_rows.note(loc, new, [merged])
         if "log_id" in merged.column_names:  # the writer's next id look-up need not read the new file back
             keys.note_keys(loc, "log_id", new, pc.unique(merged["log_id"]).to_pylist())

@@ -71,7 +71,10 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
                 # whole fragments: a take costs less than setting up a scan (~0.5 ms vs ~2)
                 address = pa.array([(f.fragment_id << 32) | i for f in fragments for i in range(f.physical_rows)],
                                    pa.uint64())
-                if whole and len(address):  # one take of every row (positions: the rows' offsets)
+                if any(written_rows.rows_of(loc, f, ds.schema) is not None for f in fragments):
+                    # rows this process wrote from memory, the others read (`_whole`)
+                    found = _whole(loc, ds, fragments, read or ds.schema.names).drop_columns(["_rowaddr"])
+                elif whole and len(address):  # one take of every row (positions: the rows' offsets)
                     found = ds.take(list(range(len(address))), columns=read)
                 else:
                     parts = [f.take(list(range(f.physical_rows)), columns=read) for f in fragments if f.physical_rows]
