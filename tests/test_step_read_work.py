@@ -72,6 +72,19 @@ def test_a_step_read_again_takes_nothing_from_storage(tmp_path, make_trajectory,
     assert reads == {"open_dataset": 0, "take_rows": 0, "rows_with": 0, "_read": 0}
 
 
+def test_the_first_step_read_after_own_group_logs_takes_nothing_back(tmp_path, make_trajectory, monkeypatch):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="group")
+    for step in range(3):
+        model.log_sync([art.TrajectoryGroup([make_trajectory(0.1 * step + j, j) for j in range(3)])],
+                       split="train", step=step)
+    model.flush()
+    reads = _storage_reads(monkeypatch)
+    got = _dumped(model.run, 2)
+    assert reads["take_rows"] == reads["rows_with"] == reads["_read"] == 0
+    assert got == _dumped(model.run, 2, as_of=model.run.versions()[-1]["version"])
+    assert [t["reward"] for g in got for t in g["trajectories"]] == pytest.approx([0.2, 1.2, 2.2])
+
+
 def test_kept_rows_answer_after_the_journal_dropped_their_payloads(tmp_path, make_trajectory, monkeypatch):
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     _log_steps(model, make_trajectory, range(4))

@@ -7,6 +7,8 @@ the read that waits longest. A write_id names one attempt's row, written once an
 a compaction moves it, a payload drop writes it again with its payload null, but what the log
 wrote stays what it was. So a row read once answers every later read of that log as it is, and
 repeated reads of a step read nothing from storage (the freshness check of the logs remains).
+The rows this process's own group commits committed are kept the same way as they land
+(`group_commit.on_rows`): a writer's first read of a step it logged takes nothing back either.
 
 Keyed by (journal uri, write_id): a run deleted and logged again has new write_ids. Bounded by
 `MAX_BYTES` of Arrow buffers, least recently used first out.
@@ -18,6 +20,9 @@ import threading
 from collections import OrderedDict
 
 import pyarrow as pa
+
+from artstore.log import group_commit, journal
+from artstore.storage import Location
 
 MAX_BYTES = 32 * 1024 * 1024  # of kept rows' Arrow buffers, per process
 
@@ -53,17 +58,31 @@ def keep(uri: str, rows: pa.Table) -> None:
     apart = [rows] if rows.num_rows == 1 else \
         [rows.take(pa.array([i], pa.int64())) for i in range(rows.num_rows)]  # take copies
     with _LOCK:
-        for w, row in zip(ids, apart, strict=True):
-            if w is None:
-                continue
-            old = _KEPT.pop((uri, w), None)
-            if old is not None:
-                _BYTES[0] -= _size(old)
-            _KEPT[(uri, w)] = row
-            _BYTES[0] += _size(row)
-        while _BYTES[0] > MAX_BYTES and _KEPT:
-            _, gone = _KEPT.popitem(last=False)
-            _BYTES[0] -= _size(gone)
+        _add(uri, list(zip(ids, apart, strict=True)))
+
+
+def _add(uri: str, rows: list[tuple[str | None, pa.Table]]) -> None:
+    """(Under _LOCK) keep each (write_id, its row), then drop the least recently used past MAX_BYTES."""
+    for w, row in rows:
+        if w is None:
+            continue
+        old = _KEPT.pop((uri, w), None)
+        if old is not None:
+            _BYTES[0] -= _size(old)
+        _KEPT[(uri, w)] = row
+        _BYTES[0] += _size(row)
+    while _BYTES[0] > MAX_BYTES and _KEPT:
+        _, gone = _KEPT.popitem(last=False)
+        _BYTES[0] -= _size(gone)
+
+
+def keep_committed(logs: Location, rows: list[pa.Table]) -> None:
+    """Keep the journal rows this process's group commit just committed (`group_commit.on_rows`;
+    each a one-row table of its own: kept as it is, no copy), so the first read of those logs
+    takes nothing back (their payload columns only)."""
+    kept = [(r["write_id"][0].as_py(), r.select(journal.PAYLOAD_READ_COLUMNS)) for r in rows if r.num_rows == 1]
+    with _LOCK:
+        _add(logs.uri, kept)
 
 
 def clear() -> None:
@@ -71,3 +90,6 @@ def clear() -> None:
     with _LOCK:
         _KEPT.clear()
         _BYTES[0] = 0
+
+
+group_commit.on_rows(keep_committed)
