@@ -120,7 +120,9 @@ def versions_stamp(loc: Location) -> tuple[int, int, int] | None:
     return found.st_ino, found.st_mtime_ns, now
 
 
-VERSIONS_TICK_NS = 100_000_000  # a folder changed this recently may change again within its mtime's clock tick
+# A folder changed this recently may change again within its mtime's clock tick: 1 s on ext3, HFS+
+# and some network mounts, so a run must have been quiet a little longer for one stat to do.
+VERSIONS_TICK_NS = 1_100_000_000
 
 
 def _local_latest(loc: Location) -> int:
