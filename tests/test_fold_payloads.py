@@ -21,6 +21,7 @@ def test_folded_payloads_are_dropped_and_reads_do_not_change(tmp_path, make_traj
     for step in range(5):
         model.log_sync(art.TrajectoryGroup([make_trajectory(step / 10, step)]), split="train", step=step,
                        log_id=f"l{step}")
+        model.flush()  # a version per log (group commit would batch them), for as_of below
     run = model.run
     run.wait_for_upkeep()
     before = (run.trajectories(), run.groups(), run.history())

@@ -100,6 +100,15 @@ def on_commit(listener: Callable[[Location, int, list[tuple[Any, int]]], None]) 
         run_committer.ON_COMMIT.append(listener)
 
 
+def on_rows(hook: Callable[[Location, list[pa.Table]], None]) -> None:
+    """Call `hook(journal location, [journal row of each log])` after each group commit of this
+    process's queued logs, before their waiters return (in the committer thread: quick and
+    thread-safe), e.g. so a read of those logs need not take their rows back. Rows that lost
+    to an earlier copy of their log_id are among them (their write_ids are never read)."""
+    if hook not in run_committer.ON_ROWS:
+        run_committer.ON_ROWS.append(hook)
+
+
 def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, window: timedelta,
            register: Callable[[], None] | None = None) -> Any:
     """Queue the journal row `row` of the log `record` (a LogRecord, `queued`, its logs_version

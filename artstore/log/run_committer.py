@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
+
 from artstore.log import batch_commit, inline_upkeep
 from artstore.storage import Location, barrier, writes
 
@@ -33,6 +35,7 @@ COND = threading.Condition()  # guards every queue; notified whenever one change
 # called by a committer right after each group commit of queued logs, before any waiting read goes
 # on: (the run's journal, the version made, [(each log's record, its fragment id)])
 ON_COMMIT: list[Callable[[Location, int, list[tuple[Any, int]]], None]] = []
+ON_ROWS: list[Callable[[Location, list[pa.Table]], None]] = []  # `group_commit.on_rows`
 
 
 class Queue:
@@ -143,6 +146,11 @@ def _commit(queue: Queue) -> tuple[int, int]:
         queue.flying = records
 
     version, top_before, rows = batch_commit.commit(queue.run, queue.busy, ON_COMMIT, fly)
+    for hook in ON_ROWS:  # before the waiters are released: their reads find the rows
+        try:
+            hook(queue.run.child("logs.lance"), [i.row for i in queue.busy])
+        except Exception as e:  # noqa: BLE001 - committed: a hook's failure must not make it retried
+            logger.warning("after the group commit of %s: %s", queue.run.redact(queue.run.uri), e)
     queue.fragments = writes.committed_fragments(queue.run.child("logs.lance"), version)
     for item in queue.busy:  # each caller's LogRecord now tells the version its log is in
         if getattr(item.record, "queued", False):  # (frozen: this one field is filled in once, here)

@@ -50,7 +50,8 @@ def read_groups(run: Location, split: str | None, step: int | None, as_of: AsOf,
     from artstore.records.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
 
     where = run_logs.where(split, step)
-    snapshot = latest_logs.latest(run.child("logs.lance")) if as_of is None and step is not None else None
+    snapshot = latest_logs.latest_of_step(run.child("logs.lance"), split, step) \
+        if as_of is None and step is not None else None
     if snapshot is not None and snapshot.is_journal:
         # A log's rows carry its own split and step (`commit.write_log`), so no row is filtered.
         committed = snapshot.committed.filter(run_logs.log_mask(snapshot.committed, split, step))

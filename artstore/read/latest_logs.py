@@ -39,7 +39,7 @@ from artstore.read.log_snapshot import LOCK, ORDER, Snapshot
 from artstore.storage import Location, barrier, datasets, fragments, keys, transactions
 from artstore.storage.keys import SEQ
 
-__all__ = ["ORDER", "Snapshot", "beyond", "latest"]
+__all__ = ["ORDER", "Snapshot", "beyond", "latest", "latest_of_step"]
 
 
 def _read(loc: Location, ds: Any, schema: pa.Schema, fragment_ids: list[int] | None = None) -> pa.Table:
@@ -92,6 +92,19 @@ def latest(loc: Location) -> Snapshot | None:
         return _latest(loc)
 
 
+def latest_of_step(loc: Location, split: str | None, step: int) -> Snapshot | None:
+    """`latest(loc)` for a read of one step's logs (of `split`; None: any): it waits for this
+    process's queued group logs only when one of them is of that step (and split). Logs of other
+    steps change nothing that read answers, so it reads the latest committed version as it is."""
+    queued = group_commit.queued(loc)
+    if not queued or any(r.step == step and split in (None, r.split) for r in queued):
+        return latest(loc)
+    with barrier.no_wait():
+        barrier.wait(loc)  # (a killed writer's rows are still looked for)
+    with barrier.bypass():
+        return _latest(loc)
+
+
 def beyond(loc: Location) -> tuple[Snapshot, list[Any]] | None:
     """`latest(loc)` without waiting for this process's group logs of the run still queued (not
     committed), with the records (`LogRecord`) of those it does not hold, in the order of
@@ -126,14 +139,21 @@ def beyond(loc: Location) -> tuple[Snapshot, list[Any]] | None:
 
 
 def _latest(loc: Location) -> Snapshot | None:
-    stamp = None
+    stamp = folder = None
     for _ in range(2):  # (again when a group commit of ours was told meanwhile: it landed as we looked)
         if log_notes.pending(loc.uri):  # this process's own logs since the last read: extend the kept snapshot
             log_notes.fold(loc)
+        folder = datasets.versions_stamp(loc)  # taken before the check it may stand for
+        with LOCK:
+            old = log_snapshot.kept(loc.uri)
+            if old is not None and folder is not None and old.folder == folder[:2]:  # no version since: one stat
+                log_snapshot.touch(loc.uri)
+                return old
         stamp = datasets.latest_stamp(loc)
         with LOCK:
             old = log_snapshot.kept(loc.uri)
             if old is not None and stamp is not None and old.stamp == stamp:  # a local run, unchanged
+                old.folder = _settled(folder)
                 log_snapshot.touch(loc.uri)
                 return old
         if not log_notes.pending(loc.uri):
@@ -160,9 +180,18 @@ def _latest(loc: Location) -> Snapshot | None:
     except _NoSnapshot:
         return None
     if stamp is not None and stamp[0] == ds.version:
-        snapshot.stamp = stamp
+        snapshot.stamp, snapshot.folder = stamp, _settled(folder)
     log_snapshot.keep(snapshot, lambda current: current.version <= snapshot.version)
     return snapshot
+
+
+def _settled(folder: tuple[int, int, int] | None) -> tuple[int, int] | None:
+    """The (inode, mtime) of `folder` (a `datasets.versions_stamp` taken before the latest
+    version was confirmed) when it may stand for that version: its mtime was older than a clock
+    tick when taken, so any version made since moves it."""
+    if folder is None or folder[2] - folder[1] <= datasets.VERSIONS_TICK_NS:
+        return None
+    return folder[0], folder[1]
 
 
 def _extended(loc: Location, ds: Any, schema: pa.Schema, old: Snapshot,

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.log import journal
+from artstore.read import payload_cache
 from artstore.schema import arrow_schema
 from artstore.storage import Location, datasets, fragments, key_columns
 
@@ -54,6 +55,8 @@ class Snapshot:
         self.committed = sorted_logs(by_seq.drop_columns(["_rowaddr"]), self.is_journal) if committed is None else committed
         self.appended = appended
         self.stamp: tuple[int, int] | None = None  # `datasets.latest_stamp` of a local run at `version`
+        # (inode, mtime) of the `_versions/` folder while `version` is known to be the latest (`datasets.versions_stamp`)
+        self.folder: tuple[int, int] | None = None
         self._earlier = {} if earlier is None else earlier  # the answers of the snapshot `appended` extends
         # nothing appended: the same logs as the snapshot extended, so its answers are these
         self.derived: dict[str, Any] = self._earlier if appended is not None and appended.num_rows == 0 else {}
@@ -125,6 +128,22 @@ class Snapshot:
         if wanted.num_rows == 0:
             empty = arrow_schema("logs").empty_table()
             return empty if columns is None else empty.select(columns)
+        if columns is None or "write_id" not in columns:
+            return self._payloads(wanted, columns)
+        # Rows read before answer as they are (`payload_cache`); only the others are taken.
+        ids = wanted["write_id"].to_pylist()
+        kept = payload_cache.get(self.loc.uri, ids, columns)
+        if len(kept) < len(ids):
+            read = self._payloads(wanted.filter(pc.invert(pc.is_in(
+                wanted["write_id"], value_set=pa.array(list(kept), pa.string())))), columns)
+            payload_cache.keep(self.loc.uri, read)
+            if not kept:
+                return read
+            kept.update(zip(read["write_id"].to_pylist(), (read.slice(i, 1) for i in range(read.num_rows)), strict=True))
+        return pa.concat_tables([kept[w] for w in ids])
+
+    def _payloads(self, wanted: pa.Table, columns: list[str] | None) -> pa.Table:
+        """`payloads` of the rows `wanted` (of `by_seq`), read from storage."""
         if wanted["_rowaddr"].null_count == 0:
             return fragments.take_rows(self.loc, self.ds, wanted["_rowaddr"].to_pylist(), columns)
         # Some rows moved since they were read: those by write_id (unique to one attempt's row),

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +101,28 @@ def latest_stamp(loc: Location) -> tuple[int, int] | None:
         return version, os.stat(handles.local_manifest(loc, version)).st_mtime_ns
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def versions_stamp(loc: Location) -> tuple[int, int, int] | None:
+    """(inode, modification time in ns, the time it was taken in ns) of the local dataset's
+    `_versions/` folder: one stat. Each new version adds its manifest there, so the folder's
+    mtime moves; a reader that confirmed the latest version after taking a stamp whose mtime was
+    already older than a clock tick (`VERSIONS_TICK_NS`) knows that version is still the latest
+    while a new stamp shows the same folder and mtime (cheaper than `latest_stamp`: it reads the
+    hint and stats two files). None on a bucket, or when the folder is missing."""
+    if not loc.is_local:
+        return None
+    now = time.time_ns()
+    try:
+        found = os.stat(os.path.join(loc.uri, "_versions"))
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, now
+
+
+# A folder changed this recently may change again within its mtime's clock tick: 1 s on ext3, HFS+
+# and some network mounts, so a run must have been quiet a little longer for one stat to do.
+VERSIONS_TICK_NS = 1_100_000_000
 
 
 def _local_latest(loc: Location) -> int:
