@@ -50,6 +50,17 @@ def _journal_version_lists(made: list[tuple[str, str]]) -> int:
     return sum(m == "GET" and "list-type" in p and "logs.lance/_versions" in p for m, p in made)
 
 
+def _logged_group_model(faulty_s3, name: str, make_trajectory, logs: int) -> art.Model:
+    """A group-commit model on the faulty bucket with `logs` val logs, each committed and its upkeep done."""
+    model = art.Model(name=name, project="p", base_path=faulty_s3.uri, storage_options=faulty_s3.storage_options,
+                      report_metrics=[], reader_window=timedelta(seconds=2), commit="group")
+    for i in range(logs):
+        model.log_sync(art.TrajectoryGroup([make_trajectory(i / 100, i)]), split="val", step=i)
+        model.flush()
+        upkeep.wait(model.run.location, 120, stats=False)
+    return model
+
+
 def test_a_journal_compaction_reads_back_none_of_the_rows_its_process_wrote(faulty_s3, make_trajectory, monkeypatch):
     gets = _journal_data_gets(_upkeep_requests(faulty_s3, make_trajectory, "kept"))
     with monkeypatch.context() as m:
@@ -71,12 +82,7 @@ def test_a_fold_reads_none_of_the_journal_rows_its_process_wrote(faulty_s3, make
     from artstore.log import fold
 
     def fold_gets(name: str) -> int:
-        model = art.Model(name=name, project="p", base_path=faulty_s3.uri, storage_options=faulty_s3.storage_options,
-                          report_metrics=[], reader_window=timedelta(seconds=2), commit="group")
-        for i in range(24):  # past one journal compaction (its output is kept too), short of a fold
-            model.log_sync(art.TrajectoryGroup([make_trajectory(i / 100, i)]), split="val", step=i)
-            model.flush()
-            upkeep.wait(model.run.location, 120, stats=False)
+        model = _logged_group_model(faulty_s3, name, make_trajectory, 24)  # past one journal compaction, short of a fold
         faulty_s3.proxy.seen = seen = []
         assert max(fold.fold(model.run.location).values()) == 24  # every log folded here
         assert len(model.run.groups(split="val")) == 24
@@ -94,12 +100,7 @@ def test_a_stats_refresh_reads_none_of_the_journal_rows_its_process_wrote(faulty
     from artstore.log import run_stats
 
     def stats_gets(name: str) -> int:
-        model = art.Model(name=name, project="p", base_path=faulty_s3.uri, storage_options=faulty_s3.storage_options,
-                          report_metrics=[], reader_window=timedelta(seconds=2), commit="group")
-        for i in range(20):  # one journal compaction's output and a few one-row fragments
-            model.log_sync(art.TrajectoryGroup([make_trajectory(i / 100, i)]), split="val", step=i)
-            model.flush()
-            upkeep.wait(model.run.location, 120, stats=False)
+        model = _logged_group_model(faulty_s3, name, make_trajectory, 20)  # a compaction's output and a few one-row fragments
         faulty_s3.proxy.seen = seen = []
         assert run_stats.compute(model.run.location)["logs"] == 20
         return _journal_data_gets([(m, urllib.parse.unquote(p)) for m, p in seen])
