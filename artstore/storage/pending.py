@@ -138,7 +138,8 @@ def write_row_fragments(loc: Location, rows: pa.Table) -> list[FragmentMetadata]
     """Write each row of `rows` as its own uncommitted data file of the dataset at `loc`, in row
     order (one `write_fragments` call); `writes.commit_files` commits them in one append."""
     with storage_errors(loc, "write to"):
-        target = handles.held(loc) or loc.uri
+        held = handles.held(loc)
+        target = held if held is not None else loc.uri  # not `or`: bool(dataset) counts its rows
         written = write_fragments(rows, target, schema=rows.schema, max_rows_per_file=1,
                                   storage_options=loc.lance_options())
     if len(written) == rows.num_rows:  # their compaction, seconds later, need not read them back

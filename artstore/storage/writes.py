@@ -58,7 +58,8 @@ def write_files(loc: Location, table: pa.Table) -> list[FragmentMetadata]:
     the files of a write it then decides not to commit."""
     with storage_errors(loc, "write to"):
         # through the held dataset: its object store, and no open of the latest version
-        target = handles.held(loc) or loc.uri
+        held = handles.held(loc)
+        target = held if held is not None else loc.uri  # not `or`: bool(dataset) counts its rows
         return write_fragments(table, target, schema=table.schema, storage_options=loc.lance_options())
 
 

@@ -57,6 +57,25 @@ def test_open_latest_is_never_stale_after_the_dataset_is_deleted_and_made_again(
     assert _keys(lance.dataset(loc.uri)) == ["new", "next"]
 
 
+def test_a_write_goes_through_the_held_handle_without_counting_its_rows(tmp_path, monkeypatch):
+    loc = Location.parse(str(tmp_path / "t.lance"))
+    writes.append(loc, _rows("a", "b"))
+    held = datasets.open_latest(loc)
+    written_to = []
+    real = writes.write_fragments
+    monkeypatch.setattr(writes, "write_fragments", lambda data, target, **kw: written_to.append(target)
+                        or real(data, target, **kw))
+
+    def no_count(self, *args, **kwargs):
+        raise AssertionError("a write counted the held dataset's rows")
+    monkeypatch.setattr(lance.LanceDataset, "count_rows", no_count)  # `bool(ds)` calls it through __len__
+    fragments = writes.write_files(loc, _rows("c"))
+    assert written_to == [held]
+    monkeypatch.undo()
+    writes.commit_files(loc, fragments, _rows().schema, read_version=held.version)
+    assert _keys(lance.dataset(loc.uri)) == ["a", "b", "c"]
+
+
 def test_a_log_id_committed_by_another_process_is_found_by_this_ones_look_up(tmp_path):
     """The look-up skips only the fragments this process committed itself: a retry of a log that
     another process stored stores nothing here."""
