@@ -64,6 +64,7 @@ def test_map_batches_workers_log_into_one_run_nothing_lost_or_doubled(cluster, t
             trajectories = [art.Trajectory(messages_and_choices=[{"role": "user", "content": f"b{i} t{t}"}],
                                            reward=float(i) + t / 10) for t in range(3)]
             model.log_sync([art.TrajectoryGroup(trajectories)], split="train", step=int(i), log_id=f"batch-{i}")
+            model.flush()  # the driver reads next, in another process: it sees committed logs only (README)
             if i == 5 and not os.path.exists(marker):
                 open(marker, "w").close()
                 raise RuntimeError("worker died after its log committed")
