@@ -211,7 +211,8 @@ def add_null_columns(loc: Location, fields: list[pa.Field]) -> None:
             return
         try:
             with storage_errors(loc, "add columns to"):
-                ds.add_columns(missing)
+                ds.add_columns(missing)  # moves `ds` to the version it made
+            handles.remember(loc, ds)  # writes go through the held handle: the new schema's
             return
         except (CommitConflictError, StorageError) as e:
             if "conflict" not in str(e).lower() and "preempted" not in str(e).lower():
