@@ -3,6 +3,7 @@ S3, on fake-gcs-server (gs://), and through the fault proxy."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import threading
@@ -29,8 +30,9 @@ def _gs(gcs_bucket) -> Location:
 
 
 def _poll_while(write, loc: Location, size: int) -> tuple[int, set[bytes]]:
-    """Run `write()` in a thread while this one reads `loc` as fast as it can. Returns how many reads
-    overlapped the write, and the set of first bytes of every full read (each read checked whole)."""
+    """Run `write(overlapped)` in a thread while this one reads `loc` as fast as it can (`overlapped()`:
+    how many full reads overlapped the write so far). Returns how many reads overlapped the write,
+    and the set of first bytes of every full read (each read checked whole)."""
     done = threading.Event()
     errors: list[BaseException] = []
 
@@ -45,6 +47,7 @@ def _poll_while(write, loc: Location, size: int) -> tuple[int, set[bytes]]:
     seen: set[bytes] = set()
     overlapped = 0
     t = threading.Thread(target=run)
+    write = functools.partial(write, lambda: overlapped)
     t.start()
     while not done.is_set():
         try:
@@ -73,7 +76,7 @@ def test_a_reader_polling_during_large_writes_never_sees_a_partial_file(store_lo
         src.write_bytes(bytes([c]) * size)
         srcs.append(src)
 
-    def write():
+    def write(_overlapped):
         for src in srcs:
             if how == "put_bytes":
                 files.put_bytes(loc, src.read_bytes())
@@ -140,8 +143,17 @@ def test_gcs_overwrite_is_atomic_for_a_polling_reader(gcs_bucket):
     size = 8 * MB
     loc = _gs(gcs_bucket).child("adapter.bin")
     files.put_bytes(loc, b"a" * size)
-    overlapped, _ = _poll_while(lambda: [files.put_bytes(loc, bytes([c]) * size) for c in b"bc"], loc, size)
+
+    def write(overlapped):
+        for _ in range(10):  # until a read overlapped (under load one pair may finish between two reads)
+            for c in b"bc":
+                files.put_bytes(loc, bytes([c]) * size)
+            if overlapped() >= 1:
+                return
+
+    overlapped, seen = _poll_while(write, loc, size)
     assert overlapped >= 1
+    assert seen <= {b"a", b"b", b"c"}
     assert files.get_bytes(loc) == b"c" * size
 
 
