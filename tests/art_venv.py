@@ -10,6 +10,7 @@ asking for it skips with the reason.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import shutil
@@ -43,6 +44,14 @@ def _python312() -> str | None:
 def build_art_venv() -> tuple[str, str]:
     """(python of the cached openpipe-art venv, a note on how it was had); builds it on first use.
     Skips the calling test with the reason when it cannot be built."""
+    ART_VENV.parent.mkdir(parents=True, exist_ok=True)
+    # one builder at a time: pytest-xdist's workers may each ask for it at once
+    with open(ART_VENV.parent / f"{ART_VENV.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_art_venv()
+
+
+def _build_art_venv() -> tuple[str, str]:
     py = ART_VENV / "bin" / "python"
     stamp = ART_VENV / "artstore-install-seconds"
     if stamp.exists():
@@ -51,7 +60,6 @@ def build_art_venv() -> tuple[str, str]:
     if base is None:
         pytest.skip("no Python 3.12 found (openpipe-art 0.5.23 needs it); set ARTSTORE_PYTHON312")
     shutil.rmtree(ART_VENV, ignore_errors=True)  # built in place; the stamp written last marks it complete
-    ART_VENV.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     try:
         subprocess.run([base, "-m", "venv", str(ART_VENV)], check=True, capture_output=True, timeout=300)
