@@ -35,7 +35,8 @@ java:
 	command -v java >/dev/null || (apt-get update -q && apt-get install -y -q default-jre-headless)
 
 test: lint chromium java
-	LANCE_LOG=error $(VENV)/bin/pytest -q -p no:cacheprovider
+	# two workers: much of the suite waits on servers, retries and child processes (README, Development)
+	LANCE_LOG=error $(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 demo: $(STAMP)
 	LANCE_LOG=error $(PY) -m trainer.demo
