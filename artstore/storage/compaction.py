@@ -117,7 +117,7 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
             merged = rewrite(merged)
         new = write_fragments(merged, ds, schema=ds.schema, max_rows_per_file=merged.num_rows,
                               storage_options=loc.lance_options())
-        written_rows.forget(loc, olds)
+        written_rows.retire(loc, olds)
         if len(new) == 1:  # the next tier's compaction, a fold, need not read them back (within `written_rows`' bound)
             written_rows.note(loc, new, [merged])
         if "log_id" in merged.column_names:  # the writer's next id look-up need not read the new file back
