@@ -6,6 +6,7 @@
 - a fold's look-up of the unfolded logs and its take of their payloads (`keys.firsts_after`,
   `keys.rows_at`), and a stats refresh's read of the committed logs (`keys.first_per_key`),
   take those rows from memory too;
+- a journal cleanup probes for no version newer than the handle's (`compaction.maintain(held=True)`);
 - a stats refresh reads the run's tables' sizes through this process's handles (no manifest GET).
 Counted at the fault proxy in front of moto, in the upkeep each log asked for."""
 
@@ -77,6 +78,15 @@ def test_a_journal_compaction_check_lists_no_versions_after_its_own_commit(fault
     # try's: 16 here); left: Lance's listing at each compaction's commit and
     # each cleanup's (6 here)
     assert _journal_version_lists(made) <= LOGS // 4, made
+
+
+def test_a_journal_cleanup_on_a_bucket_probes_for_no_newer_version(faulty_s3, make_trajectory):
+    made = _upkeep_requests(faulty_s3, make_trajectory, "cleaned")
+    # A cleanup keeps every version from the handle's on (and maps those before it): a probe for a
+    # newer one (a LIST of one key, one per cleanup) adds nothing to its own listing of `_versions/`
+    probes = [p for m, p in made if m == "GET" and "list-type" in p and "logs.lance/_versions" in p and "max-keys=1&" in p]
+    cleanups = [p for m, p in made if m == "GET" and "list-type" in p and "logs.lance/_transactions" in p]
+    assert cleanups and not probes, (len(cleanups), probes)
 
 
 def test_a_fold_reads_none_of_the_journal_rows_its_process_wrote(faulty_s3, make_trajectory, monkeypatch):

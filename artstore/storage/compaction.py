@@ -240,11 +240,13 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
             _last_cleanup[loc.uri] = time.monotonic()
             _cleaned_at[loc.uri] = ds.version
             with CLEANUP_LOCK:  # no tag is made while the versions to remove are chosen and removed
-                latest = open_latest(loc)  # the handle: a probe
+                # the handle: a probe; with `held`, on a bucket, as held (no request): a cleanup there
+                # keeps every version from it on, and maps the versions before it (`version_map`)
+                bucket = version_cleanup.applies(loc) and not force
+                latest = _open(loc, held) if bucket else open_latest(loc)
                 if table == "logs" and SEQ in ds.schema.names:  # old versions stay answerable: version_map
                     version_map.record(loc, latest)
-                removed = version_cleanup.cleanup(loc, latest, retention) \
-                    if version_cleanup.applies(loc) and not force else None
+                removed = version_cleanup.cleanup(loc, latest, retention) if bucket else None
                 if removed is None:  # locally, forced (files of failed commits too), or a deletion file
                     removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
         gone = rows.keys() - after.keys()
