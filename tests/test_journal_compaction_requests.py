@@ -5,7 +5,9 @@
   after two probes (a LIST of `_versions/` each) for a newer version per check;
 - a fold's look-up of the unfolded logs and its take of their payloads (`keys.firsts_after`,
   `keys.rows_at`), and a stats refresh's read of the committed logs (`keys.first_per_key`),
-  take those rows from memory too.
+  take those rows from memory too;
+- a journal cleanup probes for no version newer than the handle's (`compaction.maintain(held=True)`);
+- a stats refresh reads the run's tables' sizes through this process's handles (no manifest GET).
 Counted at the fault proxy in front of moto, in the upkeep each log asked for."""
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ def test_a_journal_compaction_check_lists_no_versions_after_its_own_commit(fault
     assert _journal_version_lists(made) <= LOGS // 4, made
 
 
+def test_a_journal_cleanup_on_a_bucket_probes_for_no_newer_version(faulty_s3, make_trajectory):
+    made = _upkeep_requests(faulty_s3, make_trajectory, "cleaned")
+    # A cleanup keeps every version from the handle's on (and maps those before it): a probe for a
+    # newer one (a LIST of one key, one per cleanup) adds nothing to its own listing of `_versions/`
+    probes = [p for m, p in made if m == "GET" and "list-type" in p and "logs.lance/_versions" in p and "max-keys=1&" in p]
+    cleanups = [p for m, p in made if m == "GET" and "list-type" in p and "logs.lance/_transactions" in p]
+    assert cleanups and not probes, (len(cleanups), probes)
+
+
 def test_a_fold_reads_none_of_the_journal_rows_its_process_wrote(faulty_s3, make_trajectory, monkeypatch):
     from artstore.log import fold
 
@@ -111,3 +122,17 @@ def test_a_stats_refresh_reads_none_of_the_journal_rows_its_process_wrote(faulty
         gets_reading = stats_gets("read")
     # without: the committed logs' small columns read from every fragment of the journal
     assert gets_reading >= 4 and gets == 0, (gets, gets_reading)
+
+
+def test_a_stats_refresh_reads_no_manifest_of_a_table_its_process_holds(faulty_s3, make_trajectory):
+    """The run's size in its stats reads each table's manifest through this process's handle: a probe
+    (a LIST of one key), no GET of a manifest it holds already (an open lists and reads it)."""
+    from artstore.log import fold, run_stats
+
+    model = _logged_group_model(faulty_s3, "sized", make_trajectory, 8)
+    assert max(fold.fold(model.run.location).values()) == 8  # the data tables exist, held as the fold left them
+    faulty_s3.proxy.seen = seen = []
+    stats = run_stats.compute(model.run.location)
+    assert stats["logs"] == 8 and stats["size_bytes"] > 0
+    manifests = [p for m, p in seen if m == "GET" and urllib.parse.unquote(p).endswith(".manifest")]
+    assert manifests == [], manifests

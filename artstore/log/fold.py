@@ -43,7 +43,17 @@ import pyarrow.compute as pc
 from artstore.errors import StorageError
 from artstore.log import journal
 from artstore.log.visibility import GATED, ROW_COUNTS
-from artstore.storage import Location, compaction, datasets, failures, keys, scans, writes
+from artstore.storage import (
+    Location,
+    compaction,
+    datasets,
+    failures,
+    handles,
+    keys,
+    scans,
+    writes,
+    written_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +84,16 @@ def fold(run: Location, *, max_logs: int | None = None) -> dict[str, int]:
     try:
         return _fold(run, logs_loc, ds, max_logs)
     except Exception as e:  # noqa: BLE001 - a failed fold is retried by the next one
+        _forget_tables(run)
         logger.warning("fold of %s skipped: %s", logs_loc.redact(run.uri), e)
         return dict.fromkeys(GATED, 0)
+
+
+def _forget_tables(run: Location) -> None:
+    """Let the next fold open the run's data tables afresh, not on the handles held (a fold that
+    found them claimed, or whose claim or commit failed: another process may have folded)."""
+    for t in GATED:
+        handles.forget(run.child(f"{t}.lance"))
 
 
 def rows_read(run: Location) -> int | None:
@@ -92,9 +110,12 @@ def _claimed(ds: Any, now: float) -> bool:
 def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) -> dict[str, int]:
     done = dict.fromkeys(GATED, 0)
     locs = {t: run.child(f"{t}.lance") for t in GATED}
-    data = {t: datasets.open_latest(locs[t]) for t in GATED}
+    # On a bucket, as this process's commits left them (no LIST each): a fold of another process
+    # since made config changes on the lock table, so the claim below fails on this version.
+    data = {t: datasets.open_held(locs[t]) for t in GATED}
     now = time.time()
     if any(d is not None and _claimed(d, now) for d in data.values()):
+        _forget_tables(run)
         return done  # another folder is at it
     folded = {t: journal.folded_seq(d) for t, d in data.items() if d is not None}
     # A table that does not exist yet had no rows in the logs up to the others' FOLDED: a fold
@@ -113,7 +134,8 @@ def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) ->
         claimed = writes.update_config(locs[lock], {CLAIM: f"{uuid.uuid4().hex} {time.time():.3f}"},
                                        data[lock].version)
         if claimed is None:
-            return done  # another folder claimed it first
+            _forget_tables(run)
+            return done  # another folder claimed it first (or folded since the version held)
     try:
         todo = _with_payloads(logs_loc, logs, todo)
         release: dict[str, tuple[int, int]] = {}  # table -> (version to commit FOLDED on, rows then)
@@ -205,10 +227,12 @@ def drop_payloads(run: Location) -> int:
     keeps only its logs' records and metric values, whatever the compaction tiers would wait
     for. Returns the fragments rewritten (0: none, or another compaction won the race)."""
     logs_loc = run.child("logs.lance")
-    ds = datasets.open_dataset(logs_loc)
+    # As this process holds them (on a bucket: no request): a FOLDED older than the latest drops
+    # fewer payloads, never one not folded; a rewrite of a stale journal fails in Lance's commit.
+    ds = datasets.open_held(logs_loc)
     if ds is None or not journal.is_journal(ds.schema):
         return 0
-    upto = min(journal.folded_seq(datasets.open_dataset(run.child(f"{t}.lance"))) for t in GATED)
+    upto = min(journal.folded_seq(datasets.open_held(run.child(f"{t}.lance"))) for t in GATED)
     clean = _CLEAN.setdefault(logs_loc.uri, set())
     todo, current = [], set()
     with failures.storage_errors(logs_loc, "read"):
@@ -217,11 +241,14 @@ def drop_payloads(run: Location) -> int:
             current.add(key)
             if key in clean:
                 continue
-            seq = pc.max(pc.fill_null(f.to_table(columns=[keys.SEQ])[keys.SEQ], f.fragment_id)).as_py()
+            kept = written_rows.rows_of(logs_loc, f, ds.schema)  # rows this process wrote: no GET
+            seqs = (kept if kept is not None else f.to_table(columns=[keys.SEQ]))[keys.SEQ]
+            seq = pc.max(pc.fill_null(seqs, f.fragment_id)).as_py()
             if seq is None or seq > upto:
                 continue  # holds a log not folded everywhere yet
             # (not LanceFragment.count_rows(filter): beside other scans of the process it hung in Lance)
-            payloads = f.to_table(columns=list(journal.IPC_COLUMN.values()))
+            ipc = list(journal.IPC_COLUMN.values())
+            payloads = kept.select(ipc) if kept is not None else f.to_table(columns=ipc)
             if any(c.null_count < c.length() for c in payloads.columns):
                 todo.append(f)
             else:
@@ -247,8 +274,9 @@ def drop_folded_payloads(run: Location) -> Any:
 
     def rewrite(rows: pa.Table) -> pa.Table:
         if not upto:
-            # through the handles the fold keeps: a probe (one LIST on S3), not an open (and a GET)
-            upto.append(min(journal.folded_seq(datasets.open_latest(run.child(f"{t}.lance"))) for t in GATED))
+            # as the fold's commits left them (on a bucket no request; a FOLDED behind the latest
+            # drops fewer payloads, never one not folded)
+            upto.append(min(journal.folded_seq(datasets.open_held(run.child(f"{t}.lance"))) for t in GATED))
         folded = pc.less_equal(rows[keys.SEQ], upto[0])
         for name in journal.IPC_COLUMN.values():
             if name not in rows.column_names:  # a logs table from before the journal

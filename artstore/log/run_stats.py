@@ -67,7 +67,7 @@ def compute(run: Location) -> dict[str, Any] | None:
     }
     config = ConfigLog(run).latest()
     stats["config"] = json.dumps(config) if config else None
-    stats["size_bytes"] = size_bytes(run)
+    stats["size_bytes"] = size_bytes(run, {"logs.lance": ds})
     return stats
 
 
@@ -86,11 +86,15 @@ def _last_rewards(run: Location, committed: pa.Table, is_journal: bool) -> dict[
     return out
 
 
-def size_bytes(run: Location) -> int:
+def size_bytes(run: Location, opened: dict[str, Any] | None = None) -> int:
     """Bytes of the run's tables at their latest versions (the data files their manifests name)
-    plus its checkpoint files (one listing of `checkpoints/`)."""
+    plus its checkpoint files (one listing of `checkpoints/`). Each table is opened through this
+    process's handle (a probe: no manifest read when unchanged), unless `opened` gives it
+    ({folder name: the dataset at its latest version}, e.g. the journal just opened)."""
+    opened = opened or {}
     names = files.list_dir(run)
-    total = sum(data_files.data_bytes(run.child(n)) for n in names if n.endswith(".lance"))
+    total = sum(data_files.data_bytes(run.child(n), lambda loc, n=n: opened[n] if n in opened else datasets.open_latest(loc))
+                for n in names if n.endswith(".lance"))
     if "checkpoints" in names:
         total += files.size(run.child("checkpoints"))
     return total

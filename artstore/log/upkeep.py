@@ -252,8 +252,8 @@ def _fold(run: Location, retention: timedelta) -> None:
         pass
     # the journal keeps no payload once folded: its old files go at cleanup
     _worker.request(_Job(run.child("logs.lance"), "logs", retention, compact=True, drop=True))
-    for table in fold.GATED:
-        compaction.maintain(run.child(f"{table}.lance"), table, retention)
+    for table in fold.GATED:  # on the handles the fold's commits left (on a bucket: no LIST each)
+        compaction.maintain(run.child(f"{table}.lance"), table, retention, held=not run.is_local)
 
 
 def _maintain(job: _Job) -> None:

@@ -117,7 +117,7 @@ def _rewrite_sequenced(loc: Location, ds: LanceDataset, bins: list[list[Any]],
             merged = rewrite(merged)
         new = write_fragments(merged, ds, schema=ds.schema, max_rows_per_file=merged.num_rows,
                               storage_options=loc.lance_options())
-        written_rows.forget(loc, olds)
+        written_rows.retire(loc, olds)
         if len(new) == 1:  # the next tier's compaction, a fold, need not read them back (within `written_rows`' bound)
             written_rows.note(loc, new, [merged])
         if "log_id" in merged.column_names:  # the writer's next id look-up need not read the new file back
@@ -240,11 +240,13 @@ def maintain(loc: Location, table: str, retention: timedelta, force: bool = Fals
             _last_cleanup[loc.uri] = time.monotonic()
             _cleaned_at[loc.uri] = ds.version
             with CLEANUP_LOCK:  # no tag is made while the versions to remove are chosen and removed
-                latest = open_latest(loc)  # the handle: a probe
+                # the handle: a probe; with `held`, on a bucket, as held (no request): a cleanup there
+                # keeps every version from it on, and maps the versions before it (`version_map`)
+                bucket = version_cleanup.applies(loc) and not force
+                latest = _open(loc, held) if bucket else open_latest(loc)
                 if table == "logs" and SEQ in ds.schema.names:  # old versions stay answerable: version_map
                     version_map.record(loc, latest)
-                removed = version_cleanup.cleanup(loc, latest, retention) \
-                    if version_cleanup.applies(loc) and not force else None
+                removed = version_cleanup.cleanup(loc, latest, retention) if bucket else None
                 if removed is None:  # locally, forced (files of failed commits too), or a deletion file
                     removed = ds.cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False).old_versions
         gone = rows.keys() - after.keys()

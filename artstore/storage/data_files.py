@@ -6,6 +6,7 @@ Paths are relative to the dataset's `data/` folder.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from artstore.storage import datasets, files
@@ -28,10 +29,12 @@ def data_file_path(data_file: Any) -> str:
     return found if isinstance(found, str) else str(data_file.path)
 
 
-def data_bytes(loc: Location) -> int:
+def data_bytes(loc: Location, opener: Callable[[Location], Any] | None = None) -> int:
     """Bytes of the data files the latest version of the dataset at `loc` names, from its manifest
-    (no listing); 0 when it does not exist. Old versions' files and deletion files are not counted."""
-    ds = datasets.open_dataset(loc)
+    (no listing); 0 when it does not exist. Old versions' files and deletion files are not counted.
+    `opener(loc)` opens it at its latest (default `datasets.open_dataset`; a writer's upkeep passes
+    `datasets.open_latest`: through its handle, a probe and no manifest read when unchanged)."""
+    ds = (opener or datasets.open_dataset)(loc)
     if ds is None:
         return 0
     with storage_errors(loc, "read the manifest of"):

@@ -73,6 +73,20 @@ def open_latest(loc: Location) -> LanceDataset | None:
     return handles.latest(loc, lambda: open_dataset(loc))
 
 
+def open_held(loc: Location) -> LanceDataset | None:
+    """The dataset at `loc` as this process holds it (`handles`: the version its own commits and
+    opens last left) with no request, on a bucket; else, or with no handle, `open_latest` (a
+    probe). For upkeep that commits on what it read, as a writer's own commits do: Lance's commit
+    checks what other processes committed since (a conflict fails it, and the next round opens
+    afresh: `handles.forget`). Locally a probe is two stats, and it tells a dataset made again."""
+    if not loc.is_local:
+        barrier.wait(loc)
+        mine = handles.held(loc)
+        if mine is not None:
+            return mine
+    return open_latest(loc)
+
+
 def _latest_by_hint(loc: Location, session: lance.Session | None = None) -> LanceDataset | None:
     """The latest version of the local dataset at `loc`, found without listing `_versions/` (which
     grows with every commit kept: 1.1 ms at 3,000 manifests): the

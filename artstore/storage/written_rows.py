@@ -7,7 +7,8 @@ process, read each of them back: on a bucket about 1.2 GETs per log. A data file
 and its name is unique (compaction writes new ones), so rows kept by its path stay exact; they
 are used only for a fragment without a deletion file, and only when their schema is the
 dataset's (a column added since: read instead). Kept within KEPT_BYTES per process, the least
-recently written first to go; a file never committed is simply never asked for.
+recently written first to go (and before them the files a compaction rewrote: `retire`); a file
+never committed is simply never asked for.
 """
 
 from __future__ import annotations
@@ -62,10 +63,12 @@ def rows_of(loc: Location, fragment: Any, schema: pa.Schema) -> pa.Table | None:
     return found
 
 
-def forget(loc: Location, fragments: Sequence[Any]) -> None:
-    """Drop the rows of `fragments` (rewritten by a compaction: never read again)."""
+def retire(loc: Location, fragments: Sequence[Any]) -> None:
+    """Make the rows of `fragments` (rewritten by a compaction) the first to go when the bound is
+    passed, not gone at once: a fold planned on a version before the compaction (the journal's
+    compaction and a fold fall due at the same log) still takes them, rather than a GET each."""
     with _LOCK:
         for fragment in fragments:
-            old = _ROWS.pop((loc.uri, first_file(fragment)), None)
-            if old is not None:
-                _BYTES[0] -= old.nbytes
+            key = (loc.uri, first_file(fragment))
+            if key in _ROWS:
+                _ROWS.move_to_end(key, last=False)
