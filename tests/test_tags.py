@@ -90,6 +90,30 @@ def test_retagging_a_pinned_tag_without_pin_lets_cleanup_remove_the_version_and_
     assert _answers(store, run, "t") == before
 
 
+def test_a_deleted_tag_no_longer_answers_and_its_pinned_version_is_cleaned_up(tmp_path, make_trajectory):
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    _log_steps(model, make_trajectory, range(2))
+    model.flush()
+    run = model.run
+    logical, pinned = run.tag("mid"), run.tag("kept", pin=True)
+    old_style = run.tag("old", pin=True)
+    files.delete(run.table_location("logs").child(tags.TAGS_DIR, "old.json"))  # a Lance tag only, as before records
+    assert run.tags().keys() == {"kept", "mid", "old"}
+    assert run.delete_tag("mid") == logical and run.delete_tag("kept") == pinned and run.delete_tag("old") == old_style
+    assert run.tags() == {} and lance.dataset(run.table_location("logs").uri).tags.list() == {}
+    for name in ("mid", "kept", "old"):
+        with pytest.raises(VersionNotFoundError, match=f"no tag '{name}'"):
+            run.history(as_of=name)
+        with pytest.raises(VersionNotFoundError, match="Run.tags"):
+            run.delete_tag(name)
+    _log_steps(model, make_trajectory, range(2, 4))
+    model.flush()
+    _clean(str(tmp_path))
+    assert not _physical(run, pinned)  # nothing keeps it any more
+    again = run.tag("kept")  # the name is free again
+    assert not again.pinned and run.history(as_of="kept").num_rows == run.history().num_rows
+
+
 def test_a_version_cleaned_up_already_can_be_tagged_but_not_pinned(tmp_path, make_trajectory):
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
     _log_steps(model, make_trajectory, range(3))
@@ -216,6 +240,11 @@ def test_the_command_line_tags_logically_or_pinned_and_reads_as_of_after_cleanup
     assert next(v for v in listed if v["version"] == version)["tags"] == ["kept", "mid"]
     bad = cli.invoke(app, ["tag", "p/m", "a b", "--store", str(tmp_path)])
     assert bad.exit_code != 0 and "not a tag name" in bad.output
+    assert f"deleted tag 'kept' of p/m (it named version {version})" in run("tag", "p/m", "kept", "--delete")
+    listed = json.loads(run("versions", "p/m", "-f", "json"))
+    assert next(v for v in listed if v["version"] == version)["tags"] == ["mid"]
+    gone = cli.invoke(app, ["tag", "p/m", "kept", "-d", "--store", str(tmp_path)])
+    assert gone.exit_code != 0 and "no tag 'kept'" in gone.output
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

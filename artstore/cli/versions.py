@@ -84,6 +84,8 @@ def tag(
     version: Annotated[int | None, typer.Option("--version", "-v", help="The version to tag (default: latest).")] = None,
     pin: Annotated[bool, typer.Option("--pin", help="Also keep the physical version through cleanup (a Lance tag), "
                                       "for readers of the raw Lance dataset.")] = False,
+    delete: Annotated[bool, typer.Option("--delete", "-d", help="Remove the tag instead (a pinned tag's "
+                                         "version is then cleaned up after the window).")] = False,
     store: StoreOption = ".art",
     storage_option: StorageOption = None,
 ) -> None:
@@ -98,7 +100,15 @@ def tag(
         artstore tag email-search/agent-001 before-fix --version 41
 
         artstore tag email-search/agent-001 release-1 --pin
+
+        artstore tag email-search/agent-001 release-1 --delete
     """
+    if delete:
+        if version is not None or pin:
+            raise typer.BadParameter("--delete takes neither --version nor --pin")
+        gone = get_run(get_store(store, storage_option), run).delete_tag(name)
+        console.print(f"deleted tag {name!r} of {run} (it named version {int(gone)})", markup=False, highlight=False)
+        return
     tagged = get_run(get_store(store, storage_option), run).tag(name, version, pin=pin)
     how = ("pinned: the version is kept through cleanup" if tagged.pinned
            else "logical: read as of it after cleanup too; the version itself is not kept")

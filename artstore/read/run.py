@@ -301,6 +301,13 @@ class Run:
             raise ValidationError("version", f"a version number of the run (Run.versions() lists them), got {version!r}")
         return tags.create_tag(self.table_location("logs"), name, version, pin)
 
+    def delete_tag(self, name: str) -> Tag:
+        """Remove the tag `name` (logical or pinned); a pinned tag's version is then cleaned up after
+        the window like any other. Returns the `Tag` it named; VersionNotFoundError when the run
+        has no such tag. `as_of=name` no longer answers."""
+        check_tag(name)
+        return tags.delete_tag(self.table_location("logs"), name)
+
     def tags(self) -> dict[str, Tag]:
         """{name: Tag} of the run's tags, logical and pinned, sorted by name. A `Tag` is the
         version it names (an int), with `.pinned` and `.committed_at` (UTC)."""

@@ -184,6 +184,18 @@ def _unpin(loc: Location, name: str) -> None:
             ds.tags.delete(name)
 
 
+def delete_tag(loc: Location, name: str) -> Tag:
+    """Remove the tag `name` of the table at `loc`: its record and, when pinned, its Lance tag (the
+    version it kept is then cleaned up after the window, as any other). Returns the Tag it named;
+    VersionNotFoundError when there is no such tag."""
+    found = tags(loc).get(name)
+    if found is None:
+        raise VersionNotFoundError(f"{loc.redact(loc.uri)} has no tag {name!r}; Run.tags() lists them")
+    _unpin(loc, name)  # first: a stop between the two leaves a logical tag, which still answers
+    files.delete(_record_location(loc, name), recursive=False)
+    return found
+
+
 def tags(loc: Location) -> dict[str, Tag]:
     """{name: Tag} of the table at `loc`: the logical ones (their records) and the Lance tags
     (pinned; a record's tag is pinned while its Lance tag names the same version)."""
