@@ -188,26 +188,44 @@ def delete_tag(loc: Location, name: str) -> Tag:
     """Remove the tag `name` of the table at `loc`: its record and, when pinned, its Lance tag (the
     version it kept is then cleaned up after the window, as any other). Returns the Tag it named;
     VersionNotFoundError when there is no such tag."""
-    found = tags(loc).get(name)
-    if found is None:
+    ds, physical = _physical_tags(loc)
+    record = _record(loc, name)  # this one record, not every tag's
+    if record is None and name not in physical:
         raise VersionNotFoundError(f"{loc.redact(loc.uri)} has no tag {name!r}; Run.tags() lists them")
-    _unpin(loc, name)  # first: a stop between the two leaves a logical tag, which still answers
-    files.delete(_record_location(loc, name), recursive=False)
-    return found
+    if name in physical:  # first: a stop between the two leaves a logical tag, which still answers
+        with storage_errors(loc, "untag"):
+            ds.tags.delete(name)
+    if record is not None:
+        files.delete(_record_location(loc, name), recursive=False)
+    return _tag(record, physical.get(name))
 
 
 def tags(loc: Location) -> dict[str, Tag]:
     """{name: Tag} of the table at `loc`: the logical ones (their records) and the Lance tags
     (pinned; a record's tag is pinned while its Lance tag names the same version)."""
-    ds = datasets.open_dataset(loc)
+    ds, physical = _physical_tags(loc)
     if ds is None:
         return {}
-    with storage_errors(loc, "list the tags of"):
-        physical = {k: v["version"] for k, v in ds.tags.list().items()}
-    out = {name: Tag(v, True) for name, v in physical.items()}
+    out = {name: _tag(None, v) for name, v in physical.items()}
     for name, r in _records(loc).items():
-        out[name] = Tag(r.version, physical.get(name) == r.version, r.committed_at)
+        out[name] = _tag(r, physical.get(name))
     return dict(sorted(out.items()))
+
+
+def _physical_tags(loc: Location) -> tuple[Any, dict[str, int]]:
+    """(the latest dataset at `loc` or None, {name: version} of its Lance tags)."""
+    ds = datasets.open_dataset(loc)
+    if ds is None:
+        return None, {}
+    with storage_errors(loc, "list the tags of"):
+        return ds, {k: v["version"] for k, v in ds.tags.list().items()}
+
+
+def _tag(record: _Record | None, physical: int | None) -> Tag:
+    """A tag from its record and/or the version its Lance tag names (at least one of them)."""
+    if record is None:
+        return Tag(physical, True)
+    return Tag(record.version, physical == record.version, record.committed_at)
 
 
 def open_tag(loc: Location, name: str, session: Any = None) -> Pinned | None:
