@@ -5,6 +5,7 @@ answers what it would have answered; when the files go again, SnapshotRemovedErr
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,16 +25,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # window, twice (a cleanup keeps the files of the version it began from, so the second removes
 # those the first compaction replaced: the files a query pinned before it).
 CLEANER = textwrap.dedent("""
-    import sys
+    import json, sys
     from datetime import timedelta
     import artstore as art
     from tests.conftest import tool_call_trajectory
     base, first, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    model = art.Model(name="m", project="p", base_path=base, report_metrics=[], commit="sync")
+    opts = json.loads(sys.argv[4]) if len(sys.argv) > 4 else None
+    model = art.Model(name="m", project="p", base_path=base, storage_options=opts, report_metrics=[], commit="sync")
     for step in range(first, first + n):
         model.log_sync([art.TrajectoryGroup([tool_call_trajectory(0.5, step * 10 + j) for j in range(3)])],
                        split="train", step=step, metrics={"x": float(step)})
-    store = art.open_store(base, retention=timedelta(0), reader_window=timedelta(0))
+    store = art.open_store(base, opts, retention=timedelta(0), reader_window=timedelta(0))
     for _ in range(2):
         store.run("p", "m").compact()
 """)
@@ -45,20 +47,24 @@ QUERIES = {  # each reads the journal (logs, unfolded rows) and the folded table
 }
 
 
-@pytest.fixture
-def run_of_eight_logs(tmp_path):
+def _eight_logs(base: str, opts: dict | None = None) -> None:
     """A run of 8 logs, half of them folded into the data tables, each table in several fragments."""
-    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
+    model = art.Model(name="m", project="p", base_path=base, storage_options=opts, report_metrics=[], commit="sync")
     for step in range(8):
         model.log_sync([art.TrajectoryGroup([tool_call_trajectory(r, step * 10 + j) for j, r in enumerate((0.1, 1.0, 2.2))])],
                        split="train", step=step, metrics={"x": float(step)})
         if step % 2 and step < 4:
             fold.fold(model.run.location)
     model.run.wait_for_upkeep()
+
+
+@pytest.fixture
+def run_of_eight_logs(tmp_path):
+    _eight_logs(str(tmp_path))
     return str(tmp_path)
 
 
-def _clean_between_planning_and_reading(monkeypatch, base: str, times: int) -> list[dict]:
+def _clean_between_planning_and_reading(monkeypatch, base: str, times: int, opts: dict | None = None) -> list[dict]:
     """Before the first read of each of the first `times` query attempts (their runs pinned), run
     the cleaner in another process. Returns [{table: version}] pinned by each attempt it hit."""
     real, hit, seen = scan.Query.guard, [], []  # (the queries kept: an id may be reused)
@@ -70,8 +76,8 @@ def _clean_between_planning_and_reading(monkeypatch, base: str, times: int) -> l
             snapshot.dataset(table)  # pinned: the files this attempt reads
             hit.append(dict(snapshot.read))
             env = {**os.environ, "PYTHONPATH": ROOT, "LANCE_LOG": "error"}
-            subprocess.run([sys.executable, "-c", CLEANER, base, str(100 * len(hit)), "2"], env=env, check=True,
-                           timeout=300)
+            subprocess.run([sys.executable, "-c", CLEANER, base, str(100 * len(hit)), "2",
+                            *([json.dumps(opts)] if opts else [])], env=env, check=True, timeout=300)
         return real(self, table, key, batches)
 
     monkeypatch.setattr(scan.Query, "guard", guard)
@@ -90,6 +96,25 @@ def test_a_query_whose_files_a_concurrent_cleanup_removed_is_read_again_on_a_fre
     assert versions_read(got)["p/m"]["logs"] > hit[0]["logs"]  # read again, on the cleaner's version
     monkeypatch.undo()
     assert art.open_store(base).sql("SELECT count(*) AS n FROM logs")["n"].to_pylist() == [10]  # and its 2 logs
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+@pytest.mark.slow
+def test_on_s3_a_query_whose_files_a_concurrent_cleanup_removed_is_read_again_on_a_fresh_snapshot(
+        s3_bucket, monkeypatch):
+    """The same on a bucket: a file gone there fails with the object store's own wording, which
+    the retry must still tell from any other failure."""
+    base, opts = s3_bucket.uri, dict(s3_bucket.storage_options)
+    _eight_logs(base, opts)
+    query = "SELECT count(*) AS n, sum(reward) AS r FROM trajectories WHERE step < 8"
+    hit = _clean_between_planning_and_reading(monkeypatch, base, times=1, opts=opts)
+    got = art.open_store(base, opts).sql(query)
+    assert len(hit) == 1
+    assert got.to_pylist() == [pytest.approx(row) for row in QUERIES[query]]
+    assert versions_read(got)["p/m"]["logs"] > hit[0]["logs"]
+    monkeypatch.undo()
+    assert art.open_store(base, opts).sql("SELECT count(*) AS n FROM logs")["n"].to_pylist() == [10]
 
 
 @pytest.mark.slow
