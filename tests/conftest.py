@@ -63,15 +63,19 @@ def _drop_idle_folds():
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item):
     """Logs a test queued for a group commit (the default mode) are committed before its fixtures
-    stop the servers they were logged to; a test that broke its storage on purpose has them
-    dropped, so the committer does not retry them against a server that is gone."""
+    stop the servers they were logged to (and the pending files a bucket keeps to delete in a
+    batch are deleted); a test that broke its storage on purpose has them dropped, so the
+    committer does not retry them against a server that is gone."""
     from artstore.errors import ArtstoreError
-    from artstore.log import group_commit
+    from artstore.log import group_commit, pending_deletes
 
     try:
         group_commit.flush(timeout=60)
     except ArtstoreError:
         group_commit.drop_queued()
+        pending_deletes.forget()
+    else:
+        pending_deletes.drain()  # a bucket's committed pending files, while its server still runs
 
 
 @pytest.fixture

@@ -266,6 +266,7 @@ def test_a_group_log_round_trips_on_the_store(store_location):
     run = store_location.store().run("test-project", "test-model")
     assert run.logs()["log_id"].to_pylist() == [record.log_id]
     assert run.trajectories().num_rows == 4
+    model.run.wait_for_upkeep(60)  # a bucket deletes committed pending files in batches (pending_deletes)
     assert pending.names(run.location) == []
 
 

@@ -14,6 +14,7 @@ from artstore.log import (
     fold,
     idle_fold,
     inline_upkeep,
+    pending_deletes,
     pending_recovery,
     registry,
     run_committer,
@@ -34,7 +35,7 @@ def _model(uri: str, opts: dict) -> art.Model:
     return art.Model(name="m", project="p", base_path=uri, storage_options=opts, report_metrics=[], commit="group")
 
 
-def test_a_group_log_on_a_bucket_makes_seven_requests_its_commit_included(faulty_s3, monkeypatch):
+def test_a_group_log_on_a_bucket_makes_six_requests_its_commit_included(faulty_s3, monkeypatch):
     # no upkeep falls due meanwhile: what is counted is the log and its commit only
     monkeypatch.setattr(inline_upkeep, "MAINTAIN_EVERY", 10_000)
     monkeypatch.setattr(fold, "FOLD_EVERY", 10_000)
@@ -51,10 +52,44 @@ def test_a_group_log_on_a_bucket_makes_seven_requests_its_commit_included(faulty
         model.flush()
         proxy.seen = None
         # the id look-up (a LIST), the pending file (a PUT), the row's data file, Lance's check
-        # of commits since (a LIST), its transaction and manifest, the pending file's delete
-        assert len(seen) <= 7, seen
+        # of commits since (a LIST), its transaction and manifest; the pending file's delete
+        # waits for 15 others' (`pending_deletes`)
+        assert len(seen) <= 6, seen
         assert not any(method == "HEAD" for method, _ in seen), seen
     assert model.history()["step"].to_pylist() == [0, 1, 2, 3, 4]
+
+
+def _deletes(seen: list[tuple[str, str]]) -> list[str]:
+    return [path for method, path in seen if method == "DELETE" or (method == "POST" and "delete" in path)]
+
+
+def test_committed_pending_files_on_a_bucket_go_sixteen_to_a_request(faulty_s3, monkeypatch):
+    monkeypatch.setattr(inline_upkeep, "MAINTAIN_EVERY", 10_000)  # only the logs' own requests
+    monkeypatch.setattr(fold, "FOLD_EVERY", 10_000)
+    monkeypatch.setattr(run_stats, "STATS_DELAY_S", 3_600.0)
+    monkeypatch.setattr(idle_fold, "FOLD_IDLE_S", 3_600.0)
+    monkeypatch.setattr(pending_deletes, "AFTER_S", 3_600.0)  # by count only here
+    model = _model(faulty_s3.uri, faulty_s3.storage_options)
+    run = model.run.location
+    proxy = faulty_s3.proxy
+    proxy.seen = seen = []
+    for step in range(20):
+        model.log_sync([_group(step)], split="train", step=step)
+        model.flush()  # one commit per log: each leaves one pending file done
+    proxy.seen = None
+    assert len(_deletes(seen)) == 1, _deletes(seen)  # the first 16 files, in one request
+    waiting = pending.names(run)
+    assert len(waiting) == 4 and all(pending_deletes.waiting(run, n) for n in waiting)
+    # this process's recovery takes them for its own (committed), not for a writer that is gone
+    monkeypatch.setattr(pending_recovery, "STALE_S", 0.0)
+    monkeypatch.setattr(pending_recovery, "_CHECKED", {})
+    assert sorted(model.run.logs()["step"].to_pylist()) == list(range(20))
+    assert scans.count_rows(run.child("logs.lance")) == 20  # none committed again
+    assert pending.names(run) == waiting
+    proxy.seen = seen = []
+    model.run.wait_for_upkeep(60)
+    proxy.seen = None
+    assert len(_deletes(seen)) == 1 and pending.names(run) == []
 
 
 def test_pending_files_left_in_a_bucket_are_committed_once_by_the_next_open(s3_bucket, monkeypatch):
@@ -62,8 +97,9 @@ def test_pending_files_left_in_a_bucket_are_committed_once_by_the_next_open(s3_b
     model = _model(uri, opts)
     for step in range(2):
         model.log_sync([_group(step)], split="train", step=step)
-    model.flush()
+    model.run.wait_for_upkeep(60)  # committed, and this writer's own pending files deleted
     run = model.run.location
+    assert pending.names(run) == []
     logs = run.child("logs.lance")
     rows = scans.scan(logs)
     schema = rows.schema
@@ -103,6 +139,7 @@ def test_a_group_commit_lands_on_top_of_a_commit_made_after_its_look_up(s3_bucke
     fresh = art.open_store(uri, opts).run("p", "m")
     assert sorted(fresh.logs()["step"].to_pylist()) == [0, 1, 2]
     assert fresh.trajectories().num_rows == 12
+    model.run.wait_for_upkeep(60)  # a bucket deletes committed pending files in batches (pending_deletes)
     assert pending.names(run) == []
 
 

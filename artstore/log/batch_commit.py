@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from artstore.errors import ArtstoreError, StorageError
-from artstore.log import fold, idle_fold, inline_upkeep, journal, upkeep
+from artstore.log import fold, idle_fold, inline_upkeep, journal, pending_deletes, upkeep
 from artstore.storage import Location, datasets, fragments, handles, keys, pending, run_lock, writes
 from artstore.storage.data_files import first_file
 
@@ -125,7 +125,7 @@ def after(run: Location, items: list[Item], version: int, top_before: int) -> No
     """After the group commit of `items` at `version`: delete their pending files, then ask for
     what `write_log` asks for after a sync commit, once for the batch. The committer never waits
     here for a compaction (its next commit would wait too)."""
-    pending.delete(run, [i.name for i in items if i.name])
+    pending_deletes.done(run, [i.name for i in items if i.name])  # a bucket's wait for a batch
     logs = run.child("logs.lance")
     window, retention = min(i.window for i in items), min(i.retention for i in items)
     top = writes.committed_seq_hi(logs, version)

@@ -60,7 +60,13 @@ from typing import Any
 import pyarrow as pa
 
 from artstore.errors import ArtstoreError, StorageError, ValidationError
-from artstore.log import batch_commit, inline_upkeep, pending_recovery, run_committer
+from artstore.log import (
+    batch_commit,
+    inline_upkeep,
+    pending_deletes,
+    pending_recovery,
+    run_committer,
+)
 from artstore.storage import (
     Location,
     barrier,
@@ -340,11 +346,13 @@ def recover(run: Location) -> int:
 
 def _ours(run: Location, name: str) -> bool:
     """Whether the pending file `name` of the run at `run` is one this process has queued (or is
-    writing)."""
+    writing, or committed and waits to delete: `pending_deletes`)."""
     with _COND:
         queue = _QUEUES.get(run.child("logs.lance").uri)
-        return queue is not None and (any(i.name == name for i in (*queue.items, *queue.busy)) or
-                                      any(name == pending.name_for(w) for w in queue.reserved))
+        if queue is not None and (any(i.name == name for i in (*queue.items, *queue.busy)) or
+                                  any(name == pending.name_for(w) for w in queue.reserved)):
+            return True
+    return pending_deletes.waiting(run, name)
 
 
 def _at_exit() -> None:
@@ -358,3 +366,4 @@ def _at_exit() -> None:
                 _wait(queue, ticket, max(0.0, deadline - time.monotonic()), finished=True)
             except ArtstoreError as e:
                 logger.warning("%s", e)
+    pending_deletes.drain()  # the committed pending files a bucket still keeps

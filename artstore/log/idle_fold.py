@@ -25,7 +25,7 @@ import threading
 import time
 from datetime import timedelta
 
-from artstore.log import upkeep
+from artstore.log import pending_deletes, upkeep
 from artstore.storage import Location
 
 FOLD_IDLE_S = 10.0  # a run with no log from this process for this long is folded
@@ -75,6 +75,7 @@ class _Timer:
 
 
 def _request(run: Location, window: timedelta) -> None:
+    pending_deletes.drain(run)  # a bucket's committed pending files still waiting for a batch
     upkeep.request_fold(run, window)
     upkeep.request_stats(run, window)  # the size and row counts after the fold's compaction
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from artstore.checkpoints.table import Checkpoint, CheckpointTable
 from artstore.errors import CheckpointError, RetentionError, ValidationError
-from artstore.log import group_commit, upkeep
+from artstore.log import group_commit, pending_deletes, upkeep
 from artstore.log.configs import ConfigLog
 from artstore.names import check_segment, check_tag
 from artstore.read import checkpoint_files, history, run_logs, run_upkeep, step_summary
@@ -331,8 +331,10 @@ class Run:
         """Block until the background cleanup of old versions that this process's log() calls
         asked for on this run is done; False when `timeout` seconds passed first. log() never
         waits for it (it compacts inline); call this before counting files or copying the run.
-        This process's logs queued for a group commit (the default mode) land first."""
+        This process's logs queued for a group commit (the default mode) land first, and their
+        pending files still waiting to be deleted in a batch (on a bucket) go."""
         group_commit.flush(self.location, timeout)
+        pending_deletes.drain(self.location)
         return upkeep.wait(self.location, timeout)
 
     def compact(self, force: bool = True) -> dict[str, dict[str, int]]:
