@@ -17,7 +17,7 @@ import pytest
 
 import artstore as art
 from artstore.log import fold, upkeep
-from artstore.storage import compaction, datasets, keys, written_rows
+from artstore.storage import compaction, datasets, fragment_rows, keys, written_rows
 from artstore.storage.data_files import first_file
 
 pytestmark = pytest.mark.s3
@@ -111,7 +111,7 @@ def test_a_fold_planned_before_a_journal_compaction_reads_none_of_its_rows(fault
         faulty_s3.proxy.seen = seen = []
         todo, _ = keys.firsts_after(logs, before, "log_id", -1, ["log_id"])
         assert todo.num_rows == 12
-        assert keys.rows_at(logs, before, todo["_rowaddr"], ["trajectories_ipc"]).num_rows == 12
+        assert fragment_rows.rows_at(logs, before, todo["_rowaddr"], ["trajectories_ipc"]).num_rows == 12
         return _journal_data_gets(seen)
 
     def forget(loc, fragments) -> None:  # the rows of rewritten files dropped at once

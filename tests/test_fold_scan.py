@@ -13,7 +13,7 @@ import artstore as art
 from artstore.errors import StorageError
 from artstore.log import commit as writer
 from artstore.log import fold
-from artstore.storage import Location, compaction, datasets, keys, scans, writes
+from artstore.storage import Location, compaction, datasets, fragment_rows, keys, scans, writes
 from tests.conftest import tool_call_trajectory
 
 
@@ -150,7 +150,7 @@ def test_rows_at_takes_rows_by_address_in_the_order_given_with_and_without_delet
     found = ds.scanner(columns=["a"], with_row_address=True).to_table()
     wanted = [25, 3, 17, 0, 29]
     addresses = found["_rowaddr"].take(pa.array(wanted))
-    assert keys.rows_at(loc, ds, addresses, ["a"])["a"].to_pylist() == wanted
+    assert fragment_rows.rows_at(loc, ds, addresses, ["a"])["a"].to_pylist() == wanted
     ds.delete("a = 12")  # a deletion file: offsets are no longer positions
     ds = datasets.open_dataset(loc)
-    assert keys.rows_at(loc, ds, addresses, ["a"])["a"].to_pylist() == wanted
+    assert fragment_rows.rows_at(loc, ds, addresses, ["a"])["a"].to_pylist() == wanted

@@ -4,7 +4,7 @@
 - its compaction check plans on this process's handle (`compaction.maintain(held=True)`), not
   after two probes (a LIST of `_versions/` each) for a newer version per check;
 - a fold's look-up of the unfolded logs and its take of their payloads (`keys.firsts_after`,
-  `keys.rows_at`), and a stats refresh's read of the committed logs (`keys.first_per_key`),
+  `fragment_rows.rows_at`), and a stats refresh's read of the committed logs (`keys.first_per_key`),
   take those rows from memory too;
 - a journal cleanup probes for no version newer than the handle's (`compaction.maintain(held=True)`);
 - a stats refresh reads the run's tables' sizes through this process's handles (no manifest GET).

@@ -13,21 +13,17 @@ from hypothesis import strategies as st
 
 import artstore as art
 from artstore.checkpoints.retention import (
-    Ema,
     KeepBest,
     KeepEvery,
     KeepLast,
     KeepSql,
     KeepSteps,
-    Mean,
     Policy,
-    Window,
     make_plan,
     parse_size,
-    parse_smoothing,
-    smoothed,
     step_means,
 )
+from artstore.checkpoints.smoothing import Ema, Mean, Window, parse_smoothing, smoothed
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

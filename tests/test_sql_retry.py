@@ -15,7 +15,8 @@ import pytest
 
 import artstore as art
 from artstore.log import fold
-from artstore.read import pool_scan, scan
+from artstore.read import pool_scan
+from artstore.read.query import Query
 from artstore.read.sql import READ_ATTEMPTS, versions_read
 from tests.conftest import tool_call_trajectory
 
@@ -67,7 +68,7 @@ def run_of_eight_logs(tmp_path):
 def _clean_between_planning_and_reading(monkeypatch, base: str, times: int, opts: dict | None = None) -> list[dict]:
     """Before the first read of each of the first `times` query attempts (their runs pinned), run
     the cleaner in another process. Returns [{table: version}] pinned by each attempt it hit."""
-    real, hit, seen = scan.Query.guard, [], []  # (the queries kept: an id may be reused)
+    real, hit, seen = Query.guard, [], []  # (the queries kept: an id may be reused)
 
     def guard(self, table, key, batches):
         if all(q is not self for q in seen) and len(hit) < times:
@@ -80,7 +81,7 @@ def _clean_between_planning_and_reading(monkeypatch, base: str, times: int, opts
                             *([json.dumps(opts)] if opts else [])], env=env, check=True, timeout=300)
         return real(self, table, key, batches)
 
-    monkeypatch.setattr(scan.Query, "guard", guard)
+    monkeypatch.setattr(Query, "guard", guard)
     return hit
 
 
@@ -135,8 +136,8 @@ def test_a_query_whose_files_are_removed_at_every_attempt_says_what_to_do(run_of
 
 def test_a_query_naming_a_missing_version_is_not_retried(run_of_eight_logs, monkeypatch):
     calls = []
-    real = scan.Query.__init__
-    monkeypatch.setattr(scan.Query, "__init__", lambda self, *a, **kw: (calls.append(1), real(self, *a, **kw))[1])
+    real = Query.__init__
+    monkeypatch.setattr(Query, "__init__", lambda self, *a, **kw: (calls.append(1), real(self, *a, **kw))[1])
     with pytest.raises(art.VersionNotFoundError):
         art.open_store(run_of_eight_logs).sql("SELECT count(*) FROM logs", as_of="no-such-tag")
     assert len(calls) == 1

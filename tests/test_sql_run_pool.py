@@ -17,7 +17,8 @@ import pytest
 import artstore as art
 from artstore.log import fold, run_pool, run_stats
 from artstore.read import pool_scan, view_datasets
-from artstore.read.scan import Query, view_schema
+from artstore.read.query import Query
+from artstore.read.scan import view_schema
 from artstore.read.sql import versions_read
 from artstore.storage import datasets, handles, scans, writes
 from tests.test_sql_registry_counts import _expected, _log, two_folded_runs

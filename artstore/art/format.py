@@ -1,4 +1,5 @@
-"""ART's file formats, read and written: trajectory parquet v1 and v2, legacy JSONL/YAML, history.
+"""ART's trajectory file formats, read and written: trajectory parquet v1 and v2, legacy JSONL/YAML
+(ART's `history.jsonl`: `artstore.art.history_file`).
 
 Readers take a file's bytes and the name to blame (`where`) and give artstore records, raising
 ImportFormatError naming the file (and line or row) on anything they cannot read. Writers give
@@ -11,8 +12,6 @@ the bytes openpipe-art's own readers load.
               `art.trajectory_parquet.version = 2`; a group without trajectories is one sentinel row
   jsonl       before parquet: one group per line (`trajectories` only)
   yaml        ART 0.3-0.4: a list of groups (`trajectories`, `metadata`)
-  history     `history.jsonl`: one JSON object per log() call, metrics plus `step` and
-              `recorded_at` (naive ISO time, read and written as UTC)
 """
 
 from __future__ import annotations
@@ -21,15 +20,12 @@ import hashlib
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pydantic
 
-from artstore.art.legacy_names import current_metric_name
 from artstore.errors import ImportFormatError, ValidationError
 from artstore.records.trajectory import Choice, History, Trajectory, TrajectoryGroup
 
@@ -221,69 +217,6 @@ def read_legacy_groups(data: bytes, kind: str, where: str, dropped: Counter) -> 
         trajs = [_trajectory(t, f"{gw} trajectory {ti}", dropped) for ti, t in enumerate(g.get("trajectories", []))]
         groups.append(_group(g, trajs, gw, dropped))
     return groups
-
-
-@dataclass
-class HistoryRow:
-    index: int
-    step: int
-    recorded_at: datetime | None
-    metrics: dict[str, float]
-    digest: str
-
-
-def _naive_as_utc(text: Any, where: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(str(text))
-    except ValueError:
-        raise ImportFormatError(f"{where}: recorded_at {text!r} is not an ISO time") from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-def read_history(data: bytes, where: str) -> list[HistoryRow]:
-    """ART's history.jsonl -> one row per line (blank lines skipped). A row without
-    `training_step` was written before openpipe-art 0.5.23: its names are mapped onto 0.5.23's
-    (`current_metric_name`), so a run imported from 0.5.9 and continued is one series."""
-    rows = []
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ImportFormatError(f"{where}: not UTF-8 text ({e})") from None
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        obj = json_object(line, f"{where}:{n}")
-        step = obj.pop("step", None)
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ImportFormatError(f"{where}:{n}: `step` must be a non-negative integer, got {step!r}")
-        recorded_at = _naive_as_utc(obj.pop("recorded_at", None), f"{where}:{n}")
-        metrics = {}
-        for k, v in obj.items():
-            if v is None:
-                continue
-            if isinstance(v, bool):
-                v = float(v)
-            if not isinstance(v, (int, float)) or not k:
-                raise ImportFormatError(f"{where}:{n}: metric {k!r} is not a number: {v!r}")
-            if not math.isnan(v):
-                metrics[k] = float(v)
-        if "training_step" not in metrics:
-            metrics = {current_metric_name(k): v for k, v in metrics.items()}
-        rows.append(HistoryRow(len(rows), step, recorded_at, metrics, sha256(line)))
-    return rows
-
-
-
-
-def history_line(metrics: dict[str, float], step: int, recorded_at: datetime) -> str:
-    """One history.jsonl line as ART writes it: metrics, then `step` and `recorded_at` (naive ISO,
-    the UTC clock reading). An integral `training_step` is written as an int, as ART does."""
-    row: dict[str, Any] = {k: int(v) if k == "training_step" and float(v).is_integer() else v
-                           for k, v in metrics.items()}
-    at = recorded_at.astimezone(UTC).replace(tzinfo=None) if recorded_at.tzinfo else recorded_at
-    return json.dumps(row | {"step": step, "recorded_at": at.isoformat()})
 
 
 # -- writing parquet ------------------------------------------------------------------------------

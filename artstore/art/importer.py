@@ -27,13 +27,12 @@ from datetime import UTC, datetime
 from artstore.art.format import (
     CANNOT_HOLD,
     TRAJECTORY_SUFFIXES,
-    HistoryRow,
     json_object,
-    read_history,
     read_legacy_groups,
     read_parquet_groups,
     sha256,
 )
+from artstore.art.history_file import HistoryRow, read_history
 from artstore.errors import ImportFormatError, ValidationError
 from artstore.log import group_commit
 from artstore.log.commit import write_log

@@ -81,7 +81,8 @@ def pin(
 
 
 def _keep_best(spec: str, k: int, smooth: str | None, unscored: str = "keep") -> KeepBest:
-    from artstore.checkpoints.retention import KeepBest, parse_smoothing
+    from artstore.checkpoints.retention import KeepBest
+    from artstore.checkpoints.smoothing import parse_smoothing
 
     metric, mode = spec, "max"
     if spec.rsplit(":", 1)[-1] in ("max", "min") and ":" in spec:

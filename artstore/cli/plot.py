@@ -42,7 +42,7 @@ def _need(module: str) -> Any:
 def series(runs: list[Run], metrics: list[str], smooth: str | None) -> list[tuple[str, list[int], list[float],
                                                                                    list[float] | None]]:
     """(label, steps, per-step means, smoothed means or None) for each run and metric."""
-    from artstore.checkpoints.retention import parse_smoothing, smoothed
+    from artstore.checkpoints.smoothing import parse_smoothing, smoothed
 
     smoothing = parse_smoothing(smooth) if smooth else None
     out = []

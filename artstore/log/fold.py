@@ -48,6 +48,7 @@ from artstore.storage import (
     compaction,
     datasets,
     failures,
+    fragment_rows,
     handles,
     keys,
     scans,
@@ -186,7 +187,7 @@ def _rows(table: str, todo: pa.Table) -> pa.Table:
 
 def _with_payloads(logs_loc: Location, logs: Any, todo: pa.Table) -> pa.Table:
     """`todo` (journal rows from `keys.firsts_after`, with `_rowaddr`) with the payload columns."""
-    payloads = keys.rows_at(logs_loc, logs, todo["_rowaddr"], _PAYLOADS)
+    payloads = fragment_rows.rows_at(logs_loc, logs, todo["_rowaddr"], _PAYLOADS)
     for name in _PAYLOADS:
         todo = todo.append_column(payloads.schema.field(name), payloads[name])
     return todo

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from artstore.read.scan import Query
+from artstore.read.query import Query
 from artstore.read.view_datasets import (
     RUN_COLUMNS,
     RUN_FIELDS,

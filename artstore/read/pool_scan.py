@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from artstore.log import run_pool
-from artstore.read.scan import Query
+from artstore.read.query import Query
 from artstore.storage import datasets, failures
 
 # (pool uri, version, commit time) -> {"project/model": [(logs version, mtime_ns, table version, generation)]}

@@ -63,7 +63,8 @@ from artstore.names import check_segment
 from artstore.read import computed_views
 from artstore.read import view_datasets as views
 from artstore.read.as_of import check_as_of
-from artstore.read.scan import GATED, Query, view_schema
+from artstore.read.query import Query
+from artstore.read.scan import GATED, view_schema
 from artstore.read.views import VIEWS  # noqa: F401  (re-exported: the views and their docs)
 from artstore.storage.failures import vanished
 

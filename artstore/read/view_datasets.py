@@ -37,7 +37,7 @@ import pyarrow.fs as pafs
 from artstore.errors import SqlError
 from artstore.log.visibility import GATED, visible_mask
 from artstore.read import pool_scan, small_tables
-from artstore.read.scan import Query
+from artstore.read.query import Query
 
 RUN_COLUMNS = ("project", "model")
 # A filter naming project/model runs in Arrow. When it also names stored columns, those are read

@@ -2,7 +2,7 @@
 (`first_per_key`, `rows_after`), and the per-process key caches that let a look-up by key
 (`key_files`, `may_hold`) skip the fragments already read or just committed (`note_keys`), and
 let `rows_after` skip the fragments a look-up just read (`keep_rows`). Rows by key value, read
-by offset: `artstore.storage.key_columns`.
+by offset: `artstore.storage.key_columns`; rows by row address: `artstore.storage.fragment_rows`.
 
 Plain appends (`writes.append`, `writes.commit_files`) don't enforce uniqueness; the first
 committed row of each key wins, ordered by the SEQ column (`SEQ`) and fragment ids. Lance
@@ -14,14 +14,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from lance import LanceDataset
 from lance.fragment import FragmentMetadata
 
-from artstore.storage import written_rows
+from artstore.storage import fragment_rows, written_rows
 from artstore.storage.data_files import first_file
 from artstore.storage.failures import storage_errors
 from artstore.storage.fragments import fragment_ids
@@ -72,8 +71,8 @@ def first_per_key(loc: Location, ds: pads.Dataset, key: str, columns: list[str] 
                 address = pa.array([(f.fragment_id << 32) | i for f in fragments for i in range(f.physical_rows)],
                                    pa.uint64())
                 if any(written_rows.rows_of(loc, f, ds.schema) is not None for f in fragments):
-                    # rows this process wrote from memory, the others read (`_whole`)
-                    found = _whole(loc, ds, fragments, read or ds.schema.names).drop_columns(["_rowaddr"])
+                    # rows this process wrote from memory, the others read (`fragment_rows.whole`)
+                    found = fragment_rows.whole(loc, ds, fragments, read or ds.schema.names).drop_columns(["_rowaddr"])
                 elif whole and len(address):  # one take of every row (positions: the rows' offsets)
                     found = ds.take(list(range(len(address))), columns=read)
                 else:
@@ -132,7 +131,7 @@ def rows_after(loc: Location, ds: LanceDataset, seq: int, columns: list[str], no
     missing = [f for f in fragments if f.fragment_id not in kept]
     if missing:
         with storage_errors(loc, "read"):
-            parts.append(_whole(loc, ds, missing, cols))
+            parts.append(fragment_rows.whole(loc, ds, missing, cols))
         if note_key is not None:
             _note_read(loc, note_key, missing, parts[-1])
     found = pa.concat_tables([t.select([*cols, "_rowaddr"]) for t in parts])
@@ -194,7 +193,7 @@ def _key_sets(loc: Location, ds: LanceDataset, key: str, fragments: list) -> dic
             keep = [key]
         read = [f for f, _ in missing]
         with storage_errors(loc, "read"):
-            found = _whole(loc, ds, read, keep)
+            found = fragment_rows.whole(loc, ds, read, keep)
         current.update(_by_file(read, found, key))
         if len(keep) > 1:
             _keep_read(loc, read, found)
@@ -207,41 +206,6 @@ def _key_sets(loc: Location, ds: LanceDataset, key: str, fragments: list) -> dic
             merged = {path: ids for path, ids in merged.items() if path in live}
         _KEYS[cache_key] = merged
     return current
-
-
-def _whole(loc: Location, ds: LanceDataset, fragments: list, columns: list[str]) -> pa.Table:
-    """`columns` and `_rowaddr` of every row of `fragments` of `ds` (at `loc`), in storage order:
-    rows this process wrote itself from memory (`written_rows`: no GET), the others taken by
-    address (a take costs less than setting up a scan: ~0.4 ms vs ~0.7 for one small fragment),
-    or scanned where a fragment has deleted rows (its offsets are not its rows')."""
-    kept = {f.fragment_id: t for f in fragments if (t := written_rows.rows_of(loc, f, ds.schema)) is not None}
-    if not kept:
-        return _read_whole(ds, fragments, columns)
-    rest = [f for f in fragments if f.fragment_id not in kept]
-    read = _read_whole(ds, rest, columns) if rest else None
-    at = pc.shift_right(read["_rowaddr"], 32) if read is not None else None
-    parts = []
-    for f in fragments:
-        if f.fragment_id in kept:
-            address = pa.array([(f.fragment_id << 32) | i for i in range(f.physical_rows)], pa.uint64())
-            parts.append(kept[f.fragment_id].select(columns).append_column("_rowaddr", address))
-        else:
-            parts.append(read.filter(pc.equal(at, f.fragment_id)))
-    return pa.concat_tables(parts)
-
-
-def _read_whole(ds: LanceDataset, fragments: list, columns: list[str]) -> pa.Table:
-    """`_whole` of fragments read from storage."""
-    if any(f.deletion_file() is not None for f in fragments):
-        return ds.scanner(columns=columns, fragments=fragments, with_row_address=True).to_table()
-    address = [(f.fragment_id << 32) | i for f in fragments for i in range(f.physical_rows)]
-    if len(fragments) == 1:
-        found = fragments[0].take(list(range(fragments[0].physical_rows)), columns=columns)
-    elif address:
-        found = ds._take_rows(address, columns=columns)
-    else:
-        found = ds.schema.empty_table().select(columns)
-    return found.append_column("_rowaddr", pa.array(address, pa.uint64()))
 
 
 # dataset uri -> the columns a reader of `rows_after` asked key look-ups to read too (`keep_rows`)
@@ -341,7 +305,7 @@ def note_seq_hi(loc: Location, fragments: list[FragmentMetadata], highest: int) 
 def firsts_after(loc: Location, ds: LanceDataset, key: str, seq: int, columns: list[str]) -> tuple[pa.Table, int]:
     """The rows of `ds` (the dataset at `loc`, with a SEQ column) that are the first committed
     row of their `key` value and whose sequence is above `seq` (see `first_per_key`): `columns`
-    of them, SEQ (filled in) and `_rowaddr` (each row's address in `ds`, for `rows_at`) last, in
+    of them, SEQ (filled in) and `_rowaddr` (each row's address in `ds`, for `fragment_rows.rows_at`) last, in
     commit order; and how many rows were read to find them.
 
     Reads only the fragments numbered above `seq` (every row committed after `seq` is in one: see
@@ -361,7 +325,7 @@ def firsts_after(loc: Location, ds: LanceDataset, key: str, seq: int, columns: l
         empty = pa.table({c: pa.array([], ds.schema.field(c).type) for c in cols})
         return empty.append_column("_rowaddr", pa.array([], pa.uint64())), 0
     with storage_errors(loc, "read"):
-        found = _whole(loc, ds, new, cols)
+        found = fragment_rows.whole(loc, ds, new, cols)
     _note_read(loc, key, new, found)
     read = found.num_rows
     filled = pc.coalesce(found[SEQ], pc.cast(pc.shift_right(found["_rowaddr"], 32), pa.int64()))
@@ -381,33 +345,3 @@ def firsts_after(loc: Location, ds: LanceDataset, key: str, seq: int, columns: l
         if seen:
             found = found.filter(pc.invert(pc.is_in(found[key], value_set=pa.array(sorted(seen), found.schema.field(key).type))))
     return found.select([*dict.fromkeys([*columns, SEQ]), "_rowaddr"]), read
-
-
-def rows_at(loc: Location, ds: LanceDataset, addresses: pa.Array | pa.ChunkedArray, columns: list[str]) -> pa.Table:
-    """`columns` of the rows of `ds` (at `loc`) at these row addresses (of this version, e.g. from
-    `firsts_after`), in the order given: one take by position (a take per fragment cost ~0.15 ms
-    each), or, where a fragment has deleted rows (its offsets are no longer positions), a scan of
-    the fragments holding them."""
-    addresses = addresses.combine_chunks() if isinstance(addresses, pa.ChunkedArray) else addresses
-    if len(addresses) == 0:
-        return ds.schema.empty_table().select(columns)
-    fragments = ds.get_fragments()
-    held = set(pc.unique(pc.shift_right(addresses, 32)).to_pylist())
-    holding = [f for f in fragments if f.fragment_id in held]
-    if all(written_rows.rows_of(loc, f, ds.schema) is not None for f in holding):  # no GET
-        found = _whole(loc, ds, holding, columns)
-        return found.take(pc.index_in(addresses, value_set=found["_rowaddr"])).select(columns)
-    with storage_errors(loc, "read"):
-        if all(f.deletion_file() is None for f in fragments):
-            starts, at = {}, 0
-            for f in fragments:
-                starts[f.fragment_id] = at
-                at += f.physical_rows
-            ids = pc.shift_right(addresses, 32).to_pylist()
-            offsets = pc.bit_wise_and(addresses, pa.scalar(0xFFFFFFFF, pa.uint64())).to_pylist()
-            positions = np.array([starts[i] + o for i, o in zip(ids, offsets, strict=True)], dtype=np.int64)
-            order = np.argsort(positions, kind="stable")
-            taken = ds.take(positions[order].tolist(), columns=columns)
-            return taken.take(pa.array(np.argsort(order, kind="stable")))  # back to the order given
-        found = ds.scanner(columns=columns, fragments=holding, with_row_address=True).to_table()
-    return found.take(pc.index_in(addresses, value_set=found["_rowaddr"])).select(columns)

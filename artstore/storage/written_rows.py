@@ -1,6 +1,6 @@
 """Rows this process wrote into a dataset's data files, kept in memory by data file, so that a
 compaction of those fragments (`compaction._rewrite_sequenced`), and a fold's reads of them
-(`keys.firsts_after`, `keys.rows_at`), need not read them back.
+(`keys.firsts_after`, `fragment_rows.rows_at`), need not read them back.
 
 A journal takes one one-row data file per log, and its compaction, seconds later in the same
 process, read each of them back: on a bucket about 1.2 GETs per log. A data file never changes

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from artstore import Store, ValidationError
-from artstore.checkpoints.retention import parse_smoothing, smoothed
+from artstore.checkpoints.smoothing import parse_smoothing, smoothed
 from artstore.ui import jsonable, lookup
 
 

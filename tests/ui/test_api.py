@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import artstore as art
-from artstore.checkpoints.retention import Ema, Window, smoothed
+from artstore.checkpoints.smoothing import Ema, Window, smoothed
 from artstore.ui import jsonable, runs
 from artstore.ui.server import create_app
 from tests.conftest import tool_call_trajectory
