@@ -271,8 +271,10 @@ def delete_files(locs: list[Location]) -> None:
             fs.rm(paths)
         except FileNotFoundError:  # a filesystem that refuses a missing path: one at a time
             for path in paths:
-                if fs.exists(path):
+                try:  # not exists-then-rm: another deleter (a merge, a cleanup) may go between
                     fs.rm(path)
+                except FileNotFoundError:
+                    pass
 
 
 def size(loc: Location) -> int:

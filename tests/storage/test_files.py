@@ -214,3 +214,23 @@ def test_s3_file_write_fails_clearly_and_in_bounded_time_when_the_server_keeps_f
     assert loc.uri in str(err.value) and "kept failing" in str(err.value) and "client_max_retries=2" in str(err.value)
     faulty_s3.proxy.pass_through()
     assert files.get_bytes(loc) == b"old"
+
+
+def test_deleting_files_that_another_deleter_removes_meanwhile_is_fine(tmp_path, monkeypatch):
+    """Two merges of a version map (or a merge and a cleanup) delete the same files: the one that
+    comes second must not fail on a file the first removed between its look and its delete."""
+    folder = Location.parse(tmp_path / "store").child("map")
+    locs = [folder.child(n) for n in ("c", "a", "b")]  # "c" never existed: the batch rm refuses it
+    for loc in locs[1:]:
+        files.put_bytes(loc, b"x")
+    fs_type = type(files.filesystem(locs[0]))
+    real_rm = fs_type.rm
+
+    def rm(self, path, *args, **kwargs):
+        if isinstance(path, str) and path.endswith("/b"):
+            os.remove(path)  # the other deleter goes first
+        return real_rm(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(fs_type, "rm", rm)
+    files.delete_files(locs)
+    assert files.list_dir(folder) == []
