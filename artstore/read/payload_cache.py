@@ -59,6 +59,7 @@ def _add(uri: str, rows: list[tuple[str | None, pa.Table]]) -> None:
     for w, row in rows:
         if w is not None:
             _KEPT.put((uri, w), row, row.get_total_buffer_size())
+    _KEPT.trim()  # the bound holds after every add, one that kept nothing too (MAX_BYTES lowered)
 
 
 def keep_committed(logs: Location, rows: list[pa.Table]) -> None:

@@ -2,12 +2,12 @@
 memory of rows it read or wrote (`artstore.read.payload_cache`, `artstore.storage.written_rows`).
 
 Each entry holds its size in bytes, given with it or else the table's `nbytes`, so the total is
-exact without measuring a table twice. After every `put` the total is at most the bound: the
-least recently used entries go first, the one just put last (one larger than the bound goes too,
-with every entry older than it). Only `get` and `put` make an entry the most recently used;
-`peek` leaves it where it is, `demote` makes it the first to go. Each method holds the map's lock,
-so threads (callers' reads, the group-commit thread, the upkeep thread) may share one map. Tables
-are kept as given: no copy.
+exact without measuring a table twice. After every `put` and `trim` the total is at most the
+bound: the least recently used entries go first, the one just put last (one larger than the bound
+goes too, with every entry older than it). Only `get` and `put` make an entry the most recently
+used; `peek` leaves it where it is, `demote` makes it the first to go. Each method holds the map's
+lock, so threads (callers' reads, the group-commit thread, the upkeep thread) may share one map.
+Tables are kept as given: no copy.
 """
 
 from __future__ import annotations
@@ -58,9 +58,19 @@ class ByteLRU(Generic[K]):
                 self._bytes -= old[1]
             self._entries[key] = (table, size)
             self._bytes += size
-            bound = self._max_bytes()
-            while self._bytes > bound and self._entries:
-                self._bytes -= self._entries.popitem(last=False)[1][1]
+            self._trim()
+
+    def trim(self) -> None:
+        """Drop the least recently used while the total is past the bound (`put` does it itself;
+        this for a bound lowered since, with nothing to put)."""
+        with self._lock:
+            self._trim()
+
+    def _trim(self) -> None:
+        """(Under the lock) `trim`."""
+        bound = self._max_bytes()
+        while self._bytes > bound and self._entries:
+            self._bytes -= self._entries.popitem(last=False)[1][1]
 
     def demote(self, key: K) -> None:
         """Make the entry under `key` the least recently used, the first to go (none: nothing)."""

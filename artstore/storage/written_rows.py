@@ -37,6 +37,7 @@ def note(loc: Location, fragments: Sequence[Any], rows: Sequence[pa.Table]) -> N
         path = first_file(fragment)
         if path and table.nbytes <= KEPT_BYTES // 4:  # a larger one would push out many small ones
             _ROWS.put((loc.uri, path), table)
+    _ROWS.trim()  # the bound holds after every note, one that kept nothing too (KEPT_BYTES lowered)
 
 
 def note_each_row(loc: Location, fragments: Sequence[Any], rows: pa.Table) -> None:

@@ -77,7 +77,7 @@ def test_demote_makes_an_entry_the_first_to_go():
     assert lru.keys() == ["a", "b", "d"]
 
 
-def test_the_bound_is_read_at_each_put():
+def test_the_bound_is_read_at_each_put_and_trim():
     bound = [100]
     lru: ByteLRU[str] = ByteLRU(lambda: bound[0])
     lru.put("a", _table(4))
@@ -86,6 +86,9 @@ def test_the_bound_is_read_at_each_put():
     assert lru.keys() == ["a", "b"]  # nothing goes until the next put
     lru.put("c", _table(1))
     assert lru.keys() == ["b", "c"] and lru.nbytes == 40
+    bound[0] = 10
+    lru.trim()  # nothing to put: the lowered bound holds all the same
+    assert lru.keys() == ["c"] and lru.nbytes == 8
 
 
 def test_pop_and_clear_give_back_their_bytes():
