@@ -117,7 +117,7 @@ def test_a_fold_planned_before_a_journal_compaction_reads_none_of_its_rows(fault
 
     def forget(loc, fragments) -> None:  # the rows of rewritten files dropped at once
         for f in fragments:
-            written_rows._ROWS.pop((loc.uri, first_file(f)), None)
+            written_rows._ROWS.pop((loc.uri, first_file(f)))
 
     gets = fold_gets("retired")
     with monkeypatch.context() as m:

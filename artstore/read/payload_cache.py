@@ -16,36 +16,29 @@ Keyed by (journal uri, write_id): a run deleted and logged again has new write_i
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import pyarrow as pa
 
 from artstore.log import group_commit, journal
 from artstore.storage import Location
+from artstore.storage.byte_lru import ByteLRU
 
 MAX_BYTES = 32 * 1024 * 1024  # of kept rows' Arrow buffers, per process
 
-_LOCK = threading.Lock()
-_KEPT: OrderedDict[tuple[str, str], pa.Table] = OrderedDict()  # (journal uri, write_id) -> its row
-_BYTES = [0]
-
-
-def _size(row: pa.Table) -> int:
-    return row.get_total_buffer_size()
+# (journal uri, write_id) -> its row; MAX_BYTES read at each put (tests patch it). Its own lock:
+# callers' reads and the group-commit thread (`keep_committed`) share it.
+_KEPT: ByteLRU[tuple[str, str]] = ByteLRU(lambda: MAX_BYTES)
 
 
 def get(uri: str, write_ids: list[str], columns: list[str]) -> dict[str, pa.Table]:
     """{write_id: its kept journal row, `columns` of it} of those of `write_ids` kept for the
     journal at `uri` with every one of `columns`."""
     found = {}
-    with _LOCK:
-        for w in write_ids:
-            row = _KEPT.get((uri, w))
-            if row is None or not set(columns) <= set(row.schema.names):
-                continue
-            _KEPT.move_to_end((uri, w))
-            found[w] = row.select(columns)
+    for w in write_ids:
+        row = _KEPT.peek((uri, w))
+        if row is None or not set(columns) <= set(row.schema.names):
+            continue
+        _KEPT.get((uri, w))  # a row that answers is now the most recently used
+        found[w] = row.select(columns)
     return found
 
 
@@ -57,23 +50,16 @@ def keep(uri: str, rows: pa.Table) -> None:
     ids = rows["write_id"].to_pylist()
     apart = [rows] if rows.num_rows == 1 else \
         [rows.take(pa.array([i], pa.int64())) for i in range(rows.num_rows)]  # take copies
-    with _LOCK:
-        _add(uri, list(zip(ids, apart, strict=True)))
+    _add(uri, list(zip(ids, apart, strict=True)))
 
 
 def _add(uri: str, rows: list[tuple[str | None, pa.Table]]) -> None:
-    """(Under _LOCK) keep each (write_id, its row), then drop the least recently used past MAX_BYTES."""
+    """Keep each (write_id, its row), measured by its whole Arrow buffers, past MAX_BYTES the
+    least recently used first out."""
     for w, row in rows:
-        if w is None:
-            continue
-        old = _KEPT.pop((uri, w), None)
-        if old is not None:
-            _BYTES[0] -= _size(old)
-        _KEPT[(uri, w)] = row
-        _BYTES[0] += _size(row)
-    while _BYTES[0] > MAX_BYTES and _KEPT:
-        _, gone = _KEPT.popitem(last=False)
-        _BYTES[0] -= _size(gone)
+        if w is not None:
+            _KEPT.put((uri, w), row, row.get_total_buffer_size())
+    _KEPT.trim()  # the bound holds after every add, one that kept nothing too (MAX_BYTES lowered)
 
 
 def keep_committed(logs: Location, rows: list[pa.Table]) -> None:
@@ -81,15 +67,12 @@ def keep_committed(logs: Location, rows: list[pa.Table]) -> None:
     each a one-row table of its own: kept as it is, no copy), so the first read of those logs
     takes nothing back (their payload columns only)."""
     kept = [(r["write_id"][0].as_py(), r.select(journal.PAYLOAD_READ_COLUMNS)) for r in rows if r.num_rows == 1]
-    with _LOCK:
-        _add(logs.uri, kept)
+    _add(logs.uri, kept)
 
 
 def clear() -> None:
     """Forget every kept row (tests, and a process that wants its memory back)."""
-    with _LOCK:
-        _KEPT.clear()
-        _BYTES[0] = 0
+    _KEPT.clear()
 
 
 group_commit.on_rows(keep_committed)

@@ -13,36 +13,31 @@ never committed is simply never asked for.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
+from artstore.storage.byte_lru import ByteLRU
 from artstore.storage.data_files import first_file
 from artstore.storage.location import Location
 
 KEPT_BYTES = 64 * 2**20  # rows kept in all, in bytes of Arrow buffers (a small log's row: ~10-40 KiB)
 
-_ROWS: OrderedDict[tuple[str, str], pa.Table] = OrderedDict()  # (dataset uri, data file path) -> its rows
-_BYTES = [0]
-_LOCK = threading.Lock()
+# (dataset uri, data file path) -> its rows, by `nbytes`; KEPT_BYTES read at each put (tests patch
+# it). Its own lock: writers (`pending`), the upkeep thread's compactions and folds share it.
+# Only `note` makes an entry recent (`rows_of` peeks): the least recently written go first.
+_ROWS: ByteLRU[tuple[str, str]] = ByteLRU(lambda: KEPT_BYTES)
 
 
 def note(loc: Location, fragments: Sequence[Any], rows: Sequence[pa.Table]) -> None:
     """Keep `rows[i]`, every row of `fragments[i]` (just written at `loc`, in storage order, with
     every column of the file), by its data file."""
-    with _LOCK:
-        for fragment, table in zip(fragments, rows, strict=True):
-            path = first_file(fragment)
-            if not path or table.nbytes > KEPT_BYTES // 4:
-                continue
-            old = _ROWS.pop((loc.uri, path), None)
-            _BYTES[0] += table.nbytes - (old.nbytes if old is not None else 0)
-            _ROWS[(loc.uri, path)] = table
-        while _BYTES[0] > KEPT_BYTES and _ROWS:
-            _BYTES[0] -= _ROWS.popitem(last=False)[1].nbytes
+    for fragment, table in zip(fragments, rows, strict=True):
+        path = first_file(fragment)
+        if path and table.nbytes <= KEPT_BYTES // 4:  # a larger one would push out many small ones
+            _ROWS.put((loc.uri, path), table)
+    _ROWS.trim()  # the bound holds after every note, one that kept nothing too (KEPT_BYTES lowered)
 
 
 def note_each_row(loc: Location, fragments: Sequence[Any], rows: pa.Table) -> None:
@@ -56,8 +51,7 @@ def rows_of(loc: Location, fragment: Any, schema: pa.Schema) -> pa.Table | None:
     has a deletion file, or when its schema is no longer the dataset's."""
     if fragment.deletion_file() is not None:
         return None
-    with _LOCK:
-        found = _ROWS.get((loc.uri, first_file(fragment)))
+    found = _ROWS.peek((loc.uri, first_file(fragment)))
     if found is None or found.num_rows != fragment.physical_rows or not found.schema.equals(schema):
         return None
     return found
@@ -67,8 +61,5 @@ def retire(loc: Location, fragments: Sequence[Any]) -> None:
     """Make the rows of `fragments` (rewritten by a compaction) the first to go when the bound is
     passed, not gone at once: a fold planned on a version before the compaction (the journal's
     compaction and a fold fall due at the same log) still takes them, rather than a GET each."""
-    with _LOCK:
-        for fragment in fragments:
-            key = (loc.uri, first_file(fragment))
-            if key in _ROWS:
-                _ROWS.move_to_end(key, last=False)
+    for fragment in fragments:
+        _ROWS.demote((loc.uri, first_file(fragment)))
