@@ -74,6 +74,9 @@ def test_a_batch_that_would_crowd_the_journal_is_compacted_first_and_cut_to_fit(
 
 def test_each_run_has_its_own_committer_and_idle_committers_end(tmp_path, monkeypatch):
     monkeypatch.setattr(run_committer, "IDLE_S", 1.0)
+    # Rows wait to be gathered until the flush: both committers are alive at the check however
+    # slow the logs (with none, a's had committed and idled out while b's first log ran, under load).
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)
     base = str(tmp_path)
     models = [art.Model(name=n, project="p", base_path=base, report_metrics=[], commit="group") for n in ("a", "b")]
     for m in models:
