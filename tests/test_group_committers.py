@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -108,15 +109,17 @@ def test_a_run_whose_bucket_stalls_delays_no_local_runs_commits_and_loses_nothin
     # the bucket's next rows wait to be gathered, so the stall below catches its committer
     monkeypatch.setattr(run_committer, "GATHER_S", 1.0)
     bucket.log_sync([_group(1)], split="train", step=1)  # its pending file is in the bucket
-    faulty_s3.proxy.delay(20.0)  # every request to the bucket now hangs 20 s
-    time.sleep(1.5)  # the bucket's committer is inside its commit
-    t0 = time.monotonic()
+    committing = threading.Event()
+    faulty_s3.proxy.delay(20.0)  # every request to the bucket now hangs 20 s: its commit, several
+    faulty_s3.proxy.call_once(lambda method, path: "/models/remote/" in urllib.parse.unquote(path), committing.set)
+    assert committing.wait(120)  # the bucket's committer is inside its commit (was a 1.5 s sleep)
     for step in range(1, 6):
         local.log_sync([_group(step)], split="train", step=step)
-    group_commit.flush(local.run.location, timeout=10.0)  # (one committer per process: >= 20 s)
-    assert time.monotonic() - t0 < 10.0
-    assert _steps_seen_by_another_process(base, "local") == list(range(6))
+    group_commit.flush(local.run.location, timeout=120)
+    # No clock (was: the local logs took < 10 s): had the local commits waited for the bucket's
+    # (one committer per process), the bucket's would be done by now, not still queued.
     assert [r.step for r in group_commit.queued(bucket.run.table_location("logs"))] == [1]  # still stuck
+    assert _steps_seen_by_another_process(base, "local") == list(range(6))
     faulty_s3.proxy.pass_through()
     bucket.flush()
     fresh = art.open_store(faulty_s3.uri, faulty_s3.storage_options).run("p", "remote")
