@@ -158,16 +158,17 @@ def test_exit_commits_every_answering_runs_logs_within_its_limit_and_a_stalled_r
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout.readline().strip() == "queued"
     faulty_s3.proxy.delay(60.0)  # every request to the bucket now hangs for a minute
-    t0 = time.monotonic()
     proc.stdin.write("\n")
     proc.stdin.flush()
+    # The bound is the wait's own (an exit that waited for the bucket takes >= 60 s); no elapsed-time
+    # assertion besides (was < 30 s): the exit also folds a and b and refreshes their stats, slow under load.
     proc.wait(timeout=45)  # (the at-exit flush gives up after its 3 s; before, each run got the whole limit)
     assert proc.returncode == 0, proc.stderr.read()
-    assert time.monotonic() - t0 < 30
     for name in ("a", "b"):  # committed at exit: nothing left for a reader to recover
         assert pending.names(Location.parse(base).child("p", "models", name)) == []
         assert art.open_store(base).run("p", name).history()["step"].to_pylist() == [1]
     faulty_s3.proxy.pass_through()
+    assert pending.names(Location.parse(faulty_s3.uri, opts).child("p", "models", "remote"))  # left pending
     # the stalled run's log is in its pending file: the next process to open the run commits it
     monkeypatch.setattr(pending_recovery, "STALE_S", 0.0)
     monkeypatch.setattr(pending_recovery, "_CHECKED", {})
