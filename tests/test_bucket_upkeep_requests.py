@@ -13,7 +13,7 @@ import pytest
 import artstore as art
 from artstore.log import upkeep
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.usefixtures("stats_refresh_held")]  # counts no stats refresh
 
 WINDOW = timedelta(seconds=2)  # the reader window: a cleanup falls due every 0.25 s, 16 versions
 

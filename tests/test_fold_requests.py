@@ -20,7 +20,7 @@ from artstore.log import fold, upkeep
 from artstore.storage import compaction, datasets, fragment_rows, keys, written_rows
 from artstore.storage.data_files import first_file
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.usefixtures("stats_refresh_held")]  # counts no stats refresh
 
 TABLES = ("trajectories", "groups", "metrics")
 

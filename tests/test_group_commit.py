@@ -51,7 +51,9 @@ def _dead_pid() -> int:
 
 
 def test_a_group_log_is_read_back_in_the_same_process_right_after_log_returns(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_committer, "GATHER_S", 0.3)  # so the row is surely still queued at the read
+    # the row is still queued at the read: only the read or a flush cuts the gathering short (0.3 s
+    # ran out on a loaded machine before the checks below, the row already committed)
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)
     model = _model(str(tmp_path), "m", commit="group")
     record = model.log_sync([_group(1)], split="train", step=1)
     assert record.created and record.logs_version is None
@@ -78,7 +80,8 @@ def test_group_is_the_default_mode_and_sync_the_opt_out(tmp_path, monkeypatch):
 
 
 def test_a_queued_logs_record_tells_its_version_once_committed_and_as_of_it_holds_the_log(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_committer, "GATHER_S", 0.3)  # the three logs share one group commit
+    # the three logs share one group commit: gathered until the flush (0.3 s, a slow log split them)
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)
     model = _model(str(tmp_path), "m", commit="group")
     first = model.log_sync([_group(0)], split="train", step=0)
     model.flush()
@@ -97,7 +100,9 @@ def test_a_queued_logs_record_tells_its_version_once_committed_and_as_of_it_hold
 
 
 def test_quick_group_logs_make_fewer_commits_and_read_exactly_as_sync_logs(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_committer, "GATHER_S", 0.05)
+    # quick: within the gathering, which only the flush cuts short (0.05 s: under load every log
+    # outlasted it, one commit each)
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)
     sync, group = _model(str(tmp_path), "sync", commit="sync"), _model(str(tmp_path), "group", commit="group")
     n = 16
     for model in (sync, group):
@@ -126,7 +131,7 @@ def test_quick_group_logs_make_fewer_commits_and_read_exactly_as_sync_logs(tmp_p
 
 
 def test_a_retried_log_id_is_stored_once_whether_queued_or_committed(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_committer, "GATHER_S", 0.3)
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)  # the first is still queued at the retry, however slow
     model = _model(str(tmp_path), "m", commit="group")
     first = model.log_sync([_group(1)], split="train", step=1, log_id="given")
     queued_retry = model.log_sync([_group(1)], split="train", step=1, log_id="given")  # still queued
@@ -149,7 +154,7 @@ def test_a_group_models_running_sums_count_another_writers_committed_logs(tmp_pa
 
 
 def test_threads_racing_to_log_one_id_queue_it_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_committer, "GATHER_S", 0.2)
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)  # all four race the queued row, however slow
     model = _model(str(tmp_path), "m", commit="group")
     with ThreadPoolExecutor(4) as pool:
         records = list(pool.map(lambda _: model.log_sync([_group(1)], split="train", step=1, log_id="same"), range(4)))
@@ -289,7 +294,9 @@ def test_history_after_own_group_logs_equals_sync_and_reads_nothing(tmp_path, mo
     from artstore.read import latest_logs, step_summary
     from tests.test_latest_logs import _assert_same_as_fresh, _count_reads
 
-    monkeypatch.setattr(run_committer, "GATHER_S", 0.2)  # batches of several rows: one version, many notes
+    # batches of several rows (one version, many notes): gathered until a flush (0.2 s: under load
+    # each log outlasted it, one commit each, and the count below failed)
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)
     sync, group = _model(str(tmp_path), "sync", commit="sync"), _model(str(tmp_path), "group", commit="group")
     for model in (sync, group):
         _log_group_steps(model, range(2))

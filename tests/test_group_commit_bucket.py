@@ -129,7 +129,9 @@ def test_a_group_commit_lands_on_top_of_a_commit_made_after_its_look_up(s3_bucke
     model = _model(uri, opts)
     model.log_sync([_group(0)], split="train", step=0)
     model.flush()
-    monkeypatch.setattr(run_committer, "GATHER_S", 3.0)  # the committer waits: its held version gets old
+    # the committer waits until the flush, its held version getting old (3 s: the other writer's
+    # first log on the bucket could take longer under load, and the commits came in the wrong order)
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)
     model.log_sync([_group(2)], split="train", step=2)
     # another writer commits after our look-up, before our group commit (made on the version held)
     other = art.Model(name="m", project="p", base_path=uri, storage_options=opts, report_metrics=[], commit="sync")

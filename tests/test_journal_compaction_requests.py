@@ -21,7 +21,7 @@ import artstore as art
 from artstore.log import upkeep
 from artstore.storage import fragments, written_rows
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.usefixtures("stats_refresh_held")]  # counts no stats refresh
 
 LOGS = 40  # two journal compactions (16 fragments each), no fold (every 64)
 

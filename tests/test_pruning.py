@@ -338,26 +338,35 @@ def test_a_half_deleted_checkpoint_is_finished_by_the_next_prune(base_path):
     assert RetentionLog(model.run.location).open_intents() == []
 
 
-def test_a_save_abandoned_past_its_lease_is_deleted_by_the_next_prune(base_path):
+def test_a_save_abandoned_past_its_lease_is_deleted_by_the_next_prune(base_path, monkeypatch):
     from datetime import timedelta
 
     from artstore.checkpoints import pruning
+    from artstore.storage import writes
 
     model = new_model(base_path)
     log_values(model, {0: 0.1, 1: 0.8, 2: 0.3, 3: 0.5})
     for s in (0, 1):
         add_checkpoint(model, s)
     table = model.run.checkpoints_table()
-    for s in (2, 3):  # saves killed after writing part of their files
-        table.begin(s)
+    # Begun and written ten minutes ago against a one-minute lease (was: a 1.2 s sleep past a 1 s
+    # lease, so on a loaded machine the prune began over 1 s after save 3's write and save 4's
+    # begin, and took them for abandoned too).
+    real_now, ago = writes.now_utc, timedelta(minutes=10)
+    with monkeypatch.context() as m:
+        m.setattr(writes, "now_utc", lambda: real_now() - ago)
+        for s in (2, 3):  # saves killed after writing part of their files
+            table.begin(s)
+    for s in (2, 3):
         d = Path(model.run.checkpoint_uri(s))
         d.mkdir(parents=True)
         (d / "adapter_model.safetensors").write_bytes(b"w" * 10)
-    time.sleep(1.2)
+    then = time.time() - ago.total_seconds()
+    os.utime(Path(model.run.checkpoint_uri(2)) / "adapter_model.safetensors", (then, then))
     (Path(model.run.checkpoint_uri(3)) / "adapter_model.safetensors").write_bytes(b"w" * 20)  # still written
     table.begin(4)  # a save that just began
     keep_all = art.Policy(rules=(art.KeepLast(n=10),))
-    pruning.apply(model.run, keep_all, pruning.store_deleter(model.run), save_lease=timedelta(seconds=1))
+    pruning.apply(model.run, keep_all, pruning.store_deleter(model.run), save_lease=timedelta(minutes=1))
     assert statuses(model) == {0: "ready", 1: "ready", 2: "deleted", 3: "saving", 4: "saving"}
     assert folders(model) == ["0000", "0001", "0003"]
     assert "abandoned save" in table.get(2).deleted_reason
@@ -445,7 +454,7 @@ def s3_options(tmp_path):
     try:
         endpoint = f"http://127.0.0.1:{port}"
         fs = fsspec.filesystem("s3", key="k", secret="s", endpoint_url=endpoint)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine can take tens of seconds to start it
         while True:
             try:
                 fs.mkdir("runs")

@@ -217,7 +217,11 @@ def test_an_early_version_of_a_long_run_reads_only_its_own_logs_rows(tmp_path, m
 
     def counted(self):
         table = real(self)
-        if self._ds.uri.rstrip("/").endswith("logs.lance"):
+        # not the background threads': a stats refresh due from the logs above (5 s on) scans the
+        # whole journal, and on a loaded machine it fell inside the reads below
+        background = threading.current_thread().name.startswith(("artstore-upkeep", "artstore-idle-fold",
+                                                                  "artstore-group-commit"))
+        if self._ds.uri.rstrip("/").endswith("logs.lance") and not background:
             scanned.append(table.num_rows)
         return table
 

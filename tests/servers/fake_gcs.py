@@ -74,7 +74,7 @@ class FakeGcsServer:
             Path(log_dir) / "fake-gcs-server.log",
         )
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:  # a loaded machine: tens of seconds of imports
         """Start and wait (``timeout`` seconds) until the bucket list answers."""
         self._proc.start()
         self.startup_s = wait_until(self._answers, timeout, "fake-gcs-server", self._proc)

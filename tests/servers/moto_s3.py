@@ -30,7 +30,7 @@ class MotoS3Server:
             Path(log_dir) / "moto_server.log",
         )
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:  # a loaded machine: tens of seconds of imports
         """Start and wait until ``GET /`` answers; ``timeout`` in seconds."""
         self._proc.start()
         self.startup_s = wait_until(self._answers, timeout, "moto_server", self._proc)

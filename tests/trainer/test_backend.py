@@ -1,7 +1,6 @@
 """LocalBackend through ART's API: model.train end to end, resume, deleting checkpoint files."""
 
 import os
-import time
 
 import pytest
 import torch
@@ -36,7 +35,6 @@ async def test_a_base_model_not_found_locally_is_a_clear_error(tmp_path):
 async def test_model_train_raises_the_reward_end_to_end(tmp_path):
     """Rollouts -> model.train (log, tokenize from the store, train, checkpoint) -> reward rises."""
     torch.manual_seed(0)
-    started = time.perf_counter()
     model = trainable(tmp_path)
     backend = LocalBackend(device="cpu", row_length=1024)  # None: the model's base_model, "tiny"
     await model.register(backend)
@@ -48,7 +46,7 @@ async def test_model_train_raises_the_reward_end_to_end(tmp_path):
         rewards.append(sum(t.reward for g in groups for t in g.trajectories) / 32)
         await model.train(groups, config=art.TrainConfig(learning_rate=2e-2))
     assert sum(rewards[-3:]) / 3 > sum(rewards[:2]) / 2 + 0.3, rewards
-    assert time.perf_counter() - started < 120
+    # (no elapsed-time bound: < 120 s took 100 s on a loaded machine; speed is benchmarks' to say)
 
     run = model.run
     assert await model.get_step() == 10
