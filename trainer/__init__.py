@@ -2,7 +2,8 @@
 
     await model.register(trainer.LocalBackend())
 
-It uses artstore's public API only (`import artstore`); trainer/backend.py reads as one step.
+It uses artstore's public API only (`import artstore`); trainer/backend.py serves ART's backend API,
+trainer/policy.py holds a model's LoRA and its one training step.
 `LocalBackend` is imported on first use, so `import trainer.tokenize` stays light.
 """
 
