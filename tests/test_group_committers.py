@@ -174,3 +174,28 @@ def test_exit_commits_every_answering_runs_logs_within_its_limit_and_a_stalled_r
     monkeypatch.setattr(pending_recovery, "_CHECKED", {})
     fresh = art.open_store(faulty_s3.uri, opts).run("p", "remote")
     assert fresh.history()["step"].to_pylist() == [1]
+
+
+def _committed(model: art.Model, timeout: float = 30.0) -> bool:
+    """Whether every log `model` queued is committed within `timeout` seconds (nothing hurries it)."""
+    deadline = time.monotonic() + timeout
+    while group_commit.queued(model.run.table_location("logs")):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_group_commits_start_at_most_every_commit_interval_and_a_lone_log_commits_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_committer, "COMMIT_INTERVAL_S", 60.0)
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="group")
+    first = model.log_sync([_group(0)], split="train", step=0)
+    assert _committed(model, timeout=30.0)  # after a quiet spell: at once, not after the interval
+    records = [model.log_sync([_group(step)], split="train", step=step) for step in range(1, 5)]
+    time.sleep(1.0)
+    assert len(group_commit.queued(model.run.table_location("logs"))) == 4  # held for the next commit
+    assert _steps_seen_by_another_process(str(tmp_path), "m") == [0]
+    model.flush()  # a waiter cuts the interval short
+    versions = {r.logs_version for r in records}
+    assert len(versions) == 1 and versions.pop() > first.logs_version  # one commit of the four
+    assert _steps_seen_by_another_process(str(tmp_path), "m") == [0, 1, 2, 3, 4]

@@ -20,9 +20,10 @@ What "logged" means in group mode:
   process sees it: each open of the latest `logs.lance` first waits for this process's queued
   rows of that run (`artstore.storage.barrier`), or takes them as they are (`queued`: the
   history);
-- other processes see it once its group commit lands (milliseconds on an idle local disk; the
-  committer commits as soon as it has rows, so a batch is whatever queued during the previous
-  commit);
+- other processes see it once its group commit lands: a log after a quiet spell is committed at
+  once (milliseconds on an idle local disk), and a run's commits start at most every
+  `run_committer.COMMIT_INTERVAL_S` (0.1 s), so logs that come faster are batched and seen at
+  most that much later;
 - a writer killed after log() returned leaves its pending file; the next process that opens the
   run commits it (`artstore.log.pending_recovery`; a process that has the run open looks again
   every RECHECK_S there). A row committed twice (a crash between a
@@ -287,6 +288,16 @@ def queued(logs: Location) -> list[Any]:
         return []
     with _COND:
         return [i.record for i in (*queue.busy, *queue.items)]
+
+
+def queued_rows(logs: Location) -> list[tuple[Any, pa.Table]]:
+    """(record, journal row) of each log `queued` lists, in queue order (the order they commit
+    in): a read that takes their rows as they are (`Run.groups` of a step) need not wait."""
+    queue = _QUEUES.get(logs.uri)
+    if queue is None or queue.done >= queue.queued:
+        return []
+    with _COND:
+        return [(i.record, i.row) for i in (*queue.busy, *queue.items)]
 
 
 barrier.add(_before_open)

@@ -24,11 +24,16 @@ from artstore.storage import Location, barrier, writes
 
 logger = logging.getLogger(__name__)
 
-# The committer waits this long after a row arrives for more to join its commit (0: commits at
-# once, and a batch is whatever queued during the previous commit), unless a read or flush of
-# this process waits for it. Raising it trades the time until other processes see a log for
-# fewer commits.
+# The committer waits this long after a row arrives for more to join its commit, unless a read
+# or flush of this process waits for it (a test's knob: 0 in normal use).
 GATHER_S = 0.0
+# A run's group commits start at least this far apart (seconds), unless a read or flush of this
+# process waits for one: a log after a quiet spell commits at once, and logs that come faster
+# join the next commit. Each commit costs ~5 ms of CPU whatever its size (Lance's commit, the
+# upkeep it asks for), and on 2 cores that work slowed the caller's next logs: back-to-back small
+# logs took 6.5 ms each with commits as fast as they came, 3.5 ms with 0.1 s (benchmarks/RESULTS.md,
+# "group commits at most every 0.1 s"). Other processes see a log at most this much later.
+COMMIT_INTERVAL_S = 0.1
 IDLE_S = 5.0  # a run's committer thread ends after this long without rows (the next row starts one)
 HISTORY = 256  # commits per run remembered for `group_commit.commits_since`
 COND = threading.Condition()  # guards every queue; notified whenever one changes
@@ -57,6 +62,7 @@ class Queue:
         # recent commits, oldest first
         self.commits: deque[tuple[int, int, list[str], float]] = deque(maxlen=HISTORY)
         self.flying: dict[str, Any] = {}  # data file -> record of each row of the batch being committed (`in_flight`)
+        self.last_take = float("-inf")  # time.monotonic() the latest batch was taken (COMMIT_INTERVAL_S)
         self.urgent = 0  # threads waiting for this queue's commit (the committer stops gathering)
         self.thread: threading.Thread | None = None  # its committer, None when it ended (idle)
         self.fragments: int | None = None  # the journal's fragments at this process's last commit
@@ -107,9 +113,9 @@ def _run(queue: Queue) -> None:
 
 
 def _take(queue: Queue) -> bool:
-    """Move the next batch of `queue` to `queue.busy`: once rows came (and GATHER_S passed, unless
-    someone waits), as many as the journal has room for (`inline_upkeep.room`, which may compact it
-    first). False, the committer to end, once none came for IDLE_S or the queue was dropped."""
+    """Move the next batch of `queue` to `queue.busy`: once rows came (and GATHER_S passed, and
+    COMMIT_INTERVAL_S since the previous batch was taken, unless someone waits), as many as the
+    journal has room for (`inline_upkeep.room`, which may compact it first). False, the committer to end, once none came for IDLE_S or the queue was dropped."""
     with COND:
         idle_until = time.monotonic() + IDLE_S
         while not queue.items or queue.dropped:
@@ -118,7 +124,7 @@ def _take(queue: Queue) -> bool:
                 queue.thread = None
                 return False
             COND.wait(left)
-        deadline = time.monotonic() + GATHER_S
+        deadline = max(time.monotonic() + GATHER_S, queue.last_take + COMMIT_INTERVAL_S)
         while not queue.urgent and (left := deadline - time.monotonic()) > 0:
             COND.wait(left)  # gathering: a reader or flush waiting cuts it short
         rows, retention = len(queue.items), min(i.window for i in queue.items)
@@ -133,6 +139,7 @@ def _take(queue: Queue) -> bool:
             queue.thread = None
             return False
         queue.busy, queue.items = queue.items[:take], queue.items[take:]
+        queue.last_take = time.monotonic()
         queue.rounds += 1
     return True
 
