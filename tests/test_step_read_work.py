@@ -132,7 +132,7 @@ def test_an_unchanged_run_is_checked_with_one_stat_and_a_new_version_is_seen(tmp
     assert latest_logs.latest(run.table_location("logs")).committed.num_rows == 5  # its log (metrics only) too
 
 
-def test_a_step_read_does_not_wait_for_queued_logs_of_other_steps(tmp_path, make_trajectory, monkeypatch):
+def test_a_step_read_never_waits_for_this_process_queued_logs(tmp_path, make_trajectory, monkeypatch):
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="group")
     group = art.TrajectoryGroup([make_trajectory(0.5, j) for j in range(3)])
     model.log_sync([group], split="train", step=1)
@@ -149,13 +149,21 @@ def test_a_step_read_does_not_wait_for_queued_logs_of_other_steps(tmp_path, make
 
     monkeypatch.setattr(batch_commit, "commit", held)
     waits = _count(monkeypatch, (group_commit, "_wait"))
+    other = art.TrajectoryGroup([make_trajectory(0.25, j) for j in range(2)])
     try:
         model.log_sync([group], split="train", step=2)
-        assert entered.wait(30)
-        assert [r.step for r in group_commit.queued(run.table_location("logs"))] == [2]
-        assert _dumped(run, 1) == first  # another step: read as committed, no wait
+        assert entered.wait(30)  # the first is being committed; the next two stay queued
+        model.log_sync([other], split="train", step=2)
+        model.log_sync([other], split="val", step=2)
+        assert [r.step for r in group_commit.queued(run.table_location("logs"))] == [2, 2, 2]
+        assert _dumped(run, 1) == first  # another step: read as committed
+        queued = _dumped(run, 2)  # its own step: the queued rows as they are, in the order logged
+        assert [len(g["trajectories"]) for g in queued] == [3, 2]
+        assert len(_dumped(run, 2, split="val")) == 1
+        assert [r.step for r in group_commit.queued(run.table_location("logs"))] == [2, 2, 2]  # none committed
         assert waits["_wait"] == 0
     finally:
         gate.set()
-    assert len(run.groups(split="train", step=2)) == 1  # its own step: waits for the commit
-    assert waits["_wait"] == 1
+    model.flush()
+    assert _dumped(run, 2) == queued  # the same groups once committed
+    assert _dumped(art.open_store(str(tmp_path)).run("p", "m"), 2) == queued  # and read afresh

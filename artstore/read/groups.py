@@ -2,8 +2,10 @@
 
 One step's groups at the latest version come from the kept logs (`latest_logs`): their journal
 rows are taken by row address, and only a log whose payload was dropped (folded) is read from
-the tables' fragments holding it, so the cost does not grow with the run. Any other read (all
-steps, or `as_of`) reads the visible rows of the groups and trajectories tables.
+the tables' fragments holding it, so the cost does not grow with the run; this process's group
+logs of the step not committed yet come from their queued journal rows, without waiting for their
+commit. Any other read (all steps, or `as_of`) reads the visible rows of the groups and
+trajectories tables.
 """
 
 from __future__ import annotations
@@ -50,13 +52,19 @@ def read_groups(run: Location, split: str | None, step: int | None, as_of: AsOf,
     from artstore.records.encoding import DECODE_COLUMNS, check_stored_layout, decode_groups
 
     where = run_logs.where(split, step)
-    snapshot = latest_logs.latest_of_step(run.child("logs.lance"), split, step) \
+    found = latest_logs.latest_of_step(run.child("logs.lance"), split, step) \
         if as_of is None and step is not None else None
-    if snapshot is not None and snapshot.is_journal:
+    if found is not None and found[0].is_journal:
+        snapshot, queued = found
         # A log's rows carry its own split and step (`commit.write_log`), so no row is filtered.
         committed = snapshot.committed.filter(run_logs.log_mask(snapshot.committed, split, step))
         journal_rows = snapshot.payloads(committed["write_id"].to_pylist(), journal.PAYLOAD_READ_COLUMNS)
         in_tables = any(journal.payloads_dropped(t, journal_rows) for t in ("trajectories", "groups"))
+        if queued:  # this process's logs of the step not committed yet: their rows as they are, after
+            journal_rows = pa.concat_tables([journal_rows, *(
+                row.select(journal.PAYLOAD_READ_COLUMNS).cast(journal_rows.schema) for _, row in queued)])
+            committed = pa.table({"write_id": pa.array(
+                [*committed["write_id"].to_pylist(), *(r.write_id for r, _ in queued)], pa.string())})
         for attempt in range(failures.VANISHED_RETRIES + 1):
             # Lance releases the GIL: reads of the two tables overlap (decoding payloads alone does not)
             pending = (_reader().submit if in_tables else _now)(

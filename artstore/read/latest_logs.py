@@ -21,8 +21,9 @@ extension rules: `artstore.read.log_snapshot`):
 - this process's own committed logs (`artstore.read.log_notes`): at the next read they extend the
   snapshot of the versions before them, so the first read after the writer's own logs reads
   nothing (another writer's commit in between: that read reads what is new);
-- this process's group logs not committed yet (`beyond`): a read that can take them as records
-  (`Run.history()`) gets the snapshot and those records instead of waiting for their commit.
+- this process's group logs not committed yet: a read that can take them as records
+  (`Run.history()`: `beyond`) or as their journal rows (one step's groups: `latest_of_step`) gets
+  the snapshot and those instead of waiting for their commit.
 """
 
 from __future__ import annotations
@@ -92,17 +93,27 @@ def latest(loc: Location) -> Snapshot | None:
         return _latest(loc)
 
 
-def latest_of_step(loc: Location, split: str | None, step: int) -> Snapshot | None:
-    """`latest(loc)` for a read of one step's logs (of `split`; None: any): it waits for this
-    process's queued group logs only when one of them is of that step (and split). Logs of other
-    steps change nothing that read answers, so it reads the latest committed version as it is."""
-    queued = group_commit.queued(loc)
-    if not queued or any(r.step == step and split in (None, r.split) for r in queued):
-        return latest(loc)
+def latest_of_step(loc: Location, split: str | None, step: int) -> tuple[Snapshot, list[tuple[Any, pa.Table]]] | None:
+    """`latest(loc)` for a read of one step's logs (of `split`; None: any), without waiting for
+    this process's queued group logs: with the (record, journal row) of those of that step (and
+    split) the snapshot does not hold, in queue order. They commit after every log the snapshot
+    holds, in queue order, so the snapshot's logs then these are the step's logs in commit order.
+    One the snapshot holds (committed since, or another writer's first copy of its log_id) is
+    left out: the first committed row wins. None as `latest`."""
+    queued = [(record, row) for record, row in group_commit.queued_rows(loc)  # before the snapshot
+              if record.step == step and split in (None, record.split)]
     with barrier.no_wait():
         barrier.wait(loc)  # (a killed writer's rows are still looked for)
     with barrier.bypass():
-        return _latest(loc)
+        snapshot = _latest(loc)
+    if snapshot is None:
+        return None
+    if queued and snapshot.is_journal:
+        held = pc.is_in(snapshot.by_seq["log_id"], value_set=pa.array([r.log_id for r, _ in queued], pa.string()))
+        if pc.any(held).as_py():
+            gone = set(snapshot.by_seq["log_id"].filter(held).to_pylist())
+            queued = [(r, row) for r, row in queued if r.log_id not in gone]
+    return snapshot, queued
 
 
 def beyond(loc: Location) -> tuple[Snapshot, list[Any]] | None:
