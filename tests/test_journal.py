@@ -263,3 +263,47 @@ def test_a_payload_reads_back_equal_whether_written_now_or_as_an_ipc_stream_befo
             w.write_table(rows)
         assert journal.from_ipc(sink.getvalue().to_pybytes()).equals(rows)
     assert journal.to_ipc(rows.slice(0, 0)) is None
+
+
+def test_two_folders_creating_a_new_runs_tables_at_once_double_nothing_and_warn_nothing(tmp_path, monkeypatch, caplog):
+    # A creates the first table, then stalls; B, finding that table made and the others not,
+    # claims it, folds and creates the others; A then goes on and finds its fold point set first.
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
+    for step in range(8):  # fewer versions than FOLD_EVERY: no fold yet, no data table
+        _log(model, step)
+    run = model.run
+    model.run.wait_for_upkeep(60)
+    before = _reads(run)
+    assert _raw(run, "trajectories") == 0
+    a_created, b_done = threading.Event(), threading.Event()
+    real_create = writes.create
+    a_thread: list[int] = []
+
+    def create(loc, *args, **kwargs):
+        version = real_create(loc, *args, **kwargs)
+        if threading.get_ident() in a_thread and not a_created.is_set():
+            a_created.set()
+            assert b_done.wait(60)
+        return version
+
+    monkeypatch.setattr(writes, "create", create)
+
+    def fold_a():
+        a_thread.append(threading.get_ident())
+        fold.fold(run.location)
+
+    caplog.set_level("INFO", logger="artstore")
+    a = threading.Thread(target=fold_a)
+    a.start()
+    assert a_created.wait(60)
+    fold.fold(run.location)  # B
+    b_done.set()
+    a.join(60)
+    assert not a.is_alive()
+    monkeypatch.undo()
+    assert [r for r in caplog.records if r.levelno >= 30] == []  # nothing printed: the next fold settles it
+    assert _reads(run) == before
+    fold.fold(run.location)
+    assert _reads(run) == before
+    assert all(seq >= 0 for seq in fold.stats(run.location).values())
+    assert _raw(run, "trajectories") == run.trajectories().num_rows  # nothing copied twice

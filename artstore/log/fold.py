@@ -18,7 +18,8 @@ with the run. One fold, at most 7 commits:
    any config change, so it cannot be the claim;
 3. release (1 commit per table): an UpdateConfig setting FOLDED to the last sequence folded and
    ROWS to the table's row count then (the lock table's last, clearing CLAIM), on the version
-   read in 1, so a folder that took over a stale claim meanwhile makes it fail. Readers read
+   read in 1, so a folder that took over a stale claim meanwhile (or, for a new run's tables,
+   one that found a table made and claimed it) makes it fail. Readers read
    FOLDED from each table's own manifest, so each table needs its own; Lance commits an append
    and a config change only as two versions (pylance 14's `commit_batch` takes appends only).
 
@@ -166,7 +167,12 @@ def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) ->
             version, count = release[t]
             updates = {journal.FOLDED: str(upto), ROWS: str(count), **({CLAIM: ""} if t == lock else {})}
             if writes.update_config(locs[t], updates, version) is None:
-                logger.warning("fold of %s lost its claim (older than %.0f s)", locs[t].redact(locs[t].uri), LEASE_S)
+                # Another folder set this table's fold point first: it took over our claim after
+                # LEASE_S, or two folders of a new run created its tables at once (the one that
+                # found a table made claimed it, the other's creation was its claim). Our rows
+                # past FOLDED are found by the next fold (ROWS), as a killed fold's are: nothing
+                # to tell the user.
+                logger.debug("fold of %s: another folder set its fold point first", locs[t].redact(locs[t].uri))
                 done[t] = 0
     except Exception:
         if claimed is not None:  # failed midway: free the run for the next fold (it checks ROWS)
