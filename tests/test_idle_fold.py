@@ -7,14 +7,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
 
 import artstore as art
-from artstore.log import fold, idle_fold, journal, upkeep
-from artstore.storage import datasets, scans
+from artstore.log import fold, idle_fold, journal, pending_deletes, upkeep
+from artstore.storage import Location, datasets, pending, scans
 from tests.test_sql import rollout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,3 +79,33 @@ def test_a_writer_that_exits_folds_its_quiet_runs_and_prints_nothing(tmp_path):
     assert _unfolded_payloads(run) == 0
     assert run.trajectories().num_rows == 6
     assert _folded_through(run) == dict.fromkeys(fold.GATED, run.logs()["commit_seq"][-1].as_py())
+
+
+def test_a_bucket_whose_deletes_hang_holds_no_other_runs_quiet_fold(monkeypatch):
+    monkeypatch.setattr(idle_fold, "FOLD_IDLE_S", 0.1)
+    hung, stuck = Location.parse("s3://hung/p/models/a"), threading.Event()
+    quiet = Location.parse("s3://quiet/p/models/b")
+    release, folded = threading.Event(), []
+
+    def delete(run, names):  # the hung bucket's delete hangs until the test ends
+        if run == hung:
+            stuck.set()
+            release.wait(60)
+
+    monkeypatch.setattr(pending, "delete", delete)
+    monkeypatch.setattr(upkeep, "request_fold", lambda run, window: folded.append(run))
+    monkeypatch.setattr(upkeep, "request_stats", lambda run, window: None)
+    try:
+        pending_deletes.done(hung, ["a.pending"])  # committed, waiting for a batch
+        idle_fold.note(hung, timedelta(seconds=1))
+        assert stuck.wait(30)  # the hung run went quiet: its delete hangs
+        idle_fold.note(quiet, timedelta(seconds=1))
+        deadline = time.monotonic() + 30
+        while quiet not in folded and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert folded == [hung, quiet]  # asked for while the other bucket's delete still hangs
+        assert pending_deletes.waiting(hung, "a.pending") is False  # taken by the drain under way
+    finally:
+        release.set()
+        idle_fold.drop_waiting()
+        pending_deletes.forget()

@@ -75,7 +75,7 @@ class _Timer:
 
 
 def _request(run: Location, window: timedelta) -> None:
-    pending_deletes.drain(run)  # a bucket's committed pending files still waiting for a batch
+    pending_deletes.drain_soon(run)  # a bucket's committed pending files still waiting for a batch
     upkeep.request_fold(run, window)
     upkeep.request_stats(run, window)  # the size and row counts after the fold's compaction
 

@@ -4,7 +4,8 @@ A group commit's pending files (`artstore.storage.pending`) are done once their 
 bucket each delete is a request (one per 1,000 files), and a lone log's delete after its commit was
 one of a small log's ~8.8 requests. Here they wait and go together: once BATCH are waiting, once the
 first waited AFTER_S (checked at the run's next commit), when the run goes quiet
-(`artstore.log.idle_fold`), at `Run.wait_for_upkeep()`, and at interpreter exit.
+(`artstore.log.idle_fold`, through `drain_soon`: on a thread of its own, so a bucket that stops
+answering holds no other run's quiet fold), at `Run.wait_for_upkeep()`, and at interpreter exit.
 
 Nothing depends on when they go. A waiting file's row is committed: this process's recovery skips
 it (`waiting`), another process's takes it for a live writer's until it is `STALE_S` old (AFTER_S
@@ -16,6 +17,7 @@ a folder that stays empty keeps readers from listing it: `pending_recovery.due`)
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 
@@ -29,6 +31,8 @@ AFTER_S = 10.0  # the first waiting file goes by the next commit after this long
 
 _LOCK = threading.Lock()
 _WAITING: dict[str, tuple[Location, list[str], float]] = {}  # run uri -> (run, names, monotonic s of the first)
+_SOON: queue.SimpleQueue[Location] = queue.SimpleQueue()  # runs whose waiting files `drain_soon` asked to go
+_DRAINER: threading.Thread | None = None
 
 
 def done(run: Location, names: list[str]) -> None:
@@ -72,3 +76,22 @@ def drain(run: Location | None = None) -> None:
             pending.delete(where, names)
         except StorageError as e:
             logger.warning("committed pending files of %s left for a later recovery: %s", where.redact(where.uri), e)
+
+
+def drain_soon(run: Location) -> None:
+    """`drain(run)` on this module's own thread (started on first use, a daemon): the caller, e.g.
+    the timer of quiet folds, never waits on the bucket's deletes (retried for minutes when it
+    stops answering). Nothing waiting for the run: nothing to do."""
+    global _DRAINER
+    with _LOCK:
+        if run.uri not in _WAITING:
+            return
+        if _DRAINER is None or not _DRAINER.is_alive():
+            _DRAINER = threading.Thread(target=_drain_queued, name="artstore-pending-deletes", daemon=True)
+            _DRAINER.start()
+    _SOON.put(run)
+
+
+def _drain_queued() -> None:
+    while True:
+        drain(_SOON.get())
