@@ -307,3 +307,31 @@ def test_two_folders_creating_a_new_runs_tables_at_once_double_nothing_and_warn_
     assert _reads(run) == before
     assert all(seq >= 0 for seq in fold.stats(run.location).values())
     assert _raw(run, "trajectories") == run.trajectories().num_rows  # nothing copied twice
+
+
+def test_a_fold_cut_by_max_logs_never_splits_a_fragment_of_several_logs(tmp_path):
+    # Group commits write one row per fragment today; a fragment of several logs (one commit, one
+    # sequence) must still be folded whole, or FOLDED would name logs the fold never appended.
+    source = art.Model(name="a", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
+    for step in range(1, 4):
+        _log(source, step)
+    model = art.Model(name="b", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
+    _log(model, 0)
+    logs = model.run.table_location("logs")
+    rows = scans.scan(source.run.table_location("logs"))
+    assert rows.num_rows == 3
+    fragments = writes.write_files(logs, rows.select(datasets.open_dataset(logs).schema.names))
+    assert len(fragments) == 1  # the three logs in one fragment
+    writes.commit_files(logs, fragments, datasets.open_dataset(logs).schema, "three logs, one commit")
+    run = model.run
+    model.run.wait_for_upkeep(60)
+    before = run.trajectories().num_rows
+    assert before == 4 * 2
+    fold.fold(run.location, max_logs=2)  # the cut falls inside the fragment of three
+    assert run.trajectories().num_rows == before
+    assert art.open_store(str(tmp_path)).run("p", "b").trajectories().num_rows == before
+    fold.fold(run.location)
+    run.compact()  # drops the payloads of folded logs
+    fresh = art.open_store(str(tmp_path)).run("p", "b")
+    assert fresh.trajectories().num_rows == before
+    assert sorted(fresh.logs()["step"].to_pylist()) == [0, 1, 2, 3]

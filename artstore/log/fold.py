@@ -68,7 +68,7 @@ LEASE_S = 120.0  # a claim older than this is taken over (its folder is presumed
 # journal holds at most ~64 unfolded logs' payloads (~8 KB each for 8 trajectories; a reader
 # decodes only the ones it reads).
 FOLD_EVERY = 64
-MAX_LOGS = 1024  # logs folded per commit at most (a run never folded before is folded in rounds)
+MAX_LOGS = 1024  # logs folded per commit at most, up to a whole sequence (a run never folded before is folded in rounds)
 # What the fold reads of each journal row above FOLDED, then of the logs it folds
 _LOG_COLUMNS = ["log_id", "write_id", "split", "step", "recorded_at", *ROW_COUNTS.values()]
 _PAYLOADS = ["metric_names", "metric_values", *journal.IPC_COLUMN.values()]
@@ -125,8 +125,11 @@ def _fold(run: Location, logs_loc: Location, logs: Any, max_logs: int | None) ->
     lo = min(folded.values(), default=-1)
     todo, read = keys.firsts_after(logs_loc, logs, "log_id", lo, _LOG_COLUMNS)
     _READ[run.uri] = read
-    if max_logs is not None:
-        todo = todo.slice(0, max_logs)
+    if max_logs is not None and todo.num_rows > max_logs:
+        # Cut after a whole sequence: FOLDED names a sequence, and logs committed in one fragment
+        # share one. A cut inside one would mark its later logs folded with their rows unwritten.
+        cut = todo[keys.SEQ][max_logs - 1]
+        todo = todo.filter(pc.less_equal(todo[keys.SEQ], cut))
     if todo.num_rows == 0:
         return done
     upto = pc.max(todo[keys.SEQ]).as_py()
