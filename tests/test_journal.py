@@ -309,20 +309,45 @@ def test_two_folders_creating_a_new_runs_tables_at_once_double_nothing_and_warn_
     assert _raw(run, "trajectories") == run.trajectories().num_rows  # nothing copied twice
 
 
-def test_a_fold_cut_by_max_logs_never_splits_a_fragment_of_several_logs(tmp_path):
-    # Group commits write one row per fragment today; a fragment of several logs (one commit, one
-    # sequence) must still be folded whole, or FOLDED would name logs the fold never appended.
-    source = art.Model(name="a", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
+def _with_a_fragment_of_three_logs(base: str) -> art.Model:
+    """A run "b" of one log (step 0), then one commit of a fragment holding three logs (steps 1-3,
+    logged to a run "a" of another store and copied): what a group commit of one fragment per batch
+    would leave."""
+    model = art.Model(name="b", project="p", base_path=base, report_metrics=[], commit="sync")
+    _log(model, 0)
+    source = art.Model(name="a", project="p", base_path=os.path.join(base, "source"), report_metrics=[], commit="sync")
     for step in range(1, 4):
         _log(source, step)
-    model = art.Model(name="b", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
-    _log(model, 0)
     logs = model.run.table_location("logs")
     rows = scans.scan(source.run.table_location("logs"))
     assert rows.num_rows == 3
     fragments = writes.write_files(logs, rows.select(datasets.open_dataset(logs).schema.names))
     assert len(fragments) == 1  # the three logs in one fragment
     writes.commit_files(logs, fragments, datasets.open_dataset(logs).schema, "three logs, one commit")
+    return model
+
+
+def test_logs_of_one_fragment_read_in_their_order_before_and_after_compaction_and_as_of(tmp_path):
+    model = _with_a_fragment_of_three_logs(str(tmp_path))
+    run = model.run
+    versions = [v["version"] for v in run.versions()]
+    assert run.logs()["step"].to_pylist() == [0, 1, 2, 3]  # commit order: the fragment's rows in place
+    assert [g.trajectories[0].reward for s in (1, 2, 3) for g in run.groups(step=s)] == \
+        [g.trajectories[0].reward for s in (1, 2, 3) for g in art.open_store(str(tmp_path / "source")).run("p", "a").groups(step=s)]
+    before = _reads(run)
+    assert run.trajectories(as_of=versions[-2])["step"].to_pylist() == [0, 0]  # before the commit of three
+    fold.fold(run.location)
+    run.compact()  # folds, drops payloads and rewrites the journal's fragments with their sequence
+    fresh = art.open_store(str(tmp_path)).run("p", "b")
+    assert fresh.logs()["step"].to_pylist() == [0, 1, 2, 3]
+    assert _reads(fresh) == before
+    assert fresh.trajectories(as_of=versions[-2])["step"].to_pylist() == [0, 0]
+
+
+def test_a_fold_cut_by_max_logs_never_splits_a_fragment_of_several_logs(tmp_path):
+    # Group commits write one row per fragment today; a fragment of several logs (one commit, one
+    # sequence) must still be folded whole, or FOLDED would name logs the fold never appended.
+    model = _with_a_fragment_of_three_logs(str(tmp_path))
     run = model.run
     model.run.wait_for_upkeep(60)
     before = run.trajectories().num_rows
