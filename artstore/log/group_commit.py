@@ -283,11 +283,7 @@ def queued(logs: Location) -> list[Any]:
     """The records of the logs this process queued for the journal at `logs` and has not
     committed yet, in queue order (a read that takes them as they are need not wait: see
     `artstore.read.latest_logs.beyond`)."""
-    queue = _QUEUES.get(logs.uri)
-    if queue is None or queue.done >= queue.queued:
-        return []
-    with _COND:
-        return [i.record for i in (*queue.busy, *queue.items)]
+    return [record for record, _ in queued_rows(logs)]
 
 
 def queued_rows(logs: Location) -> list[tuple[Any, pa.Table]]:

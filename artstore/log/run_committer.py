@@ -115,7 +115,8 @@ def _run(queue: Queue) -> None:
 def _take(queue: Queue) -> bool:
     """Move the next batch of `queue` to `queue.busy`: once rows came (and GATHER_S passed, and
     COMMIT_INTERVAL_S since the previous batch was taken, unless someone waits), as many as the
-    journal has room for (`inline_upkeep.room`, which may compact it first). False, the committer to end, once none came for IDLE_S or the queue was dropped."""
+    journal has room for (`inline_upkeep.room`, which may compact it first). False, the committer
+    to end, once none came for IDLE_S or the queue was dropped."""
     with COND:
         idle_until = time.monotonic() + IDLE_S
         while not queue.items or queue.dropped:

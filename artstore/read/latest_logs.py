@@ -28,6 +28,7 @@ extension rules: `artstore.read.log_snapshot`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -102,18 +103,31 @@ def latest_of_step(loc: Location, split: str | None, step: int) -> tuple[Snapsho
     left out: the first committed row wins. None as `latest`."""
     queued = [(record, row) for record, row in group_commit.queued_rows(loc)  # before the snapshot
               if record.step == step and split in (None, record.split)]
-    with barrier.no_wait():
-        barrier.wait(loc)  # (a killed writer's rows are still looked for)
-    with barrier.bypass():
-        snapshot = _latest(loc)
+    snapshot = _unwaited(loc)
     if snapshot is None:
         return None
-    if queued and snapshot.is_journal:
-        held = pc.is_in(snapshot.by_seq["log_id"], value_set=pa.array([r.log_id for r, _ in queued], pa.string()))
-        if pc.any(held).as_py():
-            gone = set(snapshot.by_seq["log_id"].filter(held).to_pylist())
-            queued = [(r, row) for r, row in queued if r.log_id not in gone]
-    return snapshot, queued
+    return snapshot, (_not_held(snapshot, queued, lambda q: q[0].log_id) if snapshot.is_journal else queued)
+
+
+def _unwaited(loc: Location) -> Snapshot | None:
+    """`_latest(loc)` without waiting for this process's queued group logs (a killed writer's
+    rows are still looked for: `barrier.no_wait`)."""
+    with barrier.no_wait():
+        barrier.wait(loc)
+    with barrier.bypass():
+        return _latest(loc)
+
+
+def _not_held(snapshot: Snapshot, queued: list[Any], log_id: Callable[[Any], str]) -> list[Any]:
+    """`queued` less the items whose log_id (`log_id(item)`) `snapshot` holds: committed since
+    they were listed (ours, or another writer's first copy: the first committed row wins)."""
+    if not queued:
+        return queued
+    held = pc.is_in(snapshot.by_seq["log_id"], value_set=pa.array([log_id(q) for q in queued], pa.string()))
+    if not pc.any(held).as_py():
+        return queued
+    gone = set(snapshot.by_seq["log_id"].filter(held).to_pylist())
+    return [q for q in queued if log_id(q) not in gone]
 
 
 def beyond(loc: Location) -> tuple[Snapshot, list[Any]] | None:
@@ -126,18 +140,11 @@ def beyond(loc: Location) -> tuple[Snapshot, list[Any]] | None:
     if not queued:
         found = latest(loc)
         return None if found is None else (found, [])
-    with barrier.no_wait():
-        barrier.wait(loc)  # (a killed writer's rows are still looked for)
-    with barrier.bypass():
-        snapshot = _latest(loc)
+    snapshot = _unwaited(loc)
     if snapshot is None or not snapshot.is_journal:
         found = latest(loc)
         return None if found is None else (found, [])
-    ids = pa.array([r.log_id for r in queued], pa.string())
-    held = pc.is_in(snapshot.by_seq["log_id"], value_set=ids)  # committed since (ours, or another's first)
-    if pc.any(held).as_py():
-        gone = set(snapshot.by_seq["log_id"].filter(held).to_pylist())
-        queued = [r for r in queued if r.log_id not in gone]
+    queued = _not_held(snapshot, queued, lambda r: r.log_id)
     queued.sort(key=lambda r: (r.recorded_at, r.log_id.encode()))  # Arrow compares strings bytewise
     committed = snapshot.committed
     if queued and committed.num_rows:
