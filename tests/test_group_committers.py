@@ -1,6 +1,7 @@
 """Group commit's committers (`artstore.log.group_commit`): one thread per run, which ends when the
-run is idle, so a run whose bucket stops answering delays no other run's commits; and a batch
-never crowds the journal past the fragment bound a sync log keeps (`inline_upkeep.BOUND`)."""
+run is idle, so a run whose bucket stops answering delays no other run's commits; and a batch,
+one fragment, never crowds the journal past the fragment bound a sync log keeps
+(`inline_upkeep.BOUND`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 import artstore as art
 from artstore.log import group_commit, inline_upkeep, run_committer
-from artstore.storage import Location, datasets, fragments, pending
+from artstore.storage import Location, datasets, fragments, pending, transactions
 from tests.conftest import tool_call_trajectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,20 +45,21 @@ def _steps_seen_by_another_process(base: str, name: str) -> list[int]:
     return json.loads(out.stdout)
 
 
-def test_a_batch_that_would_crowd_the_journal_is_compacted_first_and_cut_to_fit(tmp_path, monkeypatch):
+def test_a_backlog_waits_for_its_committer_and_commits_in_batches_of_one_fragment_within_the_bound(
+        tmp_path, monkeypatch):
     # every row waits to be gathered (no reader or flush hurries the committer) until log() finds
-    # more rows waiting than the journal may hold: one batch would then add them all at once
+    # more rows waiting than one commit takes: then it waits for the committer to catch up
     monkeypatch.setattr(run_committer, "GATHER_S", 60.0)
-    # No clock (was: the logs took < a quarter of their limits): each crowded log() must have been
-    # let go by the committer catching up, not by its limit, raised so a slow commit under load
-    # does not run it out.
+    monkeypatch.setattr(run_committer, "MAX_BATCH", 5)
+    # No clock: each crowded log() must have been let go by the committer catching up, not by its
+    # limit, raised so a slow commit under load does not run it out.
     monkeypatch.setattr(inline_upkeep, "CROWDED_WAIT_S", 120.0)
     caught_up: list[bool] = []
     real_crowded = group_commit._crowded
 
     def crowded(queue):
         real_crowded(queue)  # called under group_commit's lock, held again when the wait returns
-        caught_up.append(queue.queued - queue.done <= inline_upkeep.BOUND)
+        caught_up.append(queue.queued - queue.done <= run_committer.MAX_BATCH)
 
     monkeypatch.setattr(group_commit, "_crowded", crowded)
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="group")
@@ -66,11 +68,16 @@ def test_a_batch_that_would_crowd_the_journal_is_compacted_first_and_cut_to_fit(
         model.log_sync([_group(step)], split="train", step=step)
     model.flush()
     loc = model.run.table_location("logs")
-    counts = {v["version"]: fragments.fragments_of(datasets.open_dataset(loc, version=v["version"]))
-              for v in datasets.versions(loc)}
+    versions = [v["version"] for v in datasets.versions(loc)]
+    counts = {v: fragments.fragments_of(datasets.open_dataset(loc, version=v)) for v in versions}
     assert max(counts.values()) <= inline_upkeep.BOUND, counts  # every version the writer made
     assert caught_up and all(caught_up), caught_up  # log() waited for commits, not out its limit
+    batches = [int(m.split()[3]) for m in transactions.commit_messages(loc, versions).values()
+               if m.startswith("group commit of ")]
+    assert sum(batches) == logs and max(batches) == run_committer.MAX_BATCH, batches  # each one fragment
+    assert len(batches) < logs / 2, batches
     assert model.history()["step"].to_pylist() == list(range(logs))
+    assert art.open_store(str(tmp_path)).run("p", "m").history()["step"].to_pylist() == list(range(logs))
 
 
 def test_each_run_has_its_own_committer_and_idle_committers_end(tmp_path, monkeypatch):

@@ -353,8 +353,11 @@ def test_another_process_log_after_own_noted_logs_reads_only_its_row(tmp_path, m
     _log_steps(model, make_trajectory, range(2, 4))  # noted
     # after them (its quiet run is not folded at its exit: no rewrite of our rows to read)
     _log_in_another_process(tmp_path, then="; from artstore.log import idle_fold; idle_fold.drop_waiting()")
+    found = datasets.open_dataset(run.table_location("logs")).to_table(columns=["step"], filter="step = 11",
+                                                                        with_row_address=True)
+    theirs = found["_rowaddr"][0].as_py() >> 32  # the fragment the other process's log is in
     calls = _fragments_read(monkeypatch)
     history = run.history()
     assert history.num_rows == 9 and history["val/other"].to_pylist()[-1] == 3.0
-    assert len(calls) == 1 and calls[0] == [8]  # our 8 logs noted: only the other process's fragment is read
+    assert len(calls) == 1 and calls[0] == [theirs]  # our 8 logs noted: only the other process's fragment is read
     _assert_same_as_fresh(run)

@@ -44,12 +44,14 @@ def versions(run: RunArgument, store: StoreOption = ".art", storage_option: Stor
     messages = transactions.commit_messages(r.table_location("logs"), [v["version"] for v in listed])
     committed = r.logs().select(["log_id", "step", "split", "commit_seq"]).to_pylist()
     logs = {row["log_id"]: row for row in committed}
-    # a version only the map holds (cleaned up): the log whose sequence is its largest fragment
-    # id is the one it appended (a compaction's new fragment holds no log of that sequence)
-    by_seq = {row["commit_seq"]: row["log_id"] for row in committed}
+    # a version only the map holds (cleaned up): the logs whose sequence is its largest fragment
+    # id are the ones it appended (a compaction's new fragment holds no log of that sequence)
+    by_seq: dict[int, list[str]] = {}
+    for row in committed:
+        by_seq.setdefault(row["commit_seq"], []).append(row["log_id"])
     for entry in version_map.entries(r.table_location("logs")).to_pylist():
-        if entry["version"] not in messages and entry["seq_hi"] in by_seq:
-            messages[entry["version"]] = f"log {by_seq[entry['seq_hi']]}"
+        if entry["version"] not in messages and (ids := by_seq.get(entry["seq_hi"])):
+            messages[entry["version"]] = f"log {ids[0]}" if len(ids) == 1 else f"group commit of {len(ids)} logs"
     step, split, log = [], [], []
     for v in listed:
         message = messages.get(v["version"], "")

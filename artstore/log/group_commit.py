@@ -6,14 +6,15 @@ In group mode `write_log` validates, encodes and looks up the log exactly as in 
 `{run}/logs.pending/`), queued, and log() returns. Each run this process logs to has its own
 committer thread (`artstore.log.run_committer`: a run whose bucket stops answering delays no other
 run's commits; it ends when idle), which takes every row queued for the run and appends them to
-`logs.lance` in ONE commit (one data file and one fragment per row, so each row keeps its own
-sequence, as in sync mode), then deletes their pending files and asks for the upkeep a sync log
-asks for (compaction, fold, idle fold, stats).
+`logs.lance` in ONE commit (one data file and one fragment for the batch, its rows in log order
+under one sequence), then deletes their pending files and asks for the upkeep a sync log asks for
+(compaction, fold, idle fold, stats).
 
-The journal's fragments stay within the sync bound (`inline_upkeep.BOUND`): a batch that would
-pass it waits for (or runs) the journal's compaction first and is cut to what fits
-(`inline_upkeep.room`), and a log() whose run has more rows waiting than that waits at most
-`inline_upkeep.CROWDED_WAIT_S` for the committer, as a sync log waits for a crowded journal.
+The journal's fragments stay within the sync bound (`inline_upkeep.BOUND`): a commit that would
+pass it waits for (or runs) the journal's compaction first (`inline_upkeep.room`). A commit takes
+at most `run_committer.MAX_BATCH` rows, and a log() whose run has more rows waiting than that
+waits at most `inline_upkeep.CROWDED_WAIT_S` for the committer, as a sync log waits for a
+crowded journal.
 
 What "logged" means in group mode:
 - when log() returns, the log is durable (its pending file) and every read of the run in this
@@ -98,7 +99,8 @@ _ARMED = False  # a group log was made here: look for pending files on buckets t
 
 
 def on_commit(listener: Callable[[Location, int, list[tuple[Any, int]]], None]) -> None:
-    """Call `listener(journal location, version, [(record, fragment id)])` after each group
+    """Call `listener(journal location, version, [(record, row address)])` (the address: its
+    fragment id << 32 | its offset there; the rows in log order) after each group
     commit of this process's queued logs (in the committer thread: it must be quick and
     thread-safe), e.g. so kept reads extend by the rows without reading them back. The record is
     None for a row that lost to an earlier committed row of its log_id (a retry whose look-up
@@ -151,19 +153,20 @@ def submit(run: Location, row: pa.Table, record: Any, retention: timedelta, wind
         queue.queued += 1
         queue.items.append(batch_commit.Item(run, row, record, name, retention, window, queue.queued))
         _start(queue)
-        if queue.queued - queue.done > inline_upkeep.BOUND:
+        if queue.queued - queue.done > run_committer.MAX_BATCH:
             _crowded(queue)
     return record
 
 
 def _crowded(queue: run_committer.Queue) -> None:
-    """(Under _COND) the run has more rows waiting than its journal may hold (`inline_upkeep.BOUND`:
-    its committer is behind, compacting or retrying): wait at most CROWDED_WAIT_S for it to catch
-    up, as a sync log waits for a crowded journal's compaction."""
+    """(Under _COND) the run has more rows waiting than one group commit takes
+    (`run_committer.MAX_BATCH`: its committer is behind, compacting or retrying): wait at most
+    `inline_upkeep.CROWDED_WAIT_S` for it to catch up, as a sync log waits for a crowded
+    journal's compaction; this bounds the rows a process holds queued."""
     queue.urgent += 1  # no gathering meanwhile
     _COND.notify_all()
     try:
-        _COND.wait_for(lambda: queue.queued - queue.done <= inline_upkeep.BOUND or queue.dropped,
+        _COND.wait_for(lambda: queue.queued - queue.done <= run_committer.MAX_BATCH or queue.dropped,
                        inline_upkeep.CROWDED_WAIT_S)
     finally:
         queue.urgent -= 1
@@ -320,10 +323,11 @@ def _forked() -> None:
         _PID, _QUEUES = os.getpid(), {}
 
 
-def in_flight(logs: Location) -> dict[str, Any]:
-    """{data file path: record} of the rows of the batch this process is committing to the journal
-    at `logs` (its commit may have landed and not been told to `on_commit` yet): a reader that finds
-    one-row fragments of these files committed knows their rows without reading them."""
+def in_flight(logs: Location) -> dict[str, list[Any]]:
+    """{data file path: the record of each of its rows, in row order} of the batch this process is
+    committing to the journal at `logs` (its commit may have landed and not been told to
+    `on_commit` yet): a reader that finds fragments of these files committed knows their rows
+    without reading them."""
     queue = _QUEUES.get(logs.uri)
     return {} if queue is None else queue.flying
 

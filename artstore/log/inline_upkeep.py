@@ -30,11 +30,10 @@ BOUND = MAX_FRAGMENTS + MAINTAIN_EVERY
 
 
 def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, background: bool = False,
-             crowded_wait_s: float = CROWDED_WAIT_S, due: bool | None = None) -> None:
+             crowded_wait_s: float = CROWDED_WAIT_S) -> None:
     """Compact each table whose new version is a multiple of MAINTAIN_EVERY (tiered, bounded
     cost), and leave the cleanup of old versions that then falls due to `artstore.log.upkeep`'s
-    background thread. `due` overrides that test (a group commit's version adds one fragment per
-    log of its batch: `due_after` counts its fragments instead).
+    background thread (a group commit's version, like a sync log's, adds one fragment).
 
     Exactly one writer makes each version, so among many writers one does each round of upkeep,
     and the fragment count stays bounded without anyone calling compaction by hand. The log is
@@ -56,7 +55,7 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
         wait = crowded_wait_s if count >= BOUND else 0.0  # far behind: wait
         if count >= MAX_FRAGMENTS and upkeep.take_over(loc, timeout=wait):
             pass
-        elif (version % MAINTAIN_EVERY) if due is None else not due:
+        elif version % MAINTAIN_EVERY:
             continue
         elif background:
             upkeep.request(loc, name, retention, compact=True)
@@ -64,27 +63,26 @@ def maintain(run: Location, versions: Mapping[str, int], retention: timedelta, b
         _compact_here(run, name, retention, journal=background)
 
 
-def room(run: Location, count: int | None, rows: int, retention: timedelta,
-         wait_s: float = CROWDED_WAIT_S) -> tuple[int, int | None]:
-    """How many of `rows` queued logs a group commit may add to the run's journal (one fragment
-    each) without passing BOUND fragments, its count `count` at this process's last commit (None:
-    not known); returns (that many, at least 1; the journal's count now, None: not read).
+def room(run: Location, count: int | None, retention: timedelta, wait_s: float = CROWDED_WAIT_S) -> int | None:
+    """Make room in the run's journal for a group commit's one fragment within BOUND fragments,
+    its count `count` at this process's last commit (None: not known); returns the journal's
+    count now (None: not read).
 
-    The sync bound, kept per group commit: when the batch would pass BOUND, the journal's
+    The sync bound, kept per group commit: when the commit would pass BOUND, the journal's
     fragments are counted afresh (a background compaction may have landed since) and, still too
-    many, its compaction runs here before the batch, after waiting at most `wait_s` for this
-    process's running one, as a sync log that finds it crowded does. A compaction that cannot run
-    (another process of this host holds it, a failure) leaves the count: the batch is cut to what
-    fits, and at least one row goes on, as a sync log goes on."""
-    if count is not None and count + rows <= BOUND:
-        return rows, count
+    many, its compaction runs here first, after waiting at most `wait_s` for this process's
+    running one, as a sync log that finds it crowded does. A compaction that cannot run (another
+    process of this host holds it, a failure) leaves the count: the commit goes on, as a sync
+    log goes on."""
+    if count is not None and count + 1 <= BOUND:
+        return count
     loc = run.child("logs.lance")
     count = fragments.fragment_count(loc)
-    if count + rows > BOUND and upkeep.take_over(loc, timeout=wait_s):
+    if count + 1 > BOUND and upkeep.take_over(loc, timeout=wait_s):
         count = fragments.fragment_count(loc)  # the compaction it waited for may have made room
-        if count + rows > BOUND and _compact_here(run, "logs", retention, journal=True):
+        if count + 1 > BOUND and _compact_here(run, "logs", retention, journal=True):
             count = fragments.fragment_count(loc)
-    return max(1, min(rows, BOUND - count)), count
+    return count
 
 
 def _compact_here(run: Location, name: str, retention: timedelta, journal: bool) -> bool:
@@ -104,11 +102,3 @@ def _compact_here(run: Location, name: str, retention: timedelta, journal: bool)
     if done["compacted"] and compaction.cleanup_due(loc, retention):
         upkeep.request(loc, name, retention)
     return bool(done["compacted"])
-
-
-def due_after(top: int, added: int) -> bool:
-    """Whether a commit that added `added` one-row fragments, the largest fragment id now `top`,
-    makes a compaction check due: it crossed a multiple of MAINTAIN_EVERY fragment ids, as
-    MAINTAIN_EVERY sync logs (one fragment each) do. A group commit thus asks as often per log
-    as sync logs, however its logs are batched."""
-    return added > 0 and top // MAINTAIN_EVERY > (top - added) // MAINTAIN_EVERY

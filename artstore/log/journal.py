@@ -8,10 +8,12 @@ data tables are filled later, many logs at a time, by the fold (`artstore.log.fo
 log also carries what it added to the builder's running sums (`state_delta`, schema version 3:
 `artstore.log.sums`), which no fold moves: it stays in the journal.
 
-Commit order: each journal append is one row in its own fragment, and Lance numbers fragments in
-commit order; compaction stores a row's original fragment id in `commit_seq`. So
-`commit_seq or fragment id` (`committed_logs` fills it in) is a unique, increasing integer per
-journal row: its *sequence*.
+Commit order: each journal append is one fragment (a sync log's one row, or a group commit's rows
+in log order), and Lance numbers fragments in commit order; compaction stores a row's original
+fragment id in `commit_seq`. So `commit_seq or fragment id` (`committed_logs` fills it in) is a
+unique, increasing integer per journal commit: its *sequence*; a commit's rows keep their order by
+row address (the order is (sequence, row address) everywhere: `keys.first_per_key`). A watermark
+(FOLDED, the sums' position, a version's or tag's highest sequence) always takes a commit whole.
 
 Readers see folded and unfolded rows alike (`rows`): each data table's Lance config holds
 FOLDED, the sequence of the last log folded into it; rows of committed logs up to it are read
@@ -35,7 +37,7 @@ from artstore.storage import datasets, failures, key_columns, keys, scans, write
 PAYLOAD_COLUMNS = ("metric_names", "metric_values", "trajectories_ipc", "groups_ipc", "state_delta")
 DELTA_COLUMN = "state_delta"  # a Model log's change of the running sums (artstore.log.sums)
 IPC_COLUMN = {"trajectories": "trajectories_ipc", "groups": "groups_ipc"}
-FOLDED = "artstore.folded_seq"  # config key of a data table: sequence of the last log folded in
+FOLDED = "artstore.folded_seq"  # config key of a data table: sequence of the last commit folded in (whole)
 ROW_COUNTS = {"trajectories": "num_trajectories", "groups": "num_groups", "metrics": "num_metrics"}
 # Per data table, the columns that identify a row: a fold repeated by a taken-over claim may
 # append a log's rows twice; readers then keep the first.

@@ -3,9 +3,9 @@ logged to one run, and the thread that commits them in batches (`artstore.log.ba
 
 Each run has its own committer, so a run whose storage stops answering (a stalled bucket, its
 requests retried for minutes) delays no other run's commits. A committer ends after IDLE_S
-without rows; the next row queued starts one again. A batch takes only as many rows as the
-journal has room for within the sync bound (`inline_upkeep.room`: it may compact the journal
-first), so group mode keeps the journal's fragments as bounded as sync mode does.
+without rows; the next row queued starts one again. A batch is one fragment of the journal, so
+it keeps the journal within the sync bound as a sync log does (`inline_upkeep.room`: it may
+compact the journal first); it takes at most MAX_BATCH rows.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from artstore.log import batch_commit, inline_upkeep
+from artstore.log import batch_commit, fold, inline_upkeep
 from artstore.storage import Location, barrier, writes
 
 logger = logging.getLogger(__name__)
@@ -34,11 +34,14 @@ GATHER_S = 0.0
 # logs took 6.5 ms each with commits as fast as they came, 3.5 ms with 0.1 s (benchmarks/RESULTS.md,
 # "group commits at most every 0.1 s"). Other processes see a log at most this much later.
 COMMIT_INTERVAL_S = 0.1
+# The most logs one group commit holds (its one fragment): a fold round (`fold.MAX_LOGS`) always
+# takes a whole commit, and a backlog (a committer that was stalled) commits in bounded pieces.
+MAX_BATCH = fold.MAX_LOGS
 IDLE_S = 5.0  # a run's committer thread ends after this long without rows (the next row starts one)
 HISTORY = 256  # commits per run remembered for `group_commit.commits_since`
 COND = threading.Condition()  # guards every queue; notified whenever one changes
 # called by a committer right after each group commit of queued logs, before any waiting read goes
-# on: (the run's journal, the version made, [(each log's record, its fragment id)])
+# on: (the run's journal, the version made, [(each log's record, its row address)])
 ON_COMMIT: list[Callable[[Location, int, list[tuple[Any, int]]], None]] = []
 ON_ROWS: list[Callable[[Location, list[pa.Table]], None]] = []  # `group_commit.on_rows`
 
@@ -61,7 +64,7 @@ class Queue:
         # (version, physical rows, write_ids, time.monotonic() once landed) of this process's
         # recent commits, oldest first
         self.commits: deque[tuple[int, int, list[str], float]] = deque(maxlen=HISTORY)
-        self.flying: dict[str, Any] = {}  # data file -> record of each row of the batch being committed (`in_flight`)
+        self.flying: dict[str, list[Any]] = {}  # data file -> records of its rows, of the batch being committed (`in_flight`)
         self.last_take = float("-inf")  # time.monotonic() the latest batch was taken (COMMIT_INTERVAL_S)
         self.urgent = 0  # threads waiting for this queue's commit (the committer stops gathering)
         self.thread: threading.Thread | None = None  # its committer, None when it ended (idle)
@@ -85,7 +88,7 @@ def _run(queue: Queue) -> None:
         while _take(queue):
             failed: BaseException | None = None
             try:
-                version, top_before = _commit(queue)
+                version, physical = _commit(queue)
             except BaseException as e:  # noqa: BLE001 - kept pending and retried; waiters are told
                 failed = e  # (whatever it was: this thread must not die with rows queued)
                 logger.warning("group commit of %d logs of %s failed (retried): %s",
@@ -104,7 +107,7 @@ def _run(queue: Queue) -> None:
                 time.sleep(min(5.0, 0.05 * 2 ** min(queue.errors, 7)))
                 continue
             try:
-                batch_commit.after(queue.run, done, version, top_before)
+                batch_commit.after(queue.run, done, version, physical)
             except Exception as e:  # noqa: BLE001 - committed: a leftover file is skipped by recovery
                 logger.warning("after the group commit of %s: %s", queue.run.redact(queue.run.uri), e)
             with COND:
@@ -114,9 +117,9 @@ def _run(queue: Queue) -> None:
 
 def _take(queue: Queue) -> bool:
     """Move the next batch of `queue` to `queue.busy`: once rows came (and GATHER_S passed, and
-    COMMIT_INTERVAL_S since the previous batch was taken, unless someone waits), as many as the
-    journal has room for (`inline_upkeep.room`, which may compact it first). False, the committer
-    to end, once none came for IDLE_S or the queue was dropped."""
+    COMMIT_INTERVAL_S since the previous batch was taken, unless someone waits), at most
+    MAX_BATCH, once the journal has room for its fragment (`inline_upkeep.room`, which may compact
+    it first). False, the committer to end, once none came for IDLE_S or the queue was dropped."""
     with COND:
         idle_until = time.monotonic() + IDLE_S
         while not queue.items or queue.dropped:
@@ -128,32 +131,32 @@ def _take(queue: Queue) -> bool:
         deadline = max(time.monotonic() + GATHER_S, queue.last_take + COMMIT_INTERVAL_S)
         while not queue.urgent and (left := deadline - time.monotonic()) > 0:
             COND.wait(left)  # gathering: a reader or flush waiting cuts it short
-        rows, retention = len(queue.items), min(i.window for i in queue.items)
+        retention = min(i.window for i in queue.items)
     try:
-        take, queue.fragments = inline_upkeep.room(queue.run, queue.fragments, rows, retention)
+        queue.fragments = inline_upkeep.room(queue.run, queue.fragments, retention)
     except Exception as e:  # noqa: BLE001 - the bound is upkeep: its failure must not hold the rows
         logger.warning("compaction of the journal of %s before a group commit skipped: %s",
                        queue.run.redact(queue.run.uri), e)
-        take, queue.fragments = rows, None
+        queue.fragments = None
     with COND:
         if queue.dropped:  # meanwhile
             queue.thread = None
             return False
-        queue.busy, queue.items = queue.items[:take], queue.items[take:]
+        queue.busy, queue.items = queue.items[:MAX_BATCH], queue.items[MAX_BATCH:]
         queue.last_take = time.monotonic()
         queue.rounds += 1
     return True
 
 
-def _commit(queue: Queue) -> tuple[int, int]:
+def _commit(queue: Queue) -> tuple[int, int | None]:
     """Commit the rows `queue` took (`batch_commit.commit`), remember the commit for
-    `commits_since` and tell the `on_commit` listeners. Returns (the version made, the largest
-    fragment id held before it)."""
+    `commits_since` and tell the `on_commit` listeners. Returns (the version made, the journal's
+    physical rows there: None when not known)."""
 
-    def fly(records: dict[str, Any]) -> None:  # a reader finding them committed before they are told takes them from here
+    def fly(records: dict[str, list[Any]]) -> None:  # a reader finding them committed before they are told takes them from here
         queue.flying = records
 
-    version, top_before, rows = batch_commit.commit(queue.run, queue.busy, ON_COMMIT, fly)
+    version, rows = batch_commit.commit(queue.run, queue.busy, ON_COMMIT, fly)
     for hook in ON_ROWS:  # before the waiters are released: their reads find the rows
         try:
             hook(queue.run.child("logs.lance"), [i.row for i in queue.busy])
@@ -166,4 +169,4 @@ def _commit(queue: Queue) -> tuple[int, int]:
     if rows is not None:
         with COND:
             queue.commits.append((version, rows, [i.record.write_id for i in queue.busy], time.monotonic()))
-    return version, top_before
+    return version, rows

@@ -9,9 +9,9 @@ extension rules: `artstore.read.log_snapshot`):
   hint and a stat of its manifest, `datasets.latest_stamp`, ~0.1 ms; a bucket: opening it) and
   compares it with the snapshot's: unchanged, the snapshot serves as it is (a version never
   changes);
-- changed since: only the fragments the snapshot did not read (new logs: one fragment each; a
-  compaction's or payload drop's rewritten fragments, whose rows keep their sequence in
-  commit_seq) are read, and joined with the rows of the fragments still there unchanged, in
+- changed since: only the fragments the snapshot did not read (new logs: one fragment per sync
+  log or group commit; a compaction's or payload drop's rewritten fragments, whose rows keep
+  their sequence in commit_seq) are read, and joined with the rows of the fragments still there unchanged, in
   commit order; the first committed row of each log_id still wins;
 - rows gone, or a log_id now another call's (a run deleted and logged again): the whole table
   is read again;
@@ -55,24 +55,28 @@ def _read(loc: Location, ds: Any, schema: pa.Schema, fragment_ids: list[int] | N
 
 def _read_new(loc: Location, ds: Any, schema: pa.Schema, new: list[int], identities: dict[int, tuple[Any, ...]],
               row_schema: pa.Schema, top: int) -> pa.Table:
-    """`_read` of the fragments `new`, but the one-row fragments of this process's own commits
-    are made from their records, not read: those noted and not folded yet (`log_notes.noted`,
-    by fragment id: only ids above `top`, the snapshot's highest, as an append's are), and those
-    of a group commit that landed and is not told yet (`group_commit.in_flight`, by data file)."""
+    """`_read` of the fragments `new`, but the fragments of this process's own commits are made
+    from their records, not read: those whose every row is noted and not folded yet
+    (`log_notes.noted`, by row address: only fragment ids above `top`, the snapshot's highest, as
+    an append's are), and those of a group commit that landed and is not told yet
+    (`group_commit.in_flight`, by data file)."""
     flying = group_commit.in_flight(loc)
     notes = log_notes.noted(loc.uri) if log_notes.pending(loc.uri) else {}
-    known = {}
+    known: dict[int, list[Any]] = {}
     for i in new if flying or notes else ():
         paths, deletion, rows = identities[i]
-        if rows != 1 or deletion != "None" or len(paths) != 1:
+        if deletion != "None" or len(paths) != 1:
             continue
-        record = (notes.get(i) if i > top else None) or flying.get(paths[0])
-        if record is not None:
-            known[i] = record
+        records = [notes.get(i << 32 | k) for k in range(rows)] if i > top else [None]
+        if None in records:
+            records = flying.get(paths[0], [])
+        if len(records) == rows:
+            known[i] = records
     if not known:
         return _read(loc, ds, schema, new)
     rest = [i for i in new if i not in known]
-    parts = [pa.Table.from_pylist([log_notes.row(record, i) for i, record in sorted(known.items())], schema=row_schema)]
+    parts = [pa.Table.from_pylist([log_notes.row(record, i << 32 | k) for i, records in sorted(known.items())
+                                   for k, record in enumerate(records)], schema=row_schema)]
     if rest:
         parts.insert(0, _read(loc, ds, schema, rest).cast(row_schema))
     found = pa.concat_tables(parts)

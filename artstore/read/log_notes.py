@@ -2,7 +2,7 @@
 (`artstore.read.log_snapshot`) extends by them without reading them back.
 
 `note_log` (called by `Model.log` right after its commit) and `note_group_commit` (told by the
-group committer, `artstore.log.group_commit.on_commit`: one version, one fragment per row) only
+group committer, `artstore.log.group_commit.on_commit`: one version, one fragment, a row per log) only
 record the logs; the next read of the run (`latest_logs.latest`) folds every note at once
 (`fold`), and the log path folds them past `_MAX_NOTES` (bounding the first read after many
 logs). The fold reads nothing: the newest note's version's manifest tells the fragments. Only
@@ -14,6 +14,7 @@ crashed writer are not noted.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
@@ -28,15 +29,20 @@ from artstore.storage.keys import SEQ
 
 class _Note:
     """One log this process committed to a journal, as `note_log` keeps it until the next read:
-    its record, the version it made, its fragment (the highest of that version: a commit's one
-    row), and the commit's time; the dataset at that version and its stamp while the handle the
-    commit left still holds them (the newest note's serve the fold)."""
+    its record, the version it made, its row's address (fragment id << 32 | offset: a sync log's
+    is the one row of the highest fragment of its version), and the commit's time; the dataset at
+    that version and its stamp while the handle the commit left still holds them (the newest
+    note's serve the fold)."""
 
-    __slots__ = ("record", "version", "fragment", "when", "ds", "stamp")
+    __slots__ = ("record", "version", "address", "when", "ds", "stamp")
 
-    def __init__(self, record: Any, version: int, fragment: int, when: Any, ds: Any, stamp: Any):
-        self.record, self.version, self.fragment, self.when, self.ds, self.stamp = \
-            record, version, fragment, when, ds, stamp
+    def __init__(self, record: Any, version: int, address: int, when: Any, ds: Any, stamp: Any):
+        self.record, self.version, self.address, self.when, self.ds, self.stamp = \
+            record, version, address, when, ds, stamp
+
+    @property
+    def fragment(self) -> int:
+        return self.address >> 32
 
 
 _NOTES: dict[str, list[_Note]] = {}  # logs uri -> this process's logs committed since the last read
@@ -49,9 +55,9 @@ def pending(uri: str) -> bool:
 
 
 def noted(uri: str) -> dict[int, Any]:
-    """{fragment id: record} of the logs of the logs table at `uri` noted and not folded yet."""
+    """{row address: record} of the logs of the logs table at `uri` noted and not folded yet."""
     with LOCK:
-        return {n.fragment: n.record for n in _NOTES.get(uri, ()) if n.record is not None}
+        return {n.address: n.record for n in _NOTES.get(uri, ()) if n.record is not None}
 
 
 def note_log(run_location: Location, record: Any) -> None:
@@ -67,15 +73,15 @@ def note_log(run_location: Location, record: Any) -> None:
     found = writes.committed_seq_hi(loc, version)  # (commit time, its highest fragment: ours)
     if found is None and version == 1:  # the commit that made the table: its one fragment, the first
         found = (None, 0)
-    _note(loc, version, [(record, None if found is None else found[1])], None if found is None else found[0])
+    _note(loc, version, [(record, None if found is None else found[1] << 32)], None if found is None else found[0])
 
 
 def note_group_commit(loc: Location, version: int, rows: list[tuple[Any, int]]) -> None:
     """`note_log` for a group commit (`artstore.log.group_commit.on_commit`, in the committer
-    thread): this process committed the logs `rows` ([(record, its row's fragment id)], one
-    fragment each; the record None for a row that lost to an earlier copy of its log_id: its
-    fragment is accounted for, its row never added) to the journal at `loc` in one commit,
-    `version`. Folded at once (the committer's time, not a read's)."""
+    thread): this process committed the logs `rows` ([(record, its row's address)], log order;
+    the record None for a row that lost to an earlier copy of its log_id: its row is accounted
+    for in its fragment, never added) to the journal at `loc` in one commit, `version`. Folded
+    at once (the committer's time, not a read's)."""
     found = writes.committed_seq_hi(loc, version)
     _note(loc, version, rows, None if found is None else found[0])
     # Folded here, in the committer thread, with the answers kept reads derived (the history):
@@ -88,20 +94,20 @@ def note_group_commit(loc: Location, version: int, rows: list[tuple[Any, int]]) 
 
 
 def _note(loc: Location, version: int, rows: list[tuple[Any, int | None]], when: Any) -> None:
-    """Keep the notes of `rows` ([(record, fragment id: None when not known)]) of `version`."""
+    """Keep the notes of `rows` ([(record, row address: None when not known)]) of `version`."""
     with LOCK:
         notes = _NOTES.get(loc.uri)
         if notes is None and log_snapshot.kept(loc.uri) is None and version != 1:
             return  # nothing kept to extend, and not the run's first log: the next read reads
-        if any(fragment is None for _, fragment in rows):  # not this process's commit as it knows it:
+        if any(address is None for _, address in rows):  # not this process's commit as it knows it:
             _NOTES.pop(loc.uri, None)  # the next read reads what is new
             return
         if notes is None:
             notes = _NOTES[loc.uri] = []
         for older in notes[-1:]:  # only the newest note's dataset is needed
             older.ds = older.stamp = None
-        for record, fragment in rows[:-1]:
-            notes.append(_Note(record, version, fragment, when, None, None))
+        for record, address in rows[:-1]:
+            notes.append(_Note(record, version, address, when, None, None))
         notes.append(_Note(rows[-1][0], version, rows[-1][1], when, handles.held(loc, version),
                            handles.stamp(loc, version)))
         full = len(notes) > _MAX_NOTES
@@ -117,8 +123,8 @@ def fold(loc: Location) -> None:
         old = log_snapshot.kept(loc.uri)
     if not notes:
         return
-    # commit order: a group commit's notes share a version, its rows in fragment order
-    notes = sorted((n for n in notes if old is None or n.version > old.version), key=lambda n: (n.version, n.fragment))
+    # commit order: a group commit's notes share a version and a fragment, its rows in address order
+    notes = sorted((n for n in notes if old is None or n.version > old.version), key=lambda n: (n.version, n.address))
     if not notes or (old is None and notes[0].version != 1) or (old is not None and not old.is_journal):
         return
     last = notes[-1]
@@ -138,18 +144,23 @@ def fold(loc: Location) -> None:
         return
     top = -1 if old is None else max(old.identities, default=-1)
     ours: dict[int, tuple[Any, ...]] = {}
-    for n in notes:  # each a one-row fragment above the snapshot's; still there, or moved since
-        here = identities.get(n.fragment)
-        if n.fragment <= top or n.fragment in ours or (here is not None and (here[1] != "None" or here[2] != 1)):
+    if len({n.address for n in notes}) < len(notes):
+        return
+    for fragment, count in Counter(n.fragment for n in notes).items():
+        # each a fragment above the snapshot's holding exactly the noted rows; still there, or moved since
+        here = identities.get(fragment)
+        if fragment <= top or (here is not None and (here[1] != "None" or here[2] != count)):
             return
-        ours[n.fragment] = here if here is not None else ((), "None", 1)
+        ours[fragment] = here if here is not None else ((), "None", count)
+    if any(n.address & 0xFFFFFFFF >= ours[n.fragment][2] for n in notes):
+        return
     moved = log_snapshot.moved({} if old is None else old.identities, identities, ours)
     if moved is None:
         return
     row_schema = pa.schema([*(schema.field(c) for c in log_snapshot.columns(schema)), pa.field("_rowaddr", pa.uint64())],
                            schema.metadata) if old is None else old.by_seq.schema
     notes = [n for n in notes if n.record is not None]  # (a loser's fragment is in `ours`: not moved, not new)
-    rows = pa.Table.from_pylist([row(n.record, n.fragment) for n in notes], schema=row_schema)  # commit order
+    rows = pa.Table.from_pylist([row(n.record, n.address) for n in notes], schema=row_schema)  # commit order
     key = (last.version, str(datasets.version_time(ds) if last.when is None else last.when))
     if old is None:
         snapshot = Snapshot(loc, ds, schema, identities, log_snapshot.unplaced(rows, moved[0]), key=key,
@@ -176,16 +187,17 @@ def fold(loc: Location) -> None:
     log_snapshot.keep(snapshot, lambda current: current is old)
 
 
-def row(record: Any, fragment: int) -> dict[str, Any]:
+def row(record: Any, address: int) -> dict[str, Any]:
     """The kept row (`Snapshot.by_seq`) of a log this process committed (`record`, a
-    `LogRecord`) alone in `fragment`: its journal row's log columns (offset 0)."""
+    `LogRecord`) at the row `address` (fragment id << 32 | offset): its journal row's log
+    columns; its sequence is its fragment's id."""
     values = dict(record.metrics)
     return {
         "log_id": record.log_id, "write_id": record.write_id, "split": record.split, "step": record.step,
         "num_groups": record.num_groups, "num_trajectories": record.num_trajectories,
         "num_exceptions": record.num_exceptions, "num_metrics": len(values), "table_versions": None,
-        "recorded_at": record.recorded_at, SEQ: fragment, "metric_names": list(values),
-        "metric_values": list(values.values()), "_rowaddr": fragment << 32,
+        "recorded_at": record.recorded_at, SEQ: address >> 32, "metric_names": list(values),
+        "metric_values": list(values.values()), "_rowaddr": address,
     }
 
 

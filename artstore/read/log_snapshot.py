@@ -225,7 +225,7 @@ def moved(known_before: dict[int, tuple[Any, ...]], identities: dict[int, tuple[
           ours: dict[int, tuple[Any, ...]] | None = None) -> tuple[frozenset[int], frozenset[int]] | None:
     """(fragments gone, fragments new) when the fragments `identities` (a later version's) hold
     exactly the rows of `known_before` (a snapshot's: `Snapshot.identities`) and of `ours` (the
-    fragments of this process's appends since, with their identities: one row each), moved: else
+    fragments of this process's appends since, with their identities), moved: else
     None. Told from the manifests alone: a rewrite of the journal (compaction, payload drop) keeps
     every row (the journal has no deletes), gives its fragments new, higher ids, and removes the
     ones it read; any other commit's rows (an append, even one rewritten since) make the new

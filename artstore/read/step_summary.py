@@ -192,7 +192,7 @@ def note_log(run_location: Location, logs_version: int | None, step: int, values
 
 def note_group_commit(logs_loc: Location, version: int, rows: list[tuple[Any, int]]) -> None:
     """`note_log` of a group commit (`artstore.log.group_commit.on_commit`, in the committer
-    thread): the logs `rows` ([(record, its fragment id)]) all made `version`; a row whose record
+    thread): the logs `rows` ([(record, its row address)]) all made `version`; a row whose record
     is None lost to an earlier copy of its log_id and adds no value."""
     _note(logs_loc, version, [(0, {}) if record is None else (record.step, record.metrics)
                               for record, _ in sorted(rows, key=lambda r: r[1])])

@@ -41,10 +41,10 @@ TIER_FACTOR = 16
 # over Lance's planner, `after_compaction`, that reproduced a real 2,000-log run exactly).
 COMPACT_AFTER_FRAGMENTS = 8
 COMPACT_TO_FRAGMENTS = 5
-# A run's journal (`logs`) takes one 1-row fragment per log, and each of its compactions costs a
-# commit, a data file and a cleanup check whatever its size: compacting it from 16 down to 6 makes
-# 2.7x fewer compactions than 8 -> 5 and rewrites each row 5.5 times instead of 9.9 (2,000 logs in
-# the planner model), for ~11 fragments on average instead of ~6.
+# A run's journal (`logs`) takes one small fragment per sync log or group commit, and each of its
+# compactions costs a commit, a data file and a cleanup check whatever its size: compacting it from
+# 16 down to 6 makes 2.7x fewer compactions than 8 -> 5 and rewrites each row 5.5 times instead of
+# 9.9 (2,000 one-row appends in the planner model), for ~11 fragments on average instead of ~6.
 JOURNAL_COMPACT_AFTER_FRAGMENTS = 16
 JOURNAL_COMPACT_TO_FRAGMENTS = 6
 # Tries of one compaction that loses a race with another (Lance: "retryable commit conflict").

@@ -8,8 +8,9 @@ whole or not at all: locally it is written under a temporary name and renamed in
 bucket it is one PUT. Local files are not fsynced, like Lance's own local writes: a killed
 process loses nothing (the page cache keeps the file), a power cut may.
 
-`write_row_fragments` writes rows as Lance data files of one row each (uncommitted), so a batch of
-rows committed in one append keeps the journal's rule of one row per fragment.
+`write_batch_fragment` writes a batch's rows as one Lance data file (uncommitted), so a group
+commit adds one fragment to the journal however many logs it holds: its rows share one sequence
+and keep their order by row address (`artstore.log.journal`).
 """
 
 from __future__ import annotations
@@ -134,14 +135,22 @@ def delete(run: Location, done: list[str]) -> None:
             raise StorageError(f"could not delete {loc.uri}/{name}: {e}") from None
 
 
-def write_row_fragments(loc: Location, rows: pa.Table) -> list[FragmentMetadata]:
-    """Write each row of `rows` as its own uncommitted data file of the dataset at `loc`, in row
-    order (one `write_fragments` call); `writes.commit_files` commits them in one append."""
+def write_batch_fragment(loc: Location, rows: pa.Table) -> tuple[list[FragmentMetadata], list[tuple[int, int]]]:
+    """Write `rows` as uncommitted data of the dataset at `loc`: one data file (one fragment) for
+    the batch, unless Lance splits a very large one. Returns (the fragments written, in row
+    order; for each row, (the index of its fragment in that list, its offset there)).
+    `writes.commit_files` commits them in one append."""
     with storage_errors(loc, "write to"):
         held = handles.held(loc)
         target = held if held is not None else loc.uri  # not `or`: bool(dataset) counts its rows
-        written = write_fragments(rows, target, schema=rows.schema, max_rows_per_file=1,
+        written = write_fragments(rows, target, schema=rows.schema, max_rows_per_file=max(1, rows.num_rows),
                                   storage_options=loc.lance_options())
-    if len(written) == rows.num_rows:  # their compaction, seconds later, need not read them back
-        written_rows.note_each_row(loc, written, rows)
-    return written
+    starts = [0]
+    for fragment in written:
+        starts.append(starts[-1] + fragment.physical_rows)
+    if starts[-1] != rows.num_rows:
+        raise StorageError(f"writing {rows.num_rows} journal rows to {loc.redact(loc.uri)} wrote {starts[-1]}: "
+                           "nothing was committed; the group commit is retried")
+    # their compaction, seconds later, need not read them back
+    written_rows.note(loc, written, [rows.slice(starts[n], f.physical_rows) for n, f in enumerate(written)])
+    return written, [(n, offset) for n, f in enumerate(written) for offset in range(f.physical_rows)]

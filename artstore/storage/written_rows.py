@@ -2,8 +2,8 @@
 compaction of those fragments (`compaction._rewrite_sequenced`), and a fold's reads of them
 (`keys.firsts_after`, `fragment_rows.rows_at`), need not read them back.
 
-A journal takes one one-row data file per log, and its compaction, seconds later in the same
-process, read each of them back: on a bucket about 1.2 GETs per log. A data file never changes
+A journal takes one small data file per group commit (or per sync log), and its compaction,
+seconds later in the same process, read each of them back: on a bucket about 1.2 GETs per file. A data file never changes
 and its name is unique (compaction writes new ones), so rows kept by its path stay exact; they
 are used only for a fragment without a deletion file, and only when their schema is the
 dataset's (a column added since: read instead). Kept within KEPT_BYTES per process, the least
@@ -38,11 +38,6 @@ def note(loc: Location, fragments: Sequence[Any], rows: Sequence[pa.Table]) -> N
         if path and table.nbytes <= KEPT_BYTES // 4:  # a larger one would push out many small ones
             _ROWS.put((loc.uri, path), table)
     _ROWS.trim()  # the bound holds after every note, one that kept nothing too (KEPT_BYTES lowered)
-
-
-def note_each_row(loc: Location, fragments: Sequence[Any], rows: pa.Table) -> None:
-    """`note` of one-row fragments: `fragments[i]` holds row i of `rows`."""
-    note(loc, fragments, [rows.slice(i, 1) for i in range(len(fragments))])
 
 
 def rows_of(loc: Location, fragment: Any, schema: pa.Schema) -> pa.Table | None:
