@@ -88,7 +88,7 @@ def test_a_group_commit_waits_for_the_commit_lock_another_writer_holds(tmp_path)
 def test_a_journal_compaction_is_left_to_the_process_that_compacts_it(tmp_path, monkeypatch):
     monkeypatch.setattr(inline_upkeep, "MAINTAIN_EVERY", 10_000)  # no compaction while logging
     monkeypatch.setattr(idle_fold, "FOLD_IDLE_S", 3600.0)  # nor a fold (its payload drop waits for the lock)
-    model = _model(str(tmp_path))
+    model = _model(str(tmp_path), commit="sync")  # one fragment per log
     for step in range(20):
         model.log_sync([_group(step)], split="train", step=step)
     upkeep.wait(model.run.location, timeout=60)

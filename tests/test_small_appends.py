@@ -121,7 +121,8 @@ def test_reads_keep_the_logged_order_when_compaction_moves_fragments(tmp_path, m
     order of the logs. Reads must not depend on it."""
     import lance
 
-    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[])
+    # sync: one fragment per log, so the compactions below can take the logs apart
+    model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
     groups = [art.TrajectoryGroup([make_trajectory(i / 10, i)] * (1 + i % 3)) for i in range(8)]
     for i, g in enumerate(groups):
         model.log_sync(g, split="val", step=i // 2, log_id=f"log-{i}")

@@ -2,7 +2,7 @@
 
 Two background threads per process (lanes) share one queue:
 - the journal lane compacts and cleans up runs' journals (`logs`: one fragment and one manifest
-  per log). Its jobs wait behind nothing else: with one thread for everything, a fold, a stats
+  per sync log or group commit). Its jobs wait behind nothing else: with one thread for everything, a fold, a stats
   refresh or another run's slow bucket (a stale refresh of a deleted bucket's run took ~10 s)
   held every journal's cleanup meanwhile, and its manifests piled up (~170 logs' in CI);
 - the other lane folds journals into the data tables (`artstore.log.fold`), compacts and cleans
