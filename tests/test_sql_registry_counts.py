@@ -56,6 +56,7 @@ def two_folded_runs(base) -> art.Store:
         model = art.Model(name=name, project="p", base_path=str(base), report_metrics=[])
         for step in range(2):
             _log(model, step)
+            model.flush()  # a commit per log: both runs' logs tables have the same versions (as_of=V)
         fold.fold(model.run.location)
     s = art.open_store(base)
     assert s.refresh_run_stats() == 2
