@@ -5,9 +5,9 @@ The batch's rows are one data file and one fragment (`pending.write_batch_fragme
 adds one fragment however many logs it holds, so the journal's fragment count, and what another
 writer's id look-up reads, grow per commit, not per log. The rows share one sequence (the
 fragment's id) and keep their log order by row address (`artstore.log.journal`): commit order and
-first-commit-wins read as in sync mode. On
-a local disk the writers of one host commit one at a time (`run_lock`): a race costs Lance a retry
-and a backoff sleep (tens of ms), the lock a few ms of waiting.
+first-commit-wins read as in sync mode. On a local disk the writers of one host commit one at a
+time (`run_lock`): a race costs Lance a retry and a backoff sleep (tens of ms), the lock a few ms
+of waiting.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class Item:
 def commit(run: Location, items: list[Item], listeners: Sequence[Listener] | None = None,
            in_flight: Callable[[dict[str, list[Any]]], None] | None = None) -> tuple[int, int | None]:
     """Append the rows of `items` to the run's journal in one commit. Returns (the version made,
-    the physical rows of that version: None without `listeners`). `listeners` (the committer's: `group_commit.on_commit`) are told each row's
-    address. `in_flight` is given {data file: [the record of each of its rows, in row order]}
+    the physical rows of that version: None without `listeners`). `listeners` (the committer's:
+    `group_commit.on_commit`) are told each row's address. `in_flight` is given {data file: [the record of each of its rows, in row order]}
     while their commit is under way (a reader finding them committed first takes them from
     there), then {}."""
     logs = run.child("logs.lance")

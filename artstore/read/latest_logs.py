@@ -11,8 +11,8 @@ extension rules: `artstore.read.log_snapshot`):
   changes);
 - changed since: only the fragments the snapshot did not read (new logs: one fragment per sync
   log or group commit; a compaction's or payload drop's rewritten fragments, whose rows keep
-  their sequence in commit_seq) are read, and joined with the rows of the fragments still there unchanged, in
-  commit order; the first committed row of each log_id still wins;
+  their sequence in commit_seq) are read, and joined with the rows of the fragments still there
+  unchanged, in commit order; the first committed row of each log_id still wins;
 - rows gone, or a log_id now another call's (a run deleted and logged again): the whole table
   is read again;
 - only moved since (compactions, payload drops: `log_snapshot.moved`, told from the manifests

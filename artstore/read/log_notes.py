@@ -2,8 +2,8 @@
 (`artstore.read.log_snapshot`) extends by them without reading them back.
 
 `note_log` (called by `Model.log` right after its commit) and `note_group_commit` (told by the
-group committer, `artstore.log.group_commit.on_commit`: one version, one fragment, a row per log) only
-record the logs; the next read of the run (`latest_logs.latest`) folds every note at once
+group committer, `artstore.log.group_commit.on_commit`: one version, one fragment, a row per
+log) only record the logs; the next read of the run (`latest_logs.latest`) folds every note at once
 (`fold`), and the log path folds them past `_MAX_NOTES` (bounding the first read after many
 logs). The fold reads nothing: the newest note's version's manifest tells the fragments. Only
 when every fragment that version holds beyond the snapshot's and the notes' own holds rows that
