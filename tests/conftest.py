@@ -4,6 +4,7 @@ realistic trajectories."""
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, NamedTuple
 
 import pytest
@@ -37,6 +38,23 @@ def tool_call_trajectory(reward: float, i: int = 0, **metrics: float | bool | in
         metadata={"scenario_id": f"s-{i:03d}"},
         logs=[f"rollout {i}"],
     )
+
+
+def count_calls(monkeypatch, *targets: tuple[object, str]) -> dict[str, int]:
+    """Count the calls of each `module.name` in `targets` made on this thread from now on (the
+    background upkeep's threads open and read the run too)."""
+    counts = dict.fromkeys((name for _, name in targets), 0)
+    me = threading.get_ident()
+    for module, name in targets:
+        real = getattr(module, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            if threading.get_ident() == me:
+                counts[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+    return counts
 
 
 @pytest.fixture(scope="session", autouse=True)

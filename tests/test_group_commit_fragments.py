@@ -21,7 +21,7 @@ import artstore as art
 from artstore.log import batch_commit, run_committer
 from artstore.read import latest_logs
 from artstore.storage import datasets, fragments, key_columns, keys, scans
-from tests.conftest import tool_call_trajectory
+from tests.conftest import count_calls, tool_call_trajectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this file's checkout (its tests package)
 ART_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(art.__file__)))  # the artstore this process runs
@@ -210,26 +210,9 @@ def test_reads_between_a_one_fragment_commit_and_its_notes_return_each_logs_own_
     assert _answers(model.run) == _expected()
 
 
-def _count(monkeypatch, *targets: tuple[object, str]) -> dict[str, int]:
-    """Count the calls of each `module.name` made on this thread from now on (the background
-    upkeep's threads read the run too); as tests/test_step_read_work.py counts them."""
-    counts = dict.fromkeys((name for _, name in targets), 0)
-    me = threading.get_ident()
-    for module, name in targets:
-        real = getattr(module, name)
-
-        def counted(*args, _real=real, _name=name, **kwargs):
-            if threading.get_ident() == me:
-                counts[_name] += 1
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, counted)
-    return counts
-
-
 def test_the_first_reads_after_own_one_fragment_batch_read_no_journal_fragment(tmp_path, monkeypatch):
     model, records = _batched(str(tmp_path), monkeypatch)
-    reads = _count(monkeypatch, (latest_logs, "_read"), (fragments, "take_rows"), (key_columns, "rows_with"),
+    reads = count_calls(monkeypatch, (latest_logs, "_read"), (fragments, "take_rows"), (key_columns, "rows_with"),
                    (fragments, "read_fragments"))
     history = model.history()
     assert reads == dict.fromkeys(reads, 0)  # the kept history extended by the noted rows

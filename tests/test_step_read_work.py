@@ -17,6 +17,7 @@ import artstore as art
 from artstore.log import batch_commit, group_commit
 from artstore.read import latest_logs, payload_cache
 from artstore.storage import datasets, fragments, key_columns
+from tests.conftest import count_calls
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,25 +33,8 @@ def _log_steps(model: art.Model, make_trajectory, steps: range) -> None:
     model.flush()
 
 
-def _count(monkeypatch, *targets: tuple[object, str]) -> dict[str, int]:
-    """Count the calls of each `module.name` in `targets` made on this thread from now on (the
-    background upkeep's threads open and read the run too)."""
-    counts = dict.fromkeys((name for _, name in targets), 0)
-    me = threading.get_ident()
-    for module, name in targets:
-        real = getattr(module, name)
-
-        def counted(*args, _real=real, _name=name, **kwargs):
-            if threading.get_ident() == me:
-                counts[_name] += 1
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, counted)
-    return counts
-
-
 def _storage_reads(monkeypatch) -> dict[str, int]:
-    return _count(monkeypatch, (datasets, "open_dataset"), (fragments, "take_rows"), (key_columns, "rows_with"),
+    return count_calls(monkeypatch, (datasets, "open_dataset"), (fragments, "take_rows"), (key_columns, "rows_with"),
                   (latest_logs, "_read"))
 
 
@@ -120,7 +104,7 @@ def test_an_unchanged_run_is_checked_with_one_stat_and_a_new_version_is_seen(tmp
     run = model.run
     time.sleep(2 * datasets.VERSIONS_TICK_NS / 1e9)  # the folder's mtime is older than a clock tick
     first = _dumped(run, 1)  # confirms the latest version with the folder's stamp taken before
-    checks = _count(monkeypatch, (datasets, "latest_stamp"), (datasets, "versions_stamp"))
+    checks = count_calls(monkeypatch, (datasets, "latest_stamp"), (datasets, "versions_stamp"))
     assert _dumped(run, 1) == first
     assert checks == {"latest_stamp": 0, "versions_stamp": 1}
     # another process's log makes a version: the folder's stamp moves, and the read sees the log
@@ -148,7 +132,7 @@ def test_a_step_read_never_waits_for_this_process_queued_logs(tmp_path, make_tra
         return real(*args, **kwargs)
 
     monkeypatch.setattr(batch_commit, "commit", held)
-    waits = _count(monkeypatch, (group_commit, "_wait"))
+    waits = count_calls(monkeypatch, (group_commit, "_wait"))
     other = art.TrajectoryGroup([make_trajectory(0.25, j) for j in range(2)])
     try:
         model.log_sync([group], split="train", step=2)
