@@ -171,3 +171,61 @@ def test_a_bucket_folder_is_listed_with_one_request_per_page(faulty_s3, monkeypa
     before = proxy.requests
     assert files.list_dir(loc.child("missing")) == []
     assert proxy.requests - before == 1
+
+
+def _fragment_rows(loc: Location) -> list[int]:
+    return [f.physical_rows for f in datasets.open_dataset(loc).get_fragments()]
+
+
+def test_a_batch_of_logs_on_a_bucket_is_one_fragment_and_each_log_reads_as_itself(s3_bucket, monkeypatch):
+    monkeypatch.setattr(inline_upkeep, "MAINTAIN_EVERY", 10_000)  # no compaction: the fragments as committed
+    monkeypatch.setattr(idle_fold, "FOLD_IDLE_S", 3_600.0)  # nor a quiet run's fold (at exit: the server is gone)
+    uri, opts = s3_bucket.uri, s3_bucket.storage_options
+    model = _model(uri, opts)
+    model.log_sync([_group(0)], split="train", step=0)
+    model.flush()
+    monkeypatch.setattr(run_committer, "GATHER_S", 60.0)  # the next five wait for the flush: one commit
+    groups = {step: [art.TrajectoryGroup([tool_call_trajectory(step + j / 8, step * 100 + j) for j in range(step)])]
+              for step in range(1, 6)}  # step s: s trajectories, told apart by reward and id
+    for step, g in groups.items():
+        model.log_sync(g, split="train", step=step)
+    model.flush()
+    logs = model.run.table_location("logs")
+    assert _fragment_rows(logs) == [1, 5]
+    placed = datasets.open_dataset(logs).to_table(columns=["step"], with_row_address=True)
+    batch = [(a >> 32, a & 0xFFFFFFFF) for s, a in zip(placed["step"].to_pylist(), placed["_rowaddr"].to_pylist(),
+                                                        strict=True) if s > 0]
+    assert batch == [(batch[0][0], offset) for offset in range(5)]  # one fragment, in log order
+    fresh = art.open_store(uri, opts).run("p", "m")
+    for run in (model.run, fresh):  # the writer (its notes of the batch) and a fresh reader
+        assert run.history()["step"].to_pylist() == list(range(6))
+        assert run.logs()["step"].to_pylist() == list(range(6))
+        for step, g in groups.items():
+            assert run.groups(step=step) == g, step
+    model.run.wait_for_upkeep(60)  # while the server runs
+
+
+def test_pending_files_of_a_writer_gone_on_a_bucket_are_committed_as_one_fragment(s3_bucket, monkeypatch):
+    monkeypatch.setattr(inline_upkeep, "MAINTAIN_EVERY", 10_000)
+    monkeypatch.setattr(idle_fold, "FOLD_IDLE_S", 3_600.0)
+    uri, opts = s3_bucket.uri, s3_bucket.storage_options
+    model = _model(uri, opts)
+    model.log_sync([_group(0)], split="train", step=0)
+    model.run.wait_for_upkeep(60)
+    run = model.run.location
+    logs = run.child("logs.lance")
+    first = scans.scan(logs).to_pylist()[0]
+    schema = scans.scan(logs).schema
+    for step in (1, 2, 3):  # three logs of a writer on another host killed before its commit
+        row = dict(first, log_id=f"lost-{step}", write_id=f"{step}" * 32, step=step, commit_seq=None)
+        pending.write(run, f"otherhost-7-{row['write_id']}.arrow", pa.Table.from_pylist([row], schema))
+    monkeypatch.setattr(pending_recovery, "STALE_S", 0.0)
+    monkeypatch.setattr(pending_recovery, "_CHECKED", {})
+    fresh = art.open_store(uri, opts).run("p", "m")
+    assert sorted(fresh.logs()["step"].to_pylist()) == [0, 1, 2, 3]
+    assert _fragment_rows(logs) == [1, 3]
+    assert fresh.trajectories().num_rows == 16
+    assert sorted(art.open_store(uri, opts).run("p", "m").logs()["log_id"].to_pylist()[1:]) == \
+        ["lost-1", "lost-2", "lost-3"]
+    assert pending.names(run) == []
+    fresh.wait_for_upkeep(60)  # while the server runs
