@@ -179,7 +179,6 @@ def _fragment_rows(loc: Location) -> list[int]:
 
 def test_a_batch_of_logs_on_a_bucket_is_one_fragment_and_each_log_reads_as_itself(s3_bucket, monkeypatch):
     monkeypatch.setattr(inline_upkeep, "MAINTAIN_EVERY", 10_000)  # no compaction: the fragments as committed
-    monkeypatch.setattr(idle_fold, "FOLD_IDLE_S", 3_600.0)  # nor a quiet run's fold (at exit: the server is gone)
     uri, opts = s3_bucket.uri, s3_bucket.storage_options
     model = _model(uri, opts)
     model.log_sync([_group(0)], split="train", step=0)
@@ -207,7 +206,6 @@ def test_a_batch_of_logs_on_a_bucket_is_one_fragment_and_each_log_reads_as_itsel
 
 def test_pending_files_of_a_writer_gone_on_a_bucket_are_committed_as_one_fragment(s3_bucket, monkeypatch):
     monkeypatch.setattr(inline_upkeep, "MAINTAIN_EVERY", 10_000)
-    monkeypatch.setattr(idle_fold, "FOLD_IDLE_S", 3_600.0)
     uri, opts = s3_bucket.uri, s3_bucket.storage_options
     model = _model(uri, opts)
     model.log_sync([_group(0)], split="train", step=0)
