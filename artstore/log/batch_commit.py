@@ -50,9 +50,9 @@ def commit(run: Location, items: list[Item], listeners: Sequence[Listener] | Non
            in_flight: Callable[[dict[str, list[Any]]], None] | None = None) -> tuple[int, int | None]:
     """Append the rows of `items` to the run's journal in one commit. Returns (the version made,
     the physical rows of that version: None without `listeners`). `listeners` (the committer's:
-    `group_commit.on_commit`) are told each row's address. `in_flight` is given {data file: [the record of each of its rows, in row order]}
-    while their commit is under way (a reader finding them committed first takes them from
-    there), then {}."""
+    `group_commit.on_commit`) are told each row's address. `in_flight` is given {data file: [the
+    record of each of its rows, in row order]} while their commit is under way (a reader finding
+    them committed first takes them from there), then {}."""
     logs = run.child("logs.lance")
     rows = pa.concat_tables([i.row for i in items])
     try:
@@ -62,18 +62,19 @@ def commit(run: Location, items: list[Item], listeners: Sequence[Listener] | Non
             raise
         written, places = pending.write_batch_fragment(logs, rows)
     before = handles.held(logs)
+    held: list[list[Any]] = [[] for _ in written]  # the records of each fragment's rows, in row order
+    for item, (n, _) in zip(items, places, strict=True):
+        held[n].append(item.record)
     if in_flight is not None:
-        in_flight({first_file(f): [i.record for i, (n, _) in zip(items, places, strict=True) if n == k]
-                   for k, f in enumerate(written)})
+        in_flight({first_file(f): records for f, records in zip(written, held, strict=True)})
     try:
         with run_lock.held(run, "logs.commit"):  # one at a time among this host's writers (module doc)
             # on the held version (the id look-ups keep it recent): no open of the latest (a LIST and a
             # GET on a bucket); Lance checks the commits made since, as for any append
             version = writes.commit_files(logs, written, rows.schema, f"group commit of {len(items)} logs",
                                           read_version=before.version if before is not None else None)
-        for k, fragment in enumerate(written):  # no later look-up reads them back
-            keys.note_keys(logs, "log_id", [fragment],
-                           [i.record.log_id for i, (n, _) in zip(items, places, strict=True) if n == k])
+        for fragment, records in zip(written, held, strict=True):  # no later look-up reads them back
+            keys.note_keys(logs, "log_id", [fragment], [r.log_id for r in records])
         if listeners is None:
             return version, None
         committed = handles.held(logs, version)
@@ -106,7 +107,7 @@ def _tell(listeners: Sequence[Listener], logs: Location, version: int, committed
         return
     if losers is None:
         return
-    told = [(None if n in losers else item.record, ids[k] << 32 | offset)
+    told = [(None if n in losers else item.record, fragments.row_address(ids[k], offset))
             for n, (item, (k, offset)) in enumerate(zip(items, places, strict=True))]
     for listener in listeners:
         try:

@@ -19,9 +19,9 @@ with the run. One fold, at most 7 commits:
 3. release (1 commit per table): an UpdateConfig setting FOLDED to the last sequence folded and
    ROWS to the table's row count then (the lock table's last, clearing CLAIM), on the version
    read in 1, so a folder that took over a stale claim meanwhile (or, for a new run's tables,
-   one that found a table made and claimed it) makes it fail. Readers read
-   FOLDED from each table's own manifest, so each table needs its own; Lance commits an append
-   and a config change only as two versions (pylance 14's `commit_batch` takes appends only).
+   one that found a table made and claimed it) makes it fail. Readers read FOLDED from each
+   table's own manifest, so each table needs its own; Lance commits an append and a config
+   change only as two versions (pylance 14's `commit_batch` takes appends only).
 
 A SIGKILL at any point loses nothing and doubles nothing for readers: before 3, FOLDED still
 names the old point, so readers take those logs' rows from the journal and read T only for the
@@ -68,7 +68,9 @@ LEASE_S = 120.0  # a claim older than this is taken over (its folder is presumed
 # journal holds at most ~64 unfolded logs' payloads (~8 KB each for 8 trajectories; a reader
 # decodes only the ones it reads).
 FOLD_EVERY = 64
-MAX_LOGS = 1024  # logs folded per commit at most, up to a whole sequence (a run never folded before is folded in rounds)
+# Logs folded per commit at most, rounded up to a whole sequence (a group commit's logs share one);
+# a run never folded before is folded in rounds.
+MAX_LOGS = 1024
 # What the fold reads of each journal row above FOLDED, then of the logs it folds
 _LOG_COLUMNS = ["log_id", "write_id", "split", "step", "recorded_at", *ROW_COUNTS.values()]
 _PAYLOADS = ["metric_names", "metric_values", *journal.IPC_COLUMN.values()]

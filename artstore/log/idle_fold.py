@@ -4,9 +4,9 @@ for FOLD_IDLE_S, gets its remaining journal rows folded into its data tables (on
 
 Why: log() asks for a fold only every `fold.FOLD_EVERY` journal versions (sync) or rows (group
 commits), so a small run (a few logs) or the last logs of any run stayed in the journal's payloads
-for good, and every reader decoded them again. A cross-run query over 500 runs of 4 logs read 4 journal data files per run
-plus the payloads; folded (and compacted by the fold's upkeep), a run is one data file of `logs`
-and one of each data table.
+for good, and every reader decoded them again. A cross-run query over 500 runs of 4 logs read 4
+journal data files per run plus the payloads; folded (and compacted by the fold's upkeep), a run
+is one data file of `logs` and one of each data table.
 
 - Nothing changes for readers: a fold is the same crash-safe fold as any (see `artstore.log.fold`);
   only when it happens changes.

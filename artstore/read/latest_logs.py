@@ -67,16 +67,17 @@ def _read_new(loc: Location, ds: Any, schema: pa.Schema, new: list[int], identit
         paths, deletion, rows = identities[i]
         if deletion != "None" or len(paths) != 1:
             continue
-        records = [notes.get(i << 32 | k) for k in range(rows)] if i > top else [None]
-        if None in records:
+        records = [notes.get(fragments.row_address(i, k)) for k in range(rows)] if i > top else []
+        if not records or any(r is None for r in records):  # not all noted: landed, not told yet?
             records = flying.get(paths[0], [])
         if len(records) == rows:
             known[i] = records
     if not known:
         return _read(loc, ds, schema, new)
     rest = [i for i in new if i not in known]
-    parts = [pa.Table.from_pylist([log_notes.row(record, i << 32 | k) for i, records in sorted(known.items())
-                                   for k, record in enumerate(records)], schema=row_schema)]
+    made = [log_notes.row(record, fragments.row_address(i, k))
+            for i, records in sorted(known.items()) for k, record in enumerate(records)]
+    parts = [pa.Table.from_pylist(made, schema=row_schema)]
     if rest:
         parts.insert(0, _read(loc, ds, schema, rest).cast(row_schema))
     found = pa.concat_tables(parts)

@@ -42,7 +42,7 @@ class _Note:
 
     @property
     def fragment(self) -> int:
-        return self.address >> 32
+        return fragments.address_parts(self.address)[0]
 
 
 _NOTES: dict[str, list[_Note]] = {}  # logs uri -> this process's logs committed since the last read
@@ -73,7 +73,8 @@ def note_log(run_location: Location, record: Any) -> None:
     found = writes.committed_seq_hi(loc, version)  # (commit time, its highest fragment: ours)
     if found is None and version == 1:  # the commit that made the table: its one fragment, the first
         found = (None, 0)
-    _note(loc, version, [(record, None if found is None else found[1] << 32)], None if found is None else found[0])
+    _note(loc, version, [(record, None if found is None else fragments.row_address(found[1], 0))],
+          None if found is None else found[0])
 
 
 def note_group_commit(loc: Location, version: int, rows: list[tuple[Any, int]]) -> None:
@@ -152,7 +153,7 @@ def fold(loc: Location) -> None:
         if fragment <= top or (here is not None and (here[1] != "None" or here[2] != count)):
             return
         ours[fragment] = here if here is not None else ((), "None", count)
-    if any(n.address & 0xFFFFFFFF >= ours[n.fragment][2] for n in notes):
+    if any(fragments.address_parts(n.address)[1] >= ours[n.fragment][2] for n in notes):
         return
     moved = log_snapshot.moved({} if old is None else old.identities, identities, ours)
     if moved is None:
@@ -196,7 +197,7 @@ def row(record: Any, address: int) -> dict[str, Any]:
         "log_id": record.log_id, "write_id": record.write_id, "split": record.split, "step": record.step,
         "num_groups": record.num_groups, "num_trajectories": record.num_trajectories,
         "num_exceptions": record.num_exceptions, "num_metrics": len(values), "table_versions": None,
-        "recorded_at": record.recorded_at, SEQ: address >> 32, "metric_names": list(values),
+        "recorded_at": record.recorded_at, SEQ: fragments.address_parts(address)[0], "metric_names": list(values),
         "metric_values": list(values.values()), "_rowaddr": address,
     }
 

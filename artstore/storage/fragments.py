@@ -61,13 +61,24 @@ def fragment_identities(loc: Location, ds: Any) -> dict[int, tuple[Any, ...]]:
                                 f.physical_rows) for f in ds.get_fragments()}
 
 
+def row_address(fragment_id: int, offset: int) -> int:
+    """The address Lance gives the row at `offset` of the fragment `fragment_id` (`_rowaddr`)."""
+    return fragment_id << 32 | offset
+
+
+def address_parts(address: int) -> tuple[int, int]:
+    """(fragment id, offset) of the row address `address` (`row_address` undone)."""
+    return address >> 32, address & 0xFFFFFFFF
+
+
 def take_rows(loc: Location, ds: Any, addresses: list[int], columns: list[str] | None = None) -> pa.Table:
     """The rows of `ds` (opened at one version) at these row addresses (fragment id << 32 |
     offset, as `scan_fragments(with_row_address=True)` gives them), in the order given."""
     with storage_errors(loc, "read"):
-        fragment_ids = {a >> 32 for a in addresses}
+        parts = [address_parts(a) for a in addresses]
+        fragment_ids = {fragment for fragment, _ in parts}
         if len(fragment_ids) == 1:  # one fragment (one log's rows, say): its take costs less
-            return ds.get_fragment(fragment_ids.pop()).take([a & 0xFFFFFFFF for a in addresses], columns=columns)
+            return ds.get_fragment(fragment_ids.pop()).take([offset for _, offset in parts], columns=columns)
         return ds._take_rows(addresses, columns=columns)
 
 
