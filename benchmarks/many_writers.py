@@ -11,6 +11,11 @@ after that, before the rows are counted: logs, history rows and trajectories). W
 group`` (ARTSTORE_COMMIT=group in the writers) each writer's span ends once its queued logs are
 committed (`Model.flush()`), so the rate counts logs other processes can see. Group is artstore's
 default mode; ``--commit sync`` measures a Lance commit per log.
+
+CPU per log is each side's process CPU (every thread) over its logs: artstore's writers all
+together, ART's one process less the driver's building of the steps. ART's one process keeps one
+core busy, so N writers reach N times its rate only with N cores and no more CPU per log than it
+takes: the last line prints both.
 """
 
 from __future__ import annotations
@@ -91,14 +96,19 @@ def art_side(base: Path, logs: int) -> dict:
     art = ArtDriver(base, "bench", "single")
     try:
         art.warmup()
-        t0, times = time.perf_counter(), []
+        t0, answers = time.perf_counter(), []
         for i in range(logs):
-            times.append(art.log(i, "train", synthetic=TINY)["seconds"])
+            answers.append(art.log(i, "train", synthetic=TINY))
         wall = time.perf_counter() - t0
     finally:
         art.close()
+    times = [a["seconds"] for a in answers]
+    # the driver's CPU between its first and last answer, less what it spent building the steps
+    first, last = answers[0], answers[-1]
+    cpu = (last["cpu"] - first["cpu"]) - (last["harness_cpu"] - first["harness_cpu"])
     return {"logs_per_s": len(times) / sum(times), "logs_per_s_wall": len(times) / wall,
-            "p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * sorted(times)[int(0.95 * (len(times) - 1))]}
+            "p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * sorted(times)[int(0.95 * (len(times) - 1))],
+            "cpu_ms_per_log": 1000 * cpu / max(1, len(answers) - 1)}
 
 
 def main() -> None:
@@ -117,7 +127,12 @@ def main() -> None:
           f"{ours['history_rows']}/{ours['expected']} history rows, "
           f"{ours['trajectories']}/{ours['expected_trajectories']} trajectories")
     print(f"ART, 1 process: {theirs['logs_per_s']:.1f} logs/s in log() (p50 {theirs['p50_ms']:.0f} ms, "
-          f"p95 {theirs['p95_ms']:.0f} ms); ratio {ours['logs_per_s'] / theirs['logs_per_s']:.2f}x")
+          f"p95 {theirs['p95_ms']:.0f} ms; CPU per log {theirs['cpu_ms_per_log']:.1f} ms); "
+          f"ratio {ours['logs_per_s'] / theirs['logs_per_s']:.2f}x")
+    # What the cores allow: ART's one process keeps one core busy, N writers share this machine's.
+    cores = os.cpu_count() or 1
+    print(f"CPU per log, artstore / ART: {ours['cpu_ms_per_log'] / theirs['cpu_ms_per_log']:.2f}x; "
+          f"{a.writers} writers on {cores} cores")
 
 
 if __name__ == "__main__":
