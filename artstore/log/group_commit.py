@@ -23,8 +23,8 @@ What "logged" means in group mode:
   history);
 - other processes see it once its group commit lands: a log after a quiet spell is committed at
   once (milliseconds on an idle local disk), and a run's commits start at most every
-  `run_committer.COMMIT_INTERVAL_S` (0.1 s), so logs that come faster are batched and seen at
-  most that much later;
+  `run_committer.COMMIT_INTERVAL_S` (0.1 s) per process logging to it (`run_committer.spacing`,
+  1 s at most), so logs that come faster are batched and seen at most that much later;
 - a writer killed after log() returned leaves its pending file; the next process that opens the
   run commits it (`artstore.log.pending_recovery`; a process that has the run open looks again
   every RECHECK_S there). A row committed twice (a crash between a

@@ -5,7 +5,8 @@ Each run has its own committer, so a run whose storage stops answering (a stalle
 requests retried for minutes) delays no other run's commits. A committer ends after IDLE_S
 without rows; the next row queued starts one again. A batch is one fragment of the journal, so
 it keeps the journal within the sync bound as a sync log does (`inline_upkeep.room`: it may
-compact the journal first); it takes at most MAX_BATCH rows.
+compact the journal first); it takes at most MAX_BATCH rows. Its commits start `spacing` apart:
+further apart the more other processes commit to the run.
 """
 
 from __future__ import annotations
@@ -32,8 +33,12 @@ GATHER_S = 0.0
 # join the next commit. Each commit costs ~5 ms of CPU whatever its size (Lance's commit, the
 # upkeep it asks for), and on 2 cores that work slowed the caller's next logs: back-to-back small
 # logs took 6.5 ms each with commits as fast as they came, 3.5 ms with 0.1 s (benchmarks/RESULTS.md,
-# "group commits at most every 0.1 s"). Other processes see a log at most this much later.
+# "group commits at most every 0.1 s"). Other processes see a log at most this much later, times
+# the writers sharing the run (`spacing`).
 COMMIT_INTERVAL_S = 0.1
+# The longest `spacing` grows to (seconds): how late, at most, another process sees a log of a run
+# many processes log to (unless COMMIT_INTERVAL_S is longer).
+MAX_INTERVAL_S = 1.0
 # The most logs one group commit holds (its one fragment): a fold round (`fold.MAX_LOGS`) always
 # takes a whole commit, and a backlog (a committer that was stalled) commits in bounded pieces.
 MAX_BATCH = fold.MAX_LOGS
@@ -65,11 +70,31 @@ class Queue:
         # recent commits, oldest first
         self.commits: deque[tuple[int, int, list[str], float]] = deque(maxlen=HISTORY)
         self.flying: dict[str, list[Any]] = {}  # data file -> records of its rows, of the batch being committed (`in_flight`)
-        self.last_take = float("-inf")  # time.monotonic() the latest batch was taken (COMMIT_INTERVAL_S)
+        self.last_take = float("-inf")  # time.monotonic() the latest batch was taken (`spacing`)
         self.urgent = 0  # threads waiting for this queue's commit (the committer stops gathering)
         self.thread: threading.Thread | None = None  # its committer, None when it ended (idle)
         self.fragments: int | None = None  # the journal's fragments at this process's last commit
         self.dropped = False  # forgotten (`group_commit.drop_queued`): its committer ends
+        self.version: int | None = None  # the journal version this process's latest group commit made
+        self.spread = 1  # versions the journal took from this process's commit before that one to it (`spacing`)
+
+
+def spacing(queue: Queue) -> float:
+    """Seconds between the starts of the group commits of `queue`: COMMIT_INTERVAL_S per version
+    its journal took from this process's next-to-last group commit to its latest. The versions
+    in between are other writers' commits (or upkeep's rewrites), and every commit costs every
+    writer of the run (a manifest to check out, a fragment's ids to read, compaction): spaced so,
+    a run that k processes log to takes about one commit per COMMIT_INTERVAL_S in all, each
+    process committing about every k x COMMIT_INTERVAL_S, at most MAX_INTERVAL_S apart (4 writers
+    on 2 cores: benchmarks/RESULTS.md, "Group commits spaced by the writers of a run"). A lone
+    writer keeps COMMIT_INTERVAL_S."""
+    return max(COMMIT_INTERVAL_S, min(MAX_INTERVAL_S, COMMIT_INTERVAL_S * queue.spread))
+
+
+def _spread(previous: int | None, version: int) -> int:
+    """The versions the journal took from `previous` (this process's previous group commit's; None:
+    none) to `version` (its latest): 1 when no other commit came between."""
+    return 1 if previous is None or version <= previous else version - previous  # (fewer: made again)
 
 
 def start(queue: Queue) -> None:
@@ -117,7 +142,7 @@ def _run(queue: Queue) -> None:
 
 def _take(queue: Queue) -> bool:
     """Move the next batch of `queue` to `queue.busy`: once rows came (and GATHER_S passed, and
-    COMMIT_INTERVAL_S since the previous batch was taken, unless someone waits), at most
+    the queue's `spacing` since the previous batch was taken, unless someone waits), at most
     MAX_BATCH, once the journal has room for its fragment (`inline_upkeep.room`, which may compact
     it first). False, the committer to end, once none came for IDLE_S or the queue was dropped."""
     with COND:
@@ -128,7 +153,7 @@ def _take(queue: Queue) -> bool:
                 queue.thread = None
                 return False
             COND.wait(left)
-        deadline = max(time.monotonic() + GATHER_S, queue.last_take + COMMIT_INTERVAL_S)
+        deadline = max(time.monotonic() + GATHER_S, queue.last_take + spacing(queue))
         while not queue.urgent and (left := deadline - time.monotonic()) > 0:
             COND.wait(left)  # gathering: a reader or flush waiting cuts it short
         retention = min(i.window for i in queue.items)
@@ -163,6 +188,7 @@ def _commit(queue: Queue) -> tuple[int, int | None]:
         except Exception as e:  # noqa: BLE001 - committed: a hook's failure must not make it retried
             logger.warning("after the group commit of %s: %s", queue.run.redact(queue.run.uri), e)
     queue.fragments = writes.committed_fragments(queue.run.child("logs.lance"), version)
+    queue.spread, queue.version = _spread(queue.version, version), version
     for item in queue.busy:  # each caller's LogRecord now tells the version its log is in
         if getattr(item.record, "queued", False):  # (frozen: this one field is filled in once, here)
             object.__setattr__(item.record, "logs_version", version)
