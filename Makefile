@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo demo-real test lint bench clean chromium java
+.PHONY: demo demo-real test lint bench bench-scale clean chromium java
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ demo-real: $(STAMP)
 
 bench: $(STAMP)
 	LANCE_LOG=error $(PY) -m benchmarks.run_all
+
+# Scale beside ART 0.5.23 (issue 13; ~15 min on 2 cores): 10,000 small steps, S3 requests per log
+# (moto behind a 20 ms fault proxy), 500 runs, 4 processes logging to one run. Each prints its ratios.
+bench-scale: $(STAMP)
+	LANCE_LOG=error $(PY) -u -m benchmarks.growth --steps 10000 --checkpoints 100,1000,3000,10000 --reader-window-s 0.5
+	LANCE_LOG=error $(PY) -u -m benchmarks.s3_requests --steps 1000 --checkpoints 100,300,1000 --commit group
+	LANCE_LOG=error $(PY) -u -m benchmarks.many_runs --runs 500 --steps 2 --repeats 5
+	LANCE_LOG=error $(PY) -m benchmarks.many_writers --commit group --writers 4 --logs 300
 
 clean:
 	rm -rf $(VENV) .art .art-real .bench
