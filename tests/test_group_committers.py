@@ -208,50 +208,45 @@ def test_group_commits_start_at_most_every_commit_interval_and_a_lone_log_commit
     assert _steps_seen_by_another_process(str(tmp_path), "m") == [0, 1, 2, 3, 4]
 
 
-def _logs_from_another_process(base: str, name: str, steps: list[int]) -> None:
-    code = textwrap.dedent("""
-        import json
-        import sys
-        import artstore as art
-        from tests.conftest import tool_call_trajectory
-        model = art.Model(name=sys.argv[2], project="p", base_path=sys.argv[1], report_metrics=[], commit="sync")
-        for step in json.loads(sys.argv[3]):
-            model.log_sync([art.TrajectoryGroup([tool_call_trajectory(0.5, step)])], split="train", step=step)
-    """)
-    env = {**os.environ, "PYTHONPATH": ROOT, "LANCE_LOG": "error"}
-    subprocess.run([sys.executable, "-c", code, base, name, json.dumps(steps)], capture_output=True, text=True,
-                   env=env, timeout=120, check=True)
-
-
 def test_a_committer_spaces_its_commits_by_the_commits_other_writers_made_to_the_run_between_its_own(
         tmp_path, monkeypatch):
-    monkeypatch.setattr(run_committer, "COMMIT_INTERVAL_S", 0.5)
+    monkeypatch.setattr(run_committer, "COMMIT_INTERVAL_S", 2.0)
     monkeypatch.setattr(run_committer, "MAX_INTERVAL_S", 60.0)
     model = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="group")
+    other = art.Model(name="m", project="p", base_path=str(tmp_path), report_metrics=[], commit="sync")
     model.log_sync([_group(0)], split="train", step=0)
     model.flush()
     queue = group_commit._QUEUES[model.run.table_location("logs").uri]
-    assert run_committer.spacing(queue) == 0.5  # a lone writer
-    _logs_from_another_process(str(tmp_path), "m", [100, 101, 102])  # three commits of another writer
+    assert run_committer.spacing(queue) == 2.0  # a lone writer
+    for step in (100, 101, 102):  # three commits of another writer, within one spacing
+        other.log_sync([_group(step)], split="train", step=step)
     model.log_sync([_group(1)], split="train", step=1)
-    model.flush()  # committed at once (a waiter): 4 versions or more after this process's previous commit
-    assert run_committer.spacing(queue) >= 2.0  # (a compaction of the other writer's may add one)
+    model.flush()  # committed at once (a waiter), 4 versions (or more: a compaction) after the previous
+    assert run_committer.spacing(queue) >= 4.0
     model.log_sync([_group(2)], split="train", step=2)
-    time.sleep(1.0)  # past one COMMIT_INTERVAL_S since the last commit, short of four
+    time.sleep(2.5)  # past one COMMIT_INTERVAL_S since the last commit, short of the spacing
     assert [r.step for r in group_commit.queued(model.run.table_location("logs"))] == [2]
-    model.flush()
-    assert run_committer.spacing(queue) == 0.5  # no other commit between: back to one interval
+    model.flush()  # (the spacing shrinking back as writers leave: the test below)
     assert sorted(model.run.history()["step"].to_pylist()) == [0, 1, 2, 100, 101, 102]
 
 
-def test_spacing_grows_with_the_versions_between_a_committers_commits_within_its_limits(monkeypatch):
+def test_spacing_grows_with_the_writers_the_versions_between_two_commits_tell_within_its_limits(monkeypatch):
     monkeypatch.setattr(run_committer, "COMMIT_INTERVAL_S", 0.1)
     monkeypatch.setattr(run_committer, "MAX_INTERVAL_S", 1.0)
     queue = run_committer.Queue(Location("/nowhere"))
     assert run_committer.spacing(queue) == 0.1  # no commit yet
-    for previous, version, expected in [(None, 7, 0.1), (7, 8, 0.1), (8, 12, 0.4), (12, 40, 1.0), (40, 3, 0.1)]:
+    # (previous version, version, seconds between the two commits, expected spacing)
+    for previous, version, elapsed, expected in [
+            (None, 7, 0.1, 0.1),  # the first commit
+            (7, 8, 0.1, 0.1),  # no other commit between: a lone writer
+            (8, 12, 0.1, 0.4),  # three others committed within one spacing: 4 writers
+            (12, 16, 0.4, 0.4),  # ... and keep committing once per spacing
+            (16, 18, 0.4, 0.2),  # one left
+            (18, 60, 0.2, 1.0),  # at most MAX_INTERVAL_S
+            (60, 70, 100.0, 0.1),  # a quiet spell here: others' 9 commits in 100 s are no crowd
+            (70, 3, 0.1, 0.1)]:  # the journal made again
         queue.version = previous
-        queue.spread = run_committer._spread(previous, version)
+        queue.writers = run_committer._writers(previous, version, elapsed, run_committer.spacing(queue))
         assert run_committer.spacing(queue) == pytest.approx(expected)
     monkeypatch.setattr(run_committer, "COMMIT_INTERVAL_S", 60.0)  # a longer interval than the limit wins
     assert run_committer.spacing(queue) == 60.0

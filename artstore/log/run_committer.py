@@ -76,25 +76,31 @@ class Queue:
         self.fragments: int | None = None  # the journal's fragments at this process's last commit
         self.dropped = False  # forgotten (`group_commit.drop_queued`): its committer ends
         self.version: int | None = None  # the journal version this process's latest group commit made
-        self.spread = 1  # versions the journal took from this process's commit before that one to it (`spacing`)
+        self.committed_at = float("-inf")  # time.monotonic() it landed
+        self.writers = 1.0  # the run's writers, as its latest commits tell (`spacing`)
 
 
 def spacing(queue: Queue) -> float:
-    """Seconds between the starts of the group commits of `queue`: COMMIT_INTERVAL_S per version
-    its journal took from this process's next-to-last group commit to its latest. The versions
-    in between are other writers' commits (or upkeep's rewrites), and every commit costs every
-    writer of the run (a manifest to check out, a fragment's ids to read, compaction): spaced so,
-    a run that k processes log to takes about one commit per COMMIT_INTERVAL_S in all, each
-    process committing about every k x COMMIT_INTERVAL_S, at most MAX_INTERVAL_S apart (4 writers
-    on 2 cores: benchmarks/RESULTS.md, "Group commits spaced by the writers of a run"). A lone
-    writer keeps COMMIT_INTERVAL_S."""
-    return max(COMMIT_INTERVAL_S, min(MAX_INTERVAL_S, COMMIT_INTERVAL_S * queue.spread))
+    """Seconds between the starts of the group commits of `queue`: COMMIT_INTERVAL_S per writer
+    of its run, as the journal's versions between this process's last two commits tell
+    (`_writers`). Every commit costs every writer of the run (a manifest to check out, a
+    fragment's ids to read, compaction sooner): spaced so, a run that k processes log to takes
+    about one commit per COMMIT_INTERVAL_S in all, each process committing about every k x
+    COMMIT_INTERVAL_S, at most MAX_INTERVAL_S apart (4 writers on 2 cores: benchmarks/RESULTS.md,
+    "Group commits spaced by the writers of a run"). A lone writer keeps COMMIT_INTERVAL_S."""
+    return max(COMMIT_INTERVAL_S, min(MAX_INTERVAL_S, COMMIT_INTERVAL_S * queue.writers))
 
 
-def _spread(previous: int | None, version: int) -> int:
-    """The versions the journal took from `previous` (this process's previous group commit's; None:
-    none) to `version` (its latest): 1 when no other commit came between."""
-    return 1 if previous is None or version <= previous else version - previous  # (fewer: made again)
+def _writers(previous: int | None, version: int, elapsed: float, interval: float) -> float:
+    """The writers of a run as a committer sees them, >= 1: the journal versions from its previous
+    commit (`previous`; None: none) to its latest (`version`), `elapsed` seconds apart, per
+    `interval` (the spacing it kept) of that time. When every writer commits once per spacing
+    (they keep the same one), each version between is one writer's commit. A committer that waited
+    longer (no rows came) counts the versions of one spacing only: others' commits over a quiet
+    spell of its own say little of how often they commit."""
+    if previous is None or version <= previous:  # (fewer: the journal was made again)
+        return 1.0
+    return max(1.0, (version - previous) * interval / max(elapsed, interval))
 
 
 def start(queue: Queue) -> None:
@@ -188,7 +194,9 @@ def _commit(queue: Queue) -> tuple[int, int | None]:
         except Exception as e:  # noqa: BLE001 - committed: a hook's failure must not make it retried
             logger.warning("after the group commit of %s: %s", queue.run.redact(queue.run.uri), e)
     queue.fragments = writes.committed_fragments(queue.run.child("logs.lance"), version)
-    queue.spread, queue.version = _spread(queue.version, version), version
+    now = time.monotonic()
+    queue.writers = _writers(queue.version, version, now - queue.committed_at, spacing(queue))
+    queue.version, queue.committed_at = version, now
     for item in queue.busy:  # each caller's LogRecord now tells the version its log is in
         if getattr(item.record, "queued", False):  # (frozen: this one field is filled in once, here)
             object.__setattr__(item.record, "logs_version", version)
