@@ -2,7 +2,7 @@
 beside OpenPipe ART 0.5.23 logging the same steps from one process (ART's own multi-process
 logging loses rows: see FIELD_NOTES).
 
-    LANCE_LOG=error python -m benchmarks.many_writers [--writers 4] [--logs 50] [--commit group|sync]
+    LANCE_LOG=error python -m benchmarks.many_writers [--writers 4] [--logs 50] [--commit group|sync] [--cpus N]
 
 Each writer process imports artstore, then logs ``--logs`` small train steps (1 group of 8) with
 distinct steps, after 3 warm-up logs to a run of its own; the aggregate rate is all logs over the
@@ -15,7 +15,8 @@ default mode; ``--commit sync`` measures a Lance commit per log.
 CPU per log is each side's process CPU (every thread) over its logs: artstore's writers all
 together, ART's one process less the driver's building of the steps. ART's one process keeps one
 core busy, so N writers reach N times its rate only with N cores and no more CPU per log than it
-takes: the last line prints both.
+takes: the last line prints both. ``--cpus N`` confines both sides to N CPUs (``--writers 1
+--cpus 1``: one writer against ART on one core each).
 """
 
 from __future__ import annotations
@@ -116,7 +117,11 @@ def main() -> None:
     p.add_argument("--writers", type=int, default=4)
     p.add_argument("--logs", type=int, default=50)
     p.add_argument("--commit", choices=["sync", "group"], default="group", help="artstore's commit mode")
+    p.add_argument("--cpus", type=int, default=None,
+                   help="confine both sides (every process and thread) to this machine's first N CPUs")
     a = p.parse_args()
+    if a.cpus is not None:  # inherited by every process started from here: the writers and ART's driver
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: a.cpus]))
     with tempfile.TemporaryDirectory(prefix="many-writers-") as tmp:
         ours = artstore_side(Path(tmp) / "store", a.writers, a.logs, a.commit)
         theirs = art_side(Path(tmp) / "art", a.writers * a.logs)
@@ -130,7 +135,7 @@ def main() -> None:
           f"p95 {theirs['p95_ms']:.0f} ms; CPU per log {theirs['cpu_ms_per_log']:.1f} ms); "
           f"ratio {ours['logs_per_s'] / theirs['logs_per_s']:.2f}x")
     # What the cores allow: ART's one process keeps one core busy, N writers share this machine's.
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     print(f"CPU per log, artstore / ART: {ours['cpu_ms_per_log'] / theirs['cpu_ms_per_log']:.2f}x; "
           f"{a.writers} writers on {cores} cores")
 
