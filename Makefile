@@ -48,7 +48,7 @@ demo-real: $(STAMP)
 bench: $(STAMP)
 	LANCE_LOG=error $(PY) -m benchmarks.run_all
 
-# Scale beside ART 0.5.23 (issue 13; ~15 min on 2 cores): 10,000 small steps, S3 requests per log
+# Scale beside ART 0.5.23 (issue 13; ~18 min on 2 cores): 10,000 small steps, S3 requests per log
 # (moto behind a 20 ms fault proxy), 500 runs, 4 processes logging to one run. Each prints its ratios.
 bench-scale: $(STAMP)
 	LANCE_LOG=error $(PY) -u -m benchmarks.growth --steps 10000 --checkpoints 100,1000,3000,10000 --reader-window-s 0.5
