@@ -245,7 +245,6 @@ def test_spacing_grows_with_the_writers_the_versions_between_two_commits_tell_wi
             (18, 60, 0.2, 1.0),  # at most MAX_INTERVAL_S
             (60, 70, 100.0, 0.1),  # a quiet spell here: others' 9 commits in 100 s are no crowd
             (70, 3, 0.1, 0.1)]:  # the journal made again
-        queue.version = previous
         queue.writers = run_committer._writers(previous, version, elapsed, run_committer.spacing(queue))
         assert run_committer.spacing(queue) == pytest.approx(expected)
     monkeypatch.setattr(run_committer, "COMMIT_INTERVAL_S", 60.0)  # a longer interval than the limit wins
