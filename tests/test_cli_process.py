@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.art_fixtures import ART_FIXTURES
+
 ROOT = Path(__file__).resolve().parent.parent
 # No LANCE_LOG: as in a user's own shell, where the Makefile's LANCE_LOG=error does not reach.
 ENV = {**{k: v for k, v in os.environ.items() if k != "LANCE_LOG"}, "PYTHONPATH": str(ROOT)}
@@ -58,9 +60,9 @@ def test_no_lance_warn_lines_on_a_new_run_and_its_commands(store, tmp_path):
         assert "WARN" not in done.stderr + done.stdout and done.stderr == "", args
 
 
-@pytest.mark.skipif(not (ROOT.parent / "shared" / "fixtures" / "art").is_dir(), reason="no ART fixtures")
+@pytest.mark.skipif(not ART_FIXTURES.is_dir(), reason="no ART fixtures")
 def test_no_lance_warn_lines_when_an_import_creates_tables(tmp_path):
-    source = ROOT.parent / "shared" / "fixtures" / "art" / "art-0.5.23"
+    source = ART_FIXTURES / "art-0.5.23"
     done = cli("import-art", str(source), "--store", str(tmp_path / "imported"))
     assert done.returncode == 0, done.stderr
     assert "WARN" not in done.stderr + done.stdout
